@@ -1,0 +1,20 @@
+//! The connection-level building blocks of the network stack.
+//!
+//! This crate owns:
+//! - [`transport`]: the composable [`Transport`](transport::Transport) abstraction, its
+//!   combinators (`and_then`, `map`, `with_timeout`, `boxed`), and the base TCP and
+//!   in-memory transports;
+//! - [`PeerId`] and [`NetworkAddress`], the identity and address types every layer
+//!   names peers by;
+//! - [`framing`]: length-delimited messages over any byte stream.
+//!
+//! It does not own cryptography (the `noise` crate), wire messages (`proto`), or peers
+//! and protocols (`network`); it knows nothing of protobuf.
+
+pub mod address;
+pub mod framing;
+pub mod peer_id;
+pub mod transport;
+
+pub use address::{AddressError, NetworkAddress};
+pub use peer_id::{PeerId, PeerIdError};

@@ -1,0 +1,206 @@
+//! TCP: listens on IPv4 and IPv6, dials IPv4, IPv6 and DNS names.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::Stream;
+use futures::future::{BoxFuture, Ready, ready};
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{Transport, TransportError};
+use crate::address::{Endpoint, Host, NetworkAddress};
+
+/// Connections a listening socket queues before the application accepts them: the
+/// common Linux `somaxconn` default, so a burst of dials from a whole validator set at
+/// start-up is not refused.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// Socket options applied to every TCP connection, inbound and outbound.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpConfig {
+    /// Disables Nagle's algorithm. On by default: the layers above coalesce writes
+    /// themselves, so Nagle only adds latency to small messages.
+    pub nodelay: bool,
+    /// TCP keepalive idle time; `None` leaves keepalive off. Off by default: the
+    /// health checker detects dead peers at the application level.
+    pub keepalive: Option<Duration>,
+    /// `SO_RCVBUF`; `None` keeps the kernel's auto-tuning.
+    pub recv_buffer_size: Option<usize>,
+    /// `SO_SNDBUF`; `None` keeps the kernel's auto-tuning.
+    pub send_buffer_size: Option<usize>,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        Self {
+            nodelay: true,
+            keepalive: None,
+            recv_buffer_size: None,
+            send_buffer_size: None,
+        }
+    }
+}
+
+impl TcpConfig {
+    fn apply(&self, stream: &TcpStream) -> io::Result<()> {
+        stream.set_nodelay(self.nodelay)?;
+        let sock = SockRef::from(stream);
+        if let Some(idle) = self.keepalive {
+            sock.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
+        }
+        self.apply_buffers(&sock)
+    }
+
+    fn apply_buffers(&self, sock: &SockRef<'_>) -> io::Result<()> {
+        if let Some(size) = self.recv_buffer_size {
+            sock.set_recv_buffer_size(size)?;
+        }
+        if let Some(size) = self.send_buffer_size {
+            sock.set_send_buffer_size(size)?;
+        }
+        Ok(())
+    }
+}
+
+/// The TCP transport. Its output is a [`TcpStream`] with [`TcpConfig`] applied.
+///
+/// `listen_on` and `dial` must run inside a tokio runtime with I/O enabled.
+#[derive(Clone, Debug, Default)]
+pub struct TcpTransport {
+    /// Options for every connection.
+    pub config: TcpConfig,
+}
+
+impl TcpTransport {
+    /// A TCP transport with the given options.
+    pub fn new(config: TcpConfig) -> Self {
+        Self { config }
+    }
+}
+
+fn bind(addr: SocketAddr, config: &TcpConfig) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        // `/ip6/::` listens on IPv6 only, so that `/ip4/0.0.0.0` can bind beside it.
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    config.apply_buffers(&SockRef::from(&socket))?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into())
+}
+
+impl Transport for TcpTransport {
+    type Output = TcpStream;
+    type Error = TransportError;
+    type Inbound = Ready<Result<TcpStream, TransportError>>;
+    type Outbound = BoxFuture<'static, Result<TcpStream, TransportError>>;
+    type Listener = TcpListenerStream;
+
+    fn listen_on(
+        &self,
+        addr: NetworkAddress,
+    ) -> Result<(Self::Listener, NetworkAddress), Self::Error> {
+        let ip: IpAddr = match addr.endpoint() {
+            Endpoint::Tcp {
+                host: Host::Ip4(ip),
+                ..
+            } => (*ip).into(),
+            Endpoint::Tcp {
+                host: Host::Ip6(ip),
+                ..
+            } => (*ip).into(),
+            _ => return Err(TransportError::UnsupportedAddress(addr)),
+        };
+        let listener = bind(SocketAddr::new(ip, addr.port()), &self.config)?;
+        let bound = NetworkAddress::from_socket_addr(listener.local_addr()?);
+        Ok((
+            TcpListenerStream {
+                listener,
+                config: self.config.clone(),
+            },
+            bound,
+        ))
+    }
+
+    fn dial(&self, addr: NetworkAddress) -> Result<Self::Outbound, Self::Error> {
+        let Endpoint::Tcp { host, port } = addr.endpoint().clone() else {
+            return Err(TransportError::UnsupportedAddress(addr));
+        };
+        let config = self.config.clone();
+        Ok(Box::pin(async move {
+            let candidates = resolve(&host, port).await?;
+            let mut last_error = None;
+            for candidate in candidates {
+                match TcpStream::connect(candidate).await {
+                    Ok(stream) => {
+                        config.apply(&stream)?;
+                        return Ok(stream);
+                    }
+                    Err(e) => last_error = Some(e),
+                }
+            }
+            Err(match last_error {
+                Some(e) => TransportError::Io(e),
+                None => TransportError::NoAddressResolved(host.to_string()),
+            })
+        }))
+    }
+}
+
+/// The socket addresses to try for `host`, in resolver order.
+async fn resolve(host: &Host, port: u16) -> Result<Vec<SocketAddr>, TransportError> {
+    let (name, keep): (_, fn(&SocketAddr) -> bool) = match host {
+        Host::Ip4(ip) => return Ok(vec![SocketAddr::new((*ip).into(), port)]),
+        Host::Ip6(ip) => return Ok(vec![SocketAddr::new((*ip).into(), port)]),
+        Host::Dns(name) => (name, |_| true),
+        Host::Dns4(name) => (name, SocketAddr::is_ipv4),
+        Host::Dns6(name) => (name, SocketAddr::is_ipv6),
+    };
+    let resolved: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), port))
+        .await
+        .map_err(|source| TransportError::Resolve {
+            name: name.to_string(),
+            source,
+        })?
+        .filter(keep)
+        .collect();
+    if resolved.is_empty() {
+        return Err(TransportError::NoAddressResolved(name.to_string()));
+    }
+    Ok(resolved)
+}
+
+/// The listener stream of [`TcpTransport`]. Accept errors are yielded and the stream
+/// goes on.
+#[derive(Debug)]
+pub struct TcpListenerStream {
+    listener: TcpListener,
+    config: TcpConfig,
+}
+
+impl Stream for TcpListenerStream {
+    type Item = Result<(Ready<Result<TcpStream, TransportError>>, NetworkAddress), TransportError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let (stream, remote) = match self.listener.poll_accept(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Ok(accepted)) => accepted,
+        };
+        let upgrade = match self.config.apply(&stream) {
+            Ok(()) => Ok(stream),
+            Err(e) => Err(e.into()),
+        };
+        Poll::Ready(Some(Ok((
+            ready(upgrade),
+            NetworkAddress::from_socket_addr(remote),
+        ))))
+    }
+}

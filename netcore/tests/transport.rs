@@ -1,0 +1,204 @@
+//! The transports and their combinators, over memory and over TCP on loopback.
+
+#![allow(clippy::unwrap_used)] // A panic in a test is a failed assertion.
+
+use std::future::pending;
+use std::time::Duration;
+
+use futures::StreamExt;
+use netcore::NetworkAddress;
+use netcore::transport::{
+    ConnectionOrigin, MemoryTransport, TcpTransport, TimeoutError, Transport, TransportError,
+    TransportExt,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+fn addr(s: &str) -> NetworkAddress {
+    s.parse().unwrap()
+}
+
+/// Listens on `listen`, dials the bound address, and sends data both ways.
+async fn exchange_both_ways<T>(transport: T, listen: &str) -> NetworkAddress
+where
+    T: Transport,
+    T::Output: AsyncRead + AsyncWrite + Unpin,
+    T::Listener: Unpin,
+{
+    let (mut listener, bound) = transport.listen_on(addr(listen)).unwrap();
+    assert_ne!(bound.port(), 0, "the bound address names the port picked");
+    // A dial future does nothing until polled: drive it and the accept together.
+    let (client, accepted) = tokio::join!(transport.dial(bound.clone()).unwrap(), listener.next());
+    let (inbound, _remote) = accepted.unwrap().unwrap();
+    let (mut client, mut server) = (client.unwrap(), inbound.await.unwrap());
+
+    client.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    server.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"ping");
+    server.write_all(b"pong").await.unwrap();
+    client.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"pong");
+    bound
+}
+
+#[tokio::test]
+async fn memory_transport_carries_data_both_ways() {
+    exchange_both_ways(MemoryTransport::default(), "/memory/0").await;
+}
+
+#[tokio::test]
+async fn tcp_transport_carries_data_both_ways_over_ip4() {
+    let bound = exchange_both_ways(TcpTransport::default(), "/ip4/127.0.0.1/tcp/0").await;
+    assert!(bound.to_string().starts_with("/ip4/127.0.0.1/tcp/"));
+}
+
+#[tokio::test]
+async fn tcp_transport_carries_data_both_ways_over_ip6() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipping: this machine has no IPv6 loopback");
+        return;
+    }
+    let bound = exchange_both_ways(TcpTransport::default(), "/ip6/::1/tcp/0").await;
+    assert!(bound.to_string().starts_with("/ip6/::1/tcp/"));
+}
+
+#[tokio::test]
+async fn tcp_transport_dials_a_dns_name() {
+    let transport = TcpTransport::default();
+    let (mut listener, bound) = transport.listen_on(addr("/ip4/127.0.0.1/tcp/0")).unwrap();
+    let dial = transport
+        .dial(addr(&format!("/dns4/localhost/tcp/{}", bound.port())))
+        .unwrap();
+    let (client, accepted) = tokio::join!(dial, listener.next());
+    let (client, _server) = (client.unwrap(), accepted.unwrap().unwrap().0.await.unwrap());
+    assert!(client.nodelay().unwrap(), "nodelay is on by default");
+}
+
+#[tokio::test]
+async fn tcp_listener_reports_the_remote_address() {
+    let transport = TcpTransport::default();
+    let (mut listener, bound) = transport.listen_on(addr("/ip4/127.0.0.1/tcp/0")).unwrap();
+    let (client, accepted) = tokio::join!(transport.dial(bound).unwrap(), listener.next());
+    let (client, (_, remote)) = (client.unwrap(), accepted.unwrap().unwrap());
+    assert_eq!(remote, NetworkAddress::from(client.local_addr().unwrap()));
+}
+
+#[tokio::test]
+async fn transports_refuse_addresses_of_the_other_kind() {
+    let tcp = TcpTransport::default();
+    assert!(matches!(
+        tcp.listen_on(addr("/memory/0")),
+        Err(TransportError::UnsupportedAddress(_))
+    ));
+    assert!(matches!(
+        tcp.listen_on(addr("/dns/localhost/tcp/0")),
+        Err(TransportError::UnsupportedAddress(_))
+    ));
+    let memory = MemoryTransport::default();
+    assert!(matches!(
+        memory.dial(addr("/ip4/127.0.0.1/tcp/1")),
+        Err(TransportError::UnsupportedAddress(_))
+    ));
+}
+
+#[tokio::test]
+async fn dialing_a_closed_port_fails() {
+    let memory = MemoryTransport::default();
+    let (listener, bound) = memory.listen_on(addr("/memory/0")).unwrap();
+    drop(listener);
+    let err = memory.dial(bound).unwrap().await.unwrap_err();
+    assert!(
+        matches!(err, TransportError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+    );
+
+    let tcp = TcpTransport::default();
+    let (listener, bound) = tcp.listen_on(addr("/ip4/127.0.0.1/tcp/0")).unwrap();
+    drop(listener);
+    assert!(tcp.dial(bound).unwrap().await.is_err());
+}
+
+#[tokio::test]
+async fn and_then_sees_the_origin_on_both_sides() {
+    let transport = MemoryTransport::default()
+        .and_then(
+            |socket, addr, origin| async move { Ok::<_, TransportError>((socket, addr, origin)) },
+        )
+        .map(|(socket, addr, origin), map_origin| {
+            assert_eq!(origin, map_origin, "map sees the same origin");
+            (socket, addr, origin)
+        });
+    let (mut listener, bound) = transport.listen_on(addr("/memory/0")).unwrap();
+    let dial = transport.dial(bound.clone()).unwrap();
+    let (inbound, _) = listener.next().await.unwrap().unwrap();
+    let (_, out_addr, out_origin) = dial.await.unwrap();
+    let (_, in_addr, in_origin) = inbound.await.unwrap();
+    assert_eq!(out_origin, ConnectionOrigin::Outbound);
+    assert_eq!(in_origin, ConnectionOrigin::Inbound);
+    assert_eq!(out_addr, bound, "the dialer's step sees the dialed address");
+    assert_eq!(
+        in_addr,
+        NetworkAddress::memory(0),
+        "the listener's step sees the remote"
+    );
+}
+
+#[tokio::test]
+async fn and_then_errors_end_the_upgrade() {
+    #[derive(Debug, thiserror::Error)]
+    enum UpgradeError {
+        #[error("refused")]
+        Refused,
+        #[error(transparent)]
+        Transport(#[from] TransportError),
+    }
+    let transport = MemoryTransport::default()
+        .and_then(|_socket, _addr, _origin| async { Err::<(), _>(UpgradeError::Refused) });
+    let (_listener, bound) = transport.listen_on(addr("/memory/0")).unwrap();
+    let err = transport.dial(bound).unwrap().await.unwrap_err();
+    assert!(matches!(err, UpgradeError::Refused));
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_timeout_fails_a_slow_upgrade() {
+    let transport = MemoryTransport::default()
+        .and_then(|socket, _addr, origin| async move {
+            if origin == ConnectionOrigin::Inbound {
+                // The listener's upgrade never completes.
+                pending::<()>().await;
+            }
+            Ok::<_, TransportError>(socket)
+        })
+        .with_timeout(Duration::from_secs(5));
+    let (mut listener, bound) = transport.listen_on(addr("/memory/0")).unwrap();
+    let outbound = transport.dial(bound).unwrap();
+    let (inbound, _) = listener.next().await.unwrap().unwrap();
+    assert!(outbound.await.is_ok(), "a fast upgrade passes");
+
+    let start = tokio::time::Instant::now();
+    let err = inbound.await.unwrap_err();
+    assert!(matches!(err, TimeoutError::Timeout(d) if d == Duration::from_secs(5)));
+    assert_eq!(start.elapsed(), Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn boxed_transports_of_different_kinds_share_one_type() {
+    trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+    impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+    let transports = [
+        (
+            MemoryTransport::default()
+                .map(|s, _| Box::new(s) as Box<dyn Io>)
+                .boxed(),
+            "/memory/0",
+        ),
+        (
+            TcpTransport::default()
+                .map(|s, _| Box::new(s) as Box<dyn Io>)
+                .boxed(),
+            "/ip4/127.0.0.1/tcp/0",
+        ),
+    ];
+    for (transport, listen) in transports {
+        exchange_both_ways(transport.clone(), listen).await;
+    }
+}
