@@ -1,0 +1,5 @@
+//! Criterion benchmarks of the network stack, and the helpers they share.
+//!
+//! Run them with `cargo bench -p benches`; `README.md` beside this crate holds the
+//! latest figures, the command, and the machine they ran on. This crate owns no part of
+//! the stack itself.

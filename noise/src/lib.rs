@@ -1,0 +1,1 @@
+//! Noise IK authentication and encryption, and node identity keys (being built).
