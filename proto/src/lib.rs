@@ -12,7 +12,13 @@ pub mod handshake {
     include!(concat!(env!("OUT_DIR"), "/netstack.handshake.rs"));
 }
 
-pub use prost::Message;
+/// RPC responses: an answer or a failure reported by the remote.
+pub mod rpc {
+    #![allow(missing_docs, unreachable_pub)]
+    include!(concat!(env!("OUT_DIR"), "/netstack.rpc.rs"));
+}
+
+pub use prost::{DecodeError, Message};
 
 #[cfg(test)]
 mod tests {
