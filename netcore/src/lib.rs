@@ -13,6 +13,7 @@
 
 pub mod address;
 pub mod framing;
+pub mod negotiate;
 pub mod peer_id;
 pub mod transport;
 

@@ -1,0 +1,446 @@
+//! The negotiation exchange as state machines with no I/O: bytes in, bytes out.
+//!
+//! [`ListenerCore`] and [`DialerCore`] consume whole messages from an input buffer and
+//! append their answers to an output buffer; the async layer in [`negotiate`](super)
+//! only moves bytes between those buffers and the stream. Bytes past the message that
+//! settles the negotiation stay in the input buffer: they are the first application data.
+
+use bytes::BytesMut;
+use tokio_util::codec::{Decoder, Encoder};
+
+use super::MAX_PROPOSALS;
+use super::codec::{HEADER, LineCodec, Message};
+use super::error::NegotiateError;
+
+/// Where a listener stands after the input it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ListenerProgress {
+    /// No decision yet: send the queued output, then read more.
+    NeedInput,
+    /// The dialer proposed `supported[index]` and the echo is queued.
+    Accepted(usize),
+}
+
+/// The responding side: checks the header, answers each proposal with an echo (if
+/// supported) or `na`, and answers `ls` with `na`.
+#[derive(Debug, Default)]
+pub(crate) struct ListenerCore {
+    header_seen: bool,
+    /// Proposals (and `ls` requests) answered so far.
+    proposals: usize,
+    /// An `na` was sent: a dialer that gives up now has been refused, not misbehaved.
+    sent_na: bool,
+}
+
+impl ListenerCore {
+    /// A listener that has read nothing yet.
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Consumes whole messages from `input`, queueing answers on `out`, until a
+    /// proposal of one of `supported` is accepted or the input runs out.
+    pub(crate) fn on_input<P: AsRef<str>>(
+        &mut self,
+        supported: &[P],
+        input: &mut BytesMut,
+        out: &mut BytesMut,
+    ) -> Result<ListenerProgress, NegotiateError> {
+        self.step(supported, input, out)
+            .map_err(|err| self.gave_up_or(err))
+    }
+
+    /// The error for a stream that ended before a protocol was agreed.
+    pub(crate) fn on_eof(&self) -> NegotiateError {
+        self.gave_up_or(NegotiateError::UnexpectedEof)
+    }
+
+    fn step<P: AsRef<str>>(
+        &mut self,
+        supported: &[P],
+        input: &mut BytesMut,
+        out: &mut BytesMut,
+    ) -> Result<ListenerProgress, NegotiateError> {
+        while let Some(line) = LineCodec.decode(input)? {
+            let msg = Message::parse(&line);
+            if !self.header_seen {
+                if msg != Message::Header {
+                    return Err(NegotiateError::BadHeader);
+                }
+                self.header_seen = true;
+                LineCodec.encode(Message::Header, out)?;
+                continue;
+            }
+            let protocol = match msg {
+                Message::Header => return Err(NegotiateError::UnexpectedMessage("second header")),
+                Message::NotAvailable => {
+                    return Err(NegotiateError::UnexpectedMessage("`na` from the dialer"));
+                }
+                Message::List => None,
+                Message::Protocol(protocol) => Some(protocol),
+            };
+            if self.proposals == MAX_PROPOSALS {
+                return Err(NegotiateError::TooManyProposals { max: MAX_PROPOSALS });
+            }
+            self.proposals += 1;
+            let index =
+                protocol.and_then(|p| supported.iter().position(|s| s.as_ref().as_bytes() == p));
+            if let (Some(index), Some(protocol)) = (index, protocol) {
+                LineCodec.encode(Message::Protocol(protocol), out)?;
+                return Ok(ListenerProgress::Accepted(index));
+            }
+            LineCodec.encode(Message::NotAvailable, out)?;
+            self.sent_na = true;
+        }
+        Ok(ListenerProgress::NeedInput)
+    }
+
+    /// After an `na`, a dialer that closes the stream or sends something that is not a
+    /// negotiation message (an optimistic dialer's data behind its refused proposal)
+    /// has given up: that is a refusal, not a protocol violation.
+    fn gave_up_or(&self, err: NegotiateError) -> NegotiateError {
+        let gave_up = matches!(
+            err,
+            NegotiateError::UnexpectedEof
+                | NegotiateError::Malformed(_)
+                | NegotiateError::MessageTooLong { .. }
+                | NegotiateError::LengthPrefixTooLong { .. }
+                | NegotiateError::UnexpectedMessage(_)
+        );
+        if self.sent_na && gave_up {
+            NegotiateError::Refused
+        } else {
+            err
+        }
+    }
+}
+
+/// Where a dialer stands after the input it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DialerProgress {
+    /// No answer yet: send the queued output, then read more.
+    NeedInput,
+    /// The listener echoed the current proposal.
+    Accepted,
+    /// The listener answered `na`: propose another protocol or give up.
+    Refused,
+}
+
+/// The proposing side: sends the header and one proposal at a time, and reads the
+/// listener's header and its answer to each proposal.
+#[derive(Debug)]
+pub(crate) struct DialerCore {
+    header_seen: bool,
+    /// The protocol awaiting an answer; `None` once it is answered.
+    proposal: Option<Box<str>>,
+}
+
+impl DialerCore {
+    /// Starts a negotiation: queues the header and a proposal of `protocol` on `out`.
+    pub(crate) fn start(protocol: &str, out: &mut BytesMut) -> Result<Self, NegotiateError> {
+        validate_protocol(protocol)?;
+        let mut core = DialerCore {
+            header_seen: false,
+            proposal: None,
+        };
+        LineCodec.encode(Message::Header, out)?;
+        core.propose(protocol, out)?;
+        Ok(core)
+    }
+
+    /// Queues a proposal of `protocol` on `out`, after the previous one was refused.
+    pub(crate) fn propose(
+        &mut self,
+        protocol: &str,
+        out: &mut BytesMut,
+    ) -> Result<(), NegotiateError> {
+        validate_protocol(protocol)?;
+        LineCodec.encode(Message::Protocol(protocol.as_bytes()), out)?;
+        self.proposal = Some(protocol.into());
+        Ok(())
+    }
+
+    /// Consumes whole messages from `input` until the current proposal is answered or
+    /// the input runs out.
+    pub(crate) fn on_input(
+        &mut self,
+        input: &mut BytesMut,
+    ) -> Result<DialerProgress, NegotiateError> {
+        while let Some(line) = LineCodec.decode(input)? {
+            let msg = Message::parse(&line);
+            if !self.header_seen {
+                if msg != Message::Header {
+                    return Err(NegotiateError::BadHeader);
+                }
+                self.header_seen = true;
+                continue;
+            }
+            let Some(proposal) = self.proposal.take() else {
+                return Err(NegotiateError::UnexpectedMessage("answer to no proposal"));
+            };
+            return match msg {
+                Message::Protocol(echo) if echo == proposal.as_bytes() => {
+                    Ok(DialerProgress::Accepted)
+                }
+                Message::NotAvailable => Ok(DialerProgress::Refused),
+                Message::Protocol(_) => Err(NegotiateError::UnexpectedMessage(
+                    "echo of a protocol that was not proposed",
+                )),
+                Message::Header => Err(NegotiateError::UnexpectedMessage("second header")),
+                Message::List => Err(NegotiateError::UnexpectedMessage("`ls` from the listener")),
+            };
+        }
+        Ok(DialerProgress::NeedInput)
+    }
+
+    /// The error for a stream that ended before the listener answered.
+    pub(crate) fn on_eof(&self) -> NegotiateError {
+        NegotiateError::UnexpectedEof
+    }
+}
+
+/// Checks that `protocol` can be proposed: a `/`-prefixed id (other implementations
+/// refuse anything else), not the header, with no newline, that fits in a message.
+pub(crate) fn validate_protocol(protocol: &str) -> Result<(), NegotiateError> {
+    if !protocol.starts_with('/') {
+        return Err(NegotiateError::InvalidProtocol("must start with '/'"));
+    }
+    if protocol.contains('\n') {
+        return Err(NegotiateError::InvalidProtocol(
+            "must not contain a newline",
+        ));
+    }
+    if protocol.as_bytes() == HEADER {
+        return Err(NegotiateError::InvalidProtocol("is the multistream header"));
+    }
+    if protocol.len() + 1 > super::MAX_MESSAGE_LEN {
+        return Err(NegotiateError::InvalidProtocol(
+            "longer than a negotiation message may be",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SUPPORTED: [&str; 2] = ["/net/rpc/1", "/net/direct/1"];
+
+    fn wire(msgs: &[Message<'_>]) -> BytesMut {
+        let mut out = BytesMut::new();
+        for msg in msgs {
+            LineCodec.encode(*msg, &mut out).unwrap();
+        }
+        out
+    }
+
+    fn proto(p: &str) -> Message<'_> {
+        Message::Protocol(p.as_bytes())
+    }
+
+    #[test]
+    fn listener_echoes_header_and_supported_proposal_and_keeps_trailing_data() {
+        let mut input = wire(&[Message::Header, proto("/net/direct/1")]);
+        input.extend_from_slice(b"request");
+        let mut out = BytesMut::new();
+        let progress = ListenerCore::new()
+            .on_input(&SUPPORTED, &mut input, &mut out)
+            .unwrap();
+        assert_eq!(progress, ListenerProgress::Accepted(1));
+        assert_eq!(out, wire(&[Message::Header, proto("/net/direct/1")]));
+        assert_eq!(&input[..], b"request");
+    }
+
+    #[test]
+    fn listener_answers_unsupported_proposal_and_ls_with_na_then_accepts() {
+        let mut listener = ListenerCore::new();
+        let mut input = wire(&[Message::Header, proto("/other/1"), Message::List]);
+        let mut out = BytesMut::new();
+        assert_eq!(
+            listener.on_input(&SUPPORTED, &mut input, &mut out).unwrap(),
+            ListenerProgress::NeedInput
+        );
+        assert_eq!(
+            out,
+            wire(&[
+                Message::Header,
+                Message::NotAvailable,
+                Message::NotAvailable
+            ])
+        );
+        out.clear();
+        let mut input = wire(&[proto("/net/rpc/1")]);
+        assert_eq!(
+            listener.on_input(&SUPPORTED, &mut input, &mut out).unwrap(),
+            ListenerProgress::Accepted(0)
+        );
+        assert_eq!(out, wire(&[proto("/net/rpc/1")]));
+    }
+
+    #[test]
+    fn listener_sends_its_header_as_soon_as_it_reads_the_dialers() {
+        let mut input = wire(&[Message::Header]);
+        let mut out = BytesMut::new();
+        let progress = ListenerCore::new()
+            .on_input(&SUPPORTED, &mut input, &mut out)
+            .unwrap();
+        assert_eq!(progress, ListenerProgress::NeedInput);
+        assert_eq!(out, wire(&[Message::Header]));
+    }
+
+    #[test]
+    fn listener_refuses_a_missing_header() {
+        let mut input = wire(&[proto("/net/rpc/1")]);
+        let err = ListenerCore::new()
+            .on_input(&SUPPORTED, &mut input, &mut BytesMut::new())
+            .unwrap_err();
+        assert!(matches!(err, NegotiateError::BadHeader));
+    }
+
+    #[test]
+    fn listener_stops_after_the_maximum_number_of_proposals() {
+        let mut msgs = vec![Message::Header];
+        msgs.extend(std::iter::repeat_n(proto("/nope"), MAX_PROPOSALS));
+        let mut input = wire(&msgs);
+        let mut out = BytesMut::new();
+        let mut listener = ListenerCore::new();
+        assert_eq!(
+            listener.on_input(&SUPPORTED, &mut input, &mut out).unwrap(),
+            ListenerProgress::NeedInput,
+            "the maximum itself is answered"
+        );
+        let mut one_more = wire(&[proto("/net/rpc/1")]);
+        let err = listener
+            .on_input(&SUPPORTED, &mut one_more, &mut out)
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            NegotiateError::TooManyProposals { max: MAX_PROPOSALS }
+        ));
+    }
+
+    #[test]
+    fn listener_eof_is_unexpected_before_any_na_and_a_refusal_after() {
+        let listener = ListenerCore::new();
+        assert!(matches!(listener.on_eof(), NegotiateError::UnexpectedEof));
+
+        let mut listener = ListenerCore::new();
+        let mut input = wire(&[Message::Header, proto("/nope")]);
+        listener
+            .on_input(&SUPPORTED, &mut input, &mut BytesMut::new())
+            .unwrap();
+        assert!(matches!(listener.on_eof(), NegotiateError::Refused));
+    }
+
+    #[test]
+    fn listener_reads_data_behind_a_refused_proposal_as_a_refusal() {
+        let mut input = wire(&[Message::Header, proto("/nope")]);
+        input.extend_from_slice(b"\x00\x00\x00\x05hello");
+        let err = ListenerCore::new()
+            .on_input(&SUPPORTED, &mut input, &mut BytesMut::new())
+            .unwrap_err();
+        assert!(matches!(err, NegotiateError::Refused));
+    }
+
+    #[test]
+    fn listener_refuses_na_from_the_dialer() {
+        let mut input = wire(&[Message::Header, Message::NotAvailable]);
+        let err = ListenerCore::new()
+            .on_input(&SUPPORTED, &mut input, &mut BytesMut::new())
+            .unwrap_err();
+        assert!(matches!(err, NegotiateError::UnexpectedMessage(_)));
+    }
+
+    #[test]
+    fn dialer_queues_header_and_proposal_together() {
+        let mut out = BytesMut::new();
+        DialerCore::start("/net/rpc/1", &mut out).unwrap();
+        assert_eq!(out, wire(&[Message::Header, proto("/net/rpc/1")]));
+    }
+
+    #[test]
+    fn dialer_accepts_the_echo_and_keeps_data_behind_it() {
+        let mut dialer = DialerCore::start("/net/rpc/1", &mut BytesMut::new()).unwrap();
+        let mut input = wire(&[Message::Header]);
+        assert_eq!(
+            dialer.on_input(&mut input).unwrap(),
+            DialerProgress::NeedInput
+        );
+        let mut input = wire(&[proto("/net/rpc/1")]);
+        input.extend_from_slice(b"response");
+        assert_eq!(
+            dialer.on_input(&mut input).unwrap(),
+            DialerProgress::Accepted
+        );
+        assert_eq!(&input[..], b"response");
+    }
+
+    #[test]
+    fn dialer_sees_na_as_refused_and_can_propose_again() {
+        let mut dialer = DialerCore::start("/a", &mut BytesMut::new()).unwrap();
+        let mut input = wire(&[Message::Header, Message::NotAvailable]);
+        assert_eq!(
+            dialer.on_input(&mut input).unwrap(),
+            DialerProgress::Refused
+        );
+        let mut out = BytesMut::new();
+        dialer.propose("/b", &mut out).unwrap();
+        assert_eq!(out, wire(&[proto("/b")]));
+        let mut input = wire(&[proto("/b")]);
+        assert_eq!(
+            dialer.on_input(&mut input).unwrap(),
+            DialerProgress::Accepted
+        );
+    }
+
+    #[test]
+    fn dialer_refuses_an_echo_of_another_protocol_and_a_missing_header() {
+        let mut dialer = DialerCore::start("/a", &mut BytesMut::new()).unwrap();
+        let mut input = wire(&[Message::Header, proto("/b")]);
+        assert!(matches!(
+            dialer.on_input(&mut input),
+            Err(NegotiateError::UnexpectedMessage(_))
+        ));
+        let mut dialer = DialerCore::start("/a", &mut BytesMut::new()).unwrap();
+        let mut input = wire(&[proto("/a")]);
+        assert!(matches!(
+            dialer.on_input(&mut input),
+            Err(NegotiateError::BadHeader)
+        ));
+    }
+
+    #[test]
+    fn dialer_refuses_a_second_answer() {
+        let mut dialer = DialerCore::start("/a", &mut BytesMut::new()).unwrap();
+        let mut input = wire(&[
+            Message::Header,
+            Message::NotAvailable,
+            Message::NotAvailable,
+        ]);
+        assert_eq!(
+            dialer.on_input(&mut input).unwrap(),
+            DialerProgress::Refused
+        );
+        assert!(matches!(
+            dialer.on_input(&mut input),
+            Err(NegotiateError::UnexpectedMessage("answer to no proposal"))
+        ));
+    }
+
+    #[test]
+    fn invalid_protocol_ids_are_refused_before_anything_is_queued() {
+        let too_long = format!("/{}", "x".repeat(super::super::MAX_MESSAGE_LEN));
+        for bad in ["", "rpc", "/a\nb", "/multistream/1.0.0", too_long.as_str()] {
+            let mut out = BytesMut::new();
+            assert!(
+                matches!(
+                    DialerCore::start(bad, &mut out),
+                    Err(NegotiateError::InvalidProtocol(_))
+                ),
+                "{bad:?}"
+            );
+            assert!(out.is_empty());
+        }
+    }
+}
