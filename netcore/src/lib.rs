@@ -6,13 +6,15 @@
 //!   in-memory transports;
 //! - [`PeerId`] and [`NetworkAddress`], the identity and address types every layer
 //!   names peers by;
-//! - [`framing`]: length-delimited messages over any byte stream.
+//! - [`framing`]: length-delimited messages over any byte stream;
+//! - [`multiplexing`]: many flow-controlled substreams over one connection (yamux wire format).
 //!
 //! It does not own cryptography (the `noise` crate), wire messages (`proto`), or peers
 //! and protocols (`network`); it knows nothing of protobuf.
 
 pub mod address;
 pub mod framing;
+pub mod multiplexing;
 pub mod negotiate;
 pub mod peer_id;
 pub mod transport;

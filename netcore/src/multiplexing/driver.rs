@@ -1,0 +1,288 @@
+//! The connection task: the only code that touches the socket.
+//!
+//! One task per connection reads large chunks from the socket, decodes frames and
+//! hands them to the [`Session`] (one lock per chunk, not per frame), then takes every
+//! frame the session has ready, writes them and flushes once. Substreams reach it
+//! through the shared session and a waker, never through a channel.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, Sleep};
+
+use super::error::MuxError;
+use super::frame::{HEADER_LEN, Header};
+use super::session::{Payload, Session};
+
+/// Bytes asked of the socket per read: the size of a full Noise frame, so one read
+/// takes a whole decrypted frame from the layer below.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Bytes of frames taken from the session per batch before writing them: large enough
+/// to fill a few Noise frames per flush, small enough to interleave reading.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// Control frames (mostly pongs and RSTs answering the remote) allowed to wait before
+/// the task stops reading from the remote: local work goes before new remote work.
+const CONTROL_BACKLOG_LIMIT: usize = 64 * 1024;
+
+/// Read/write rounds per poll before the task yields to others.
+const ROUNDS_PER_POLL: usize = 32;
+
+/// The session and the handles' way to it.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    session: Mutex<Session>,
+}
+
+impl Shared {
+    pub(crate) fn new(session: Session) -> Self {
+        Self {
+            session: Mutex::new(session),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Session> {
+        // The session keeps its invariants between statements that can panic, so a
+        // poisoned lock is still consistent enough to close the connection with.
+        self.session.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the session, then wakes whom it asked to wake, outside the lock.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Session) -> R) -> R {
+        let (r, wakes) = {
+            let mut s = self.lock();
+            let r = f(&mut s);
+            let wakes = if s.to_wake.is_empty() {
+                Vec::new()
+            } else {
+                std::mem::take(&mut s.to_wake)
+            };
+            (r, wakes)
+        };
+        wakes.into_iter().for_each(Waker::wake);
+        r
+    }
+}
+
+/// The future of the connection task.
+pub(crate) struct Driver<IO> {
+    io: IO,
+    shared: Arc<Shared>,
+    read_buf: BytesMut,
+    /// A decoded header whose payload is still arriving.
+    pending: Option<(Header, Payload)>,
+    /// No more reading: EOF, or the remote broke the protocol.
+    read_done: bool,
+    /// Encoded frames not yet written.
+    out: BytesMut,
+    unflushed: bool,
+    timer: Pin<Box<Sleep>>,
+    timer_at: Option<Instant>,
+}
+
+impl<IO> Driver<IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    pub(crate) fn new(io: IO, shared: Arc<Shared>) -> Self {
+        Self {
+            io,
+            shared,
+            read_buf: BytesMut::with_capacity(READ_CHUNK),
+            pending: None,
+            read_done: false,
+            out: BytesMut::with_capacity(WRITE_BATCH),
+            unflushed: false,
+            timer: Box::pin(tokio::time::sleep_until(Instant::now())),
+            timer_at: None,
+        }
+    }
+
+    /// Decodes and delivers every complete frame in the read buffer. Returns whether
+    /// reading may go on now: not after a protocol error, nor while the control backlog
+    /// is large.
+    fn process(&mut self, now: Instant) -> bool {
+        let (read_buf, pending) = (&mut self.read_buf, &mut self.pending);
+        let result = self.shared.with(|s| match decode_frames(s, read_buf, pending, now) {
+            Ok(()) => Ok(s.control_backlog() <= CONTROL_BACKLOG_LIMIT),
+            Err(e) => {
+                s.on_protocol_error(e);
+                Err(())
+            }
+        });
+        match result {
+            Ok(go_on) => go_on,
+            Err(()) => {
+                self.read_done = true;
+                false
+            }
+        }
+    }
+
+    /// Reads while the socket has data. `Ok(None)` means the remote closed the socket;
+    /// `Ok(Some(progress))` otherwise; `Err` ends the connection.
+    fn poll_read_side(&mut self, cx: &mut Context<'_>) -> Result<Option<bool>, MuxError> {
+        let mut progress = false;
+        while !self.read_done {
+            if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
+                self.read_buf.reserve(READ_CHUNK);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf)
+            {
+                Poll::Pending => break,
+                Poll::Ready(Ok(0)) => {
+                    self.shared.with(Session::on_eof);
+                    return Ok(None);
+                }
+                Poll::Ready(Ok(_)) => {
+                    progress = true;
+                    if !self.process(Instant::now()) {
+                        break;
+                    }
+                }
+                Poll::Ready(Err(e)) => return Err(e.into()),
+            }
+        }
+        Ok(Some(progress))
+    }
+
+    /// Writes what the session has ready; flushes once nothing more is ready. Returns
+    /// `Ok(true)` on progress; `Err` ends the connection.
+    fn poll_write_side(&mut self, cx: &mut Context<'_>) -> Result<bool, MuxError> {
+        let mut progress = false;
+        loop {
+            if self.out.is_empty() {
+                let (out, timer_at) = (&mut self.out, &mut self.timer_at);
+                let waker = cx.waker();
+                let deadline = self.shared.with(|s| {
+                    s.set_driver(waker);
+                    s.poll_transmit(out, WRITE_BATCH);
+                    s.poll_timeout()
+                });
+                if deadline != *timer_at {
+                    *timer_at = deadline;
+                    if let Some(t) = deadline {
+                        self.timer.as_mut().reset(t);
+                    }
+                }
+            }
+            if self.out.is_empty() {
+                break;
+            }
+            match Pin::new(&mut self.io).poll_write(cx, &self.out) {
+                Poll::Ready(Ok(0)) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into()),
+                Poll::Ready(Ok(n)) => {
+                    self.out.advance(n);
+                    self.unflushed = true;
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => return Err(e.into()),
+                Poll::Pending => return Ok(progress),
+            }
+        }
+        if self.unflushed {
+            match Pin::new(&mut self.io).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Err(e)) => return Err(e.into()),
+                Poll::Pending => {}
+            }
+        }
+        Ok(progress)
+    }
+
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.timer_at.is_some() && self.timer.as_mut().poll(cx).is_ready() {
+            self.timer_at = None;
+            let now = Instant::now();
+            self.shared.with(|s| s.handle_timeout(now));
+            return true;
+        }
+        false
+    }
+
+    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), MuxError>> {
+        for _ in 0..ROUNDS_PER_POLL {
+            let Some(mut progress) = self.poll_read_side(cx)? else {
+                return Poll::Ready(Ok(()));
+            };
+            progress |= self.poll_timer(cx);
+            progress |= self.poll_write_side(cx)?;
+            if self.out.is_empty() && !self.unflushed && self.shared.with(|s| s.go_away_sent()) {
+                return match Pin::new(&mut self.io).poll_shutdown(cx) {
+                    Poll::Ready(_) => Poll::Ready(Ok(())),
+                    Poll::Pending => Poll::Pending,
+                };
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// Decodes frames from `buf` into the session until it runs out of complete ones.
+fn decode_frames(
+    s: &mut Session,
+    buf: &mut BytesMut,
+    pending: &mut Option<(Header, Payload)>,
+    now: Instant,
+) -> Result<(), super::error::ProtocolError> {
+    loop {
+        match *pending {
+            None => {
+                let Some(h) = Header::decode(buf)? else {
+                    return Ok(());
+                };
+                buf.advance(HEADER_LEN);
+                match s.on_header(&h, now)? {
+                    Payload::None => {}
+                    p => *pending = Some((h, p)),
+                }
+            }
+            Some((h, Payload::Deliver(n))) => {
+                if buf.len() < n {
+                    buf.reserve(n - buf.len());
+                    return Ok(());
+                }
+                s.on_data(&h, &buf[..n]);
+                buf.advance(n);
+                *pending = None;
+            }
+            Some((h, Payload::Skip(n))) => {
+                let k = n.min(buf.len());
+                buf.advance(k);
+                if k < n {
+                    *pending = Some((h, Payload::Skip(n - k)));
+                    return Ok(());
+                }
+                s.on_skipped(&h);
+                *pending = None;
+            }
+            Some((_, Payload::None)) => *pending = None,
+        }
+    }
+}
+
+impl<IO> Future for Driver<IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.poll_run(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(result) => {
+                self.shared.with(|s| s.finish(result));
+                Poll::Ready(())
+            }
+        }
+    }
+}

@@ -1,0 +1,837 @@
+//! The multiplexer's core: every rule of the yamux protocol, with no I/O.
+//!
+//! A [`Session`] takes decoded frame headers, payload bytes and instants in, and gives
+//! encoded frames ([`Session::poll_transmit`]) and wake-ups out. The substream handles
+//! call into it for reads and writes; the connection task feeds it what the socket
+//! delivered and writes what it returns. Tests drive it with exact frames and instants.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::ReadBuf;
+use tokio::time::Instant;
+
+use super::config::{MuxConfig, SPEC_INITIAL_WINDOW};
+use super::error::{MuxError, ProtocolError};
+use super::frame::{FrameType, Header, SESSION_ID, flags, go_away};
+use super::Mode;
+
+/// Counters of one connection, for metrics. Plain atomics: the `network` crate exports
+/// them; this crate has no metrics dependency.
+#[derive(Debug, Default)]
+pub struct MuxStats {
+    /// Inbound streams refused with RST: over the stream cap, after GoAway, or with no
+    /// one accepting.
+    pub streams_refused: AtomicU64,
+    /// Protocol errors of the remote (each closed the connection).
+    pub protocol_errors: AtomicU64,
+    /// Times a stream's receive window was doubled by auto-tuning.
+    pub window_grows: AtomicU64,
+}
+
+/// What the connection task does with the payload of a frame whose header it decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Payload {
+    /// No payload: the frame is fully handled.
+    None,
+    /// Read this many bytes and hand them to [`Session::on_data`].
+    Deliver(usize),
+    /// Read and drop this many bytes (data of a stream that is gone or refused).
+    Skip(usize),
+}
+
+/// One stream's state, both halves.
+#[derive(Debug)]
+struct StreamState {
+    /// Bytes written by the handle, not yet framed. Never more than `send_credit`.
+    send_buf: BytesMut,
+    /// Bytes the remote lets us send before its next window update.
+    send_credit: u32,
+    /// SYN or ACK to put on the next frame of this stream.
+    flags_pending: u16,
+    /// Window above the spec's default to announce with the SYN/ACK.
+    announce: u32,
+    /// The handle shut down its write side: a FIN follows the buffered data.
+    write_closed: bool,
+    fin_sent: bool,
+    /// The handle is gone while the remote still writes: RST right after the FIN.
+    rst_after_fin: bool,
+    /// In the round-robin queue.
+    queued: bool,
+    writer: Option<Waker>,
+    /// Data received, not yet read by the handle.
+    recv_buf: BytesMut,
+    /// The window this stream is granted; grows by auto-tuning.
+    recv_window: u32,
+    /// Bytes the remote may still send before our next window update.
+    recv_credit: u32,
+    /// When the last window update was sent (or the stream began).
+    epoch: Instant,
+    /// The remote sent FIN.
+    read_closed: bool,
+    reader: Option<Waker>,
+    /// Reset by either side.
+    reset: bool,
+    /// A handle (or a pending accept) exists.
+    handle: bool,
+}
+
+impl StreamState {
+    fn new(send_credit: u32, recv_window: u32, flags_pending: u16, now: Instant) -> Self {
+        Self {
+            send_buf: BytesMut::new(),
+            send_credit,
+            flags_pending,
+            announce: recv_window - SPEC_INITIAL_WINDOW,
+            write_closed: false,
+            fin_sent: false,
+            rst_after_fin: false,
+            queued: false,
+            writer: None,
+            recv_buf: BytesMut::new(),
+            recv_window,
+            recv_credit: recv_window,
+            epoch: now,
+            read_closed: false,
+            reader: None,
+            reset: false,
+            handle: true,
+        }
+    }
+
+    /// Whether a frame can be sent for this stream now.
+    fn sendable(&self) -> bool {
+        !self.reset
+            && (self.flags_pending != 0
+                || (!self.send_buf.is_empty() && self.send_credit > 0)
+                || (self.write_closed && !self.fin_sent && self.send_buf.is_empty()))
+    }
+
+    /// Whether the stream is over and can be forgotten.
+    fn finished(&self) -> bool {
+        !self.handle && (self.reset || (self.fin_sent && self.read_closed && !self.queued))
+    }
+}
+
+/// The RTT probe.
+#[derive(Debug, Clone, Copy)]
+enum PingState {
+    /// A ping is out.
+    Awaiting { nonce: u32, sent_at: Instant },
+    /// The next ping goes out at this instant.
+    Idle { next: Instant },
+}
+
+/// How far the connection is.
+#[derive(Debug, Clone)]
+enum ConnState {
+    Open,
+    /// A GoAway with this code goes out once the frames before it are sent.
+    Closing { code: u32 },
+    /// Over; `Ok` for a clean close.
+    Closed(Result<(), MuxError>),
+}
+
+/// The state of one multiplexed connection. See the module docs.
+#[derive(Debug)]
+pub(crate) struct Session {
+    mode: Mode,
+    config: MuxConfig,
+    streams: HashMap<u32, StreamState>,
+    next_id: u32,
+    /// Inbound streams not yet taken by `Incoming`.
+    inbound: VecDeque<u32>,
+    incoming_open: bool,
+    incoming: Option<Waker>,
+    /// Encoded control frames (window updates, pings, RSTs), sent before data.
+    control: BytesMut,
+    /// Streams with frames to send, served round-robin.
+    ready: VecDeque<u32>,
+    /// Sum of the receive windows of all streams.
+    granted: usize,
+    rtt: Option<Duration>,
+    ping: PingState,
+    next_nonce: u32,
+    state: ConnState,
+    go_away_sent: bool,
+    remote_go_away: Option<u32>,
+    /// Why a closing connection closes, when it is an error.
+    pending_reason: Option<MuxError>,
+    stats: Arc<MuxStats>,
+    /// The connection task, and whether it was woken since it last took frames.
+    driver: Option<Waker>,
+    driver_notified: bool,
+    /// Tasks waiting for the connection to end.
+    closed_waiters: Vec<Waker>,
+    /// Wakers to call once the lock is released.
+    pub(crate) to_wake: Vec<Waker>,
+}
+
+impl Session {
+    /// A new session; its first RTT probe is queued at once.
+    pub(crate) fn new(mode: Mode, config: MuxConfig, now: Instant) -> Self {
+        let config = config.normalized();
+        let mut session = Self {
+            next_id: match mode {
+                Mode::Client => 1,
+                Mode::Server => 2,
+            },
+            mode,
+            config,
+            streams: HashMap::new(),
+            inbound: VecDeque::new(),
+            incoming_open: true,
+            incoming: None,
+            control: BytesMut::new(),
+            ready: VecDeque::new(),
+            granted: 0,
+            rtt: None,
+            ping: PingState::Idle { next: now },
+            next_nonce: 1,
+            state: ConnState::Open,
+            go_away_sent: false,
+            remote_go_away: None,
+            pending_reason: None,
+            stats: Arc::new(MuxStats::default()),
+            driver: None,
+            driver_notified: false,
+            closed_waiters: Vec::new(),
+            to_wake: Vec::new(),
+        };
+        session.handle_timeout(now);
+        session
+    }
+
+    /// The connection's counters.
+    pub(crate) fn stats(&self) -> &Arc<MuxStats> {
+        &self.stats
+    }
+
+    /// The last measured round-trip time.
+    pub(crate) fn rtt(&self) -> Option<Duration> {
+        self.rtt
+    }
+
+    fn queue_control(&mut self, header: Header) {
+        header.encode(&mut self.control);
+        self.notify_driver();
+    }
+
+    fn notify_driver(&mut self) {
+        if !self.driver_notified {
+            self.driver_notified = true;
+            if let Some(w) = self.driver.take() {
+                self.to_wake.push(w);
+            }
+        }
+    }
+
+    fn schedule(&mut self, id: u32) {
+        if let Some(s) = self.streams.get_mut(&id)
+            && !s.queued
+            && s.sendable()
+        {
+            s.queued = true;
+            self.ready.push_back(id);
+            self.notify_driver();
+        }
+    }
+
+    fn wake_stream(&mut self, id: u32) {
+        if let Some(s) = self.streams.get_mut(&id) {
+            self.to_wake.extend(s.reader.take());
+            self.to_wake.extend(s.writer.take());
+        }
+    }
+
+    fn remove_if_finished(&mut self, id: u32) {
+        if self.streams.get(&id).is_some_and(StreamState::finished)
+            && let Some(s) = self.streams.remove(&id)
+        {
+            self.granted -= s.recv_window as usize;
+        }
+    }
+
+    fn is_ours(&self, id: u32) -> bool {
+        match self.mode {
+            Mode::Client => id % 2 == 1,
+            Mode::Server => id % 2 == 0,
+        }
+    }
+
+    // ---- The handles' side. ----
+
+    /// Opens a stream: its SYN rides on its first frame, so this costs no round trip.
+    pub(crate) fn open_stream(&mut self, now: Instant) -> Result<u32, MuxError> {
+        self.check_open()?;
+        if let Some(code) = self.remote_go_away {
+            return Err(MuxError::RemoteGoAway(code));
+        }
+        if self.streams.len() >= self.config.max_streams {
+            return Err(MuxError::TooManyStreams(self.config.max_streams));
+        }
+        let id = self.next_id;
+        self.next_id = id.checked_add(2).ok_or(MuxError::StreamIdsExhausted)?;
+        let window = self.config.initial_window;
+        self.granted += window as usize;
+        self.streams.insert(
+            id,
+            StreamState::new(SPEC_INITIAL_WINDOW, window, flags::SYN, now),
+        );
+        self.schedule(id);
+        Ok(id)
+    }
+
+    fn check_open(&self) -> Result<(), MuxError> {
+        match &self.state {
+            ConnState::Open => Ok(()),
+            ConnState::Closing { .. } | ConnState::Closed(Ok(())) => Err(MuxError::Closed),
+            ConnState::Closed(Err(e)) => Err(e.clone()),
+        }
+    }
+
+    /// The error a stream operation sees once the connection is over.
+    fn closed_error(&self) -> MuxError {
+        match &self.state {
+            ConnState::Closed(Err(e)) => e.clone(),
+            _ => MuxError::Closed,
+        }
+    }
+
+    /// The next inbound stream; `None` once the connection closed or went away.
+    pub(crate) fn poll_accept(&mut self, waker: &Waker) -> Poll<Option<u32>> {
+        if let Some(id) = self.inbound.pop_front() {
+            return Poll::Ready(Some(id));
+        }
+        if !matches!(self.state, ConnState::Open) || self.remote_go_away.is_some() {
+            return Poll::Ready(None);
+        }
+        self.incoming = Some(waker.clone());
+        Poll::Pending
+    }
+
+    /// Nobody accepts inbound streams any more: refuse new ones, reset queued ones.
+    pub(crate) fn close_incoming(&mut self) {
+        self.incoming_open = false;
+        while let Some(id) = self.inbound.pop_front() {
+            self.drop_handle(id);
+        }
+    }
+
+    /// Reads buffered data of stream `id` into `out`; EOF after the remote's FIN.
+    pub(crate) fn poll_read(
+        &mut self,
+        id: u32,
+        waker: &Waker,
+        out: &mut ReadBuf<'_>,
+        now: Instant,
+    ) -> Poll<io::Result<()>> {
+        let closed = !matches!(self.state, ConnState::Open | ConnState::Closing { .. });
+        let closed_error = if closed { Some(self.closed_error()) } else { None };
+        let Some(s) = self.streams.get_mut(&id) else {
+            return Poll::Ready(Err(MuxError::StreamReset.into_io()));
+        };
+        if s.reset {
+            return Poll::Ready(Err(MuxError::StreamReset.into_io()));
+        }
+        if s.recv_buf.is_empty() {
+            if s.read_closed {
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(e) = closed_error {
+                return Poll::Ready(Err(e.into_io()));
+            }
+            s.reader = Some(waker.clone());
+            return Poll::Pending;
+        }
+        let n = out.remaining().min(s.recv_buf.len());
+        out.put_slice(&s.recv_buf[..n]);
+        s.recv_buf.advance(n);
+        if !closed {
+            self.maybe_update_window(id, now);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Sends a window update once half the window was read, growing the window first
+    /// when it was read within two RTTs (the link is faster than the window allows).
+    fn maybe_update_window(&mut self, id: u32, now: Instant) {
+        let (rtt, max_window, cap) = (
+            self.rtt,
+            self.config.max_window,
+            self.config.max_connection_window,
+        );
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if s.read_closed || s.reset {
+            return;
+        }
+        let freed = s.recv_window - s.recv_credit - s.recv_buf.len() as u32;
+        if freed < s.recv_window / 2 {
+            return;
+        }
+        if let Some(rtt) = rtt
+            && now.saturating_duration_since(s.epoch) < rtt * 2
+        {
+            let grown = s.recv_window.saturating_mul(2).min(max_window);
+            let extra = (grown - s.recv_window) as usize;
+            if extra > 0 && self.granted + extra <= cap {
+                self.granted += extra;
+                s.recv_window = grown;
+                self.stats.window_grows.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let delta = s.recv_window - s.recv_credit - s.recv_buf.len() as u32;
+        s.recv_credit += delta;
+        s.epoch = now;
+        self.queue_control(Header::new(FrameType::WindowUpdate, 0, id, delta));
+    }
+
+    /// Takes as much of `data` as the send window and buffer allow.
+    pub(crate) fn poll_write(
+        &mut self,
+        id: u32,
+        waker: &Waker,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if let Err(e) = self.check_open() {
+            return Poll::Ready(Err(e.into_io()));
+        }
+        let send_buffer = self.config.send_buffer;
+        let Some(s) = self.streams.get_mut(&id) else {
+            return Poll::Ready(Err(MuxError::StreamReset.into_io()));
+        };
+        if s.reset {
+            return Poll::Ready(Err(MuxError::StreamReset.into_io()));
+        }
+        if s.write_closed {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "write after shutdown",
+            )));
+        }
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let buffered = s.send_buf.len();
+        let room = (s.send_credit as usize)
+            .saturating_sub(buffered)
+            .min(send_buffer.saturating_sub(buffered));
+        if room == 0 {
+            s.writer = Some(waker.clone());
+            return Poll::Pending;
+        }
+        let n = room.min(data.len());
+        s.send_buf.extend_from_slice(&data[..n]);
+        self.schedule(id);
+        Poll::Ready(Ok(n))
+    }
+
+    /// Half-closes stream `id`: a FIN follows what is buffered.
+    pub(crate) fn shutdown(&mut self, id: u32) -> io::Result<()> {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return Err(MuxError::StreamReset.into_io());
+        };
+        if s.reset {
+            return Err(MuxError::StreamReset.into_io());
+        }
+        s.write_closed = true;
+        self.schedule(id);
+        Ok(())
+    }
+
+    /// Resets stream `id`: buffered data is dropped both ways and the remote gets RST.
+    pub(crate) fn reset(&mut self, id: u32) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if s.reset {
+            return;
+        }
+        s.reset = true;
+        s.send_buf = BytesMut::new();
+        s.recv_buf = BytesMut::new();
+        self.wake_stream(id);
+        self.queue_control(Header::new(FrameType::WindowUpdate, flags::RST, id, 0));
+        self.remove_if_finished(id);
+    }
+
+    /// The handle of stream `id` is gone: unless the stream is closed both ways (or
+    /// closed for writing, when the FIN still goes out first) it is reset.
+    pub(crate) fn drop_handle(&mut self, id: u32) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        s.handle = false;
+        s.reader = None;
+        s.writer = None;
+        if !s.reset {
+            if !s.write_closed {
+                self.reset(id);
+            } else if !s.read_closed {
+                s.recv_buf = BytesMut::new();
+                if s.fin_sent {
+                    self.reset(id);
+                } else {
+                    s.rst_after_fin = true;
+                }
+            }
+        }
+        self.remove_if_finished(id);
+    }
+
+    /// Begins a graceful close: what is buffered goes out, then GoAway(normal).
+    pub(crate) fn close(&mut self) {
+        if matches!(self.state, ConnState::Open) {
+            self.state = ConnState::Closing {
+                code: go_away::NORMAL,
+            };
+            self.close_incoming();
+            self.notify_driver();
+        }
+    }
+
+    /// Whether the connection is closing or closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        !matches!(self.state, ConnState::Open)
+    }
+
+    /// How the connection ended, once it has.
+    pub(crate) fn poll_closed(&mut self, waker: &Waker) -> Poll<Result<(), MuxError>> {
+        match &self.state {
+            ConnState::Closed(r) => Poll::Ready(r.clone()),
+            _ => {
+                self.closed_waiters.push(waker.clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    // ---- The connection task's side. ----
+
+    /// Registers the connection task's waker; it is woken when frames are ready.
+    pub(crate) fn set_driver(&mut self, waker: &Waker) {
+        if !self.driver.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            self.driver = Some(waker.clone());
+        }
+        self.driver_notified = false;
+    }
+
+    /// Bytes of control frames waiting: the task stops reading while this is large, so a
+    /// remote that pings without reading cannot grow our memory.
+    pub(crate) fn control_backlog(&self) -> usize {
+        self.control.len()
+    }
+
+    /// Takes a decoded header. Handles it whole unless it is a data frame, in which case
+    /// it says what to do with the payload; errors are the remote's protocol violations.
+    pub(crate) fn on_header(&mut self, h: &Header, now: Instant) -> Result<Payload, ProtocolError> {
+        match h.ty {
+            FrameType::Ping | FrameType::GoAway if h.stream_id != SESSION_ID => {
+                return Err(ProtocolError::WrongStreamId(
+                    if h.ty == FrameType::Ping { "Ping" } else { "GoAway" },
+                    h.stream_id,
+                ));
+            }
+            FrameType::Data | FrameType::WindowUpdate if h.stream_id == SESSION_ID => {
+                return Err(ProtocolError::WrongStreamId("stream", SESSION_ID));
+            }
+            FrameType::Ping => {
+                self.on_ping(h, now);
+                return Ok(Payload::None);
+            }
+            FrameType::GoAway => {
+                self.remote_go_away = Some(h.length);
+                self.to_wake.extend(self.incoming.take());
+                return Ok(Payload::None);
+            }
+            FrameType::Data | FrameType::WindowUpdate => {}
+        }
+        let id = h.stream_id;
+        let is_data = h.ty == FrameType::Data;
+        let len = if is_data { h.length } else { 0 };
+        if h.has(flags::SYN) && !self.accept_syn(h, now)? {
+            return Ok(if len > 0 { Payload::Skip(len as usize) } else { Payload::None });
+        }
+        let Some(s) = self.streams.get_mut(&id) else {
+            // A stream we have forgotten (reset or finished): frames in flight still come.
+            return Ok(if len > 0 { Payload::Skip(len as usize) } else { Payload::None });
+        };
+        if !is_data {
+            s.send_credit = s
+                .send_credit
+                .checked_add(h.length)
+                .ok_or(ProtocolError::WindowOverflow(id))?;
+            self.to_wake.extend(s.writer.take());
+            self.schedule(id);
+            self.on_stream_flags(id, h.flags);
+            return Ok(Payload::None);
+        }
+        if len > s.recv_credit {
+            return Err(ProtocolError::WindowExceeded {
+                stream: id,
+                len,
+                credit: s.recv_credit,
+            });
+        }
+        if len == 0 {
+            self.on_stream_flags(id, h.flags);
+            return Ok(Payload::None);
+        }
+        if s.reset || s.read_closed || !s.handle {
+            // Data nobody will read: still counted against the window, then dropped.
+            s.recv_credit -= len;
+            return Ok(Payload::Skip(len as usize));
+        }
+        Ok(Payload::Deliver(len as usize))
+    }
+
+    /// The payload of a data frame [`on_header`](Self::on_header) asked to deliver.
+    pub(crate) fn on_data(&mut self, h: &Header, payload: &[u8]) {
+        let id = h.stream_id;
+        if let Some(s) = self.streams.get_mut(&id) {
+            s.recv_credit -= payload.len() as u32;
+            s.recv_buf.extend_from_slice(payload);
+            self.to_wake.extend(s.reader.take());
+        }
+        self.on_stream_flags(id, h.flags);
+    }
+
+    /// The flags of a skipped data frame still count (FIN, RST).
+    pub(crate) fn on_skipped(&mut self, h: &Header) {
+        self.on_stream_flags(h.stream_id, h.flags);
+    }
+
+    fn on_stream_flags(&mut self, id: u32, fl: u16) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if fl & flags::RST != 0 && !s.reset {
+            s.reset = true;
+            s.send_buf = BytesMut::new();
+            if !s.read_closed {
+                s.recv_buf = BytesMut::new();
+            }
+            s.read_closed = true;
+            self.wake_stream(id);
+        } else if fl & flags::FIN != 0 && !s.read_closed {
+            s.read_closed = true;
+            self.to_wake.extend(s.reader.take());
+        }
+        self.remove_if_finished(id);
+    }
+
+    /// A SYN: accept the stream (true) or refuse it with RST (false).
+    fn accept_syn(&mut self, h: &Header, now: Instant) -> Result<bool, ProtocolError> {
+        let id = h.stream_id;
+        if self.is_ours(id) || self.streams.contains_key(&id) {
+            return Err(ProtocolError::InvalidStreamId(id));
+        }
+        let len = if h.ty == FrameType::Data { h.length } else { 0 };
+        if len > SPEC_INITIAL_WINDOW {
+            return Err(ProtocolError::WindowExceeded {
+                stream: id,
+                len,
+                credit: SPEC_INITIAL_WINDOW,
+            });
+        }
+        if !matches!(self.state, ConnState::Open)
+            || !self.incoming_open
+            || self.streams.len() >= self.config.max_streams
+        {
+            self.stats.streams_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(stream = id, "refusing inbound stream");
+            self.queue_control(Header::new(FrameType::WindowUpdate, flags::RST, id, 0));
+            return Ok(false);
+        }
+        let credit = match h.ty {
+            FrameType::WindowUpdate => SPEC_INITIAL_WINDOW
+                .checked_add(h.length)
+                .ok_or(ProtocolError::WindowOverflow(id))?,
+            _ => SPEC_INITIAL_WINDOW,
+        };
+        let window = self.config.initial_window;
+        self.granted += window as usize;
+        self.streams
+            .insert(id, StreamState::new(credit, window, flags::ACK, now));
+        self.schedule(id);
+        self.inbound.push_back(id);
+        self.to_wake.extend(self.incoming.take());
+        Ok(true)
+    }
+
+    fn on_ping(&mut self, h: &Header, now: Instant) {
+        if h.has(flags::SYN) {
+            self.queue_control(Header::new(FrameType::Ping, flags::ACK, SESSION_ID, h.length));
+        } else if h.has(flags::ACK) {
+            match self.ping {
+                PingState::Awaiting { nonce, sent_at } if nonce == h.length => {
+                    self.rtt = Some(now.saturating_duration_since(sent_at));
+                    self.ping = PingState::Idle {
+                        next: now + self.config.rtt_probe_interval,
+                    };
+                }
+                _ => tracing::debug!(nonce = h.length, "ignoring unexpected pong"),
+            }
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) has work next.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        match self.ping {
+            PingState::Idle { next } if matches!(self.state, ConnState::Open) => Some(next),
+            _ => None,
+        }
+    }
+
+    /// Sends the RTT probe when it is due.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if let PingState::Idle { next } = self.ping
+            && now >= next
+            && matches!(self.state, ConnState::Open)
+        {
+            let nonce = self.next_nonce;
+            self.next_nonce = self.next_nonce.wrapping_add(1);
+            self.ping = PingState::Awaiting {
+                nonce,
+                sent_at: now,
+            };
+            self.queue_control(Header::new(FrameType::Ping, flags::SYN, SESSION_ID, nonce));
+        }
+    }
+
+    /// The remote broke the protocol: drop pending data, send GoAway(protocol error).
+    pub(crate) fn on_protocol_error(&mut self, e: ProtocolError) {
+        tracing::debug!(error = %e, "yamux protocol error");
+        self.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+        self.ready.clear();
+        self.control.clear();
+        self.state = ConnState::Closing {
+            code: go_away::PROTOCOL_ERROR,
+        };
+        self.go_away_sent = false;
+        self.pending_reason = Some(MuxError::Protocol(e));
+        self.close_incoming();
+        self.wake_all();
+    }
+
+    /// Appends frames to `out` until it holds at least `budget` bytes or nothing is
+    /// left: control frames first, then one data frame (at most `max_frame_size`) per
+    /// ready stream in turn, then the GoAway of a closing connection.
+    pub(crate) fn poll_transmit(&mut self, out: &mut BytesMut, budget: usize) {
+        if matches!(self.state, ConnState::Closed(_)) {
+            return;
+        }
+        if !self.control.is_empty() {
+            out.extend_from_slice(&self.control);
+            self.control.clear();
+        }
+        let max_frame = self.config.max_frame_size as usize;
+        while out.len() < budget {
+            let Some(id) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(s) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            s.queued = false;
+            if !s.sendable() {
+                continue;
+            }
+            let n = s
+                .send_buf
+                .len()
+                .min(max_frame)
+                .min(s.send_credit as usize);
+            let mut fl = std::mem::take(&mut s.flags_pending);
+            if fl != 0 && (s.announce > 0 || n == 0) {
+                // The SYN/ACK goes on a window update that announces our larger window.
+                let announce = std::mem::take(&mut s.announce);
+                Header::new(FrameType::WindowUpdate, fl, id, announce).encode(&mut *out);
+                fl = 0;
+            }
+            if s.write_closed && !s.fin_sent && n == s.send_buf.len() {
+                fl |= flags::FIN;
+                s.fin_sent = true;
+            }
+            if n > 0 || fl != 0 {
+                Header::new(FrameType::Data, fl, id, n as u32).encode(&mut *out);
+                out.extend_from_slice(&s.send_buf[..n]);
+                s.send_buf.advance(n);
+                s.send_credit -= n as u32;
+                self.to_wake.extend(s.writer.take());
+            }
+            if s.fin_sent && s.rst_after_fin && !s.reset {
+                s.reset = true;
+                Header::new(FrameType::WindowUpdate, flags::RST, id, 0).encode(&mut *out);
+            }
+            if s.sendable() {
+                s.queued = true;
+                self.ready.push_back(id);
+            }
+            self.remove_if_finished(id);
+        }
+        if let ConnState::Closing { code } = self.state
+            && self.ready.is_empty()
+            && self.control.is_empty()
+            && !self.go_away_sent
+        {
+            Header::new(FrameType::GoAway, 0, SESSION_ID, code).encode(&mut *out);
+            self.go_away_sent = true;
+        }
+    }
+
+    /// The GoAway of a closing connection is out: the task flushes and shuts down.
+    pub(crate) fn go_away_sent(&self) -> bool {
+        self.go_away_sent
+    }
+
+    /// The connection is over: `reason` is `Ok` for a clean end. Wakes every handle.
+    pub(crate) fn finish(&mut self, reason: Result<(), MuxError>) {
+        if matches!(self.state, ConnState::Closed(_)) {
+            return;
+        }
+        let reason = match self.pending_reason.take() {
+            Some(e) => Err(e),
+            None => reason,
+        };
+        self.state = ConnState::Closed(reason);
+        self.ready.clear();
+        self.control.clear();
+        self.wake_all();
+        self.to_wake.append(&mut self.closed_waiters);
+    }
+
+    /// The remote closed its end: clean if it said GoAway(normal) first.
+    pub(crate) fn on_eof(&mut self) {
+        let reason = match self.remote_go_away {
+            Some(go_away::NORMAL) => Ok(()),
+            Some(code) => Err(MuxError::RemoteGoAway(code)),
+            None if matches!(self.state, ConnState::Closing { .. }) => Ok(()),
+            None => Err(MuxError::Closed),
+        };
+        self.finish(reason);
+    }
+
+    fn wake_all(&mut self) {
+        for s in self.streams.values_mut() {
+            self.to_wake.extend(s.reader.take());
+            self.to_wake.extend(s.writer.take());
+        }
+        self.to_wake.extend(self.incoming.take());
+    }
+
+    #[cfg(test)]
+    fn stream(&self, id: u32) -> Option<&StreamState> {
+        self.streams.get(&id)
+    }
+}
+
+#[cfg(test)]
+mod tests;
