@@ -1,0 +1,241 @@
+//! The framing and crypto state of an established Noise session, with no I/O.
+//!
+//! A frame on the wire is a u16 big-endian length and that many bytes of ciphertext
+//! (plaintext and a 16-byte tag), at most
+//! [`MAX_NOISE_MESSAGE_LEN`](crate::MAX_NOISE_MESSAGE_LEN). The session keeps
+//! four fixed buffers, allocated once:
+//!
+//! - `plain_out`: plaintext written but not yet sealed; small writes accumulate here so
+//!   that many become one full frame;
+//! - `wire_out`: one sealed frame (length and ciphertext) being written to the socket;
+//!   the cipher writes straight into it after the length, so a frame is never copied
+//!   after encryption;
+//! - `wire_in`: ciphertext read from the socket, [`READ_BUFFER_LEN`](crate::READ_BUFFER_LEN) bytes, so one read
+//!   call takes all that is available; frames split at any byte are reassembled here;
+//! - `plain_in`: a decrypted frame that the reader's buffer was too small to take whole.
+//!   A reader with room for a whole frame gets it decrypted straight into its buffer.
+//!
+//! `snow`'s API decrypts from one slice into another (safe Rust cannot alias them), so
+//! "in place" here means into the final destination with no intermediate copy.
+
+use snow::TransportState;
+
+use crate::constants::{
+    LENGTH_PREFIX_LEN, MAX_FRAME_PAYLOAD_LEN, MAX_WIRE_FRAME_LEN, READ_BUFFER_LEN, TAG_LEN,
+};
+use crate::error::FrameError;
+
+/// What the reader should do next.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Decoded {
+    /// This many plaintext bytes were written into the caller's buffer.
+    Direct(usize),
+    /// A frame was decrypted into the session's buffer; take it with
+    /// [`NoiseSession::take_plaintext`].
+    Buffered,
+    /// No complete frame is buffered: read more from the socket into
+    /// [`NoiseSession::read_space`].
+    NeedMore,
+}
+
+/// The state of one Noise session: the cipher states and the framing buffers.
+pub(crate) struct NoiseSession {
+    cipher: TransportState,
+    plain_out: Vec<u8>,
+    wire_out: Box<[u8]>,
+    wire_out_start: usize,
+    wire_out_end: usize,
+    wire_in: Box<[u8]>,
+    wire_in_start: usize,
+    wire_in_end: usize,
+    plain_in: Box<[u8]>,
+    plain_in_start: usize,
+    plain_in_end: usize,
+    /// Set once a frame failed: the read side stays failed.
+    read_failure: Option<FrameError>,
+}
+
+impl NoiseSession {
+    pub(crate) fn new(cipher: TransportState) -> Self {
+        Self {
+            cipher,
+            plain_out: Vec::with_capacity(MAX_FRAME_PAYLOAD_LEN),
+            wire_out: vec![0u8; MAX_WIRE_FRAME_LEN].into_boxed_slice(),
+            wire_out_start: 0,
+            wire_out_end: 0,
+            wire_in: vec![0u8; READ_BUFFER_LEN].into_boxed_slice(),
+            wire_in_start: 0,
+            wire_in_end: 0,
+            plain_in: vec![0u8; MAX_FRAME_PAYLOAD_LEN].into_boxed_slice(),
+            plain_in_start: 0,
+            plain_in_end: 0,
+            read_failure: None,
+        }
+    }
+
+    // ----- Write side -----
+
+    /// Sealed bytes waiting for the socket.
+    pub(crate) fn pending_wire(&self) -> &[u8] {
+        &self.wire_out[self.wire_out_start..self.wire_out_end]
+    }
+
+    /// Marks `n` bytes of [`pending_wire`](Self::pending_wire) as written.
+    pub(crate) fn advance_wire(&mut self, n: usize) {
+        self.wire_out_start = (self.wire_out_start + n).min(self.wire_out_end);
+        if self.wire_out_start == self.wire_out_end {
+            self.wire_out_start = 0;
+            self.wire_out_end = 0;
+        }
+    }
+
+    /// Whether the plaintext buffer holds a full frame's worth.
+    pub(crate) fn unsealed_full(&self) -> bool {
+        self.plain_out.len() == MAX_FRAME_PAYLOAD_LEN
+    }
+
+    /// Takes plaintext from `data`: returns how many bytes were taken (at least one if
+    /// `data` is not empty, unless a full frame waits to be sealed).
+    ///
+    /// A write of a full frame or more, with nothing buffered and the wire free, is
+    /// sealed straight from `data` without being copied into the buffer.
+    pub(crate) fn write_plaintext(&mut self, data: &[u8]) -> Result<usize, FrameError> {
+        if self.plain_out.is_empty()
+            && self.pending_wire().is_empty()
+            && data.len() >= MAX_FRAME_PAYLOAD_LEN
+        {
+            self.seal_from(&data[..MAX_FRAME_PAYLOAD_LEN])?;
+            return Ok(MAX_FRAME_PAYLOAD_LEN);
+        }
+        let n = data.len().min(MAX_FRAME_PAYLOAD_LEN - self.plain_out.len());
+        self.plain_out.extend_from_slice(&data[..n]);
+        Ok(n)
+    }
+
+    /// Seals the buffered plaintext into one frame, once the wire buffer is free.
+    /// Returns whether a frame was sealed.
+    pub(crate) fn seal(&mut self) -> Result<bool, FrameError> {
+        if self.plain_out.is_empty() || !self.pending_wire().is_empty() {
+            return Ok(false);
+        }
+        let plain = std::mem::take(&mut self.plain_out);
+        let result = self.seal_from(&plain);
+        self.plain_out = plain;
+        self.plain_out.clear();
+        result.map(|()| true)
+    }
+
+    fn seal_from(&mut self, plain: &[u8]) -> Result<(), FrameError> {
+        let len = self
+            .cipher
+            .write_message(plain, &mut self.wire_out[LENGTH_PREFIX_LEN..])
+            .map_err(|e| FrameError::Cipher(e.to_string()))?;
+        // len <= MAX_NOISE_MESSAGE_LEN == u16::MAX: snow refuses anything longer.
+        let prefix = u16::try_from(len)
+            .map_err(|_| FrameError::Cipher(format!("frame of {len} bytes")))?
+            .to_be_bytes();
+        self.wire_out[..LENGTH_PREFIX_LEN].copy_from_slice(&prefix);
+        self.wire_out_start = 0;
+        self.wire_out_end = LENGTH_PREFIX_LEN + len;
+        Ok(())
+    }
+
+    // ----- Read side -----
+
+    /// Decrypted bytes waiting for the reader.
+    pub(crate) fn plaintext(&self) -> &[u8] {
+        &self.plain_in[self.plain_in_start..self.plain_in_end]
+    }
+
+    /// Copies buffered plaintext into `out`; returns how many bytes.
+    pub(crate) fn take_plaintext(&mut self, out: &mut [u8]) -> usize {
+        let available = self.plaintext();
+        let n = available.len().min(out.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.plain_in_start += n;
+        n
+    }
+
+    /// Decodes the next complete frame buffered from the socket. `out_room` is the room
+    /// in the reader's buffer; `out(len)` gives `len` bytes of it, and is called only if
+    /// the whole plaintext fits.
+    pub(crate) fn decode<'a>(
+        &mut self,
+        out_room: usize,
+        out: impl FnOnce(usize) -> &'a mut [u8],
+    ) -> Result<Decoded, FrameError> {
+        if let Some(failure) = &self.read_failure {
+            return Err(failure.clone());
+        }
+        let result = self.decode_inner(out_room, out);
+        if let Err(failure) = &result {
+            self.read_failure = Some(failure.clone());
+        }
+        result
+    }
+
+    fn decode_inner<'a>(
+        &mut self,
+        out_room: usize,
+        out: impl FnOnce(usize) -> &'a mut [u8],
+    ) -> Result<Decoded, FrameError> {
+        let buffered = &self.wire_in[self.wire_in_start..self.wire_in_end];
+        let Some((prefix, rest)) = buffered.split_first_chunk::<LENGTH_PREFIX_LEN>() else {
+            return Ok(Decoded::NeedMore);
+        };
+        let len = usize::from(u16::from_be_bytes(*prefix));
+        if len < TAG_LEN {
+            return Err(FrameError::ShorterThanTag(len));
+        }
+        let Some(ciphertext) = rest.get(..len) else {
+            return Ok(Decoded::NeedMore);
+        };
+        let plain_len = len - TAG_LEN;
+        let decoded = if plain_len > 0 && out_room >= plain_len {
+            let n = self
+                .cipher
+                .read_message(ciphertext, out(plain_len))
+                .map_err(|_| FrameError::Decrypt)?;
+            Decoded::Direct(n)
+        } else {
+            let n = self
+                .cipher
+                .read_message(ciphertext, &mut self.plain_in)
+                .map_err(|_| FrameError::Decrypt)?;
+            self.plain_in_start = 0;
+            self.plain_in_end = n;
+            Decoded::Buffered
+        };
+        self.wire_in_start += LENGTH_PREFIX_LEN + len;
+        if self.wire_in_start == self.wire_in_end {
+            self.wire_in_start = 0;
+            self.wire_in_end = 0;
+        }
+        Ok(decoded)
+    }
+
+    /// The free space to read socket bytes into, after moving a partial frame to the
+    /// front if the space behind it could not hold a whole frame.
+    pub(crate) fn read_space(&mut self) -> &mut [u8] {
+        if self.wire_in.len() - self.wire_in_end < MAX_WIRE_FRAME_LEN {
+            self.wire_in
+                .copy_within(self.wire_in_start..self.wire_in_end, 0);
+            self.wire_in_end -= self.wire_in_start;
+            self.wire_in_start = 0;
+        }
+        &mut self.wire_in[self.wire_in_end..]
+    }
+
+    /// Marks `n` bytes of [`read_space`](Self::read_space) as filled.
+    pub(crate) fn filled(&mut self, n: usize) {
+        self.wire_in_end = (self.wire_in_end + n).min(self.wire_in.len());
+    }
+
+    /// Called at the end of the socket's stream: an error if it ended inside a frame.
+    pub(crate) fn end_of_stream(&self) -> Result<(), FrameError> {
+        match self.wire_in_end - self.wire_in_start {
+            0 => Ok(()),
+            partial => Err(FrameError::Truncated(partial)),
+        }
+    }
+}

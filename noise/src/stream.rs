@@ -1,0 +1,164 @@
+//! `NoiseStream`: an encrypted, authenticated byte stream over any socket.
+
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use snow::TransportState;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::handshake::RemoteInfo;
+use crate::session::{Decoded, NoiseSession};
+
+/// An established Noise session over `IO`: reads decrypt, writes encrypt.
+///
+/// Writes are buffered and coalesced: small writes fill one frame of up to 65519
+/// plaintext bytes, which is sealed and written when full or on `flush`. So call
+/// `flush` once per batch of messages, not per message, and always before waiting for a
+/// reply. `poll_shutdown` flushes, then shuts the socket's write side.
+///
+/// A frame that fails to authenticate or is malformed ends the read side with an
+/// [`io::Error`] of kind `InvalidData` holding a [`FrameError`](crate::FrameError).
+pub struct NoiseStream<IO> {
+    io: IO,
+    session: NoiseSession,
+    remote: RemoteInfo,
+}
+
+impl<IO> NoiseStream<IO> {
+    pub(crate) fn new(io: IO, cipher: TransportState, remote: RemoteInfo) -> Self {
+        Self {
+            io,
+            session: NoiseSession::new(cipher),
+            remote,
+        }
+    }
+
+    /// The remote's peer id and static key.
+    pub fn remote(&self) -> &RemoteInfo {
+        &self.remote
+    }
+
+    /// The socket underneath.
+    pub fn get_ref(&self) -> &IO {
+        &self.io
+    }
+}
+
+impl<IO> fmt::Debug for NoiseStream<IO> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NoiseStream")
+            .field("remote", &self.remote.peer_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> NoiseStream<IO> {
+    /// Writes sealed bytes to the socket until none are left.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.session.pending_wire().is_empty() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, self.session.pending_wire()))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.session.advance_wire(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for NoiseStream<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            if !this.session.plaintext().is_empty() {
+                let want = this.session.plaintext().len().min(buf.remaining());
+                let n = this
+                    .session
+                    .take_plaintext(buf.initialize_unfilled_to(want));
+                buf.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            let room = buf.remaining();
+            match this
+                .session
+                .decode(room, |len| buf.initialize_unfilled_to(len))
+                .map_err(|e| e.into_io())?
+            {
+                Decoded::Direct(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                // Loop to hand out the buffered plaintext (an empty frame has none).
+                Decoded::Buffered => continue,
+                Decoded::NeedMore => {}
+            }
+            let space = this.session.read_space();
+            let mut socket_buf = ReadBuf::new(space);
+            ready!(Pin::new(&mut this.io).poll_read(cx, &mut socket_buf))?;
+            let n = socket_buf.filled().len();
+            if n == 0 {
+                return Poll::Ready(this.session.end_of_stream().map_err(|e| e.into_io()));
+            }
+            this.session.filled(n);
+        }
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for NoiseStream<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        // Make room: a full plaintext buffer must be sealed, which needs a free wire.
+        while this.session.unsealed_full() {
+            ready!(this.poll_drain(cx))?;
+            this.session.seal().map_err(|e| e.into_io())?;
+        }
+        if !this.session.pending_wire().is_empty() && buf.len() >= crate::MAX_FRAME_PAYLOAD_LEN {
+            // A large write would seal a frame of its own: start on the wire first.
+            ready!(this.poll_drain(cx))?;
+        }
+        let n = this.session.write_plaintext(buf).map_err(|e| e.into_io())?;
+        if this.session.unsealed_full() && this.session.pending_wire().is_empty() {
+            this.session.seal().map_err(|e| e.into_io())?;
+        }
+        if !this.session.pending_wire().is_empty() {
+            // A full frame is sealed: start it on the wire now. Its bytes are already
+            // accepted, so only an error is reported; `Pending` waits for the next call.
+            if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+                return Poll::Ready(Err(e));
+            }
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            ready!(this.poll_drain(cx))?;
+            if !this.session.seal().map_err(|e| e.into_io())? {
+                break;
+            }
+        }
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.as_mut().poll_flush(cx))?;
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}

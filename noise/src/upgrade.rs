@@ -1,0 +1,286 @@
+//! `NoiseUpgrader`: runs the handshake over a socket and yields a [`NoiseStream`]; usable
+//! as a `netcore` transport upgrade.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use netcore::transport::ConnectionOrigin;
+use netcore::{NetworkAddress, PeerId};
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Semaphore;
+
+use crate::constants::{
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONCURRENT_INBOUND_HANDSHAKES, PROLOGUE_LEN,
+};
+use crate::error::NoiseError;
+use crate::handshake::{self, AuthMode, DialerHandshake, RemoteInfo};
+use crate::identity::Identity;
+use crate::replay::ReplayGuard;
+use crate::stream::NoiseStream;
+use crate::suite::NoiseSuite;
+
+/// How an upgrader authenticates and how long it waits.
+#[derive(Clone, Debug)]
+pub struct NoiseConfig {
+    /// Who a listener accepts.
+    pub mode: AuthMode,
+    /// The longest a handshake may take, either side.
+    pub timeout: Duration,
+    /// The Noise protocol and backend; the same protocol on every node of a network.
+    pub suite: NoiseSuite,
+    /// Inbound handshakes run at once; more are refused with
+    /// [`NoiseError::TooManyHandshakes`].
+    pub max_concurrent_inbound: usize,
+}
+
+impl NoiseConfig {
+    /// Mutual authentication against `trusted`, with the default timeout, suite and limit.
+    pub fn mutual(trusted: super::TrustedPeers) -> Self {
+        Self::with_mode(AuthMode::Mutual(trusted))
+    }
+
+    /// Open mode (any dialer accepted), with the default timeout, suite and limit.
+    pub fn open() -> Self {
+        Self::with_mode(AuthMode::Open)
+    }
+
+    fn with_mode(mode: AuthMode) -> Self {
+        Self {
+            mode,
+            timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            suite: crate::DEFAULT_SUITE,
+            max_concurrent_inbound: DEFAULT_MAX_CONCURRENT_INBOUND_HANDSHAKES,
+        }
+    }
+}
+
+/// Runs Noise IK handshakes for one identity. Cheap to clone; clones share the
+/// anti-replay memory, the inbound-handshake limit and the trusted set.
+///
+/// Inbound handshakes above [`NoiseConfig::max_concurrent_inbound`] are **refused at
+/// once** with [`NoiseError::TooManyHandshakes`] rather than queued: queueing would let a
+/// flood hold sockets and memory for up to a timeout each, while an honest dialer simply
+/// retries with its backoff.
+///
+/// As a transport upgrade:
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use futures::StreamExt;
+/// use netcore::transport::{MemoryTransport, Transport, TransportExt};
+/// use noise::{Identity, NoiseConfig, NoiseUpgrader};
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// let (alice, bob) = (Identity::generate(), Identity::generate());
+/// let (alice_id, bob_id) = (alice.peer_id(), bob.peer_id());
+/// let alice_up = NoiseUpgrader::new(alice, NoiseConfig::open());
+/// let bob_up = NoiseUpgrader::new(bob, NoiseConfig::open());
+/// let alice_net = MemoryTransport::default()
+///     .and_then(move |io, addr, origin| alice_up.upgrade(io, addr, origin));
+/// let bob_net = MemoryTransport::default()
+///     .and_then(move |io, addr, origin| bob_up.upgrade(io, addr, origin));
+///
+/// let (mut listener, addr) = bob_net.listen_on("/memory/0".parse().unwrap()).unwrap();
+/// let dial = alice_net.dial(addr.with_peer_id(bob_id)).unwrap();
+/// let (inbound, _) = listener.next().await.unwrap().unwrap();
+/// let (dialed, accepted) = futures::join!(dial, inbound);
+/// let ((mut a, _), (mut b, remote)) = (dialed.unwrap(), accepted.unwrap());
+///
+/// a.write_all(b"hello").await.unwrap();
+/// a.flush().await.unwrap();
+/// let mut buf = [0u8; 5];
+/// b.read_exact(&mut buf).await.unwrap();
+/// assert_eq!(&buf, b"hello");
+/// assert_eq!(remote.peer_id, alice_id);
+/// # });
+/// ```
+#[derive(Clone, Debug)]
+pub struct NoiseUpgrader {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    identity: Identity,
+    config: NoiseConfig,
+    replay: Mutex<ReplayGuard>,
+    inbound_permits: Arc<Semaphore>,
+    last_timestamp: AtomicU64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl NoiseUpgrader {
+    /// An upgrader for `identity` with `config`.
+    pub fn new(identity: Identity, config: NoiseConfig) -> Self {
+        let permits = config.max_concurrent_inbound;
+        Self {
+            inner: Arc::new(Inner {
+                identity,
+                config,
+                replay: Mutex::new(ReplayGuard::default()),
+                inbound_permits: Arc::new(Semaphore::new(permits)),
+                last_timestamp: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Our peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.inner.identity.peer_id()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NoiseConfig {
+        &self.inner.config
+    }
+
+    /// The timestamp for our next first message: our clock in ms, but always above the
+    /// previous one, so two dials within one millisecond are not taken for a replay.
+    fn next_timestamp(&self) -> u64 {
+        let now = now_ms();
+        let previous = self
+            .inner
+            .last_timestamp
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+                Some(now.max(last.saturating_add(1)))
+            })
+            .unwrap_or(0);
+        now.max(previous.saturating_add(1))
+    }
+
+    /// Dials: runs the handshake as the initiator with `remote` over `io`, under the
+    /// timeout.
+    ///
+    /// Cancel safety: dropping the future abandons the handshake and the socket.
+    pub async fn upgrade_outbound<IO>(
+        &self,
+        io: IO,
+        remote: PeerId,
+    ) -> Result<(NoiseStream<IO>, RemoteInfo), NoiseError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let timeout = self.inner.config.timeout;
+        tokio::time::timeout(timeout, self.outbound(io, remote))
+            .await
+            .map_err(|_| NoiseError::Timeout(timeout))?
+    }
+
+    async fn outbound<IO>(
+        &self,
+        mut io: IO,
+        remote: PeerId,
+    ) -> Result<(NoiseStream<IO>, RemoteInfo), NoiseError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let (handshake, first) = DialerHandshake::start(
+            &self.inner.identity,
+            remote,
+            self.inner.config.suite,
+            self.next_timestamp(),
+        )?;
+        io.write_all(&first).await?;
+        io.flush().await?;
+        let reply = read_message(&mut io).await?;
+        let (cipher, remote) = handshake.finish(&reply)?;
+        Ok((NoiseStream::new(io, cipher, remote), remote))
+    }
+
+    /// Listens: runs the handshake as the responder over `io`, under the timeout and the
+    /// limit of concurrent inbound handshakes.
+    ///
+    /// Cancel safety: dropping the future abandons the handshake and the socket.
+    pub async fn upgrade_inbound<IO>(
+        &self,
+        io: IO,
+    ) -> Result<(NoiseStream<IO>, RemoteInfo), NoiseError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let _permit = self.inner.inbound_permits.try_acquire().map_err(|_| {
+            NoiseError::TooManyHandshakes {
+                limit: self.inner.config.max_concurrent_inbound,
+            }
+        })?;
+        let timeout = self.inner.config.timeout;
+        tokio::time::timeout(timeout, self.inbound(io))
+            .await
+            .map_err(|_| NoiseError::Timeout(timeout))?
+    }
+
+    async fn inbound<IO>(&self, mut io: IO) -> Result<(NoiseStream<IO>, RemoteInfo), NoiseError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let inner = &self.inner;
+        let mut prologue = [0u8; PROLOGUE_LEN];
+        read_exact(&mut io, &mut prologue).await?;
+        let remote = handshake::check_prologue(&inner.identity, &inner.config.mode, &prologue)?;
+        let first = read_message(&mut io).await?;
+        let (cipher, reply) = handshake::respond(
+            &inner.identity,
+            inner.config.suite,
+            &prologue,
+            remote,
+            &first,
+            &inner.replay,
+            now_ms(),
+        )?;
+        io.write_all(&reply).await?;
+        io.flush().await?;
+        Ok((NoiseStream::new(io, cipher, remote), remote))
+    }
+
+    /// The upgrade step for [`TransportExt::and_then`](netcore::transport::TransportExt::and_then):
+    /// dials the peer named by `addr`'s `/p2p/` part (a missing one is
+    /// [`NoiseError::MissingPeerId`]) or listens, by `origin`. The future owns a clone of
+    /// the upgrader, so the closure can be `move |io, addr, origin| up.upgrade(io, addr, origin)`.
+    pub fn upgrade<IO>(
+        &self,
+        io: IO,
+        addr: NetworkAddress,
+        origin: ConnectionOrigin,
+    ) -> impl Future<Output = Result<(NoiseStream<IO>, RemoteInfo), NoiseError>> + Send + 'static
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let this = self.clone();
+        async move {
+            match origin {
+                ConnectionOrigin::Outbound => {
+                    let remote = addr.peer_id().ok_or(NoiseError::MissingPeerId(addr))?;
+                    this.upgrade_outbound(io, remote).await
+                }
+                ConnectionOrigin::Inbound => this.upgrade_inbound(io).await,
+            }
+        }
+    }
+}
+
+/// Reads exactly `buf.len()` bytes; the stream ending first is [`NoiseError::Truncated`].
+async fn read_exact<IO: AsyncRead + Unpin>(io: &mut IO, buf: &mut [u8]) -> Result<(), NoiseError> {
+    match io.read_exact(buf).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(NoiseError::Truncated),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads one handshake message: a u16 BE length, then that many bytes (so at most
+/// 65535, allocated only once the length is known).
+async fn read_message<IO: AsyncRead + Unpin>(io: &mut IO) -> Result<Vec<u8>, NoiseError> {
+    let mut prefix = [0u8; 2];
+    read_exact(io, &mut prefix).await?;
+    let mut message = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
+    read_exact(io, &mut message).await?;
+    Ok(message)
+}
