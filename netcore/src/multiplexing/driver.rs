@@ -15,8 +15,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 
 use super::error::MuxError;
-use super::frame::{HEADER_LEN, Header};
-use super::session::{Payload, Session};
+use super::frame::Header;
+use super::session::{Payload, Session, decode_frames};
 
 /// Bytes asked of the socket per read: the size of a full Noise frame, so one read
 /// takes a whole decrypted frame from the layer below.
@@ -224,49 +224,6 @@ where
         }
         cx.waker().wake_by_ref();
         Poll::Pending
-    }
-}
-
-/// Decodes frames from `buf` into the session until it runs out of complete ones.
-fn decode_frames(
-    s: &mut Session,
-    buf: &mut BytesMut,
-    pending: &mut Option<(Header, Payload)>,
-    now: Instant,
-) -> Result<(), super::error::ProtocolError> {
-    loop {
-        match *pending {
-            None => {
-                let Some(h) = Header::decode(buf)? else {
-                    return Ok(());
-                };
-                buf.advance(HEADER_LEN);
-                match s.on_header(&h, now)? {
-                    Payload::None => {}
-                    p => *pending = Some((h, p)),
-                }
-            }
-            Some((h, Payload::Deliver(n))) => {
-                if buf.len() < n {
-                    buf.reserve(n - buf.len());
-                    return Ok(());
-                }
-                s.on_data(&h, &buf[..n]);
-                buf.advance(n);
-                *pending = None;
-            }
-            Some((h, Payload::Skip(n))) => {
-                let k = n.min(buf.len());
-                buf.advance(k);
-                if k < n {
-                    *pending = Some((h, Payload::Skip(n - k)));
-                    return Ok(());
-                }
-                s.on_skipped(&h);
-                *pending = None;
-            }
-            Some((_, Payload::None)) => *pending = None,
-        }
     }
 }
 

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::config::{MuxConfig, SPEC_INITIAL_WINDOW};
 use super::error::{MuxError, ProtocolError};
-use super::frame::{FrameType, Header, SESSION_ID, flags, go_away};
+use super::frame::{FrameType, HEADER_LEN, Header, SESSION_ID, flags, go_away};
 use super::Mode;
 
 /// Counters of one connection, for metrics. Plain atomics: the `network` crate exports
@@ -830,6 +830,49 @@ impl Session {
     #[cfg(test)]
     fn stream(&self, id: u32) -> Option<&StreamState> {
         self.streams.get(&id)
+    }
+}
+
+/// Decodes frames from `buf` into the session until it runs out of complete ones.
+pub(crate) fn decode_frames(
+    s: &mut Session,
+    buf: &mut BytesMut,
+    pending: &mut Option<(Header, Payload)>,
+    now: Instant,
+) -> Result<(), ProtocolError> {
+    loop {
+        match *pending {
+            None => {
+                let Some(h) = Header::decode(buf)? else {
+                    return Ok(());
+                };
+                buf.advance(HEADER_LEN);
+                match s.on_header(&h, now)? {
+                    Payload::None => {}
+                    p => *pending = Some((h, p)),
+                }
+            }
+            Some((h, Payload::Deliver(n))) => {
+                if buf.len() < n {
+                    buf.reserve(n - buf.len());
+                    return Ok(());
+                }
+                s.on_data(&h, &buf[..n]);
+                buf.advance(n);
+                *pending = None;
+            }
+            Some((h, Payload::Skip(n))) => {
+                let k = n.min(buf.len());
+                buf.advance(k);
+                if k < n {
+                    *pending = Some((h, Payload::Skip(n - k)));
+                    return Ok(());
+                }
+                s.on_skipped(&h);
+                *pending = None;
+            }
+            Some((_, Payload::None)) => *pending = None,
+        }
     }
 }
 

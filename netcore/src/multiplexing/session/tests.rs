@@ -1,1 +1,371 @@
-//! Tests of the core.
+//! The core fed exact frames and instants.
+
+use std::task::Waker;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::ReadBuf;
+use tokio::time::Instant;
+
+use super::*;
+
+const KIB: u32 = 1024;
+
+fn hdr(ty: FrameType, fl: u16, id: u32, len: u32) -> Vec<u8> {
+    let mut v = Vec::new();
+    Header::new(ty, fl, id, len).encode(&mut v);
+    v
+}
+
+fn waker() -> Waker {
+    futures::task::noop_waker()
+}
+
+/// A session whose initial RTT probe has been taken off the wire.
+fn session(mode: Mode, config: MuxConfig, now: Instant) -> Session {
+    let mut s = Session::new(mode, config, now);
+    let mut out = BytesMut::new();
+    s.poll_transmit(&mut out, usize::MAX);
+    assert_eq!(&out[..], &hdr(FrameType::Ping, flags::SYN, 0, 1)[..]);
+    s
+}
+
+fn transmit(s: &mut Session) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    s.poll_transmit(&mut out, usize::MAX);
+    out.to_vec()
+}
+
+fn feed(s: &mut Session, wire: &[u8], now: Instant) -> Result<(), ProtocolError> {
+    let mut buf = BytesMut::from(wire);
+    let mut pending = None;
+    decode_frames(s, &mut buf, &mut pending, now)
+}
+
+fn read_n(s: &mut Session, id: u32, n: usize, now: Instant) -> Vec<u8> {
+    let mut storage = vec![0u8; n];
+    let mut rb = ReadBuf::new(&mut storage);
+    match s.poll_read(id, &waker(), &mut rb, now) {
+        Poll::Ready(Ok(())) => rb.filled().to_vec(),
+        other => panic!("read gave {other:?}"),
+    }
+}
+
+fn write(s: &mut Session, id: u32, data: &[u8]) -> usize {
+    match s.poll_write(id, &waker(), data) {
+        Poll::Ready(Ok(n)) => n,
+        other => panic!("write gave {other:?}"),
+    }
+}
+
+#[test]
+fn syn_rides_on_the_first_data_frame() {
+    let now = Instant::now();
+    let mut s = session(Mode::Client, MuxConfig::default(), now);
+    let id = s.open_stream(now).unwrap();
+    assert_eq!(id, 1, "client streams are odd, starting at 1");
+    assert_eq!(write(&mut s, id, b"hi"), 2);
+    let mut expected = hdr(FrameType::Data, flags::SYN, 1, 2);
+    expected.extend_from_slice(b"hi");
+    assert_eq!(transmit(&mut s), expected);
+}
+
+#[test]
+fn a_stream_opened_without_data_sends_syn_on_a_window_update() {
+    let now = Instant::now();
+    let mut s = session(Mode::Server, MuxConfig::default(), now);
+    assert_eq!(s.open_stream(now).unwrap(), 2, "server streams are even");
+    assert_eq!(transmit(&mut s), hdr(FrameType::WindowUpdate, flags::SYN, 2, 0));
+}
+
+#[test]
+fn a_larger_initial_window_is_announced_with_the_syn() {
+    let now = Instant::now();
+    let config = MuxConfig {
+        initial_window: 1024 * KIB,
+        ..MuxConfig::default()
+    };
+    let mut s = session(Mode::Client, config, now);
+    let id = s.open_stream(now).unwrap();
+    write(&mut s, id, b"x");
+    let mut expected = hdr(FrameType::WindowUpdate, flags::SYN, 1, 768 * KIB);
+    expected.extend(hdr(FrameType::Data, 0, 1, 1));
+    expected.push(b'x');
+    assert_eq!(transmit(&mut s), expected);
+}
+
+#[test]
+fn inbound_syn_is_accepted_and_acknowledged_and_its_data_readable() {
+    let now = Instant::now();
+    let mut s = session(Mode::Server, MuxConfig::default(), now);
+    let mut wire = hdr(FrameType::Data, flags::SYN, 1, 3);
+    wire.extend_from_slice(b"abc");
+    feed(&mut s, &wire, now).unwrap();
+    assert_eq!(s.poll_accept(&waker()), Poll::Ready(Some(1)));
+    assert_eq!(read_n(&mut s, 1, 10, now), b"abc");
+    assert_eq!(transmit(&mut s), hdr(FrameType::WindowUpdate, flags::ACK, 1, 0));
+}
+
+#[test]
+fn fin_comes_with_the_last_data_and_the_reader_then_sees_eof() {
+    let now = Instant::now();
+    let mut s = session(Mode::Client, MuxConfig::default(), now);
+    let id = s.open_stream(now).unwrap();
+    write(&mut s, id, b"bye");
+    s.shutdown(id).unwrap();
+    let mut expected = hdr(FrameType::Data, flags::SYN | flags::FIN, 1, 3);
+    expected.extend_from_slice(b"bye");
+    assert_eq!(transmit(&mut s), expected);
+
+    feed(&mut s, &hdr(FrameType::Data, flags::ACK | flags::FIN, 1, 0), now).unwrap();
+    assert_eq!(read_n(&mut s, id, 10, now), b"", "EOF after the remote's FIN");
+}
+
+#[test]
+fn dropping_an_open_stream_resets_it() {
+    let now = Instant::now();
+    let mut s = session(Mode::Client, MuxConfig::default(), now);
+    let id = s.open_stream(now).unwrap();
+    transmit(&mut s);
+    s.drop_handle(id);
+    assert_eq!(transmit(&mut s), hdr(FrameType::WindowUpdate, flags::RST, 1, 0));
+    assert!(s.stream(id).is_none(), "a reset stream without handle is forgotten");
+}
+
+#[test]
+fn a_received_rst_fails_reads_and_writes_with_reset() {
+    let now = Instant::now();
+    let mut s = session(Mode::Client, MuxConfig::default(), now);
+    let id = s.open_stream(now).unwrap();
+    feed(&mut s, &hdr(FrameType::WindowUpdate, flags::RST, 1, 0), now).unwrap();
+    let mut storage = [0u8; 4];
+    let mut rb = ReadBuf::new(&mut storage);
+    let Poll::Ready(Err(e)) = s.poll_read(id, &waker(), &mut rb, now) else {
+        panic!("read after RST must fail");
+    };
+    assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
+    let Poll::Ready(Err(e)) = s.poll_write(id, &waker(), b"x") else {
+        panic!("write after RST must fail");
+    };
+    assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
+}
+
+#[test]
+fn window_update_is_sent_once_half_the_window_was_read_not_per_read() {
+    let now = Instant::now();
+    let mut s = session(Mode::Server, MuxConfig::default(), now);
+    let mut wire = hdr(FrameType::Data, flags::SYN, 1, 256 * KIB);
+    wire.extend(vec![7u8; (256 * KIB) as usize]);
+    feed(&mut s, &wire, now).unwrap();
+    transmit(&mut s); // the ACK
+    let later = now + Duration::from_secs(1); // no RTT known: no growth either way
+    read_n(&mut s, 1, (128 * KIB - 1) as usize, later);
+    assert!(transmit(&mut s).is_empty(), "under half a window read: no update");
+    read_n(&mut s, 1, 1, later);
+    assert_eq!(transmit(&mut s), hdr(FrameType::WindowUpdate, 0, 1, 128 * KIB));
+}
+
+#[test]
+fn window_doubles_when_consumed_within_two_rtts() {
+    let t0 = Instant::now();
+    let mut s = session(Mode::Server, MuxConfig::default(), t0);
+    // The pong of the initial probe arrives 10 ms later: RTT = 10 ms.
+    let t1 = t0 + Duration::from_millis(10);
+    feed(&mut s, &hdr(FrameType::Ping, flags::ACK, 0, 1), t1).unwrap();
+    assert_eq!(s.rtt(), Some(Duration::from_millis(10)));
+
+    let mut wire = hdr(FrameType::Data, flags::SYN, 1, 128 * KIB);
+    wire.extend(vec![0u8; (128 * KIB) as usize]);
+    feed(&mut s, &wire, t1).unwrap();
+    transmit(&mut s);
+    // Half the window read 5 ms after the stream began (< 2 RTT): grow to 512 KiB, so
+    // the update gives back the 128 KiB read plus the 256 KiB of growth.
+    read_n(&mut s, 1, (128 * KIB) as usize, t1 + Duration::from_millis(5));
+    assert_eq!(transmit(&mut s), hdr(FrameType::WindowUpdate, 0, 1, 384 * KIB));
+    assert_eq!(s.stats().window_grows.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn window_stays_when_consumed_slower_than_two_rtts() {
+    let t0 = Instant::now();
+    let mut s = session(Mode::Server, MuxConfig::default(), t0);
+    let t1 = t0 + Duration::from_millis(10);
+    feed(&mut s, &hdr(FrameType::Ping, flags::ACK, 0, 1), t1).unwrap();
+    let mut wire = hdr(FrameType::Data, flags::SYN, 1, 128 * KIB);
+    wire.extend(vec![0u8; (128 * KIB) as usize]);
+    feed(&mut s, &wire, t1).unwrap();
+    transmit(&mut s);
+    read_n(&mut s, 1, (128 * KIB) as usize, t1 + Duration::from_millis(30));
+    assert_eq!(transmit(&mut s), hdr(FrameType::WindowUpdate, 0, 1, 128 * KIB));
+}
+
+#[test]
+fn window_growth_stops_at_the_connection_cap() {
+    let t0 = Instant::now();
+    let config = MuxConfig {
+        max_connection_window: (256 * KIB) as usize, // room for one spec window only
+        ..MuxConfig::default()
+    };
+    let mut s = session(Mode::Server, config, t0);
+    feed(&mut s, &hdr(FrameType::Ping, flags::ACK, 0, 1), t0).unwrap();
+    let mut wire = hdr(FrameType::Data, flags::SYN, 1, 128 * KIB);
+    wire.extend(vec![0u8; (128 * KIB) as usize]);
+    feed(&mut s, &wire, t0).unwrap();
+    transmit(&mut s);
+    read_n(&mut s, 1, (128 * KIB) as usize, t0);
+    assert_eq!(transmit(&mut s), hdr(FrameType::WindowUpdate, 0, 1, 128 * KIB));
+}
+
+#[test]
+fn data_past_the_window_is_a_protocol_error_before_the_payload_is_read() {
+    let now = Instant::now();
+    let mut s = session(Mode::Server, MuxConfig::default(), now);
+    // Only the header: the session refuses it before any payload arrives.
+    let err = feed(&mut s, &hdr(FrameType::Data, flags::SYN, 1, 256 * KIB + 1), now);
+    assert!(matches!(err, Err(ProtocolError::WindowExceeded { .. })));
+
+    let mut s = session(Mode::Server, MuxConfig::default(), now);
+    let mut wire = hdr(FrameType::Data, flags::SYN, 1, 256 * KIB);
+    wire.extend(vec![0u8; (256 * KIB) as usize]);
+    wire.extend(hdr(FrameType::Data, 0, 1, 1));
+    assert_eq!(
+        feed(&mut s, &wire, now),
+        Err(ProtocolError::WindowExceeded {
+            stream: 1,
+            len: 1,
+            credit: 0
+        })
+    );
+}
+
+#[test]
+fn a_protocol_error_sends_go_away_with_the_protocol_error_code() {
+    let now = Instant::now();
+    let mut s = session(Mode::Server, MuxConfig::default(), now);
+    let mut wire = hdr(FrameType::Data, 0, 1, 0);
+    wire[0] = 1; // bad version
+    let err = feed(&mut s, &wire, now).unwrap_err();
+    assert_eq!(err, ProtocolError::BadVersion(1));
+    s.on_protocol_error(err);
+    assert_eq!(transmit(&mut s), hdr(FrameType::GoAway, 0, 0, go_away::PROTOCOL_ERROR));
+    assert!(s.go_away_sent());
+    assert_eq!(s.stats().protocol_errors.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn a_syn_with_our_parity_is_a_protocol_error() {
+    let now = Instant::now();
+    let mut s = session(Mode::Client, MuxConfig::default(), now);
+    assert_eq!(
+        feed(&mut s, &hdr(FrameType::WindowUpdate, flags::SYN, 3, 0), now),
+        Err(ProtocolError::InvalidStreamId(3))
+    );
+}
+
+#[test]
+fn a_syn_past_the_stream_cap_gets_rst_and_is_counted() {
+    let now = Instant::now();
+    let config = MuxConfig {
+        max_streams: 1,
+        ..MuxConfig::default()
+    };
+    let mut s = session(Mode::Server, config, now);
+    feed(&mut s, &hdr(FrameType::WindowUpdate, flags::SYN, 1, 0), now).unwrap();
+    let mut wire = hdr(FrameType::Data, flags::SYN, 3, 2);
+    wire.extend_from_slice(b"zz");
+    feed(&mut s, &wire, now).unwrap();
+    let mut expected = hdr(FrameType::WindowUpdate, flags::RST, 3, 0);
+    expected.extend(hdr(FrameType::WindowUpdate, flags::ACK, 1, 0));
+    assert_eq!(transmit(&mut s), expected);
+    assert_eq!(s.stats().streams_refused.load(Ordering::Relaxed), 1);
+    assert_eq!(s.poll_accept(&waker()), Poll::Ready(Some(1)));
+    assert_eq!(s.poll_accept(&waker()), Poll::Pending);
+}
+
+#[test]
+fn a_ping_is_answered_with_the_same_opaque_value() {
+    let now = Instant::now();
+    let mut s = session(Mode::Server, MuxConfig::default(), now);
+    feed(&mut s, &hdr(FrameType::Ping, flags::SYN, 0, 0xdead_beef), now).unwrap();
+    assert_eq!(transmit(&mut s), hdr(FrameType::Ping, flags::ACK, 0, 0xdead_beef));
+}
+
+#[test]
+fn the_next_rtt_probe_waits_for_the_interval() {
+    let t0 = Instant::now();
+    let mut s = session(Mode::Client, MuxConfig::default(), t0);
+    assert_eq!(s.poll_timeout(), None, "no second probe while one is out");
+    feed(&mut s, &hdr(FrameType::Ping, flags::ACK, 0, 1), t0).unwrap();
+    let due = t0 + MuxConfig::default().rtt_probe_interval;
+    assert_eq!(s.poll_timeout(), Some(due));
+    s.handle_timeout(due);
+    assert_eq!(transmit(&mut s), hdr(FrameType::Ping, flags::SYN, 0, 2));
+}
+
+#[test]
+fn ready_streams_take_turns_one_capped_frame_each() {
+    let now = Instant::now();
+    let config = MuxConfig {
+        max_frame_size: 16 * KIB,
+        ..MuxConfig::default()
+    };
+    let mut s = session(Mode::Client, config, now);
+    let a = s.open_stream(now).unwrap();
+    let b = s.open_stream(now).unwrap();
+    write(&mut s, a, &vec![1u8; (40 * KIB) as usize]);
+    write(&mut s, b, &[2u8; 100]);
+    let wire = transmit(&mut s);
+    let mut order = Vec::new();
+    let mut rest = &wire[..];
+    while let Some(h) = Header::decode(rest).unwrap() {
+        let len = if h.ty == FrameType::Data { h.length as usize } else { 0 };
+        order.push((h.stream_id, len));
+        rest = &rest[HEADER_LEN + len..];
+    }
+    let k16 = (16 * KIB) as usize;
+    assert_eq!(
+        order,
+        [(a, k16), (b, 100), (a, k16), (a, (8 * KIB) as usize)],
+        "stream b's small message goes after one frame of a, not after all of it"
+    );
+}
+
+#[test]
+fn writes_wait_when_the_send_window_is_used_up() {
+    let now = Instant::now();
+    let mut s = session(Mode::Client, MuxConfig::default(), now);
+    let id = s.open_stream(now).unwrap();
+    let big = vec![0u8; (300 * KIB) as usize];
+    assert_eq!(write(&mut s, id, &big), (256 * KIB) as usize);
+    assert!(s.poll_write(id, &waker(), &big).is_pending());
+    transmit(&mut s);
+    feed(&mut s, &hdr(FrameType::WindowUpdate, flags::ACK, 1, 10), now).unwrap();
+    assert_eq!(write(&mut s, id, &big), 10);
+}
+
+#[test]
+fn frames_of_forgotten_streams_are_skipped() {
+    let now = Instant::now();
+    let mut s = session(Mode::Server, MuxConfig::default(), now);
+    let mut buf = BytesMut::from(&hdr(FrameType::Data, 0, 9, 5)[..]);
+    buf.extend_from_slice(b"junk!");
+    buf.extend(hdr(FrameType::Ping, flags::SYN, 0, 4));
+    let mut pending = None;
+    decode_frames(&mut s, &mut buf, &mut pending, now).unwrap();
+    assert!(buf.is_empty());
+    assert_eq!(transmit(&mut s), hdr(FrameType::Ping, flags::ACK, 0, 4));
+}
+
+#[test]
+fn close_sends_buffered_data_then_go_away() {
+    let now = Instant::now();
+    let mut s = session(Mode::Client, MuxConfig::default(), now);
+    let id = s.open_stream(now).unwrap();
+    write(&mut s, id, b"z");
+    s.close();
+    let mut expected = hdr(FrameType::Data, flags::SYN, 1, 1);
+    expected.push(b'z');
+    expected.extend(hdr(FrameType::GoAway, 0, 0, go_away::NORMAL));
+    assert_eq!(transmit(&mut s), expected);
+    assert!(s.open_stream(now).is_err());
+}
