@@ -396,3 +396,18 @@ proptest! {
         let _outcome = rt.block_on(inbound_fed(&wire, &[RPC, DIRECT]));
     }
 }
+
+#[tokio::test]
+async fn listener_answers_a_header_and_proposal_that_arrive_together_with_one_write() {
+    let (mut remote, local) = MemorySocket::new_pair();
+    let (local, writes) = counting(local);
+    remote
+        .write_all(&[msg(HEADER), msg(RPC), b"data".to_vec()].concat())
+        .await
+        .unwrap();
+    let (mut inbound, _) = negotiate_inbound(local, &[RPC]).await.unwrap();
+    assert_eq!(writes.load(Ordering::SeqCst), 1);
+    let mut data = [0u8; 4];
+    inbound.read_exact(&mut data).await.unwrap();
+    assert_eq!(&data, b"data");
+}

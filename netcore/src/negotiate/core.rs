@@ -224,6 +224,7 @@ pub(crate) fn validate_protocol(protocol: &str) -> Result<(), NegotiateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const SUPPORTED: [&str; 2] = ["/net/rpc/1", "/net/direct/1"];
 
@@ -441,6 +442,117 @@ mod tests {
                 "{bad:?}"
             );
             assert!(out.is_empty());
+        }
+    }
+
+    /// Runs a dialer proposing `proposals` against a listener supporting `supported`,
+    /// moving at most `chunk` bytes at a time each way, with `data` sent right behind
+    /// the accepted proposal. Returns the dialer's and listener's outcomes and the bytes
+    /// the listener had left over.
+    fn run(
+        proposals: &[&str],
+        supported: &[&str],
+        chunk: usize,
+        data: &[u8],
+    ) -> (Result<usize, String>, Result<usize, String>, Vec<u8>) {
+        let mut to_listener = BytesMut::new();
+        let mut dialer = DialerCore::start(proposals[0], &mut to_listener).unwrap();
+        let mut listener = ListenerCore::new();
+        let (mut dialer_in, mut listener_in, mut to_dialer) =
+            (BytesMut::new(), BytesMut::new(), BytesMut::new());
+        let mut index = 0;
+        let mut listener_result = None;
+        for _ in 0..10_000 {
+            let n = chunk.min(to_listener.len());
+            listener_in.extend_from_slice(&to_listener.split_to(n));
+            if listener_result.is_none() {
+                match listener.on_input(supported, &mut listener_in, &mut to_dialer) {
+                    Ok(ListenerProgress::Accepted(i)) => listener_result = Some(Ok(i)),
+                    Ok(ListenerProgress::NeedInput) => {}
+                    Err(e) => listener_result = Some(Err(e.to_string())),
+                }
+            }
+            let n = chunk.min(to_dialer.len());
+            dialer_in.extend_from_slice(&to_dialer.split_to(n));
+            match dialer.on_input(&mut dialer_in) {
+                Ok(DialerProgress::Accepted) => {
+                    to_listener.extend_from_slice(data);
+                    while !to_listener.is_empty() {
+                        let n = chunk.min(to_listener.len());
+                        listener_in.extend_from_slice(&to_listener.split_to(n));
+                    }
+                    let listener_result = match listener_result {
+                        Some(r) => r,
+                        None => {
+                            match listener.on_input(supported, &mut listener_in, &mut to_dialer) {
+                                Ok(ListenerProgress::Accepted(i)) => Ok(i),
+                                other => Err(format!("{other:?}")),
+                            }
+                        }
+                    };
+                    return (Ok(index), listener_result, listener_in.to_vec());
+                }
+                Ok(DialerProgress::Refused) => {
+                    index += 1;
+                    match proposals.get(index) {
+                        Some(next) => dialer.propose(next, &mut to_listener).unwrap(),
+                        None => {
+                            let listener_result = listener_result
+                                .unwrap_or_else(|| Err(listener.on_eof().to_string()));
+                            return (Err("refused".into()), listener_result, Vec::new());
+                        }
+                    }
+                }
+                Ok(DialerProgress::NeedInput) => {}
+                Err(e) => return (Err(e.to_string()), Err("dialer failed".into()), Vec::new()),
+            }
+        }
+        panic!("the exchange did not end");
+    }
+
+    proptest! {
+        #[test]
+        fn cores_agree_on_the_dialers_first_protocol_the_listener_supports(
+            proposals in proptest::sample::subsequence(vec!["/a", "/b", "/c", "/d"], 1..=4)
+                .prop_shuffle(),
+            supported in proptest::sample::subsequence(vec!["/b", "/c", "/d", "/e"], 0..=4),
+            chunk in 1usize..64,
+            data in proptest::collection::vec(any::<u8>(), 0..100),
+        ) {
+            let (dialer, listener, leftover) = run(&proposals, &supported, chunk, &data);
+            match proposals.iter().position(|p| supported.contains(p)) {
+                Some(i) => {
+                    prop_assert_eq!(dialer, Ok(i));
+                    let expected = supported.iter().position(|s| *s == proposals[i]);
+                    prop_assert_eq!(listener, Ok(expected.unwrap()));
+                    prop_assert_eq!(leftover, data, "data behind the proposal is kept");
+                }
+                None => {
+                    prop_assert_eq!(dialer, Err("refused".to_string()));
+                    prop_assert_eq!(listener, Err(NegotiateError::Refused.to_string()));
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_into_the_listener_core_never_panic_nor_grow_its_answers(
+            bytes in proptest::collection::vec(any::<u8>(), 0..4096),
+            chunk in 1usize..300,
+        ) {
+            let mut listener = ListenerCore::new();
+            let mut input = BytesMut::new();
+            let mut out = BytesMut::new();
+            for piece in bytes.chunks(chunk) {
+                input.extend_from_slice(piece);
+                match listener.on_input(&SUPPORTED, &mut input, &mut out) {
+                    Ok(ListenerProgress::NeedInput) => {
+                        prop_assert!(input.len() < super::super::MAX_MESSAGE_LEN + 2);
+                    }
+                    Ok(ListenerProgress::Accepted(_)) | Err(_) => break,
+                }
+            }
+            // A header and at most one answer per allowed proposal.
+            prop_assert!(out.len() <= 20 + 4 * MAX_PROPOSALS + 2 * super::super::MAX_MESSAGE_LEN);
         }
     }
 }
