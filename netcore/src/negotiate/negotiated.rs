@@ -56,9 +56,15 @@ enum State {
 impl<IO> Negotiated<IO> {
     /// A negotiated stream whose first bytes to read are `leftover`.
     pub(super) fn new(io: IO, leftover: BytesMut) -> Self {
+        // An empty leftover gives its buffer back at once.
+        let read_buf = if leftover.is_empty() {
+            BytesMut::new()
+        } else {
+            leftover
+        };
         Negotiated {
             io,
-            read_buf: leftover,
+            read_buf,
             write_buf: BytesMut::new(),
             state: State::Done,
         }
@@ -101,6 +107,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Negotiated<IO> {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.write_buf.advance(n);
+            if self.write_buf.is_empty() {
+                // Give back the buffer: from now on writes go straight through.
+                self.write_buf = BytesMut::new();
+            }
         }
         Poll::Ready(Ok(()))
     }
@@ -121,7 +131,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Negotiated<IO> {
                 continue;
             }
             let next = match core.on_input(&mut self.read_buf) {
-                Ok(DialerProgress::Accepted) => State::Done,
+                Ok(DialerProgress::Accepted) => {
+                    if self.read_buf.is_empty() {
+                        self.read_buf = BytesMut::new();
+                    }
+                    State::Done
+                }
                 Ok(DialerProgress::Refused) => State::Failed(NegotiateError::Refused),
                 Err(err) => State::Failed(err),
                 Ok(DialerProgress::NeedInput) => {
