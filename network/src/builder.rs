@@ -1,0 +1,235 @@
+//! Assembles a running network from a configuration, a base transport and the
+//! applications' protocols.
+
+use std::sync::Arc;
+
+use netcore::transport::{Transport, TransportError};
+use netcore::{NetworkAddress, PeerId};
+use noise::{AuthMode, NoiseUpgrader};
+use prometheus::Registry;
+use proto::handshake::HandshakeMsg;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::channel::{fair_queue, metered};
+use crate::config::NetworkConfig;
+use crate::counters::NetworkMetrics;
+use crate::interface::{NetworkEvents, NetworkSender};
+use crate::peer_manager::{PeerManager, TrustPredicate};
+use crate::protocol_id::{ProtocolId, ProtocolKind};
+use crate::shared::{ProtocolMetrics, Route, Shared};
+use crate::transport::{self, UpgradeError};
+
+/// Requests queued for the peer manager: dials and disconnects are rare and the
+/// manager serves them in microseconds, so this only absorbs bursts.
+const REQUEST_QUEUE_SIZE: usize = 256;
+
+/// Why the network could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Two registrations name the same protocol.
+    #[error("protocol {0} is registered twice")]
+    DuplicateProtocol(ProtocolId),
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: NetworkAddress,
+        /// Why.
+        source: Box<UpgradeError>,
+    },
+    /// The metrics could not be registered (e.g. registered twice in one registry).
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Names an application registered with [`NetworkBuilder::register`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppId(usize);
+
+/// Collects what the network needs, then [`start`](NetworkBuilder::start)s it.
+pub struct NetworkBuilder {
+    config: NetworkConfig,
+    noise: NoiseUpgrader,
+    registry: Registry,
+    listen: Vec<NetworkAddress>,
+    apps: Vec<Vec<(ProtocolId, ProtocolKind)>>,
+    is_trusted: TrustPredicate,
+}
+
+impl NetworkBuilder {
+    /// A builder for the node whose identity `noise` holds. Metrics go to `registry`.
+    pub fn new(config: NetworkConfig, noise: NoiseUpgrader, registry: Registry) -> Self {
+        let is_trusted: TrustPredicate = match &noise.config().mode {
+            AuthMode::Mutual(set) => {
+                let set = set.clone();
+                Arc::new(move |peer: &PeerId| set.contains(peer))
+            }
+            AuthMode::Open => Arc::new(|_: &PeerId| false),
+        };
+        Self {
+            config,
+            noise,
+            registry,
+            listen: Vec::new(),
+            apps: Vec::new(),
+            is_trusted,
+        }
+    }
+
+    /// Listens on `addr` once started (port 0 picks a port; see [`Network::listen_addrs`]).
+    pub fn listen_on(&mut self, addr: NetworkAddress) -> &mut Self {
+        self.listen.push(addr);
+        self
+    }
+
+    /// Registers an application and the protocols it serves.
+    pub fn register(&mut self, protocols: &[(ProtocolId, ProtocolKind)]) -> AppId {
+        self.apps.push(protocols.to_vec());
+        AppId(self.apps.len() - 1)
+    }
+
+    /// Starts the network over `base` on the current tokio runtime.
+    pub fn start<T>(self, base: T) -> Result<Network, BuildError>
+    where
+        T: Transport<Error = TransportError> + Send + Sync + 'static,
+        T::Output: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        T::Inbound: 'static,
+        T::Outbound: 'static,
+        T::Listener: 'static,
+    {
+        let metrics = NetworkMetrics::new(&self.registry)?;
+        let mut routes: Vec<Route> = Vec::new();
+        for (app, protocols) in self.apps.iter().enumerate() {
+            for &(protocol, kind) in protocols {
+                if routes.iter().any(|r| r.protocol == protocol) {
+                    return Err(BuildError::DuplicateProtocol(protocol));
+                }
+                routes.push(Route {
+                    protocol,
+                    kind,
+                    app,
+                    metrics: ProtocolMetrics::new(&metrics, protocol),
+                });
+            }
+        }
+        let handshake = HandshakeMsg {
+            chain_id: self.config.chain_id,
+            network_id: self.config.network_id.clone(),
+            supported_protocols: routes
+                .iter()
+                .map(|r| r.protocol.as_str().to_owned())
+                .collect(),
+            client_version: self.config.client_version.clone(),
+        };
+        let local_peer_id = self.noise.peer_id();
+        let transport = transport::upgrade(
+            base,
+            self.noise,
+            handshake,
+            self.config.mux.clone(),
+            self.config.upgrade_timeout,
+        );
+
+        let mut listeners = Vec::new();
+        let mut listen_addrs = Vec::new();
+        for addr in self.listen {
+            let (listener, bound) =
+                transport
+                    .listen_on(addr.clone())
+                    .map_err(|source| BuildError::Listen {
+                        addr,
+                        source: Box::new(source),
+                    })?;
+            listeners.push(listener);
+            listen_addrs.push(bound.with_peer_id(local_peer_id));
+        }
+
+        let mut app_senders = Vec::new();
+        let mut app_events = Vec::new();
+        for _ in &self.apps {
+            let (tx, rx) = fair_queue(
+                self.config.inbound_queue_size,
+                metrics.queue("inbound_events"),
+            );
+            app_senders.push(tx);
+            app_events.push(rx);
+        }
+        let (requests_tx, requests_rx) =
+            metered(REQUEST_QUEUE_SIZE, metrics.queue("peer_manager_requests"));
+        let shared = Arc::new(Shared {
+            local_peer_id,
+            protocol_names: routes.iter().map(|r| r.protocol.as_str()).collect(),
+            routes,
+            config: self.config,
+            metrics,
+            apps: app_senders,
+            peers: Default::default(),
+            requests: requests_tx,
+        });
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let manager = PeerManager::new(
+            Arc::clone(&shared),
+            transport,
+            listeners,
+            requests_rx,
+            self.is_trusted,
+            shutdown_rx,
+        );
+        let task = tokio::spawn(manager.run());
+        let sender = NetworkSender { shared };
+        let apps = app_events
+            .into_iter()
+            .map(|queue| Some((sender.clone(), NetworkEvents { queue })))
+            .collect();
+        Ok(Network {
+            local_peer_id,
+            listen_addrs,
+            apps,
+            sender,
+            shutdown: shutdown_tx,
+            task,
+        })
+    }
+}
+
+/// A running network.
+pub struct Network {
+    local_peer_id: PeerId,
+    listen_addrs: Vec<NetworkAddress>,
+    apps: Vec<Option<(NetworkSender, NetworkEvents)>>,
+    sender: NetworkSender,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Network {
+    /// This node's peer id.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local_peer_id
+    }
+
+    /// The addresses actually bound, each naming this node (`/p2p/<id>`), ready to give
+    /// to peers.
+    pub fn listen_addrs(&self) -> &[NetworkAddress] {
+        &self.listen_addrs
+    }
+
+    /// Takes the sender and event stream of a registered application (once).
+    pub fn take_app(&mut self, app: AppId) -> Option<(NetworkSender, NetworkEvents)> {
+        self.apps.get_mut(app.0).and_then(Option::take)
+    }
+
+    /// A sender not tied to an application: for dials, disconnects and peer queries.
+    pub fn sender(&self) -> NetworkSender {
+        self.sender.clone()
+    }
+
+    /// Closes every connection gracefully (each application sees `LostPeer` with reason
+    /// `Shutdown`) and waits for the peer manager to end.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}

@@ -1,0 +1,115 @@
+//! The errors applications see.
+
+use std::sync::Arc;
+
+use netcore::PeerId;
+
+use crate::protocol_id::ProtocolId;
+use crate::transport::UpgradeError;
+
+/// Why an RPC failed. Every request ends in a response or one of these.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RpcError {
+    /// No response within the caller's timeout.
+    #[error("RPC timed out")]
+    Timeout,
+    /// The connection closed while the request was in flight.
+    #[error("peer disconnected during the RPC")]
+    Disconnected,
+    /// There is no connection to the peer.
+    #[error("peer {0:?} is not connected")]
+    NotConnected(PeerId),
+    /// Too many requests in flight to (or, as the remote reports, from) this peer.
+    #[error("too many requests in flight")]
+    TooManyRequests,
+    /// The remote does not serve the protocol.
+    #[error("the remote does not support the protocol")]
+    ProtocolNotSupported,
+    /// No application registered the protocol on this node.
+    #[error("protocol {0} is not registered")]
+    UnregisteredProtocol(ProtocolId),
+    /// The remote could not answer; holds its explanation.
+    #[error("the remote failed the request: {0}")]
+    Remote(String),
+    /// The request or the response is over the configured maximum message size.
+    #[error("message of {len} bytes is over the maximum of {max}")]
+    TooLarge {
+        /// Its length.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// The remote answered with something that is not a response.
+    #[error("invalid response: {0}")]
+    InvalidResponse(String),
+}
+
+impl RpcError {
+    /// A short label for metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RpcError::Timeout => "timeout",
+            RpcError::Disconnected => "disconnected",
+            RpcError::NotConnected(_) => "not_connected",
+            RpcError::TooManyRequests => "too_many_requests",
+            RpcError::ProtocolNotSupported => "protocol_not_supported",
+            RpcError::Remote(_) => "remote",
+            RpcError::UnregisteredProtocol(_) => "unregistered_protocol",
+            RpcError::TooLarge { .. } => "too_large",
+            RpcError::InvalidResponse(_) => "invalid_response",
+        }
+    }
+}
+
+/// Why a DirectSend message was not queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// There is no connection to the peer.
+    #[error("peer {0:?} is not connected")]
+    NotConnected(PeerId),
+    /// No application registered the protocol on this node.
+    #[error("protocol {0} is not registered")]
+    UnregisteredProtocol(ProtocolId),
+    /// The peer's queue for this protocol is full: the message was dropped (and counted).
+    #[error("outbound queue is full; message dropped")]
+    QueueFull,
+    /// The message is over the configured maximum message size.
+    #[error("message of {len} bytes is over the maximum of {max}")]
+    TooLarge {
+        /// Its length.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+}
+
+/// Why a dial failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DialError {
+    /// The address has no `/p2p/<peer id>` part, so the peer to authenticate is unknown.
+    #[error("address names no peer (/p2p/ part missing)")]
+    MissingPeerId,
+    /// The address names this node.
+    #[error("refusing to dial this node itself")]
+    SelfDial,
+    /// Too many dials are in flight.
+    #[error("too many dials in flight")]
+    TooManyDials,
+    /// The connection could not be established or upgraded.
+    #[error("dial failed: {0}")]
+    Failed(#[source] Arc<UpgradeError>),
+    /// The network is shutting down.
+    #[error("the network is shutting down")]
+    Shutdown,
+}
+
+/// Why a disconnect request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DisconnectError {
+    /// There is no connection to the peer.
+    #[error("peer {0:?} is not connected")]
+    NotConnected(PeerId),
+    /// The network is shutting down.
+    #[error("the network is shutting down")]
+    Shutdown,
+}

@@ -1,0 +1,194 @@
+//! What an application holds: a cloneable [`NetworkSender`] and a stream of [`Event`]s.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use netcore::{NetworkAddress, PeerId};
+use tokio::sync::oneshot;
+
+use crate::channel::FairQueue;
+use crate::error::{DialError, DisconnectError, RpcError, SendError};
+use crate::peer_manager::{ConnectionId, ConnectionMetadata, DisconnectReason, Request};
+use crate::protocol_id::ProtocolId;
+use crate::protocols::{direct_send, rpc};
+use crate::shared::Shared;
+
+/// Something that happened on the network that an application registered for.
+#[derive(Debug)]
+pub enum Event {
+    /// A connection to a peer is up.
+    NewPeer(ConnectionMetadata),
+    /// The connection to a peer is gone.
+    LostPeer {
+        /// The peer.
+        peer_id: PeerId,
+        /// The connection that ended (a newer one may already be up).
+        connection_id: ConnectionId,
+        /// Why it ended.
+        reason: DisconnectReason,
+    },
+    /// A DirectSend message.
+    Message {
+        /// The sender.
+        peer_id: PeerId,
+        /// The protocol it came on.
+        protocol: ProtocolId,
+        /// The payload.
+        data: Bytes,
+    },
+    /// An RPC request; answer it through `responder`.
+    RpcRequest {
+        /// The caller.
+        peer_id: PeerId,
+        /// The protocol it came on.
+        protocol: ProtocolId,
+        /// The request payload.
+        data: Bytes,
+        /// Sends the answer back.
+        responder: RpcResponder,
+    },
+}
+
+/// What an application answers to an inbound RPC.
+pub type RpcResult = Result<Bytes, String>;
+
+/// Answers one inbound RPC. Dropping it without answering tells the caller the request
+/// got no response.
+#[derive(Debug)]
+pub struct RpcResponder {
+    pub(crate) tx: oneshot::Sender<RpcResult>,
+}
+
+impl RpcResponder {
+    /// Sends `response` to the caller.
+    pub fn respond(self, response: Bytes) {
+        // The caller may have given up; then there is nobody to tell.
+        let _ = self.tx.send(Ok(response));
+    }
+
+    /// Tells the caller the request failed, with a short explanation.
+    pub fn fail(self, reason: impl Into<String>) {
+        let _ = self.tx.send(Err(reason.into()));
+    }
+}
+
+/// The key events are queued under: a peer and, for data, the protocol. Connection
+/// events use `None`, so they never wait behind a peer's messages.
+pub(crate) type EventKey = (PeerId, Option<ProtocolId>);
+
+/// The stream of an application's events, served round-robin across peers so that one
+/// flooding peer cannot starve the others.
+pub struct NetworkEvents {
+    pub(crate) queue: FairQueue<EventKey, Event>,
+}
+
+impl Stream for NetworkEvents {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        Pin::new(&mut self.queue)
+            .poll_next(cx)
+            .map(|item| item.map(|(_, event)| event))
+    }
+}
+
+/// An application's handle to the network: cheap to clone, usable from any task.
+#[derive(Clone)]
+pub struct NetworkSender {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl NetworkSender {
+    /// Sends `request` to `peer` over `protocol` and waits for the answer, at most
+    /// `timeout`. Dropping the future cancels the request (its substream is reset).
+    pub async fn rpc(
+        &self,
+        peer: PeerId,
+        protocol: ProtocolId,
+        request: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, RpcError> {
+        rpc::outbound(&self.shared, peer, protocol, request, timeout).await
+    }
+
+    /// Queues `msg` for `peer` over `protocol`. Messages to one peer on one protocol
+    /// arrive in order; when that peer's queue is full the message is dropped, counted,
+    /// and [`SendError::QueueFull`] returned.
+    pub fn send_to(&self, peer: PeerId, protocol: ProtocolId, msg: Bytes) -> Result<(), SendError> {
+        direct_send::send(&self.shared, peer, protocol, msg)
+    }
+
+    /// Queues `msg` for each of `peers`; returns the peers it could not be queued for.
+    pub fn send_to_many(
+        &self,
+        peers: impl IntoIterator<Item = PeerId>,
+        protocol: ProtocolId,
+        msg: Bytes,
+    ) -> Vec<(PeerId, SendError)> {
+        peers
+            .into_iter()
+            .filter_map(|peer| {
+                direct_send::send(&self.shared, peer, protocol, msg.clone())
+                    .err()
+                    .map(|e| (peer, e))
+            })
+            .collect()
+    }
+
+    /// Dials `addr`, which must name the peer (`/p2p/<id>`). Succeeds once a connection
+    /// to that peer is up (or already was).
+    pub async fn dial(&self, addr: NetworkAddress) -> Result<(), DialError> {
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .requests
+            .send(Request::Dial(addr, tx))
+            .await
+            .map_err(|_| DialError::Shutdown)?;
+        rx.await.map_err(|_| DialError::Shutdown)?
+    }
+
+    /// Closes the connection to `peer` gracefully.
+    pub async fn disconnect(&self, peer: PeerId) -> Result<(), DisconnectError> {
+        self.disconnect_with_reason(peer, DisconnectReason::Requested)
+            .await
+    }
+
+    /// Closes the connection to `peer`, reporting `reason` in the `LostPeer` event.
+    pub async fn disconnect_with_reason(
+        &self,
+        peer: PeerId,
+        reason: DisconnectReason,
+    ) -> Result<(), DisconnectError> {
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .requests
+            .send(Request::Disconnect(peer, reason, tx))
+            .await
+            .map_err(|_| DisconnectError::Shutdown)?;
+        rx.await.map_err(|_| DisconnectError::Shutdown)?
+    }
+
+    /// The live connections.
+    pub fn connected_peers(&self) -> Vec<ConnectionMetadata> {
+        self.shared
+            .peers
+            .read()
+            .values()
+            .map(|p| p.metadata.clone())
+            .collect()
+    }
+
+    /// Whether `peer` is connected.
+    pub fn is_connected(&self, peer: &PeerId) -> bool {
+        self.shared.peers.read().contains_key(peer)
+    }
+
+    /// This node's peer id.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.shared.local_peer_id
+    }
+}

@@ -1,0 +1,44 @@
+//! Peers, connections and messaging over authenticated, multiplexed connections.
+//!
+//! This crate owns:
+//! - the **PeerManager** ([`peer_manager`]): listens, dials, upgrades each connection
+//!   (Noise IK, the handshake message, the multiplexer), keeps at most one connection
+//!   per peer, and tells applications `NewPeer` / `LostPeer`;
+//! - the **connection handshake** ([`handshake`]): chain id, network id, protocols,
+//!   client version, checked by both sides;
+//! - **RPC** and **DirectSend** over per-protocol substreams, with per-peer limits;
+//! - **fair inbound delivery** ([`channel`]): bounded per-(peer, protocol) queues served
+//!   round-robin, so one flooding peer cannot delay another;
+//! - the application interface ([`NetworkSender`], [`NetworkEvents`], [`Event`]) and the
+//!   [`NetworkBuilder`] that starts it all;
+//! - the node's network **metrics** ([`counters`]) in a per-node prometheus registry.
+//!
+//! It does not own sockets, framing, multiplexing or negotiation (`netcore`),
+//! cryptography (`noise`), the wire messages (`proto`), nor typed application messages
+//! (`validator-network`).
+//!
+//! Tasks: one peer manager per node; per connection, the multiplexer's driver and one
+//! task routing the remote's substreams; one short task per inbound RPC; one task per
+//! (peer, protocol) DirectSend stream in each direction.
+
+pub mod builder;
+pub mod channel;
+pub mod config;
+pub mod counters;
+pub mod error;
+pub mod handshake;
+pub mod interface;
+pub mod peer_manager;
+pub mod protocol_id;
+pub mod transport;
+
+mod peer;
+mod protocols;
+mod shared;
+
+pub use builder::{AppId, BuildError, Network, NetworkBuilder};
+pub use config::NetworkConfig;
+pub use error::{DialError, DisconnectError, RpcError, SendError};
+pub use interface::{Event, NetworkEvents, NetworkSender, RpcResponder, RpcResult};
+pub use peer_manager::{ConnectionId, ConnectionMetadata, DisconnectReason};
+pub use protocol_id::{ProtocolId, ProtocolKind};

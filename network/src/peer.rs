@@ -1,0 +1,85 @@
+//! The task of one connection: accepts the remote's substreams and routes each, by its
+//! negotiated protocol, to the RPC or DirectSend handler of the application that
+//! registered it.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use netcore::multiplexing::{Incoming, Substream};
+use netcore::negotiate::{NegotiateError, negotiate_inbound};
+use tokio::sync::{mpsc, watch};
+use tracing::debug;
+
+use crate::peer_manager::Closed;
+use crate::protocol_id::ProtocolKind;
+use crate::protocols::{direct_send, rpc};
+use crate::shared::{PeerHandle, Shared};
+
+/// Runs until the connection closes or the network shuts down, then tells the peer
+/// manager.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    handle: Arc<PeerHandle>,
+    mut incoming: Incoming,
+    closed: mpsc::Sender<Closed>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let peer_id = handle.metadata.peer_id;
+    let connection_id = handle.metadata.connection_id;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            substream = incoming.next() => match substream {
+                Some(substream) => {
+                    tokio::spawn(route_substream(Arc::clone(&shared), Arc::clone(&handle), substream));
+                }
+                None => break,
+            },
+        }
+    }
+    drop(handle);
+    let _ = closed
+        .send(Closed {
+            peer_id,
+            connection_id,
+        })
+        .await;
+}
+
+/// Negotiates the protocol of an inbound substream and serves it.
+async fn route_substream(shared: Arc<Shared>, handle: Arc<PeerHandle>, substream: Substream) {
+    let negotiation = negotiate_inbound(substream, &shared.protocol_names);
+    let (io, index) = match tokio::time::timeout(shared.config.inbound_rpc_timeout, negotiation)
+        .await
+    {
+        Ok(Ok(negotiated)) => negotiated,
+        Ok(Err(e)) => {
+            let reason = match e {
+                NegotiateError::Refused => "unknown_protocol",
+                _ => "negotiation_failed",
+            };
+            debug!(peer = %handle.metadata.peer_id.short_str(), error = %e, "inbound substream refused");
+            shared
+                .metrics
+                .substreams_refused
+                .with_label_values(&[reason])
+                .inc();
+            return;
+        }
+        Err(_) => {
+            shared
+                .metrics
+                .substreams_refused
+                .with_label_values(&["negotiation_timeout"])
+                .inc();
+            return;
+        }
+    };
+    let Some(route) = shared.routes.get(index).cloned() else {
+        return;
+    };
+    match route.kind {
+        ProtocolKind::Rpc => rpc::serve_inbound(shared, handle, route, io).await,
+        ProtocolKind::DirectSend => direct_send::serve_inbound(shared, handle, route, io).await,
+    }
+}

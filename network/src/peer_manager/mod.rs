@@ -1,0 +1,445 @@
+//! PeerManager: the one task that owns the set of connections.
+//!
+//! It listens, dials on request, upgrades connections (through the transport built in
+//! [`crate::transport`]), and keeps **at most one connection per peer**: when two
+//! connections to a peer exist, [`rules::new_connection_wins`] picks the survivor the
+//! same way on both ends. Every connection carries a [`ConnectionId`]; a connection that
+//! closes after it was replaced produces no `LostPeer`.
+//!
+//! The manager never waits on anything but its own inputs: events to applications are
+//! queued with `push_control`, which does not block, and closing a connection is
+//! spawned. So no other task can stall it, and it cannot deadlock with a peer task.
+
+mod rules;
+mod types;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, SelectAll};
+use futures::{FutureExt, StreamExt};
+use netcore::transport::{BoxedListener, BoxedTransport, ConnectionOrigin, Transport};
+use netcore::{NetworkAddress, PeerId};
+use parking_lot::Mutex;
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+
+pub use rules::new_connection_wins;
+pub use types::{ConnectionId, ConnectionMetadata, DisconnectReason};
+
+use crate::channel::MeteredReceiver;
+use crate::config::MAX_QUEUED_NOTIFICATIONS_PER_PEER;
+use crate::error::{DialError, DisconnectError};
+use crate::interface::Event;
+use crate::peer;
+use crate::shared::{PeerHandle, Shared};
+use crate::transport::{UpgradeError, UpgradedConnection};
+
+/// Requests to the peer manager.
+#[derive(Debug)]
+pub(crate) enum Request {
+    /// Dial an address that names its peer.
+    Dial(NetworkAddress, oneshot::Sender<Result<(), DialError>>),
+    /// Close the connection to a peer.
+    Disconnect(
+        PeerId,
+        DisconnectReason,
+        oneshot::Sender<Result<(), DisconnectError>>,
+    ),
+}
+
+/// A connection's task ended.
+#[derive(Debug)]
+pub(crate) struct Closed {
+    pub(crate) peer_id: PeerId,
+    pub(crate) connection_id: ConnectionId,
+}
+
+/// Whether a peer id is in the trusted set.
+pub type TrustPredicate = Arc<dyn Fn(&PeerId) -> bool + Send + Sync>;
+
+type Upgrade = BoxFuture<'static, Result<UpgradedConnection, UpgradeError>>;
+type DialResult = (PeerId, Instant, Result<UpgradedConnection, UpgradeError>);
+
+/// The peer manager's state; see the module docs.
+pub(crate) struct PeerManager {
+    shared: Arc<Shared>,
+    transport: BoxedTransport<UpgradedConnection, UpgradeError>,
+    listeners: SelectAll<BoxedListener<UpgradedConnection, UpgradeError>>,
+    requests: MeteredReceiver<Request>,
+    closed_tx: mpsc::Sender<Closed>,
+    closed_rx: mpsc::Receiver<Closed>,
+    inbound_upgrades: FuturesUnordered<
+        BoxFuture<'static, (NetworkAddress, Result<UpgradedConnection, UpgradeError>)>,
+    >,
+    dials: FuturesUnordered<BoxFuture<'static, DialResult>>,
+    /// Callers waiting on the dial in flight to each peer.
+    pending_dials: HashMap<PeerId, Vec<oneshot::Sender<Result<(), DialError>>>>,
+    next_connection_id: u64,
+    is_trusted: TrustPredicate,
+    /// Inbound connections from peers outside the trusted set.
+    untrusted_inbound: HashMap<PeerId, ConnectionId>,
+    shutdown: watch::Receiver<bool>,
+    /// Tells each connection's task to stop.
+    peer_shutdown: watch::Sender<bool>,
+}
+
+impl PeerManager {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        transport: BoxedTransport<UpgradedConnection, UpgradeError>,
+        listeners: Vec<BoxedListener<UpgradedConnection, UpgradeError>>,
+        requests: MeteredReceiver<Request>,
+        is_trusted: TrustPredicate,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        // Every live connection task may report once; the manager drains this queue in
+        // its loop and never waits on it, so the bound only paces connection tasks.
+        let (closed_tx, closed_rx) = mpsc::channel(1024);
+        let (peer_shutdown, _) = watch::channel(false);
+        Self {
+            shared,
+            transport,
+            listeners: listeners.into_iter().collect(),
+            requests,
+            closed_tx,
+            closed_rx,
+            inbound_upgrades: FuturesUnordered::new(),
+            dials: FuturesUnordered::new(),
+            pending_dials: HashMap::new(),
+            next_connection_id: 1,
+            is_trusted,
+            untrusted_inbound: HashMap::new(),
+            shutdown,
+            peer_shutdown,
+        }
+    }
+
+    /// Runs until shutdown is signalled, then closes every connection.
+    pub(crate) async fn run(mut self) {
+        let limit = self.shared.config.max_concurrent_inbound_upgrades;
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.changed() => break,
+                Some(closed) = self.closed_rx.recv() => self.on_closed(closed),
+                Some(request) = self.requests.recv() => self.on_request(request),
+                Some((addr, result)) = self.inbound_upgrades.next(), if !self.inbound_upgrades.is_empty() => {
+                    self.on_upgraded(addr, ConnectionOrigin::Inbound, result);
+                }
+                Some((peer, started, result)) = self.dials.next(), if !self.dials.is_empty() => {
+                    self.on_dialed(peer, started, result);
+                }
+                Some(item) = self.listeners.next(), if !self.listeners.is_empty() => match item {
+                    Ok((upgrade, addr)) => {
+                        if self.inbound_upgrades.len() >= limit {
+                            // Dropping the pending upgrade closes the socket at once.
+                            self.count_failure("too_many_upgrades");
+                            continue;
+                        }
+                        let upgrade: Upgrade = upgrade;
+                        self.inbound_upgrades.push(upgrade.map(move |r| (addr, r)).boxed());
+                    }
+                    Err(e) => debug!(error = %e, "accept failed"),
+                },
+            }
+        }
+        self.close_all().await;
+    }
+
+    fn count_failure(&self, reason: &str) {
+        self.shared
+            .metrics
+            .handshake_failures
+            .with_label_values(&[reason])
+            .inc();
+    }
+
+    fn count_event(&self, event: &str) {
+        self.shared
+            .metrics
+            .connection_events
+            .with_label_values(&[event])
+            .inc();
+    }
+
+    fn on_request(&mut self, request: Request) {
+        match request {
+            Request::Dial(addr, reply) => self.dial(addr, reply),
+            Request::Disconnect(peer, reason, reply) => {
+                let result = match self.remove_peer(&peer) {
+                    Some(handle) => {
+                        self.notify_lost(&handle, reason);
+                        close_gracefully(handle);
+                        Ok(())
+                    }
+                    None => Err(DisconnectError::NotConnected(peer)),
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn dial(&mut self, addr: NetworkAddress, reply: oneshot::Sender<Result<(), DialError>>) {
+        let Some(peer) = addr.peer_id() else {
+            let _ = reply.send(Err(DialError::MissingPeerId));
+            return;
+        };
+        if peer == self.shared.local_peer_id {
+            self.count_failure("self_dial");
+            let _ = reply.send(Err(DialError::SelfDial));
+            return;
+        }
+        if self.shared.peers.read().contains_key(&peer) {
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        if let Some(waiting) = self.pending_dials.get_mut(&peer) {
+            waiting.push(reply);
+            return;
+        }
+        if self.dials.len() >= self.shared.config.max_concurrent_dials {
+            let _ = reply.send(Err(DialError::TooManyDials));
+            return;
+        }
+        let dial = match self.transport.dial(addr) {
+            Ok(dial) => dial,
+            Err(e) => {
+                self.count_failure(e.reason());
+                let _ = reply.send(Err(DialError::Failed(Arc::new(e))));
+                return;
+            }
+        };
+        self.pending_dials.insert(peer, vec![reply]);
+        let started = Instant::now();
+        // The transport bounds the upgrade; this also bounds the connect before it.
+        let timeout = self.shared.config.upgrade_timeout;
+        let dial = async move {
+            let result = tokio::time::timeout(timeout, dial)
+                .await
+                .unwrap_or(Err(UpgradeError::Timeout(timeout)));
+            (peer, started, result)
+        };
+        self.dials.push(dial.boxed());
+    }
+
+    fn on_dialed(
+        &mut self,
+        peer: PeerId,
+        started: Instant,
+        result: Result<UpgradedConnection, UpgradeError>,
+    ) {
+        let waiting = self.pending_dials.remove(&peer).unwrap_or_default();
+        let reply: Result<(), DialError> = match result {
+            Ok(conn) if conn.peer_id != peer => {
+                // Noise authenticated the key the address named; anything else is a bug
+                // in the transport, not something to keep.
+                warn!(expected = %peer.short_str(), got = %conn.peer_id.short_str(), "dial reached another peer");
+                self.count_failure("wrong_peer");
+                Err(DialError::Failed(Arc::new(UpgradeError::WrongPeer)))
+            }
+            Ok(conn) => {
+                self.shared
+                    .metrics
+                    .dial_latency
+                    .observe(started.elapsed().as_secs_f64());
+                let addr = conn.addr.clone();
+                self.on_upgraded(addr, ConnectionOrigin::Outbound, Ok(conn));
+                Ok(())
+            }
+            Err(e) => {
+                debug!(peer = %peer.short_str(), error = %e, "dial failed");
+                self.count_failure(e.reason());
+                Err(DialError::Failed(Arc::new(e)))
+            }
+        };
+        for w in waiting {
+            let _ = w.send(reply.clone());
+        }
+    }
+
+    fn on_upgraded(
+        &mut self,
+        addr: NetworkAddress,
+        origin: ConnectionOrigin,
+        result: Result<UpgradedConnection, UpgradeError>,
+    ) {
+        let conn = match result {
+            Ok(conn) => conn,
+            Err(e) => {
+                if origin == ConnectionOrigin::Inbound {
+                    debug!(%addr, error = %e, "inbound upgrade failed");
+                    self.count_failure(e.reason());
+                }
+                return;
+            }
+        };
+        let peer = conn.peer_id;
+        if peer == self.shared.local_peer_id {
+            self.count_failure("self_dial");
+            close_connection(conn.control);
+            return;
+        }
+        let trusted = (self.is_trusted)(&peer);
+        if !trusted
+            && origin == ConnectionOrigin::Inbound
+            && !self.untrusted_inbound.contains_key(&peer)
+            && self.untrusted_inbound.len() >= self.shared.config.max_inbound_untrusted
+        {
+            self.count_event("refused_untrusted");
+            close_connection(conn.control);
+            return;
+        }
+
+        let existing_origin = self
+            .shared
+            .peers
+            .read()
+            .get(&peer)
+            .map(|h| h.metadata.origin);
+        if let Some(existing) = existing_origin {
+            if !new_connection_wins(self.shared.local_peer_id, peer, existing, origin) {
+                debug!(peer = %peer.short_str(), %origin, "keeping the existing connection");
+                self.count_event("duplicate_closed");
+                close_connection(conn.control);
+                return;
+            }
+            if let Some(old) = self.remove_peer(&peer) {
+                self.count_event("replaced");
+                self.notify_lost(&old, DisconnectReason::Replaced);
+                close_gracefully(old);
+            }
+        }
+
+        let connection_id = ConnectionId(self.next_connection_id);
+        self.next_connection_id += 1;
+        let config = &self.shared.config;
+        let local_protocols = &self.shared.routes;
+        let protocols = local_protocols
+            .iter()
+            .map(|r| r.protocol)
+            .filter(|p| conn.remote_protocols.iter().any(|rp| rp == p.as_str()))
+            .collect();
+        let metadata = ConnectionMetadata {
+            peer_id: peer,
+            addr,
+            origin,
+            connection_id,
+            protocols,
+            client_version: conn.client_version,
+        };
+        let handle = Arc::new(PeerHandle {
+            metadata: metadata.clone(),
+            control: conn.control,
+            outbound_rpcs: Arc::new(Semaphore::new(config.max_concurrent_outbound_rpcs)),
+            inbound_rpcs: Arc::new(Semaphore::new(config.max_concurrent_inbound_rpcs)),
+            direct_send: Mutex::new(HashMap::new()),
+            direct_send_depth: self.shared.metrics.queue("direct_send_outbound"),
+        });
+        if !trusted && origin == ConnectionOrigin::Inbound {
+            self.untrusted_inbound.insert(peer, connection_id);
+        }
+        self.shared.peers.write().insert(peer, Arc::clone(&handle));
+        self.shared
+            .metrics
+            .connections
+            .with_label_values(&[origin.as_str()])
+            .inc();
+        self.count_event("opened");
+        info!(peer = %peer.short_str(), %origin, %connection_id, "connected");
+        tokio::spawn(peer::run(
+            Arc::clone(&self.shared),
+            handle,
+            conn.incoming,
+            self.closed_tx.clone(),
+            self.peer_shutdown.subscribe(),
+        ));
+        self.broadcast_with(peer, || Event::NewPeer(metadata.clone()));
+    }
+
+    fn on_closed(&mut self, closed: Closed) {
+        let current = self
+            .shared
+            .peers
+            .read()
+            .get(&closed.peer_id)
+            .map(|h| h.metadata.connection_id);
+        if current != Some(closed.connection_id) {
+            // A replaced or already removed connection: its LostPeer was sent, if due.
+            return;
+        }
+        if let Some(handle) = self.remove_peer(&closed.peer_id) {
+            info!(peer = %closed.peer_id.short_str(), connection_id = %closed.connection_id, "connection lost");
+            self.notify_lost(&handle, DisconnectReason::ConnectionLost);
+            close_gracefully(handle);
+        }
+    }
+
+    /// Removes the live connection of `peer` from the shared map and the counters.
+    fn remove_peer(&mut self, peer: &PeerId) -> Option<Arc<PeerHandle>> {
+        let handle = self.shared.peers.write().remove(peer)?;
+        if self.untrusted_inbound.get(peer) == Some(&handle.metadata.connection_id) {
+            self.untrusted_inbound.remove(peer);
+        }
+        self.shared
+            .metrics
+            .connections
+            .with_label_values(&[handle.metadata.origin.as_str()])
+            .dec();
+        self.count_event("closed");
+        Some(handle)
+    }
+
+    fn notify_lost(&self, handle: &PeerHandle, reason: DisconnectReason) {
+        let event_for = || Event::LostPeer {
+            peer_id: handle.metadata.peer_id,
+            connection_id: handle.metadata.connection_id,
+            reason,
+        };
+        self.broadcast_with(handle.metadata.peer_id, event_for);
+    }
+
+    fn broadcast_with(&self, peer: PeerId, event: impl Fn() -> Event) {
+        for app in &self.shared.apps {
+            if app
+                .push_control((peer, None), event(), MAX_QUEUED_NOTIFICATIONS_PER_PEER)
+                .is_err()
+            {
+                self.shared
+                    .metrics
+                    .queue_drops
+                    .with_label_values(&["notifications", "queue_full"])
+                    .inc();
+            }
+        }
+    }
+
+    async fn close_all(&mut self) {
+        let _ = self.peer_shutdown.send(true);
+        let handles: Vec<_> = self.shared.peers.write().drain().map(|(_, h)| h).collect();
+        let closes = handles.iter().map(|h| {
+            self.notify_lost(h, DisconnectReason::Shutdown);
+            h.control.close()
+        });
+        futures::future::join_all(closes).await;
+        for (_, waiting) in self.pending_dials.drain() {
+            for w in waiting {
+                let _ = w.send(Err(DialError::Shutdown));
+            }
+        }
+    }
+}
+
+/// Closes a connection without waiting for it.
+fn close_connection(control: netcore::multiplexing::Control) {
+    tokio::spawn(async move {
+        let _ = control.close().await;
+    });
+}
+
+fn close_gracefully(handle: Arc<PeerHandle>) {
+    close_connection(handle.control.clone());
+}

@@ -1,0 +1,249 @@
+//! RPC: one substream per request; the caller sends one length-delimited message, the
+//! server answers with one `RpcResponse`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use netcore::PeerId;
+use netcore::framing::{FramingError, MessageCodec};
+use netcore::multiplexing::Substream;
+use netcore::negotiate::Negotiated;
+use proto::Message;
+use proto::rpc::rpc_failure::Code;
+use proto::rpc::{RpcFailure, RpcResponse, rpc_response};
+use tokio::sync::oneshot;
+use tokio_util::codec::Framed;
+use tracing::debug;
+
+use super::{OpenError, connection_closed, is_refusal, open_substream};
+use crate::error::RpcError;
+use crate::interface::{Event, RpcResponder};
+use crate::protocol_id::ProtocolId;
+use crate::shared::{PeerHandle, Route, Shared};
+
+/// Sends one request and waits for its response; see `NetworkSender::rpc`.
+pub(crate) async fn outbound(
+    shared: &Shared,
+    peer: PeerId,
+    protocol: ProtocolId,
+    request: Bytes,
+    timeout: Duration,
+) -> Result<Bytes, RpcError> {
+    let start = Instant::now();
+    let result = outbound_inner(shared, peer, protocol, request, timeout).await;
+    let outcome = match &result {
+        Ok(_) => {
+            shared
+                .metrics
+                .rpc_latency
+                .with_label_values(&[protocol.as_str()])
+                .observe(start.elapsed().as_secs_f64());
+            "ok"
+        }
+        Err(e) => e.as_str(),
+    };
+    shared
+        .metrics
+        .rpc_outcomes
+        .with_label_values(&[protocol.as_str(), "outbound", outcome])
+        .inc();
+    result
+}
+
+async fn outbound_inner(
+    shared: &Shared,
+    peer: PeerId,
+    protocol: ProtocolId,
+    request: Bytes,
+    timeout: Duration,
+) -> Result<Bytes, RpcError> {
+    let max = shared.config.max_message_size;
+    if request.len() > max {
+        return Err(RpcError::TooLarge {
+            len: request.len(),
+            max,
+        });
+    }
+    let handle = shared.peer(&peer).ok_or(RpcError::NotConnected(peer))?;
+    let _permit = Arc::clone(&handle.outbound_rpcs)
+        .try_acquire_owned()
+        .map_err(|_| RpcError::TooManyRequests)?;
+    let route = shared
+        .route(protocol)
+        .ok_or(RpcError::UnregisteredProtocol(protocol))?;
+    let request_len = request.len() as u64;
+    let exchange = async {
+        let supported = handle.metadata.supports(protocol);
+        let io = open_substream(&handle.control, supported, protocol)
+            .await
+            .map_err(|e| match e {
+                OpenError::Closed => RpcError::Disconnected,
+                OpenError::Refused => RpcError::ProtocolNotSupported,
+                OpenError::Negotiation(e) => RpcError::InvalidResponse(e.to_string()),
+            })?;
+        let mut framed = Framed::new(io, MessageCodec::new(max));
+        // The request and our FIN go out in one batch: the server knows the request is
+        // whole, and the substream closes cleanly once it answers.
+        framed
+            .feed(request)
+            .await
+            .map_err(|e| stream_error(&handle, e))?;
+        SinkExt::<Bytes>::close(&mut framed)
+            .await
+            .map_err(|e| stream_error(&handle, e))?;
+        route.metrics.messages_out.inc();
+        route.metrics.bytes_out.inc_by(request_len);
+        let frame = match framed.next().await {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => return Err(stream_error(&handle, e)),
+            None if connection_closed(&handle) => return Err(RpcError::Disconnected),
+            None => {
+                return Err(RpcError::InvalidResponse(
+                    "stream closed without a response".into(),
+                ));
+            }
+        };
+        route.metrics.bytes_in.inc_by(frame.len() as u64);
+        decode_response(frame)
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(result) => result,
+        // Dropping the exchange drops the substream, which resets it: the server stops.
+        Err(_) => Err(RpcError::Timeout),
+    }
+}
+
+/// Maps a substream failure to what the caller should learn from it.
+fn stream_error(handle: &PeerHandle, err: FramingError) -> RpcError {
+    match err {
+        FramingError::TooLarge { len, max } => RpcError::TooLarge { len, max },
+        FramingError::Io(e) if is_refusal(&e) => RpcError::ProtocolNotSupported,
+        FramingError::Io(_) | FramingError::Truncated(_) if connection_closed(handle) => {
+            RpcError::Disconnected
+        }
+        other => RpcError::InvalidResponse(other.to_string()),
+    }
+}
+
+fn decode_response(frame: Bytes) -> Result<Bytes, RpcError> {
+    let response =
+        RpcResponse::decode(frame).map_err(|e| RpcError::InvalidResponse(e.to_string()))?;
+    match response.result {
+        Some(rpc_response::Result::Ok(data)) => Ok(data),
+        Some(rpc_response::Result::Failure(failure)) => Err(match failure.code() {
+            Code::TooManyRequests => RpcError::TooManyRequests,
+            _ => RpcError::Remote(failure.message),
+        }),
+        None => Err(RpcError::InvalidResponse("empty response".into())),
+    }
+}
+
+fn failure(code: Code, message: &str) -> Bytes {
+    RpcResponse {
+        result: Some(rpc_response::Result::Failure(RpcFailure {
+            code: code.into(),
+            message: message.to_owned(),
+        })),
+    }
+    .encode_to_vec()
+    .into()
+}
+
+/// Serves one inbound request on `io`: reads it, hands it to the application, writes
+/// its answer. Bounded by the per-peer inbound limit and the inbound timeout.
+pub(crate) async fn serve_inbound(
+    shared: Arc<Shared>,
+    handle: Arc<PeerHandle>,
+    route: Route,
+    io: Negotiated<Substream>,
+) {
+    let peer = handle.metadata.peer_id;
+    let protocol = route.protocol;
+    let mut framed = Framed::new(io, MessageCodec::new(shared.config.max_message_size));
+    let permit = Arc::clone(&handle.inbound_rpcs).try_acquire_owned();
+    drop(handle);
+    let serve = async {
+        let request = match framed.next().await {
+            Some(Ok(request)) => request,
+            Some(Err(e)) => {
+                route.metrics.decode_failures.inc();
+                debug!(peer = %peer.short_str(), %protocol, error = %e, "bad inbound RPC request");
+                return "bad_request";
+            }
+            None => return "cancelled",
+        };
+        let (response, label) = if permit.is_err() {
+            (
+                failure(Code::TooManyRequests, "too many requests in flight"),
+                "too_many_requests",
+            )
+        } else {
+            route.metrics.messages_in.inc();
+            route.metrics.bytes_in.inc_by(request.len() as u64);
+            answer(&shared, &route, peer, request).await
+        };
+        if framed.send(response).await.is_err() {
+            return "write_failed";
+        }
+        // Half-close, then wait for the caller's FIN (it came with the request), so the
+        // substream closes both ways and is not reset under the answer.
+        if SinkExt::<Bytes>::close(&mut framed).await.is_err() {
+            return "write_failed";
+        }
+        while let Some(Ok(_)) = framed.next().await {}
+        label
+    };
+    let label = match tokio::time::timeout(shared.config.inbound_rpc_timeout, serve).await {
+        Ok(label) => label,
+        Err(_) => {
+            let _ = framed
+                .send(failure(Code::Timeout, "server timed out"))
+                .await;
+            "timeout"
+        }
+    };
+    shared
+        .metrics
+        .rpc_outcomes
+        .with_label_values(&[protocol.as_str(), "inbound", label])
+        .inc();
+}
+
+/// Hands `request` to the application and returns the encoded answer and an outcome label.
+async fn answer(
+    shared: &Shared,
+    route: &Route,
+    peer: PeerId,
+    request: Bytes,
+) -> (Bytes, &'static str) {
+    let (tx, rx) = oneshot::channel();
+    let event = Event::RpcRequest {
+        peer_id: peer,
+        protocol: route.protocol,
+        data: request,
+        responder: RpcResponder { tx },
+    };
+    if shared.apps[route.app]
+        .push((peer, Some(route.protocol)), event)
+        .await
+        .is_err()
+    {
+        return (
+            failure(Code::NoResponse, "application is gone"),
+            "no_application",
+        );
+    }
+    match rx.await {
+        Ok(Ok(data)) => {
+            route.metrics.bytes_out.inc_by(data.len() as u64);
+            let msg = RpcResponse {
+                result: Some(rpc_response::Result::Ok(data)),
+            };
+            (Bytes::from(msg.encode_to_vec()), "ok")
+        }
+        Ok(Err(reason)) => (failure(Code::Application, &reason), "application_error"),
+        Err(_) => (failure(Code::NoResponse, "no response"), "no_response"),
+    }
+}

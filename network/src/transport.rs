@@ -1,0 +1,127 @@
+//! The connection pipeline: socket → Noise IK → handshake message → multiplexer, as one
+//! `Transport` built with netcore's combinators.
+
+use std::time::Duration;
+
+use netcore::multiplexing::{self, Control, Incoming, Mode, MuxConfig};
+use netcore::transport::{
+    BoxedTransport, ConnectionOrigin, Transport, TransportError, TransportExt,
+};
+use netcore::{NetworkAddress, PeerId};
+use noise::{NoiseError, NoiseUpgrader};
+use proto::handshake::HandshakeMsg;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::handshake::{self, HandshakeError};
+
+/// A connection that completed every upgrade step.
+pub struct UpgradedConnection {
+    /// The remote, authenticated by Noise.
+    pub peer_id: PeerId,
+    /// The address dialed, or the remote's address as the listener saw it.
+    pub addr: NetworkAddress,
+    /// Who dialed.
+    pub origin: ConnectionOrigin,
+    /// Opens substreams and closes the connection.
+    pub control: Control,
+    /// The remote's substreams.
+    pub incoming: Incoming,
+    /// The protocols the remote's handshake listed.
+    pub remote_protocols: Vec<String>,
+    /// The remote's software and version.
+    pub client_version: String,
+}
+
+impl std::fmt::Debug for UpgradedConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpgradedConnection")
+            .field("peer_id", &self.peer_id)
+            .field("addr", &self.addr)
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a connection could not be established or upgraded.
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    /// The socket could not be opened.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// Noise authentication failed.
+    #[error(transparent)]
+    Noise(#[from] NoiseError),
+    /// The handshake message exchange failed or the remote is on another chain/network.
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+    /// The whole upgrade took longer than allowed.
+    #[error("connection upgrade timed out after {0:?}")]
+    Timeout(Duration),
+    /// A dial reached a peer other than the one the address named.
+    #[error("dial reached another peer than the address named")]
+    WrongPeer,
+}
+
+impl UpgradeError {
+    /// A short label for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            UpgradeError::Transport(_) => "transport",
+            UpgradeError::Noise(NoiseError::SelfDial) => "self_dial",
+            UpgradeError::Noise(NoiseError::UntrustedPeer(_)) => "untrusted_peer",
+            UpgradeError::Noise(NoiseError::Replay { .. }) => "replay",
+            UpgradeError::Noise(NoiseError::TooManyHandshakes { .. }) => "too_many_handshakes",
+            UpgradeError::Noise(NoiseError::Timeout(_)) => "noise_timeout",
+            UpgradeError::Noise(_) => "noise",
+            UpgradeError::Handshake(e) => e.reason(),
+            UpgradeError::Timeout(_) => "timeout",
+            UpgradeError::WrongPeer => "wrong_peer",
+        }
+    }
+}
+
+/// Stacks Noise, the handshake message and the multiplexer on `base`. `handshake` is
+/// what this node announces; `timeout` bounds the whole upgrade of each connection,
+/// including an outbound connect.
+pub fn upgrade<T>(
+    base: T,
+    noise: NoiseUpgrader,
+    handshake: HandshakeMsg,
+    mux: MuxConfig,
+    timeout: Duration,
+) -> BoxedTransport<UpgradedConnection, UpgradeError>
+where
+    T: Transport<Error = TransportError> + Send + Sync + 'static,
+    T::Output: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T::Inbound: 'static,
+    T::Outbound: 'static,
+    T::Listener: 'static,
+{
+    base.and_then(move |socket, addr, origin| {
+        let steps = async move {
+            let (stream, remote) = noise.upgrade(socket, addr.clone(), origin).await?;
+            let peer_id = remote.peer_id;
+            let (stream, theirs) = handshake::exchange(stream, &handshake).await?;
+            let mode = match origin {
+                ConnectionOrigin::Outbound => Mode::Client,
+                ConnectionOrigin::Inbound => Mode::Server,
+            };
+            let (control, incoming) = multiplexing::start(stream, mode, mux);
+            Ok(UpgradedConnection {
+                peer_id,
+                addr,
+                origin,
+                control,
+                incoming,
+                remote_protocols: theirs.supported_protocols,
+                client_version: theirs.client_version,
+            })
+        };
+        async move {
+            tokio::time::timeout(timeout, steps)
+                .await
+                .unwrap_or(Err(UpgradeError::Timeout(timeout)))
+        }
+    })
+    .boxed()
+}

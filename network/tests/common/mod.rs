@@ -1,0 +1,155 @@
+//! Building test nodes over memsocket or TCP.
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use netcore::transport::{MemoryTransport, TcpTransport};
+use netcore::{NetworkAddress, PeerId};
+use network::{
+    Event, Network, NetworkBuilder, NetworkConfig, NetworkEvents, NetworkSender, ProtocolId,
+    ProtocolKind,
+};
+use noise::{Identity, NoiseConfig, NoiseUpgrader, TrustedPeers};
+use prometheus::Registry;
+
+pub const RPC: ProtocolId = ProtocolId::new("/test/rpc/1");
+pub const DIRECT: ProtocolId = ProtocolId::new("/test/direct-send/1");
+pub const PROTOCOLS: &[(ProtocolId, ProtocolKind)] =
+    &[(RPC, ProtocolKind::Rpc), (DIRECT, ProtocolKind::DirectSend)];
+
+/// One running node and its application handles.
+pub struct Node {
+    pub network: Option<Network>,
+    pub sender: NetworkSender,
+    pub events: NetworkEvents,
+    pub addr: NetworkAddress,
+    pub peer_id: PeerId,
+    pub registry: Registry,
+}
+
+impl Node {
+    /// Shuts the node's network down (once).
+    pub async fn shutdown(&mut self) {
+        if let Some(network) = self.network.take() {
+            network.shutdown().await;
+        }
+    }
+
+    /// Waits for the next event, at most 10 s (paused-time tests advance instantly).
+    pub async fn next_event(&mut self) -> Event {
+        tokio::time::timeout(Duration::from_secs(10), self.events.next())
+            .await
+            .expect("no event within 10 s")
+            .expect("event stream ended")
+    }
+
+    /// Waits for a `NewPeer` event and returns the peer.
+    pub async fn expect_new_peer(&mut self) -> network::ConnectionMetadata {
+        loop {
+            if let Event::NewPeer(meta) = self.next_event().await {
+                return meta;
+            }
+        }
+    }
+
+    /// The value of a counter with the given label values, summed over other labels.
+    pub fn counter(&self, name: &str, label_value: &str) -> u64 {
+        self.registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == name)
+            .flat_map(|f| f.get_metric().iter())
+            .filter(|m| m.get_label().iter().any(|l| l.value() == label_value))
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum()
+    }
+}
+
+/// Where nodes listen.
+#[derive(Clone, Copy, Debug)]
+pub enum Net {
+    Memory,
+    Tcp,
+}
+
+/// `n` identities that all trust each other.
+pub fn identities(n: usize) -> (Vec<Identity>, TrustedPeers) {
+    let ids: Vec<Identity> = (0..n).map(|_| Identity::generate()).collect();
+    let trusted = TrustedPeers::from_peers(ids.iter().map(|i| i.peer_id())).unwrap();
+    (ids, trusted)
+}
+
+/// Starts a node with `identity`, trusting `trusted`, with `config`.
+pub fn start_node(
+    net: Net,
+    identity: Identity,
+    trusted: TrustedPeers,
+    config: NetworkConfig,
+) -> Node {
+    let registry = Registry::new();
+    let upgrader = NoiseUpgrader::new(identity, NoiseConfig::mutual(trusted));
+    let mut builder = NetworkBuilder::new(config, upgrader, registry.clone());
+    let app = builder.register(PROTOCOLS);
+    let mut network = match net {
+        Net::Memory => {
+            builder.listen_on("/memory/0".parse().unwrap());
+            builder.start(MemoryTransport::default()).unwrap()
+        }
+        Net::Tcp => {
+            builder.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap());
+            builder.start(TcpTransport::default()).unwrap()
+        }
+    };
+    let (sender, events) = network.take_app(app).unwrap();
+    let addr = network.listen_addrs()[0].clone();
+    let peer_id = network.local_peer_id();
+    Node {
+        network: Some(network),
+        sender,
+        events,
+        addr,
+        peer_id,
+        registry,
+    }
+}
+
+/// `n` nodes over `net` that trust each other, with the default config.
+pub fn start_nodes(net: Net, n: usize) -> Vec<Node> {
+    start_nodes_with(net, n, NetworkConfig::default())
+}
+
+/// `n` nodes over `net` that trust each other, with `config`.
+pub fn start_nodes_with(net: Net, n: usize, config: NetworkConfig) -> Vec<Node> {
+    let (ids, trusted) = identities(n);
+    ids.into_iter()
+        .map(|id| start_node(net, id, trusted.clone(), config.clone()))
+        .collect()
+}
+
+/// Dials `to` from `from` and waits until both saw `NewPeer`.
+pub async fn connect(from: &mut Node, to: &mut Node) {
+    from.sender.dial(to.addr.clone()).await.unwrap();
+    from.expect_new_peer().await;
+    to.expect_new_peer().await;
+}
+
+/// Answers every RPC on `node` with the request echoed back, and drops other events.
+pub fn spawn_echo_server(mut events: NetworkEvents) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            if let Event::RpcRequest {
+                data, responder, ..
+            } = event
+            {
+                responder.respond(data);
+            }
+        }
+    })
+}
+
+pub fn bytes(s: &'static str) -> Bytes {
+    Bytes::from_static(s.as_bytes())
+}

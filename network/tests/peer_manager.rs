@@ -1,0 +1,269 @@
+//! PeerManager over memsocket: connections, simultaneous dials, refusals, disconnects.
+
+#![allow(clippy::unwrap_used)] // A panic in a test is a failed assertion.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Net, Node, connect, identities, start_node, start_nodes, start_nodes_with};
+use futures::FutureExt;
+use futures::StreamExt;
+use netcore::transport::ConnectionOrigin;
+use network::{DialError, DisconnectReason, Event, NetworkConfig};
+
+/// Every event queued for `node` right now.
+fn drain(node: &mut Node) -> Vec<Event> {
+    let mut events = Vec::new();
+    while let Some(Some(event)) = node.events.next().now_or_never() {
+        events.push(event);
+    }
+    events
+}
+
+#[tokio::test]
+async fn dialing_connects_both_sides_with_metadata() {
+    let mut nodes = start_nodes(Net::Memory, 2);
+    let (a, b) = nodes.split_at_mut(1);
+    let (a, b) = (&mut a[0], &mut b[0]);
+    a.sender.dial(b.addr.clone()).await.unwrap();
+    let at_a = a.expect_new_peer().await;
+    let at_b = b.expect_new_peer().await;
+    assert_eq!(at_a.peer_id, b.peer_id);
+    assert_eq!(at_a.origin, ConnectionOrigin::Outbound);
+    assert_eq!(at_b.peer_id, a.peer_id);
+    assert_eq!(at_b.origin, ConnectionOrigin::Inbound);
+    assert_eq!(at_a.protocols, vec![common::RPC, common::DIRECT]);
+    assert!(at_b.client_version.starts_with("netstack/"));
+    assert_eq!(a.sender.connected_peers().len(), 1);
+    assert!(b.sender.is_connected(&a.peer_id));
+}
+
+#[tokio::test(start_paused = true)]
+async fn simultaneous_dials_keep_exactly_one_connection_without_stray_lost_peer() {
+    let mut rounds_with_two_connections = 0;
+    for round in 0..100 {
+        let mut nodes = start_nodes(Net::Memory, 2);
+        let (a_addr, b_addr) = (nodes[0].addr.clone(), nodes[1].addr.clone());
+        let (ra, rb) = tokio::join!(nodes[0].sender.dial(b_addr), nodes[1].sender.dial(a_addr));
+        ra.unwrap();
+        rb.unwrap();
+        // Let every spawned close and notification run (paused time: no real waiting).
+        tokio::time::sleep(Duration::from_secs(1)).await;
+
+        let ids: Vec<_> = nodes.iter().map(|n| n.peer_id).collect();
+        let duplicates: u64 = nodes
+            .iter()
+            .map(|n| {
+                n.counter("network_connection_events_total", "duplicate_closed")
+                    + n.counter("network_connection_events_total", "replaced")
+            })
+            .sum();
+        if duplicates > 0 {
+            rounds_with_two_connections += 1;
+        }
+        for (i, node) in nodes.iter_mut().enumerate() {
+            let remote = ids[1 - i];
+            let peers = node.sender.connected_peers();
+            assert_eq!(peers.len(), 1, "round {round}: one connection survives");
+            let survivor = &peers[0];
+            assert_eq!(survivor.peer_id, remote);
+            // Both ends keep the connection dialed by the smaller peer id.
+            let expected = if ids[i] < remote {
+                ConnectionOrigin::Outbound
+            } else {
+                ConnectionOrigin::Inbound
+            };
+            assert_eq!(survivor.origin, expected, "round {round}");
+
+            let events = drain(node);
+            let last_new = events.iter().rev().find_map(|e| match e {
+                Event::NewPeer(m) => Some(m.connection_id),
+                _ => None,
+            });
+            assert_eq!(
+                last_new,
+                Some(survivor.connection_id),
+                "round {round}: the last NewPeer is the survivor"
+            );
+            for event in &events {
+                if let Event::LostPeer {
+                    connection_id,
+                    reason,
+                    ..
+                } = event
+                {
+                    assert_ne!(
+                        *connection_id, survivor.connection_id,
+                        "round {round}: no LostPeer for the survivor"
+                    );
+                    assert_eq!(*reason, DisconnectReason::Replaced);
+                }
+            }
+        }
+        for mut node in nodes {
+            node.shutdown().await;
+        }
+    }
+    // The dials really crossed: both connections were up at once in most rounds.
+    assert!(
+        rounds_with_two_connections >= 50,
+        "only {rounds_with_two_connections} rounds had two connections"
+    );
+}
+
+#[tokio::test]
+async fn refuses_to_dial_itself_even_through_an_address_it_was_given() {
+    let nodes = start_nodes(Net::Memory, 1);
+    let own = nodes[0].addr.clone();
+    assert!(matches!(
+        nodes[0].sender.dial(own).await,
+        Err(DialError::SelfDial)
+    ));
+    // An address of another endpoint naming our own id is refused just the same.
+    let forged = "/memory/1"
+        .parse::<netcore::NetworkAddress>()
+        .unwrap()
+        .with_peer_id(nodes[0].peer_id);
+    assert!(matches!(
+        nodes[0].sender.dial(forged).await,
+        Err(DialError::SelfDial)
+    ));
+    assert!(nodes[0].counter("network_handshake_failures_total", "self_dial") >= 2);
+}
+
+#[tokio::test]
+async fn dial_needs_the_peer_id_in_the_address() {
+    let nodes = start_nodes(Net::Memory, 2);
+    let bare = nodes[1].addr.clone().without_peer_id();
+    assert!(matches!(
+        nodes[0].sender.dial(bare).await,
+        Err(DialError::MissingPeerId)
+    ));
+}
+
+#[tokio::test]
+async fn chain_id_mismatch_closes_the_connection_and_both_sides_count_it() {
+    let (ids, trusted) = identities(2);
+    let mut ids = ids.into_iter();
+    let mut config = NetworkConfig {
+        chain_id: 1,
+        ..NetworkConfig::default()
+    };
+    let a = start_node(
+        Net::Memory,
+        ids.next().unwrap(),
+        trusted.clone(),
+        config.clone(),
+    );
+    config.chain_id = 2;
+    let b = start_node(Net::Memory, ids.next().unwrap(), trusted, config);
+
+    let err = a.sender.dial(b.addr.clone()).await.unwrap_err();
+    assert!(matches!(err, DialError::Failed(_)), "{err:?}");
+    assert_eq!(
+        a.counter("network_handshake_failures_total", "chain_mismatch"),
+        1
+    );
+    // The listener sees the same mismatch on its side.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        b.counter("network_handshake_failures_total", "chain_mismatch"),
+        1
+    );
+    assert!(a.sender.connected_peers().is_empty());
+    assert!(b.sender.connected_peers().is_empty());
+}
+
+#[tokio::test]
+async fn untrusted_dialer_is_refused_in_mutual_mode() {
+    let (ids, trusted) = identities(1);
+    let listener = start_node(
+        Net::Memory,
+        ids.into_iter().next().unwrap(),
+        trusted.clone(),
+        NetworkConfig::default(),
+    );
+    // The stranger trusts the listener, but the listener does not trust the stranger.
+    let stranger_id = noise::Identity::generate();
+    let stranger = start_node(Net::Memory, stranger_id, trusted, NetworkConfig::default());
+    assert!(stranger.sender.dial(listener.addr.clone()).await.is_err());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        listener.counter("network_handshake_failures_total", "untrusted_peer"),
+        1
+    );
+    assert!(listener.sender.connected_peers().is_empty());
+}
+
+#[tokio::test]
+async fn disconnect_closes_gracefully_and_both_sides_see_lost_peer() {
+    let mut nodes = start_nodes(Net::Memory, 2);
+    let (a, b) = nodes.split_at_mut(1);
+    let (a, b) = (&mut a[0], &mut b[0]);
+    connect(a, b).await;
+
+    a.sender.disconnect(b.peer_id).await.unwrap();
+    match a.next_event().await {
+        Event::LostPeer {
+            peer_id, reason, ..
+        } => {
+            assert_eq!(peer_id, b.peer_id);
+            assert_eq!(reason, DisconnectReason::Requested);
+        }
+        other => panic!("expected LostPeer, got {other:?}"),
+    }
+    match b.next_event().await {
+        Event::LostPeer {
+            peer_id, reason, ..
+        } => {
+            assert_eq!(peer_id, a.peer_id);
+            assert_eq!(reason, DisconnectReason::ConnectionLost);
+        }
+        other => panic!("expected LostPeer, got {other:?}"),
+    }
+    assert!(a.sender.connected_peers().is_empty());
+    assert!(b.sender.connected_peers().is_empty());
+    assert!(matches!(
+        a.sender.disconnect(b.peer_id).await,
+        Err(network::DisconnectError::NotConnected(_))
+    ));
+}
+
+#[tokio::test]
+async fn five_peers_form_a_full_mesh() {
+    let mut nodes = start_nodes_with(Net::Memory, 5, NetworkConfig::default());
+    let addrs: Vec<_> = nodes.iter().map(|n| n.addr.clone()).collect();
+    for (i, node) in nodes.iter().enumerate() {
+        for addr in &addrs[i + 1..] {
+            node.sender.dial(addr.clone()).await.unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for node in &mut nodes {
+        assert_eq!(node.sender.connected_peers().len(), 4);
+        let new_peers = drain(node)
+            .iter()
+            .filter(|e| matches!(e, Event::NewPeer(_)))
+            .count();
+        assert_eq!(new_peers, 4);
+    }
+}
+
+#[tokio::test]
+async fn shutdown_tells_applications_and_peers() {
+    let mut nodes = start_nodes(Net::Memory, 2);
+    let b = nodes.pop().unwrap();
+    let mut a = nodes.pop().unwrap();
+    let mut b = b;
+    connect(&mut a, &mut b).await;
+    b.shutdown().await;
+    match a.next_event().await {
+        Event::LostPeer { peer_id, .. } => assert_eq!(peer_id, b.peer_id),
+        other => panic!("expected LostPeer, got {other:?}"),
+    }
+    match b.next_event().await {
+        Event::LostPeer { reason, .. } => assert_eq!(reason, DisconnectReason::Shutdown),
+        other => panic!("expected LostPeer, got {other:?}"),
+    }
+}
