@@ -8,6 +8,8 @@
 //!   names peers by;
 //! - [`framing`]: length-delimited messages over any byte stream;
 //! - [`multiplexing`]: many flow-controlled substreams over one connection (yamux wire format).
+//! - [`negotiate`]: which protocol a substream speaks (multistream-select 1.0), with
+//!   optimistic selection so a request needs no extra round trip.
 //!
 //! It does not own cryptography (the `noise` crate), wire messages (`proto`), or peers
 //! and protocols (`network`); it knows nothing of protobuf.
