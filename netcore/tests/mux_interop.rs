@@ -85,11 +85,15 @@ fn connect(our_mode: Mode) -> ((Control, Incoming), TheirSide) {
 }
 
 async fn within<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(DEADLINE, f).await.expect("test took too long")
+    tokio::time::timeout(DEADLINE, f)
+        .await
+        .expect("test took too long")
 }
 
 fn payload(seed: usize, len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i.wrapping_mul(31) ^ seed) as u8).collect()
+    (0..len)
+        .map(|i| (i.wrapping_mul(31) ^ seed) as u8)
+        .collect()
 }
 
 /// Echoes each of their inbound streams: read to EOF, write it back, close.
@@ -173,9 +177,10 @@ const BIG: usize = 64 * 1024 * 1024;
 
 /// A cheap checksum so 64 MiB need not be kept twice.
 fn fold(sum: u64, bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(sum, |acc, &b| acc.wrapping_mul(1_099_511_628_211).wrapping_add(u64::from(b)))
+    bytes.iter().fold(sum, |acc, &b| {
+        acc.wrapping_mul(1_099_511_628_211)
+            .wrapping_add(u64::from(b))
+    })
 }
 
 #[tokio::test]
@@ -253,7 +258,10 @@ async fn half_close_request_then_response_ours_client_theirs_server() {
         r.close().await.unwrap();
         let mut resp = Vec::new();
         s.read_to_end(&mut resp).await.unwrap();
-        assert_eq!(resp, b"response", "our write side was closed, our read side was not");
+        assert_eq!(
+            resp, b"response",
+            "our write side was closed, our read side was not"
+        );
     })
     .await;
 }

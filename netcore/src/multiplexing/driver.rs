@@ -108,13 +108,15 @@ where
     /// is large.
     fn process(&mut self, now: Instant) -> bool {
         let (read_buf, pending) = (&mut self.read_buf, &mut self.pending);
-        let result = self.shared.with(|s| match decode_frames(s, read_buf, pending, now) {
-            Ok(()) => Ok(s.control_backlog() <= CONTROL_BACKLOG_LIMIT),
-            Err(e) => {
-                s.on_protocol_error(e);
-                Err(())
-            }
-        });
+        let result = self
+            .shared
+            .with(|s| match decode_frames(s, read_buf, pending, now) {
+                Ok(()) => Ok(s.control_backlog() <= CONTROL_BACKLOG_LIMIT),
+                Err(e) => {
+                    s.on_protocol_error(e);
+                    Err(())
+                }
+            });
         match result {
             Ok(go_on) => go_on,
             Err(()) => {
@@ -132,8 +134,7 @@ where
             if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
                 self.read_buf.reserve(READ_CHUNK);
             }
-            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf)
-            {
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf) {
                 Poll::Pending => break,
                 Poll::Ready(Ok(0)) => {
                     self.shared.with(Session::on_eof);
@@ -175,7 +176,9 @@ where
                 break;
             }
             match Pin::new(&mut self.io).poll_write(cx, &self.out) {
-                Poll::Ready(Ok(0)) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into()),
+                Poll::Ready(Ok(0)) => {
+                    return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+                }
                 Poll::Ready(Ok(n)) => {
                     self.out.advance(n);
                     self.unflushed = true;

@@ -133,8 +133,13 @@ mod tests {
     #[test]
     fn header_encodes_big_endian_in_spec_order() {
         let mut wire = Vec::new();
-        Header::new(FrameType::WindowUpdate, flags::SYN | flags::FIN, 3, 0x0102_0304)
-            .encode(&mut wire);
+        Header::new(
+            FrameType::WindowUpdate,
+            flags::SYN | flags::FIN,
+            3,
+            0x0102_0304,
+        )
+        .encode(&mut wire);
         assert_eq!(wire, [0, 1, 0, 5, 0, 0, 0, 3, 1, 2, 3, 4]);
     }
 

@@ -169,8 +169,7 @@ impl AsyncRead for Substream {
     ) -> Poll<io::Result<()>> {
         let id = self.id;
         let now = Instant::now();
-        self.shared
-            .with(|s| s.poll_read(id, cx.waker(), buf, now))
+        self.shared.with(|s| s.poll_read(id, cx.waker(), buf, now))
     }
 }
 

@@ -16,10 +16,10 @@ use bytes::{Buf, BytesMut};
 use tokio::io::ReadBuf;
 use tokio::time::Instant;
 
+use super::Mode;
 use super::config::{MuxConfig, SPEC_INITIAL_WINDOW};
 use super::error::{MuxError, ProtocolError};
 use super::frame::{FrameType, HEADER_LEN, Header, SESSION_ID, flags, go_away};
-use super::Mode;
 
 /// Counters of one connection, for metrics. Plain atomics: the `network` crate exports
 /// them; this crate has no metrics dependency.
@@ -77,6 +77,9 @@ struct StreamState {
     reader: Option<Waker>,
     /// Reset by either side.
     reset: bool,
+    /// Reads fail: reset locally, or by the remote before its FIN (after a FIN the
+    /// data is complete and stays readable).
+    read_failed: bool,
     /// A handle (or a pending accept) exists.
     handle: bool,
 }
@@ -100,6 +103,7 @@ impl StreamState {
             read_closed: false,
             reader: None,
             reset: false,
+            read_failed: false,
             handle: true,
         }
     }
@@ -132,7 +136,9 @@ enum PingState {
 enum ConnState {
     Open,
     /// A GoAway with this code goes out once the frames before it are sent.
-    Closing { code: u32 },
+    Closing {
+        code: u32,
+    },
     /// Over; `Ok` for a clean close.
     Closed(Result<(), MuxError>),
 }
@@ -259,8 +265,8 @@ impl Session {
 
     fn is_ours(&self, id: u32) -> bool {
         match self.mode {
-            Mode::Client => id % 2 == 1,
-            Mode::Server => id % 2 == 0,
+            Mode::Client => id & 1 == 1,
+            Mode::Server => id & 1 == 0,
         }
     }
 
@@ -332,11 +338,15 @@ impl Session {
         now: Instant,
     ) -> Poll<io::Result<()>> {
         let closed = !matches!(self.state, ConnState::Open | ConnState::Closing { .. });
-        let closed_error = if closed { Some(self.closed_error()) } else { None };
+        let closed_error = if closed {
+            Some(self.closed_error())
+        } else {
+            None
+        };
         let Some(s) = self.streams.get_mut(&id) else {
             return Poll::Ready(Err(MuxError::StreamReset.into_io()));
         };
-        if s.reset {
+        if s.read_failed {
             return Poll::Ready(Err(MuxError::StreamReset.into_io()));
         }
         if s.recv_buf.is_empty() {
@@ -455,6 +465,7 @@ impl Session {
             return;
         }
         s.reset = true;
+        s.read_failed = true;
         s.send_buf = BytesMut::new();
         s.recv_buf = BytesMut::new();
         self.wake_stream(id);
@@ -535,7 +546,11 @@ impl Session {
         match h.ty {
             FrameType::Ping | FrameType::GoAway if h.stream_id != SESSION_ID => {
                 return Err(ProtocolError::WrongStreamId(
-                    if h.ty == FrameType::Ping { "Ping" } else { "GoAway" },
+                    if h.ty == FrameType::Ping {
+                        "Ping"
+                    } else {
+                        "GoAway"
+                    },
                     h.stream_id,
                 ));
             }
@@ -557,11 +572,19 @@ impl Session {
         let is_data = h.ty == FrameType::Data;
         let len = if is_data { h.length } else { 0 };
         if h.has(flags::SYN) && !self.accept_syn(h, now)? {
-            return Ok(if len > 0 { Payload::Skip(len as usize) } else { Payload::None });
+            return Ok(if len > 0 {
+                Payload::Skip(len as usize)
+            } else {
+                Payload::None
+            });
         }
         let Some(s) = self.streams.get_mut(&id) else {
             // A stream we have forgotten (reset or finished): frames in flight still come.
-            return Ok(if len > 0 { Payload::Skip(len as usize) } else { Payload::None });
+            return Ok(if len > 0 {
+                Payload::Skip(len as usize)
+            } else {
+                Payload::None
+            });
         };
         if !is_data {
             s.send_credit = s
@@ -617,6 +640,7 @@ impl Session {
             s.send_buf = BytesMut::new();
             if !s.read_closed {
                 s.recv_buf = BytesMut::new();
+                s.read_failed = true;
             }
             s.read_closed = true;
             self.wake_stream(id);
@@ -668,7 +692,12 @@ impl Session {
 
     fn on_ping(&mut self, h: &Header, now: Instant) {
         if h.has(flags::SYN) {
-            self.queue_control(Header::new(FrameType::Ping, flags::ACK, SESSION_ID, h.length));
+            self.queue_control(Header::new(
+                FrameType::Ping,
+                flags::ACK,
+                SESSION_ID,
+                h.length,
+            ));
         } else if h.has(flags::ACK) {
             match self.ping {
                 PingState::Awaiting { nonce, sent_at } if nonce == h.length => {
@@ -744,11 +773,7 @@ impl Session {
             if !s.sendable() {
                 continue;
             }
-            let n = s
-                .send_buf
-                .len()
-                .min(max_frame)
-                .min(s.send_credit as usize);
+            let n = s.send_buf.len().min(max_frame).min(s.send_credit as usize);
             let mut fl = std::mem::take(&mut s.flags_pending);
             if fl != 0 && (s.announce > 0 || n == 0) {
                 // The SYN/ACK goes on a window update that announces our larger window.

@@ -75,7 +75,10 @@ fn a_stream_opened_without_data_sends_syn_on_a_window_update() {
     let now = Instant::now();
     let mut s = session(Mode::Server, MuxConfig::default(), now);
     assert_eq!(s.open_stream(now).unwrap(), 2, "server streams are even");
-    assert_eq!(transmit(&mut s), hdr(FrameType::WindowUpdate, flags::SYN, 2, 0));
+    assert_eq!(
+        transmit(&mut s),
+        hdr(FrameType::WindowUpdate, flags::SYN, 2, 0)
+    );
 }
 
 #[test]
@@ -103,7 +106,10 @@ fn inbound_syn_is_accepted_and_acknowledged_and_its_data_readable() {
     feed(&mut s, &wire, now).unwrap();
     assert_eq!(s.poll_accept(&waker()), Poll::Ready(Some(1)));
     assert_eq!(read_n(&mut s, 1, 10, now), b"abc");
-    assert_eq!(transmit(&mut s), hdr(FrameType::WindowUpdate, flags::ACK, 1, 0));
+    assert_eq!(
+        transmit(&mut s),
+        hdr(FrameType::WindowUpdate, flags::ACK, 1, 0)
+    );
 }
 
 #[test]
@@ -117,8 +123,17 @@ fn fin_comes_with_the_last_data_and_the_reader_then_sees_eof() {
     expected.extend_from_slice(b"bye");
     assert_eq!(transmit(&mut s), expected);
 
-    feed(&mut s, &hdr(FrameType::Data, flags::ACK | flags::FIN, 1, 0), now).unwrap();
-    assert_eq!(read_n(&mut s, id, 10, now), b"", "EOF after the remote's FIN");
+    feed(
+        &mut s,
+        &hdr(FrameType::Data, flags::ACK | flags::FIN, 1, 0),
+        now,
+    )
+    .unwrap();
+    assert_eq!(
+        read_n(&mut s, id, 10, now),
+        b"",
+        "EOF after the remote's FIN"
+    );
 }
 
 #[test]
@@ -128,8 +143,14 @@ fn dropping_an_open_stream_resets_it() {
     let id = s.open_stream(now).unwrap();
     transmit(&mut s);
     s.drop_handle(id);
-    assert_eq!(transmit(&mut s), hdr(FrameType::WindowUpdate, flags::RST, 1, 0));
-    assert!(s.stream(id).is_none(), "a reset stream without handle is forgotten");
+    assert_eq!(
+        transmit(&mut s),
+        hdr(FrameType::WindowUpdate, flags::RST, 1, 0)
+    );
+    assert!(
+        s.stream(id).is_none(),
+        "a reset stream without handle is forgotten"
+    );
 }
 
 #[test]
@@ -160,9 +181,15 @@ fn window_update_is_sent_once_half_the_window_was_read_not_per_read() {
     transmit(&mut s); // the ACK
     let later = now + Duration::from_secs(1); // no RTT known: no growth either way
     read_n(&mut s, 1, (128 * KIB - 1) as usize, later);
-    assert!(transmit(&mut s).is_empty(), "under half a window read: no update");
+    assert!(
+        transmit(&mut s).is_empty(),
+        "under half a window read: no update"
+    );
     read_n(&mut s, 1, 1, later);
-    assert_eq!(transmit(&mut s), hdr(FrameType::WindowUpdate, 0, 1, 128 * KIB));
+    assert_eq!(
+        transmit(&mut s),
+        hdr(FrameType::WindowUpdate, 0, 1, 128 * KIB)
+    );
 }
 
 #[test]
@@ -180,8 +207,16 @@ fn window_doubles_when_consumed_within_two_rtts() {
     transmit(&mut s);
     // Half the window read 5 ms after the stream began (< 2 RTT): grow to 512 KiB, so
     // the update gives back the 128 KiB read plus the 256 KiB of growth.
-    read_n(&mut s, 1, (128 * KIB) as usize, t1 + Duration::from_millis(5));
-    assert_eq!(transmit(&mut s), hdr(FrameType::WindowUpdate, 0, 1, 384 * KIB));
+    read_n(
+        &mut s,
+        1,
+        (128 * KIB) as usize,
+        t1 + Duration::from_millis(5),
+    );
+    assert_eq!(
+        transmit(&mut s),
+        hdr(FrameType::WindowUpdate, 0, 1, 384 * KIB)
+    );
     assert_eq!(s.stats().window_grows.load(Ordering::Relaxed), 1);
 }
 
@@ -195,8 +230,16 @@ fn window_stays_when_consumed_slower_than_two_rtts() {
     wire.extend(vec![0u8; (128 * KIB) as usize]);
     feed(&mut s, &wire, t1).unwrap();
     transmit(&mut s);
-    read_n(&mut s, 1, (128 * KIB) as usize, t1 + Duration::from_millis(30));
-    assert_eq!(transmit(&mut s), hdr(FrameType::WindowUpdate, 0, 1, 128 * KIB));
+    read_n(
+        &mut s,
+        1,
+        (128 * KIB) as usize,
+        t1 + Duration::from_millis(30),
+    );
+    assert_eq!(
+        transmit(&mut s),
+        hdr(FrameType::WindowUpdate, 0, 1, 128 * KIB)
+    );
 }
 
 #[test]
@@ -213,7 +256,10 @@ fn window_growth_stops_at_the_connection_cap() {
     feed(&mut s, &wire, t0).unwrap();
     transmit(&mut s);
     read_n(&mut s, 1, (128 * KIB) as usize, t0);
-    assert_eq!(transmit(&mut s), hdr(FrameType::WindowUpdate, 0, 1, 128 * KIB));
+    assert_eq!(
+        transmit(&mut s),
+        hdr(FrameType::WindowUpdate, 0, 1, 128 * KIB)
+    );
 }
 
 #[test]
@@ -221,7 +267,11 @@ fn data_past_the_window_is_a_protocol_error_before_the_payload_is_read() {
     let now = Instant::now();
     let mut s = session(Mode::Server, MuxConfig::default(), now);
     // Only the header: the session refuses it before any payload arrives.
-    let err = feed(&mut s, &hdr(FrameType::Data, flags::SYN, 1, 256 * KIB + 1), now);
+    let err = feed(
+        &mut s,
+        &hdr(FrameType::Data, flags::SYN, 1, 256 * KIB + 1),
+        now,
+    );
     assert!(matches!(err, Err(ProtocolError::WindowExceeded { .. })));
 
     let mut s = session(Mode::Server, MuxConfig::default(), now);
@@ -247,7 +297,10 @@ fn a_protocol_error_sends_go_away_with_the_protocol_error_code() {
     let err = feed(&mut s, &wire, now).unwrap_err();
     assert_eq!(err, ProtocolError::BadVersion(1));
     s.on_protocol_error(err);
-    assert_eq!(transmit(&mut s), hdr(FrameType::GoAway, 0, 0, go_away::PROTOCOL_ERROR));
+    assert_eq!(
+        transmit(&mut s),
+        hdr(FrameType::GoAway, 0, 0, go_away::PROTOCOL_ERROR)
+    );
     assert!(s.go_away_sent());
     assert_eq!(s.stats().protocol_errors.load(Ordering::Relaxed), 1);
 }
@@ -286,8 +339,16 @@ fn a_syn_past_the_stream_cap_gets_rst_and_is_counted() {
 fn a_ping_is_answered_with_the_same_opaque_value() {
     let now = Instant::now();
     let mut s = session(Mode::Server, MuxConfig::default(), now);
-    feed(&mut s, &hdr(FrameType::Ping, flags::SYN, 0, 0xdead_beef), now).unwrap();
-    assert_eq!(transmit(&mut s), hdr(FrameType::Ping, flags::ACK, 0, 0xdead_beef));
+    feed(
+        &mut s,
+        &hdr(FrameType::Ping, flags::SYN, 0, 0xdead_beef),
+        now,
+    )
+    .unwrap();
+    assert_eq!(
+        transmit(&mut s),
+        hdr(FrameType::Ping, flags::ACK, 0, 0xdead_beef)
+    );
 }
 
 #[test]
@@ -318,7 +379,11 @@ fn ready_streams_take_turns_one_capped_frame_each() {
     let mut order = Vec::new();
     let mut rest = &wire[..];
     while let Some(h) = Header::decode(rest).unwrap() {
-        let len = if h.ty == FrameType::Data { h.length as usize } else { 0 };
+        let len = if h.ty == FrameType::Data {
+            h.length as usize
+        } else {
+            0
+        };
         order.push((h.stream_id, len));
         rest = &rest[HEADER_LEN + len..];
     }
@@ -339,7 +404,12 @@ fn writes_wait_when_the_send_window_is_used_up() {
     assert_eq!(write(&mut s, id, &big), (256 * KIB) as usize);
     assert!(s.poll_write(id, &waker(), &big).is_pending());
     transmit(&mut s);
-    feed(&mut s, &hdr(FrameType::WindowUpdate, flags::ACK, 1, 10), now).unwrap();
+    feed(
+        &mut s,
+        &hdr(FrameType::WindowUpdate, flags::ACK, 1, 10),
+        now,
+    )
+    .unwrap();
     assert_eq!(write(&mut s, id, &big), 10);
 }
 
@@ -368,4 +438,16 @@ fn close_sends_buffered_data_then_go_away() {
     expected.extend(hdr(FrameType::GoAway, 0, 0, go_away::NORMAL));
     assert_eq!(transmit(&mut s), expected);
     assert!(s.open_stream(now).is_err());
+}
+
+#[test]
+fn data_before_a_fin_stays_readable_after_a_later_rst() {
+    let now = Instant::now();
+    let mut s = session(Mode::Server, MuxConfig::default(), now);
+    let mut wire = hdr(FrameType::Data, flags::SYN | flags::FIN, 1, 4);
+    wire.extend_from_slice(b"done");
+    wire.extend(hdr(FrameType::WindowUpdate, flags::RST, 1, 0));
+    feed(&mut s, &wire, now).unwrap();
+    assert_eq!(read_n(&mut s, 1, 10, now), b"done");
+    assert_eq!(read_n(&mut s, 1, 10, now), b"", "then EOF, not an error");
 }

@@ -1,0 +1,299 @@
+//! Behaviour of our multiplexer against itself and against hand-written frames:
+//! fairness, window growth, the stream cap, GoAway, writers that do not read, and
+//! protocol violations.
+#![allow(clippy::unwrap_used)] // A panic in a test is a failed assertion.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use memsocket::MemorySocket;
+use netcore::multiplexing::{self, Control, Incoming, Mode, MuxConfig, MuxError, ProtocolError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+const KIB: usize = 1024;
+const MIB: usize = 1024 * KIB;
+
+fn pair(client: MuxConfig, server: MuxConfig) -> ((Control, Incoming), (Control, Incoming)) {
+    let (a, b) = MemorySocket::new_pair();
+    (
+        multiplexing::start(a, Mode::Client, client),
+        multiplexing::start(b, Mode::Server, server),
+    )
+}
+
+async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(DEADLINE, f)
+        .await
+        .expect("test took too long")
+}
+
+fn header(ty: u8, flags: u16, id: u32, len: u32) -> Vec<u8> {
+    let mut v = vec![0, ty];
+    v.extend_from_slice(&flags.to_be_bytes());
+    v.extend_from_slice(&id.to_be_bytes());
+    v.extend_from_slice(&len.to_be_bytes());
+    v
+}
+
+#[tokio::test]
+async fn a_small_message_is_not_delayed_behind_a_bulk_transfer() {
+    // Bound: once the bulk flow is under way, a 4 KiB message on another stream arrives
+    // before the bulk reader gets 2 MiB more: the frames already queued (one write batch,
+    // the 256 KiB socket buffer and at most the bulk stream's 1 MiB window), not the
+    // 60+ MiB the bulk writer still has to send.
+    let config = MuxConfig {
+        max_window: MIB as u32,
+        ..MuxConfig::default()
+    };
+    let ((client, _ci), (_server, mut incoming)) = pair(config.clone(), config);
+    within(async {
+        let mut bulk = client.open_stream().await.unwrap();
+        let writer = tokio::spawn(async move {
+            let chunk = vec![0u8; 64 * KIB];
+            for _ in 0..(64 * MIB) / chunk.len() {
+                bulk.write_all(&chunk).await.unwrap();
+            }
+            bulk.shutdown().await.unwrap();
+            bulk
+        });
+        let mut bulk_in = incoming.next().await.unwrap();
+        let bulk_read = Arc::new(AtomicUsize::new(0));
+        let counter = bulk_read.clone();
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * KIB];
+            loop {
+                let n = bulk_in.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                counter.fetch_add(n, Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        });
+        while bulk_read.load(Ordering::Relaxed) < 4 * MIB {
+            tokio::task::yield_now().await;
+        }
+        let before = bulk_read.load(Ordering::Relaxed);
+        let mut small = client.open_stream().await.unwrap();
+        small.write_all(&[1u8; 4 * KIB]).await.unwrap();
+        let mut small_in = incoming.next().await.unwrap();
+        let mut got = vec![0u8; 4 * KIB];
+        small_in.read_exact(&mut got).await.unwrap();
+        let during = bulk_read.load(Ordering::Relaxed) - before;
+        assert!(
+            during < 2 * MIB,
+            "the 4 KiB message waited for {during} bulk bytes"
+        );
+        reader.await.unwrap();
+        assert_eq!(bulk_read.load(Ordering::Relaxed), 64 * MIB);
+        drop(writer.await.unwrap());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_receive_window_grows_on_a_fast_bulk_stream() {
+    // Real time: growth needs a measured RTT, and paused time would measure zero.
+    let ((client, _ci), (server, mut incoming)) = pair(MuxConfig::default(), MuxConfig::default());
+    within(async {
+        // Let the RTT probe complete first.
+        while server.rtt().is_none() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let mut s = client.open_stream().await.unwrap();
+        tokio::spawn(async move {
+            let chunk = vec![0u8; 64 * KIB];
+            for _ in 0..(32 * MIB) / chunk.len() {
+                s.write_all(&chunk).await.unwrap();
+            }
+            s.shutdown().await.unwrap();
+            s
+        });
+        let mut r = incoming.next().await.unwrap();
+        let mut sink = Vec::new();
+        r.read_to_end(&mut sink).await.unwrap();
+        assert_eq!(sink.len(), 32 * MIB);
+    })
+    .await;
+    assert!(server.stats().window_grows.load(Ordering::Relaxed) > 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_syn_past_the_stream_cap_is_reset_and_counted() {
+    let server_config = MuxConfig {
+        max_streams: 2,
+        ..MuxConfig::default()
+    };
+    let ((client, _ci), (server, mut incoming)) = pair(MuxConfig::default(), server_config);
+    within(async {
+        let mut kept = Vec::new();
+        for _ in 0..2 {
+            let mut s = client.open_stream().await.unwrap();
+            s.write_all(b"x").await.unwrap();
+            kept.push((s, incoming.next().await.unwrap()));
+        }
+        let mut third = client.open_stream().await.unwrap();
+        third.write_all(b"x").await.unwrap();
+        let mut buf = [0u8; 1];
+        let err = third.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+        assert_eq!(server.stats().streams_refused.load(Ordering::Relaxed), 1);
+        // The kept streams still work.
+        let (mut out, mut inb) = kept.pop().unwrap();
+        out.write_all(b"y").await.unwrap();
+        let mut two = [0u8; 2];
+        inb.read_exact(&mut two).await.unwrap();
+        assert_eq!(&two, b"xy");
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_sends_go_away_and_the_remote_stops_accepting_and_opening() {
+    let ((client, _ci), (server, mut incoming)) = pair(MuxConfig::default(), MuxConfig::default());
+    within(async {
+        client.close().await.unwrap();
+        assert!(client.is_closed());
+        assert!(incoming.next().await.is_none(), "Incoming ends on GoAway");
+        assert!(server.open_stream().await.is_err());
+        assert!(
+            server.closed().await.is_ok(),
+            "a GoAway(normal) close is clean"
+        );
+        assert!(client.open_stream().await.is_err());
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn writers_that_do_not_read_block_only_their_own_streams() {
+    let ((client, mut client_in), (server, mut server_in)) =
+        pair(MuxConfig::default(), MuxConfig::default());
+    within(async {
+        // Each side writes 1 MiB on its own stream that nobody reads yet: both block
+        // at the 256 KiB window.
+        let mut a = client.open_stream().await.unwrap();
+        let a_writer = tokio::spawn(async move {
+            a.write_all(&vec![1u8; MIB]).await.unwrap();
+            a.shutdown().await.unwrap();
+            a
+        });
+        let mut b = server.open_stream().await.unwrap();
+        let b_writer = tokio::spawn(async move {
+            b.write_all(&vec![2u8; MIB]).await.unwrap();
+            b.shutdown().await.unwrap();
+            b
+        });
+        let mut a_in = server_in.next().await.unwrap();
+        let mut b_in = client_in.next().await.unwrap();
+        // A third stream still carries a request and its response both ways.
+        let mut c = client.open_stream().await.unwrap();
+        c.write_all(b"ping").await.unwrap();
+        c.shutdown().await.unwrap();
+        let mut c_in = server_in.next().await.unwrap();
+        let mut req = Vec::new();
+        c_in.read_to_end(&mut req).await.unwrap();
+        c_in.write_all(b"pong").await.unwrap();
+        c_in.shutdown().await.unwrap();
+        let mut resp = Vec::new();
+        c.read_to_end(&mut resp).await.unwrap();
+        assert_eq!(
+            (req.as_slice(), resp.as_slice()),
+            (&b"ping"[..], &b"pong"[..])
+        );
+        // Reading drains both blocked writers.
+        let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+        a_in.read_to_end(&mut got_a).await.unwrap();
+        b_in.read_to_end(&mut got_b).await.unwrap();
+        assert_eq!((got_a.len(), got_b.len()), (MIB, MIB));
+        drop((a_writer.await.unwrap(), b_writer.await.unwrap()));
+    })
+    .await;
+}
+
+/// Sends `frames` raw to our server and returns how its connection ended and what it
+/// wrote back.
+async fn violate(frames: Vec<u8>) -> (Result<(), MuxError>, Vec<u8>) {
+    let (mut raw, ours) = MemorySocket::new_pair();
+    let (control, _incoming) = multiplexing::start(ours, Mode::Server, MuxConfig::default());
+    raw.write_all(&frames).await.unwrap();
+    let ended = within(control.closed()).await;
+    let mut back = Vec::new();
+    within(raw.read_to_end(&mut back)).await.unwrap();
+    (ended, back)
+}
+
+/// Whether `wire` ends with GoAway(protocol error).
+fn ends_with_protocol_go_away(wire: &[u8]) -> bool {
+    wire.ends_with(&header(3, 0, 0, 1))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bad_version_ends_the_connection_with_a_typed_error_and_go_away() {
+    let mut frame = header(0, 1, 1, 0);
+    frame[0] = 7;
+    let (ended, back) = violate(frame).await;
+    assert!(matches!(
+        ended,
+        Err(MuxError::Protocol(ProtocolError::BadVersion(7)))
+    ));
+    assert!(ends_with_protocol_go_away(&back));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unknown_frame_type_ends_the_connection_with_a_typed_error_and_go_away() {
+    let (ended, back) = violate(header(9, 0, 1, 0)).await;
+    assert!(matches!(
+        ended,
+        Err(MuxError::Protocol(ProtocolError::UnknownFrameType(9)))
+    ));
+    assert!(ends_with_protocol_go_away(&back));
+}
+
+#[tokio::test(start_paused = true)]
+async fn sending_past_the_window_ends_the_connection_with_a_typed_error_and_go_away() {
+    let mut frames = header(0, 1, 1, 256 * KIB as u32);
+    frames.extend(vec![0u8; 256 * KIB]);
+    frames.extend(header(0, 0, 1, 1));
+    frames.push(0);
+    let (ended, back) = violate(frames).await;
+    assert!(matches!(
+        ended,
+        Err(MuxError::Protocol(ProtocolError::WindowExceeded {
+            stream: 1,
+            len: 1,
+            credit: 0
+        }))
+    ));
+    assert!(ends_with_protocol_go_away(&back));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_data_frame_longer_than_the_window_is_refused_from_its_header() {
+    // Only the header of a 1 GiB frame: refused before any payload is buffered.
+    let (ended, back) = violate(header(0, 1, 1, 1 << 30)).await;
+    assert!(matches!(
+        ended,
+        Err(MuxError::Protocol(ProtocolError::WindowExceeded { .. }))
+    ));
+    assert!(ends_with_protocol_go_away(&back));
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_an_open_stream_resets_it_at_the_remote() {
+    let ((client, _ci), (_server, mut incoming)) = pair(MuxConfig::default(), MuxConfig::default());
+    within(async {
+        let mut s = client.open_stream().await.unwrap();
+        s.write_all(b"x").await.unwrap();
+        let mut r = incoming.next().await.unwrap();
+        let mut one = [0u8; 1];
+        r.read_exact(&mut one).await.unwrap();
+        drop(s);
+        let err = r.read(&mut one).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    })
+    .await;
+}
