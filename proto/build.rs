@@ -6,7 +6,12 @@ use std::io;
 fn main() -> io::Result<()> {
     let protoc = protoc_bin_vendored::protoc_bin_path()
         .map_err(|e| io::Error::other(format!("no vendored protoc for this platform: {e}")))?;
-    let files = ["protos/handshake.proto", "protos/rpc.proto"];
+    let files = [
+        "protos/handshake.proto",
+        "protos/rpc.proto",
+        "protos/health.proto",
+        "protos/discovery.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

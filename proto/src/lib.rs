@@ -18,6 +18,18 @@ pub mod rpc {
     include!(concat!(env!("OUT_DIR"), "/netstack.rpc.rs"));
 }
 
+/// Health checker ping and pong: the pong echoes the ping's nonce.
+pub mod health {
+    #![allow(missing_docs, unreachable_pub)]
+    include!(concat!(env!("OUT_DIR"), "/netstack.health.rs"));
+}
+
+/// Discovery: signed notes of a peer's addresses, newest epoch wins.
+pub mod discovery {
+    #![allow(missing_docs, unreachable_pub)]
+    include!(concat!(env!("OUT_DIR"), "/netstack.discovery.rs"));
+}
+
 pub use prost::{DecodeError, Message};
 
 #[cfg(test)]
