@@ -64,9 +64,9 @@ pub use error::NegotiateError;
 pub use negotiated::Negotiated;
 
 /// The largest negotiation message accepted or sent, in bytes including its newline.
-/// The spec allows up to 64 KiB (libp2p accepts 16 KiB), but our protocol ids are short
-/// (`/net/rpc/1/consensus`): 1 KiB leaves them ample room while bounding what a stream
-/// that has not yet agreed on a protocol can make us buffer.
+/// The same cap as go-multistream and js-libp2p (rust-libp2p accepts up to 16 KiB):
+/// our protocol ids are short (`/net/rpc/1/consensus`), so 1 KiB leaves them ample room
+/// while bounding what a stream that has not yet agreed on a protocol can make us buffer.
 pub const MAX_MESSAGE_LEN: usize = 1024;
 
 /// The longest length prefix read: an unsigned varint carries 7 bits a byte, so this
