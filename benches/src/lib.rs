@@ -3,3 +3,5 @@
 //! Run them with `cargo bench -p benches`; `README.md` beside this crate holds the
 //! latest figures, the command, and the machine they ran on. This crate owns no part of
 //! the stack itself.
+
+pub mod stack;
