@@ -239,3 +239,164 @@ impl NoiseSession {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Two sessions joined by an IK handshake.
+    fn pair() -> (NoiseSession, NoiseSession) {
+        let suite = crate::DEFAULT_SUITE;
+        let builder = suite.builder().unwrap();
+        let (ik, rk) = (
+            builder.generate_keypair().unwrap(),
+            builder.generate_keypair().unwrap(),
+        );
+        let mut i = suite
+            .builder()
+            .unwrap()
+            .local_private_key(&ik.private)
+            .unwrap()
+            .remote_public_key(&rk.public)
+            .unwrap()
+            .build_initiator()
+            .unwrap();
+        let mut r = suite
+            .builder()
+            .unwrap()
+            .local_private_key(&rk.private)
+            .unwrap()
+            .build_responder()
+            .unwrap();
+        let (mut buf, mut out) = ([0u8; 256], [0u8; 256]);
+        let n = i.write_message(&[], &mut buf).unwrap();
+        r.read_message(&buf[..n], &mut out).unwrap();
+        let n = r.write_message(&[], &mut buf).unwrap();
+        i.read_message(&buf[..n], &mut out).unwrap();
+        (
+            NoiseSession::new(i.into_transport_mode().unwrap()),
+            NoiseSession::new(r.into_transport_mode().unwrap()),
+        )
+    }
+
+    /// Seals `data` (as one buffered write) and returns the frame's wire bytes.
+    fn seal(s: &mut NoiseSession, data: &[u8]) -> Vec<u8> {
+        assert_eq!(s.write_plaintext(data).unwrap(), data.len());
+        assert!(s.seal().unwrap());
+        let wire = s.pending_wire().to_vec();
+        s.advance_wire(wire.len());
+        wire
+    }
+
+    /// Feeds `bytes` into `s` as if read from the socket.
+    fn feed(s: &mut NoiseSession, bytes: &[u8]) {
+        s.read_space()[..bytes.len()].copy_from_slice(bytes);
+        s.filled(bytes.len());
+    }
+
+    #[test]
+    fn a_sealed_frame_is_a_length_and_ciphertext_with_a_tag() {
+        let (mut a, _) = pair();
+        let wire = seal(&mut a, b"hello");
+        assert_eq!(wire.len(), 2 + 5 + TAG_LEN);
+        assert_eq!(&wire[..2], &[0, 21]);
+        assert!(!a.seal().unwrap(), "nothing left to seal");
+    }
+
+    #[test]
+    fn a_frame_decrypts_straight_into_a_reader_with_room() {
+        let (mut a, mut b) = pair();
+        let wire = seal(&mut a, b"hello");
+        feed(&mut b, &wire);
+        let mut out = [0u8; 8];
+        assert_eq!(b.decode(8, |n| &mut out[..n]), Ok(Decoded::Direct(5)));
+        assert_eq!(&out[..5], b"hello");
+        assert_eq!(b.decode(8, |n| &mut out[..n]), Ok(Decoded::NeedMore));
+    }
+
+    #[test]
+    fn a_frame_too_big_for_the_reader_is_buffered_and_handed_out_in_parts() {
+        let (mut a, mut b) = pair();
+        let wire = seal(&mut a, b"hello world");
+        feed(&mut b, &wire);
+        let mut out = [0u8; 4];
+        assert_eq!(b.decode(4, |_| unreachable!()), Ok(Decoded::Buffered));
+        assert_eq!(b.take_plaintext(&mut out), 4);
+        assert_eq!(&out, b"hell");
+        assert_eq!(b.plaintext(), b"o world");
+    }
+
+    #[test]
+    fn a_frame_fed_one_byte_at_a_time_decodes_only_when_complete() {
+        let (mut a, mut b) = pair();
+        let wire = seal(&mut a, b"split");
+        let mut out = [0u8; 16];
+        for (i, byte) in wire.iter().enumerate() {
+            feed(&mut b, std::slice::from_ref(byte));
+            let expected = if i + 1 == wire.len() {
+                Decoded::Direct(5)
+            } else {
+                Decoded::NeedMore
+            };
+            assert_eq!(b.decode(16, |n| &mut out[..n]), Ok(expected));
+        }
+        assert_eq!(&out[..5], b"split");
+    }
+
+    #[test]
+    fn a_declared_length_below_a_tag_is_refused_before_waiting_for_the_body() {
+        let (_, mut b) = pair();
+        feed(&mut b, &[0, 3]);
+        assert_eq!(
+            b.decode(16, |_| unreachable!()),
+            Err(FrameError::ShorterThanTag(3))
+        );
+    }
+
+    #[test]
+    fn ending_inside_a_frame_is_truncated_and_between_frames_is_clean() {
+        let (mut a, mut b) = pair();
+        assert_eq!(b.end_of_stream(), Ok(()));
+        let wire = seal(&mut a, b"abc");
+        feed(&mut b, &wire[..7]);
+        assert_eq!(b.end_of_stream(), Err(FrameError::Truncated(7)));
+    }
+
+    #[test]
+    fn a_full_frame_write_is_sealed_without_buffering() {
+        let (mut a, mut b) = pair();
+        let data = vec![1u8; MAX_FRAME_PAYLOAD_LEN + 10];
+        assert_eq!(a.write_plaintext(&data).unwrap(), MAX_FRAME_PAYLOAD_LEN);
+        assert_eq!(a.pending_wire().len(), MAX_WIRE_FRAME_LEN);
+        assert!(!a.unsealed_full());
+        let wire = a.pending_wire().to_vec();
+        feed(&mut b, &wire);
+        let mut out = vec![0u8; MAX_FRAME_PAYLOAD_LEN];
+        assert_eq!(
+            b.decode(out.len(), |n| &mut out[..n]),
+            Ok(Decoded::Direct(MAX_FRAME_PAYLOAD_LEN))
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_from_the_network_never_panic(
+            chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..3000), 0..8)
+        ) {
+            let (_, mut b) = pair();
+            let mut out = vec![0u8; 100];
+            for chunk in chunks {
+                let space = b.read_space().len();
+                let n = chunk.len().min(space);
+                feed(&mut b, &chunk[..n]);
+                loop {
+                    match b.decode(100, |n| &mut out[..n]) {
+                        Ok(Decoded::NeedMore) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+            }
+        }
+    }
+}
