@@ -11,6 +11,8 @@ fn main() -> io::Result<()> {
         "protos/rpc.proto",
         "protos/health.proto",
         "protos/discovery.proto",
+        "protos/consensus.proto",
+        "protos/mempool.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

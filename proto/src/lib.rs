@@ -30,6 +30,18 @@ pub mod discovery {
     include!(concat!(env!("OUT_DIR"), "/netstack.discovery.rs"));
 }
 
+/// The example consensus: blocks, proposals, votes, sync info and block retrieval.
+pub mod consensus {
+    #![allow(missing_docs, unreachable_pub)]
+    include!(concat!(env!("OUT_DIR"), "/netstack.consensus.rs"));
+}
+
+/// The example mempool: transaction batches and their acks.
+pub mod mempool {
+    #![allow(missing_docs, unreachable_pub)]
+    include!(concat!(env!("OUT_DIR"), "/netstack.mempool.rs"));
+}
+
 pub use prost::{DecodeError, Message};
 
 #[cfg(test)]
