@@ -24,9 +24,12 @@
 pub mod builder;
 pub mod channel;
 pub mod config;
+pub mod connectivity_manager;
 pub mod counters;
+pub mod discovery;
 pub mod error;
 pub mod handshake;
+pub mod health_checker;
 pub mod interface;
 pub mod peer_manager;
 pub mod protocol_id;
