@@ -10,17 +10,13 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 
+use super::buffers::OutQueue;
 use super::error::MuxError;
-use super::frame::Header;
-use super::session::{Payload, Session, decode_frames};
-
-/// Bytes asked of the socket per read: the size of a full Noise frame, so one read
-/// takes a whole decrypted frame from the layer below.
-const READ_CHUNK: usize = 64 * 1024;
+use super::reader::FrameReader;
+use super::session::Session;
 
 /// Bytes of frames taken from the session per batch before writing them: large enough
 /// to fill a few Noise frames per flush, small enough to interleave reading.
@@ -73,13 +69,11 @@ impl Shared {
 pub(crate) struct Driver<IO> {
     io: IO,
     shared: Arc<Shared>,
-    read_buf: BytesMut,
-    /// A decoded header whose payload is still arriving.
-    pending: Option<(Header, Payload)>,
-    /// No more reading: EOF, or the remote broke the protocol.
+    reader: FrameReader,
+    /// No more reading: the remote broke the protocol.
     read_done: bool,
     /// Encoded frames not yet written.
-    out: BytesMut,
+    out: OutQueue,
     unflushed: bool,
     timer: Pin<Box<Sleep>>,
     timer_at: Option<Instant>,
@@ -93,30 +87,26 @@ where
         Self {
             io,
             shared,
-            read_buf: BytesMut::with_capacity(READ_CHUNK),
-            pending: None,
+            reader: FrameReader::default(),
             read_done: false,
-            out: BytesMut::with_capacity(WRITE_BATCH),
+            out: OutQueue::default(),
             unflushed: false,
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
             timer_at: None,
         }
     }
 
-    /// Decodes and delivers every complete frame in the read buffer. Returns whether
-    /// reading may go on now: not after a protocol error, nor while the control backlog
-    /// is large.
+    /// Decodes and delivers every complete frame read. Returns whether reading may go
+    /// on now: not after a protocol error, nor while the control backlog is large.
     fn process(&mut self, now: Instant) -> bool {
-        let (read_buf, pending) = (&mut self.read_buf, &mut self.pending);
-        let result = self
-            .shared
-            .with(|s| match decode_frames(s, read_buf, pending, now) {
-                Ok(()) => Ok(s.control_backlog() <= CONTROL_BACKLOG_LIMIT),
-                Err(e) => {
-                    s.on_protocol_error(e);
-                    Err(())
-                }
-            });
+        let reader = &mut self.reader;
+        let result = self.shared.with(|s| match reader.decode(s, now) {
+            Ok(()) => Ok(s.control_backlog() <= CONTROL_BACKLOG_LIMIT),
+            Err(e) => {
+                s.on_protocol_error(e);
+                Err(())
+            }
+        });
         match result {
             Ok(go_on) => go_on,
             Err(()) => {
@@ -131,10 +121,7 @@ where
     fn poll_read_side(&mut self, cx: &mut Context<'_>) -> Result<Option<bool>, MuxError> {
         let mut progress = false;
         while !self.read_done {
-            if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
-                self.read_buf.reserve(READ_CHUNK);
-            }
-            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf) {
+            match self.reader.poll_read(&mut self.io, cx) {
                 Poll::Pending => break,
                 Poll::Ready(Ok(0)) => {
                     self.shared.with(Session::on_eof);
@@ -172,10 +159,10 @@ where
                     }
                 }
             }
-            if self.out.is_empty() {
+            let Some(chunk) = self.out.front() else {
                 break;
-            }
-            match Pin::new(&mut self.io).poll_write(cx, &self.out) {
+            };
+            match Pin::new(&mut self.io).poll_write(cx, chunk) {
                 Poll::Ready(Ok(0)) => {
                     return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
                 }

@@ -43,11 +43,13 @@
 //! # });
 //! ```
 
+mod buffers;
 mod config;
 mod driver;
 mod error;
 mod frame;
 mod handles;
+mod reader;
 mod session;
 
 use std::future::Future;

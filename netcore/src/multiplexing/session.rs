@@ -12,14 +12,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::io::ReadBuf;
 use tokio::time::Instant;
 
 use super::Mode;
+use super::buffers::{OutQueue, RecvBuffer};
 use super::config::{MuxConfig, SPEC_INITIAL_WINDOW};
 use super::error::{MuxError, ProtocolError};
-use super::frame::{FrameType, HEADER_LEN, Header, SESSION_ID, flags, go_away};
+use super::frame::{FrameType, Header, SESSION_ID, flags, go_away};
 
 /// Counters of one connection, for metrics. Plain atomics: the `network` crate exports
 /// them; this crate has no metrics dependency.
@@ -65,7 +66,7 @@ struct StreamState {
     queued: bool,
     writer: Option<Waker>,
     /// Data received, not yet read by the handle.
-    recv_buf: BytesMut,
+    recv_buf: RecvBuffer,
     /// The window this stream is granted; grows by auto-tuning.
     recv_window: u32,
     /// Bytes the remote may still send before our next window update.
@@ -96,7 +97,7 @@ impl StreamState {
             rst_after_fin: false,
             queued: false,
             writer: None,
-            recv_buf: BytesMut::new(),
+            recv_buf: RecvBuffer::default(),
             recv_window,
             recv_credit: recv_window,
             epoch: now,
@@ -359,9 +360,7 @@ impl Session {
             s.reader = Some(waker.clone());
             return Poll::Pending;
         }
-        let n = out.remaining().min(s.recv_buf.len());
-        out.put_slice(&s.recv_buf[..n]);
-        s.recv_buf.advance(n);
+        s.recv_buf.read_into(out);
         if !closed {
             self.maybe_update_window(id, now);
         }
@@ -467,7 +466,7 @@ impl Session {
         s.reset = true;
         s.read_failed = true;
         s.send_buf = BytesMut::new();
-        s.recv_buf = BytesMut::new();
+        s.recv_buf.clear();
         self.wake_stream(id);
         self.queue_control(Header::new(FrameType::WindowUpdate, flags::RST, id, 0));
         self.remove_if_finished(id);
@@ -486,7 +485,7 @@ impl Session {
             if !s.write_closed {
                 self.reset(id);
             } else if !s.read_closed {
-                s.recv_buf = BytesMut::new();
+                s.recv_buf.clear();
                 if s.fin_sent {
                     self.reset(id);
                 } else {
@@ -620,7 +619,18 @@ impl Session {
         let id = h.stream_id;
         if let Some(s) = self.streams.get_mut(&id) {
             s.recv_credit -= payload.len() as u32;
-            s.recv_buf.extend_from_slice(payload);
+            s.recv_buf.push_slice(payload);
+            self.to_wake.extend(s.reader.take());
+        }
+        self.on_stream_flags(id, h.flags);
+    }
+
+    /// Like [`on_data`](Self::on_data) for a payload read into its own buffer.
+    pub(crate) fn on_data_bytes(&mut self, h: &Header, payload: Bytes) {
+        let id = h.stream_id;
+        if let Some(s) = self.streams.get_mut(&id) {
+            s.recv_credit -= payload.len() as u32;
+            s.recv_buf.push(payload);
             self.to_wake.extend(s.reader.take());
         }
         self.on_stream_flags(id, h.flags);
@@ -639,7 +649,7 @@ impl Session {
             s.reset = true;
             s.send_buf = BytesMut::new();
             if !s.read_closed {
-                s.recv_buf = BytesMut::new();
+                s.recv_buf.clear();
                 s.read_failed = true;
             }
             s.read_closed = true;
@@ -753,12 +763,12 @@ impl Session {
     /// Appends frames to `out` until it holds at least `budget` bytes or nothing is
     /// left: control frames first, then one data frame (at most `max_frame_size`) per
     /// ready stream in turn, then the GoAway of a closing connection.
-    pub(crate) fn poll_transmit(&mut self, out: &mut BytesMut, budget: usize) {
+    pub(crate) fn poll_transmit(&mut self, out: &mut OutQueue, budget: usize) {
         if matches!(self.state, ConnState::Closed(_)) {
             return;
         }
         if !self.control.is_empty() {
-            out.extend_from_slice(&self.control);
+            out.copy(&self.control);
             self.control.clear();
         }
         let max_frame = self.config.max_frame_size as usize;
@@ -778,7 +788,7 @@ impl Session {
             if fl != 0 && (s.announce > 0 || n == 0) {
                 // The SYN/ACK goes on a window update that announces our larger window.
                 let announce = std::mem::take(&mut s.announce);
-                Header::new(FrameType::WindowUpdate, fl, id, announce).encode(&mut *out);
+                out.header(Header::new(FrameType::WindowUpdate, fl, id, announce));
                 fl = 0;
             }
             if s.write_closed && !s.fin_sent && n == s.send_buf.len() {
@@ -786,15 +796,16 @@ impl Session {
                 s.fin_sent = true;
             }
             if n > 0 || fl != 0 {
-                Header::new(FrameType::Data, fl, id, n as u32).encode(&mut *out);
-                out.extend_from_slice(&s.send_buf[..n]);
-                s.send_buf.advance(n);
+                out.header(Header::new(FrameType::Data, fl, id, n as u32));
+                if n > 0 {
+                    out.payload(s.send_buf.split_to(n).freeze());
+                }
                 s.send_credit -= n as u32;
                 self.to_wake.extend(s.writer.take());
             }
             if s.fin_sent && s.rst_after_fin && !s.reset {
                 s.reset = true;
-                Header::new(FrameType::WindowUpdate, flags::RST, id, 0).encode(&mut *out);
+                out.header(Header::new(FrameType::WindowUpdate, flags::RST, id, 0));
             }
             if s.sendable() {
                 s.queued = true;
@@ -807,7 +818,7 @@ impl Session {
             && self.control.is_empty()
             && !self.go_away_sent
         {
-            Header::new(FrameType::GoAway, 0, SESSION_ID, code).encode(&mut *out);
+            out.header(Header::new(FrameType::GoAway, 0, SESSION_ID, code));
             self.go_away_sent = true;
         }
     }
@@ -855,49 +866,6 @@ impl Session {
     #[cfg(test)]
     fn stream(&self, id: u32) -> Option<&StreamState> {
         self.streams.get(&id)
-    }
-}
-
-/// Decodes frames from `buf` into the session until it runs out of complete ones.
-pub(crate) fn decode_frames(
-    s: &mut Session,
-    buf: &mut BytesMut,
-    pending: &mut Option<(Header, Payload)>,
-    now: Instant,
-) -> Result<(), ProtocolError> {
-    loop {
-        match *pending {
-            None => {
-                let Some(h) = Header::decode(buf)? else {
-                    return Ok(());
-                };
-                buf.advance(HEADER_LEN);
-                match s.on_header(&h, now)? {
-                    Payload::None => {}
-                    p => *pending = Some((h, p)),
-                }
-            }
-            Some((h, Payload::Deliver(n))) => {
-                if buf.len() < n {
-                    buf.reserve(n - buf.len());
-                    return Ok(());
-                }
-                s.on_data(&h, &buf[..n]);
-                buf.advance(n);
-                *pending = None;
-            }
-            Some((h, Payload::Skip(n))) => {
-                let k = n.min(buf.len());
-                buf.advance(k);
-                if k < n {
-                    *pending = Some((h, Payload::Skip(n - k)));
-                    return Ok(());
-                }
-                s.on_skipped(&h);
-                *pending = None;
-            }
-            Some((_, Payload::None)) => *pending = None,
-        }
     }
 }
 

@@ -3,11 +3,13 @@
 use std::task::Waker;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use tokio::io::ReadBuf;
 use tokio::time::Instant;
 
 use super::*;
+use crate::multiplexing::buffers::OutQueue;
+use crate::multiplexing::frame::HEADER_LEN;
+use crate::multiplexing::reader::FrameReader;
 
 const KIB: u32 = 1024;
 
@@ -24,22 +26,20 @@ fn waker() -> Waker {
 /// A session whose initial RTT probe has been taken off the wire.
 fn session(mode: Mode, config: MuxConfig, now: Instant) -> Session {
     let mut s = Session::new(mode, config, now);
-    let mut out = BytesMut::new();
+    let mut out = OutQueue::default();
     s.poll_transmit(&mut out, usize::MAX);
-    assert_eq!(&out[..], &hdr(FrameType::Ping, flags::SYN, 0, 1)[..]);
+    assert_eq!(out.take_all(), hdr(FrameType::Ping, flags::SYN, 0, 1));
     s
 }
 
 fn transmit(s: &mut Session) -> Vec<u8> {
-    let mut out = BytesMut::new();
+    let mut out = OutQueue::default();
     s.poll_transmit(&mut out, usize::MAX);
-    out.to_vec()
+    out.take_all()
 }
 
 fn feed(s: &mut Session, wire: &[u8], now: Instant) -> Result<(), ProtocolError> {
-    let mut buf = BytesMut::from(wire);
-    let mut pending = None;
-    decode_frames(s, &mut buf, &mut pending, now)
+    FrameReader::default().feed(s, wire, now)
 }
 
 fn read_n(s: &mut Session, id: u32, n: usize, now: Instant) -> Vec<u8> {
@@ -417,12 +417,12 @@ fn writes_wait_when_the_send_window_is_used_up() {
 fn frames_of_forgotten_streams_are_skipped() {
     let now = Instant::now();
     let mut s = session(Mode::Server, MuxConfig::default(), now);
-    let mut buf = BytesMut::from(&hdr(FrameType::Data, 0, 9, 5)[..]);
-    buf.extend_from_slice(b"junk!");
-    buf.extend(hdr(FrameType::Ping, flags::SYN, 0, 4));
-    let mut pending = None;
-    decode_frames(&mut s, &mut buf, &mut pending, now).unwrap();
-    assert!(buf.is_empty());
+    let mut wire = hdr(FrameType::Data, 0, 9, 5);
+    wire.extend_from_slice(b"junk!");
+    wire.extend(hdr(FrameType::Ping, flags::SYN, 0, 4));
+    let mut reader = FrameReader::default();
+    reader.feed(&mut s, &wire, now).unwrap();
+    assert_eq!(reader.buffered(), 0);
     assert_eq!(transmit(&mut s), hdr(FrameType::Ping, flags::ACK, 0, 4));
 }
 

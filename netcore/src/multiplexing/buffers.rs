@@ -1,0 +1,228 @@
+//! The byte queues on the hot path, built to copy payloads as little as possible.
+//!
+//! - [`OutQueue`]: encoded frames waiting for the socket. Headers and small payloads
+//!   are copied together into one buffer; large payloads are queued as the `Bytes` split
+//!   off a stream's send buffer, without a copy.
+//! - [`RecvBuffer`]: a stream's received data. Large payloads (read straight from the
+//!   socket into a buffer of exactly their size) are kept as they are; small ones are
+//!   copied together, so a flood of tiny frames costs no per-frame allocation.
+
+use std::collections::VecDeque;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::frame::{HEADER_LEN, Header};
+
+/// Payloads below this are copied next to their header rather than queued on their own:
+/// a separate socket write costs more than copying this much.
+const COPY_BELOW: usize = 2 * 1024;
+
+/// Received payloads below this are copied together into the stream's tail buffer.
+pub(crate) const COALESCE_BELOW: usize = 4 * 1024;
+
+/// Encoded frames waiting to be written, in order.
+#[derive(Debug, Default)]
+pub(crate) struct OutQueue {
+    chunks: VecDeque<Bytes>,
+    staging: BytesMut,
+    len: usize,
+}
+
+impl OutQueue {
+    /// Bytes queued.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Queues a frame header.
+    pub(crate) fn header(&mut self, h: Header) {
+        h.encode(&mut self.staging);
+        self.len += HEADER_LEN;
+    }
+
+    /// Queues encoded bytes by copying them.
+    pub(crate) fn copy(&mut self, b: &[u8]) {
+        self.staging.extend_from_slice(b);
+        self.len += b.len();
+    }
+
+    /// Queues a payload: copied when small, else queued as is.
+    pub(crate) fn payload(&mut self, b: Bytes) {
+        if b.len() < COPY_BELOW {
+            self.copy(&b);
+            return;
+        }
+        self.seal();
+        self.len += b.len();
+        self.chunks.push_back(b);
+    }
+
+    fn seal(&mut self) {
+        if !self.staging.is_empty() {
+            self.chunks.push_back(self.staging.split().freeze());
+        }
+    }
+
+    /// The next bytes to write, if any.
+    pub(crate) fn front(&mut self) -> Option<&[u8]> {
+        if self.chunks.is_empty() {
+            self.seal();
+        }
+        self.chunks.front().map(|c| &c[..])
+    }
+
+    /// `n` bytes of [`front`](Self::front) were written.
+    pub(crate) fn advance(&mut self, n: usize) {
+        if let Some(c) = self.chunks.front_mut() {
+            c.advance(n);
+            self.len -= n;
+            if c.is_empty() {
+                self.chunks.pop_front();
+            }
+        }
+    }
+
+    /// Everything queued, for tests.
+    #[cfg(test)]
+    pub(crate) fn take_all(&mut self) -> Vec<u8> {
+        let mut v = Vec::new();
+        while let Some(c) = self.front() {
+            let n = c.len();
+            v.extend_from_slice(c);
+            self.advance(n);
+        }
+        v
+    }
+}
+
+/// A stream's received, unread data.
+#[derive(Debug, Default)]
+pub(crate) struct RecvBuffer {
+    segments: VecDeque<Bytes>,
+    /// Small payloads after the last segment, copied together.
+    tail: BytesMut,
+    len: usize,
+}
+
+impl RecvBuffer {
+    /// Bytes buffered.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is buffered.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends a small payload by copying it.
+    pub(crate) fn push_slice(&mut self, b: &[u8]) {
+        self.tail.extend_from_slice(b);
+        self.len += b.len();
+    }
+
+    /// Appends a payload: kept as is when large, copied into the tail when small.
+    pub(crate) fn push(&mut self, b: Bytes) {
+        if b.len() < COALESCE_BELOW {
+            self.push_slice(&b);
+            return;
+        }
+        if !self.tail.is_empty() {
+            self.segments.push_back(self.tail.split().freeze());
+        }
+        self.len += b.len();
+        self.segments.push_back(b);
+    }
+
+    /// Moves up to `out.len()` bytes into `out`; returns how many.
+    pub(crate) fn read_into(&mut self, out: &mut tokio::io::ReadBuf<'_>) -> usize {
+        let mut copied = 0;
+        while out.remaining() > 0 {
+            let src: &mut dyn BufAdvance = match self.segments.front_mut() {
+                Some(seg) => seg,
+                None if !self.tail.is_empty() => &mut self.tail,
+                None => break,
+            };
+            let chunk = src.bytes();
+            let n = chunk.len().min(out.remaining());
+            out.put_slice(&chunk[..n]);
+            src.skip(n);
+            copied += n;
+            if self.segments.front().is_some_and(Bytes::is_empty) {
+                self.segments.pop_front();
+            }
+        }
+        self.len -= copied;
+        copied
+    }
+
+    /// Drops everything buffered.
+    pub(crate) fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
+/// `Bytes` and `BytesMut` alike, for [`RecvBuffer::read_into`].
+trait BufAdvance {
+    fn bytes(&self) -> &[u8];
+    fn skip(&mut self, n: usize);
+}
+
+impl BufAdvance for Bytes {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+    fn skip(&mut self, n: usize) {
+        self.advance(n);
+    }
+}
+
+impl BufAdvance for BytesMut {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+    fn skip(&mut self, n: usize) {
+        self.advance(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::ReadBuf;
+
+    #[test]
+    fn recv_buffer_keeps_order_across_segments_and_tail() {
+        let mut r = RecvBuffer::default();
+        r.push_slice(b"ab");
+        r.push(Bytes::from(vec![b'c'; COALESCE_BELOW]));
+        r.push(Bytes::from_static(b"de"));
+        assert_eq!(r.len(), COALESCE_BELOW + 4);
+        let mut storage = vec![0u8; COALESCE_BELOW + 10];
+        let mut out = ReadBuf::new(&mut storage);
+        assert_eq!(r.read_into(&mut out), COALESCE_BELOW + 4);
+        let got = out.filled();
+        assert_eq!(&got[..3], b"abc");
+        assert_eq!(&got[got.len() - 3..], b"cde");
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn out_queue_yields_headers_and_payloads_in_order() {
+        let mut q = OutQueue::default();
+        q.copy(b"h1");
+        q.payload(Bytes::from(vec![1u8; COPY_BELOW]));
+        q.copy(b"h2");
+        q.payload(Bytes::from_static(b"small"));
+        assert_eq!(q.len(), 2 + COPY_BELOW + 2 + 5);
+        let all = q.take_all();
+        assert_eq!(&all[..2], b"h1");
+        assert_eq!(&all[all.len() - 7..], b"h2small");
+        assert!(q.is_empty());
+    }
+}
