@@ -1,0 +1,501 @@
+//! The node's network configuration as written in TOML, and its validation.
+//!
+//! Every default comes from the `network` crate's constants, so a number is written in
+//! one place. Durations are whole milliseconds (`*_ms`).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use netcore::address::Endpoint;
+use netcore::{AddressError, NetworkAddress, PeerId, PeerIdError};
+use network::config as net;
+use network::connectivity_manager::{self as cm, ConnectivityConfig};
+use network::discovery::{self, DiscoveryConfig};
+use network::health_checker::{self as hc, HealthCheckerConfig};
+use serde::{Deserialize, Serialize};
+
+/// Who may connect.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Only the trusted peers, authenticated by their keys (a validator network).
+    #[default]
+    Mutual,
+    /// Anyone; peer ids come from their keys.
+    Open,
+}
+
+/// A peer this node trusts, and where it may listen.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedPeer {
+    /// Its peer id, 64 hex digits (`node peer-id --key PATH` prints it).
+    pub peer_id: String,
+    /// Addresses to dial it at (`/ip4/10.0.0.2/tcp/6180`); may be empty when it dials us
+    /// or discovery finds it.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+/// Limits of the network, each defaulting to the `network` crate's constant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest application message, in bytes.
+    pub max_message_size: usize,
+    /// Inbound connection upgrades in flight at once.
+    pub max_concurrent_inbound_upgrades: usize,
+    /// Outbound dials in flight at once.
+    pub max_concurrent_dials: usize,
+    /// Inbound connections from untrusted peers (open mode).
+    pub max_inbound_untrusted: usize,
+    /// Outbound RPCs in flight per peer.
+    pub max_concurrent_outbound_rpcs: usize,
+    /// Inbound RPCs served at once per peer.
+    pub max_concurrent_inbound_rpcs: usize,
+    /// DirectSend messages queued per (peer, protocol).
+    pub direct_send_queue_size: usize,
+    /// Inbound events queued per (peer, protocol) for an application.
+    pub inbound_queue_size: usize,
+    /// Outbound connections in open mode.
+    pub max_outbound_open: usize,
+    /// Consecutive failed pings before a peer is disconnected.
+    pub ping_failures_threshold: u32,
+    /// Discovery notes held.
+    pub max_discovery_notes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_size: net::DEFAULT_MAX_MESSAGE_SIZE,
+            max_concurrent_inbound_upgrades: net::DEFAULT_MAX_CONCURRENT_INBOUND_UPGRADES,
+            max_concurrent_dials: net::DEFAULT_MAX_CONCURRENT_DIALS,
+            max_inbound_untrusted: net::DEFAULT_MAX_INBOUND_UNTRUSTED,
+            max_concurrent_outbound_rpcs: net::DEFAULT_MAX_CONCURRENT_OUTBOUND_RPCS,
+            max_concurrent_inbound_rpcs: net::DEFAULT_MAX_CONCURRENT_INBOUND_RPCS,
+            direct_send_queue_size: net::DEFAULT_DIRECT_SEND_QUEUE_SIZE,
+            inbound_queue_size: net::DEFAULT_INBOUND_QUEUE_SIZE,
+            max_outbound_open: cm::DEFAULT_MAX_OUTBOUND_OPEN,
+            ping_failures_threshold: hc::DEFAULT_FAILURES_THRESHOLD,
+            max_discovery_notes: discovery::DEFAULT_MAX_NOTES,
+        }
+    }
+}
+
+/// Timeouts and intervals in milliseconds, each defaulting to the `network` crate's
+/// constant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Intervals {
+    /// Time to upgrade a connection (Noise, handshake, multiplexer).
+    pub upgrade_timeout_ms: u64,
+    /// Time an inbound RPC may take.
+    pub inbound_rpc_timeout_ms: u64,
+    /// Time between the connectivity manager's checks for peers to dial.
+    pub connectivity_check_ms: u64,
+    /// First redial delay after a failed dial; it doubles per failure.
+    pub backoff_base_ms: u64,
+    /// Largest redial delay.
+    pub backoff_cap_ms: u64,
+    /// Time between health pings of each peer.
+    pub ping_interval_ms: u64,
+    /// Time a pong may take.
+    pub ping_timeout_ms: u64,
+    /// Time between discovery pushes.
+    pub discovery_push_ms: u64,
+}
+
+/// Whole milliseconds of `d`, for defaults.
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Default for Intervals {
+    fn default() -> Self {
+        Self {
+            upgrade_timeout_ms: ms(net::DEFAULT_UPGRADE_TIMEOUT),
+            inbound_rpc_timeout_ms: ms(net::DEFAULT_INBOUND_RPC_TIMEOUT),
+            connectivity_check_ms: ms(cm::DEFAULT_CHECK_INTERVAL),
+            backoff_base_ms: ms(cm::DEFAULT_BACKOFF_BASE),
+            backoff_cap_ms: ms(cm::DEFAULT_BACKOFF_CAP),
+            ping_interval_ms: ms(hc::DEFAULT_PING_INTERVAL),
+            ping_timeout_ms: ms(hc::DEFAULT_PING_TIMEOUT),
+            discovery_push_ms: ms(discovery::DEFAULT_PUSH_INTERVAL),
+        }
+    }
+}
+
+/// The network configuration of one node, as written in TOML.
+///
+/// ```toml
+/// identity_key = "validator.key"
+/// listen_addresses = ["/ip4/0.0.0.0/tcp/6180"]
+/// chain_id = 1
+/// network_id = "validator"
+/// mode = "mutual"
+/// seeds = []
+///
+/// [[trusted_peers]]
+/// peer_id = "<64 hex digits>"
+/// addresses = ["/ip4/10.0.0.2/tcp/6180"]
+///
+/// [limits]
+/// max_message_size = 8388608
+///
+/// [intervals]
+/// connectivity_check_ms = 5000
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// The identity key file (`node keygen --out PATH` writes one). Not needed when the
+    /// builder is given an identity.
+    pub identity_key: Option<PathBuf>,
+    /// Where to listen: TCP (`/ip4/0.0.0.0/tcp/6180`, port 0 picks one) or, in tests,
+    /// memory (`/memory/0`); not both kinds.
+    pub listen_addresses: Vec<String>,
+    /// The chain; connections from other chains are refused.
+    pub chain_id: u32,
+    /// The network within the chain; connections from other networks are refused.
+    pub network_id: String,
+    /// Who may connect.
+    pub mode: Mode,
+    /// Addresses to dial at start, each naming its peer (`.../p2p/<peer id>`).
+    pub seeds: Vec<String>,
+    /// The peers this node trusts (in mutual mode, the only ones that may connect), with
+    /// their addresses.
+    pub trusted_peers: Vec<TrustedPeer>,
+    /// Limits.
+    pub limits: Limits,
+    /// Timeouts and intervals.
+    pub intervals: Intervals,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        let base = net::NetworkConfig::default();
+        Self {
+            identity_key: None,
+            listen_addresses: Vec::new(),
+            chain_id: base.chain_id,
+            network_id: base.network_id,
+            mode: Mode::default(),
+            seeds: Vec::new(),
+            trusted_peers: Vec::new(),
+            limits: Limits::default(),
+            intervals: Intervals::default(),
+        }
+    }
+}
+
+/// What is wrong with one field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldError {
+    /// It is empty and must not be.
+    #[error("must not be empty")]
+    Empty,
+    /// It is zero and must not be.
+    #[error("must be greater than zero")]
+    Zero,
+    /// It is not an address.
+    #[error(transparent)]
+    Address(#[from] AddressError),
+    /// It is not a peer id.
+    #[error(transparent)]
+    PeerId(#[from] PeerIdError),
+    /// The peer id is not an ed25519 public key, so no Noise key derives from it.
+    #[error("not a valid ed25519 public key")]
+    NotAKey,
+    /// The address must name its peer (`/p2p/<peer id>`).
+    #[error("the address must end with /p2p/<peer id>")]
+    MissingPeerId,
+    /// A listen address must not name a peer.
+    #[error("a listen address must not name a peer")]
+    UnexpectedPeerId,
+    /// The address names another peer than the one it is listed under.
+    #[error("the address names peer {found}, not {expected}")]
+    PeerIdMismatch {
+        /// The peer it is listed under.
+        expected: PeerId,
+        /// The peer it names.
+        found: PeerId,
+    },
+    /// The value appears twice.
+    #[error("listed twice")]
+    Duplicate,
+    /// Memory and socket addresses are mixed; a node uses one transport.
+    #[error("memory and network addresses cannot be mixed")]
+    MixedTransports,
+    /// It must not be greater than another field.
+    #[error("must not be greater than {0}")]
+    GreaterThan(&'static str),
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The text is not valid TOML for this configuration (the message names the key).
+    #[error("invalid configuration: {0}")]
+    Toml(#[from] toml::de::Error),
+    /// A field holds an invalid value.
+    #[error("{field}: {error}")]
+    Invalid {
+        /// The field's path, e.g. `trusted_peers[1].addresses[0]`.
+        field: String,
+        /// What is wrong with it.
+        #[source]
+        error: FieldError,
+    },
+}
+
+impl ConfigError {
+    fn invalid(field: impl Into<String>, error: impl Into<FieldError>) -> Self {
+        ConfigError::Invalid {
+            field: field.into(),
+            error: error.into(),
+        }
+    }
+
+    /// The field at fault, for [`ConfigError::Invalid`].
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+/// A validated configuration, in the types the network's components take.
+#[derive(Clone, Debug)]
+pub(crate) struct Resolved {
+    pub(crate) network: net::NetworkConfig,
+    pub(crate) listen: Vec<NetworkAddress>,
+    pub(crate) memory: bool,
+    pub(crate) mode: Mode,
+    /// Each trusted peer and its addresses, completed with `/p2p/<peer id>`.
+    pub(crate) trusted: Vec<(PeerId, Vec<NetworkAddress>)>,
+    pub(crate) connectivity: ConnectivityConfig,
+    pub(crate) health: HealthCheckerConfig,
+    pub(crate) discovery: DiscoveryConfig,
+}
+
+impl NetworkConfig {
+    /// Parses a configuration from TOML text (it is not validated yet; see
+    /// [`validate`](NetworkConfig::validate)).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// The configuration as TOML text.
+    pub fn to_toml(&self) -> String {
+        // Every field is a string, number, list or table: serialization cannot fail.
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    /// Checks every field; the error names the first invalid one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.resolve().map(|_| ())
+    }
+
+    pub(crate) fn resolve(&self) -> Result<Resolved, ConfigError> {
+        if self.listen_addresses.is_empty() {
+            return Err(ConfigError::invalid("listen_addresses", FieldError::Empty));
+        }
+        let mut listen = Vec::new();
+        for (i, text) in self.listen_addresses.iter().enumerate() {
+            let field = format!("listen_addresses[{i}]");
+            let addr: NetworkAddress = text
+                .parse()
+                .map_err(|e: AddressError| ConfigError::invalid(&field, e))?;
+            if addr.peer_id().is_some() {
+                return Err(ConfigError::invalid(field, FieldError::UnexpectedPeerId));
+            }
+            listen.push(addr);
+        }
+        let memory = is_memory(&listen[0]);
+        let same_transport = |field: String, addr: &NetworkAddress| {
+            if is_memory(addr) == memory {
+                Ok(())
+            } else {
+                Err(ConfigError::invalid(field, FieldError::MixedTransports))
+            }
+        };
+        for (i, addr) in listen.iter().enumerate() {
+            same_transport(format!("listen_addresses[{i}]"), addr)?;
+        }
+        if self.network_id.is_empty() {
+            return Err(ConfigError::invalid("network_id", FieldError::Empty));
+        }
+
+        let mut trusted = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, peer) in self.trusted_peers.iter().enumerate() {
+            let field = format!("trusted_peers[{i}].peer_id");
+            let peer_id: PeerId = peer
+                .peer_id
+                .parse()
+                .map_err(|e: PeerIdError| ConfigError::invalid(&field, e))?;
+            if noise::x25519_public_key(&peer_id).is_err() {
+                return Err(ConfigError::invalid(field, FieldError::NotAKey));
+            }
+            if !seen.insert(peer_id) {
+                return Err(ConfigError::invalid(field, FieldError::Duplicate));
+            }
+            let mut addrs = Vec::new();
+            for (j, text) in peer.addresses.iter().enumerate() {
+                let field = format!("trusted_peers[{i}].addresses[{j}]");
+                let addr = parse_peer_address(&field, text, Some(peer_id))?;
+                same_transport(field, &addr)?;
+                addrs.push(addr);
+            }
+            trusted.push((peer_id, addrs));
+        }
+        let mut seeds = Vec::new();
+        for (i, text) in self.seeds.iter().enumerate() {
+            let field = format!("seeds[{i}]");
+            let addr = parse_peer_address(&field, text, None)?;
+            same_transport(field, &addr)?;
+            seeds.push(addr);
+        }
+        seeds.extend(trusted.iter().flat_map(|(_, addrs)| addrs.iter().cloned()));
+
+        let l = &self.limits;
+        let limits = [
+            ("limits.max_message_size", l.max_message_size),
+            (
+                "limits.max_concurrent_inbound_upgrades",
+                l.max_concurrent_inbound_upgrades,
+            ),
+            ("limits.max_concurrent_dials", l.max_concurrent_dials),
+            (
+                "limits.max_concurrent_outbound_rpcs",
+                l.max_concurrent_outbound_rpcs,
+            ),
+            (
+                "limits.max_concurrent_inbound_rpcs",
+                l.max_concurrent_inbound_rpcs,
+            ),
+            ("limits.direct_send_queue_size", l.direct_send_queue_size),
+            ("limits.inbound_queue_size", l.inbound_queue_size),
+            ("limits.max_outbound_open", l.max_outbound_open),
+            ("limits.max_discovery_notes", l.max_discovery_notes),
+        ];
+        for (field, value) in limits {
+            if value == 0 {
+                return Err(ConfigError::invalid(field, FieldError::Zero));
+            }
+        }
+        if l.ping_failures_threshold == 0 {
+            return Err(ConfigError::invalid(
+                "limits.ping_failures_threshold",
+                FieldError::Zero,
+            ));
+        }
+        let t = &self.intervals;
+        let intervals = [
+            ("intervals.upgrade_timeout_ms", t.upgrade_timeout_ms),
+            ("intervals.inbound_rpc_timeout_ms", t.inbound_rpc_timeout_ms),
+            ("intervals.connectivity_check_ms", t.connectivity_check_ms),
+            ("intervals.backoff_base_ms", t.backoff_base_ms),
+            ("intervals.backoff_cap_ms", t.backoff_cap_ms),
+            ("intervals.ping_interval_ms", t.ping_interval_ms),
+            ("intervals.ping_timeout_ms", t.ping_timeout_ms),
+            ("intervals.discovery_push_ms", t.discovery_push_ms),
+        ];
+        for (field, value) in intervals {
+            if value == 0 {
+                return Err(ConfigError::invalid(field, FieldError::Zero));
+            }
+        }
+        if t.backoff_base_ms > t.backoff_cap_ms {
+            return Err(ConfigError::invalid(
+                "intervals.backoff_base_ms",
+                FieldError::GreaterThan("intervals.backoff_cap_ms"),
+            ));
+        }
+        if t.ping_timeout_ms > t.ping_interval_ms {
+            return Err(ConfigError::invalid(
+                "intervals.ping_timeout_ms",
+                FieldError::GreaterThan("intervals.ping_interval_ms"),
+            ));
+        }
+
+        let network = net::NetworkConfig {
+            chain_id: self.chain_id,
+            network_id: self.network_id.clone(),
+            max_message_size: l.max_message_size,
+            upgrade_timeout: Duration::from_millis(t.upgrade_timeout_ms),
+            max_concurrent_inbound_upgrades: l.max_concurrent_inbound_upgrades,
+            max_concurrent_dials: l.max_concurrent_dials,
+            max_inbound_untrusted: l.max_inbound_untrusted,
+            max_concurrent_outbound_rpcs: l.max_concurrent_outbound_rpcs,
+            max_concurrent_inbound_rpcs: l.max_concurrent_inbound_rpcs,
+            inbound_rpc_timeout: Duration::from_millis(t.inbound_rpc_timeout_ms),
+            direct_send_queue_size: l.direct_send_queue_size,
+            inbound_queue_size: l.inbound_queue_size,
+            ..net::NetworkConfig::default()
+        };
+        let connectivity = ConnectivityConfig {
+            check_interval: Duration::from_millis(t.connectivity_check_ms),
+            backoff_base: Duration::from_millis(t.backoff_base_ms),
+            backoff_cap: Duration::from_millis(t.backoff_cap_ms),
+            max_outbound_open: l.max_outbound_open,
+            seeds,
+        };
+        let health = HealthCheckerConfig {
+            ping_interval: Duration::from_millis(t.ping_interval_ms),
+            ping_timeout: Duration::from_millis(t.ping_timeout_ms),
+            failures_threshold: l.ping_failures_threshold,
+        };
+        let discovery = DiscoveryConfig {
+            push_interval: Duration::from_millis(t.discovery_push_ms),
+            max_notes: l.max_discovery_notes,
+            ..DiscoveryConfig::default()
+        };
+        Ok(Resolved {
+            network,
+            listen,
+            memory,
+            mode: self.mode,
+            trusted,
+            connectivity,
+            health,
+            discovery,
+        })
+    }
+}
+
+fn is_memory(addr: &NetworkAddress) -> bool {
+    matches!(addr.endpoint(), Endpoint::Memory(_))
+}
+
+/// Parses an address of a peer: it must name `expected` if given (an address without a
+/// `/p2p/` part is completed with it), or name some peer otherwise.
+fn parse_peer_address(
+    field: &str,
+    text: &str,
+    expected: Option<PeerId>,
+) -> Result<NetworkAddress, ConfigError> {
+    let addr: NetworkAddress = text
+        .parse()
+        .map_err(|e: AddressError| ConfigError::invalid(field, e))?;
+    match (addr.peer_id(), expected) {
+        (Some(found), Some(expected)) if found != expected => Err(ConfigError::invalid(
+            field,
+            FieldError::PeerIdMismatch { expected, found },
+        )),
+        (Some(_), _) => Ok(addr),
+        (None, Some(expected)) => Ok(addr.with_peer_id(expected)),
+        (None, None) => Err(ConfigError::invalid(field, FieldError::MissingPeerId)),
+    }
+}

@@ -1,0 +1,200 @@
+//! What an application receives: typed [`Event`]s on an [`Events`] stream.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::Stream;
+use netcore::PeerId;
+use network::{ConnectionId, DisconnectReason, NetworkEvents, RpcResponder};
+use proto::Message;
+use tracing::debug;
+
+use crate::app::Application;
+use crate::metrics::Metrics;
+
+/// Something that happened on the network, for application `A`.
+pub enum Event<A: Application> {
+    /// A peer is connected.
+    NewPeer(PeerId),
+    /// A peer is no longer connected.
+    LostPeer {
+        /// The peer.
+        peer_id: PeerId,
+        /// Why its connection ended.
+        reason: DisconnectReason,
+    },
+    /// A one-way message.
+    Message {
+        /// The sender.
+        peer_id: PeerId,
+        /// The message.
+        msg: A::Message,
+    },
+    /// A request; answer it through `responder`.
+    RpcRequest {
+        /// The caller.
+        peer_id: PeerId,
+        /// The request.
+        request: A::Request,
+        /// Sends the typed answer back.
+        responder: Responder<A::Response>,
+    },
+}
+
+impl<A: Application> fmt::Debug for Event<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::NewPeer(peer) => f.debug_tuple("NewPeer").field(peer).finish(),
+            Event::LostPeer { peer_id, reason } => f
+                .debug_struct("LostPeer")
+                .field("peer_id", peer_id)
+                .field("reason", reason)
+                .finish(),
+            Event::Message { peer_id, msg } => f
+                .debug_struct("Message")
+                .field("peer_id", peer_id)
+                .field("msg", msg)
+                .finish(),
+            Event::RpcRequest {
+                peer_id, request, ..
+            } => f
+                .debug_struct("RpcRequest")
+                .field("peer_id", peer_id)
+                .field("request", request)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// Answers one inbound request with a typed response. Dropping it unanswered tells the
+/// caller the request failed.
+pub struct Responder<R> {
+    inner: RpcResponder,
+    _response: PhantomData<fn(R)>,
+}
+
+impl<R: Message> Responder<R> {
+    /// Sends `response` to the caller.
+    pub fn respond(self, response: R) {
+        self.inner.respond(Bytes::from(response.encode_to_vec()));
+    }
+
+    /// Tells the caller the request failed, with a short explanation.
+    pub fn fail(self, reason: impl Into<String>) {
+        self.inner.fail(reason);
+    }
+}
+
+impl<R> fmt::Debug for Responder<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Responder").finish_non_exhaustive()
+    }
+}
+
+/// The stream of application `A`'s events, served fairly across peers.
+///
+/// Each peer is reported up once (`NewPeer`) and down once (`LostPeer`): when a newer
+/// connection replaces an older one, the applications sees neither the replacement's
+/// `NewPeer` nor the stale `LostPeer`. Inbound data that does not decode is counted in
+/// `validator_network_decode_failures_total` and dropped (an undecodable request is
+/// failed back to its caller).
+pub struct Events<A: Application> {
+    inner: NetworkEvents,
+    live: HashMap<PeerId, ConnectionId>,
+    metrics: Metrics,
+    _app: PhantomData<fn() -> A>,
+}
+
+impl<A: Application> Events<A> {
+    pub(crate) fn new(inner: NetworkEvents, metrics: Metrics) -> Self {
+        Self {
+            inner,
+            live: HashMap::new(),
+            metrics,
+            _app: PhantomData,
+        }
+    }
+
+    /// Turns a network event into a typed one, or `None` if it is dropped.
+    fn convert(&mut self, event: network::Event) -> Option<Event<A>> {
+        match event {
+            network::Event::NewPeer(meta) => {
+                let known = self.live.insert(meta.peer_id, meta.connection_id);
+                known.is_none().then_some(Event::NewPeer(meta.peer_id))
+            }
+            network::Event::LostPeer {
+                peer_id,
+                connection_id,
+                reason,
+            } => {
+                if self.live.get(&peer_id) != Some(&connection_id) {
+                    // A replaced connection: the peer is still up.
+                    return None;
+                }
+                self.live.remove(&peer_id);
+                Some(Event::LostPeer { peer_id, reason })
+            }
+            network::Event::Message { peer_id, data, .. } => match A::Message::decode(data) {
+                Ok(msg) => Some(Event::Message { peer_id, msg }),
+                Err(error) => {
+                    self.metrics.decode_failure(A::NAME, "message");
+                    debug!(app = A::NAME, peer = %peer_id.short_str(), %error, "dropped an undecodable message");
+                    None
+                }
+            },
+            network::Event::RpcRequest {
+                peer_id,
+                data,
+                responder,
+                ..
+            } => match A::Request::decode(data) {
+                Ok(request) => Some(Event::RpcRequest {
+                    peer_id,
+                    request,
+                    responder: Responder {
+                        inner: responder,
+                        _response: PhantomData,
+                    },
+                }),
+                Err(error) => {
+                    self.metrics.decode_failure(A::NAME, "request");
+                    debug!(app = A::NAME, peer = %peer_id.short_str(), %error, "refused an undecodable request");
+                    responder.fail("undecodable request");
+                    None
+                }
+            },
+        }
+    }
+}
+
+impl<A: Application> Stream for Events<A> {
+    type Item = Event<A>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event<A>>> {
+        let this = self.get_mut();
+        loop {
+            match Pin::new(&mut this.inner).poll_next(cx) {
+                Poll::Ready(Some(event)) => {
+                    if let Some(event) = this.convert(event) {
+                        return Poll::Ready(Some(event));
+                    }
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl<A: Application> fmt::Debug for Events<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Events")
+            .field("app", &A::NAME)
+            .field("live_peers", &self.live.len())
+            .finish_non_exhaustive()
+    }
+}
