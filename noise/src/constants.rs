@@ -31,6 +31,10 @@ pub const PROLOGUE_LEN: usize = 64;
 /// milliseconds since the Unix epoch.
 pub const TIMESTAMP_LEN: usize = 8;
 
+/// Room for the handshake messages we write: message 1 is 104 bytes (ephemeral key,
+/// encrypted static key, encrypted timestamp), message 2 is 48; this leaves margin.
+pub(crate) const HANDSHAKE_WRITE_BUFFER_LEN: usize = 256;
+
 /// How long a handshake may take by default. It is one round trip plus two DH-heavy
 /// steps, so a healthy link finishes in well under a second; 10 s tolerates a slow or
 /// loaded link and still frees a socket held open by a silent remote soon.
@@ -54,6 +58,6 @@ pub const MAX_TIMESTAMP_FUTURE_SKEW: Duration = Duration::from_secs(60);
 /// The suite every upgrader uses unless configured otherwise, chosen by the figures in
 /// the crate documentation (see "Choice of suite").
 pub const DEFAULT_SUITE: crate::NoiseSuite = crate::NoiseSuite {
-    protocol: crate::NoiseProtocol::ChaChaPolyBlake2s,
+    protocol: crate::NoiseProtocol::AesGcmSha256,
     backend: crate::CryptoBackend::Ring,
 };

@@ -19,7 +19,9 @@ use parking_lot::Mutex;
 use snow::{HandshakeState, TransportState};
 use x25519_dalek::PublicKey as X25519PublicKey;
 
-use crate::constants::{LENGTH_PREFIX_LEN, PROLOGUE_LEN, TIMESTAMP_LEN};
+use crate::constants::{
+    HANDSHAKE_WRITE_BUFFER_LEN, LENGTH_PREFIX_LEN, PROLOGUE_LEN, TIMESTAMP_LEN,
+};
 use crate::error::NoiseError;
 use crate::identity::{Identity, x25519_public_key};
 use crate::replay::{ReplayGuard, ReplayRefusal};
@@ -52,10 +54,6 @@ pub(crate) fn prologue(dialer: &PeerId, expected: &X25519PublicKey) -> [u8; PROL
     prologue[32..].copy_from_slice(expected.as_bytes());
     prologue
 }
-
-/// Room for the handshake messages we write: message 1 is 104 bytes (ephemeral key,
-/// encrypted static key, encrypted timestamp), message 2 is 48.
-const HANDSHAKE_WRITE_BUFFER_LEN: usize = 256;
 
 /// Appends `message` to `out` behind its u16 BE length.
 fn push_framed(out: &mut Vec<u8>, message: &[u8]) {

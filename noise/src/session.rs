@@ -385,7 +385,7 @@ mod tests {
             chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..3000), 0..8)
         ) {
             let (_, mut b) = pair();
-            let mut out = vec![0u8; 100];
+            let mut out = [0u8; 100];
             for chunk in chunks {
                 let space = b.read_space().len();
                 let n = chunk.len().min(space);

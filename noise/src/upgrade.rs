@@ -169,9 +169,14 @@ impl NoiseUpgrader {
         IO: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let timeout = self.inner.config.timeout;
-        tokio::time::timeout(timeout, self.outbound(io, remote))
+        let result = tokio::time::timeout(timeout, self.outbound(io, remote))
             .await
-            .map_err(|_| NoiseError::Timeout(timeout))?
+            .map_err(|_| NoiseError::Timeout(timeout))
+            .and_then(|r| r);
+        if let Err(error) = &result {
+            tracing::debug!(peer = %remote.short_str(), %error, "outbound Noise handshake failed");
+        }
+        result
     }
 
     async fn outbound<IO>(
@@ -249,7 +254,7 @@ impl NoiseUpgrader {
         io: IO,
         addr: NetworkAddress,
         origin: ConnectionOrigin,
-    ) -> impl Future<Output = Result<(NoiseStream<IO>, RemoteInfo), NoiseError>> + Send + 'static
+    ) -> impl Future<Output = Result<(NoiseStream<IO>, RemoteInfo), NoiseError>> + Send + 'static + use<IO>
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
