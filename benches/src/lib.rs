@@ -4,4 +4,5 @@
 //! latest figures, the command, and the machine they ran on. This crate owns no part of
 //! the stack itself.
 
+pub mod layers;
 pub mod stack;
