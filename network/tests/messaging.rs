@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{DIRECT, Net, RPC, bytes, connect, spawn_echo_server, start_nodes, start_nodes_with};
 use futures::StreamExt;
-use network::{Event, NetworkConfig, ProtocolId, RpcError, SendError};
+use network::{Event, NetworkConfig, ProtocolId, ProtocolKind, RpcError, SendError};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -93,9 +93,7 @@ async fn rpc_to_an_unknown_peer_is_not_connected() {
 }
 
 #[tokio::test]
-async fn rpc_on_a_protocol_the_remote_does_not_serve_is_refused() {
-    // Both register the same protocols, so ask for one only the caller "knows" by
-    // registering it on a separate node set: use an unregistered id instead.
+async fn rpc_on_an_unregistered_protocol_fails_locally() {
     let mut nodes = start_nodes(Net::Memory, 2);
     let mut b = nodes.pop().unwrap();
     let mut a = nodes.pop().unwrap();
@@ -103,6 +101,30 @@ async fn rpc_on_a_protocol_the_remote_does_not_serve_is_refused() {
     let unknown = ProtocolId::new("/test/unknown/1");
     let result = a.sender.rpc(b.peer_id, unknown, bytes("x"), TIMEOUT).await;
     assert_eq!(result, Err(RpcError::UnregisteredProtocol(unknown)));
+}
+
+#[tokio::test]
+async fn rpc_on_a_protocol_the_remote_does_not_serve_is_refused_in_negotiation() {
+    const EXTRA: ProtocolId = ProtocolId::new("/test/extra/1");
+    let (ids, trusted) = common::identities(2);
+    let mut ids = ids.into_iter();
+    let config = NetworkConfig::default();
+    let mut a = common::start_node_with_protocols(
+        Net::Memory,
+        ids.next().unwrap(),
+        trusted.clone(),
+        config.clone(),
+        &[(RPC, ProtocolKind::Rpc), (EXTRA, ProtocolKind::Rpc)],
+    );
+    let mut b = common::start_node(Net::Memory, ids.next().unwrap(), trusted, config);
+    connect(&mut a, &mut b).await;
+    let result = a.sender.rpc(b.peer_id, EXTRA, bytes("x"), TIMEOUT).await;
+    assert_eq!(result, Err(RpcError::ProtocolNotSupported));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        b.counter("network_substreams_refused_total", "unknown_protocol"),
+        1
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -89,10 +89,21 @@ pub fn start_node(
     trusted: TrustedPeers,
     config: NetworkConfig,
 ) -> Node {
+    start_node_with_protocols(net, identity, trusted, config, PROTOCOLS)
+}
+
+/// Starts a node serving `protocols`.
+pub fn start_node_with_protocols(
+    net: Net,
+    identity: Identity,
+    trusted: TrustedPeers,
+    config: NetworkConfig,
+    protocols: &[(ProtocolId, ProtocolKind)],
+) -> Node {
     let registry = Registry::new();
     let upgrader = NoiseUpgrader::new(identity, NoiseConfig::mutual(trusted));
     let mut builder = NetworkBuilder::new(config, upgrader, registry.clone());
-    let app = builder.register(PROTOCOLS);
+    let app = builder.register(protocols);
     let mut network = match net {
         Net::Memory => {
             builder.listen_on("/memory/0".parse().unwrap());
