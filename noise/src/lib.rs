@@ -55,8 +55,9 @@
 //! | TCP loopback | 741 MiB/s  | 451 MiB/s (14 M messages/s)     |
 //!
 //! (Diem measured 151 MiB/s with 32-byte messages and 796 MiB/s with 4 KiB ones over
-//! TCP+Noise.) Each stream holds about 320 KiB of buffers: a 128 KiB read buffer and
-//! three of one frame each.
+//! TCP+Noise.) Each stream holds about 256 KiB of buffers (a 128 KiB read buffer and two
+//! of one frame each for writing), plus one more frame's worth if its reader ever reads
+//! into a buffer smaller than a frame.
 
 mod constants;
 mod error;

@@ -12,7 +12,9 @@
 //!   after encryption;
 //! - `wire_in`: ciphertext read from the socket, [`READ_BUFFER_LEN`](crate::READ_BUFFER_LEN) bytes, so one read
 //!   call takes all that is available; frames split at any byte are reassembled here;
-//! - `plain_in`: a decrypted frame that the reader's buffer was too small to take whole.
+//! - `plain_in`: a decrypted frame that the reader's buffer was too small to take whole;
+//!   allocated the first time that happens (once per session, never per frame), since
+//!   a reader with a large buffer never needs it.
 //!   A reader with room for a whole frame gets it decrypted straight into its buffer.
 //!
 //! `snow`'s API decrypts from one slice into another (safe Rust cannot alias them), so
@@ -48,7 +50,7 @@ pub(crate) struct NoiseSession {
     wire_in: Box<[u8]>,
     wire_in_start: usize,
     wire_in_end: usize,
-    plain_in: Box<[u8]>,
+    plain_in: Vec<u8>,
     plain_in_start: usize,
     plain_in_end: usize,
     /// Set once a frame failed: the read side stays failed.
@@ -66,7 +68,7 @@ impl NoiseSession {
             wire_in: vec![0u8; READ_BUFFER_LEN].into_boxed_slice(),
             wire_in_start: 0,
             wire_in_end: 0,
-            plain_in: vec![0u8; MAX_FRAME_PAYLOAD_LEN].into_boxed_slice(),
+            plain_in: Vec::new(),
             plain_in_start: 0,
             plain_in_end: 0,
             read_failure: None,
@@ -180,18 +182,24 @@ impl NoiseSession {
         out: impl FnOnce(usize) -> &'a mut [u8],
     ) -> Result<Decoded, FrameError> {
         let buffered = &self.wire_in[self.wire_in_start..self.wire_in_end];
-        let Some((prefix, rest)) = buffered.split_first_chunk::<LENGTH_PREFIX_LEN>() else {
+        let Some(prefix) = buffered.first_chunk::<LENGTH_PREFIX_LEN>() else {
             return Ok(Decoded::NeedMore);
         };
         let len = usize::from(u16::from_be_bytes(*prefix));
         if len < TAG_LEN {
             return Err(FrameError::ShorterThanTag(len));
         }
-        let Some(ciphertext) = rest.get(..len) else {
+        if buffered.len() < LENGTH_PREFIX_LEN + len {
             return Ok(Decoded::NeedMore);
-        };
+        }
         let plain_len = len - TAG_LEN;
-        let decoded = if plain_len > 0 && out_room >= plain_len {
+        let direct = plain_len > 0 && out_room >= plain_len;
+        if !direct && self.plain_in.is_empty() {
+            self.plain_in = vec![0u8; MAX_FRAME_PAYLOAD_LEN];
+        }
+        let start = self.wire_in_start + LENGTH_PREFIX_LEN;
+        let ciphertext = &self.wire_in[start..start + len];
+        let decoded = if direct {
             let n = self
                 .cipher
                 .read_message(ciphertext, out(plain_len))
