@@ -1,6 +1,6 @@
 //! What the multiplexer costs: single-stream throughput of length-delimited messages
 //! (32 B, 4 KiB, 64 KiB) over an in-memory socket, plain versus through the
-//! multiplexer, and the rate of opening streams.
+//! multiplexer, the same over loopback TCP, and the rate of opening streams.
 //!
 //! Messages go in batches (`feed` each, one `flush`), as the real writers coalesce, so
 //! the framing layer does not flush per message. Run briefly with
@@ -17,6 +17,7 @@ use memsocket::MemorySocket;
 use netcore::framing::MessageCodec;
 use netcore::multiplexing::{self, Mode, MuxConfig, MuxError};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tokio_util::codec::Framed;
 
@@ -70,26 +71,52 @@ where
     start.elapsed()
 }
 
-fn throughput(c: &mut Criterion) {
+/// A connected pair of sockets of one kind.
+trait Link: AsyncRead + AsyncWrite + Unpin + Send + 'static + Sized {
+    /// Connects a pair.
+    fn pair(rt: &Runtime) -> (Self, Self);
+}
+
+impl Link for MemorySocket {
+    fn pair(_rt: &Runtime) -> (Self, Self) {
+        MemorySocket::new_pair()
+    }
+}
+
+impl Link for TcpStream {
+    fn pair(rt: &Runtime) -> (Self, Self) {
+        rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (a, z) = tokio::join!(TcpStream::connect(addr), listener.accept());
+            let (a, z) = (a.unwrap(), z.unwrap().0);
+            a.set_nodelay(true).unwrap();
+            z.set_nodelay(true).unwrap();
+            (a, z)
+        })
+    }
+}
+
+/// Plain versus multiplexed throughput over links of kind `L`.
+fn throughput_over<L: Link>(c: &mut Criterion, group_name: &str) {
     let rt = runtime();
-    let mut group = c.benchmark_group("mux_throughput");
+    let mut group = c.benchmark_group(group_name);
     group.throughput(Throughput::Bytes(BYTES_PER_ITER as u64));
     for size in SIZES {
         group.bench_with_input(BenchmarkId::new("plain", size), &size, |b, &size| {
-            let (a, z) = MemorySocket::new_pair();
+            let (a, z) = L::pair(&rt);
             let mut tx = Framed::new(a, MessageCodec::new(MAX_MESSAGE));
             let mut rx = Framed::new(z, MessageCodec::new(MAX_MESSAGE));
             b.iter_custom(|iters| rt.block_on(transfer(&mut tx, &mut rx, size, iters)));
         });
         group.bench_with_input(BenchmarkId::new("mux", size), &size, |b, &size| {
+            let (a, z) = L::pair(&rt);
             let (mut tx, mut rx, _controls) = rt.block_on(async {
-                let (a, z) = MemorySocket::new_pair();
                 let (client, _client_in) =
                     multiplexing::start(a, Mode::Client, MuxConfig::default());
                 let (server, mut server_in) =
                     multiplexing::start(z, Mode::Server, MuxConfig::default());
-                let mut out = client.open_stream().await.unwrap();
-                out.write_all(b"").await.unwrap();
+                let out = client.open_stream().await.unwrap();
                 let mut tx = Framed::new(out, MessageCodec::new(MAX_MESSAGE));
                 tx.send(Bytes::from_static(b"hello")).await.unwrap();
                 let inbound = server_in.next().await.unwrap();
@@ -101,6 +128,16 @@ fn throughput(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// Over the in-memory socket: the multiplexer's own cost, with nothing to hide it.
+fn throughput(c: &mut Criterion) {
+    throughput_over::<MemorySocket>(c, "mux_throughput");
+}
+
+/// Over loopback TCP: the cost as a real connection sees it (system calls included).
+fn throughput_tcp(c: &mut Criterion) {
+    throughput_over::<TcpStream>(c, "mux_throughput_tcp");
 }
 
 fn stream_open_rate(c: &mut Criterion) {
@@ -151,5 +188,5 @@ fn stream_open_rate(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, throughput, stream_open_rate);
+criterion_group!(benches, throughput, throughput_tcp, stream_open_rate);
 criterion_main!(benches);

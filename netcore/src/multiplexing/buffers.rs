@@ -8,6 +8,7 @@
 //!   copied together, so a flood of tiny frames costs no per-frame allocation.
 
 use std::collections::VecDeque;
+use std::io::IoSlice;
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -76,14 +77,34 @@ impl OutQueue {
         self.chunks.front().map(|c| &c[..])
     }
 
-    /// `n` bytes of [`front`](Self::front) were written.
-    pub(crate) fn advance(&mut self, n: usize) {
-        if let Some(c) = self.chunks.front_mut() {
-            c.advance(n);
-            self.len -= n;
+    /// Fills `dst` with the queued chunks in order; returns how many it filled.
+    pub(crate) fn io_slices<'a>(&'a mut self, dst: &mut [IoSlice<'a>]) -> usize {
+        self.seal();
+        let mut n = 0;
+        for (slot, chunk) in dst.iter_mut().zip(self.chunks.iter()) {
+            *slot = IoSlice::new(chunk);
+            n += 1;
+        }
+        n
+    }
+
+    /// `n` bytes from the front were written.
+    pub(crate) fn advance(&mut self, mut n: usize) {
+        self.len -= n;
+        while n > 0 {
+            let Some(c) = self.chunks.front_mut() else {
+                break;
+            };
+            let k = n.min(c.len());
+            c.advance(k);
+            n -= k;
             if c.is_empty() {
                 self.chunks.pop_front();
             }
+        }
+        if self.len == 0 && !self.staging.is_empty() {
+            // Unreachable by construction (staging is sealed before it is written).
+            self.staging.clear();
         }
     }
 
