@@ -25,7 +25,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use netcore::{NetworkAddress, PeerId};
 use noise::{Identity, TrustedPeers};
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use proto::Message;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -90,6 +90,7 @@ struct Metrics {
     dropped: IntCounterVec,
     accepted: IntCounter,
     pushes: IntCounter,
+    held: IntGauge,
 }
 
 impl Metrics {
@@ -108,11 +109,18 @@ impl Metrics {
         let pushes = IntCounter::new("network_discovery_pushes_total", "Discovery pushes sent")?;
         registry.register(Box::new(dropped.clone()))?;
         registry.register(Box::new(accepted.clone()))?;
+        let held = IntGauge::new(
+            "network_discovery_notes_held",
+            "Discovery notes held, this node's own included",
+        )?;
         registry.register(Box::new(pushes.clone()))?;
+        registry.register(Box::new(held.clone()))?;
+        held.set(1);
         Ok(Self {
             dropped,
             accepted,
             pushes,
+            held,
         })
     }
 }
@@ -312,6 +320,9 @@ impl Discovery {
                 }
             }
         }
+        self.metrics
+            .held
+            .set(i64::try_from(self.book.len()).unwrap_or(i64::MAX));
         if !learned.is_empty() {
             // The connectivity manager never waits on discovery, so this cannot deadlock;
             // if it has stopped there is nobody left to tell.

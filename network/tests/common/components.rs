@@ -95,6 +95,17 @@ impl StackNode {
             .map(|m| m.get_counter().get_value() as u64)
             .sum()
     }
+
+    /// The value of an unlabelled gauge.
+    pub fn gauge(&self, name: &str) -> i64 {
+        self.registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == name)
+            .flat_map(|f| f.get_metric().iter())
+            .map(|m| m.get_gauge().get_value() as i64)
+            .sum()
+    }
 }
 
 /// A future that completes when `rx` fires or is dropped.
