@@ -1,18 +1,28 @@
-//! The connection pipeline: socket → Noise IK → handshake message → multiplexer, as one
-//! `Transport` built with netcore's combinators.
+//! The connection pipeline: socket → Noise IK → handshake message → negotiation of the
+//! multiplexer (`/yamux/1.0.0`) → multiplexer, as one `Transport` built with netcore's
+//! combinators.
+//!
+//! The multiplexer is negotiated so that a later version can be introduced without a
+//! flag day. It costs no round trip: the dialer's proposal rides with its first
+//! multiplexer frame (optimistic negotiation), and the listener's confirmation is read
+//! lazily.
 
 use std::time::Duration;
 
 use netcore::multiplexing::{self, Control, Incoming, Mode, MuxConfig};
+use netcore::negotiate::{NegotiateError, negotiate_inbound, negotiate_outbound_select};
 use netcore::transport::{
     BoxedTransport, ConnectionOrigin, Transport, TransportError, TransportExt,
 };
 use netcore::{NetworkAddress, PeerId};
 use noise::{NoiseError, NoiseUpgrader};
 use proto::handshake::HandshakeMsg;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::handshake::{self, HandshakeError};
+
+/// The multiplexer protocol negotiated on every connection.
+pub const YAMUX_PROTOCOL: &str = "/yamux/1.0.0";
 
 /// A connection that completed every upgrade step.
 pub struct UpgradedConnection {
@@ -54,6 +64,9 @@ pub enum UpgradeError {
     /// The handshake message exchange failed or the remote is on another chain/network.
     #[error(transparent)]
     Handshake(#[from] HandshakeError),
+    /// The multiplexer could not be negotiated.
+    #[error("multiplexer negotiation: {0}")]
+    Negotiate(#[from] NegotiateError),
     /// The whole upgrade took longer than allowed.
     #[error("connection upgrade timed out after {0:?}")]
     Timeout(Duration),
@@ -74,6 +87,7 @@ impl UpgradeError {
             UpgradeError::Noise(NoiseError::Timeout(_)) => "noise_timeout",
             UpgradeError::Noise(_) => "noise",
             UpgradeError::Handshake(e) => e.reason(),
+            UpgradeError::Negotiate(_) => "mux_negotiation",
             UpgradeError::Timeout(_) => "timeout",
             UpgradeError::WrongPeer => "wrong_peer",
         }
@@ -102,9 +116,18 @@ where
             let (stream, remote) = noise.upgrade(socket, addr.clone(), origin).await?;
             let peer_id = remote.peer_id;
             let (stream, theirs) = handshake::exchange(stream, &handshake).await?;
-            let mode = match origin {
-                ConnectionOrigin::Outbound => Mode::Client,
-                ConnectionOrigin::Inbound => Mode::Server,
+            let (stream, mode) = match origin {
+                ConnectionOrigin::Outbound => {
+                    let mut stream = negotiate_outbound_select(stream, YAMUX_PROTOCOL)?;
+                    // Send the proposal now: the listener waits for it before it starts
+                    // its multiplexer, and ours may have nothing to send for a while.
+                    stream.flush().await.map_err(NegotiateError::Io)?;
+                    (stream, Mode::Client)
+                }
+                ConnectionOrigin::Inbound => (
+                    negotiate_inbound(stream, &[YAMUX_PROTOCOL]).await?.0,
+                    Mode::Server,
+                ),
             };
             let (control, incoming) = multiplexing::start(stream, mode, mux);
             Ok(UpgradedConnection {
