@@ -1,0 +1,317 @@
+//! An example consensus over `validator-network`, in the shape of a BFT protocol but
+//! kept small:
+//!
+//! - the validators take turns as leader, one round each ([`Core::leader`]);
+//! - the leader of a round proposes a block of transaction ids pulled from the mempool
+//!   and broadcasts it; each validator votes for it (once per round) if it extends the
+//!   chain it has committed;
+//! - the leader commits on 2f+1 votes (of n = 3f+1) and broadcasts a `SyncInfo`; the
+//!   others commit the block they voted for when they hear it, and the next leader
+//!   proposes;
+//! - a round that makes no progress times out and the next leader takes over;
+//! - a validator that learns it is behind (a proposal or `SyncInfo` above its height)
+//!   catches up with `request_block`, from the peer that told it.
+//!
+//! The rules are in [`Core`], which does no I/O; [`ToyConsensus`] drives it with the
+//! typed consensus API of `validator-network` and nothing else of the network. It is an
+//! example: there are no signatures, and a validator may vote in two rounds at one
+//! height, so a chain can fork under adversarial timing.
+
+mod rules;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info};
+use validator_network::proto::consensus::{BlockRetrievalRequest, BlockRetrievalResponse};
+use validator_network::{ConsensusNetworkEvents, ConsensusNetworkSender, Event, PeerId};
+
+pub use crate::rules::{Action, Core, MAX_BLOCKS_PER_REQUEST, Timing, block_id};
+
+/// Time a round may take: on loopback or a LAN a round takes milliseconds, so one second
+/// means a leader is gone, not slow.
+pub const DEFAULT_ROUND_TIMEOUT: Duration = Duration::from_secs(1);
+/// Least time from a commit to the next proposal: ten blocks a second, so the example
+/// shows a steady chain without spinning the CPU.
+pub const DEFAULT_MIN_BLOCK_INTERVAL: Duration = Duration::from_millis(100);
+/// Transactions per block at most.
+pub const DEFAULT_MAX_BLOCK_TRANSACTIONS: usize = 2_000;
+/// Time a block retrieval may take.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Committed blocks kept to serve validators that fall behind: a few minutes of chain.
+pub const DEFAULT_MAX_BLOCKS_KEPT: usize = 10_000;
+
+/// Where a block's transactions come from and where committed ones go.
+pub trait TransactionSource: Send + Sync + 'static {
+    /// Up to `max` pending transaction ids, oldest first (they stay pending).
+    fn pull(&self, max: usize) -> Vec<u64>;
+    /// These transactions are committed.
+    fn committed(&self, ids: &[u64]);
+}
+
+/// No transactions: blocks are empty.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoTransactions;
+
+impl TransactionSource for NoTransactions {
+    fn pull(&self, _max: usize) -> Vec<u64> {
+        Vec::new()
+    }
+    fn committed(&self, _ids: &[u64]) {}
+}
+
+/// The consensus configuration.
+#[derive(Clone, Debug)]
+pub struct ConsensusConfig {
+    /// Every validator, this one included.
+    pub validators: Vec<PeerId>,
+    /// Time a round may take.
+    pub round_timeout: Duration,
+    /// Least time from a commit to the next proposal.
+    pub min_block_interval: Duration,
+    /// Transactions per block at most.
+    pub max_block_transactions: usize,
+    /// Time a block retrieval may take.
+    pub request_timeout: Duration,
+    /// Committed blocks kept to serve others.
+    pub max_blocks_kept: usize,
+}
+
+impl ConsensusConfig {
+    /// The defaults for the validator set `validators`.
+    pub fn new(validators: Vec<PeerId>) -> Self {
+        Self {
+            validators,
+            round_timeout: DEFAULT_ROUND_TIMEOUT,
+            min_block_interval: DEFAULT_MIN_BLOCK_INTERVAL,
+            max_block_transactions: DEFAULT_MAX_BLOCK_TRANSACTIONS,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_blocks_kept: DEFAULT_MAX_BLOCKS_KEPT,
+        }
+    }
+}
+
+/// What a running consensus reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConsensusStatus {
+    /// Height of the last committed block.
+    pub committed_height: u64,
+    /// Transactions committed in all.
+    pub committed_transactions: u64,
+    /// The current round.
+    pub round: u64,
+    /// Block retrievals that returned blocks.
+    pub blocks_fetched: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Metrics {
+    blocks: IntCounter,
+    transactions: IntCounter,
+    height: IntGauge,
+    round: IntGauge,
+    retrievals: IntCounterVec,
+}
+
+impl Metrics {
+    fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let blocks = IntCounter::new("consensus_committed_blocks_total", "Blocks committed")?;
+        let transactions = IntCounter::new(
+            "consensus_committed_transactions_total",
+            "Transactions committed",
+        )?;
+        let height = IntGauge::new("consensus_committed_height", "Height of the last commit")?;
+        let round = IntGauge::new("consensus_round", "Current round")?;
+        let retrievals = IntCounterVec::new(
+            Opts::new(
+                "consensus_block_retrievals_total",
+                "Block retrieval requests made, by outcome",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(blocks.clone()))?;
+        registry.register(Box::new(transactions.clone()))?;
+        registry.register(Box::new(height.clone()))?;
+        registry.register(Box::new(round.clone()))?;
+        registry.register(Box::new(retrievals.clone()))?;
+        Ok(Self {
+            blocks,
+            transactions,
+            height,
+            round,
+            retrievals,
+        })
+    }
+}
+
+/// The consensus task; see the crate docs.
+pub struct ToyConsensus {
+    core: Core,
+    config: ConsensusConfig,
+    sender: ConsensusNetworkSender,
+    events: ConsensusNetworkEvents,
+    source: Arc<dyn TransactionSource>,
+    metrics: Metrics,
+    status: watch::Sender<ConsensusStatus>,
+}
+
+impl ToyConsensus {
+    /// A validator over the consensus application's handles, taking transactions from
+    /// `source`. Metrics go to `registry`; the returned receiver follows its status.
+    pub fn new(
+        config: ConsensusConfig,
+        sender: ConsensusNetworkSender,
+        events: ConsensusNetworkEvents,
+        source: Arc<dyn TransactionSource>,
+        registry: &Registry,
+    ) -> Result<(Self, watch::Receiver<ConsensusStatus>), prometheus::Error> {
+        let metrics = Metrics::new(registry)?;
+        let timing = Timing {
+            round_timeout: config.round_timeout,
+            min_block_interval: config.min_block_interval,
+        };
+        let core = Core::new(
+            sender.local_peer_id(),
+            config.validators.clone(),
+            timing,
+            config.max_blocks_kept,
+            Instant::now(),
+        );
+        let (status, status_rx) = watch::channel(ConsensusStatus {
+            round: core.round(),
+            ..ConsensusStatus::default()
+        });
+        Ok((
+            Self {
+                core,
+                config,
+                sender,
+                events,
+                source,
+                metrics,
+                status,
+            },
+            status_rx,
+        ))
+    }
+
+    /// Runs the validator on a new task until `shutdown` completes or the events end.
+    pub fn spawn(self, shutdown: impl Future<Output = ()> + Send + 'static) -> JoinHandle<()> {
+        tokio::spawn(self.run(shutdown))
+    }
+
+    /// Runs until `shutdown` completes or the event stream ends.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        // One retrieval at a time (the core asks for no more), so one slot suffices.
+        let (fetched_tx, mut fetched_rx) = mpsc::channel::<Option<BlockRetrievalResponse>>(1);
+        loop {
+            let deadline = self.core.next_deadline();
+            let actions = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                Some(response) = fetched_rx.recv() => {
+                    let outcome = if response.is_some() { "ok" } else { "failed" };
+                    self.metrics.retrievals.with_label_values(&[outcome]).inc();
+                    if response.is_some() {
+                        self.status.send_modify(|s| s.blocks_fetched += 1);
+                    }
+                    self.core.on_blocks(response, Instant::now())
+                }
+                event = self.events.next() => match event {
+                    Some(event) => self.on_event(event),
+                    None => break,
+                },
+                () = tokio::time::sleep_until(deadline) => self.core.on_tick(Instant::now()),
+            };
+            self.perform(actions, &fetched_tx);
+            let now = Instant::now();
+            if self.core.wants_to_propose(now) {
+                let transactions = self.source.pull(self.config.max_block_transactions);
+                let actions = self.core.propose(transactions, now);
+                self.perform(actions, &fetched_tx);
+            }
+            self.metrics.round.set(self.core.round() as i64);
+        }
+    }
+
+    fn on_event(&mut self, event: Event<validator_network::Consensus>) -> Vec<Action> {
+        match event {
+            Event::Message { peer_id, msg } => self.core.on_message(peer_id, msg, Instant::now()),
+            Event::RpcRequest {
+                request, responder, ..
+            } => {
+                responder.respond(self.core.serve(&request));
+                Vec::new()
+            }
+            Event::NewPeer(peer) => {
+                // Tell it where this validator is, so it can catch up at once.
+                let _ = self.sender.send_to(peer, &self.core.sync_info());
+                Vec::new()
+            }
+            Event::LostPeer { .. } => Vec::new(),
+        }
+    }
+
+    fn perform(
+        &mut self,
+        actions: Vec<Action>,
+        fetched: &mpsc::Sender<Option<BlockRetrievalResponse>>,
+    ) {
+        for action in actions {
+            match action {
+                Action::Broadcast(msg) => {
+                    for (peer, error) in self.sender.broadcast(&msg) {
+                        debug!(peer = %peer.short_str(), %error, "broadcast not queued");
+                    }
+                }
+                Action::Send(peer, msg) => {
+                    if let Err(error) = self.sender.send_to(peer, &msg) {
+                        debug!(peer = %peer.short_str(), %error, "message not queued");
+                    }
+                }
+                Action::Fetch(peer, request) => self.fetch(peer, request, fetched.clone()),
+                Action::Committed(block) => {
+                    self.source.committed(&block.transactions);
+                    let txs = block.transactions.len() as u64;
+                    self.metrics.blocks.inc();
+                    self.metrics.transactions.inc_by(txs);
+                    self.metrics.height.set(block.height as i64);
+                    self.status.send_modify(|s| {
+                        s.committed_height = block.height;
+                        s.committed_transactions += txs;
+                        s.round = self.core.round();
+                    });
+                }
+            }
+        }
+    }
+
+    fn fetch(
+        &self,
+        peer: PeerId,
+        request: BlockRetrievalRequest,
+        fetched: mpsc::Sender<Option<BlockRetrievalResponse>>,
+    ) {
+        info!(peer = %peer.short_str(), from = request.from_height, "behind: retrieving blocks");
+        let sender = self.sender.clone();
+        let timeout = self.config.request_timeout;
+        tokio::spawn(async move {
+            let response = match sender.request_block(peer, request, timeout).await {
+                Ok(response) => Some(response),
+                Err(error) => {
+                    debug!(peer = %peer.short_str(), %error, "block retrieval failed");
+                    None
+                }
+            };
+            // The consensus task may have stopped; then nobody needs the blocks.
+            let _ = fetched.send(response).await;
+        });
+    }
+}
