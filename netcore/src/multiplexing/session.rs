@@ -517,7 +517,9 @@ impl Session {
         match &self.state {
             ConnState::Closed(r) => Poll::Ready(r.clone()),
             _ => {
-                self.closed_waiters.push(waker.clone());
+                if !self.closed_waiters.iter().any(|w| w.will_wake(waker)) {
+                    self.closed_waiters.push(waker.clone());
+                }
                 Poll::Pending
             }
         }
