@@ -18,7 +18,7 @@ use netcore::transport::MemoryTransport;
 use network::connectivity_manager::ConnectivityConfig;
 use network::discovery::{self, DISCOVERY_PROTOCOL, DiscoveryConfig, SignedNote, now_millis};
 use network::{Event, NetworkBuilder, NetworkConfig};
-use noise::{Identity, NoiseConfig, NoiseUpgrader, TrustedPeers};
+use noise::{Identity, NoiseConfig, NoiseUpgrader};
 use prometheus::Registry;
 use proto::Message;
 
@@ -65,10 +65,12 @@ async fn fifty_nodes_told_one_seed_each_learn_every_address_and_form_a_full_mesh
     const PUSH: Duration = Duration::from_secs(1);
     let (ids, trusted) = identities(N);
     let all: Vec<_> = ids.iter().map(Identity::peer_id).collect();
-    // Start in reverse so each node's seed (its parent in a binary tree) is already up.
+    // Node i's only seed is its parent in a binary tree (node 0's is node 1).
     let mut nodes: Vec<Option<StackNode>> = (0..N).map(|_| None).collect();
     let mut addrs: Vec<Option<NetworkAddress>> = vec![None; N];
-    let ports: Vec<u16> = (0..N).map(|i| 46_000 + u16::try_from(i).unwrap()).collect();
+    // Fixed ports below memsocket's ephemeral range, so every seed address is known
+    // before its node starts.
+    let ports: Vec<u16> = (0..N).map(|i| 20_000 + u16::try_from(i).unwrap()).collect();
     for i in 0..N {
         addrs[i] = Some(NetworkAddress::memory(ports[i]).with_peer_id(all[i]));
     }
@@ -219,7 +221,7 @@ async fn forged_untrusted_and_oversized_notes_are_dropped_and_counted_and_good_o
 
     let stranger = Identity::generate();
     let epoch = now_millis();
-    let good = SignedNote::sign(&ids[2], &[target.addr.clone()], epoch);
+    let good = SignedNote::sign(&ids[2], std::slice::from_ref(&target.addr), epoch);
     let untrusted = SignedNote::sign(&stranger, &[NetworkAddress::memory(1)], epoch);
     let mut forged = good.to_proto();
     forged.epoch += 1;
@@ -256,5 +258,4 @@ async fn forged_untrusted_and_oversized_notes_are_dropped_and_counted_and_good_o
     // The good note's address went to the connectivity manager, which dialed it.
     assert_eq!(node.connected(), HashSet::from([all[1], all[2]]));
     raw.shutdown().await;
-    let _ = TrustedPeers::new();
 }

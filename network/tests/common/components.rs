@@ -109,10 +109,8 @@ impl StackNode {
 }
 
 /// A future that completes when `rx` fires or is dropped.
-fn stopped(rx: oneshot::Receiver<()>) -> impl std::future::Future<Output = ()> + Send {
-    async move {
-        let _ = rx.await;
-    }
+async fn stopped(rx: oneshot::Receiver<()>) {
+    let _ = rx.await;
 }
 
 /// Starts a node with `identity`, trusting `trusted` (mutual mode), listening on
