@@ -94,19 +94,65 @@ async fn a_small_message_is_not_delayed_behind_a_bulk_transfer() {
     .await;
 }
 
-#[tokio::test]
-async fn the_receive_window_grows_on_a_fast_bulk_stream() {
-    // Real time: growth needs a measured RTT, and paused time would measure zero.
-    let ((client, _ci), (server, mut incoming)) = pair(MuxConfig::default(), MuxConfig::default());
+/// Copies `r` to `w`, each chunk delivered `delay` after it was read (a link with
+/// latency but no bandwidth limit).
+async fn delay_line<R, W>(mut r: R, mut w: W, delay: Duration)
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(tokio::time::Instant, Vec<u8>)>(1024);
+    tokio::spawn(async move {
+        while let Some((at, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            if w.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = w.shutdown().await;
+    });
+    let mut buf = vec![0u8; 64 * KIB];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                let due = tokio::time::Instant::now() + delay;
+                if tx.send((due, buf[..n].to_vec())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A connected pair whose link delays each direction by `delay`.
+fn delayed_pair(delay: Duration) -> (MemorySocket, MemorySocket) {
+    let (a, a_far) = MemorySocket::new_pair();
+    let (b, b_far) = MemorySocket::new_pair();
+    let (ar, aw) = tokio::io::split(a_far);
+    let (br, bw) = tokio::io::split(b_far);
+    tokio::spawn(delay_line(ar, bw, delay));
+    tokio::spawn(delay_line(br, aw, delay));
+    (a, b)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_receive_window_grows_when_read_faster_than_two_rtts() {
+    // 5 ms each way: RTT 10 ms. The reader drains each window as soon as it arrives,
+    // so windows are consumed well within two RTTs and must grow.
+    let (a, b) = delayed_pair(Duration::from_millis(5));
+    let (client, _ci) = multiplexing::start(a, Mode::Client, MuxConfig::default());
+    let (server, mut incoming) = multiplexing::start(b, Mode::Server, MuxConfig::default());
     within(async {
-        // Let the RTT probe complete first.
         while server.rtt().is_none() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        assert_eq!(server.rtt(), Some(Duration::from_millis(10)));
+        let start = tokio::time::Instant::now();
         let mut s = client.open_stream().await.unwrap();
-        tokio::spawn(async move {
+        let writer = tokio::spawn(async move {
             let chunk = vec![0u8; 64 * KIB];
-            for _ in 0..(32 * MIB) / chunk.len() {
+            for _ in 0..(8 * MIB) / chunk.len() {
                 s.write_all(&chunk).await.unwrap();
             }
             s.shutdown().await.unwrap();
@@ -115,7 +161,11 @@ async fn the_receive_window_grows_on_a_fast_bulk_stream() {
         let mut r = incoming.next().await.unwrap();
         let mut sink = Vec::new();
         r.read_to_end(&mut sink).await.unwrap();
-        assert_eq!(sink.len(), 32 * MIB);
+        assert_eq!(sink.len(), 8 * MIB);
+        // A fixed 256 KiB window would need 32 round trips (320 ms) for 8 MiB.
+        let took = start.elapsed();
+        assert!(took < Duration::from_millis(160), "8 MiB took {took:?}");
+        drop(writer.await.unwrap());
     })
     .await;
     assert!(server.stats().window_grows.load(Ordering::Relaxed) > 0);
