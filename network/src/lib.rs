@@ -11,7 +11,12 @@
 //!   round-robin, so one flooding peer cannot delay another;
 //! - the application interface ([`NetworkSender`], [`NetworkEvents`], [`Event`]) and the
 //!   [`NetworkBuilder`] that starts it all;
-//! - the node's network **metrics** ([`counters`]) in a per-node prometheus registry.
+//! - the node's network **metrics** ([`counters`]) in a per-node prometheus registry;
+//! - three applications on top of the interface, each one task with its own protocols
+//!   and metrics: the **HealthChecker** ([`health_checker`]: pings, disconnects the
+//!   dead), **Discovery** ([`discovery`]: gossips signed address notes) and the
+//!   **ConnectivityManager** ([`connectivity_manager`]: dials every eligible peer with
+//!   backoff, drops the ineligible).
 //!
 //! It does not own sockets, framing, multiplexing or negotiation (`netcore`),
 //! cryptography (`noise`), the wire messages (`proto`), nor typed application messages

@@ -259,3 +259,39 @@ async fn forged_untrusted_and_oversized_notes_are_dropped_and_counted_and_good_o
     assert_eq!(node.connected(), HashSet::from([all[1], all[2]]));
     raw.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_node_whose_listen_address_changes_publishes_a_newer_note_that_peers_take() {
+    const PUSH: Duration = Duration::from_secs(1);
+    let (ids, trusted) = identities(2);
+    let all: Vec<_> = ids.iter().map(Identity::peer_id).collect();
+    let mut a = start_stack(
+        ids[0].clone(),
+        &trusted,
+        &all,
+        Listen::Memory,
+        components(PUSH),
+    );
+    let mut b = start_stack(
+        ids[1].clone(),
+        &trusted,
+        &all,
+        Listen::Memory,
+        with_seed(components(PUSH), a.addr.clone()),
+    );
+    tokio::time::sleep(PUSH * 3).await;
+    assert_eq!(b.counter("network_discovery_notes_accepted_total", None), 1);
+
+    let moved = NetworkAddress::memory(21_999);
+    a.discovery.as_ref().unwrap().set_listen_addrs(vec![moved]);
+    // Each push goes to a's only peer, b.
+    tokio::time::sleep(PUSH * 2).await;
+    assert_eq!(
+        b.counter("network_discovery_notes_accepted_total", None),
+        2,
+        "the newer note replaced the old one"
+    );
+    assert_eq!(b.gauge("network_discovery_notes_held"), 2);
+    a.shutdown().await;
+    b.shutdown().await;
+}

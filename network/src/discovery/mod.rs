@@ -125,6 +125,14 @@ impl Metrics {
     }
 }
 
+/// The epoch of a republished note: the clock, unless it is not past both the current
+/// epoch and one `seen` elsewhere (a clock that went back, or an earlier run of this
+/// node), in which case one past the larger of them.
+pub fn next_epoch(now: u64, current: u64, seen: u64) -> u64 {
+    now.max(current.saturating_add(1))
+        .max(seen.saturating_add(1))
+}
+
 /// The discovery task; see the module docs.
 pub struct Discovery {
     config: DiscoveryConfig,
@@ -233,9 +241,7 @@ impl Discovery {
     /// Signs a note of `addrs` with an epoch after both the current one and `seen`.
     fn republish(&mut self, addrs: &[NetworkAddress], seen: u64) {
         let current = self.book.own().map_or(0, SignedNote::epoch);
-        let epoch = now_millis()
-            .max(current.saturating_add(1))
-            .max(seen.saturating_add(1));
+        let epoch = next_epoch(now_millis(), current, seen);
         self.book
             .set_own(SignedNote::sign(&self.identity, addrs, epoch));
         debug!(epoch, "published a new discovery note");
@@ -345,5 +351,27 @@ impl Discovery {
             });
         }
         Ok(notes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_epoch;
+
+    #[test]
+    fn a_republished_note_is_always_newer_than_the_current_and_any_seen_epoch() {
+        assert_eq!(
+            next_epoch(1_000, 500, 0),
+            1_000,
+            "the clock when it is ahead"
+        );
+        assert_eq!(next_epoch(1_000, 1_000, 0), 1_001, "same millisecond");
+        assert_eq!(next_epoch(1_000, 2_000, 0), 2_001, "clock went back");
+        assert_eq!(
+            next_epoch(1_000, 500, 5_000),
+            5_001,
+            "an earlier run wrote later"
+        );
+        assert_eq!(next_epoch(0, u64::MAX, 0), u64::MAX, "saturates");
     }
 }
