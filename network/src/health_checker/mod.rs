@@ -1,8 +1,8 @@
 //! HealthChecker: pings every connected peer and disconnects the dead.
 //!
 //! Every [`HealthCheckerConfig::ping_interval`] each connected peer that serves
-//! [`HEALTH_PROTOCOL`] gets a [`Ping`](proto::health::Ping) with a random nonce over RPC;
-//! the [`Pong`](proto::health::Pong) must echo it within
+//! [`HEALTH_PROTOCOL`] gets a [`Ping`] with a random nonce over RPC;
+//! the [`Pong`] must echo it within
 //! [`HealthCheckerConfig::ping_timeout`]. After
 //! [`HealthCheckerConfig::failures_threshold`] consecutive failures the peer is
 //! disconnected with [`DisconnectReason::HealthCheckFailed`]; a success resets the count.
