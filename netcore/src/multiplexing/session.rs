@@ -686,16 +686,14 @@ impl Session {
             self.queue_control(Header::new(FrameType::WindowUpdate, flags::RST, id, 0));
             return Ok(false);
         }
-        let credit = match h.ty {
-            FrameType::WindowUpdate => SPEC_INITIAL_WINDOW
-                .checked_add(h.length)
-                .ok_or(ProtocolError::WindowOverflow(id))?,
-            _ => SPEC_INITIAL_WINDOW,
-        };
+        // The spec's window; a window update's extra credit is added by the caller
+        // like that of any other window update.
         let window = self.config.initial_window;
         self.granted += window as usize;
-        self.streams
-            .insert(id, StreamState::new(credit, window, flags::ACK, now));
+        self.streams.insert(
+            id,
+            StreamState::new(SPEC_INITIAL_WINDOW, window, flags::ACK, now),
+        );
         self.schedule(id);
         self.inbound.push_back(id);
         self.to_wake.extend(self.incoming.take());

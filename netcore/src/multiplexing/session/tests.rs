@@ -451,3 +451,21 @@ fn data_before_a_fin_stays_readable_after_a_later_rst() {
     assert_eq!(read_n(&mut s, 1, 10, now), b"done");
     assert_eq!(read_n(&mut s, 1, 10, now), b"", "then EOF, not an error");
 }
+
+#[test]
+fn a_syn_window_update_adds_its_credit_to_the_spec_window_once() {
+    let now = Instant::now();
+    let config = MuxConfig {
+        send_buffer: (1024 * KIB) as usize,
+        ..MuxConfig::default()
+    };
+    let mut s = session(Mode::Server, config, now);
+    feed(
+        &mut s,
+        &hdr(FrameType::WindowUpdate, flags::SYN, 1, 1000),
+        now,
+    )
+    .unwrap();
+    let big = vec![0u8; (512 * KIB) as usize];
+    assert_eq!(write(&mut s, 1, &big), (256 * KIB + 1000) as usize);
+}
