@@ -1,0 +1,313 @@
+//! `node demo`: a validator set on loopback TCP in one process, with a status line per
+//! second and a summary at the end.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
+use toy_consensus::ConsensusConfig;
+use toy_mempool::MempoolConfig;
+use validator_network::{Identity, NetworkAddress, NetworkConfig, PeerId, Registry, TrustedPeer};
+
+use crate::metrics::{self, Snapshot, quantile};
+use crate::validator::{self, RunningValidator};
+
+/// Validators in the demo: the smallest set that tolerates one fault (n = 3f + 1).
+pub const DEFAULT_VALIDATORS: usize = 4;
+/// How long the demo runs: long enough to see the chain grow steadily.
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+/// Time between status lines.
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What the demo runs.
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    /// Validators to run.
+    pub validators: usize,
+    /// How long to run.
+    pub duration: Duration,
+    /// Where to serve `/metrics` of every validator (each labelled `validator="<i>"`);
+    /// `None`: not served.
+    pub metrics_address: Option<SocketAddr>,
+    /// Transactions each validator creates per second.
+    pub transactions_per_second: u64,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        Self {
+            validators: DEFAULT_VALIDATORS,
+            duration: DEFAULT_DURATION,
+            metrics_address: None,
+            transactions_per_second: MempoolConfig::default().transactions_per_second,
+        }
+    }
+}
+
+/// What the demo saw.
+#[derive(Clone, Debug)]
+pub struct DemoSummary {
+    /// How long it ran.
+    pub elapsed: Duration,
+    /// The committed height of each validator at the end.
+    pub heights: Vec<u64>,
+    /// Transactions committed (by the validator that committed most).
+    pub committed_transactions: u64,
+    /// Median and 99th percentile of outbound RPC latency, in seconds.
+    pub rpc_p50: Option<f64>,
+    /// 99th percentile of outbound RPC latency, in seconds.
+    pub rpc_p99: Option<f64>,
+    /// Outbound RPCs completed.
+    pub rpcs: u64,
+    /// Payload bytes sent and received by all validators.
+    pub bytes: u64,
+}
+
+/// Starts `options.validators` validators, reports on `out` every second until
+/// `options.duration` has passed or `stop` completes, prints a summary and stops them.
+pub async fn run(
+    options: &DemoOptions,
+    out: &mut impl Write,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<DemoSummary> {
+    anyhow::ensure!(options.validators >= 1, "--validators must be at least 1");
+    let identities: Vec<Identity> = (0..options.validators)
+        .map(|_| Identity::generate())
+        .collect();
+    let ids: Vec<PeerId> = identities.iter().map(Identity::peer_id).collect();
+    let mut validators: Vec<RunningValidator> = Vec::new();
+    for (i, identity) in identities.into_iter().enumerate() {
+        let known: Vec<NetworkAddress> = validators
+            .iter()
+            .flat_map(|v| v.listen_addrs.iter().cloned())
+            .collect();
+        let registry = Registry::new_custom(
+            None,
+            Some(HashMap::from([("validator".to_owned(), i.to_string())])),
+        )?;
+        let mempool = MempoolConfig {
+            transactions_per_second: options.transactions_per_second,
+            ..MempoolConfig::default()
+        };
+        let v = validator::start(
+            identity,
+            network_config(&ids, &known),
+            ConsensusConfig::new(ids.clone()),
+            mempool,
+            registry,
+        )
+        .with_context(|| format!("starting validator {i}"))?;
+        validators.push(v);
+    }
+
+    let (stop_metrics, stop_metrics_rx) = watch::channel(false);
+    writeln!(
+        out,
+        "demo: {} validators on loopback TCP, fresh keys, for {} s",
+        validators.len(),
+        options.duration.as_secs()
+    )?;
+    for (i, v) in validators.iter().enumerate() {
+        let addr = v
+            .listen_addrs
+            .first()
+            .map(|a| a.clone().without_peer_id().to_string());
+        writeln!(
+            out,
+            "  validator {i}: {} at {}",
+            v.peer_id.short_str(),
+            addr.unwrap_or_default()
+        )?;
+    }
+    if let Some(addr) = options.metrics_address {
+        match metrics::bind(addr).await {
+            Ok((listener, bound)) => {
+                writeln!(out, "  metrics: http://{bound}/metrics")?;
+                let registries = validators.iter().map(|v| v.registry.clone()).collect();
+                let mut rx = stop_metrics_rx.clone();
+                tokio::spawn(metrics::serve(listener, registries, async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                }));
+            }
+            Err(error) => writeln!(out, "  metrics: not served, cannot bind {addr}: {error}")?,
+        }
+    }
+
+    let start = Instant::now();
+    let first: Vec<Snapshot> = validators
+        .iter()
+        .map(|v| Snapshot::read(&v.registry))
+        .collect();
+    let mut previous = first.clone();
+    let mut ticker = tokio::time::interval_at(start + STATUS_INTERVAL, STATUS_INTERVAL);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            _ = ticker.tick() => {}
+        }
+        let now: Vec<Snapshot> = validators
+            .iter()
+            .map(|v| Snapshot::read(&v.registry))
+            .collect();
+        let dt = STATUS_INTERVAL.as_secs_f64();
+        let delta: Vec<Snapshot> = now.iter().zip(&previous).map(|(n, p)| n.since(p)).collect();
+        writeln!(
+            out,
+            "{:>4}s  peers {}  blocks {}  {:>6.0} tx/s  rpc p50 {}  {:>7}/s",
+            start.elapsed().as_secs(),
+            now.iter()
+                .map(|s| s.connected.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            height_range(&now),
+            max_of(&delta, |s| s.committed_transactions) as f64 / dt,
+            millis(quantile(&merged_buckets(&delta), 0.5)),
+            human_bytes(delta.iter().map(|s| s.bytes).sum::<u64>() as f64 / dt),
+        )?;
+        previous = now;
+        if start.elapsed() >= options.duration {
+            break;
+        }
+    }
+
+    let elapsed = start.elapsed();
+    let last: Vec<Snapshot> = validators
+        .iter()
+        .map(|v| Snapshot::read(&v.registry))
+        .collect();
+    let total: Vec<Snapshot> = last.iter().zip(&first).map(|(l, f)| l.since(f)).collect();
+    let buckets = merged_buckets(&total);
+    let summary = DemoSummary {
+        elapsed,
+        heights: last.iter().map(|s| s.height).collect(),
+        committed_transactions: max_of(&total, |s| s.committed_transactions),
+        rpc_p50: quantile(&buckets, 0.5),
+        rpc_p99: quantile(&buckets, 0.99),
+        rpcs: buckets.last().map_or(0, |b| b.1),
+        bytes: total.iter().map(|s| s.bytes).sum(),
+    };
+    print_summary(out, &summary)?;
+
+    let _ = stop_metrics.send(true);
+    for v in validators {
+        v.shutdown().await;
+    }
+    Ok(summary)
+}
+
+/// The network configuration of a demo validator: loopback, trusting `all`, dialing
+/// those already started (`known`); the later ones dial it.
+fn network_config(all: &[PeerId], known: &[NetworkAddress]) -> NetworkConfig {
+    NetworkConfig {
+        listen_addresses: vec!["/ip4/127.0.0.1/tcp/0".to_owned()],
+        trusted_peers: all
+            .iter()
+            .map(|peer| TrustedPeer {
+                peer_id: peer.to_string(),
+                addresses: known
+                    .iter()
+                    .filter(|a| a.peer_id() == Some(*peer))
+                    .map(ToString::to_string)
+                    .collect(),
+            })
+            .collect(),
+        ..NetworkConfig::default()
+    }
+}
+
+fn print_summary(out: &mut impl Write, s: &DemoSummary) -> std::io::Result<()> {
+    let secs = s.elapsed.as_secs_f64().max(f64::EPSILON);
+    let all_committed = s.heights.iter().all(|h| *h > 0);
+    writeln!(
+        out,
+        "summary after {secs:.1} s with {} validators:",
+        s.heights.len()
+    )?;
+    writeln!(
+        out,
+        "  committed height per validator: {} ({})",
+        s.heights
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" "),
+        if all_committed {
+            "every validator committed blocks"
+        } else {
+            "some validator committed nothing"
+        }
+    )?;
+    writeln!(
+        out,
+        "  transactions committed: {} ({:.0} tx/s)",
+        s.committed_transactions,
+        s.committed_transactions as f64 / secs
+    )?;
+    writeln!(
+        out,
+        "  rpc latency: p50 {}, p99 {} over {} requests",
+        millis(s.rpc_p50),
+        millis(s.rpc_p99),
+        s.rpcs
+    )?;
+    writeln!(
+        out,
+        "  network payload: {} ({}/s)",
+        human_bytes(s.bytes as f64),
+        human_bytes(s.bytes as f64 / secs)
+    )
+}
+
+fn merged_buckets(snaps: &[Snapshot]) -> Vec<(f64, u64)> {
+    let mut out: Vec<(f64, u64)> = Vec::new();
+    for snap in snaps {
+        for &(bound, count) in &snap.rpc_buckets {
+            match out.iter_mut().find(|(b, _)| *b == bound) {
+                Some((_, c)) => *c += count,
+                None => out.push((bound, count)),
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+fn max_of(snaps: &[Snapshot], f: impl Fn(&Snapshot) -> u64) -> u64 {
+    snaps.iter().map(f).max().unwrap_or(0)
+}
+
+fn height_range(snaps: &[Snapshot]) -> String {
+    let min = snaps.iter().map(|s| s.height).min().unwrap_or(0);
+    let max = snaps.iter().map(|s| s.height).max().unwrap_or(0);
+    if min == max {
+        format!("{max:>5}")
+    } else {
+        format!("{min}..{max}")
+    }
+}
+
+/// Seconds as milliseconds, or `-` without a value.
+pub fn millis(secs: Option<f64>) -> String {
+    match secs {
+        Some(s) => format!("{:.2} ms", s * 1000.0),
+        None => "-".to_owned(),
+    }
+}
+
+/// A byte count in B, KB, MB or GB (powers of 1000).
+pub fn human_bytes(bytes: f64) -> String {
+    const UNITS: [&str; 4] = ["B", "KB", "MB", "GB"];
+    let mut value = bytes;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}

@@ -1,0 +1,36 @@
+//! The node: a validator running the example consensus and mempool over
+//! `validator-network`, as a demo cluster in one process or one real node per machine,
+//! with prometheus metrics over HTTP.
+//!
+//! This crate owns the command line (`src/main.rs`), the node's configuration file
+//! ([`config`]), the wiring of network, mempool and consensus ([`validator`]), the demo
+//! ([`demo`]), `node run` ([`run`]) and the `/metrics` endpoint ([`metrics`]). It owns
+//! no networking: that is `validator-network` and below.
+
+pub mod config;
+pub mod demo;
+pub mod metrics;
+pub mod run;
+pub mod validator;
+
+/// Resolves when the process is asked to stop: Ctrl-C or SIGTERM.
+pub async fn stop_signal() {
+    let ctrl_c = async {
+        // Without a signal handler the node runs until killed.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

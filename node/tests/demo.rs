@@ -1,0 +1,29 @@
+//! The demo: four validators on loopback TCP commit blocks, every one of them.
+
+#![allow(clippy::unwrap_used)] // A panic in a test is a failed assertion.
+
+use std::time::Duration;
+
+use node::demo::{self, DemoOptions};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_commits_blocks_on_every_validator() {
+    let options = DemoOptions {
+        validators: 4,
+        duration: Duration::from_secs(3),
+        metrics_address: None,
+        transactions_per_second: 200,
+    };
+    let mut out = Vec::new();
+
+    let summary = demo::run(&options, &mut out, std::future::pending())
+        .await
+        .unwrap();
+
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(summary.heights.len(), 4);
+    assert!(summary.heights.iter().all(|h| *h > 0), "{text}");
+    assert!(summary.committed_transactions > 0, "{text}");
+    assert!(text.contains("peers 3,3,3,3"), "{text}");
+    assert!(text.contains("every validator committed blocks"), "{text}");
+}

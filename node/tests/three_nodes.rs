@@ -1,0 +1,184 @@
+//! Three `node run` processes on loopback, from keys made by `node keygen`: they connect
+//! to each other and commit blocks, as their `/metrics` show; when one stops, the other
+//! two report it lost.
+
+#![allow(clippy::unwrap_used)] // A panic in a test is a failed assertion.
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+
+const NODE: &str = env!("CARGO_BIN_EXE_node");
+/// Bound on every wait: connecting and the first commits take well under a second.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A child process killed when dropped, so a failed assertion leaves nothing running.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn node(args: &[&str]) -> std::process::Output {
+    Command::new(NODE).args(args).output().unwrap()
+}
+
+fn keygen(path: &Path) -> String {
+    let out = node(&["keygen", "--out", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A scratch folder under the target directory, emptied first.
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn metrics(addr: SocketAddr) -> Option<String> {
+    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    let request = hyper::Request::get("/metrics")
+        .header("host", "localhost")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.ok()?;
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    String::from_utf8(body.to_vec()).ok()
+}
+
+/// The sum of the samples of `name` whose labels contain `label` (`""`: all).
+fn value(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")))
+        .filter(|l| l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Waits until the metrics of `addr` satisfy `check`.
+async fn wait_until(addr: SocketAddr, what: &str, check: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + WAIT;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Some(text) = metrics(addr).await {
+            if check(&text) {
+                return;
+            }
+            last = text;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{addr}: {what} not seen within {WAIT:?}; last metrics:\n{last}");
+}
+
+#[tokio::test]
+async fn three_nodes_connect_commit_and_report_a_stopped_one_lost() {
+    let dir = scratch("three_nodes");
+    let ids: Vec<String> = (0..3)
+        .map(|i| keygen(&dir.join(format!("v{i}.key"))))
+        .collect();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let metrics_addrs: Vec<SocketAddr> = (0..3)
+        .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
+        .collect();
+    let trusted: String = ids
+        .iter()
+        .zip(&ports)
+        .map(|(id, port)| {
+            format!(
+                "[[network.trusted_peers]]\npeer_id = \"{id}\"\naddresses = [\"/ip4/127.0.0.1/tcp/{port}\"]\n\n"
+            )
+        })
+        .collect();
+    let mut children = Vec::new();
+    for i in 0..3 {
+        let config = format!(
+            "metrics_address = \"{}\"\n\n[network]\nidentity_key = \"v{i}.key\"\nlisten_addresses = [\"/ip4/127.0.0.1/tcp/{}\"]\nchain_id = 3\n\n{trusted}[mempool]\ntransactions_per_second = 100\n",
+            metrics_addrs[i], ports[i]
+        );
+        let path = dir.join(format!("node{i}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new(NODE)
+            .args(["run", "--config", path.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        children.push(Running(child));
+    }
+
+    for &addr in &metrics_addrs {
+        wait_until(addr, "2 connections and a commit", |m| {
+            value(m, "network_connections", "") == 2.0
+                && value(m, "consensus_committed_height", "") > 0.0
+        })
+        .await;
+    }
+    drop(children.pop());
+    for &addr in &metrics_addrs[..2] {
+        wait_until(addr, "the stopped node lost", |m| {
+            value(m, "network_connections", "") == 1.0
+                && value(m, "network_connection_events_total", "event=\"closed\"") >= 1.0
+        })
+        .await;
+    }
+}
+
+#[test]
+fn keygen_writes_a_private_key_and_refuses_to_overwrite_it() {
+    let dir = scratch("keygen");
+    let key = dir.join("node.key");
+
+    let id = keygen(&key);
+    let again = node(&["keygen", "--out", key.to_str().unwrap()]);
+    let shown = node(&["peer-id", "--key", key.to_str().unwrap()]);
+
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
+    assert_eq!(String::from_utf8(shown.stdout).unwrap().trim(), id);
+}
+
+#[test]
+fn an_invalid_config_names_the_field() {
+    let dir = scratch("invalid_config");
+    let path = dir.join("node.toml");
+    std::fs::write(
+        &path,
+        "[network]\nidentity_key = \"k\"\nlisten_addresses = [\"/ip4/127.0.0.1/udp/1\"]\n",
+    )
+    .unwrap();
+
+    let out = node(&["run", "--config", path.to_str().unwrap()]);
+
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("listen_addresses[0]"),
+        "{out:?}"
+    );
+}
