@@ -6,6 +6,7 @@ use std::sync::Arc;
 use netcore::transport::{Transport, TransportError};
 use netcore::{NetworkAddress, PeerId};
 use noise::{AuthMode, NoiseUpgrader};
+use parking_lot::Mutex;
 use prometheus::Registry;
 use proto::handshake::HandshakeMsg;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -18,8 +19,9 @@ use crate::counters::NetworkMetrics;
 use crate::interface::{NetworkEvents, NetworkSender};
 use crate::peer_manager::{PeerManager, TrustPredicate};
 use crate::protocol_id::{ProtocolId, ProtocolKind};
+use crate::reputation::Reputation;
 use crate::shared::{ProtocolMetrics, Route, Shared};
-use crate::transport::{self, UpgradeError};
+use crate::transport::{self, PeerGuard, UpgradeError};
 
 /// Requests queued for the peer manager: dials and disconnects are rare and the
 /// manager serves them in microseconds, so this only absorbs bursts.
@@ -124,12 +126,20 @@ impl NetworkBuilder {
             client_version: self.config.client_version.clone(),
         };
         let local_peer_id = self.noise.peer_id();
-        let transport = transport::upgrade(
+        let reputation = Arc::new(Mutex::new(Reputation::new(self.config.reputation.clone())));
+        let guard = PeerGuard {
+            reputation: Arc::clone(&reputation),
+            is_trusted: Arc::clone(&self.is_trusted),
+            rate_limit: self.config.rate_limit.clone(),
+            rate_limited: metrics.rate_limited.with_label_values(&["bytes"]),
+        };
+        let transport = transport::upgrade_guarded(
             base,
             self.noise,
             handshake,
             self.config.mux.clone(),
             self.config.upgrade_timeout,
+            Some(guard),
         );
 
         let mut listeners = Vec::new();
@@ -167,6 +177,8 @@ impl NetworkBuilder {
             apps: app_senders,
             peers: Default::default(),
             requests: requests_tx,
+            reputation,
+            is_trusted: Arc::clone(&self.is_trusted),
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let manager = PeerManager::new(

@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use netcore::multiplexing::MuxConfig;
 
+use crate::rate_limit::RateLimitConfig;
+use crate::reputation::ReputationConfig;
+
 /// Largest application message (RPC request or response, DirectSend message): room for a
 /// block of a few thousand transactions, small enough that a hostile peer cannot make us
 /// buffer much per stream.
@@ -69,6 +72,11 @@ pub struct NetworkConfig {
     pub inbound_queue_size: usize,
     /// The multiplexer's windows and limits.
     pub mux: MuxConfig,
+    /// Penalties, ban threshold and ban periods.
+    pub reputation: ReputationConfig,
+    /// Inbound rate limits per peer (trusted validators exempt by default; see
+    /// [`crate::rate_limit`]).
+    pub rate_limit: RateLimitConfig,
 }
 
 impl Default for NetworkConfig {
@@ -88,6 +96,8 @@ impl Default for NetworkConfig {
             direct_send_queue_size: DEFAULT_DIRECT_SEND_QUEUE_SIZE,
             inbound_queue_size: DEFAULT_INBOUND_QUEUE_SIZE,
             mux: MuxConfig::default(),
+            reputation: ReputationConfig::default(),
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }

@@ -2,7 +2,8 @@
 //! several nodes in one process keep separate figures.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 /// Buckets of the RPC latency histogram, in seconds: from 50 µs (in-process) to 10 s
@@ -43,6 +44,19 @@ pub struct NetworkMetrics {
     pub decode_failures: IntCounterVec,
     /// Time to dial and fully upgrade an outbound connection.
     pub dial_latency: Histogram,
+    /// Penalties given, by misbehaviour.
+    pub penalties: IntCounterVec,
+    /// Bans imposed, by kind of peer (`trusted` / `untrusted`).
+    pub bans: IntCounterVec,
+    /// Connections and dials refused because the peer is banned, by origin.
+    pub ban_refusals: IntCounterVec,
+    /// Peers banned now.
+    pub banned_peers: IntGauge,
+    /// Times a peer's inbound reader was held back by its rate limit, by kind
+    /// (`bytes` / `messages`).
+    pub rate_limited: IntCounterVec,
+    /// Inbound upgrades evicted to make room for a newer socket.
+    pub upgrades_evicted: IntCounter,
 }
 
 impl NetworkMetrics {
@@ -85,6 +99,13 @@ impl NetworkMetrics {
             .buckets(RPC_LATENCY_BUCKETS.to_vec()),
         )?;
         registry.register(Box::new(dial_latency.clone()))?;
+        let banned_peers = IntGauge::new("network_banned_peers", "Peers banned now")?;
+        registry.register(Box::new(banned_peers.clone()))?;
+        let upgrades_evicted = IntCounter::new(
+            "network_upgrades_evicted_total",
+            "Inbound upgrades evicted to make room for a newer socket",
+        )?;
+        registry.register(Box::new(upgrades_evicted.clone()))?;
         Ok(Self {
             connections: gauge(
                 registry,
@@ -160,6 +181,27 @@ impl NetworkMetrics {
                 &["protocol"],
             )?,
             dial_latency,
+            penalties: counter(
+                registry,
+                "network_penalties_total",
+                "Reputation penalties given",
+                &["misbehaviour"],
+            )?,
+            bans: counter(registry, "network_bans_total", "Bans imposed", &["peer"])?,
+            ban_refusals: counter(
+                registry,
+                "network_ban_refusals_total",
+                "Connections and dials refused because the peer is banned",
+                &["origin"],
+            )?,
+            banned_peers,
+            rate_limited: counter(
+                registry,
+                "network_rate_limited_total",
+                "Times an inbound reader was held back by its rate limit",
+                &["kind"],
+            )?,
+            upgrades_evicted,
         })
     }
 

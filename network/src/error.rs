@@ -101,6 +101,9 @@ pub enum DialError {
     /// The network is shutting down.
     #[error("the network is shutting down")]
     Shutdown,
+    /// The peer is banned for misbehaviour (see [`crate::reputation`]).
+    #[error("peer {0:?} is banned")]
+    Banned(PeerId),
 }
 
 /// Why a disconnect request failed.

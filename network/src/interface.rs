@@ -15,6 +15,7 @@ use crate::error::{DialError, DisconnectError, RpcError, SendError};
 use crate::peer_manager::{ConnectionId, ConnectionMetadata, DisconnectReason, Request};
 use crate::protocol_id::ProtocolId;
 use crate::protocols::{direct_send, rpc};
+use crate::reputation::Misbehaviour;
 use crate::shared::Shared;
 
 /// Something that happened on the network that an application registered for.
@@ -190,5 +191,31 @@ impl NetworkSender {
     /// This node's peer id.
     pub fn local_peer_id(&self) -> PeerId {
         self.shared.local_peer_id
+    }
+
+    /// Reports that `peer` misbehaved (e.g. sent a message the application could not
+    /// decode, or a note with a bad signature). The penalty of `misbehaviour` (see
+    /// [`crate::reputation::PenaltyTable`]) is added to the peer's score; past the ban
+    /// threshold the peer is disconnected (`LostPeer` with [`DisconnectReason::Banned`])
+    /// and its connections and dials are refused until the ban ends. Never waits.
+    pub fn report(&self, peer: PeerId, misbehaviour: Misbehaviour) {
+        self.shared.report(peer, misbehaviour);
+    }
+
+    /// How long `peer` stays banned, or `None` if it is not banned.
+    pub fn ban_remaining(&self, peer: &PeerId) -> Option<Duration> {
+        let now = tokio::time::Instant::now().into_std();
+        self.shared
+            .reputation
+            .lock()
+            .banned_until(peer, now)
+            .map(|until| until.saturating_duration_since(now))
+    }
+
+    /// `peer`'s reputation score now (0: no recent misbehaviour; banned at
+    /// [`crate::reputation::ReputationConfig::ban_threshold`]).
+    pub fn reputation_score(&self, peer: &PeerId) -> u32 {
+        let now = tokio::time::Instant::now().into_std();
+        self.shared.reputation.lock().score(peer, now)
     }
 }

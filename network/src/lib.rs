@@ -11,6 +11,10 @@
 //!   round-robin, so one flooding peer cannot delay another;
 //! - the application interface ([`NetworkSender`], [`NetworkEvents`], [`Event`]) and the
 //!   [`NetworkBuilder`] that starts it all;
+//! - **defences against hostile peers**: [`reputation`] (graded penalties, growing bans,
+//!   a short cap for trusted validators; banned peers are refused right after Noise)
+//!   and [`rate_limit`] (per-peer byte and message token buckets enforced by reading
+//!   less);
 //! - the node's network **metrics** ([`counters`]) in a per-node prometheus registry;
 //! - three applications on top of the interface, each one task with its own protocols
 //!   and metrics: the **HealthChecker** ([`health_checker`]: pings, disconnects the
@@ -38,6 +42,8 @@ pub mod health_checker;
 pub mod interface;
 pub mod peer_manager;
 pub mod protocol_id;
+pub mod rate_limit;
+pub mod reputation;
 pub mod transport;
 
 mod peer;
@@ -50,3 +56,4 @@ pub use error::{DialError, DisconnectError, RpcError, SendError};
 pub use interface::{Event, NetworkEvents, NetworkSender, RpcResponder, RpcResult};
 pub use peer_manager::{ConnectionId, ConnectionMetadata, DisconnectReason};
 pub use protocol_id::{ProtocolId, ProtocolKind};
+pub use reputation::Misbehaviour;

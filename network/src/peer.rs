@@ -3,6 +3,7 @@
 //! registered it.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
 use netcore::multiplexing::{Incoming, Substream};
@@ -13,6 +14,7 @@ use tracing::debug;
 use crate::peer_manager::Closed;
 use crate::protocol_id::ProtocolKind;
 use crate::protocols::{direct_send, rpc};
+use crate::reputation::Misbehaviour;
 use crate::shared::{PeerHandle, Shared};
 
 /// Runs until the connection closes or the network shuts down, then tells the peer
@@ -37,6 +39,17 @@ pub(crate) async fn run(
             },
         }
     }
+    // A connection the multiplexer closed for a protocol violation counts against its
+    // peer, so repeated violations across reconnections end in a ban.
+    if handle
+        .control
+        .stats()
+        .protocol_errors
+        .load(Ordering::Relaxed)
+        > 0
+    {
+        shared.report(peer_id, Misbehaviour::ProtocolViolation);
+    }
     drop(handle);
     let _ = closed
         .send(Closed {
@@ -59,6 +72,9 @@ async fn route_substream(shared: Arc<Shared>, handle: Arc<PeerHandle>, substream
                 _ => "negotiation_failed",
             };
             debug!(peer = %handle.metadata.peer_id.short_str(), error = %e, "inbound substream refused");
+            if is_garbage(&e) {
+                shared.report(handle.metadata.peer_id, Misbehaviour::NegotiationGarbage);
+            }
             shared
                 .metrics
                 .substreams_refused
@@ -82,4 +98,18 @@ async fn route_substream(shared: Arc<Shared>, handle: Arc<PeerHandle>, substream
         ProtocolKind::Rpc => rpc::serve_inbound(shared, handle, route, io).await,
         ProtocolKind::DirectSend => direct_send::serve_inbound(shared, handle, route, io).await,
     }
+}
+
+/// Whether a negotiation failure is the remote's fault (malformed or abusive input)
+/// rather than a refusal, a closed stream or an I/O failure.
+fn is_garbage(e: &NegotiateError) -> bool {
+    matches!(
+        e,
+        NegotiateError::MessageTooLong { .. }
+            | NegotiateError::LengthPrefixTooLong { .. }
+            | NegotiateError::Malformed(_)
+            | NegotiateError::BadHeader
+            | NegotiateError::UnexpectedMessage(_)
+            | NegotiateError::TooManyProposals { .. }
+    )
 }

@@ -10,13 +10,16 @@ use netcore::multiplexing::Control;
 use parking_lot::{Mutex, RwLock};
 use prometheus::{IntCounter, IntGauge};
 use tokio::sync::{Semaphore, mpsc};
+use tracing::{debug, warn};
 
 use crate::channel::{FairSender, MeteredSender};
 use crate::config::NetworkConfig;
 use crate::counters::NetworkMetrics;
 use crate::interface::{Event, EventKey};
-use crate::peer_manager::{ConnectionMetadata, Request};
+use crate::peer_manager::{ConnectionMetadata, DisconnectReason, Request, TrustPredicate};
 use crate::protocol_id::{ProtocolId, ProtocolKind};
+use crate::rate_limit::MessageLimiter;
+use crate::reputation::{Misbehaviour, Reputation, Verdict};
 
 /// The metrics of one protocol, resolved once so the message path does no label lookup.
 #[derive(Clone, Debug)]
@@ -67,6 +70,8 @@ pub(crate) struct PeerHandle {
     pub(crate) direct_send: Mutex<HashMap<ProtocolId, mpsc::Sender<Bytes>>>,
     /// Messages waiting in this peer's DirectSend queues.
     pub(crate) direct_send_depth: IntGauge,
+    /// Paces the messages this peer hands to the applications, if it is rate limited.
+    pub(crate) message_limiter: Option<Arc<MessageLimiter>>,
 }
 
 /// Everything the network's tasks share.
@@ -81,12 +86,58 @@ pub(crate) struct Shared {
     pub(crate) apps: Vec<FairSender<EventKey, Event>>,
     pub(crate) peers: RwLock<HashMap<PeerId, Arc<PeerHandle>>>,
     pub(crate) requests: MeteredSender<Request>,
+    /// Penalties and bans, shared with the transport (which refuses banned peers).
+    pub(crate) reputation: Arc<Mutex<Reputation>>,
+    /// Whether a peer is in the trusted set.
+    pub(crate) is_trusted: TrustPredicate,
 }
 
 impl Shared {
     /// The live connection to `peer`.
     pub(crate) fn peer(&self, peer: &PeerId) -> Option<Arc<PeerHandle>> {
         self.peers.read().get(peer).cloned()
+    }
+
+    /// Penalizes `peer` for `misbehaviour`; when that bans it, counts the ban and asks
+    /// the peer manager to disconnect it (or, if its queue is full, closes the
+    /// connection directly). Never waits.
+    pub(crate) fn report(&self, peer: PeerId, misbehaviour: Misbehaviour) {
+        let trusted = (self.is_trusted)(&peer);
+        self.metrics
+            .penalties
+            .with_label_values(&[misbehaviour.as_str()])
+            .inc();
+        let now = tokio::time::Instant::now().into_std();
+        let (verdict, banned) = {
+            let mut reputation = self.reputation.lock();
+            let verdict = reputation.penalize(peer, misbehaviour, trusted, now);
+            (verdict, reputation.banned_count(now))
+        };
+        self.metrics.banned_peers.set(banned as i64);
+        let Verdict::Banned { period, offence } = verdict else {
+            debug!(peer = %peer.short_str(), %misbehaviour, ?verdict, "peer penalized");
+            return;
+        };
+        warn!(peer = %peer.short_str(), %misbehaviour, ?period, offence, trusted, "peer banned");
+        let kind = if trusted { "trusted" } else { "untrusted" };
+        self.metrics.bans.with_label_values(&[kind]).inc();
+        let (reply, _) = tokio::sync::oneshot::channel();
+        let request = Request::Disconnect(peer, DisconnectReason::Banned, reply);
+        if self.requests.try_send(request).is_err()
+            && let Some(handle) = self.peer(&peer)
+        {
+            let control = handle.control.clone();
+            tokio::spawn(async move {
+                let _ = control.close().await;
+            });
+        }
+    }
+
+    /// Whether `peer` is banned now.
+    pub(crate) fn is_banned(&self, peer: &PeerId) -> bool {
+        self.reputation
+            .lock()
+            .is_banned(peer, tokio::time::Instant::now().into_std())
     }
 
     /// The route of a registered protocol.

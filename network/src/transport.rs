@@ -7,6 +7,7 @@
 //! multiplexer frame (optimistic negotiation), and the listener's confirmation is read
 //! lazily.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use netcore::multiplexing::{self, Control, Incoming, Mode, MuxConfig};
@@ -16,10 +17,28 @@ use netcore::transport::{
 };
 use netcore::{NetworkAddress, PeerId};
 use noise::{NoiseError, NoiseUpgrader};
+use parking_lot::Mutex;
+use prometheus::IntCounter;
 use proto::handshake::HandshakeMsg;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::handshake::{self, HandshakeError};
+use crate::peer_manager::TrustPredicate;
+use crate::rate_limit::{RateLimitConfig, RateLimitedRead};
+use crate::reputation::Reputation;
+
+/// What the network's transport checks of each authenticated peer before going on.
+#[derive(Clone)]
+pub(crate) struct PeerGuard {
+    /// Banned peers are refused right after Noise.
+    pub(crate) reputation: Arc<Mutex<Reputation>>,
+    /// Whether a peer is in the trusted set (for its rate limit).
+    pub(crate) is_trusted: TrustPredicate,
+    /// The inbound byte limits.
+    pub(crate) rate_limit: RateLimitConfig,
+    /// Counts the times a connection's reader was held back.
+    pub(crate) rate_limited: IntCounter,
+}
 
 /// The multiplexer protocol negotiated on every connection.
 pub const YAMUX_PROTOCOL: &str = "/yamux/1.0.0";
@@ -73,6 +92,10 @@ pub enum UpgradeError {
     /// A dial reached a peer other than the one the address named.
     #[error("dial reached another peer than the address named")]
     WrongPeer,
+    /// The peer is banned; its connection was refused right after Noise authenticated
+    /// it.
+    #[error("peer {0:?} is banned")]
+    Banned(PeerId),
 }
 
 impl UpgradeError {
@@ -90,6 +113,7 @@ impl UpgradeError {
             UpgradeError::Negotiate(_) => "mux_negotiation",
             UpgradeError::Timeout(_) => "timeout",
             UpgradeError::WrongPeer => "wrong_peer",
+            UpgradeError::Banned(_) => "banned",
         }
     }
 }
@@ -111,10 +135,44 @@ where
     T::Outbound: 'static,
     T::Listener: 'static,
 {
+    upgrade_guarded(base, noise, handshake, mux, timeout, None)
+}
+
+/// [`upgrade`], refusing banned peers right after Noise and limiting each peer's
+/// inbound bytes as `guard` says.
+pub(crate) fn upgrade_guarded<T>(
+    base: T,
+    noise: NoiseUpgrader,
+    handshake: HandshakeMsg,
+    mux: MuxConfig,
+    timeout: Duration,
+    guard: Option<PeerGuard>,
+) -> BoxedTransport<UpgradedConnection, UpgradeError>
+where
+    T: Transport<Error = TransportError> + Send + Sync + 'static,
+    T::Output: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T::Inbound: 'static,
+    T::Outbound: 'static,
+    T::Listener: 'static,
+{
     base.and_then(move |socket, addr, origin| {
+        let guard = guard.clone();
         let steps = async move {
             let (stream, remote) = noise.upgrade(socket, addr.clone(), origin).await?;
             let peer_id = remote.peer_id;
+            let (rate, waits) = match &guard {
+                Some(guard) => {
+                    let now = tokio::time::Instant::now().into_std();
+                    if guard.reputation.lock().is_banned(&peer_id, now) {
+                        return Err(UpgradeError::Banned(peer_id));
+                    }
+                    let trusted = (guard.is_trusted)(&peer_id);
+                    let rate = guard.rate_limit.for_peer(trusted).and_then(|l| l.bytes);
+                    (rate, Some(guard.rate_limited.clone()))
+                }
+                None => (None, None),
+            };
+            let stream = RateLimitedRead::new(stream, rate, waits);
             let (stream, theirs) = handshake::exchange(stream, &handshake).await?;
             let (stream, mode) = match origin {
                 ConnectionOrigin::Outbound => {

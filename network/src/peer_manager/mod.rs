@@ -13,11 +13,11 @@
 mod rules;
 mod types;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::future::BoxFuture;
+use futures::future::{AbortHandle, Aborted, BoxFuture, abortable};
 use futures::stream::{FuturesUnordered, SelectAll};
 use futures::{FutureExt, StreamExt};
 use netcore::transport::{BoxedListener, BoxedTransport, ConnectionOrigin, Transport};
@@ -34,6 +34,8 @@ use crate::config::MAX_QUEUED_NOTIFICATIONS_PER_PEER;
 use crate::error::{DialError, DisconnectError};
 use crate::interface::Event;
 use crate::peer;
+use crate::rate_limit::MessageLimiter;
+use crate::reputation::Misbehaviour;
 use crate::shared::{PeerHandle, Shared};
 use crate::transport::{UpgradeError, UpgradedConnection};
 
@@ -62,6 +64,11 @@ pub type TrustPredicate = Arc<dyn Fn(&PeerId) -> bool + Send + Sync>;
 
 type Upgrade = BoxFuture<'static, Result<UpgradedConnection, UpgradeError>>;
 type DialResult = (PeerId, Instant, Result<UpgradedConnection, UpgradeError>);
+type InboundResult = (
+    u64,
+    NetworkAddress,
+    Result<Result<UpgradedConnection, UpgradeError>, Aborted>,
+);
 
 /// The peer manager's state; see the module docs.
 pub(crate) struct PeerManager {
@@ -71,9 +78,10 @@ pub(crate) struct PeerManager {
     requests: MeteredReceiver<Request>,
     closed_tx: mpsc::Sender<Closed>,
     closed_rx: mpsc::Receiver<Closed>,
-    inbound_upgrades: FuturesUnordered<
-        BoxFuture<'static, (NetworkAddress, Result<UpgradedConnection, UpgradeError>)>,
-    >,
+    inbound_upgrades: FuturesUnordered<BoxFuture<'static, InboundResult>>,
+    /// The inbound upgrades in flight, oldest first, to evict the oldest when full.
+    upgrades_in_flight: VecDeque<(u64, AbortHandle)>,
+    next_upgrade_id: u64,
     dials: FuturesUnordered<BoxFuture<'static, DialResult>>,
     /// Callers waiting on the dial in flight to each peer.
     pending_dials: HashMap<PeerId, Vec<oneshot::Sender<Result<(), DialError>>>>,
@@ -108,6 +116,8 @@ impl PeerManager {
             closed_tx,
             closed_rx,
             inbound_upgrades: FuturesUnordered::new(),
+            upgrades_in_flight: VecDeque::new(),
+            next_upgrade_id: 0,
             dials: FuturesUnordered::new(),
             pending_dials: HashMap::new(),
             next_connection_id: 1,
@@ -127,27 +137,59 @@ impl PeerManager {
                 _ = self.shutdown.changed() => break,
                 Some(closed) = self.closed_rx.recv() => self.on_closed(closed),
                 Some(request) = self.requests.recv() => self.on_request(request),
-                Some((addr, result)) = self.inbound_upgrades.next(), if !self.inbound_upgrades.is_empty() => {
-                    self.on_upgraded(addr, ConnectionOrigin::Inbound, result);
+                Some((id, addr, result)) = self.inbound_upgrades.next(), if !self.inbound_upgrades.is_empty() => {
+                    self.upgrades_in_flight.retain(|(i, _)| *i != id);
+                    // An evicted upgrade (`Aborted`) dropped its socket already.
+                    if let Ok(result) = result {
+                        self.on_upgraded(addr, ConnectionOrigin::Inbound, result);
+                    }
                 }
                 Some((peer, started, result)) = self.dials.next(), if !self.dials.is_empty() => {
                     self.on_dialed(peer, started, result);
                 }
                 Some(item) = self.listeners.next(), if !self.listeners.is_empty() => match item {
-                    Ok((upgrade, addr)) => {
-                        if self.inbound_upgrades.len() >= limit {
-                            // Dropping the pending upgrade closes the socket at once.
-                            self.count_failure("too_many_upgrades");
-                            continue;
-                        }
-                        let upgrade: Upgrade = upgrade;
-                        self.inbound_upgrades.push(upgrade.map(move |r| (addr, r)).boxed());
-                    }
+                    Ok((upgrade, addr)) => self.start_inbound_upgrade(upgrade, addr, limit),
                     Err(e) => debug!(error = %e, "accept failed"),
                 },
             }
         }
         self.close_all().await;
+    }
+
+    /// Starts upgrading an inbound socket. When `limit` upgrades are in flight, the
+    /// oldest is evicted (its socket closed): connections that connect and stall hold a
+    /// slot until newer sockets push them out, while an honest handshake, done in a
+    /// round trip or two, finishes long before `limit` newer sockets arrive.
+    fn start_inbound_upgrade(&mut self, upgrade: Upgrade, addr: NetworkAddress, limit: usize) {
+        if limit == 0 {
+            self.count_failure("too_many_upgrades");
+            return;
+        }
+        while self.upgrades_in_flight.len() >= limit {
+            if let Some((_, oldest)) = self.upgrades_in_flight.pop_front() {
+                oldest.abort();
+                self.count_failure("too_many_upgrades");
+                self.shared.metrics.upgrades_evicted.inc();
+            }
+        }
+        let id = self.next_upgrade_id;
+        self.next_upgrade_id += 1;
+        let (upgrade, handle) = abortable(upgrade);
+        self.upgrades_in_flight.push_back((id, handle));
+        self.inbound_upgrades
+            .push(upgrade.map(move |r| (id, addr, r)).boxed());
+    }
+
+    /// Counts a connection or dial refused because the peer is banned.
+    fn count_ban_refusal(&self, origin: ConnectionOrigin) {
+        self.shared
+            .metrics
+            .ban_refusals
+            .with_label_values(&[origin.as_str()])
+            .inc();
+        let now = tokio::time::Instant::now().into_std();
+        let banned = self.shared.reputation.lock().banned_count(now);
+        self.shared.metrics.banned_peers.set(banned as i64);
     }
 
     fn count_failure(&self, reason: &str) {
@@ -179,6 +221,9 @@ impl PeerManager {
                     None => Err(DisconnectError::NotConnected(peer)),
                 };
                 let _ = reply.send(result);
+                if reason == DisconnectReason::HealthCheckFailed {
+                    self.shared.report(peer, Misbehaviour::FailedHealthCheck);
+                }
             }
         }
     }
@@ -191,6 +236,11 @@ impl PeerManager {
         if peer == self.shared.local_peer_id {
             self.count_failure("self_dial");
             let _ = reply.send(Err(DialError::SelfDial));
+            return;
+        }
+        if self.shared.is_banned(&peer) {
+            self.count_ban_refusal(ConnectionOrigin::Outbound);
+            let _ = reply.send(Err(DialError::Banned(peer)));
             return;
         }
         if self.shared.peers.read().contains_key(&peer) {
@@ -252,6 +302,9 @@ impl PeerManager {
             }
             Err(e) => {
                 debug!(peer = %peer.short_str(), error = %e, "dial failed");
+                if matches!(e, UpgradeError::Banned(_)) {
+                    self.count_ban_refusal(ConnectionOrigin::Outbound);
+                }
                 self.count_failure(e.reason());
                 Err(DialError::Failed(Arc::new(e)))
             }
@@ -272,12 +325,22 @@ impl PeerManager {
             Err(e) => {
                 if origin == ConnectionOrigin::Inbound {
                     debug!(%addr, error = %e, "inbound upgrade failed");
+                    if matches!(e, UpgradeError::Banned(_)) {
+                        self.count_ban_refusal(origin);
+                    }
                     self.count_failure(e.reason());
                 }
                 return;
             }
         };
         let peer = conn.peer_id;
+        if self.shared.is_banned(&peer) {
+            // Banned while its upgrade was in flight.
+            self.count_ban_refusal(origin);
+            self.count_failure("banned");
+            close_connection(conn.control);
+            return;
+        }
         if peer == self.shared.local_peer_id {
             self.count_failure("self_dial");
             close_connection(conn.control);
@@ -338,6 +401,18 @@ impl PeerManager {
             inbound_rpcs: Arc::new(Semaphore::new(config.max_concurrent_inbound_rpcs)),
             direct_send: Mutex::new(HashMap::new()),
             direct_send_depth: self.shared.metrics.queue("direct_send_outbound"),
+            message_limiter: config
+                .rate_limit
+                .for_peer(trusted)
+                .and_then(|limit| limit.messages)
+                .map(|rate| {
+                    let waits = self
+                        .shared
+                        .metrics
+                        .rate_limited
+                        .with_label_values(&["messages"]);
+                    Arc::new(MessageLimiter::new(rate, waits))
+                }),
         });
         if !trusted && origin == ConnectionOrigin::Inbound {
             self.untrusted_inbound.insert(peer, connection_id);

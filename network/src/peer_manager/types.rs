@@ -55,6 +55,8 @@ pub enum DisconnectReason {
     HealthCheckFailed,
     /// The network is shutting down.
     Shutdown,
+    /// The peer misbehaved past the ban threshold (see [`crate::reputation`]).
+    Banned,
 }
 
 impl DisconnectReason {
@@ -66,6 +68,7 @@ impl DisconnectReason {
             DisconnectReason::Replaced => "replaced",
             DisconnectReason::HealthCheckFailed => "health_check_failed",
             DisconnectReason::Shutdown => "shutdown",
+            DisconnectReason::Banned => "banned",
         }
     }
 }

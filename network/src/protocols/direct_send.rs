@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use netcore::PeerId;
-use netcore::framing::MessageCodec;
+use netcore::framing::{FramingError, MessageCodec};
 use netcore::multiplexing::{Control, Substream};
 use netcore::negotiate::Negotiated;
 use prometheus::IntGauge;
@@ -26,6 +26,7 @@ use super::open_substream;
 use crate::error::SendError;
 use crate::interface::Event;
 use crate::protocol_id::ProtocolId;
+use crate::reputation::Misbehaviour;
 use crate::shared::{PeerHandle, Route, Shared};
 
 /// Messages one writer batch takes from its queue before flushing: enough to fill
@@ -177,6 +178,7 @@ pub(crate) async fn serve_inbound(
 ) {
     let peer = handle.metadata.peer_id;
     let mut reader = FramedRead::new(io, MessageCodec::new(shared.config.max_message_size));
+    let limiter = handle.message_limiter.clone();
     // Release the handle: a long-lived reader must not keep a closed peer's state alive.
     drop(handle);
     while let Some(frame) = reader.next().await {
@@ -185,9 +187,17 @@ pub(crate) async fn serve_inbound(
             Err(e) => {
                 route.metrics.decode_failures.inc();
                 debug!(peer = %peer.short_str(), protocol = %route.protocol, error = %e, "bad DirectSend stream; closing it");
+                if let FramingError::TooLarge { .. } = e {
+                    shared.report(peer, Misbehaviour::OversizedMessage);
+                }
                 return;
             }
         };
+        // Over its message rate, the peer waits here: its stream is not read meanwhile,
+        // so its window fills and it stops sending. Nothing is dropped.
+        if let Some(limiter) = &limiter {
+            limiter.acquire().await;
+        }
         route.metrics.messages_in.inc();
         route.metrics.bytes_in.inc_by(data.len() as u64);
         let event = Event::Message {

@@ -21,6 +21,7 @@ use super::{OpenError, connection_closed, is_refusal, open_substream};
 use crate::error::RpcError;
 use crate::interface::{Event, RpcResponder};
 use crate::protocol_id::ProtocolId;
+use crate::reputation::Misbehaviour;
 use crate::shared::{PeerHandle, Route, Shared};
 
 /// Sends one request and waits for its response; see `NetworkSender::rpc`.
@@ -163,6 +164,7 @@ pub(crate) async fn serve_inbound(
     let protocol = route.protocol;
     let mut framed = Framed::new(io, MessageCodec::new(shared.config.max_message_size));
     let permit = Arc::clone(&handle.inbound_rpcs).try_acquire_owned();
+    let limiter = handle.message_limiter.clone();
     drop(handle);
     let serve = async {
         let request = match framed.next().await {
@@ -170,6 +172,9 @@ pub(crate) async fn serve_inbound(
             Some(Err(e)) => {
                 route.metrics.decode_failures.inc();
                 debug!(peer = %peer.short_str(), %protocol, error = %e, "bad inbound RPC request");
+                if let FramingError::TooLarge { .. } = e {
+                    shared.report(peer, Misbehaviour::OversizedMessage);
+                }
                 return "bad_request";
             }
             None => return "cancelled",
@@ -180,6 +185,11 @@ pub(crate) async fn serve_inbound(
                 "too_many_requests",
             )
         } else {
+            // Over its message rate, the peer's request waits here (under the inbound
+            // timeout) before the application sees it.
+            if let Some(limiter) = &limiter {
+                limiter.acquire().await;
+            }
             route.metrics.messages_in.inc();
             route.metrics.bytes_in.inc_by(request.len() as u64);
             answer(&shared, &route, peer, request).await
