@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use toy_consensus::ConsensusConfig;
 use toy_mempool::MempoolConfig;
-use validator_network::{NetworkConfig, PeerId};
+use validator_network::{ConfigError, NetworkConfig, PeerId};
 
 /// The example consensus's settings in the file (milliseconds for durations).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +98,14 @@ impl NodeConfig {
         config
             .network
             .validate()
+            .map_err(|e| match e {
+                // Name the field as it appears in this file: under `[network]`.
+                ConfigError::Invalid { field, error } => ConfigError::Invalid {
+                    field: format!("network.{field}"),
+                    error,
+                },
+                other => other,
+            })
             .with_context(|| format!("invalid config {}", path.display()))?;
         if config.consensus.round_timeout_ms == 0 {
             bail!("consensus.round_timeout_ms: must be greater than zero");

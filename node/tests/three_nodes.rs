@@ -178,7 +178,7 @@ fn an_invalid_config_names_the_field() {
 
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("listen_addresses[0]"),
+        String::from_utf8_lossy(&out.stderr).contains("network.listen_addresses[0]"),
         "{out:?}"
     );
 }

@@ -252,8 +252,7 @@ pub enum ConfigError {
     Invalid {
         /// The field's path, e.g. `trusted_peers[1].addresses[0]`.
         field: String,
-        /// What is wrong with it.
-        #[source]
+        /// What is wrong with it (shown in the message, so not also a `source`).
         error: FieldError,
     },
 }
