@@ -4,7 +4,9 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 
+use netcore::address::{Endpoint, Host};
 use netcore::transport::{MemoryTransport, TcpTransport};
 use netcore::{NetworkAddress, PeerId};
 use network::connectivity_manager::ConnectivityManager;
@@ -192,7 +194,7 @@ impl NetworkBuilder {
         let (discovery, discovery_handle) = Discovery::new(
             resolved.discovery.clone(),
             identity,
-            listen_addrs.clone(),
+            advertised(&listen_addrs),
             (resolved.mode == Mode::Mutual).then_some(trusted),
             connectivity_handle,
             sender,
@@ -205,17 +207,18 @@ impl NetworkBuilder {
             discovery.spawn(stopped()),
         ];
 
+        let validators = (!trusted_ids.is_empty()).then(|| Arc::new(trusted_ids));
         let consensus = consensus_app.map(|app| {
             let (sender, events) = take(&mut network, app);
             (
-                Sender::new(sender, metrics.clone()),
+                Sender::new(sender, metrics.clone(), validators.clone()),
                 Events::new(events, metrics.clone()),
             )
         });
         let mempool = mempool_app.map(|app| {
             let (sender, events) = take(&mut network, app);
             (
-                Sender::new(sender, metrics.clone()),
+                Sender::new(sender, metrics.clone(), validators.clone()),
                 Events::new(events, metrics.clone()),
             )
         });
@@ -232,6 +235,27 @@ impl NetworkBuilder {
             },
         })
     }
+}
+
+/// The listen addresses worth telling peers: not the unspecified ones (`0.0.0.0`, `::`),
+/// which name every interface here and no host elsewhere. Peers reach such a node at
+/// the addresses their own configuration lists.
+fn advertised(listen: &[NetworkAddress]) -> Vec<NetworkAddress> {
+    listen
+        .iter()
+        .filter(|addr| match addr.endpoint() {
+            Endpoint::Tcp {
+                host: Host::Ip4(ip),
+                ..
+            } => !ip.is_unspecified(),
+            Endpoint::Tcp {
+                host: Host::Ip6(ip),
+                ..
+            } => !ip.is_unspecified(),
+            _ => true,
+        })
+        .cloned()
+        .collect()
 }
 
 /// The handles of an application registered once, taken once.
@@ -284,5 +308,30 @@ impl ShutdownHandle {
             let _ = task.await;
         }
         self.network.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unspecified_listen_addresses_are_not_advertised() {
+        let listen: Vec<NetworkAddress> = [
+            "/ip4/0.0.0.0/tcp/1",
+            "/ip6/::/tcp/2",
+            "/ip4/10.0.0.1/tcp/3",
+            "/memory/4",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap_or_else(|e| panic!("{a}: {e}")))
+        .collect();
+
+        let advertised: Vec<String> = advertised(&listen)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+
+        assert_eq!(advertised, ["/ip4/10.0.0.1/tcp/3", "/memory/4"]);
     }
 }

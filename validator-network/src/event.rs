@@ -95,6 +95,29 @@ impl<R> fmt::Debug for Responder<R> {
     }
 }
 
+/// Which connection of each peer is live, so that a peer is reported up once and down
+/// once however its connections are replaced.
+#[derive(Debug, Default)]
+struct LivePeers(HashMap<PeerId, ConnectionId>);
+
+impl LivePeers {
+    /// Connection `conn` of `peer` is up; whether the peer was down until now.
+    fn up(&mut self, peer: PeerId, conn: ConnectionId) -> bool {
+        self.0.insert(peer, conn).is_none()
+    }
+
+    /// Connection `conn` of `peer` is down; whether the peer is now down (false when a
+    /// newer connection replaced it).
+    fn down(&mut self, peer: PeerId, conn: ConnectionId) -> bool {
+        if self.0.get(&peer) == Some(&conn) {
+            self.0.remove(&peer);
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// The stream of application `A`'s events, served fairly across peers.
 ///
 /// Each peer is reported up once (`NewPeer`) and down once (`LostPeer`): when a newer
@@ -104,7 +127,7 @@ impl<R> fmt::Debug for Responder<R> {
 /// failed back to its caller).
 pub struct Events<A: Application> {
     inner: NetworkEvents,
-    live: HashMap<PeerId, ConnectionId>,
+    live: LivePeers,
     metrics: Metrics,
     _app: PhantomData<fn() -> A>,
 }
@@ -113,7 +136,7 @@ impl<A: Application> Events<A> {
     pub(crate) fn new(inner: NetworkEvents, metrics: Metrics) -> Self {
         Self {
             inner,
-            live: HashMap::new(),
+            live: LivePeers::default(),
             metrics,
             _app: PhantomData,
         }
@@ -122,22 +145,18 @@ impl<A: Application> Events<A> {
     /// Turns a network event into a typed one, or `None` if it is dropped.
     fn convert(&mut self, event: network::Event) -> Option<Event<A>> {
         match event {
-            network::Event::NewPeer(meta) => {
-                let known = self.live.insert(meta.peer_id, meta.connection_id);
-                known.is_none().then_some(Event::NewPeer(meta.peer_id))
-            }
+            network::Event::NewPeer(meta) => self
+                .live
+                .up(meta.peer_id, meta.connection_id)
+                .then_some(Event::NewPeer(meta.peer_id)),
             network::Event::LostPeer {
                 peer_id,
                 connection_id,
                 reason,
-            } => {
-                if self.live.get(&peer_id) != Some(&connection_id) {
-                    // A replaced connection: the peer is still up.
-                    return None;
-                }
-                self.live.remove(&peer_id);
-                Some(Event::LostPeer { peer_id, reason })
-            }
+            } => self
+                .live
+                .down(peer_id, connection_id)
+                .then_some(Event::LostPeer { peer_id, reason }),
             network::Event::Message { peer_id, data, .. } => match A::Message::decode(data) {
                 Ok(msg) => Some(Event::Message { peer_id, msg }),
                 Err(error) => {
@@ -194,7 +213,35 @@ impl<A: Application> fmt::Debug for Events<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Events")
             .field("app", &A::NAME)
-            .field("live_peers", &self.live.len())
+            .field("live_peers", &self.live.0.len())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEER: PeerId = PeerId::new([7; 32]);
+
+    #[test]
+    fn a_replaced_connection_reports_the_peer_neither_up_again_nor_down() {
+        let mut live = LivePeers::default();
+
+        assert!(live.up(PEER, ConnectionId(1)));
+        assert!(!live.up(PEER, ConnectionId(2)));
+        assert!(!live.down(PEER, ConnectionId(1)));
+        assert!(live.down(PEER, ConnectionId(2)));
+    }
+
+    #[test]
+    fn a_stale_loss_arriving_after_the_new_connection_is_ignored_in_either_order() {
+        let mut live = LivePeers::default();
+        live.up(PEER, ConnectionId(1));
+
+        // The old connection's loss first, then the new connection.
+        assert!(live.down(PEER, ConnectionId(1)));
+        assert!(live.up(PEER, ConnectionId(2)));
+        assert!(!live.down(PEER, ConnectionId(1)));
     }
 }

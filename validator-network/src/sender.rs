@@ -1,7 +1,9 @@
 //! What an application sends with: a typed [`Sender`].
 
+use std::collections::HashSet;
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -34,6 +36,9 @@ pub enum RequestError {
 pub struct Sender<A: Application> {
     inner: NetworkSender,
     metrics: Metrics,
+    /// The validators (the configured trusted peers), or `None` when none are
+    /// configured: then every connected peer counts as one.
+    validators: Option<Arc<HashSet<PeerId>>>,
     _app: PhantomData<fn() -> A>,
 }
 
@@ -48,6 +53,7 @@ impl<A: Application> Clone for Sender<A> {
         Self {
             inner: self.inner.clone(),
             metrics: self.metrics.clone(),
+            validators: self.validators.clone(),
             _app: PhantomData,
         }
     }
@@ -63,10 +69,15 @@ impl<A: Application> fmt::Debug for Sender<A> {
 }
 
 impl<A: Application> Sender<A> {
-    pub(crate) fn new(inner: NetworkSender, metrics: Metrics) -> Self {
+    pub(crate) fn new(
+        inner: NetworkSender,
+        metrics: Metrics,
+        validators: Option<Arc<HashSet<PeerId>>>,
+    ) -> Self {
         Self {
             inner,
             metrics,
+            validators,
             _app: PhantomData,
         }
     }
@@ -102,7 +113,10 @@ impl<A: Application> Sender<A> {
 
     fn broadcast_on(&self, protocol: ProtocolId, msg: &impl Message) -> Vec<(PeerId, SendError)> {
         let bytes = Bytes::from(msg.encode_to_vec());
-        let peers = self.connected_peers();
+        let peers = self
+            .connected_peers()
+            .into_iter()
+            .filter(|peer| self.validators.as_ref().is_none_or(|v| v.contains(peer)));
         self.inner.send_to_many(peers, protocol, bytes)
     }
 
@@ -138,7 +152,9 @@ impl Sender<Consensus> {
     }
 
     /// Queues `msg` for every connected validator (encoding it once); returns those it
-    /// could not be queued for.
+    /// could not be queued for. The validators are the configured trusted peers (in
+    /// open mode other peers may be connected too; they get nothing); with none
+    /// configured, every connected peer.
     pub fn broadcast(&self, msg: &ConsensusMsg) -> Vec<(PeerId, SendError)> {
         self.broadcast_on(CONSENSUS_DIRECT_SEND, msg)
     }
