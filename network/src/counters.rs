@@ -38,7 +38,8 @@ pub struct NetworkMetrics {
     pub queue_depth: IntGaugeVec,
     /// Items dropped, by queue and reason.
     pub queue_drops: IntCounterVec,
-    /// Inbound substreams refused, by reason.
+    /// Inbound substreams refused, by reason (`mux_refused`: over the multiplexer's
+    /// stream cap, answered with RST).
     pub substreams_refused: IntCounterVec,
     /// Inbound messages that failed to decode, by protocol.
     pub decode_failures: IntCounterVec,
@@ -57,6 +58,8 @@ pub struct NetworkMetrics {
     pub rate_limited: IntCounterVec,
     /// Inbound upgrades evicted to make room for a newer socket.
     pub upgrades_evicted: IntCounter,
+    /// Connections closed because the remote broke the multiplexer protocol.
+    pub mux_protocol_errors: IntCounter,
 }
 
 impl NetworkMetrics {
@@ -106,6 +109,11 @@ impl NetworkMetrics {
             "Inbound upgrades evicted to make room for a newer socket",
         )?;
         registry.register(Box::new(upgrades_evicted.clone()))?;
+        let mux_protocol_errors = IntCounter::new(
+            "network_mux_protocol_errors_total",
+            "Connections closed because the remote broke the multiplexer protocol",
+        )?;
+        registry.register(Box::new(mux_protocol_errors.clone()))?;
         Ok(Self {
             connections: gauge(
                 registry,
@@ -202,6 +210,7 @@ impl NetworkMetrics {
                 &["kind"],
             )?,
             upgrades_evicted,
+            mux_protocol_errors,
         })
     }
 

@@ -4,10 +4,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use futures::StreamExt;
-use netcore::multiplexing::{Incoming, Substream};
+use netcore::multiplexing::{Incoming, MuxStats, Substream};
 use netcore::negotiate::{NegotiateError, negotiate_inbound};
+use prometheus::IntCounter;
 use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
@@ -16,6 +18,44 @@ use crate::protocol_id::ProtocolKind;
 use crate::protocols::{direct_send, rpc};
 use crate::reputation::Misbehaviour;
 use crate::shared::{PeerHandle, Shared};
+
+/// How often a connection's multiplexer counters are copied into the metrics: often
+/// enough for a dashboard, rare enough to cost nothing.
+const MUX_STATS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Copies one connection's multiplexer counters into the node's metrics as deltas.
+struct MuxStatsExport {
+    stats: Arc<MuxStats>,
+    refused: IntCounter,
+    errors: IntCounter,
+    seen_refused: u64,
+    seen_errors: u64,
+}
+
+impl MuxStatsExport {
+    fn new(shared: &Shared, handle: &PeerHandle) -> Self {
+        Self {
+            stats: handle.control.stats(),
+            refused: shared
+                .metrics
+                .substreams_refused
+                .with_label_values(&["mux_refused"]),
+            errors: shared.metrics.mux_protocol_errors.clone(),
+            seen_refused: 0,
+            seen_errors: 0,
+        }
+    }
+
+    fn sync(&mut self) {
+        let refused = self.stats.streams_refused.load(Ordering::Relaxed);
+        self.refused
+            .inc_by(refused.saturating_sub(self.seen_refused));
+        self.seen_refused = self.seen_refused.max(refused);
+        let errors = self.stats.protocol_errors.load(Ordering::Relaxed);
+        self.errors.inc_by(errors.saturating_sub(self.seen_errors));
+        self.seen_errors = self.seen_errors.max(errors);
+    }
+}
 
 /// Runs until the connection closes or the network shuts down, then tells the peer
 /// manager.
@@ -28,9 +68,13 @@ pub(crate) async fn run(
 ) {
     let peer_id = handle.metadata.peer_id;
     let connection_id = handle.metadata.connection_id;
+    let mut stats = MuxStatsExport::new(&shared, &handle);
+    let mut tick = tokio::time::interval(MUX_STATS_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
+            _ = tick.tick() => stats.sync(),
             substream = incoming.next() => match substream {
                 Some(substream) => {
                     tokio::spawn(route_substream(Arc::clone(&shared), Arc::clone(&handle), substream));
@@ -41,13 +85,8 @@ pub(crate) async fn run(
     }
     // A connection the multiplexer closed for a protocol violation counts against its
     // peer, so repeated violations across reconnections end in a ban.
-    if handle
-        .control
-        .stats()
-        .protocol_errors
-        .load(Ordering::Relaxed)
-        > 0
-    {
+    stats.sync();
+    if stats.stats.protocol_errors.load(Ordering::Relaxed) > 0 {
         shared.report(peer_id, Misbehaviour::ProtocolViolation);
     }
     drop(handle);

@@ -92,7 +92,8 @@ impl Default for PenaltyTable {
 pub struct ReputationConfig {
     /// Points per misbehaviour.
     pub penalties: PenaltyTable,
-    /// Score at which a peer is banned (its score then restarts from zero).
+    /// Score at which a peer is banned, compared rounded to the nearest point (its score
+    /// then restarts from zero).
     pub ban_threshold: u32,
     /// Time for a score to halve.
     pub score_half_life: Duration,

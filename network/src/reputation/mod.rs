@@ -71,7 +71,7 @@ impl fmt::Display for Misbehaviour {
 pub enum Verdict {
     /// The score rose but stays under the threshold.
     Penalized {
-        /// The score now, rounded down.
+        /// The score now, rounded to the nearest point.
         score: u32,
     },
     /// The score reached the threshold: the peer is banned from now for `period`.
@@ -178,9 +178,11 @@ impl Reputation {
         }
         record.decay(now, config.score_half_life);
         record.score += f64::from(config.penalties.penalty(misbehaviour));
-        if record.score < f64::from(config.ban_threshold) {
+        // Compared rounded to the nearest point: penalties that add up to the threshold
+        // ban even when a few microseconds of decay passed between them.
+        if record.score.round() < f64::from(config.ban_threshold) {
             return Verdict::Penalized {
-                score: record.score as u32,
+                score: record.score.round() as u32,
             };
         }
         record.offences = record.offences.saturating_add(1);
@@ -207,12 +209,13 @@ impl Reputation {
         self.banned_until(peer, now).is_some()
     }
 
-    /// `peer`'s score at `now`, rounded down (0 for a peer never penalized).
+    /// `peer`'s score at `now`, rounded to the nearest point (0 for a peer never
+    /// penalized).
     pub fn score(&self, peer: &PeerId, now: Instant) -> u32 {
         self.peers.get(peer).map_or(0, |r| {
             let mut r = r.clone();
             r.decay(now, self.config.score_half_life);
-            r.score as u32
+            r.score.round() as u32
         })
     }
 

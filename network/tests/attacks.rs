@@ -1,0 +1,714 @@
+//! Attacks on a node over TCP on loopback, one test per attack. Each shows the defence
+//! holding (the attack is refused, bounded or punished, and counted) and an honest peer
+//! unaffected: its RPCs to the victim keep answering within [`HONEST_BOUND`] while the
+//! attack runs.
+
+#![allow(clippy::unwrap_used)] // A panic in a test is a failed assertion.
+
+#[path = "common/attacker.rs"]
+mod attacker;
+mod common;
+
+use std::time::{Duration, Instant};
+
+use attacker::{
+    Prober, YAMUX_DATA, YAMUX_SYN, closed_by_victim, first_noise_message, handshake_msg, muxed,
+    noise_connect, past_handshake, resident_bytes, socket_addr, yamux_header,
+};
+use bytes::Bytes;
+use common::{DIRECT, PROTOCOLS, RPC, spawn_echo_server};
+use futures::StreamExt;
+use netcore::multiplexing::MuxConfig;
+use netcore::negotiate::negotiate_outbound_select;
+use netcore::transport::TcpTransport;
+use netcore::{NetworkAddress, PeerId};
+use network::reputation::ReputationConfig;
+use network::{
+    DisconnectReason, Event, Misbehaviour, Network, NetworkBuilder, NetworkConfig, NetworkEvents,
+    NetworkSender, RpcError,
+};
+use noise::{Identity, NoiseConfig, NoiseUpgrader, TrustedPeers};
+use prometheus::Registry;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+/// The slowest an honest peer's RPC to the victim may answer during an attack. Loopback
+/// RPCs take well under a millisecond; this leaves room for a debug build on two shared
+/// cores running the attacker, the victim and the honest peer in one process.
+const HONEST_BOUND: Duration = Duration::from_secs(1);
+
+/// Time allowed for the victim to react to an attack (close, refuse, count).
+const REACTION: Duration = Duration::from_secs(5);
+
+/// A node under test: its network, handle, metrics and (for the victim) an echo server.
+struct TestNode {
+    network: Option<Network>,
+    sender: NetworkSender,
+    events: Option<NetworkEvents>,
+    server: Option<JoinHandle<()>>,
+    addr: NetworkAddress,
+    peer_id: PeerId,
+    registry: Registry,
+}
+
+impl TestNode {
+    /// Starts a node on loopback TCP serving the test protocols, authenticating as
+    /// `noise` says.
+    fn start(identity: Identity, noise: NoiseConfig, config: NetworkConfig) -> Self {
+        let registry = Registry::new();
+        let upgrader = NoiseUpgrader::new(identity, noise);
+        let mut builder = NetworkBuilder::new(config, upgrader, registry.clone());
+        let app = builder.register(PROTOCOLS);
+        builder.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap());
+        let mut network = builder.start(TcpTransport::default()).unwrap();
+        let (sender, events) = network.take_app(app).unwrap();
+        Self {
+            addr: network.listen_addrs()[0].clone(),
+            peer_id: network.local_peer_id(),
+            network: Some(network),
+            sender,
+            events: Some(events),
+            server: None,
+            registry,
+        }
+    }
+
+    /// Answers every RPC with its request (and drops other events) from now on.
+    fn serve_echo(&mut self) {
+        let events = self.events.take().unwrap();
+        self.server = Some(spawn_echo_server(events));
+    }
+
+    /// The sum of a metric's values (counter or gauge) whose labels include
+    /// `label` (any labels if `None`).
+    fn metric(&self, name: &str, label: Option<&str>) -> u64 {
+        self.registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == name)
+            .flat_map(|f| f.get_metric().iter())
+            .filter(|m| label.is_none_or(|v| m.get_label().iter().any(|l| l.value() == v)))
+            .map(|m| m.get_counter().get_value() as u64 + m.get_gauge().get_value() as u64)
+            .sum()
+    }
+
+    /// Waits until `name{label}` reaches `at_least`, at most [`REACTION`].
+    async fn wait_metric(&self, name: &str, label: Option<&str>, at_least: u64) -> u64 {
+        let deadline = Instant::now() + REACTION;
+        loop {
+            let value = self.metric(name, label);
+            if value >= at_least || Instant::now() > deadline {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Dials `to` and waits until this node sees it connected.
+    async fn connect_to(&self, to: &TestNode) {
+        self.sender.dial(to.addr.clone()).await.unwrap();
+        assert!(self.sender.is_connected(&to.peer_id));
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+        if let Some(network) = self.network.take() {
+            network.shutdown().await;
+        }
+    }
+}
+
+/// A victim serving echo RPCs, an honest peer connected to it, and the identities of
+/// `attackers` more peers; in mutual mode everyone is in the trusted set.
+struct Scene {
+    victim: TestNode,
+    honest: TestNode,
+    attackers: Vec<Identity>,
+}
+
+impl Scene {
+    async fn mutual(config: NetworkConfig, attackers: usize) -> Self {
+        let ids: Vec<Identity> = (0..attackers + 2).map(|_| Identity::generate()).collect();
+        let trusted = TrustedPeers::from_peers(ids.iter().map(Identity::peer_id)).unwrap();
+        let mut ids = ids.into_iter();
+        let mut victim = TestNode::start(
+            ids.next().unwrap(),
+            NoiseConfig::mutual(trusted.clone()),
+            config,
+        );
+        victim.serve_echo();
+        let honest = TestNode::start(
+            ids.next().unwrap(),
+            NoiseConfig::mutual(trusted),
+            NetworkConfig::default(),
+        );
+        honest.connect_to(&victim).await;
+        Self {
+            victim,
+            honest,
+            attackers: ids.collect(),
+        }
+    }
+
+    /// Open mode: anyone may connect, and nobody is trusted.
+    async fn open(config: NetworkConfig, attackers: usize) -> Self {
+        let mut victim = TestNode::start(Identity::generate(), NoiseConfig::open(), config);
+        victim.serve_echo();
+        let honest = TestNode::start(
+            Identity::generate(),
+            NoiseConfig::open(),
+            NetworkConfig::default(),
+        );
+        honest.connect_to(&victim).await;
+        Self {
+            victim,
+            honest,
+            attackers: (0..attackers).map(|_| Identity::generate()).collect(),
+        }
+    }
+
+    fn probe(&self) -> Prober {
+        Prober::start(
+            self.honest.sender.clone(),
+            self.victim.peer_id,
+            RPC,
+            HONEST_BOUND,
+        )
+    }
+
+    /// Stops `prober` and asserts the honest peer was served throughout, within
+    /// [`HONEST_BOUND`].
+    async fn assert_honest_unaffected(&self, prober: Prober) {
+        let report = prober.finish().await;
+        assert_eq!(report.failed, 0, "honest RPCs failed: {report:?}");
+        assert!(report.answered > 0, "{report:?}");
+        assert!(report.max_latency < HONEST_BOUND, "{report:?}");
+        assert!(self.honest.sender.is_connected(&self.victim.peer_id));
+    }
+
+    async fn shutdown(self) {
+        self.honest.shutdown().await;
+        self.victim.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_500_are_bounded_and_honest_peers_still_connect() {
+    let scene = Scene::mutual(NetworkConfig::default(), 1).await;
+    let prober = scene.probe();
+    let target = socket_addr(&scene.victim.addr);
+    let mut idle = Vec::new();
+    for _ in 0..500 {
+        idle.push(TcpStream::connect(target).await.unwrap());
+    }
+    // 500 sockets against 128 upgrade slots: the oldest are evicted (closed) as newer
+    // ones arrive; every slot is then held by an idle socket.
+    let evicted = scene
+        .victim
+        .wait_metric("network_upgrades_evicted_total", None, 372)
+        .await;
+    assert!(evicted >= 372, "evicted {evicted}");
+
+    // A new honest peer still connects, evicting an idle socket in turn.
+    let newcomer = TestNode::start(
+        scene.attackers[0].clone(),
+        NoiseConfig::open(),
+        NetworkConfig::default(),
+    );
+    let start = Instant::now();
+    newcomer.connect_to(&scene.victim).await;
+    assert!(start.elapsed() < HONEST_BOUND, "{:?}", start.elapsed());
+    let answer = newcomer
+        .sender
+        .rpc(
+            scene.victim.peer_id,
+            RPC,
+            Bytes::from_static(b"hi"),
+            HONEST_BOUND,
+        )
+        .await;
+    assert_eq!(answer.unwrap(), Bytes::from_static(b"hi"));
+    scene.assert_honest_unaffected(prober).await;
+    drop(idle);
+    newcomer.shutdown().await;
+    scene.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_handshakes_500_are_bounded_and_honest_peers_still_connect() {
+    let scene = Scene::mutual(NetworkConfig::default(), 2).await;
+    let prober = scene.probe();
+    let first = first_noise_message(scene.attackers[0].clone(), scene.victim.peer_id).await;
+    let half = &first[..first.len() / 2];
+    let target = socket_addr(&scene.victim.addr);
+    let mut stalled = Vec::new();
+    for _ in 0..500 {
+        let mut socket = TcpStream::connect(target).await.unwrap();
+        socket.write_all(half).await.unwrap();
+        stalled.push(socket);
+    }
+    let evicted = scene
+        .victim
+        .wait_metric("network_upgrades_evicted_total", None, 372)
+        .await;
+    assert!(evicted >= 372, "evicted {evicted}");
+
+    let newcomer = TestNode::start(
+        scene.attackers[1].clone(),
+        NoiseConfig::open(),
+        NetworkConfig::default(),
+    );
+    let start = Instant::now();
+    newcomer.connect_to(&scene.victim).await;
+    assert!(start.elapsed() < HONEST_BOUND, "{:?}", start.elapsed());
+    scene.assert_honest_unaffected(prober).await;
+    drop(stalled);
+    newcomer.shutdown().await;
+    scene.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_length_prefixes_at_each_layer_end_only_the_offender() {
+    let scene = Scene::mutual(NetworkConfig::default(), 2).await;
+    let prober = scene.probe();
+    let (victim, attacker) = (&scene.victim, &scene.attackers[0]);
+
+    // Noise transport frame: the longest a u16 prefix allows, filled with bytes that
+    // do not decrypt. The victim reads at most 65535 bytes and closes.
+    let stream = noise_connect(attacker.clone(), victim.peer_id, &victim.addr)
+        .await
+        .unwrap();
+    let socket = stream.get_ref();
+    let mut frame = vec![0xff, 0xff];
+    frame.extend(std::iter::repeat_n(0xa5, 65535));
+    let mut written = 0;
+    while written < frame.len() {
+        socket.writable().await.unwrap();
+        if let Ok(n) = socket.try_write(&frame[written..]) {
+            written += n;
+        }
+    }
+    let before = victim.metric("network_handshake_failures_total", Some("handshake_io"));
+    victim
+        .wait_metric(
+            "network_handshake_failures_total",
+            Some("handshake_io"),
+            before + 1,
+        )
+        .await;
+    drop(stream);
+
+    // Handshake message: a u32 length of 4 GiB. Refused before any allocation.
+    let mut stream = noise_connect(attacker.clone(), victim.peer_id, &victim.addr)
+        .await
+        .unwrap();
+    stream.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    stream.flush().await.unwrap();
+    assert!(closed_by_victim(&mut stream, REACTION).await);
+    let after = victim
+        .wait_metric(
+            "network_handshake_failures_total",
+            Some("handshake_io"),
+            before + 2,
+        )
+        .await;
+    assert_eq!(after, before + 2);
+
+    // Multiplexer negotiation line: a varint length far over 1 KiB.
+    let stream = noise_connect(attacker.clone(), victim.peer_id, &victim.addr)
+        .await
+        .unwrap();
+    let (mut stream, _) = network::handshake::exchange(stream, &handshake_msg(0, &[]))
+        .await
+        .unwrap();
+    stream.write_all(&[0xff, 0xff, 0x7f]).await.unwrap();
+    stream.flush().await.unwrap();
+    assert!(closed_by_victim(&mut stream, REACTION).await);
+    assert!(
+        victim
+            .wait_metric(
+                "network_handshake_failures_total",
+                Some("mux_negotiation"),
+                1
+            )
+            .await
+            >= 1
+    );
+
+    // Multiplexer frame: a data frame announcing 4 GiB on a new stream, far past its
+    // 256 KiB window: a protocol error that closes the connection and is penalized.
+    // (A second attacker, so that the penalties of each stay under the ban threshold.)
+    let second = &scene.attackers[1];
+    let mut stream = past_handshake(second.clone(), victim.peer_id, &victim.addr).await;
+    stream
+        .write_all(&yamux_header(YAMUX_DATA, YAMUX_SYN, 1, u32::MAX))
+        .await
+        .unwrap();
+    stream.flush().await.unwrap();
+    assert!(closed_by_victim(&mut stream, REACTION).await);
+    assert!(
+        victim
+            .wait_metric("network_penalties_total", Some("protocol_violation"), 1)
+            .await
+            >= 1
+    );
+    assert_eq!(victim.sender.reputation_score(&second.peer_id()), 50);
+
+    // Substream negotiation line and application message, over a well-behaved
+    // multiplexer: each ends only its substream; the connection stays up.
+    let (control, _incoming) = muxed(
+        attacker.clone(),
+        victim.peer_id,
+        &victim.addr,
+        MuxConfig::default(),
+    )
+    .await;
+    let mut substream = control.open_stream().await.unwrap();
+    substream.write_all(&[0xff, 0xff, 0x7f]).await.unwrap();
+    substream.flush().await.unwrap();
+    assert!(
+        victim
+            .wait_metric(
+                "network_substreams_refused_total",
+                Some("negotiation_failed"),
+                1
+            )
+            .await
+            >= 1
+    );
+    let substream = control.open_stream().await.unwrap();
+    let mut rpc = negotiate_outbound_select(substream, RPC.as_str()).unwrap();
+    rpc.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    rpc.flush().await.unwrap();
+    assert!(
+        victim
+            .wait_metric("network_decode_failures_total", Some(RPC.as_str()), 1)
+            .await
+            >= 1
+    );
+    assert!(
+        victim
+            .wait_metric("network_penalties_total", Some("oversized_message"), 1)
+            .await
+            >= 1
+    );
+    assert!(!control.is_closed(), "only the substreams ended");
+    // 20 for the negotiation garbage, 50 for the oversized message.
+    assert_eq!(victim.sender.reputation_score(&attacker.peer_id()), 70);
+    scene.assert_honest_unaffected(prober).await;
+    scene.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_after_the_handshake_closes_only_that_connection() {
+    let scene = Scene::mutual(NetworkConfig::default(), 1).await;
+    let prober = scene.probe();
+    let victim = &scene.victim;
+    let mut stream = past_handshake(scene.attackers[0].clone(), victim.peer_id, &victim.addr).await;
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i * 7919 % 251) as u8 | 0x80)
+        .collect();
+    stream.write_all(&garbage).await.unwrap();
+    stream.flush().await.unwrap();
+    assert!(closed_by_victim(&mut stream, REACTION).await);
+    assert!(
+        victim
+            .wait_metric("network_mux_protocol_errors_total", None, 1)
+            .await
+            >= 1
+    );
+    assert!(
+        victim
+            .wait_metric("network_penalties_total", Some("protocol_violation"), 1)
+            .await
+            >= 1
+    );
+    scene.assert_honest_unaffected(prober).await;
+    scene.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sending_past_the_multiplexer_window_closes_the_connection_and_is_penalized() {
+    let scene = Scene::mutual(NetworkConfig::default(), 1).await;
+    let prober = scene.probe();
+    let victim = &scene.victim;
+    let mut stream = past_handshake(scene.attackers[0].clone(), victim.peer_id, &victim.addr).await;
+    // A new stream's window is 256 KiB; send 256 KiB + 1 in one frame, for real.
+    let len = 256 * 1024 + 1;
+    stream
+        .write_all(&yamux_header(YAMUX_DATA, YAMUX_SYN, 1, len))
+        .await
+        .unwrap();
+    let _ = stream.write_all(&vec![0u8; len as usize]).await;
+    let _ = stream.flush().await;
+    assert!(closed_by_victim(&mut stream, REACTION).await);
+    assert!(
+        victim
+            .wait_metric("network_mux_protocol_errors_total", None, 1)
+            .await
+            >= 1
+    );
+    assert_eq!(
+        victim.metric("network_penalties_total", Some("protocol_violation")),
+        1
+    );
+    scene.assert_honest_unaffected(prober).await;
+    scene.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_handshakes_are_refused() {
+    let scene = Scene::mutual(NetworkConfig::default(), 1).await;
+    let prober = scene.probe();
+    let victim = &scene.victim;
+    let first = first_noise_message(scene.attackers[0].clone(), victim.peer_id).await;
+    let target = socket_addr(&victim.addr);
+    // The original is answered (the attacker cannot finish it without the key, and
+    // does not try); each replay is refused.
+    let mut original = TcpStream::connect(target).await.unwrap();
+    original.write_all(&first).await.unwrap();
+    for _ in 0..3 {
+        let mut replay = TcpStream::connect(target).await.unwrap();
+        replay.write_all(&first).await.unwrap();
+        assert!(closed_by_victim(&mut replay, REACTION).await);
+    }
+    assert_eq!(
+        victim
+            .wait_metric("network_handshake_failures_total", Some("replay"), 3)
+            .await,
+        3
+    );
+    scene.assert_honest_unaffected(prober).await;
+    drop(original);
+    scene.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_key_is_refused() {
+    let scene = Scene::mutual(NetworkConfig::default(), 0).await;
+    let prober = scene.probe();
+    let victim = &scene.victim;
+    let stranger = Identity::generate();
+    let result = noise_connect(stranger.clone(), victim.peer_id, &victim.addr).await;
+    assert!(result.is_err(), "the handshake must fail");
+    assert_eq!(
+        victim
+            .wait_metric(
+                "network_handshake_failures_total",
+                Some("untrusted_peer"),
+                1
+            )
+            .await,
+        1
+    );
+    assert!(!victim.sender.is_connected(&stranger.peer_id()));
+    scene.assert_honest_unaffected(prober).await;
+    scene.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_chain_id_is_refused() {
+    let scene = Scene::mutual(NetworkConfig::default(), 1).await;
+    let prober = scene.probe();
+    let victim = &scene.victim;
+    let attacker = &scene.attackers[0];
+    let stream = noise_connect(attacker.clone(), victim.peer_id, &victim.addr)
+        .await
+        .unwrap();
+    let result = network::handshake::exchange(stream, &handshake_msg(999, &[RPC])).await;
+    assert!(matches!(
+        result,
+        Err(network::handshake::HandshakeError::ChainMismatch {
+            ours: 999,
+            theirs: 0
+        })
+    ));
+    assert_eq!(
+        victim
+            .wait_metric(
+                "network_handshake_failures_total",
+                Some("chain_mismatch"),
+                1
+            )
+            .await,
+        1
+    );
+    assert!(!victim.sender.is_connected(&attacker.peer_id()));
+    scene.assert_honest_unaffected(prober).await;
+    scene.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_dial_through_a_forged_address_is_refused() {
+    let scene = Scene::mutual(NetworkConfig::default(), 1).await;
+    let prober = scene.probe();
+    let victim = &scene.victim;
+    let own = victim.addr.clone().without_peer_id();
+    // An address naming the victim itself, and one pointing at the victim's socket
+    // but naming another peer (as a forged discovery note would).
+    for forged in [
+        own.clone().with_peer_id(victim.peer_id),
+        own.with_peer_id(scene.attackers[0].peer_id()),
+    ] {
+        let result = victim.sender.dial(forged.clone()).await;
+        assert!(result.is_err(), "{forged}: {result:?}");
+    }
+    assert!(!victim.sender.is_connected(&victim.peer_id));
+    assert!(victim.metric("network_handshake_failures_total", Some("self_dial")) >= 1);
+    assert_eq!(
+        victim.sender.connected_peers().len(),
+        1,
+        "only the honest peer"
+    );
+    scene.assert_honest_unaffected(prober).await;
+    scene.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_flood_is_refused_past_the_cap() {
+    let scene = Scene::mutual(NetworkConfig::default(), 1).await;
+    let prober = scene.probe();
+    let victim = &scene.victim;
+    let flood = MuxConfig {
+        max_streams: 4096,
+        ..MuxConfig::default()
+    };
+    let (control, _incoming) = muxed(
+        scene.attackers[0].clone(),
+        victim.peer_id,
+        &victim.addr,
+        flood,
+    )
+    .await;
+    // 2000 streams opened and left idle, against a cap of 256: the victim answers the
+    // excess with RST, and the idle ones time out of negotiation.
+    let mut streams = Vec::new();
+    for _ in 0..2000 {
+        let mut s = control.open_stream().await.unwrap();
+        let _ = s.flush().await;
+        streams.push(s);
+    }
+    let refused = victim
+        .wait_metric(
+            "network_substreams_refused_total",
+            Some("mux_refused"),
+            1000,
+        )
+        .await;
+    assert!(refused >= 1000, "refused {refused}");
+    scene.assert_honest_unaffected(prober).await;
+    drop(streams);
+    scene.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_misbehaviour_leads_to_a_growing_ban() {
+    let config = NetworkConfig {
+        reputation: ReputationConfig {
+            base_ban: Duration::from_millis(400),
+            ..ReputationConfig::default()
+        },
+        ..NetworkConfig::default()
+    };
+    let scene = Scene::open(config, 1).await;
+    let prober = scene.probe();
+    let victim = &scene.victim;
+    let attacker = &scene.attackers[0];
+
+    let mut bans = Vec::new();
+    for round in 1..=2u64 {
+        // Two oversized messages: 2 × 50 reaches the threshold of 100.
+        let (control, _incoming) = muxed(
+            attacker.clone(),
+            victim.peer_id,
+            &victim.addr,
+            MuxConfig::default(),
+        )
+        .await;
+        for _ in 0..2 {
+            let substream = control.open_stream().await.unwrap();
+            let mut rpc = negotiate_outbound_select(substream, RPC.as_str()).unwrap();
+            rpc.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+            rpc.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        victim
+            .wait_metric("network_bans_total", Some("untrusted"), round)
+            .await;
+        let remaining = victim.sender.ban_remaining(&attacker.peer_id()).unwrap();
+        bans.push(remaining);
+        tokio::time::timeout(REACTION, control.closed())
+            .await
+            .expect("the banned peer is disconnected")
+            .ok();
+
+        // While banned, reconnections are refused right after Noise.
+        let refusals = victim.metric("network_ban_refusals_total", Some("inbound"));
+        let stream = noise_connect(attacker.clone(), victim.peer_id, &victim.addr).await;
+        if let Ok(stream) = stream {
+            let refused = network::handshake::exchange(stream, &handshake_msg(0, &[])).await;
+            assert!(refused.is_err());
+        }
+        assert_eq!(
+            victim
+                .wait_metric("network_ban_refusals_total", Some("inbound"), refusals + 1)
+                .await,
+            refusals + 1
+        );
+        tokio::time::sleep(remaining + Duration::from_millis(50)).await;
+        assert_eq!(victim.sender.ban_remaining(&attacker.peer_id()), None);
+    }
+    // The second ban is twice the first (less the few ms spent measuring it).
+    assert!(bans[0] <= Duration::from_millis(400), "{bans:?}");
+    assert!(bans[1] > Duration::from_millis(700), "{bans:?}");
+    assert!(bans[1] <= Duration::from_millis(800), "{bans:?}");
+    scene.assert_honest_unaffected(prober).await;
+    scene.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_validators_ban_stays_capped() {
+    let cap = Duration::from_millis(300);
+    let config = NetworkConfig {
+        reputation: ReputationConfig {
+            base_ban: Duration::from_millis(200),
+            trusted_max_ban: cap,
+            ..ReputationConfig::default()
+        },
+        ..NetworkConfig::default()
+    };
+    let scene = Scene::mutual(config, 1).await;
+    let prober = scene.probe();
+    let victim = &scene.victim;
+    let validator = TestNode::start(
+        scene.attackers[0].clone(),
+        NoiseConfig::mutual(TrustedPeers::from_peers([victim.peer_id]).unwrap()),
+        NetworkConfig::default(),
+    );
+    for round in 1..=4u64 {
+        validator.connect_to(victim).await;
+        // The application finds the validator's messages undecodable, many times.
+        for _ in 0..10 {
+            victim
+                .sender
+                .report(validator.peer_id, Misbehaviour::UndecodableMessage);
+        }
+        assert_eq!(victim.metric("network_bans_total", Some("trusted")), round);
+        let remaining = victim.sender.ban_remaining(&validator.peer_id).unwrap();
+        assert!(remaining <= cap, "round {round}: {remaining:?}");
+        // Disconnected, refused while banned, welcome back after.
+        let deadline = Instant::now() + REACTION;
+        while victim.sender.is_connected(&validator.peer_id) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!victim.sender.is_connected(&validator.peer_id));
+        tokio::time::sleep(remaining + Duration::from_millis(20)).await;
+    }
+    validator.connect_to(victim).await;
+    scene.assert_honest_unaffected(prober).await;
+    validator.shutdown().await;
+    scene.shutdown().await;
+}
