@@ -95,6 +95,11 @@ impl<R> fmt::Debug for Responder<R> {
     }
 }
 
+/// Events dropped (undecodable, or stale connection events) in one poll before the
+/// stream yields to its task's other work: a peer sending garbage as fast as it can must
+/// not keep the task from the rest of its work.
+const MAX_DROPS_PER_POLL: usize = 64;
+
 /// Which connection of each peer is live, so that a peer is reported up once and down
 /// once however its connections are replaced.
 #[derive(Debug, Default)]
@@ -195,7 +200,7 @@ impl<A: Application> Stream for Events<A> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event<A>>> {
         let this = self.get_mut();
-        loop {
+        for _ in 0..MAX_DROPS_PER_POLL {
             match Pin::new(&mut this.inner).poll_next(cx) {
                 Poll::Ready(Some(event)) => {
                     if let Some(event) = this.convert(event) {
@@ -206,6 +211,9 @@ impl<A: Application> Stream for Events<A> {
                 Poll::Pending => return Poll::Pending,
             }
         }
+        // A flood of dropped input: let the task's other work run, then come back.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 
