@@ -22,6 +22,9 @@ use super::config::{MuxConfig, SPEC_INITIAL_WINDOW};
 use super::error::{MuxError, ProtocolError};
 use super::frame::{FrameType, Header, SESSION_ID, flags, go_away};
 
+/// Bytes a stream's send buffer grows by at a time (four 16 KiB frames).
+const SEND_BUF_STEP: usize = 64 * 1024;
+
 /// Counters of one connection, for metrics. Plain atomics: the `network` crate exports
 /// them; this crate has no metrics dependency.
 #[derive(Debug, Default)]
@@ -437,6 +440,11 @@ impl Session {
             return Poll::Pending;
         }
         let n = room.min(data.len());
+        if s.send_buf.capacity() - s.send_buf.len() < n {
+            // Grow in steps of several frames: the frames split off share the buffer,
+            // so small steps would mean an allocation per write.
+            s.send_buf.reserve(n.max(SEND_BUF_STEP));
+        }
         s.send_buf.extend_from_slice(&data[..n]);
         self.schedule(id);
         Poll::Ready(Ok(n))
