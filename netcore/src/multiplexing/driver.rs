@@ -34,6 +34,13 @@ const MAX_IO_SLICES: usize = 64;
 /// Read/write rounds per poll before the task yields to others.
 const ROUNDS_PER_POLL: usize = 32;
 
+/// Wakers taken from the session, to call once its lock is released.
+enum Wakes {
+    None,
+    One(Option<Waker>),
+    Many(Vec<Waker>),
+}
+
 /// The session and the handles' way to it.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -58,14 +65,20 @@ impl Shared {
         let (r, wakes) = {
             let mut s = self.lock();
             let r = f(&mut s);
-            let wakes = if s.to_wake.is_empty() {
-                Vec::new()
-            } else {
-                std::mem::take(&mut s.to_wake)
+            // One waker (the common case) leaves the session's list, and its
+            // capacity, in place; more are moved out whole.
+            let wakes = match s.to_wake.len() {
+                0 => Wakes::None,
+                1 => Wakes::One(s.to_wake.pop()),
+                _ => Wakes::Many(std::mem::take(&mut s.to_wake)),
             };
             (r, wakes)
         };
-        wakes.into_iter().for_each(Waker::wake);
+        match wakes {
+            Wakes::None | Wakes::One(None) => {}
+            Wakes::One(Some(w)) => w.wake(),
+            Wakes::Many(ws) => ws.into_iter().for_each(Waker::wake),
+        }
         r
     }
 }

@@ -168,8 +168,8 @@ impl AsyncRead for Substream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let id = self.id;
-        let now = Instant::now();
-        self.shared.with(|s| s.poll_read(id, cx.waker(), buf, now))
+        self.shared
+            .with(|s| s.poll_read(id, cx.waker(), buf, Instant::now))
     }
 }
 

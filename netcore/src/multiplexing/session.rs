@@ -339,7 +339,7 @@ impl Session {
         id: u32,
         waker: &Waker,
         out: &mut ReadBuf<'_>,
-        now: Instant,
+        now: impl FnOnce() -> Instant,
     ) -> Poll<io::Result<()>> {
         let closed = !matches!(self.state, ConnState::Open | ConnState::Closing { .. });
         let closed_error = if closed {
@@ -372,7 +372,7 @@ impl Session {
 
     /// Sends a window update once half the window was read, growing the window first
     /// when it was read within two RTTs (the link is faster than the window allows).
-    fn maybe_update_window(&mut self, id: u32, now: Instant) {
+    fn maybe_update_window(&mut self, id: u32, now: impl FnOnce() -> Instant) {
         let (rtt, max_window, cap) = (
             self.rtt,
             self.config.max_window,
@@ -388,6 +388,8 @@ impl Session {
         if freed < s.recv_window / 2 {
             return;
         }
+        // Read the clock only when an update is due: reads are the hot path.
+        let now = now();
         if let Some(rtt) = rtt
             && now.saturating_duration_since(s.epoch) < rtt * 2
         {

@@ -45,7 +45,7 @@ fn feed(s: &mut Session, wire: &[u8], now: Instant) -> Result<(), ProtocolError>
 fn read_n(s: &mut Session, id: u32, n: usize, now: Instant) -> Vec<u8> {
     let mut storage = vec![0u8; n];
     let mut rb = ReadBuf::new(&mut storage);
-    match s.poll_read(id, &waker(), &mut rb, now) {
+    match s.poll_read(id, &waker(), &mut rb, || now) {
         Poll::Ready(Ok(())) => rb.filled().to_vec(),
         other => panic!("read gave {other:?}"),
     }
@@ -161,7 +161,7 @@ fn a_received_rst_fails_reads_and_writes_with_reset() {
     feed(&mut s, &hdr(FrameType::WindowUpdate, flags::RST, 1, 0), now).unwrap();
     let mut storage = [0u8; 4];
     let mut rb = ReadBuf::new(&mut storage);
-    let Poll::Ready(Err(e)) = s.poll_read(id, &waker(), &mut rb, now) else {
+    let Poll::Ready(Err(e)) = s.poll_read(id, &waker(), &mut rb, || now) else {
         panic!("read after RST must fail");
     };
     assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
