@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::app::{Application, Consensus, Mempool};
-use crate::config::{ConfigError, FieldError, Mode, NetworkConfig};
+use crate::config::{ConfigError, FieldError, Mode, NetworkConfig, Resolved};
 use crate::event::Events;
 use crate::metrics::Metrics;
 use crate::sender::Sender;
@@ -172,40 +172,28 @@ impl NetworkBuilder {
         info!(peer = %local, addrs = ?listen_addrs, "network started");
 
         let (stop_tx, stop_rx) = watch::channel(false);
-        let stopped = move || {
-            let mut rx = stop_rx.clone();
-            async move {
-                // An error means the handle is gone: stop too.
-                let _ = rx.wait_for(|stop| *stop).await;
+        let components = Components {
+            resolved: &resolved,
+            identity,
+            trusted,
+            trusted_ids: &trusted_ids,
+            listen_addrs: &listen_addrs,
+            registry: &self.registry,
+        };
+        let (tasks, discovery_handle) = match components.start(
+            &mut network,
+            connectivity_app,
+            health_app,
+            discovery_app,
+            stop_rx,
+        ) {
+            Ok(started) => started,
+            Err(error) => {
+                // Do not leave a half-started network running.
+                tokio::spawn(network.shutdown());
+                return Err(error);
             }
         };
-        let eligible = (resolved.mode == Mode::Mutual).then(|| trusted_ids.clone());
-        let (sender, events) = take(&mut network, connectivity_app);
-        let (connectivity, connectivity_handle) = ConnectivityManager::new(
-            resolved.connectivity.clone(),
-            eligible,
-            sender,
-            events,
-            &self.registry,
-        )?;
-        let (sender, events) = take(&mut network, health_app);
-        let health = HealthChecker::new(resolved.health.clone(), sender, events, &self.registry)?;
-        let (sender, events) = take(&mut network, discovery_app);
-        let (discovery, discovery_handle) = Discovery::new(
-            resolved.discovery.clone(),
-            identity,
-            advertised(&listen_addrs),
-            (resolved.mode == Mode::Mutual).then_some(trusted),
-            connectivity_handle,
-            sender,
-            events,
-            &self.registry,
-        )?;
-        let tasks = vec![
-            connectivity.spawn(stopped()),
-            health.spawn(stopped()),
-            discovery.spawn(stopped()),
-        ];
 
         let validators = (!trusted_ids.is_empty()).then(|| Arc::new(trusted_ids));
         let consensus = consensus_app.map(|app| {
@@ -234,6 +222,66 @@ impl NetworkBuilder {
                 _discovery: discovery_handle,
             },
         })
+    }
+}
+
+/// What the connectivity manager, health checker and discovery are started from.
+struct Components<'a> {
+    resolved: &'a Resolved,
+    identity: Identity,
+    trusted: TrustedPeers,
+    trusted_ids: &'a HashSet<PeerId>,
+    listen_addrs: &'a [NetworkAddress],
+    registry: &'a Registry,
+}
+
+impl Components<'_> {
+    /// Starts the three components on their registered applications; they stop when
+    /// `stop` turns true (or its sender is dropped).
+    fn start(
+        self,
+        network: &mut Network,
+        connectivity_app: AppId,
+        health_app: AppId,
+        discovery_app: AppId,
+        stop: watch::Receiver<bool>,
+    ) -> Result<(Vec<JoinHandle<()>>, DiscoveryHandle), BuildError> {
+        let stopped = move || {
+            let mut rx = stop.clone();
+            async move {
+                // An error means the handle is gone: stop too.
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+        let mutual = self.resolved.mode == Mode::Mutual;
+        let (sender, events) = take(network, connectivity_app);
+        let (connectivity, connectivity_handle) = ConnectivityManager::new(
+            self.resolved.connectivity.clone(),
+            mutual.then(|| self.trusted_ids.clone()),
+            sender,
+            events,
+            self.registry,
+        )?;
+        let (sender, events) = take(network, health_app);
+        let health =
+            HealthChecker::new(self.resolved.health.clone(), sender, events, self.registry)?;
+        let (sender, events) = take(network, discovery_app);
+        let (discovery, discovery_handle) = Discovery::new(
+            self.resolved.discovery.clone(),
+            self.identity,
+            advertised(self.listen_addrs),
+            mutual.then_some(self.trusted),
+            connectivity_handle,
+            sender,
+            events,
+            self.registry,
+        )?;
+        let tasks = vec![
+            connectivity.spawn(stopped()),
+            health.spawn(stopped()),
+            discovery.spawn(stopped()),
+        ];
+        Ok((tasks, discovery_handle))
     }
 }
 
