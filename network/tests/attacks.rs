@@ -22,10 +22,11 @@ use netcore::multiplexing::MuxConfig;
 use netcore::negotiate::negotiate_outbound_select;
 use netcore::transport::TcpTransport;
 use netcore::{NetworkAddress, PeerId};
+use network::rate_limit::{PeerRateLimit, Rate, RateLimitConfig};
 use network::reputation::ReputationConfig;
 use network::{
-    DisconnectReason, Event, Misbehaviour, Network, NetworkBuilder, NetworkConfig, NetworkEvents,
-    NetworkSender, RpcError,
+    Event, Misbehaviour, Network, NetworkBuilder, NetworkConfig, NetworkEvents, NetworkSender,
+    RpcError, SendError,
 };
 use noise::{Identity, NoiseConfig, NoiseUpgrader, TrustedPeers};
 use prometheus::Registry;
@@ -131,6 +132,15 @@ struct Scene {
 
 impl Scene {
     async fn mutual(config: NetworkConfig, attackers: usize) -> Self {
+        Self::mutual_with(config, attackers, spawn_echo_server).await
+    }
+
+    /// [`Scene::mutual`] with the victim's application given by `app`.
+    async fn mutual_with(
+        config: NetworkConfig,
+        attackers: usize,
+        app: impl FnOnce(NetworkEvents) -> JoinHandle<()>,
+    ) -> Self {
         let ids: Vec<Identity> = (0..attackers + 2).map(|_| Identity::generate()).collect();
         let trusted = TrustedPeers::from_peers(ids.iter().map(Identity::peer_id)).unwrap();
         let mut ids = ids.into_iter();
@@ -139,7 +149,7 @@ impl Scene {
             NoiseConfig::mutual(trusted.clone()),
             config,
         );
-        victim.serve_echo();
+        victim.server = Some(app(victim.events.take().unwrap()));
         let honest = TestNode::start(
             ids.next().unwrap(),
             NoiseConfig::mutual(trusted),
@@ -710,5 +720,262 @@ async fn a_trusted_validators_ban_stays_capped() {
     validator.connect_to(victim).await;
     scene.assert_honest_unaffected(prober).await;
     validator.shutdown().await;
+    scene.shutdown().await;
+}
+
+/// The victim's application for the flood tests: answers RPCs at once, and consumes
+/// DirectSend messages at about `per_second`, counting them.
+fn slow_consumer(
+    mut events: NetworkEvents,
+    per_second: u64,
+    received: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let batch = (per_second / 100).max(1);
+        let mut in_batch = 0;
+        while let Some(event) = events.next().await {
+            match event {
+                Event::RpcRequest {
+                    data, responder, ..
+                } => responder.respond(data),
+                Event::Message { .. } => {
+                    received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    in_batch += 1;
+                    if in_batch == batch {
+                        in_batch = 0;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+                _ => {}
+            }
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rpc_flood_gets_refusals_and_honest_rpcs_stay_fast() {
+    let scene = Scene::mutual(NetworkConfig::default(), 1).await;
+    let victim_id = scene.victim.peer_id;
+    // The attacker is a full node with its own limits lifted.
+    let attacker = TestNode::start(
+        scene.attackers[0].clone(),
+        NoiseConfig::mutual(TrustedPeers::from_peers([victim_id]).unwrap()),
+        NetworkConfig {
+            max_concurrent_outbound_rpcs: 100_000,
+            mux: MuxConfig {
+                max_streams: 100_000,
+                ..MuxConfig::default()
+            },
+            ..NetworkConfig::default()
+        },
+    );
+    attacker.connect_to(&scene.victim).await;
+    let prober = scene.probe();
+    let (mut ok, mut refused, mut other) = (0u32, 0u32, 0u32);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        let wave = (0..1000).map(|_| {
+            attacker
+                .sender
+                .rpc(victim_id, RPC, Bytes::from_static(b"flood"), REACTION)
+        });
+        for result in futures::future::join_all(wave).await {
+            match result {
+                Ok(_) => ok += 1,
+                Err(RpcError::TooManyRequests) => refused += 1,
+                Err(_) => other += 1,
+            }
+        }
+    }
+    // Past 100 requests in flight the victim answers TooManyRequests; past 256 streams
+    // its multiplexer refuses the substream. Some requests still get through.
+    assert!(
+        ok > 0 && refused > 0,
+        "ok {ok}, refused {refused}, other {other}"
+    );
+    assert!(
+        scene
+            .victim
+            .metric("network_rpc_outcomes_total", Some("too_many_requests"))
+            > 0
+    );
+    scene.assert_honest_unaffected(prober).await;
+    attacker.shutdown().await;
+    scene.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_send_flood_keeps_memory_bounded_and_drops_nothing() {
+    // Messages of 16 KiB. What the flood can make the victim hold: its inbound queue
+    // for the attacker (1024 × 16 KiB = 16 MiB) and the substream's receive window (at
+    // most 16 MiB); the attacker's outbound queue in this process holds clones of one
+    // buffer. The stated bound on the process's growth leaves room for allocator slack
+    // on top of those 32 MiB.
+    const MESSAGE: usize = 16 * 1024;
+    const MEMORY_BOUND: u64 = 96 * 1024 * 1024;
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = std::sync::Arc::clone(&received);
+    // A victim that consumes about 20 000 messages per second.
+    let scene = Scene::mutual_with(NetworkConfig::default(), 1, move |events| {
+        slow_consumer(events, 20_000, counter)
+    })
+    .await;
+    let victim = &scene.victim;
+    let attacker = TestNode::start(
+        scene.attackers[0].clone(),
+        NoiseConfig::mutual(TrustedPeers::from_peers([victim.peer_id]).unwrap()),
+        NetworkConfig::default(),
+    );
+    attacker.connect_to(victim).await;
+    let prober = scene.probe();
+    let rss_before = resident_bytes();
+    let payload = Bytes::from(vec![0x5a; MESSAGE]);
+    let (mut accepted, mut full) = (0u64, 0u64);
+    let (mut max_depth, mut max_rss) = (0u64, rss_before);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        match attacker
+            .sender
+            .send_to(victim.peer_id, DIRECT, payload.clone())
+        {
+            Ok(()) => accepted += 1,
+            Err(SendError::QueueFull) => {
+                // The victim reads no faster than it consumes: the attacker's queue
+                // fills and it must wait.
+                full += 1;
+                max_depth =
+                    max_depth.max(victim.metric("network_queue_depth", Some("inbound_events")));
+                max_rss = max_rss.max(resident_bytes());
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        full > 0,
+        "the flood outran the victim (backpressure reached the attacker)"
+    );
+    // The gauge sums every peer's queued events: the attacker's key holds at most the
+    // inbound queue size; the honest prober has at most one request queued.
+    let inbound_queue = NetworkConfig::default().inbound_queue_size as u64;
+    assert!(max_depth <= inbound_queue + 1, "queue depth {max_depth}");
+    let growth = max_rss.saturating_sub(rss_before);
+    assert!(growth < MEMORY_BOUND, "grew {} MiB", growth >> 20);
+    // Slowed, not dropped: every accepted message arrives.
+    let deadline = Instant::now() + REACTION * 2;
+    while received.load(std::sync::atomic::Ordering::Relaxed) < accepted
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        received.load(std::sync::atomic::Ordering::Relaxed),
+        accepted
+    );
+    assert_eq!(
+        victim.metric("network_queue_drops_total", Some(DIRECT.as_str())),
+        0
+    );
+    scene.assert_honest_unaffected(prober).await;
+    attacker.shutdown().await;
+    scene.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_over_its_message_rate_is_slowed_not_dropped() {
+    let config = NetworkConfig {
+        rate_limit: RateLimitConfig {
+            limit: Some(PeerRateLimit {
+                bytes: None,
+                messages: Some(Rate {
+                    per_second: 500,
+                    burst: 100,
+                }),
+            }),
+            limit_trusted: true,
+        },
+        ..NetworkConfig::default()
+    };
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = std::sync::Arc::clone(&received);
+    let scene = Scene::mutual_with(config, 1, move |events| {
+        slow_consumer(events, 1_000_000, counter)
+    })
+    .await;
+    let victim = &scene.victim;
+    let attacker = TestNode::start(
+        scene.attackers[0].clone(),
+        NoiseConfig::mutual(TrustedPeers::from_peers([victim.peer_id]).unwrap()),
+        NetworkConfig::default(),
+    );
+    attacker.connect_to(victim).await;
+    let prober = scene.probe();
+    let start = Instant::now();
+    for i in 0..1000u32 {
+        attacker
+            .sender
+            .send_to(
+                victim.peer_id,
+                DIRECT,
+                Bytes::from(i.to_be_bytes().to_vec()),
+            )
+            .unwrap();
+    }
+    let deadline = start + REACTION;
+    while received.load(std::sync::atomic::Ordering::Relaxed) < 1000 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = start.elapsed();
+    // All 1000 arrive, none dropped, but no faster than 100 at once then 500/s.
+    assert_eq!(received.load(std::sync::atomic::Ordering::Relaxed), 1000);
+    assert!(elapsed >= Duration::from_millis(1750), "{elapsed:?}");
+    assert!(victim.metric("network_rate_limited_total", Some("messages")) > 0);
+    assert_eq!(
+        victim.metric("network_queue_drops_total", Some(DIRECT.as_str())),
+        0
+    );
+    scene.assert_honest_unaffected(prober).await;
+    attacker.shutdown().await;
+    scene.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_over_its_byte_rate_is_slowed_by_reading_less() {
+    let config = NetworkConfig {
+        rate_limit: RateLimitConfig {
+            limit: Some(PeerRateLimit {
+                bytes: Some(Rate {
+                    per_second: 2 * 1024 * 1024,
+                    burst: 512 * 1024,
+                }),
+                messages: None,
+            }),
+            limit_trusted: true,
+        },
+        ..NetworkConfig::default()
+    };
+    let scene = Scene::mutual(config, 1).await;
+    let victim = &scene.victim;
+    let attacker = TestNode::start(
+        scene.attackers[0].clone(),
+        NoiseConfig::mutual(TrustedPeers::from_peers([victim.peer_id]).unwrap()),
+        NetworkConfig::default(),
+    );
+    attacker.connect_to(victim).await;
+    let prober = scene.probe();
+    // 2 MiB at 2 MiB/s after a 512 KiB burst: at least 0.75 s to read, then echoed.
+    let big = Bytes::from(vec![1u8; 2 * 1024 * 1024]);
+    let start = Instant::now();
+    let answer = attacker
+        .sender
+        .rpc(victim.peer_id, RPC, big.clone(), REACTION)
+        .await
+        .unwrap();
+    let elapsed = start.elapsed();
+    assert_eq!(answer, big, "slowed, not cut");
+    assert!(elapsed >= Duration::from_millis(700), "{elapsed:?}");
+    assert!(victim.metric("network_rate_limited_total", Some("bytes")) > 0);
+    scene.assert_honest_unaffected(prober).await;
+    attacker.shutdown().await;
     scene.shutdown().await;
 }
