@@ -193,6 +193,9 @@ impl Scene {
     /// [`HONEST_BOUND`].
     async fn assert_honest_unaffected(&self, prober: Prober) {
         let report = prober.finish().await;
+        // The figure each attack cost the honest peer (see with --nocapture).
+        let attack = std::thread::current().name().unwrap_or("?").to_owned();
+        eprintln!("{attack}: honest {report:?}");
         assert_eq!(report.failed, 0, "honest RPCs failed: {report:?}");
         assert!(report.answered > 0, "{report:?}");
         assert!(report.max_latency < HONEST_BOUND, "{report:?}");

@@ -251,6 +251,12 @@ async fn forged_untrusted_and_oversized_notes_are_dropped_and_counted_and_good_o
     assert_eq!(dropped("untrusted"), 1);
     assert_eq!(dropped("too_many_addresses"), 1);
     assert_eq!(dropped("malformed"), 1);
+    // The sender is penalized for what was its fault (not for the untrusted note):
+    // 50 + 10 + 10, under the ban threshold.
+    let penalty = |m| node.counter("network_penalties_total", Some(m));
+    assert_eq!(penalty("bad_signature"), 1);
+    assert_eq!(penalty("undecodable_message"), 2);
+    assert_eq!(node.sender.reputation_score(&all[1]), 70);
     assert_eq!(
         node.counter("network_discovery_notes_accepted_total", None),
         1

@@ -3,6 +3,8 @@
 use netcore::PeerId;
 use netcore::address::AddressError;
 
+use crate::reputation::Misbehaviour;
+
 /// Why a note (or a whole push message) was dropped. Each is counted by
 /// [`NoteError::label`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,6 +60,24 @@ pub enum NoteError {
 }
 
 impl NoteError {
+    /// The misbehaviour of the peer that sent the note, if any. Honest nodes verify a
+    /// note before they keep or relay it, so even a relayed note with a bad signature is
+    /// the sender's fault; a note about an untrusted peer or a full book is not.
+    pub fn misbehaviour(&self) -> Option<Misbehaviour> {
+        match self {
+            NoteError::MessageTooLarge { .. } => Some(Misbehaviour::OversizedMessage),
+            NoteError::BadSignature => Some(Misbehaviour::BadSignature),
+            NoteError::Malformed(_)
+            | NoteError::TooManyNotes { .. }
+            | NoteError::InvalidPeerId
+            | NoteError::InvalidSignature
+            | NoteError::InvalidAddress(_)
+            | NoteError::TooManyAddresses { .. }
+            | NoteError::PeerMismatch(_) => Some(Misbehaviour::UndecodableMessage),
+            NoteError::Untrusted(_) | NoteError::BookFull => None,
+        }
+    }
+
     /// A short label for the `reason` of `network_discovery_notes_dropped_total`.
     pub fn label(&self) -> &'static str {
         match self {

@@ -296,6 +296,9 @@ impl Discovery {
             Err(e) => {
                 debug!(peer = %from.short_str(), error = %e, "dropping a discovery message");
                 self.metrics.dropped.with_label_values(&[e.label()]).inc();
+                if let Some(misbehaviour) = e.misbehaviour() {
+                    self.sender.report(from, misbehaviour);
+                }
                 return;
             }
         };
@@ -323,6 +326,9 @@ impl Discovery {
                 Err(e) => {
                     debug!(peer = %from.short_str(), error = %e, "dropping a discovery note");
                     self.metrics.dropped.with_label_values(&[e.label()]).inc();
+                    if let Some(misbehaviour) = e.misbehaviour() {
+                        self.sender.report(from, misbehaviour);
+                    }
                 }
             }
         }
