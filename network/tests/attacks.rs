@@ -291,6 +291,7 @@ async fn oversized_length_prefixes_at_each_layer_end_only_the_offender() {
 
     // Noise transport frame: the longest a u16 prefix allows, filled with bytes that
     // do not decrypt. The victim reads at most 65535 bytes and closes.
+    let before = victim.metric("network_handshake_failures_total", Some("handshake_io"));
     let stream = noise_connect(attacker.clone(), victim.peer_id, &victim.addr)
         .await
         .unwrap();
@@ -304,14 +305,16 @@ async fn oversized_length_prefixes_at_each_layer_end_only_the_offender() {
             written += n;
         }
     }
-    let before = victim.metric("network_handshake_failures_total", Some("handshake_io"));
-    victim
-        .wait_metric(
-            "network_handshake_failures_total",
-            Some("handshake_io"),
-            before + 1,
-        )
-        .await;
+    assert_eq!(
+        victim
+            .wait_metric(
+                "network_handshake_failures_total",
+                Some("handshake_io"),
+                before + 1,
+            )
+            .await,
+        before + 1
+    );
     drop(stream);
 
     // Handshake message: a u32 length of 4 GiB. Refused before any allocation.
