@@ -51,7 +51,8 @@ pub struct NetworkMetrics {
     pub bans: IntCounterVec,
     /// Connections and dials refused because the peer is banned, by origin.
     pub ban_refusals: IntCounterVec,
-    /// Peers banned now.
+    /// Peers banned, as of the last penalty or ban refusal (an expired ban is taken
+    /// off at the next one).
     pub banned_peers: IntGauge,
     /// Times a peer's inbound reader was held back by its rate limit, by kind
     /// (`bytes` / `messages`).

@@ -19,7 +19,6 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -309,9 +308,6 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for RateLimitedRead<IO> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
-
-/// Shares a [`MessageLimiter`] between a peer's readers.
-pub type SharedMessageLimiter = Arc<MessageLimiter>;
 
 #[cfg(test)]
 mod tests {

@@ -866,6 +866,11 @@ async fn a_direct_send_flood_keeps_memory_bounded_and_drops_nothing() {
     let inbound_queue = NetworkConfig::default().inbound_queue_size as u64;
     assert!(max_depth <= inbound_queue + 1, "queue depth {max_depth}");
     let growth = max_rss.saturating_sub(rss_before);
+    eprintln!(
+        "DirectSend flood: {accepted} accepted, {full} refused at the attacker (queue full), \
+         max victim queue depth {max_depth}, process grew {} MiB",
+        growth >> 20
+    );
     assert!(growth < MEMORY_BOUND, "grew {} MiB", growth >> 20);
     // Slowed, not dropped: every accepted message arrives.
     let deadline = Instant::now() + REACTION * 2;

@@ -116,6 +116,12 @@ async fn exactly_threshold_consecutive_failed_pings_disconnect_the_peer() {
         node.counter("network_health_check_disconnects_total", None),
         1
     );
+    // Failing the health checks costs the peer reputation (not yet a ban).
+    assert_eq!(
+        node.counter("network_penalties_total", Some("failed_health_check")),
+        1
+    );
+    assert_eq!(node.sender.reputation_score(&remote), 25);
     node.shutdown().await;
     peer.shutdown().await;
 }

@@ -6,6 +6,12 @@
 //! same way on both ends. Every connection carries a [`ConnectionId`]; a connection that
 //! closes after it was replaced produces no `LostPeer`.
 //!
+//! Defences: inbound upgrades in flight are capped, and past the cap each new socket
+//! evicts the oldest (so sockets that connect and stall cannot lock honest peers out);
+//! a banned peer (see [`crate::reputation`]) is refused right after Noise authenticates
+//! it, and dials to it fail with `DialError::Banned`; each refusal is counted in
+//! `network_ban_refusals_total`.
+//!
 //! The manager never waits on anything but its own inputs: events to applications are
 //! queued with `push_control`, which does not block, and closing a connection is
 //! spawned. So no other task can stall it, and it cannot deadlock with a peer task.
