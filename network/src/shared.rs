@@ -123,11 +123,15 @@ impl Shared {
         self.metrics.bans.with_label_values(&[kind]).inc();
         let (reply, _) = tokio::sync::oneshot::channel();
         let request = Request::Disconnect(peer, DisconnectReason::Banned, reply);
+        // The peer manager's queue is full (or it stopped): close the connection here.
+        // `report` may be called outside the runtime; then the ban alone stands, and the
+        // connection's next refusal or close ends it.
         if self.requests.try_send(request).is_err()
             && let Some(handle) = self.peer(&peer)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             let control = handle.control.clone();
-            tokio::spawn(async move {
+            runtime.spawn(async move {
                 let _ = control.close().await;
             });
         }
