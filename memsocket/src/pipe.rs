@@ -6,6 +6,8 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
+use tokio::io::ReadBuf;
+
 /// The shared state of one direction.
 #[derive(Debug)]
 struct State {
@@ -75,33 +77,34 @@ impl Pipe {
         Poll::Ready(Ok(n))
     }
 
-    /// Copies buffered bytes into `out`; `Ok(0)` is EOF; waits while the buffer is empty.
+    /// Copies buffered bytes into `out`, filling it from its unfilled part without
+    /// zeroing it first; EOF leaves `out` as it was; waits while the buffer is empty.
     pub(crate) fn poll_read(
         &self,
         cx: &mut Context<'_>,
-        out: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let mut s = self.lock();
-        if out.is_empty() {
-            return Poll::Ready(Ok(0));
+        if out.remaining() == 0 {
+            return Poll::Ready(Ok(()));
         }
         if s.buf.is_empty() {
             if s.write_closed {
-                return Poll::Ready(Ok(0));
+                return Poll::Ready(Ok(()));
             }
             s.reader = Some(cx.waker().clone());
             return Poll::Pending;
         }
-        let n = out.len().min(s.buf.len());
+        let n = out.remaining().min(s.buf.len());
         let (a, b) = s.buf.as_slices();
         let from_a = n.min(a.len());
-        out[..from_a].copy_from_slice(&a[..from_a]);
-        out[from_a..n].copy_from_slice(&b[..n - from_a]);
+        out.put_slice(&a[..from_a]);
+        out.put_slice(&b[..n - from_a]);
         s.buf.drain(..n);
         if let Some(w) = s.writer.take() {
             w.wake();
         }
-        Poll::Ready(Ok(n))
+        Poll::Ready(Ok(()))
     }
 
     /// The writer is done: the reader drains what is buffered, then sees EOF.
