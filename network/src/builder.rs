@@ -239,9 +239,14 @@ impl Network {
     }
 
     /// Closes every connection gracefully (each application sees `LostPeer` with reason
-    /// `Shutdown`) and waits for the peer manager to end.
+    /// `Shutdown`), waits for the peer manager to end, then ends every application's
+    /// event stream.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+        // The applications' streams end once they have read the last `LostPeer`.
+        for app in &self.sender.shared.apps {
+            app.close();
+        }
     }
 }

@@ -42,6 +42,8 @@ struct Inner<K, T> {
     receiver_waker: Option<Waker>,
     receiver_alive: bool,
     senders: usize,
+    /// A sender closed the queue: no more items; the consumer drains what is queued.
+    closed: bool,
     depth: IntGauge,
 }
 
@@ -67,6 +69,7 @@ where
         capacity: capacity_per_key.max(1),
         receiver_waker: None,
         receiver_alive: true,
+        closed: false,
         senders: 1,
         depth,
     }));
@@ -120,10 +123,25 @@ impl<K: Eq + Hash + Clone, T> FairSender<K, T> {
         }
     }
 
+    /// Closes the queue for every sender: later pushes fail with `Closed`, waiting
+    /// producers give up, and the consumer's stream ends once it drained the queue.
+    pub fn close(&self) {
+        let mut inner = lock(&self.shared);
+        inner.closed = true;
+        if let Some(w) = inner.receiver_waker.take() {
+            w.wake();
+        }
+        for slot in inner.slots.values_mut() {
+            for w in slot.waiting.drain(..) {
+                w.wake();
+            }
+        }
+    }
+
     /// Queues `item` under `key` if its queue has room.
     pub fn try_push(&self, key: K, item: T) -> Result<(), QueueError<T>> {
         let mut inner = lock(&self.shared);
-        if !inner.receiver_alive {
+        if !inner.receiver_alive || inner.closed {
             return Err(QueueError::Closed(item));
         }
         let capacity = inner.capacity;
@@ -143,7 +161,7 @@ impl<K: Eq + Hash + Clone, T> FairSender<K, T> {
     /// behind that peer's data, and whose number is bounded by connection churn.
     pub fn push_control(&self, key: K, item: T, hard_limit: usize) -> Result<(), QueueError<T>> {
         let mut inner = lock(&self.shared);
-        if !inner.receiver_alive {
+        if !inner.receiver_alive || inner.closed {
             return Err(QueueError::Closed(item));
         }
         if inner
@@ -166,7 +184,7 @@ impl<K: Eq + Hash + Clone, T> FairSender<K, T> {
             let Some(it) = item.take() else {
                 return Poll::Ready(Ok(()));
             };
-            if !inner.receiver_alive {
+            if !inner.receiver_alive || inner.closed {
                 return Poll::Ready(Err(QueueError::Closed(it)));
             }
             let capacity = inner.capacity;
@@ -221,32 +239,35 @@ impl<K: Eq + Hash + Clone + Unpin, T> Stream for FairQueue<K, T> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut inner = lock(&self.shared);
-        let Some(key) = inner.ready.pop_front() else {
-            if inner.senders == 0 {
-                return Poll::Ready(None);
+        loop {
+            let Some(key) = inner.ready.pop_front() else {
+                if inner.senders == 0 || inner.closed {
+                    return Poll::Ready(None);
+                }
+                inner.receiver_waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            };
+            // `ready` holds only keys with a non-empty slot; a key that broke that rule
+            // is skipped rather than served.
+            let Some(slot) = inner.slots.get_mut(&key) else {
+                continue;
+            };
+            let Some(item) = slot.items.pop_front() else {
+                inner.slots.remove(&key);
+                continue;
+            };
+            for w in slot.waiting.drain(..) {
+                w.wake();
             }
-            inner.receiver_waker = Some(cx.waker().clone());
-            return Poll::Pending;
-        };
-        let Some(slot) = inner.slots.get_mut(&key) else {
-            // `ready` only holds keys with a non-empty slot.
-            return Poll::Pending;
-        };
-        let Some(item) = slot.items.pop_front() else {
-            return Poll::Pending;
-        };
-        for w in slot.waiting.drain(..) {
-            w.wake();
+            if slot.items.is_empty() {
+                // Drop the empty slot so that keys of departed peers cost nothing.
+                inner.slots.remove(&key);
+            } else {
+                inner.ready.push_back(key.clone());
+            }
+            inner.depth.dec();
+            return Poll::Ready(Some((key, item)));
         }
-        let more = !slot.items.is_empty();
-        if more {
-            inner.ready.push_back(key.clone());
-        } else {
-            // Drop the empty slot so that keys of departed peers cost nothing.
-            inner.slots.remove(&key);
-        }
-        inner.depth.dec();
-        Poll::Ready(Some((key, item)))
     }
 }
 
@@ -392,6 +413,20 @@ mod tests {
         drop(tx);
         assert!(rx.next().await.is_some(), "queued items are still served");
         assert!(rx.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn closing_ends_the_stream_after_the_queued_items() {
+        let (tx, mut rx) = fair_queue::<u8, u8>(1, gauge());
+        tx.try_push(1, 1).unwrap();
+        let other = tx.clone();
+        let waiting = tokio::spawn(async move { other.push(1, 2).await });
+        tokio::task::yield_now().await;
+        tx.close();
+        assert_eq!(waiting.await.unwrap(), Err(QueueError::Closed(2)));
+        assert_eq!(tx.try_push(2, 3), Err(QueueError::Closed(3)));
+        assert_eq!(rx.next().await, Some((1, 1)));
+        assert_eq!(rx.next().await, None);
     }
 
     #[tokio::test]

@@ -384,3 +384,35 @@ async fn a_flooding_peer_does_not_delay_another_peers_messages() {
     }
     flood.abort();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_runs_out_of_time_tells_the_caller() {
+    let config = NetworkConfig {
+        inbound_rpc_timeout: Duration::from_secs(2),
+        ..NetworkConfig::default()
+    };
+    let mut nodes = start_nodes_with(Net::Memory, 2, config);
+    let mut b = nodes.pop().unwrap();
+    let mut a = nodes.pop().unwrap();
+    connect(&mut a, &mut b).await;
+    // The server's application holds the request past the server's own timeout.
+    let _held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(event) = b.events.next().await {
+            held.push(event);
+        }
+    });
+    let peer = nodes_peer(&a);
+    let start = tokio::time::Instant::now();
+    let result = a
+        .sender
+        .rpc(peer, RPC, bytes("x"), Duration::from_secs(10))
+        .await;
+    assert_eq!(result, Err(RpcError::Remote("server timed out".into())));
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+}
+
+/// The one peer `node` is connected to.
+fn nodes_peer(node: &common::Node) -> netcore::PeerId {
+    node.sender.connected_peers()[0].peer_id
+}

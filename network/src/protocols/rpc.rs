@@ -24,6 +24,10 @@ use crate::protocol_id::ProtocolId;
 use crate::reputation::Misbehaviour;
 use crate::shared::{PeerHandle, Route, Shared};
 
+/// How long a server that ran out of time still spends telling the caller so: long
+/// enough for a healthy connection to carry one small frame each way.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// Sends one request and waits for its response; see `NetworkSender::rpc`.
 pub(crate) async fn outbound(
     shared: &Shared,
@@ -208,9 +212,18 @@ pub(crate) async fn serve_inbound(
     let label = match tokio::time::timeout(shared.config.inbound_rpc_timeout, serve).await {
         Ok(label) => label,
         Err(_) => {
-            let _ = framed
-                .send(failure(Code::Timeout, "server timed out"))
-                .await;
+            // Tell the caller, close our side and wait for its FIN, so the failure is
+            // not reset away; bounded, since a caller that stopped reading could block
+            // the write itself.
+            let tell = async {
+                framed
+                    .send(failure(Code::Timeout, "server timed out"))
+                    .await?;
+                SinkExt::<Bytes>::close(&mut framed).await?;
+                while let Some(Ok(_)) = framed.next().await {}
+                Ok::<_, FramingError>(())
+            };
+            let _ = tokio::time::timeout(CLOSE_GRACE, tell).await;
             "timeout"
         }
     };
