@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use netcore::transport::{Transport, TransportError};
 use netcore::{NetworkAddress, PeerId};
-use noise::{AuthMode, NoiseUpgrader};
+use noise::{AuthMode, NoiseUpgrader, TrustedPeers};
 use parking_lot::Mutex;
 use prometheus::Registry;
 use proto::handshake::HandshakeMsg;
@@ -78,6 +78,15 @@ impl NetworkBuilder {
             apps: Vec::new(),
             is_trusted,
         }
+    }
+
+    /// The peers treated as trusted validators (exempt from the untrusted-inbound
+    /// bound, the trusted rate-limit default and long bans). In mutual mode this is
+    /// the Noise trusted set already; in open mode, where Noise admits anyone, it
+    /// names the validators among them.
+    pub fn trusted_peers(&mut self, trusted: TrustedPeers) -> &mut Self {
+        self.is_trusted = Arc::new(move |peer: &PeerId| trusted.contains(peer));
+        self
     }
 
     /// Listens on `addr` once started (port 0 picks a port; see [`Network::listen_addrs`]).

@@ -267,3 +267,67 @@ async fn shutdown_tells_applications_and_peers() {
         other => panic!("expected LostPeer, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn open_mode_bounds_untrusted_inbound_but_not_named_validators() {
+    use netcore::transport::MemoryTransport;
+    use network::NetworkBuilder;
+    use noise::{Identity, NoiseConfig, NoiseUpgrader, TrustedPeers};
+
+    let (validator, stranger, listener_id) = (
+        Identity::generate(),
+        Identity::generate(),
+        Identity::generate(),
+    );
+    let validators = TrustedPeers::from_peers([validator.peer_id()]).unwrap();
+    // The listener admits anyone through Noise, names one validator, and takes no
+    // connection from anybody else.
+    let config = NetworkConfig {
+        max_inbound_untrusted: 0,
+        ..NetworkConfig::default()
+    };
+    let registry = prometheus::Registry::new();
+    let mut builder = NetworkBuilder::new(
+        config,
+        NoiseUpgrader::new(listener_id, NoiseConfig::open()),
+        registry.clone(),
+    );
+    builder.trusted_peers(validators);
+    builder.listen_on("/memory/0".parse().unwrap());
+    let listener = builder.start(MemoryTransport::default()).unwrap();
+    let addr = listener.listen_addrs()[0].clone();
+
+    let dial_from = |id: Identity| {
+        let mut b = NetworkBuilder::new(
+            NetworkConfig::default(),
+            NoiseUpgrader::new(id, NoiseConfig::open()),
+            prometheus::Registry::new(),
+        );
+        b.listen_on("/memory/0".parse().unwrap());
+        b.start(MemoryTransport::default()).unwrap()
+    };
+    let (v, s) = (dial_from(validator), dial_from(stranger));
+    v.sender().dial(addr.clone()).await.unwrap();
+    let _ = s.sender().dial(addr).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let connected: Vec<_> = listener
+        .sender()
+        .connected_peers()
+        .iter()
+        .map(|m| m.peer_id)
+        .collect();
+    assert_eq!(connected, vec![v.local_peer_id()]);
+    let refused = registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == "network_connection_events_total")
+        .flat_map(|f| f.get_metric().iter())
+        .filter(|m| {
+            m.get_label()
+                .iter()
+                .any(|l| l.value() == "refused_untrusted")
+        })
+        .map(|m| m.get_counter().get_value())
+        .sum::<f64>();
+    assert_eq!(refused, 1.0);
+}

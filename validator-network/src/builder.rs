@@ -151,6 +151,8 @@ impl NetworkBuilder {
         let metrics = Metrics::new(&self.registry)?;
         let mut builder =
             network::NetworkBuilder::new(resolved.network.clone(), upgrader, self.registry.clone());
+        // In open mode Noise admits anyone; the configured validators stay trusted.
+        builder.trusted_peers(trusted.clone());
         for addr in &resolved.listen {
             builder.listen_on(addr.clone());
         }
