@@ -41,6 +41,18 @@ pub enum BuildError {
         /// Why.
         source: Box<UpgradeError>,
     },
+    /// The peer manager would keep more inbound upgrades in flight than Noise admits
+    /// handshakes: past Noise's limit new sockets would be refused instead of evicting
+    /// the oldest stalled upgrade, and an idle-connection flood would lock peers out.
+    #[error(
+        "max_concurrent_inbound_upgrades ({upgrades}) is above Noise's max_concurrent_inbound ({noise})"
+    )]
+    UpgradeLimitAboveNoise {
+        /// The peer manager's limit.
+        upgrades: usize,
+        /// Noise's limit.
+        noise: usize,
+    },
     /// The metrics could not be registered (e.g. registered twice in one registry).
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -110,6 +122,13 @@ impl NetworkBuilder {
         T::Outbound: 'static,
         T::Listener: 'static,
     {
+        let noise_limit = self.noise.config().max_concurrent_inbound;
+        if self.config.max_concurrent_inbound_upgrades > noise_limit {
+            return Err(BuildError::UpgradeLimitAboveNoise {
+                upgrades: self.config.max_concurrent_inbound_upgrades,
+                noise: noise_limit,
+            });
+        }
         let metrics = NetworkMetrics::new(&self.registry)?;
         let mut routes: Vec<Route> = Vec::new();
         for (app, protocols) in self.apps.iter().enumerate() {

@@ -331,3 +331,31 @@ async fn open_mode_bounds_untrusted_inbound_but_not_named_validators() {
         .sum::<f64>();
     assert_eq!(refused, 1.0);
 }
+
+#[tokio::test]
+async fn an_upgrade_limit_above_noises_is_refused_at_build() {
+    use network::{BuildError, NetworkBuilder};
+    use noise::{Identity, NoiseConfig, NoiseUpgrader};
+
+    let noise = NoiseConfig {
+        max_concurrent_inbound: 8,
+        ..NoiseConfig::open()
+    };
+    let config = NetworkConfig {
+        max_concurrent_inbound_upgrades: 16,
+        ..NetworkConfig::default()
+    };
+    let builder = NetworkBuilder::new(
+        config,
+        NoiseUpgrader::new(Identity::generate(), noise),
+        prometheus::Registry::new(),
+    );
+    let result = builder.start(netcore::transport::MemoryTransport::default());
+    assert!(matches!(
+        result,
+        Err(BuildError::UpgradeLimitAboveNoise {
+            upgrades: 16,
+            noise: 8
+        })
+    ));
+}

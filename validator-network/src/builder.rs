@@ -146,6 +146,12 @@ impl NetworkBuilder {
             Mode::Mutual => NoiseConfig::mutual(trusted.clone()),
             Mode::Open => NoiseConfig::open(),
         };
+        // One limit for both layers: Noise admits as many handshakes as the peer manager
+        // keeps upgrades in flight, so a full slot table evicts rather than refuses.
+        let noise_config = NoiseConfig {
+            max_concurrent_inbound: resolved.network.max_concurrent_inbound_upgrades,
+            ..noise_config
+        };
         let upgrader = NoiseUpgrader::new(identity.clone(), noise_config);
 
         let metrics = Metrics::new(&self.registry)?;
