@@ -13,6 +13,16 @@ const RPC_LATENCY_BUCKETS: &[f64] = &[
     2.5, 5.0, 10.0,
 ];
 
+/// Registers `metric` in `registry` and returns it, so a metric is made and registered
+/// in one expression.
+pub fn register<M>(registry: &Registry, metric: M) -> Result<M, prometheus::Error>
+where
+    M: prometheus::core::Collector + Clone + 'static,
+{
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
 /// Every metric of one node's network.
 #[derive(Clone, Debug)]
 pub struct NetworkMetrics {

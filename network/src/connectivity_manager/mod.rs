@@ -41,6 +41,7 @@ pub use self::config::{
 };
 pub use self::decisions::{Action, Backoff, ConnectivityCore};
 pub use self::error::ConnectivityError;
+use crate::counters::register;
 use crate::error::DialError;
 use crate::interface::{Event, NetworkEvents, NetworkSender};
 use crate::peer_manager::DisconnectReason;
@@ -92,24 +93,30 @@ struct Metrics {
 
 impl Metrics {
     fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let dials = IntCounterVec::new(
-            Opts::new(
-                "network_connectivity_dials_total",
-                "Dials by the connectivity manager, by outcome",
-            ),
-            &["outcome"],
+        let dials = register(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "network_connectivity_dials_total",
+                    "Dials by the connectivity manager, by outcome",
+                ),
+                &["outcome"],
+            )?,
         )?;
-        let disconnects = IntCounter::new(
-            "network_connectivity_disconnects_total",
-            "Peers disconnected for leaving the eligible set",
+        let disconnects = register(
+            registry,
+            IntCounter::new(
+                "network_connectivity_disconnects_total",
+                "Peers disconnected for leaving the eligible set",
+            )?,
         )?;
-        let connected = IntGauge::new(
-            "network_connectivity_connected_peers",
-            "Peers the connectivity manager sees connected",
+        let connected = register(
+            registry,
+            IntGauge::new(
+                "network_connectivity_connected_peers",
+                "Peers the connectivity manager sees connected",
+            )?,
         )?;
-        registry.register(Box::new(dials.clone()))?;
-        registry.register(Box::new(disconnects.clone()))?;
-        registry.register(Box::new(connected.clone()))?;
         Ok(Self {
             dials,
             disconnects,

@@ -44,6 +44,7 @@ pub use self::config::{
 pub use self::error::NoteError;
 pub use self::note::{NOTE_DOMAIN, SignedNote, now_millis, signing_bytes};
 use crate::connectivity_manager::ConnectivityHandle;
+use crate::counters::register;
 use crate::interface::{Event, NetworkEvents, NetworkSender};
 use crate::peer_manager::ConnectionId;
 use crate::protocol_id::{ProtocolId, ProtocolKind};
@@ -95,26 +96,34 @@ struct Metrics {
 
 impl Metrics {
     fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let dropped = IntCounterVec::new(
-            Opts::new(
-                "network_discovery_notes_dropped_total",
-                "Discovery notes or messages dropped, by reason",
-            ),
-            &["reason"],
+        let dropped = register(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "network_discovery_notes_dropped_total",
+                    "Discovery notes or messages dropped, by reason",
+                ),
+                &["reason"],
+            )?,
         )?;
-        let accepted = IntCounter::new(
-            "network_discovery_notes_accepted_total",
-            "Discovery notes that were new or newer than the one held",
+        let accepted = register(
+            registry,
+            IntCounter::new(
+                "network_discovery_notes_accepted_total",
+                "Discovery notes that were new or newer than the one held",
+            )?,
         )?;
-        let pushes = IntCounter::new("network_discovery_pushes_total", "Discovery pushes sent")?;
-        registry.register(Box::new(dropped.clone()))?;
-        registry.register(Box::new(accepted.clone()))?;
-        let held = IntGauge::new(
-            "network_discovery_notes_held",
-            "Discovery notes held, this node's own included",
+        let pushes = register(
+            registry,
+            IntCounter::new("network_discovery_pushes_total", "Discovery pushes sent")?,
         )?;
-        registry.register(Box::new(pushes.clone()))?;
-        registry.register(Box::new(held.clone()))?;
+        let held = register(
+            registry,
+            IntGauge::new(
+                "network_discovery_notes_held",
+                "Discovery notes held, this node's own included",
+            )?,
+        )?;
         held.set(1);
         Ok(Self {
             dropped,

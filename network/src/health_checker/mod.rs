@@ -35,6 +35,7 @@ pub use self::config::{
     MAX_PING_MESSAGE_SIZE,
 };
 pub use self::state::{HealthState, Verdict};
+use crate::counters::register;
 use crate::interface::{Event, NetworkEvents, NetworkSender, RpcResponder};
 use crate::peer_manager::{ConnectionId, DisconnectReason};
 use crate::protocol_id::{ProtocolId, ProtocolKind};
@@ -86,24 +87,30 @@ struct Metrics {
 
 impl Metrics {
     fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let pings = IntCounterVec::new(
-            Opts::new(
-                "network_health_check_pings_total",
-                "Health check pings sent, by outcome",
-            ),
-            &["outcome"],
+        let pings = register(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "network_health_check_pings_total",
+                    "Health check pings sent, by outcome",
+                ),
+                &["outcome"],
+            )?,
         )?;
-        let failures = IntCounter::new(
-            "network_health_check_failures_total",
-            "Health check pings that failed",
+        let failures = register(
+            registry,
+            IntCounter::new(
+                "network_health_check_failures_total",
+                "Health check pings that failed",
+            )?,
         )?;
-        let disconnects = IntCounter::new(
-            "network_health_check_disconnects_total",
-            "Peers disconnected after too many failed pings",
+        let disconnects = register(
+            registry,
+            IntCounter::new(
+                "network_health_check_disconnects_total",
+                "Peers disconnected after too many failed pings",
+            )?,
         )?;
-        registry.register(Box::new(pings.clone()))?;
-        registry.register(Box::new(failures.clone()))?;
-        registry.register(Box::new(disconnects.clone()))?;
         Ok(Self {
             pings,
             failures,
