@@ -16,6 +16,9 @@
 
 pub mod address;
 pub mod framing;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod multiplexing;
 pub mod negotiate;
 pub mod peer_id;

@@ -48,6 +48,8 @@ mod config;
 mod driver;
 mod error;
 mod frame;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzzing;
 mod handles;
 mod reader;
 mod session;

@@ -122,8 +122,8 @@ impl FrameReader {
         }
     }
 
-    /// Feeds `wire` as if read from the socket, for tests.
-    #[cfg(test)]
+    /// Feeds `wire` as if read from the socket, for tests and fuzzing.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn feed(
         &mut self,
         s: &mut Session,

@@ -52,6 +52,8 @@
 mod codec;
 mod core;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzzing;
 mod negotiated;
 
 use bytes::BytesMut;

@@ -1,0 +1,5 @@
+//! Fuzz target `negotiate_listener`: see `fuzz_entries` for what it feeds and checks.
+
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fuzz_entries::negotiate_listener(data));
