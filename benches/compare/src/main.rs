@@ -1,0 +1,437 @@
+//! The comparison suite: the same workloads over our stack, over rust-libp2p (TCP +
+//! Noise + yamux; a plain stream and request-response), and over the machine's raw limits
+//! (loopback TCP, memsocket, the cipher alone), in one run; prints each figure and each
+//! ratio and writes them as a Markdown table.
+//!
+//! `./benches/compare/run.sh` (from the workspace root) builds it and writes
+//! `benches/README.md`. Every workload runs on one tokio current-thread runtime with both
+//! ends in one process, so both sides of every ratio get one core under the same
+//! conditions. The memory workloads run in a fresh child process each.
+
+mod libp2p_side;
+mod ours;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use benches::layers::Layers;
+use benches::stack::Socket;
+
+/// The sizes of one run.
+struct Sizes {
+    bulk_bytes: u64,
+    bulk_chunk: usize,
+    messages: u64,
+    rpc_samples: usize,
+    rpc_rate_count: u64,
+    setups: u32,
+    idle_connections: u32,
+    mesh_nodes: usize,
+}
+
+/// The issue's sizes.
+const FULL: Sizes = Sizes {
+    bulk_bytes: 1 << 30,
+    bulk_chunk: 64 * 1024,
+    messages: 2_000_000,
+    rpc_samples: 20_000,
+    rpc_rate_count: 200_000,
+    setups: 300,
+    idle_connections: 1_000,
+    mesh_nodes: 100,
+};
+
+/// A smoke run of every workload in seconds.
+const QUICK: Sizes = Sizes {
+    bulk_bytes: 64 << 20,
+    bulk_chunk: 64 * 1024,
+    messages: 100_000,
+    rpc_samples: 1_000,
+    rpc_rate_count: 10_000,
+    setups: 20,
+    idle_connections: 100,
+    mesh_nodes: 20,
+};
+
+/// RPCs outstanding in the rate workload.
+const IN_FLIGHT: usize = 64;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("resident pages");
+    pages * 4096
+}
+
+/// Runs in a child process: prints resident bytes per idle connection.
+fn memory_child(which: &str, count: u32) {
+    let rt = runtime();
+    rt.block_on(async {
+        // Warm up the allocator and the runtime with one connection first, so the
+        // figure is the per-connection cost, not first-use costs.
+        let before;
+        let _held;
+        if which == "ours" {
+            let warm = ours::idle_connections(1).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            before = rss_bytes();
+            _held = (warm, ours::idle_connections(count).await);
+        } else {
+            libp2p_side::idle_connections(1).await.expect("libp2p");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            before = rss_bytes();
+            libp2p_side::idle_connections(count).await.expect("libp2p");
+            _held = (Vec::new(), Vec::new());
+        }
+        // Let every handshake's leftovers settle.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = rss_bytes();
+        println!("{}", (after.saturating_sub(before)) / u64::from(count));
+    });
+}
+
+fn memory(which: &str, count: u32) -> f64 {
+    let out = std::process::Command::new(std::env::current_exe().expect("own path"))
+        .args(["--child-memory", which, &count.to_string()])
+        .output()
+        .expect("child runs");
+    assert!(out.status.success(), "memory child failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse::<f64>()
+        .expect("child prints a number")
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e6
+}
+
+/// One run of every workload: figure name → value.
+fn run_once(sizes: &Sizes, only: Option<&str>) -> BTreeMap<&'static str, f64> {
+    let mut f = BTreeMap::new();
+    let mib = sizes.bulk_bytes as f64 / (1024.0 * 1024.0);
+    let want = |name: &str| only.is_none_or(|o| o == name);
+    if want("bulk") {
+        let t = runtime().block_on(ours::bulk(
+            Socket::Tcp,
+            Layers::NoiseMux,
+            sizes.bulk_bytes,
+            sizes.bulk_chunk,
+        ));
+        f.insert("bulk.ours", mib / t);
+        let t = runtime()
+            .block_on(libp2p_side::bulk(sizes.bulk_bytes, sizes.bulk_chunk))
+            .expect("libp2p bulk");
+        f.insert("bulk.libp2p", mib / t);
+        let t = runtime().block_on(ours::bulk(
+            Socket::Tcp,
+            Layers::Plain,
+            sizes.bulk_bytes,
+            sizes.bulk_chunk,
+        ));
+        f.insert("bulk.tcp", mib / t);
+        let t = runtime().block_on(ours::bulk(
+            Socket::Memory,
+            Layers::Plain,
+            sizes.bulk_bytes,
+            sizes.bulk_chunk,
+        ));
+        f.insert("bulk.memsocket", mib / t);
+        f.insert(
+            "bulk.cipher",
+            mib / ours::cipher(sizes.bulk_bytes, sizes.bulk_chunk - 16),
+        );
+        eprintln!("bulk done");
+    }
+    if want("messages") {
+        f.insert(
+            "messages.ours",
+            runtime().block_on(ours::direct_send(sizes.messages)),
+        );
+        f.insert(
+            "messages.libp2p",
+            runtime()
+                .block_on(libp2p_side::small_messages(sizes.messages))
+                .expect("libp2p messages"),
+        );
+        f.insert(
+            "messages.noise_framed",
+            runtime().block_on(ours::noise_framed(sizes.messages)),
+        );
+        eprintln!("messages done");
+    }
+    if want("rpc") {
+        let (lat, rate) = runtime().block_on(ours::rpc(
+            sizes.rpc_samples,
+            IN_FLIGHT,
+            sizes.rpc_rate_count,
+        ));
+        f.insert("rpc_p50.ours", percentile(&lat, 0.5));
+        f.insert("rpc_p99.ours", percentile(&lat, 0.99));
+        f.insert("rpc_rate.ours", rate);
+        let (lat, rate) = runtime()
+            .block_on(libp2p_side::rpc(
+                sizes.rpc_samples,
+                IN_FLIGHT,
+                sizes.rpc_rate_count,
+            ))
+            .expect("libp2p rpc");
+        f.insert("rpc_p50.libp2p", percentile(&lat, 0.5));
+        f.insert("rpc_p99.libp2p", percentile(&lat, 0.99));
+        f.insert("rpc_rate.libp2p", rate);
+        let lat = runtime().block_on(ours::tcp_echo(sizes.rpc_samples));
+        f.insert("rpc_p50.tcp", percentile(&lat, 0.5));
+        f.insert("rpc_p99.tcp", percentile(&lat, 0.99));
+        eprintln!("rpc done");
+    }
+    if want("setup") {
+        f.insert("setup.ours", runtime().block_on(ours::setup(sizes.setups)));
+        f.insert(
+            "setup.libp2p",
+            runtime()
+                .block_on(libp2p_side::setup(sizes.setups))
+                .expect("libp2p setup"),
+        );
+        eprintln!("setup done");
+    }
+    if want("memory") {
+        f.insert(
+            "memory.ours",
+            memory("ours", sizes.idle_connections) / 1024.0,
+        );
+        f.insert(
+            "memory.libp2p",
+            memory("libp2p", sizes.idle_connections) / 1024.0,
+        );
+        eprintln!("memory done");
+    }
+    if want("mesh") {
+        f.insert(
+            "mesh.ours",
+            runtime().block_on(ours::mesh(sizes.mesh_nodes)),
+        );
+        eprintln!("mesh done");
+    }
+    f
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into());
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} cores, {cpu}, Linux {kernel}; load average at the end of the run: {load}")
+}
+
+/// The figure, or a dash when the run skipped it.
+fn fig(m: &BTreeMap<&str, f64>, key: &str, digits: usize) -> String {
+    m.get(key)
+        .map_or_else(|| "–".into(), |v| format!("{v:.digits$}"))
+}
+
+fn ratio(m: &BTreeMap<&str, f64>, a: &str, b: &str) -> Option<f64> {
+    Some(m.get(a)? / m.get(b)?)
+}
+
+fn show(r: Option<f64>) -> String {
+    r.map_or_else(|| "–".into(), |r| format!("{r:.2}×"))
+}
+
+fn verdict(ok: Option<bool>) -> &'static str {
+    match ok {
+        Some(true) => "met",
+        Some(false) => "**missed**",
+        None => "–",
+    }
+}
+
+fn table(m: &BTreeMap<&str, f64>, sizes: &Sizes, runs: usize) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "| workload | unit | ours | rust-libp2p | raw limit | ours ÷ libp2p | ours ÷ raw | target | verdict |"
+    );
+    let _ = writeln!(t, "|---|---|---:|---:|---:|---:|---:|---|---|");
+    let bulk_l = ratio(m, "bulk.ours", "bulk.libp2p");
+    let bulk_r = ratio(m, "bulk.ours", "bulk.tcp");
+    let _ = writeln!(
+        t,
+        "| 1. bulk, {} MiB in {} KiB writes, one stream | MiB/s | {} | {} | {} (TCP) | {} | {} | ≥ 2.5× libp2p, ≥ 0.4× TCP | {} |",
+        sizes.bulk_bytes >> 20,
+        sizes.bulk_chunk / 1024,
+        fig(m, "bulk.ours", 0),
+        fig(m, "bulk.libp2p", 0),
+        fig(m, "bulk.tcp", 0),
+        show(bulk_l),
+        show(bulk_r),
+        verdict(bulk_l.zip(bulk_r).map(|(l, r)| l >= 2.5 && r >= 0.4)),
+    );
+    let _ = writeln!(
+        t,
+        "| 1. bulk, same, other limits | MiB/s | | | {} (memsocket), {} (AES-GCM alone) | | {} (memsocket) | | |",
+        fig(m, "bulk.memsocket", 0),
+        fig(m, "bulk.cipher", 0),
+        show(ratio(m, "bulk.ours", "bulk.memsocket")),
+    );
+    let msg_r = ratio(m, "messages.ours", "messages.noise_framed");
+    let _ = writeln!(
+        t,
+        "| 2. 32 B messages, one connection ({} messages) | msg/s | {} | {} | {} (TCP+Noise framed) | {} | {} | ≥ 0.9× TCP+Noise framed | {} |",
+        sizes.messages,
+        fig(m, "messages.ours", 0),
+        fig(m, "messages.libp2p", 0),
+        fig(m, "messages.noise_framed", 0),
+        show(ratio(m, "messages.ours", "messages.libp2p")),
+        show(msg_r),
+        verdict(msg_r.map(|r| r >= 0.9)),
+    );
+    let p50_r = ratio(m, "rpc_p50.ours", "rpc_p50.tcp");
+    let _ = writeln!(
+        t,
+        "| 3. RPC 32 B, p50, one in flight | µs | {} | {} | {} (TCP echo) | {} | {} | ≤ 1.5× TCP echo | {} |",
+        fig(m, "rpc_p50.ours", 1),
+        fig(m, "rpc_p50.libp2p", 1),
+        fig(m, "rpc_p50.tcp", 1),
+        show(ratio(m, "rpc_p50.ours", "rpc_p50.libp2p")),
+        show(p50_r),
+        verdict(p50_r.map(|r| r <= 1.5)),
+    );
+    let _ = writeln!(
+        t,
+        "| 3. RPC 32 B, p99, one in flight | µs | {} | {} | {} (TCP echo) | {} | {} | | |",
+        fig(m, "rpc_p99.ours", 1),
+        fig(m, "rpc_p99.libp2p", 1),
+        fig(m, "rpc_p99.tcp", 1),
+        show(ratio(m, "rpc_p99.ours", "rpc_p99.libp2p")),
+        show(ratio(m, "rpc_p99.ours", "rpc_p99.tcp")),
+    );
+    let rate_l = ratio(m, "rpc_rate.ours", "rpc_rate.libp2p");
+    let _ = writeln!(
+        t,
+        "| 3. RPC 32 B, {IN_FLIGHT} in flight | req/s | {} | {} | | {} | | ≥ 5× libp2p | {} |",
+        fig(m, "rpc_rate.ours", 0),
+        fig(m, "rpc_rate.libp2p", 0),
+        show(rate_l),
+        verdict(rate_l.map(|r| r >= 5.0)),
+    );
+    let setup_l = ratio(m, "setup.ours", "setup.libp2p");
+    let _ = writeln!(
+        t,
+        "| 4. connection setup + first RPC, in sequence | conn/s | {} | {} | | {} | | ≥ 1.5× libp2p | {} |",
+        fig(m, "setup.ours", 0),
+        fig(m, "setup.libp2p", 0),
+        show(setup_l),
+        verdict(setup_l.map(|r| r >= 1.5)),
+    );
+    let _ = writeln!(
+        t,
+        "| 5. resident memory per idle connection ({} open, both ends in-process) | KiB | {} | {} | | {} | | ≤ 64 KiB | {} |",
+        sizes.idle_connections,
+        fig(m, "memory.ours", 1),
+        fig(m, "memory.libp2p", 1),
+        show(ratio(m, "memory.ours", "memory.libp2p")),
+        verdict(m.get("memory.ours").map(|v| *v <= 64.0)),
+    );
+    let _ = writeln!(
+        t,
+        "| 6. {} nodes over memsocket form a full mesh | s | {} | | | | | ≤ 10 s | {} |",
+        sizes.mesh_nodes,
+        fig(m, "mesh.ours", 2),
+        verdict(m.get("mesh.ours").map(|v| *v <= 10.0)),
+    );
+    let _ = writeln!(t, "\nEach figure is the median of {runs} runs.");
+    t
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--child-memory") {
+        let count = args.get(3).and_then(|c| c.parse().ok()).unwrap_or(1000);
+        memory_child(args.get(2).map_or("ours", String::as_str), count);
+        return;
+    }
+    let mut out = None;
+    let mut runs = 3usize;
+    let mut sizes = &FULL;
+    let mut only = None;
+    let mut it = args.iter().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--out" => out = it.next().cloned(),
+            "--runs" => runs = it.next().and_then(|r| r.parse().ok()).unwrap_or(3),
+            "--quick" => sizes = &QUICK,
+            "--only" => only = it.next().cloned(),
+            other => {
+                eprintln!(
+                    "unknown argument {other}; usage: compare [--out FILE] [--runs N] [--quick] [--only bulk|messages|rpc|setup|memory|mesh]"
+                );
+                std::process::exit(2);
+            }
+        }
+    }
+    let mut all: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
+    for run in 0..runs {
+        eprintln!("run {}/{runs}", run + 1);
+        for (k, v) in run_once(sizes, only.as_deref()) {
+            eprintln!("  {k} = {v:.2}");
+            all.entry(k).or_default().push(v);
+        }
+    }
+    let medians: BTreeMap<&str, f64> = all
+        .into_iter()
+        .map(|(k, mut v)| (k, median(&mut v)))
+        .collect();
+    let t = table(&medians, sizes, runs);
+    println!("{t}");
+    let machine = machine();
+    println!("{machine}");
+    if let Some(path) = out {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let section = format!(
+            "{BEGIN}\n{t}\nMachine: {machine}. Runtime: tokio current-thread, both ends of every \
+             connection in one process on that one thread, not pinned to a core; the same for \
+             our stack, rust-libp2p 0.57 and the raw limits.\n{END}"
+        );
+        let new = match (text.find(BEGIN), text.find(END)) {
+            (Some(b), Some(e)) if b < e => {
+                format!("{}{section}{}", &text[..b], &text[e + END.len()..])
+            }
+            _ => format!("{text}\n{section}\n"),
+        };
+        std::fs::write(&path, new).expect("write the table");
+    }
+}
+
+/// Marks where the generated table starts in the README.
+const BEGIN: &str = "<!-- compare:begin -->";
+/// Marks where it ends.
+const END: &str = "<!-- compare:end -->";
