@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use toy_consensus::ConsensusConfig;
 use toy_mempool::MempoolConfig;
-use validator_network::{Identity, NetworkAddress, NetworkConfig, PeerId, Registry, TrustedPeer};
+use validator_network::{Identity, NetworkAddress, NetworkConfig, PeerId, Registry};
 
 use crate::metrics::{self, Snapshot, quantile};
 use crate::validator::{self, RunningValidator};
@@ -204,21 +204,7 @@ pub async fn run(
 /// The network configuration of a demo validator: loopback, trusting `all`, dialing
 /// those already started (`known`); the later ones dial it.
 fn network_config(all: &[PeerId], known: &[NetworkAddress]) -> NetworkConfig {
-    NetworkConfig {
-        listen_addresses: vec!["/ip4/127.0.0.1/tcp/0".to_owned()],
-        trusted_peers: all
-            .iter()
-            .map(|peer| TrustedPeer {
-                peer_id: peer.to_string(),
-                addresses: known
-                    .iter()
-                    .filter(|a| a.peer_id() == Some(*peer))
-                    .map(ToString::to_string)
-                    .collect(),
-            })
-            .collect(),
-        ..NetworkConfig::default()
-    }
+    NetworkConfig::for_validator_set("/ip4/127.0.0.1/tcp/0", all, known)
 }
 
 fn print_summary(out: &mut impl Write, s: &DemoSummary) -> std::io::Result<()> {

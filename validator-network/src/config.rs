@@ -289,6 +289,32 @@ pub(crate) struct Resolved {
 }
 
 impl NetworkConfig {
+    /// The configuration of one validator of the set `validators`, listening on
+    /// `listen_address` and knowing the addresses in `known` (each naming its peer with
+    /// `/p2p/`): e.g. a cluster started one node at a time, where each dials those
+    /// already up and is dialed by the later ones. Everything else is the default.
+    pub fn for_validator_set(
+        listen_address: &str,
+        validators: &[PeerId],
+        known: &[NetworkAddress],
+    ) -> Self {
+        Self {
+            listen_addresses: vec![listen_address.to_owned()],
+            trusted_peers: validators
+                .iter()
+                .map(|peer| TrustedPeer {
+                    peer_id: peer.to_string(),
+                    addresses: known
+                        .iter()
+                        .filter(|a| a.peer_id() == Some(*peer))
+                        .map(ToString::to_string)
+                        .collect(),
+                })
+                .collect(),
+            ..Self::default()
+        }
+    }
+
     /// Parses a configuration from TOML text (it is not validated yet; see
     /// [`validate`](NetworkConfig::validate)).
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {

@@ -18,7 +18,7 @@ use proto::consensus::{
 use validator_network::{
     CONSENSUS_DIRECT_SEND, CONSENSUS_RPC, ConsensusNetworkEvents, ConsensusNetworkSender,
     DisconnectReason, Event, Identity, NetworkAddress, NetworkBuilder, NetworkConfig, PeerId,
-    Registry, RpcError, ShutdownHandle, TrustedPeer,
+    Registry, RpcError, ShutdownHandle,
 };
 
 /// Generous: paused time only advances when every task is idle.
@@ -65,21 +65,7 @@ impl Validator {
 
 /// A config over memsocket trusting `trusted`, dialing `known` (already listening).
 fn config(trusted: &[PeerId], known: &[NetworkAddress]) -> NetworkConfig {
-    NetworkConfig {
-        listen_addresses: vec!["/memory/0".to_owned()],
-        trusted_peers: trusted
-            .iter()
-            .map(|peer| TrustedPeer {
-                peer_id: peer.to_string(),
-                addresses: known
-                    .iter()
-                    .filter(|a| a.peer_id() == Some(*peer))
-                    .map(ToString::to_string)
-                    .collect(),
-            })
-            .collect(),
-        ..NetworkConfig::default()
-    }
+    NetworkConfig::for_validator_set("/memory/0", trusted, known)
 }
 
 /// Starts `n` validators that trust each other; each dials those started before it, so

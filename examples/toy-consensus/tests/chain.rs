@@ -10,7 +10,6 @@ use tokio::sync::watch;
 use toy_consensus::{ConsensusConfig, ConsensusStatus, NoTransactions, ToyConsensus};
 use validator_network::{
     Identity, NetworkAddress, NetworkBuilder, NetworkConfig, PeerId, Registry, ShutdownHandle,
-    TrustedPeer,
 };
 
 struct Validator {
@@ -21,21 +20,7 @@ struct Validator {
 
 /// Starts a validator of `all` with `identity`, dialing the validators in `known`.
 fn start(identity: Identity, all: &[PeerId], known: &[NetworkAddress]) -> Validator {
-    let config = NetworkConfig {
-        listen_addresses: vec!["/memory/0".to_owned()],
-        trusted_peers: all
-            .iter()
-            .map(|peer| TrustedPeer {
-                peer_id: peer.to_string(),
-                addresses: known
-                    .iter()
-                    .filter(|a| a.peer_id() == Some(*peer))
-                    .map(ToString::to_string)
-                    .collect(),
-            })
-            .collect(),
-        ..NetworkConfig::default()
-    };
+    let config = NetworkConfig::for_validator_set("/memory/0", all, known);
     let registry = Registry::new();
     let mut running = NetworkBuilder::new(config, registry.clone())
         .with_identity(identity)

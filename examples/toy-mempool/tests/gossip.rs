@@ -7,7 +7,6 @@ use std::time::Duration;
 use toy_mempool::{Mempool, MempoolConfig, MempoolHandle};
 use validator_network::{
     Identity, NetworkAddress, NetworkBuilder, NetworkConfig, PeerId, Registry, ShutdownHandle,
-    TrustedPeer,
 };
 
 struct Node {
@@ -18,21 +17,7 @@ struct Node {
 }
 
 fn start(identity: Identity, all: &[PeerId], known: &[NetworkAddress], rate: u64) -> Node {
-    let config = NetworkConfig {
-        listen_addresses: vec!["/memory/0".to_owned()],
-        trusted_peers: all
-            .iter()
-            .map(|peer| TrustedPeer {
-                peer_id: peer.to_string(),
-                addresses: known
-                    .iter()
-                    .filter(|a| a.peer_id() == Some(*peer))
-                    .map(ToString::to_string)
-                    .collect(),
-            })
-            .collect(),
-        ..NetworkConfig::default()
-    };
+    let config = NetworkConfig::for_validator_set("/memory/0", all, known);
     let registry = Registry::new();
     let mut running = NetworkBuilder::new(config, registry.clone())
         .with_identity(identity)
