@@ -7,7 +7,10 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{DIRECT, Net, RPC, bytes, connect, spawn_echo_server, start_nodes, start_nodes_with};
+use common::{
+    DIRECT, Net, RPC, bytes, connect, connected_pair, spawn_echo_server, start_nodes,
+    start_nodes_with,
+};
 use futures::StreamExt;
 use network::{Event, NetworkConfig, ProtocolId, ProtocolKind, RpcError, SendError};
 
@@ -15,10 +18,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn rpc_gets_the_answer() {
-    let mut nodes = start_nodes(Net::Memory, 2);
-    let mut b = nodes.pop().unwrap();
-    let mut a = nodes.pop().unwrap();
-    connect(&mut a, &mut b).await;
+    let (a, b) = connected_pair(Net::Memory, NetworkConfig::default()).await;
     let _server = spawn_echo_server(b.events);
     for i in 0..50 {
         let request = Bytes::from(format!("request {i}"));
@@ -34,10 +34,7 @@ async fn rpc_gets_the_answer() {
 
 #[tokio::test]
 async fn rpc_failures_reported_by_the_remote_are_typed() {
-    let mut nodes = start_nodes(Net::Memory, 2);
-    let mut b = nodes.pop().unwrap();
-    let mut a = nodes.pop().unwrap();
-    connect(&mut a, &mut b).await;
+    let (a, mut b) = connected_pair(Net::Memory, NetworkConfig::default()).await;
     let b_id = b.peer_id;
     let server = tokio::spawn(async move {
         // First request: an explicit failure. Second: dropped without an answer.
@@ -61,10 +58,7 @@ async fn rpc_failures_reported_by_the_remote_are_typed() {
 
 #[tokio::test(start_paused = true)]
 async fn rpc_times_out_when_the_remote_never_answers() {
-    let mut nodes = start_nodes(Net::Memory, 2);
-    let mut b = nodes.pop().unwrap();
-    let mut a = nodes.pop().unwrap();
-    connect(&mut a, &mut b).await;
+    let (a, mut b) = connected_pair(Net::Memory, NetworkConfig::default()).await;
     // The server takes the request and sits on it.
     let server = tokio::spawn(async move {
         let mut held = Vec::new();
@@ -94,10 +88,7 @@ async fn rpc_to_an_unknown_peer_is_not_connected() {
 
 #[tokio::test]
 async fn rpc_on_an_unregistered_protocol_fails_locally() {
-    let mut nodes = start_nodes(Net::Memory, 2);
-    let mut b = nodes.pop().unwrap();
-    let mut a = nodes.pop().unwrap();
-    connect(&mut a, &mut b).await;
+    let (a, b) = connected_pair(Net::Memory, NetworkConfig::default()).await;
     let unknown = ProtocolId::new("/test/unknown/1");
     let result = a.sender.rpc(b.peer_id, unknown, bytes("x"), TIMEOUT).await;
     assert_eq!(result, Err(RpcError::UnregisteredProtocol(unknown)));
@@ -141,10 +132,7 @@ async fn excess_outbound_rpcs_fail_at_once_with_too_many_requests() {
         max_concurrent_outbound_rpcs: 2,
         ..NetworkConfig::default()
     };
-    let mut nodes = start_nodes_with(Net::Memory, 2, config);
-    let mut b = nodes.pop().unwrap();
-    let mut a = nodes.pop().unwrap();
-    connect(&mut a, &mut b).await;
+    let (a, mut b) = connected_pair(Net::Memory, config).await;
     let sender = a.sender.clone();
     let peer = b.peer_id;
     let pending: Vec<_> = (0..2)
@@ -185,10 +173,7 @@ async fn excess_inbound_rpcs_are_refused_by_the_server() {
         max_concurrent_inbound_rpcs: 1,
         ..NetworkConfig::default()
     };
-    let mut nodes = start_nodes_with(Net::Memory, 2, config);
-    let mut b = nodes.pop().unwrap();
-    let mut a = nodes.pop().unwrap();
-    connect(&mut a, &mut b).await;
+    let (a, mut b) = connected_pair(Net::Memory, config).await;
     let sender = a.sender.clone();
     let peer = b.peer_id;
     let first = tokio::spawn(async move {
@@ -211,10 +196,7 @@ async fn excess_inbound_rpcs_are_refused_by_the_server() {
 
 #[tokio::test(start_paused = true)]
 async fn connection_drop_mid_rpc_fails_the_caller_at_once() {
-    let mut nodes = start_nodes(Net::Memory, 2);
-    let mut b = nodes.pop().unwrap();
-    let mut a = nodes.pop().unwrap();
-    connect(&mut a, &mut b).await;
+    let (a, mut b) = connected_pair(Net::Memory, NetworkConfig::default()).await;
     let sender = a.sender.clone();
     let peer = b.peer_id;
     let call = tokio::spawn(async move {
@@ -241,10 +223,7 @@ async fn connection_drop_mid_rpc_fails_the_caller_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn dropping_the_rpc_future_cancels_the_request() {
-    let mut nodes = start_nodes(Net::Memory, 2);
-    let mut b = nodes.pop().unwrap();
-    let mut a = nodes.pop().unwrap();
-    connect(&mut a, &mut b).await;
+    let (a, mut b) = connected_pair(Net::Memory, NetworkConfig::default()).await;
     let sender = a.sender.clone();
     let peer = b.peer_id;
     let call = tokio::spawn(async move {
@@ -272,10 +251,7 @@ async fn dropping_the_rpc_future_cancels_the_request() {
 
 #[tokio::test]
 async fn direct_send_delivers_in_order() {
-    let mut nodes = start_nodes(Net::Memory, 2);
-    let mut b = nodes.pop().unwrap();
-    let mut a = nodes.pop().unwrap();
-    connect(&mut a, &mut b).await;
+    let (a, mut b) = connected_pair(Net::Memory, NetworkConfig::default()).await;
     for i in 0..500u32 {
         a.sender
             .send_to(b.peer_id, DIRECT, Bytes::from(i.to_be_bytes().to_vec()))
@@ -303,10 +279,7 @@ async fn direct_send_drops_and_counts_when_the_queue_is_full() {
         direct_send_queue_size: 4,
         ..NetworkConfig::default()
     };
-    let mut nodes = start_nodes_with(Net::Memory, 2, config);
-    let mut b = nodes.pop().unwrap();
-    let mut a = nodes.pop().unwrap();
-    connect(&mut a, &mut b).await;
+    let (a, b) = connected_pair(Net::Memory, config).await;
     // Without yielding, the writer task cannot drain: the fifth message finds the queue full.
     let results: Vec<_> = (0..6)
         .map(|_| a.sender.send_to(b.peer_id, DIRECT, bytes("m")))
@@ -391,10 +364,7 @@ async fn a_server_that_runs_out_of_time_tells_the_caller() {
         inbound_rpc_timeout: Duration::from_secs(2),
         ..NetworkConfig::default()
     };
-    let mut nodes = start_nodes_with(Net::Memory, 2, config);
-    let mut b = nodes.pop().unwrap();
-    let mut a = nodes.pop().unwrap();
-    connect(&mut a, &mut b).await;
+    let (a, mut b) = connected_pair(Net::Memory, config).await;
     // The server's application holds the request past the server's own timeout.
     let _held = tokio::spawn(async move {
         let mut held = Vec::new();

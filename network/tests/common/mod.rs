@@ -147,6 +147,15 @@ pub async fn connect(from: &mut Node, to: &mut Node) {
     to.expect_new_peer().await;
 }
 
+/// Two nodes over `net` with `config`, the first connected to the second.
+pub async fn connected_pair(net: Net, config: NetworkConfig) -> (Node, Node) {
+    let mut nodes = start_nodes_with(net, 2, config);
+    let mut b = nodes.pop().unwrap();
+    let mut a = nodes.pop().unwrap();
+    connect(&mut a, &mut b).await;
+    (a, b)
+}
+
 /// Answers every RPC on `node` with the request echoed back, and drops other events.
 pub fn spawn_echo_server(mut events: NetworkEvents) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
