@@ -251,7 +251,7 @@ impl ConnectivityManager {
                 // Spawned: the peer manager's answer must not hold up this loop.
                 tokio::spawn(async move {
                     let _ = sender
-                        .disconnect_with_reason(peer, DisconnectReason::Requested)
+                        .disconnect_with_reason(peer, DisconnectReason::NotEligible)
                         .await;
                 });
             }

@@ -53,6 +53,8 @@ pub enum DisconnectReason {
     Replaced,
     /// The health checker saw too many failed pings.
     HealthCheckFailed,
+    /// The peer left the set this node keeps connections to (e.g. at an epoch change).
+    NotEligible,
     /// The network is shutting down.
     Shutdown,
     /// The peer misbehaved past the ban threshold (see [`crate::reputation`]).
@@ -67,6 +69,7 @@ impl DisconnectReason {
             DisconnectReason::ConnectionLost => "connection_lost",
             DisconnectReason::Replaced => "replaced",
             DisconnectReason::HealthCheckFailed => "health_check_failed",
+            DisconnectReason::NotEligible => "not_eligible",
             DisconnectReason::Shutdown => "shutdown",
             DisconnectReason::Banned => "banned",
         }
