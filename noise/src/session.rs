@@ -3,15 +3,19 @@
 //! A frame on the wire is a u16 big-endian length and that many bytes of ciphertext
 //! (plaintext and a 16-byte tag), at most
 //! [`MAX_NOISE_MESSAGE_LEN`](crate::MAX_NOISE_MESSAGE_LEN). The session keeps
-//! four fixed buffers, allocated once:
+//! four buffers, each allocated on first use and grown only as far as the traffic needs
+//! (never shrunk, never reallocated per frame), so an idle connection holds little:
 //!
 //! - `plain_out`: plaintext written but not yet sealed; small writes accumulate here so
 //!   that many become one full frame;
 //! - `wire_out`: one sealed frame (length and ciphertext) being written to the socket;
 //!   the cipher writes straight into it after the length, so a frame is never copied
 //!   after encryption;
-//! - `wire_in`: ciphertext read from the socket, [`READ_BUFFER_LEN`](crate::READ_BUFFER_LEN) bytes, so one read
-//!   call takes all that is available; frames split at any byte are reassembled here;
+//! - `wire_in`: ciphertext read from the socket,
+//!   [`INITIAL_READ_BUFFER_LEN`](crate::INITIAL_READ_BUFFER_LEN) bytes at first and
+//!   [`READ_BUFFER_LEN`](crate::READ_BUFFER_LEN) once a frame does not fit or a read
+//!   fills it, so one read call takes all that is available; frames split at any byte are
+//!   reassembled here;
 //! - `plain_in`: a decrypted frame that the reader's buffer was too small to take whole;
 //!   allocated the first time that happens (once per session, never per frame), since
 //!   a reader with a large buffer never needs it.
@@ -23,7 +27,8 @@
 use snow::TransportState;
 
 use crate::constants::{
-    LENGTH_PREFIX_LEN, MAX_FRAME_PAYLOAD_LEN, MAX_WIRE_FRAME_LEN, READ_BUFFER_LEN, TAG_LEN,
+    INITIAL_READ_BUFFER_LEN, LENGTH_PREFIX_LEN, MAX_FRAME_PAYLOAD_LEN, MAX_WIRE_FRAME_LEN,
+    READ_BUFFER_LEN, TAG_LEN,
 };
 use crate::error::FrameError;
 
@@ -43,13 +48,20 @@ pub(crate) enum Decoded {
 /// The state of one Noise session: the cipher states and the framing buffers.
 pub(crate) struct NoiseSession {
     cipher: TransportState,
+    /// Grows as writes fill it, up to one frame's plaintext.
     plain_out: Vec<u8>,
-    wire_out: Box<[u8]>,
+    /// Grows to the largest frame sealed so far (in powers of two): a connection that
+    /// only ever sends small messages keeps a small buffer.
+    wire_out: Vec<u8>,
     wire_out_start: usize,
     wire_out_end: usize,
-    wire_in: Box<[u8]>,
+    /// Empty until the first read; [`INITIAL_READ_BUFFER_LEN`] then, and
+    /// [`READ_BUFFER_LEN`] once a frame does not fit or a read fills it.
+    wire_in: Vec<u8>,
     wire_in_start: usize,
     wire_in_end: usize,
+    /// The last socket read filled `wire_in`: the sender is fast, so grow it.
+    grow_wire_in: bool,
     plain_in: Vec<u8>,
     plain_in_start: usize,
     plain_in_end: usize,
@@ -61,13 +73,14 @@ impl NoiseSession {
     pub(crate) fn new(cipher: TransportState) -> Self {
         Self {
             cipher,
-            plain_out: Vec::with_capacity(MAX_FRAME_PAYLOAD_LEN),
-            wire_out: vec![0u8; MAX_WIRE_FRAME_LEN].into_boxed_slice(),
+            plain_out: Vec::new(),
+            wire_out: Vec::new(),
             wire_out_start: 0,
             wire_out_end: 0,
-            wire_in: vec![0u8; READ_BUFFER_LEN].into_boxed_slice(),
+            wire_in: Vec::new(),
             wire_in_start: 0,
             wire_in_end: 0,
+            grow_wire_in: false,
             plain_in: Vec::new(),
             plain_in_start: 0,
             plain_in_end: 0,
@@ -128,6 +141,14 @@ impl NoiseSession {
     }
 
     fn seal_from(&mut self, plain: &[u8]) -> Result<(), FrameError> {
+        let needed = LENGTH_PREFIX_LEN + plain.len() + TAG_LEN;
+        if self.wire_out.len() < needed {
+            let size = needed
+                .next_power_of_two()
+                .min(MAX_WIRE_FRAME_LEN)
+                .max(needed);
+            self.wire_out.resize(size, 0);
+        }
         let len = self
             .cipher
             .write_message(plain, &mut self.wire_out[LENGTH_PREFIX_LEN..])
@@ -224,6 +245,9 @@ impl NoiseSession {
 
     /// The free space to read socket bytes into, after moving a partial frame to the
     /// front if the space behind it could not hold a whole frame.
+    ///
+    /// The buffer is allocated here on first use, small, and grows to
+    /// [`READ_BUFFER_LEN`] once a frame does not fit in it or a read fills it.
     pub(crate) fn read_space(&mut self) -> &mut [u8] {
         if self.wire_in.len() - self.wire_in_end < MAX_WIRE_FRAME_LEN {
             self.wire_in
@@ -231,12 +255,31 @@ impl NoiseSession {
             self.wire_in_end -= self.wire_in_start;
             self.wire_in_start = 0;
         }
+        let buffered = &self.wire_in[..self.wire_in_end];
+        let frame_does_not_fit = buffered
+            .first_chunk::<LENGTH_PREFIX_LEN>()
+            .is_some_and(|p| {
+                LENGTH_PREFIX_LEN + usize::from(u16::from_be_bytes(*p)) > self.wire_in.len()
+            });
+        let want = if self.grow_wire_in
+            || frame_does_not_fit
+            || self.wire_in_end == self.wire_in.len() && !self.wire_in.is_empty()
+        {
+            READ_BUFFER_LEN
+        } else {
+            INITIAL_READ_BUFFER_LEN
+        };
+        if self.wire_in.len() < want {
+            self.wire_in.resize(want, 0);
+        }
+        self.grow_wire_in = false;
         &mut self.wire_in[self.wire_in_end..]
     }
 
     /// Marks `n` bytes of [`read_space`](Self::read_space) as filled.
     pub(crate) fn filled(&mut self, n: usize) {
         self.wire_in_end = (self.wire_in_end + n).min(self.wire_in.len());
+        self.grow_wire_in = self.wire_in_end == self.wire_in.len();
     }
 
     /// Called at the end of the socket's stream: an error if it ended inside a frame.
@@ -297,10 +340,50 @@ mod tests {
         wire
     }
 
-    /// Feeds `bytes` into `s` as if read from the socket.
-    fn feed(s: &mut NoiseSession, bytes: &[u8]) {
-        s.read_space()[..bytes.len()].copy_from_slice(bytes);
-        s.filled(bytes.len());
+    /// Feeds `bytes` into `s` as if read from the socket: each read takes at most the
+    /// space the session offers.
+    fn feed(s: &mut NoiseSession, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let space = s.read_space();
+            let n = space.len().min(bytes.len());
+            space[..n].copy_from_slice(&bytes[..n]);
+            s.filled(n);
+            bytes = &bytes[n..];
+        }
+    }
+
+    #[test]
+    fn a_new_session_holds_no_buffers_and_small_traffic_keeps_them_small() {
+        let (mut a, mut b) = pair();
+        assert_eq!(
+            (a.wire_in.len(), a.wire_out.len(), a.plain_out.capacity()),
+            (0, 0, 0)
+        );
+        let wire = seal(&mut a, b"hello");
+        feed(&mut b, &wire);
+        let mut out = [0u8; 16];
+        assert_eq!(b.decode(16, |n| &mut out[..n]), Ok(Decoded::Direct(5)));
+        assert_eq!(b.wire_in.len(), crate::INITIAL_READ_BUFFER_LEN);
+        assert!(
+            a.wire_out.len() <= 64,
+            "wire buffer of {}",
+            a.wire_out.len()
+        );
+    }
+
+    #[test]
+    fn a_frame_larger_than_the_initial_read_buffer_grows_it_to_two_frames() {
+        let (mut a, mut b) = pair();
+        let data = vec![3u8; 10_000];
+        let wire = seal(&mut a, &data);
+        feed(&mut b, &wire);
+        let mut out = vec![0u8; 10_000];
+        assert_eq!(
+            b.decode(out.len(), |n| &mut out[..n]),
+            Ok(Decoded::Direct(10_000))
+        );
+        assert_eq!(out, data);
+        assert_eq!(b.wire_in.len(), READ_BUFFER_LEN);
     }
 
     #[test]
