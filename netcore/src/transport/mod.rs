@@ -29,6 +29,7 @@
 
 mod and_then;
 mod boxed;
+mod fault;
 mod map;
 mod memory;
 mod tcp;
@@ -45,6 +46,9 @@ use crate::address::NetworkAddress;
 
 pub use and_then::{AndThen, AndThenFuture, AndThenListener};
 pub use boxed::{BoxedListener, BoxedTransport};
+pub use fault::{
+    FaultController, FaultStats, FaultyListener, FaultyStream, FaultyTransport, FaultyUpgrade,
+};
 pub use map::{Map, MapFuture, MapListener};
 pub use memory::{MemoryListenerStream, MemoryTransport};
 pub use tcp::{TcpConfig, TcpListenerStream, TcpTransport};

@@ -1,0 +1,665 @@
+//! Fault injection for tests: a transport wrapper that adds latency, cuts connections and
+//! partitions chosen nodes from each other, under the control of a shared
+//! [`FaultController`].
+//!
+//! Every node of a test wraps its base transport (memory or TCP) with
+//! [`FaultController::transport`], naming itself. The controller learns which node
+//! listens on which address, so a dial knows both ends:
+//!
+//! - a **partition** refuses dials between the two groups (`ConnectionRefused`) and cuts
+//!   the connections between them that are open;
+//! - a **cut** ends a connection: its next read or write fails with `ConnectionReset` and
+//!   its socket is dropped, so the remote sees the connection end too;
+//! - **latency** holds each write (and each new connection) for the configured time
+//!   before it reaches the socket, so every message is late by at least that much.
+//!
+//! A dialer knows whom it dials, a listener does not know who dialed it (a memory
+//! dialer has no address, a TCP dialer an ephemeral port), so a partition cuts a
+//! connection through its dialing end; the socket then closes for both. Cutting a node
+//! ([`FaultController::cut_node`]) or all connections reaches both ends.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use futures::StreamExt;
+//! use netcore::transport::{FaultController, MemoryTransport, Transport};
+//!
+//! let faults = FaultController::new();
+//! let a = faults.transport(MemoryTransport::default(), "a");
+//! let b = faults.transport(MemoryTransport::default(), "b");
+//! let (_listener, b_addr) = b.listen_on("/memory/0".parse().unwrap()).unwrap();
+//!
+//! faults.partition(&["a"], &["b"]);
+//! assert!(a.dial(b_addr.clone()).is_err());
+//! faults.heal();
+//! assert!(a.dial(b_addr).is_ok());
+//! # });
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::task::AtomicWaker;
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+use super::{Transport, TransportError};
+use crate::address::NetworkAddress;
+
+/// The state of one connection the controller can cut.
+#[derive(Debug)]
+struct ConnShared {
+    /// The node this end belongs to.
+    local: Arc<str>,
+    /// The node at the other end, when this end dialed a known address.
+    remote: Option<Arc<str>>,
+    cut: AtomicBool,
+    reader: AtomicWaker,
+    writer: AtomicWaker,
+}
+
+impl ConnShared {
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        self.reader.wake();
+        self.writer.wake();
+    }
+
+    fn between(&self, a: &HashSet<Arc<str>>, b: &HashSet<Arc<str>>) -> bool {
+        let Some(remote) = &self.remote else {
+            return false;
+        };
+        (a.contains(&self.local) && b.contains(remote))
+            || (b.contains(&self.local) && a.contains(remote))
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    latency: Duration,
+    /// Unordered pairs of nodes that cannot reach each other, stored both ways round.
+    blocked: HashSet<(Arc<str>, Arc<str>)>,
+    /// Which node listens where (addresses without their `/p2p/` part).
+    listeners: HashMap<NetworkAddress, Arc<str>>,
+    connections: Vec<Weak<ConnShared>>,
+}
+
+/// What the controller did so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultStats {
+    /// Connections cut (by a partition, a node cut or `cut_all`).
+    pub connections_cut: u64,
+    /// Dials refused because of a partition.
+    pub dials_refused: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    cut: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// The switchboard of a fault-injection test, shared by every node's
+/// [`FaultyTransport`]. Cheap to clone; clones control the same faults.
+#[derive(Clone, Debug, Default)]
+pub struct FaultController {
+    state: Arc<Mutex<State>>,
+    counters: Arc<Counters>,
+}
+
+impl FaultController {
+    /// A controller with no faults: no latency, no partition.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Wraps `inner` as node `node`'s transport under this controller.
+    pub fn transport<T>(&self, inner: T, node: impl Into<String>) -> FaultyTransport<T> {
+        FaultyTransport {
+            inner,
+            node: Arc::from(node.into()),
+            controller: self.clone(),
+        }
+    }
+
+    /// Holds every write, and every new connection, for `latency` from now on (zero
+    /// turns it off).
+    pub fn set_latency(&self, latency: Duration) {
+        self.state.lock().latency = latency;
+    }
+
+    /// The latency in force.
+    pub fn latency(&self) -> Duration {
+        self.state.lock().latency
+    }
+
+    /// Separates every node of `a` from every node of `b`: dials between them are
+    /// refused, and the open connections between them are cut. Partitions add up until
+    /// [`heal`](Self::heal).
+    pub fn partition<S: AsRef<str>>(&self, a: &[S], b: &[S]) {
+        let a: HashSet<Arc<str>> = a.iter().map(|n| Arc::from(n.as_ref())).collect();
+        let b: HashSet<Arc<str>> = b.iter().map(|n| Arc::from(n.as_ref())).collect();
+        let mut state = self.state.lock();
+        for x in &a {
+            for y in &b {
+                state.blocked.insert((x.clone(), y.clone()));
+                state.blocked.insert((y.clone(), x.clone()));
+            }
+        }
+        self.cut_where(&mut state, |c| c.between(&a, &b));
+    }
+
+    /// Lifts every partition. Connections cut stay cut; nodes redial as they would.
+    pub fn heal(&self) {
+        self.state.lock().blocked.clear();
+    }
+
+    /// Whether `a` and `b` are partitioned from each other.
+    pub fn is_partitioned(&self, a: &str, b: &str) -> bool {
+        self.state
+            .lock()
+            .blocked
+            .contains(&(Arc::from(a), Arc::from(b)))
+    }
+
+    /// Cuts every open connection of `node`, both those it dialed and those it
+    /// accepted; returns how many ends were cut. New connections are not refused.
+    pub fn cut_node(&self, node: &str) -> usize {
+        let mut state = self.state.lock();
+        self.cut_where(&mut state, |c| {
+            &*c.local == node || c.remote.as_deref() == Some(node)
+        })
+    }
+
+    /// Cuts every open connection; returns how many ends were cut.
+    pub fn cut_all(&self) -> usize {
+        let mut state = self.state.lock();
+        self.cut_where(&mut state, |_| true)
+    }
+
+    /// Connection ends open now (not cut, not dropped).
+    pub fn open_connections(&self) -> usize {
+        let mut state = self.state.lock();
+        state.connections.retain(|c| c.strong_count() > 0);
+        state
+            .connections
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|c| !c.cut.load(Ordering::SeqCst))
+            .count()
+    }
+
+    /// What the controller did so far.
+    pub fn stats(&self) -> FaultStats {
+        FaultStats {
+            connections_cut: self.counters.cut.load(Ordering::Relaxed),
+            dials_refused: self.counters.refused.load(Ordering::Relaxed),
+        }
+    }
+
+    fn cut_where(&self, state: &mut State, pred: impl Fn(&ConnShared) -> bool) -> usize {
+        let mut cut = 0;
+        state.connections.retain(|weak| {
+            let Some(conn) = weak.upgrade() else {
+                return false;
+            };
+            if conn.cut.load(Ordering::SeqCst) {
+                return false;
+            }
+            if pred(&conn) {
+                conn.cut();
+                cut += 1;
+                return false;
+            }
+            true
+        });
+        self.counters.cut.fetch_add(cut as u64, Ordering::Relaxed);
+        cut
+    }
+
+    fn register(&self, local: Arc<str>, remote: Option<Arc<str>>) -> Arc<ConnShared> {
+        let conn = Arc::new(ConnShared {
+            local,
+            remote,
+            cut: AtomicBool::new(false),
+            reader: AtomicWaker::new(),
+            writer: AtomicWaker::new(),
+        });
+        let mut state = self.state.lock();
+        // A partition set while this connection was being made covers it too.
+        if let Some(remote) = &conn.remote
+            && state
+                .blocked
+                .contains(&(conn.local.clone(), remote.clone()))
+        {
+            conn.cut.store(true, Ordering::SeqCst);
+            self.counters.cut.fetch_add(1, Ordering::Relaxed);
+        } else {
+            state.connections.retain(|c| c.strong_count() > 0);
+            state.connections.push(Arc::downgrade(&conn));
+        }
+        conn
+    }
+}
+
+/// A transport whose connections suffer the faults of its [`FaultController`]. Made
+/// by [`FaultController::transport`].
+#[derive(Clone, Debug)]
+pub struct FaultyTransport<T> {
+    inner: T,
+    node: Arc<str>,
+    controller: FaultController,
+}
+
+impl<T> FaultyTransport<T> {
+    /// The node this transport belongs to.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The controller of its faults.
+    pub fn controller(&self) -> &FaultController {
+        &self.controller
+    }
+}
+
+/// An upgrade of [`FaultyTransport`].
+pub type FaultyUpgrade<S> = BoxFuture<'static, Result<FaultyStream<S>, TransportError>>;
+
+/// The listener stream of [`FaultyTransport`].
+pub type FaultyListener<S> =
+    BoxStream<'static, Result<(FaultyUpgrade<S>, NetworkAddress), TransportError>>;
+
+/// Completes `inner`, waits out the latency, and wraps the connection.
+async fn wrap<S, F>(
+    inner: F,
+    controller: FaultController,
+    local: Arc<str>,
+    remote: Option<Arc<str>>,
+) -> Result<FaultyStream<S>, TransportError>
+where
+    F: Future<Output = Result<S, TransportError>>,
+{
+    let socket = inner.await?;
+    let latency = controller.latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let shared = controller.register(local, remote);
+    Ok(FaultyStream {
+        inner: Some(socket),
+        shared,
+        controller,
+        delay: None,
+        delayed: false,
+    })
+}
+
+impl<T> Transport for FaultyTransport<T>
+where
+    T: Transport<Error = TransportError>,
+    T::Output: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T::Inbound: 'static,
+    T::Outbound: 'static,
+    T::Listener: 'static,
+{
+    type Output = FaultyStream<T::Output>;
+    type Error = TransportError;
+    type Inbound = FaultyUpgrade<T::Output>;
+    type Outbound = FaultyUpgrade<T::Output>;
+    type Listener = FaultyListener<T::Output>;
+
+    fn listen_on(
+        &self,
+        addr: NetworkAddress,
+    ) -> Result<(Self::Listener, NetworkAddress), Self::Error> {
+        let (listener, bound) = self.inner.listen_on(addr)?;
+        self.controller
+            .state
+            .lock()
+            .listeners
+            .insert(bound.clone().without_peer_id(), self.node.clone());
+        let (controller, node) = (self.controller.clone(), self.node.clone());
+        let listener = listener
+            .map_ok(move |(upgrade, remote)| {
+                let up = wrap(upgrade, controller.clone(), node.clone(), None).boxed();
+                (up, remote)
+            })
+            .boxed();
+        Ok((listener, bound))
+    }
+
+    fn dial(&self, addr: NetworkAddress) -> Result<Self::Outbound, Self::Error> {
+        let remote = {
+            let state = self.controller.state.lock();
+            let remote = state
+                .listeners
+                .get(&addr.clone().without_peer_id())
+                .cloned();
+            if let Some(remote) = &remote
+                && state.blocked.contains(&(self.node.clone(), remote.clone()))
+            {
+                self.controller
+                    .counters
+                    .refused
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(TransportError::Io(io::Error::new(
+                    io::ErrorKind::ConnectionRefused,
+                    format!(
+                        "{} is partitioned from {remote} (fault injection)",
+                        self.node
+                    ),
+                )));
+            }
+            remote
+        };
+        let upgrade = self.inner.dial(addr)?;
+        Ok(wrap(upgrade, self.controller.clone(), self.node.clone(), remote).boxed())
+    }
+}
+
+/// A connection of a [`FaultyTransport`]: the inner socket, until a cut drops it.
+pub struct FaultyStream<S> {
+    inner: Option<S>,
+    shared: Arc<ConnShared>,
+    controller: FaultController,
+    /// The latency being waited out before the next write.
+    delay: Option<Pin<Box<Sleep>>>,
+    /// The next write has waited out its latency.
+    delayed: bool,
+}
+
+impl<S> std::fmt::Debug for FaultyStream<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultyStream")
+            .field("local", &self.shared.local)
+            .field("remote", &self.shared.remote)
+            .field("cut", &self.inner.is_none())
+            .finish()
+    }
+}
+
+fn cut_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionReset,
+        "connection cut (fault injection)",
+    )
+}
+
+impl<S> FaultyStream<S> {
+    /// Whether the connection was cut.
+    pub fn is_cut(&self) -> bool {
+        self.inner.is_none() || self.shared.cut.load(Ordering::SeqCst)
+    }
+
+    /// The socket, or the cut error (dropping the socket once cut, so the remote sees
+    /// the connection end).
+    fn socket(&mut self) -> io::Result<&mut S> {
+        if self.shared.cut.load(Ordering::SeqCst) {
+            self.inner = None;
+        }
+        self.inner.as_mut().ok_or_else(cut_error)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for FaultyStream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.shared.reader.register(cx.waker());
+        let socket = this.socket()?;
+        Pin::new(socket).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for FaultyStream<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.shared.writer.register(cx.waker());
+        this.socket()?;
+        if !this.delayed {
+            let latency = this.controller.latency();
+            if !latency.is_zero() {
+                let delay = this
+                    .delay
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(latency)));
+                ready!(delay.as_mut().poll(cx));
+                this.delay = None;
+            }
+            this.delayed = true;
+        }
+        let written = ready!(Pin::new(this.socket()?).poll_write(cx, data));
+        if written.is_ok() {
+            this.delayed = false;
+        }
+        Poll::Ready(written)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.shared.writer.register(cx.waker());
+        Pin::new(this.socket()?).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        Pin::new(this.socket()?).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::StreamExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::transport::{MemoryTransport, TcpTransport};
+
+    type Node<T> = (
+        FaultyTransport<T>,
+        FaultyListener<<T as Transport>::Output>,
+        NetworkAddress,
+    );
+
+    fn node<T>(faults: &FaultController, base: T, name: &str, addr: &str) -> Node<T>
+    where
+        T: Transport<Error = TransportError>,
+        T::Output: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        T::Inbound: 'static,
+        T::Outbound: 'static,
+        T::Listener: 'static,
+    {
+        let t = faults.transport(base, name);
+        let (listener, bound) = t.listen_on(addr.parse().unwrap()).unwrap();
+        (t, listener, bound)
+    }
+
+    /// Dials `to` and returns both ends, the dialer's first.
+    async fn connect<S>(
+        from: &FaultyTransport<
+            impl Transport<
+                Output = S,
+                Error = TransportError,
+                Inbound: 'static,
+                Outbound: 'static,
+                Listener: 'static,
+            >,
+        >,
+        listener: &mut FaultyListener<S>,
+        to: &NetworkAddress,
+    ) -> (FaultyStream<S>, FaultyStream<S>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let dial = from.dial(to.clone()).unwrap();
+        let accept = async {
+            let (inbound, _) = listener.next().await.unwrap().unwrap();
+            inbound.await
+        };
+        let (out, inb) = futures::join!(dial, accept);
+        (out.unwrap(), inb.unwrap())
+    }
+
+    async fn ends_for_both<S: AsyncRead + AsyncWrite + Unpin>(
+        dialer: &mut FaultyStream<S>,
+        listener: &mut FaultyStream<S>,
+    ) {
+        let mut buf = [0u8; 8];
+        let err = dialer.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
+        // The dialer's socket is gone, so the listener reads EOF (or a reset).
+        match listener.read(&mut buf).await {
+            Ok(n) => assert_eq!(n, 0),
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset),
+        }
+    }
+
+    async fn works<S: AsyncRead + AsyncWrite + Unpin>(
+        a: &mut FaultyStream<S>,
+        b: &mut FaultyStream<S>,
+    ) {
+        a.write_all(b"ping").await.unwrap();
+        a.flush().await.unwrap();
+        let mut buf = [0u8; 4];
+        b.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partition_refuses_dials_both_ways_until_healed() {
+        let faults = FaultController::new();
+        let (a, mut a_listener, a_addr) =
+            node(&faults, MemoryTransport::default(), "a", "/memory/0");
+        let (b, mut b_listener, b_addr) =
+            node(&faults, MemoryTransport::default(), "b", "/memory/0");
+        faults.partition(&["a"], &["b"]);
+        assert!(faults.is_partitioned("b", "a"));
+        let refused = a.dial(b_addr.clone()).err().unwrap();
+        assert!(
+            matches!(refused, TransportError::Io(e) if e.kind() == io::ErrorKind::ConnectionRefused)
+        );
+        assert!(b.dial(a_addr.clone()).is_err());
+        assert_eq!(faults.stats().dials_refused, 2);
+
+        faults.heal();
+        let (mut x, mut y) = connect(&a, &mut b_listener, &b_addr).await;
+        works(&mut x, &mut y).await;
+        let (mut x, mut y) = connect(&b, &mut a_listener, &a_addr).await;
+        works(&mut x, &mut y).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partition_cuts_the_connections_between_the_groups_and_no_others() {
+        let faults = FaultController::new();
+        let (a, _a_listener, _) = node(&faults, MemoryTransport::default(), "a", "/memory/0");
+        let (_b, mut b_listener, b_addr) =
+            node(&faults, MemoryTransport::default(), "b", "/memory/0");
+        let (_c, mut c_listener, c_addr) =
+            node(&faults, MemoryTransport::default(), "c", "/memory/0");
+        let (mut ab, mut ba) = connect(&a, &mut b_listener, &b_addr).await;
+        let (mut ac, mut ca) = connect(&a, &mut c_listener, &c_addr).await;
+
+        faults.partition(&["a"], &["b"]);
+        assert_eq!(faults.stats().connections_cut, 1);
+        ends_for_both(&mut ab, &mut ba).await;
+        assert!(ab.is_cut());
+        works(&mut ac, &mut ca).await;
+        works(&mut ca, &mut ac).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cut_wakes_a_blocked_reader() {
+        let faults = FaultController::new();
+        let (a, _al, _) = node(&faults, MemoryTransport::default(), "a", "/memory/0");
+        let (_b, mut b_listener, b_addr) =
+            node(&faults, MemoryTransport::default(), "b", "/memory/0");
+        let (mut ab, _ba) = connect(&a, &mut b_listener, &b_addr).await;
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 1];
+            ab.read(&mut buf).await
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(faults.cut_all(), 2);
+        let err = reader.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cutting_a_node_ends_its_connections_and_new_ones_work() {
+        let faults = FaultController::new();
+        let (a, _al, _) = node(&faults, MemoryTransport::default(), "a", "/memory/0");
+        let (_b, mut b_listener, b_addr) =
+            node(&faults, MemoryTransport::default(), "b", "/memory/0");
+        let (mut ab, mut ba) = connect(&a, &mut b_listener, &b_addr).await;
+        assert_eq!(faults.open_connections(), 2);
+        assert_eq!(faults.cut_node("b"), 2);
+        ends_for_both(&mut ab, &mut ba).await;
+        assert_eq!(faults.open_connections(), 0);
+        let (mut x, mut y) = connect(&a, &mut b_listener, &b_addr).await;
+        works(&mut x, &mut y).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn latency_delays_each_write_and_each_new_connection() {
+        let faults = FaultController::new();
+        let (a, _al, _) = node(&faults, MemoryTransport::default(), "a", "/memory/0");
+        let (_b, mut b_listener, b_addr) =
+            node(&faults, MemoryTransport::default(), "b", "/memory/0");
+        faults.set_latency(Duration::from_millis(50));
+        let start = Instant::now();
+        let (mut ab, mut ba) = connect(&a, &mut b_listener, &b_addr).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(50));
+        let start = Instant::now();
+        works(&mut ab, &mut ba).await;
+        works(&mut ba, &mut ab).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(100));
+
+        faults.set_latency(Duration::ZERO);
+        let start = Instant::now();
+        works(&mut ab, &mut ba).await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn faults_work_over_tcp() {
+        let faults = FaultController::new();
+        let (a, _al, _) = node(
+            &faults,
+            TcpTransport::default(),
+            "a",
+            "/ip4/127.0.0.1/tcp/0",
+        );
+        let (_b, mut b_listener, b_addr) = node(
+            &faults,
+            TcpTransport::default(),
+            "b",
+            "/ip4/127.0.0.1/tcp/0",
+        );
+        let (mut ab, mut ba) = connect(&a, &mut b_listener, &b_addr).await;
+        works(&mut ab, &mut ba).await;
+        faults.partition(&["a"], &["b"]);
+        ends_for_both(&mut ab, &mut ba).await;
+        assert!(a.dial(b_addr.clone()).is_err());
+        faults.heal();
+        let (mut ab, mut ba) = connect(&a, &mut b_listener, &b_addr).await;
+        works(&mut ba, &mut ab).await;
+    }
+}
