@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use netcore::address::{Endpoint, Host};
-use netcore::transport::{MemoryTransport, TcpTransport};
+use netcore::transport::{MemoryTransport, TcpTransport, Transport, TransportError};
 use netcore::{NetworkAddress, PeerId};
 use network::connectivity_manager::ConnectivityManager;
 use network::discovery::{self, Discovery, DiscoveryError, DiscoveryHandle};
@@ -15,6 +15,7 @@ use network::health_checker::{self as hc, HealthChecker};
 use network::{AppId, Network};
 use noise::{Identity, KeyError, NoiseConfig, NoiseUpgrader, TrustedPeers};
 use prometheus::Registry;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
@@ -73,7 +74,13 @@ pub struct NetworkBuilder {
     registry: Registry,
     consensus: bool,
     mempool: bool,
+    transport: Option<StartWith>,
 }
+
+/// Starts the lower network over a base transport chosen by
+/// [`NetworkBuilder::with_transport`].
+type StartWith =
+    Box<dyn FnOnce(network::NetworkBuilder) -> Result<Network, network::BuildError> + Send>;
 
 impl fmt::Debug for NetworkBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -82,6 +89,7 @@ impl fmt::Debug for NetworkBuilder {
             .field("identity", &self.identity.as_ref().map(Identity::peer_id))
             .field("consensus", &self.consensus)
             .field("mempool", &self.mempool)
+            .field("custom_transport", &self.transport.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -95,7 +103,25 @@ impl NetworkBuilder {
             registry,
             consensus: false,
             mempool: false,
+            transport: None,
         }
+    }
+
+    /// Runs over `transport` instead of the TCP or memory transport the listen
+    /// addresses imply: e.g. a `netcore::transport::FaultyTransport` in fault-injection
+    /// tests. It must listen on and dial the configured addresses.
+    pub fn with_transport<T>(mut self, transport: T) -> Self
+    where
+        T: Transport<Error = TransportError> + Send + Sync + 'static,
+        T::Output: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        T::Inbound: 'static,
+        T::Outbound: 'static,
+        T::Listener: 'static,
+    {
+        self.transport = Some(Box::new(move |builder: network::NetworkBuilder| {
+            builder.start(transport)
+        }));
+        self
     }
 
     /// Uses `identity` instead of loading `config.identity_key` (tests, the demo).
@@ -171,7 +197,9 @@ impl NetworkBuilder {
         let connectivity_app = builder.register(&[]);
         let health_app = builder.register(hc::PROTOCOLS);
         let discovery_app = builder.register(discovery::PROTOCOLS);
-        let mut network = if resolved.memory {
+        let mut network = if let Some(start) = self.transport {
+            start(builder)?
+        } else if resolved.memory {
             builder.start(MemoryTransport::default())?
         } else {
             builder.start(TcpTransport::default())?
