@@ -27,8 +27,8 @@
 use snow::TransportState;
 
 use crate::constants::{
-    INITIAL_READ_BUFFER_LEN, LENGTH_PREFIX_LEN, MAX_FRAME_PAYLOAD_LEN, MAX_WIRE_FRAME_LEN,
-    READ_BUFFER_LEN, TAG_LEN,
+    INITIAL_READ_BUFFER_LEN, LENGTH_PREFIX_LEN, MAX_FRAME_PAYLOAD_LEN, MAX_NOISE_MESSAGE_LEN,
+    MAX_WIRE_FRAME_LEN, READ_BUFFER_LEN, TAG_LEN,
 };
 use crate::error::FrameError;
 
@@ -181,7 +181,10 @@ impl NoiseSession {
 
     /// Decodes the next complete frame buffered from the socket. `out_room` is the room
     /// in the reader's buffer; `out(len)` gives `len` bytes of it, and is called only if
-    /// the whole plaintext fits.
+    /// the whole ciphertext (plaintext and tag) fits: the cipher copies the ciphertext
+    /// there and decrypts in place, and the bytes past the plaintext are left unfilled.
+    /// Given less room than the ciphertext, ring's AES-GCM would allocate a frame-sized
+    /// copy on every call, so a smaller reader is served from `plain_in` instead.
     pub(crate) fn decode<'a>(
         &mut self,
         out_room: usize,
@@ -214,16 +217,17 @@ impl NoiseSession {
             return Ok(Decoded::NeedMore);
         }
         let plain_len = len - TAG_LEN;
-        let direct = plain_len > 0 && out_room >= plain_len;
+        let direct = plain_len > 0 && out_room >= len;
         if !direct && self.plain_in.is_empty() {
-            self.plain_in = vec![0u8; MAX_FRAME_PAYLOAD_LEN];
+            // Room for a whole ciphertext, for the same reason as `out` above.
+            self.plain_in = vec![0u8; MAX_NOISE_MESSAGE_LEN];
         }
         let start = self.wire_in_start + LENGTH_PREFIX_LEN;
         let ciphertext = &self.wire_in[start..start + len];
         let decoded = if direct {
             let n = self
                 .cipher
-                .read_message(ciphertext, out(plain_len))
+                .read_message(ciphertext, out(len))
                 .map_err(|_| FrameError::Decrypt)?;
             Decoded::Direct(n)
         } else {
@@ -361,8 +365,8 @@ mod tests {
         );
         let wire = seal(&mut a, b"hello");
         feed(&mut b, &wire);
-        let mut out = [0u8; 16];
-        assert_eq!(b.decode(16, |n| &mut out[..n]), Ok(Decoded::Direct(5)));
+        let mut out = [0u8; 32];
+        assert_eq!(b.decode(32, |n| &mut out[..n]), Ok(Decoded::Direct(5)));
         assert_eq!(b.wire_in.len(), crate::INITIAL_READ_BUFFER_LEN);
         assert!(
             a.wire_out.len() <= 64,
@@ -377,12 +381,12 @@ mod tests {
         let data = vec![3u8; 10_000];
         let wire = seal(&mut a, &data);
         feed(&mut b, &wire);
-        let mut out = vec![0u8; 10_000];
+        let mut out = vec![0u8; 10_000 + TAG_LEN];
         assert_eq!(
             b.decode(out.len(), |n| &mut out[..n]),
             Ok(Decoded::Direct(10_000))
         );
-        assert_eq!(out, data);
+        assert_eq!(out[..10_000], data[..]);
         assert_eq!(b.wire_in.len(), READ_BUFFER_LEN);
     }
 
@@ -396,14 +400,31 @@ mod tests {
     }
 
     #[test]
-    fn a_frame_decrypts_straight_into_a_reader_with_room() {
+    fn a_frame_decrypts_straight_into_a_reader_with_room_for_its_ciphertext() {
+        let (mut a, mut b) = pair();
+        let wire = seal(&mut a, b"hello");
+        feed(&mut b, &wire);
+        let mut out = [0u8; 5 + TAG_LEN];
+        assert_eq!(
+            b.decode(out.len(), |n| &mut out[..n]),
+            Ok(Decoded::Direct(5))
+        );
+        assert_eq!(&out[..5], b"hello");
+        assert_eq!(
+            b.decode(out.len(), |n| &mut out[..n]),
+            Ok(Decoded::NeedMore)
+        );
+    }
+
+    #[test]
+    fn a_reader_with_room_for_the_plaintext_but_not_the_tag_is_served_from_the_buffer() {
         let (mut a, mut b) = pair();
         let wire = seal(&mut a, b"hello");
         feed(&mut b, &wire);
         let mut out = [0u8; 8];
-        assert_eq!(b.decode(8, |n| &mut out[..n]), Ok(Decoded::Direct(5)));
+        assert_eq!(b.decode(8, |_| unreachable!()), Ok(Decoded::Buffered));
+        assert_eq!(b.take_plaintext(&mut out), 5);
         assert_eq!(&out[..5], b"hello");
-        assert_eq!(b.decode(8, |n| &mut out[..n]), Ok(Decoded::NeedMore));
     }
 
     #[test]
@@ -422,7 +443,7 @@ mod tests {
     fn a_frame_fed_one_byte_at_a_time_decodes_only_when_complete() {
         let (mut a, mut b) = pair();
         let wire = seal(&mut a, b"split");
-        let mut out = [0u8; 16];
+        let mut out = [0u8; 32];
         for (i, byte) in wire.iter().enumerate() {
             feed(&mut b, std::slice::from_ref(byte));
             let expected = if i + 1 == wire.len() {
@@ -430,7 +451,7 @@ mod tests {
             } else {
                 Decoded::NeedMore
             };
-            assert_eq!(b.decode(16, |n| &mut out[..n]), Ok(expected));
+            assert_eq!(b.decode(32, |n| &mut out[..n]), Ok(expected));
         }
         assert_eq!(&out[..5], b"split");
     }
@@ -463,7 +484,7 @@ mod tests {
         assert!(!a.unsealed_full());
         let wire = a.pending_wire().to_vec();
         feed(&mut b, &wire);
-        let mut out = vec![0u8; MAX_FRAME_PAYLOAD_LEN];
+        let mut out = vec![0u8; MAX_NOISE_MESSAGE_LEN];
         assert_eq!(
             b.decode(out.len(), |n| &mut out[..n]),
             Ok(Decoded::Direct(MAX_FRAME_PAYLOAD_LEN))
