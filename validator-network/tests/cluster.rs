@@ -432,3 +432,45 @@ async fn during_a_partition_every_accepted_direct_send_message_is_delivered_or_c
     assert!(lost_in_flight <= cut, "{lost_in_flight} lost, {cut} cuts");
     cluster.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+#[ignore = "long variant (about 20 s of wall time, 100 s of paused time): \
+            cargo test -p validator-network --test cluster -- --ignored --nocapture"]
+async fn thirty_rounds_of_changing_partitions_and_cuts_always_heal() {
+    let cluster = Cluster::start();
+    cluster.fully_connected(Duration::from_secs(30)).await;
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let load = rpc_load(&cluster, stop.clone());
+    let mut worst = Duration::ZERO;
+    for round in 0..30usize {
+        // A different split each round: the first k validators against the rest.
+        let k = 1 + round % (N - 1);
+        let (a, b) = (cluster.names(0..k), cluster.names(k..N));
+        cluster.faults.partition(&a, &b);
+        if round % 3 == 0 {
+            cluster.faults.set_latency(Duration::from_millis(100));
+        }
+        cluster
+            .wait_for(
+                |i| if i < k { k - 1 } else { N - k - 1 },
+                Duration::from_secs(10),
+            )
+            .await;
+        tokio::time::sleep(BACKOFF_CAP * 2).await;
+        if round % 5 == 0 {
+            cluster.faults.cut_all();
+        }
+        cluster.faults.heal();
+        cluster.faults.set_latency(Duration::ZERO);
+        let took = cluster.fully_connected(BACKOFF_CAP * 5).await;
+        worst = worst.max(took);
+        assert!(
+            took <= BACKOFF_CAP + CHECK_INTERVAL,
+            "round {round}: {took:?}"
+        );
+    }
+    stop.notify_waiters();
+    let tally = load.await.unwrap();
+    println!("30 rounds: slowest reconnection {worst:?}; RPCs {tally:?}");
+    cluster.shutdown().await;
+}
