@@ -4,7 +4,9 @@
 //!
 //! Every node of a test wraps its base transport (memory or TCP) with
 //! [`FaultController::transport`], naming itself. The controller learns which node
-//! listens on which address, so a dial knows both ends:
+//! listens on which address (the address bound, as `listen_on` returns it; a node
+//! listening on `0.0.0.0` but dialed at `127.0.0.1` is not recognised, and no
+//! partition applies to it), so a dial knows both ends:
 //!
 //! - a **partition** refuses dials between the two groups (`ConnectionRefused`) and cuts
 //!   the connections between them that are open;
