@@ -47,8 +47,8 @@ for target in "${targets[@]}"; do
         result="FAILED (see fuzz/$log and fuzz/targets/artifacts/$target/)"
         status=1
     fi
-    execs=$(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}' | tail -1)
-    rate=$(grep -E '^stat::average_exec_per_sec' "$log" | awk '{print $2}' | tail -1)
+    execs=$(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}' | tail -1 || true)
+    rate=$(grep -E '^stat::average_exec_per_sec' "$log" | awk '{print $2}' | tail -1 || true)
     printf '%-20s %10s executions in %ss (%s/s) %s\n' "$target" "${execs:-?}" "$seconds" "${rate:-?}" "$result"
 done
 exit "$status"
