@@ -1,14 +1,17 @@
-//! Seven validators over memsocket (and once over TCP), each behind a `FaultyTransport` sharing one
-//! `FaultController`, under faults: a partition of four from three and its healing,
-//! latency, cut connections. What must hold throughout:
+//! Seven validators over memsocket (and once over TCP), each behind a `FaultyTransport`
+//! sharing one `FaultController`, under faults: a partition of four from three and its
+//! healing, latency, cut connections. What must hold throughout:
 //!
 //! - after a heal every validator reconnects to every other within the backoff cap
 //!   (plus one connectivity check);
 //! - every RPC ends, with a response or a typed error, within its timeout: none hangs;
-//! - every DirectSend message the network accepted is delivered or counted as dropped.
+//! - every DirectSend message the network accepted is written to a substream or counted
+//!   as dropped; of those written, only what was in flight on a connection when it was
+//!   cut goes missing (the drop counters do not see that loss; the test bounds it).
 //!
 //! Time is paused (it advances when every task waits), so the runs are short in wall
-//! time. The process-kill case is in `node/tests/cluster_kill.rs`.
+//! time; the TCP test runs in real time. The process-kill case is in
+//! `node/tests/cluster_kill.rs`.
 
 #![allow(clippy::unwrap_used)] // A panic in a test is a failed assertion.
 
