@@ -9,18 +9,12 @@
 
 mod common;
 
-use common::free_port;
+use common::{NODE, Running, free_port, keygen, metrics, scratch, value};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
-
-const NODE: &str = env!("CARGO_BIN_EXE_node");
 
 /// Validators in the cluster.
 const N: usize = 7;
@@ -34,58 +28,6 @@ const STARTUP: Duration = Duration::from_secs(60);
 /// Slack on top of the backoff cap for a rejoin: the process start, a connectivity
 /// check, the handshakes, and the metrics poll interval, on a loaded machine.
 const REJOIN_SLACK: Duration = Duration::from_secs(10);
-
-/// A child process killed when dropped, so a failed assertion leaves nothing running.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn keygen(path: &Path) -> String {
-    let out = Command::new(NODE)
-        .args(["keygen", "--out", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-/// A scratch folder under the target directory, emptied first.
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-async fn metrics(addr: SocketAddr) -> Option<String> {
-    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .ok()?;
-    tokio::spawn(conn);
-    let request = hyper::Request::get("/metrics")
-        .header("host", "localhost")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let response = sender.send_request(request).await.ok()?;
-    let body = response.into_body().collect().await.ok()?.to_bytes();
-    String::from_utf8(body.to_vec()).ok()
-}
-
-/// The sum of the samples of `name` whose labels contain `label` (`""`: all).
-fn value(text: &str, name: &str, label: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")))
-        .filter(|l| l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 /// Waits until the metrics of every address in `addrs` satisfy `check`, at most
 /// `limit`; returns how long it took.
