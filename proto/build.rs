@@ -9,6 +9,7 @@ fn main() -> io::Result<()> {
     let files = [
         "protos/handshake.proto",
         "protos/rpc.proto",
+        "protos/direct_send.proto",
         "protos/health.proto",
         "protos/discovery.proto",
         "protos/consensus.proto",

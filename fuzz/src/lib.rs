@@ -119,7 +119,7 @@ fn roundtrip<M: Message + Default + PartialEq + std::fmt::Debug>(data: &[u8]) {
 /// Every protobuf message of `proto`: the first byte picks the message type, the rest
 /// is decoded as it.
 pub fn proto_messages(data: &[u8]) {
-    use proto::{consensus, discovery, handshake, health, mempool, rpc};
+    use proto::{consensus, direct_send, discovery, handshake, health, mempool, rpc};
     let Some((&which, body)) = data.split_first() else {
         return;
     };
@@ -142,6 +142,7 @@ pub fn proto_messages(data: &[u8]) {
         _ => {
             roundtrip::<mempool::Transaction>(body);
             roundtrip::<mempool::BatchAck>(body);
+            roundtrip::<direct_send::DirectSendAck>(body);
         }
     }
 }

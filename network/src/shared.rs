@@ -28,7 +28,13 @@ pub(crate) struct ProtocolMetrics {
     pub(crate) bytes_out: IntCounter,
     pub(crate) messages_in: IntCounter,
     pub(crate) messages_out: IntCounter,
+    /// DirectSend messages refused because their queue was full.
     pub(crate) queue_drops: IntCounter,
+    /// DirectSend messages taken from the queue for which no substream could be opened.
+    pub(crate) stream_drops: IntCounter,
+    /// DirectSend messages written to a substream that ended before the receiver
+    /// acknowledged them: each was delivered or lost, and the sender cannot tell which.
+    pub(crate) unconfirmed: IntCounter,
     pub(crate) decode_failures: IntCounter,
 }
 
@@ -43,6 +49,12 @@ impl ProtocolMetrics {
             queue_drops: metrics
                 .queue_drops
                 .with_label_values(&[protocol.as_str(), "queue_full"]),
+            stream_drops: metrics
+                .queue_drops
+                .with_label_values(&[protocol.as_str(), "stream_failed"]),
+            unconfirmed: metrics
+                .queue_drops
+                .with_label_values(&[protocol.as_str(), "unconfirmed"]),
             decode_failures: metrics.decode_failures.with_label_values(&p),
         }
     }

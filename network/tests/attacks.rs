@@ -19,7 +19,7 @@ use bytes::Bytes;
 use common::{DIRECT, PROTOCOLS, RPC, spawn_echo_server};
 use futures::StreamExt;
 use netcore::multiplexing::MuxConfig;
-use netcore::negotiate::negotiate_outbound_select;
+use netcore::negotiate::{negotiate_inbound, negotiate_outbound_select};
 use netcore::transport::TcpTransport;
 use netcore::{NetworkAddress, PeerId};
 use network::rate_limit::{PeerRateLimit, Rate, RateLimitConfig};
@@ -30,7 +30,9 @@ use network::{
 };
 use noise::{Identity, NoiseConfig, NoiseUpgrader, TrustedPeers};
 use prometheus::Registry;
-use tokio::io::AsyncWriteExt;
+use proto::Message;
+use proto::direct_send::DirectSendAck;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
@@ -617,6 +619,76 @@ async fn a_stream_flood_is_refused_past_the_cap() {
     assert!(refused >= 1000, "refused {refused}");
     scene.assert_honest_unaffected(prober).await;
     drop(streams);
+    scene.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_false_direct_send_acknowledgement_closes_only_that_substream() {
+    let scene = Scene::mutual(NetworkConfig::default(), 1).await;
+    let prober = scene.probe();
+    let victim = &scene.victim;
+    let (_control, mut incoming) = muxed(
+        scene.attackers[0].clone(),
+        victim.peer_id,
+        &victim.addr,
+        MuxConfig::default(),
+    )
+    .await;
+    let attacker_id = scene.attackers[0].peer_id();
+    let deadline = Instant::now() + REACTION;
+    while !victim.sender.is_connected(&attacker_id) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The victim sends the attacker one message; the attacker acknowledges a million.
+    victim
+        .sender
+        .send_to(attacker_id, DIRECT, Bytes::from_static(b"one"))
+        .unwrap();
+    let substream = tokio::time::timeout(REACTION, incoming.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let (mut io, _) = negotiate_inbound(substream, &[DIRECT.as_str()])
+        .await
+        .unwrap();
+    let mut message = [0u8; 7];
+    io.read_exact(&mut message).await.unwrap();
+    assert_eq!(&message, b"\0\0\0\x03one");
+    let lie = DirectSendAck {
+        delivered: 1_000_000,
+    }
+    .encode_to_vec();
+    io.write_all(&(lie.len() as u32).to_be_bytes())
+        .await
+        .unwrap();
+    io.write_all(&lie).await.unwrap();
+    io.flush().await.unwrap();
+    // The victim refuses the acknowledgement, counts it, and counts its one message as
+    // unconfirmed: it cannot tell whether it arrived.
+    let failures = victim
+        .wait_metric("network_decode_failures_total", Some(DIRECT.as_str()), 1)
+        .await;
+    assert_eq!(failures, 1);
+    assert_eq!(
+        victim.metric("network_queue_drops_total", Some("unconfirmed")),
+        1
+    );
+    // The connection stays: the next message opens a new substream.
+    victim
+        .sender
+        .send_to(attacker_id, DIRECT, Bytes::from_static(b"two"))
+        .unwrap();
+    let substream = tokio::time::timeout(REACTION, incoming.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let (mut io, _) = negotiate_inbound(substream, &[DIRECT.as_str()])
+        .await
+        .unwrap();
+    io.read_exact(&mut message).await.unwrap();
+    assert_eq!(&message, b"\0\0\0\x03two");
+    assert!(victim.sender.is_connected(&attacker_id));
+    scene.assert_honest_unaffected(prober).await;
     scene.shutdown().await;
 }
 

@@ -289,6 +289,63 @@ async fn direct_send_drops_and_counts_when_the_queue_is_full() {
     assert_eq!(a.counter("network_queue_drops_total", DIRECT.as_str()), 2);
 }
 
+/// The sender's count of messages written to a substream that ended before the receiver
+/// acknowledged them.
+fn unconfirmed(node: &common::Node) -> u64 {
+    node.counter("network_queue_drops_total", "unconfirmed")
+}
+
+#[tokio::test(start_paused = true)]
+async fn direct_send_messages_delivered_before_a_disconnect_are_confirmed() {
+    let (mut a, mut b) = connected_pair(Net::Memory, NetworkConfig::default()).await;
+    for i in 0..1000u32 {
+        a.sender
+            .send_to(b.peer_id, DIRECT, Bytes::from(i.to_be_bytes().to_vec()))
+            .unwrap();
+    }
+    for _ in 0..1000 {
+        assert!(matches!(b.next_event().await, Event::Message { .. }));
+    }
+    // Paused time: the sleeps only let every task run until it waits.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.sender.disconnect(b.peer_id).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        a.counter("network_messages_out_total", DIRECT.as_str()),
+        1000
+    );
+    assert_eq!(unconfirmed(&a), 0);
+    assert_eq!(a.counter("network_queue_drops_total", DIRECT.as_str()), 0);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn direct_send_messages_undelivered_at_a_disconnect_are_counted_unconfirmed() {
+    // The receiving application reads nothing and its queue holds 8 messages: the
+    // receiver delivers 8, acknowledges them when it has to wait for room, and holds
+    // the rest unread.
+    let config = NetworkConfig {
+        inbound_queue_size: 8,
+        ..NetworkConfig::default()
+    };
+    let (mut a, mut b) = connected_pair(Net::Memory, config).await;
+    for _ in 0..100 {
+        a.sender.send_to(b.peer_id, DIRECT, bytes("m")).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(unconfirmed(&a), 0, "counted while the substream is alive");
+    a.sender.disconnect(b.peer_id).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        a.counter("network_messages_out_total", DIRECT.as_str()),
+        100
+    );
+    assert_eq!(unconfirmed(&a), 92);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 #[tokio::test]
 async fn send_to_many_reports_the_peers_it_could_not_reach() {
     let mut nodes = start_nodes(Net::Memory, 3);

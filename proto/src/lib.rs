@@ -18,6 +18,13 @@ pub mod rpc {
     include!(concat!(env!("OUT_DIR"), "/netstack.rpc.rs"));
 }
 
+/// DirectSend acknowledgements: how many of a substream's messages the receiver has
+/// handed to its application.
+pub mod direct_send {
+    #![allow(missing_docs, unreachable_pub)]
+    include!(concat!(env!("OUT_DIR"), "/netstack.direct_send.rs"));
+}
+
 /// Health checker ping and pong: the pong echoes the ping's nonce.
 pub mod health {
     #![allow(missing_docs, unreachable_pub)]

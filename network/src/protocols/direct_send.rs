@@ -1,5 +1,5 @@
 //! DirectSend: one long-lived substream per (peer, protocol) carrying one-way,
-//! length-delimited messages.
+//! length-delimited messages, and acknowledgements the other way.
 //!
 //! Outbound, each (peer, protocol) has a bounded queue drained by one writer task, which
 //! opens the substream on the first message, writes every queued message and flushes
@@ -8,18 +8,33 @@
 //! and were accepted first. Inbound, one reader task per substream pushes messages into
 //! the application's fair queue, waiting while that peer's queue is full, so a flooding
 //! peer is slowed by reading less rather than by losing messages.
+//!
+//! Every message the network accepts is delivered or counted in
+//! `network_queue_drops_total{queue=<protocol>}`: `queue_full` when its queue was full,
+//! `stream_failed` when no substream could be opened for it, `unconfirmed` when it was written to a
+//! substream that ended before the receiver acknowledged it. The receiver acknowledges
+//! with a cumulative count (`proto::direct_send::DirectSendAck`) whenever it waits, for
+//! the sender or for room in the application's queue, and at least every [`ACK_EVERY`]
+//! messages, so `unconfirmed` is
+//! an upper bound of the messages lost in flight when a connection is cut, close to the
+//! truth: a handful of messages, not a window.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
-use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use bytes::{Buf, Bytes, BytesMut};
+use futures::{FutureExt, SinkExt, StreamExt};
 use netcore::PeerId;
 use netcore::framing::{FramingError, MessageCodec};
 use netcore::multiplexing::{Control, Substream};
 use netcore::negotiate::Negotiated;
 use prometheus::IntGauge;
+use proto::Message;
+use proto::direct_send::DirectSendAck;
+use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::{Decoder, Encoder, Framed, FramedRead};
 use tracing::debug;
 
 use super::open_substream;
@@ -32,6 +47,13 @@ use crate::shared::{PeerHandle, Route, Shared};
 /// Messages one writer batch takes from its queue before flushing: enough to fill
 /// several Noise frames with small messages, few enough that a flush is never far away.
 const MAX_BATCH: usize = 256;
+
+/// The receiver acknowledges at least once per this many messages, even when the sender
+/// keeps it busy.
+const ACK_EVERY: u64 = 256;
+
+/// The largest acknowledgement frame accepted: a `DirectSendAck` is at most 11 bytes.
+const MAX_ACK_SIZE: usize = 16;
 
 /// Queues `msg` for `peer`; see `NetworkSender::send_to`.
 pub(crate) fn send(
@@ -103,6 +125,90 @@ fn writer_queue(
     tx
 }
 
+/// The codec of a DirectSend substream at its opener: messages out (up to the message
+/// size limit), acknowledgements in (up to [`MAX_ACK_SIZE`]).
+struct OutboundCodec {
+    messages: MessageCodec,
+    acks: MessageCodec,
+}
+
+impl Encoder<Bytes> for OutboundCodec {
+    type Error = FramingError;
+
+    fn encode(&mut self, msg: Bytes, dst: &mut BytesMut) -> Result<(), FramingError> {
+        self.messages.encode(msg, dst)
+    }
+}
+
+impl Decoder for OutboundCodec {
+    type Item = Bytes;
+    type Error = FramingError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FramingError> {
+        self.acks.decode(src)
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FramingError> {
+        self.acks.decode_eof(src)
+    }
+}
+
+/// An open outbound substream and what it has carried.
+struct OutboundStream {
+    io: Framed<Negotiated<Substream>, OutboundCodec>,
+    /// Messages written to it.
+    written: u64,
+    /// Of those, the messages the receiver acknowledged.
+    acked: u64,
+}
+
+impl OutboundStream {
+    /// Applies one acknowledgement frame; an error means the receiver broke the
+    /// protocol.
+    fn on_ack(&mut self, frame: Bytes) -> Result<(), AckError> {
+        let ack = DirectSendAck::decode(frame).map_err(|_| AckError::Malformed)?;
+        if ack.delivered < self.acked || ack.delivered > self.written {
+            return Err(AckError::OutOfRange {
+                delivered: ack.delivered,
+                acked: self.acked,
+                written: self.written,
+            });
+        }
+        self.acked = ack.delivered;
+        Ok(())
+    }
+
+    /// Takes every acknowledgement that has already arrived, without waiting.
+    fn take_arrived_acks(&mut self) {
+        while let Some(Some(Ok(frame))) = self.io.next().now_or_never() {
+            if self.on_ack(frame).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The messages written and never acknowledged; the stream is about to be dropped.
+    fn unconfirmed(mut self) -> u64 {
+        self.take_arrived_acks();
+        self.written - self.acked
+    }
+}
+
+/// Why an acknowledgement was refused.
+#[derive(Debug, thiserror::Error)]
+enum AckError {
+    #[error("acknowledgement does not decode")]
+    Malformed,
+    #[error(
+        "acknowledgement of {delivered} messages after {acked} acknowledged and {written} written"
+    )]
+    OutOfRange {
+        delivered: u64,
+        acked: u64,
+        written: u64,
+    },
+}
+
 /// Drains one (peer, protocol) queue onto its substream.
 struct Writer {
     control: Control,
@@ -117,21 +223,56 @@ impl Writer {
     /// Runs until the queue closes, i.e. until the peer's handle is dropped when the
     /// connection ends.
     async fn run(self, mut queue: mpsc::Receiver<Bytes>) {
-        let mut sink: Option<FramedWrite<Negotiated<Substream>, MessageCodec>> = None;
+        let mut stream: Option<OutboundStream> = None;
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        loop {
+            let taken = match stream.as_mut() {
+                None => queue.recv_many(&mut batch, MAX_BATCH).await,
+                // Acknowledgements are read while the queue is empty; under load they
+                // wait in the substream's buffer, where the latest supersedes the rest.
+                Some(s) => tokio::select! {
+                    biased;
+                    taken = queue.recv_many(&mut batch, MAX_BATCH) => taken,
+                    ack = s.io.next() => {
+                        let failure = match ack {
+                            Some(Ok(frame)) => match s.on_ack(frame) {
+                                Ok(()) => continue,
+                                Err(e) => {
+                                    self.route.metrics.decode_failures.inc();
+                                    e.to_string()
+                                }
+                            },
+                            Some(Err(e)) => e.to_string(),
+                            None => "receiver closed the substream".to_owned(),
+                        };
+                        debug!(protocol = %self.protocol, error = %failure, "DirectSend substream ended; reopening on the next message");
+                        if let Some(s) = stream.take() {
+                            self.route.metrics.unconfirmed.inc_by(s.unconfirmed());
+                        }
+                        continue;
+                    }
+                },
+            };
+            if taken == 0 {
+                break;
+            }
             self.depth.sub(batch.len() as i64);
-            if sink.is_none() {
+            if stream.is_none() {
                 match open_substream(&self.control, self.remote_supports, self.protocol).await {
                     Ok(io) => {
-                        sink = Some(FramedWrite::new(
-                            io,
-                            MessageCodec::new(self.max_message_size),
-                        ))
+                        let codec = OutboundCodec {
+                            messages: MessageCodec::new(self.max_message_size),
+                            acks: MessageCodec::new(MAX_ACK_SIZE),
+                        };
+                        stream = Some(OutboundStream {
+                            io: Framed::new(io, codec),
+                            written: 0,
+                            acked: 0,
+                        });
                     }
                     Err(e) => {
                         debug!(protocol = %self.protocol, error = ?e, "DirectSend substream failed to open");
-                        self.route.metrics.queue_drops.inc_by(batch.len() as u64);
+                        self.route.metrics.stream_drops.inc_by(batch.len() as u64);
                         batch.clear();
                         if self.control.is_closed() {
                             return;
@@ -140,36 +281,89 @@ impl Writer {
                     }
                 }
             }
-            let Some(s) = sink.as_mut() else { continue };
+            let Some(s) = stream.as_mut() else { continue };
             let count = batch.len() as u64;
             let bytes: u64 = batch.iter().map(|m| m.len() as u64).sum();
+            // Counted as written before the write: if the substream fails part way, the
+            // receiver may still acknowledge some of the batch, and what it does not is
+            // counted as unconfirmed.
+            s.written += count;
+            self.route.metrics.messages_out.inc_by(count);
+            self.route.metrics.bytes_out.inc_by(bytes);
             let sent = {
-                let mut stream = futures::stream::iter(batch.drain(..).map(Ok));
-                s.send_all(&mut stream).await
+                let mut messages = futures::stream::iter(batch.drain(..).map(Ok));
+                s.io.send_all(&mut messages).await
             };
-            match sent {
-                Ok(()) => {
-                    self.route.metrics.messages_out.inc_by(count);
-                    self.route.metrics.bytes_out.inc_by(bytes);
+            if let Err(e) = sent {
+                debug!(protocol = %self.protocol, error = %e, "DirectSend substream failed; reopening on the next message");
+                if let Some(s) = stream.take() {
+                    self.route.metrics.unconfirmed.inc_by(s.unconfirmed());
                 }
-                Err(e) => {
-                    debug!(protocol = %self.protocol, error = %e, "DirectSend substream failed; reopening on the next message");
-                    self.route.metrics.queue_drops.inc_by(count);
-                    sink = None;
-                    if self.control.is_closed() {
-                        return;
-                    }
+                if self.control.is_closed() {
+                    return;
                 }
             }
             batch.clear();
         }
-        if let Some(mut s) = sink {
-            let _ = s.close().await;
+        if let Some(mut s) = stream {
+            let _ = s.io.close().await;
+            self.route.metrics.unconfirmed.inc_by(s.unconfirmed());
         }
     }
 }
 
-/// Reads one inbound DirectSend substream into the application's queue until it ends.
+/// Sends the receiver's acknowledgements without ever waiting for the sender to read
+/// them: an acknowledgement that finds the substream's window full stays pending, and
+/// is replaced by a newer count once it has gone out whole.
+struct AckWriter {
+    /// The encoded acknowledgement being written.
+    pending: BytesMut,
+    /// The count last encoded.
+    encoded: u64,
+    codec: MessageCodec,
+}
+
+impl AckWriter {
+    fn new() -> Self {
+        Self {
+            pending: BytesMut::new(),
+            encoded: 0,
+            codec: MessageCodec::new(MAX_ACK_SIZE),
+        }
+    }
+
+    /// Acknowledges `delivered` messages, as far as `io` takes it now.
+    async fn offer<W: AsyncWrite + Unpin>(&mut self, io: &mut W, delivered: u64) {
+        if self.pending.is_empty() && delivered > self.encoded {
+            let ack = DirectSendAck { delivered }.encode_to_vec();
+            if self
+                .codec
+                .encode(Bytes::from(ack), &mut self.pending)
+                .is_err()
+            {
+                return;
+            }
+            self.encoded = delivered;
+        }
+        if self.pending.is_empty() {
+            return;
+        }
+        // One attempt: a sender that does not read its acknowledgements fills only its
+        // own window, and this reader goes on.
+        let written = std::future::poll_fn(|cx| {
+            Poll::Ready(match Pin::new(&mut *io).poll_write(cx, &self.pending) {
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(_)) | Poll::Pending => 0,
+            })
+        })
+        .await;
+        self.pending.advance(written);
+    }
+}
+
+/// Reads one inbound DirectSend substream into the application's queue until it ends,
+/// acknowledging what it delivered whenever it waits (for the sender or for room in the
+/// application's queue), and at least every [`ACK_EVERY`] messages.
 pub(crate) async fn serve_inbound(
     shared: Arc<Shared>,
     handle: Arc<PeerHandle>,
@@ -181,10 +375,23 @@ pub(crate) async fn serve_inbound(
     let limiter = handle.message_limiter.clone();
     // Release the handle: a long-lived reader must not keep a closed peer's state alive.
     drop(handle);
-    while let Some(frame) = reader.next().await {
+    let mut acks = AckWriter::new();
+    let mut delivered = 0u64;
+    loop {
+        let frame = match futures::poll!(reader.next()) {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                acks.offer(reader.get_mut(), delivered).await;
+                reader.next().await
+            }
+        };
         let data = match frame {
-            Ok(data) => data,
-            Err(e) => {
+            Some(Ok(data)) => data,
+            None => {
+                acks.offer(reader.get_mut(), delivered).await;
+                return;
+            }
+            Some(Err(e)) => {
                 route.metrics.decode_failures.inc();
                 debug!(peer = %peer.short_str(), protocol = %route.protocol, error = %e, "bad DirectSend stream; closing it");
                 if let FramingError::TooLarge { .. } = e {
@@ -205,12 +412,106 @@ pub(crate) async fn serve_inbound(
             protocol: route.protocol,
             data,
         };
-        if shared.apps[route.app]
-            .push((peer, Some(route.protocol)), event)
-            .await
-            .is_err()
-        {
+        let push = shared.apps[route.app].push((peer, Some(route.protocol)), event);
+        let mut push = std::pin::pin!(push);
+        let pushed = match futures::poll!(push.as_mut()) {
+            Poll::Ready(pushed) => pushed,
+            // The application is behind: acknowledge what it has, then wait for room.
+            Poll::Pending => {
+                acks.offer(reader.get_mut(), delivered).await;
+                push.await
+            }
+        };
+        if pushed.is_err() {
             return;
         }
+        delivered += 1;
+        if delivered - acks.encoded >= ACK_EVERY {
+            acks.offer(reader.get_mut(), delivered).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::task::Context;
+
+    use super::*;
+
+    /// A writer that takes at most `room` bytes per call, and nothing (pending) when
+    /// `room` is zero; it keeps what it took.
+    struct Tight {
+        room: usize,
+        taken: Vec<u8>,
+    }
+
+    impl AsyncWrite for Tight {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            data: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            if self.room == 0 {
+                return Poll::Pending;
+            }
+            let n = data.len().min(self.room);
+            self.taken.extend_from_slice(&data[..n]);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn decode_all(wire: &[u8]) -> Vec<u64> {
+        let mut codec = MessageCodec::new(MAX_ACK_SIZE);
+        let mut buf = BytesMut::from(wire);
+        let mut counts = Vec::new();
+        while let Some(frame) = codec.decode(&mut buf).unwrap_or(None) {
+            counts.push(DirectSendAck::decode(frame).map_or(u64::MAX, |a| a.delivered));
+        }
+        assert!(buf.is_empty(), "a torn acknowledgement");
+        counts
+    }
+
+    #[tokio::test]
+    async fn an_unread_acknowledgement_never_blocks_and_the_latest_count_follows_it() {
+        let mut io = Tight {
+            room: 0,
+            taken: Vec::new(),
+        };
+        let mut acks = AckWriter::new();
+        // Nothing is taken: the reader is not held up.
+        acks.offer(&mut io, 5).await;
+        acks.offer(&mut io, 9).await;
+        assert!(io.taken.is_empty());
+        // Three bytes at a time: the pending count (5) goes out whole first, then the
+        // newest (12); the count 9 was superseded while it waited.
+        io.room = 3;
+        for _ in 0..10 {
+            acks.offer(&mut io, 12).await;
+        }
+        assert_eq!(decode_all(&io.taken), vec![5, 12]);
+        // Nothing new to acknowledge: nothing is written.
+        let before = io.taken.len();
+        acks.offer(&mut io, 12).await;
+        assert_eq!(io.taken.len(), before);
+    }
+
+    #[tokio::test]
+    async fn acknowledgements_fit_the_frame_limit() {
+        let mut io = Tight {
+            room: usize::MAX,
+            taken: Vec::new(),
+        };
+        let mut acks = AckWriter::new();
+        acks.offer(&mut io, u64::MAX).await;
+        assert_eq!(decode_all(&io.taken), vec![u64::MAX]);
     }
 }
