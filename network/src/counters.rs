@@ -46,7 +46,10 @@ pub struct NetworkMetrics {
     pub rpc_outcomes: IntCounterVec,
     /// Items waiting in internal queues, by queue.
     pub queue_depth: IntGaugeVec,
-    /// Items dropped, by queue and reason.
+    /// Items dropped, by queue and reason. For a DirectSend protocol the queue is the
+    /// protocol and the reason one of `queue_full`, `stream_failed` (no substream could
+    /// be opened) and `unconfirmed` (written to a substream that ended before the
+    /// receiver acknowledged it: lost or delivered, the sender cannot tell).
     pub queue_drops: IntCounterVec,
     /// Inbound substreams refused, by reason (`mux_refused`: over the multiplexer's
     /// stream cap, answered with RST).

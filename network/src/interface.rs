@@ -118,7 +118,10 @@ impl NetworkSender {
 
     /// Queues `msg` for `peer` over `protocol`. Messages to one peer on one protocol
     /// arrive in order; when that peer's queue is full the message is dropped, counted,
-    /// and [`SendError::QueueFull`] returned.
+    /// and [`SendError::QueueFull`] returned. Delivery is at most once: a message
+    /// accepted here reaches the peer's application or is counted in
+    /// `network_queue_drops_total{queue=<protocol>}` (`stream_failed`, or `unconfirmed`
+    /// when the connection ended before the peer acknowledged it).
     pub fn send_to(&self, peer: PeerId, protocol: ProtocolId, msg: Bytes) -> Result<(), SendError> {
         direct_send::send(&self.shared, peer, protocol, msg)
     }
