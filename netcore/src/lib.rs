@@ -8,6 +8,7 @@
 //!   names peers by;
 //! - [`framing`]: length-delimited messages over any byte stream;
 //! - [`multiplexing`]: many flow-controlled substreams over one connection (yamux wire format).
+//! - [`copy`]: payload copies that stay fast on CPUs where `memcpy` has a slow case;
 //! - [`negotiate`]: which protocol a substream speaks (multistream-select 1.0), with
 //!   optimistic selection so a request needs no extra round trip.
 //!
@@ -15,6 +16,7 @@
 //! and protocols (`network`); it knows nothing of protobuf.
 
 pub mod address;
+pub mod copy;
 pub mod framing;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

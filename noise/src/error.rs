@@ -63,9 +63,12 @@ pub enum FrameError {
     /// The stream ended inside a frame.
     #[error("stream ended inside a frame ({0} bytes of it received)")]
     Truncated(usize),
-    /// The cipher refused to work, e.g. its nonce is exhausted after 2^64 frames.
-    #[error("cipher failure: {0}")]
-    Cipher(String),
+    /// The session sent or received 2^64 - 1 frames: its nonce is exhausted.
+    #[error("the session's nonce is exhausted")]
+    NonceExhausted,
+    /// The cipher refused to seal a frame (snow's backend: a frame over the maximum).
+    #[error("the cipher refused to seal a frame")]
+    Seal,
 }
 
 impl FrameError {
@@ -142,6 +145,9 @@ pub enum NoiseError {
     /// The stream ended inside a handshake message.
     #[error("stream ended inside a Noise handshake message")]
     Truncated,
+    /// The cipher refused the keys the handshake agreed on.
+    #[error("the transport cipher refused the handshake's keys")]
+    TransportKeys,
     /// A key could not be derived from a peer id.
     #[error(transparent)]
     Key(#[from] KeyError),

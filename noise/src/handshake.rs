@@ -16,9 +16,10 @@
 
 use netcore::PeerId;
 use parking_lot::Mutex;
-use snow::{HandshakeState, TransportState};
+use snow::HandshakeState;
 use x25519_dalek::PublicKey as X25519PublicKey;
 
+use crate::cipher::TransportCipher;
 use crate::constants::{
     HANDSHAKE_WRITE_BUFFER_LEN, LENGTH_PREFIX_LEN, PROLOGUE_LEN, TIMESTAMP_LEN,
 };
@@ -66,6 +67,7 @@ fn push_framed(out: &mut Vec<u8>, message: &[u8]) {
 /// The dialer's side, between sending message 1 and receiving message 2.
 pub(crate) struct DialerHandshake {
     state: HandshakeState,
+    suite: NoiseSuite,
     remote: RemoteInfo,
 }
 
@@ -98,20 +100,28 @@ impl DialerHandshake {
             peer_id: remote,
             static_key: remote_key,
         };
-        Ok((Self { state, remote }, wire))
+        Ok((
+            Self {
+                state,
+                suite,
+                remote,
+            },
+            wire,
+        ))
     }
 
     /// Reads message 2 (without its length prefix) and completes the handshake.
     pub(crate) fn finish(
         mut self,
         message: &[u8],
-    ) -> Result<(TransportState, RemoteInfo), NoiseError> {
+    ) -> Result<(TransportCipher, RemoteInfo), NoiseError> {
         let mut payload = vec![0u8; message.len()];
         let len = self.state.read_message(message, &mut payload)?;
         if len != 0 {
             return Err(NoiseError::BadPayload(len));
         }
-        Ok((self.state.into_transport_mode()?, self.remote))
+        let cipher = TransportCipher::from_handshake(self.state, self.suite)?;
+        Ok((cipher, self.remote))
     }
 }
 
@@ -155,7 +165,7 @@ pub(crate) fn respond(
     message: &[u8],
     replay: &Mutex<ReplayGuard>,
     now_ms: u64,
-) -> Result<(TransportState, Vec<u8>), NoiseError> {
+) -> Result<(TransportCipher, Vec<u8>), NoiseError> {
     let secret = identity.x25519_secret_bytes();
     let mut state = suite
         .builder()?
@@ -188,5 +198,5 @@ pub(crate) fn respond(
     let len = state.write_message(&[], &mut reply)?;
     let mut wire = Vec::with_capacity(LENGTH_PREFIX_LEN + len);
     push_framed(&mut wire, &reply[..len]);
-    Ok((state.into_transport_mode()?, wire))
+    Ok((TransportCipher::from_handshake(state, suite)?, wire))
 }

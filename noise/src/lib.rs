@@ -59,6 +59,7 @@
 //! of one frame each for writing), plus one more frame's worth if its reader ever reads
 //! into a buffer smaller than a frame.
 
+mod cipher;
 mod constants;
 mod error;
 mod handshake;

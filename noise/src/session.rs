@@ -19,12 +19,16 @@
 //! - `plain_in`: a decrypted frame that the reader's buffer was too small to take whole;
 //!   allocated the first time that happens (once per session, never per frame), since
 //!   a reader with a large buffer never needs it.
-//!   A reader with room for a whole frame gets it decrypted straight into its buffer.
+//!   A reader with room for a whole frame gets it straight into its buffer.
 //!
-//! `snow`'s API decrypts from one slice into another (safe Rust cannot alias them), so
-//! "in place" here means into the final destination with no intermediate copy.
+//! With the ring backend a frame is opened in place in `wire_in` and its plaintext
+//! copied once to the reader; with snow's backend the cipher copies the ciphertext into
+//! the reader's buffer and decrypts it there. Payload copies go through
+//! [`netcore::copy`], which stays fast where `memcpy` has a slow case.
 
-use snow::TransportState;
+use tokio::io::ReadBuf;
+
+use crate::cipher::TransportCipher;
 
 use crate::constants::{
     INITIAL_READ_BUFFER_LEN, LENGTH_PREFIX_LEN, MAX_FRAME_PAYLOAD_LEN, MAX_NOISE_MESSAGE_LEN,
@@ -35,7 +39,8 @@ use crate::error::FrameError;
 /// What the reader should do next.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Decoded {
-    /// This many plaintext bytes were written into the caller's buffer.
+    /// This many plaintext bytes were put into the caller's buffer (its filled part
+    /// grew by as many).
     Direct(usize),
     /// A frame was decrypted into the session's buffer; take it with
     /// [`NoiseSession::take_plaintext`].
@@ -47,7 +52,7 @@ pub(crate) enum Decoded {
 
 /// The state of one Noise session: the cipher states and the framing buffers.
 pub(crate) struct NoiseSession {
-    cipher: TransportState,
+    cipher: TransportCipher,
     /// Grows as writes fill it, up to one frame's plaintext.
     plain_out: Vec<u8>,
     /// Grows to the largest frame sealed so far (in powers of two): a connection that
@@ -70,7 +75,7 @@ pub(crate) struct NoiseSession {
 }
 
 impl NoiseSession {
-    pub(crate) fn new(cipher: TransportState) -> Self {
+    pub(crate) fn new(cipher: TransportCipher) -> Self {
         Self {
             cipher,
             plain_out: Vec::new(),
@@ -123,7 +128,13 @@ impl NoiseSession {
             return Ok(MAX_FRAME_PAYLOAD_LEN);
         }
         let n = data.len().min(MAX_FRAME_PAYLOAD_LEN - self.plain_out.len());
-        self.plain_out.extend_from_slice(&data[..n]);
+        if n > netcore::copy::COPY_CHUNK {
+            for piece in data[..n].chunks(netcore::copy::COPY_CHUNK) {
+                self.plain_out.extend_from_slice(piece);
+            }
+        } else {
+            self.plain_out.extend_from_slice(&data[..n]);
+        }
         Ok(n)
     }
 
@@ -149,14 +160,14 @@ impl NoiseSession {
                 .max(needed);
             self.wire_out.resize(size, 0);
         }
+        // Callers pass at most MAX_FRAME_PAYLOAD_LEN bytes, so the frame fits the u16
+        // prefix; a longer one is refused before anything is sealed.
+        let prefix = u16::try_from(plain.len() + TAG_LEN)
+            .map_err(|_| FrameError::Seal)?
+            .to_be_bytes();
         let len = self
             .cipher
-            .write_message(plain, &mut self.wire_out[LENGTH_PREFIX_LEN..])
-            .map_err(|e| FrameError::Cipher(e.to_string()))?;
-        // len <= MAX_NOISE_MESSAGE_LEN == u16::MAX: snow refuses anything longer.
-        let prefix = u16::try_from(len)
-            .map_err(|_| FrameError::Cipher(format!("frame of {len} bytes")))?
-            .to_be_bytes();
+            .seal(plain, &mut self.wire_out[LENGTH_PREFIX_LEN..])?;
         self.wire_out[..LENGTH_PREFIX_LEN].copy_from_slice(&prefix);
         self.wire_out_start = 0;
         self.wire_out_end = LENGTH_PREFIX_LEN + len;
@@ -170,41 +181,32 @@ impl NoiseSession {
         &self.plain_in[self.plain_in_start..self.plain_in_end]
     }
 
-    /// Copies buffered plaintext into `out`; returns how many bytes.
-    pub(crate) fn take_plaintext(&mut self, out: &mut [u8]) -> usize {
-        let available = self.plaintext();
-        let n = available.len().min(out.len());
-        out[..n].copy_from_slice(&available[..n]);
+    /// Moves buffered plaintext into `out`, as much as it has room for; returns how
+    /// many bytes.
+    pub(crate) fn take_plaintext(&mut self, out: &mut ReadBuf<'_>) -> usize {
+        let available = &self.plain_in[self.plain_in_start..self.plain_in_end];
+        let n = available.len().min(out.remaining());
+        netcore::copy::put_bytes(out, &available[..n]);
         self.plain_in_start += n;
         n
     }
 
-    /// Decodes the next complete frame buffered from the socket. `out_room` is the room
-    /// in the reader's buffer; `out(len)` gives `len` bytes of it, and is called only if
-    /// the whole ciphertext (plaintext and tag) fits: the cipher copies the ciphertext
-    /// there and decrypts in place, and the bytes past the plaintext are left unfilled.
-    /// Given less room than the ciphertext, ring's AES-GCM would allocate a frame-sized
-    /// copy on every call, so a smaller reader is served from `plain_in` instead.
-    pub(crate) fn decode<'a>(
-        &mut self,
-        out_room: usize,
-        out: impl FnOnce(usize) -> &'a mut [u8],
-    ) -> Result<Decoded, FrameError> {
+    /// Decodes the next complete frame buffered from the socket into `out` when it fits:
+    /// its plaintext when the cipher opens frames in place (ring), its whole ciphertext
+    /// otherwise (snow decrypts into the destination, and with less room would allocate
+    /// a copy of the frame). A frame that does not fit is decrypted into `plain_in`.
+    pub(crate) fn decode(&mut self, out: &mut ReadBuf<'_>) -> Result<Decoded, FrameError> {
         if let Some(failure) = &self.read_failure {
             return Err(failure.clone());
         }
-        let result = self.decode_inner(out_room, out);
+        let result = self.decode_inner(out);
         if let Err(failure) = &result {
             self.read_failure = Some(failure.clone());
         }
         result
     }
 
-    fn decode_inner<'a>(
-        &mut self,
-        out_room: usize,
-        out: impl FnOnce(usize) -> &'a mut [u8],
-    ) -> Result<Decoded, FrameError> {
+    fn decode_inner(&mut self, out: &mut ReadBuf<'_>) -> Result<Decoded, FrameError> {
         let buffered = &self.wire_in[self.wire_in_start..self.wire_in_end];
         let Some(prefix) = buffered.first_chunk::<LENGTH_PREFIX_LEN>() else {
             return Ok(Decoded::NeedMore);
@@ -217,27 +219,48 @@ impl NoiseSession {
             return Ok(Decoded::NeedMore);
         }
         let plain_len = len - TAG_LEN;
-        let direct = plain_len > 0 && out_room >= len;
+        // Opened in place, a frame needs room for its plaintext only at the reader;
+        // opened by snow, for the whole ciphertext.
+        let need = if self.cipher.opens_in_place() {
+            plain_len
+        } else {
+            len
+        };
+        let direct = plain_len > 0 && out.remaining() >= need;
         if !direct && self.plain_in.is_empty() {
             // Room for a whole ciphertext, for the same reason as `out` above.
             self.plain_in = vec![0u8; MAX_NOISE_MESSAGE_LEN];
         }
         let start = self.wire_in_start + LENGTH_PREFIX_LEN;
-        let ciphertext = &self.wire_in[start..start + len];
-        let decoded = if direct {
-            let n = self
-                .cipher
-                .read_message(ciphertext, out(len))
-                .map_err(|_| FrameError::Decrypt)?;
-            Decoded::Direct(n)
+        let decoded = if self.cipher.opens_in_place() {
+            // Decrypted where it lies, then copied once to where the reader wants it.
+            let frame = &mut self.wire_in[start..start + len];
+            let n = self.cipher.open_in_place(frame)?;
+            let plain = &frame[..n];
+            if direct {
+                // Into the reader's unfilled space as it is: no zeroing first.
+                netcore::copy::put_bytes(out, plain);
+                Decoded::Direct(n)
+            } else {
+                netcore::copy::copy_bytes(&mut self.plain_in[..n], plain);
+                self.plain_in_start = 0;
+                self.plain_in_end = n;
+                Decoded::Buffered
+            }
         } else {
-            let n = self
-                .cipher
-                .read_message(ciphertext, &mut self.plain_in)
-                .map_err(|_| FrameError::Decrypt)?;
-            self.plain_in_start = 0;
-            self.plain_in_end = n;
-            Decoded::Buffered
+            let ciphertext = &self.wire_in[start..start + len];
+            if direct {
+                let n = self
+                    .cipher
+                    .open(ciphertext, out.initialize_unfilled_to(len))?;
+                out.advance(n);
+                Decoded::Direct(n)
+            } else {
+                let n = self.cipher.open(ciphertext, &mut self.plain_in)?;
+                self.plain_in_start = 0;
+                self.plain_in_end = n;
+                Decoded::Buffered
+            }
         };
         self.wire_in_start += LENGTH_PREFIX_LEN + len;
         if self.wire_in_start == self.wire_in_end {
@@ -298,17 +321,40 @@ impl NoiseSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::suite::{CryptoBackend, NoiseProtocol, NoiseSuite};
     use proptest::prelude::*;
 
-    /// Two sessions joined by an IK handshake.
-    fn pair() -> (NoiseSession, NoiseSession) {
-        let suite = crate::DEFAULT_SUITE;
-        let builder = suite.builder().unwrap();
+    /// Every protocol on every backend: the ring ones open frames in place, the
+    /// RustCrypto ones through snow.
+    const SUITES: [NoiseSuite; 4] = [
+        NoiseSuite {
+            protocol: NoiseProtocol::AesGcmSha256,
+            backend: CryptoBackend::Ring,
+        },
+        NoiseSuite {
+            protocol: NoiseProtocol::ChaChaPolyBlake2s,
+            backend: CryptoBackend::Ring,
+        },
+        NoiseSuite {
+            protocol: NoiseProtocol::AesGcmSha256,
+            backend: CryptoBackend::RustCrypto,
+        },
+        NoiseSuite {
+            protocol: NoiseProtocol::ChaChaPolyBlake2s,
+            backend: CryptoBackend::RustCrypto,
+        },
+    ];
+
+    /// Two sessions joined by an IK handshake, the initiator's on `initiator`'s backend
+    /// and the responder's on `responder`'s (same protocol).
+    fn pair_of(initiator: NoiseSuite, responder: NoiseSuite) -> (NoiseSession, NoiseSession) {
+        assert_eq!(initiator.protocol, responder.protocol);
+        let builder = initiator.builder().unwrap();
         let (ik, rk) = (
             builder.generate_keypair().unwrap(),
             builder.generate_keypair().unwrap(),
         );
-        let mut i = suite
+        let mut i = initiator
             .builder()
             .unwrap()
             .local_private_key(&ik.private)
@@ -317,7 +363,7 @@ mod tests {
             .unwrap()
             .build_initiator()
             .unwrap();
-        let mut r = suite
+        let mut r = responder
             .builder()
             .unwrap()
             .local_private_key(&rk.private)
@@ -330,9 +376,17 @@ mod tests {
         let n = r.write_message(&[], &mut buf).unwrap();
         i.read_message(&buf[..n], &mut out).unwrap();
         (
-            NoiseSession::new(i.into_transport_mode().unwrap()),
-            NoiseSession::new(r.into_transport_mode().unwrap()),
+            NoiseSession::new(TransportCipher::from_handshake(i, initiator).unwrap()),
+            NoiseSession::new(TransportCipher::from_handshake(r, responder).unwrap()),
         )
+    }
+
+    fn pair_with(suite: NoiseSuite) -> (NoiseSession, NoiseSession) {
+        pair_of(suite, suite)
+    }
+
+    fn pair() -> (NoiseSession, NoiseSession) {
+        pair_with(crate::DEFAULT_SUITE)
     }
 
     /// Seals `data` (as one buffered write) and returns the frame's wire bytes.
@@ -356,6 +410,74 @@ mod tests {
         }
     }
 
+    /// Decodes into a reader with `room` bytes of space: what `decode` said, and what
+    /// it put into the reader.
+    fn decode(s: &mut NoiseSession, room: usize) -> (Result<Decoded, FrameError>, Vec<u8>) {
+        let mut storage = vec![0u8; room];
+        let mut out = ReadBuf::new(&mut storage);
+        let result = s.decode(&mut out);
+        (result, out.filled().to_vec())
+    }
+
+    /// Takes up to `room` bytes of buffered plaintext.
+    fn take(s: &mut NoiseSession, room: usize) -> Vec<u8> {
+        let mut storage = vec![0u8; room];
+        let mut out = ReadBuf::new(&mut storage);
+        let n = s.take_plaintext(&mut out);
+        assert_eq!(n, out.filled().len());
+        out.filled().to_vec()
+    }
+
+    #[test]
+    fn every_suite_round_trips_and_the_backends_agree_on_the_wire() {
+        for suite in SUITES {
+            let other = NoiseSuite {
+                backend: match suite.backend {
+                    CryptoBackend::Ring => CryptoBackend::RustCrypto,
+                    CryptoBackend::RustCrypto => CryptoBackend::Ring,
+                },
+                ..suite
+            };
+            // Same backend both ends, then each backend against the other: frames one
+            // seals, the other opens, in both directions and over many nonces.
+            for (x, y) in [(suite, suite), (suite, other)] {
+                let (mut a, mut b) = pair_of(x, y);
+                for i in 1..300usize {
+                    let data = vec![(i % 251) as u8; i * 7];
+                    let wire = seal(&mut a, &data);
+                    feed(&mut b, &wire);
+                    let (result, got) = decode(&mut b, MAX_NOISE_MESSAGE_LEN);
+                    assert_eq!(result, Ok(Decoded::Direct(data.len())), "{x:?} -> {y:?}");
+                    assert_eq!(got, data, "{x:?} -> {y:?}");
+                    let wire = seal(&mut b, &data);
+                    feed(&mut a, &wire);
+                    let (_, got) = decode(&mut a, MAX_NOISE_MESSAGE_LEN);
+                    assert_eq!(got, data, "{y:?} -> {x:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_tampered_or_replayed_frame_fails_on_every_suite() {
+        for suite in SUITES {
+            let (mut a, mut b) = pair_with(suite);
+            let mut wire = seal(&mut a, b"hello");
+            wire[4] ^= 1;
+            feed(&mut b, &wire);
+            assert_eq!(decode(&mut b, 64).0, Err(FrameError::Decrypt), "{suite:?}");
+            // The failure sticks.
+            assert_eq!(decode(&mut b, 64).0, Err(FrameError::Decrypt), "{suite:?}");
+
+            let (mut a, mut b) = pair_with(suite);
+            let wire = seal(&mut a, b"once");
+            feed(&mut b, &wire);
+            assert_eq!(decode(&mut b, 64).0, Ok(Decoded::Direct(4)));
+            feed(&mut b, &wire);
+            assert_eq!(decode(&mut b, 64).0, Err(FrameError::Decrypt), "{suite:?}");
+        }
+    }
+
     #[test]
     fn a_new_session_holds_no_buffers_and_small_traffic_keeps_them_small() {
         let (mut a, mut b) = pair();
@@ -365,8 +487,10 @@ mod tests {
         );
         let wire = seal(&mut a, b"hello");
         feed(&mut b, &wire);
-        let mut out = [0u8; 32];
-        assert_eq!(b.decode(32, |n| &mut out[..n]), Ok(Decoded::Direct(5)));
+        assert_eq!(
+            decode(&mut b, 32),
+            (Ok(Decoded::Direct(5)), b"hello".to_vec())
+        );
         assert_eq!(b.wire_in.len(), crate::INITIAL_READ_BUFFER_LEN);
         assert!(
             a.wire_out.len() <= 64,
@@ -381,12 +505,7 @@ mod tests {
         let data = vec![3u8; 10_000];
         let wire = seal(&mut a, &data);
         feed(&mut b, &wire);
-        let mut out = vec![0u8; 10_000 + TAG_LEN];
-        assert_eq!(
-            b.decode(out.len(), |n| &mut out[..n]),
-            Ok(Decoded::Direct(10_000))
-        );
-        assert_eq!(out[..10_000], data[..]);
+        assert_eq!(decode(&mut b, 10_000), (Ok(Decoded::Direct(10_000)), data));
         assert_eq!(b.wire_in.len(), READ_BUFFER_LEN);
     }
 
@@ -400,70 +519,69 @@ mod tests {
     }
 
     #[test]
-    fn a_frame_decrypts_straight_into_a_reader_with_room_for_its_ciphertext() {
-        let (mut a, mut b) = pair();
-        let wire = seal(&mut a, b"hello");
-        feed(&mut b, &wire);
-        let mut out = [0u8; 5 + TAG_LEN];
-        assert_eq!(
-            b.decode(out.len(), |n| &mut out[..n]),
-            Ok(Decoded::Direct(5))
-        );
-        assert_eq!(&out[..5], b"hello");
-        assert_eq!(
-            b.decode(out.len(), |n| &mut out[..n]),
-            Ok(Decoded::NeedMore)
-        );
+    fn in_place_a_reader_needs_room_for_the_plaintext_only() {
+        for suite in &SUITES[..2] {
+            let (mut a, mut b) = pair_with(*suite);
+            let wire = seal(&mut a, b"hello");
+            feed(&mut b, &wire);
+            assert_eq!(
+                decode(&mut b, 5),
+                (Ok(Decoded::Direct(5)), b"hello".to_vec())
+            );
+            assert_eq!(decode(&mut b, 5).0, Ok(Decoded::NeedMore));
+        }
     }
 
     #[test]
-    fn a_reader_with_room_for_the_plaintext_but_not_the_tag_is_served_from_the_buffer() {
-        let (mut a, mut b) = pair();
-        let wire = seal(&mut a, b"hello");
-        feed(&mut b, &wire);
-        let mut out = [0u8; 8];
-        assert_eq!(b.decode(8, |_| unreachable!()), Ok(Decoded::Buffered));
-        assert_eq!(b.take_plaintext(&mut out), 5);
-        assert_eq!(&out[..5], b"hello");
+    fn through_snow_a_reader_needs_room_for_the_whole_ciphertext() {
+        for suite in &SUITES[2..] {
+            let (mut a, mut b) = pair_with(*suite);
+            let wire = seal(&mut a, b"hello");
+            feed(&mut b, &wire);
+            assert_eq!(
+                decode(&mut b, 5 + TAG_LEN),
+                (Ok(Decoded::Direct(5)), b"hello".to_vec())
+            );
+            // Room for the plaintext but not the tag: served from the buffer.
+            let wire = seal(&mut a, b"hello");
+            feed(&mut b, &wire);
+            assert_eq!(decode(&mut b, 8), (Ok(Decoded::Buffered), Vec::new()));
+            assert_eq!(take(&mut b, 8), b"hello");
+        }
     }
 
     #[test]
     fn a_frame_too_big_for_the_reader_is_buffered_and_handed_out_in_parts() {
-        let (mut a, mut b) = pair();
-        let wire = seal(&mut a, b"hello world");
-        feed(&mut b, &wire);
-        let mut out = [0u8; 4];
-        assert_eq!(b.decode(4, |_| unreachable!()), Ok(Decoded::Buffered));
-        assert_eq!(b.take_plaintext(&mut out), 4);
-        assert_eq!(&out, b"hell");
-        assert_eq!(b.plaintext(), b"o world");
+        for suite in SUITES {
+            let (mut a, mut b) = pair_with(suite);
+            let wire = seal(&mut a, b"hello world");
+            feed(&mut b, &wire);
+            assert_eq!(decode(&mut b, 4), (Ok(Decoded::Buffered), Vec::new()));
+            assert_eq!(take(&mut b, 4), b"hell");
+            assert_eq!(b.plaintext(), b"o world");
+        }
     }
 
     #[test]
     fn a_frame_fed_one_byte_at_a_time_decodes_only_when_complete() {
         let (mut a, mut b) = pair();
         let wire = seal(&mut a, b"split");
-        let mut out = [0u8; 32];
         for (i, byte) in wire.iter().enumerate() {
             feed(&mut b, std::slice::from_ref(byte));
-            let expected = if i + 1 == wire.len() {
-                Decoded::Direct(5)
+            let (result, got) = decode(&mut b, 32);
+            if i + 1 == wire.len() {
+                assert_eq!((result, got), (Ok(Decoded::Direct(5)), b"split".to_vec()));
             } else {
-                Decoded::NeedMore
-            };
-            assert_eq!(b.decode(32, |n| &mut out[..n]), Ok(expected));
+                assert_eq!(result, Ok(Decoded::NeedMore));
+            }
         }
-        assert_eq!(&out[..5], b"split");
     }
 
     #[test]
     fn a_declared_length_below_a_tag_is_refused_before_waiting_for_the_body() {
         let (_, mut b) = pair();
         feed(&mut b, &[0, 3]);
-        assert_eq!(
-            b.decode(16, |_| unreachable!()),
-            Err(FrameError::ShorterThanTag(3))
-        );
+        assert_eq!(decode(&mut b, 16).0, Err(FrameError::ShorterThanTag(3)));
     }
 
     #[test]
@@ -484,11 +602,21 @@ mod tests {
         assert!(!a.unsealed_full());
         let wire = a.pending_wire().to_vec();
         feed(&mut b, &wire);
-        let mut out = vec![0u8; MAX_NOISE_MESSAGE_LEN];
         assert_eq!(
-            b.decode(out.len(), |n| &mut out[..n]),
+            decode(&mut b, MAX_NOISE_MESSAGE_LEN).0,
             Ok(Decoded::Direct(MAX_FRAME_PAYLOAD_LEN))
         );
+    }
+
+    #[test]
+    fn the_last_nonce_is_never_used() {
+        let (mut a, _) = pair();
+        if let TransportCipher::Ring(ring) = &mut a.cipher {
+            ring.send.set_next_for_tests(u64::MAX - 1);
+        }
+        seal(&mut a, b"last");
+        assert!(a.write_plaintext(b"one more").is_ok());
+        assert_eq!(a.seal(), Err(FrameError::NonceExhausted));
     }
 
     proptest! {
@@ -496,16 +624,17 @@ mod tests {
         fn arbitrary_bytes_from_the_network_never_panic(
             chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..3000), 0..8)
         ) {
-            let (_, mut b) = pair();
-            let mut out = [0u8; 100];
-            for chunk in chunks {
-                let space = b.read_space().len();
-                let n = chunk.len().min(space);
-                feed(&mut b, &chunk[..n]);
-                loop {
-                    match b.decode(100, |n| &mut out[..n]) {
-                        Ok(Decoded::NeedMore) | Err(_) => break,
-                        Ok(_) => {}
+            for suite in [SUITES[0], SUITES[2]] {
+                let (_, mut b) = pair_with(suite);
+                for chunk in &chunks {
+                    let space = b.read_space().len();
+                    let n = chunk.len().min(space);
+                    feed(&mut b, &chunk[..n]);
+                    loop {
+                        match decode(&mut b, 100).0 {
+                            Ok(Decoded::NeedMore) | Err(_) => break,
+                            Ok(_) => {}
+                        }
                     }
                 }
             }

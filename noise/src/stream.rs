@@ -5,9 +5,9 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use snow::TransportState;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::cipher::TransportCipher;
 use crate::handshake::RemoteInfo;
 use crate::session::{Decoded, NoiseSession};
 
@@ -27,7 +27,7 @@ pub struct NoiseStream<IO> {
 }
 
 impl<IO> NoiseStream<IO> {
-    pub(crate) fn new(io: IO, cipher: TransportState, remote: RemoteInfo) -> Self {
+    pub(crate) fn new(io: IO, cipher: TransportCipher, remote: RemoteInfo) -> Self {
         Self {
             io,
             session: NoiseSession::new(cipher),
@@ -80,23 +80,11 @@ impl<IO: AsyncRead + Unpin> AsyncRead for NoiseStream<IO> {
         }
         loop {
             if !this.session.plaintext().is_empty() {
-                let want = this.session.plaintext().len().min(buf.remaining());
-                let n = this
-                    .session
-                    .take_plaintext(buf.initialize_unfilled_to(want));
-                buf.advance(n);
+                this.session.take_plaintext(buf);
                 return Poll::Ready(Ok(()));
             }
-            let room = buf.remaining();
-            match this
-                .session
-                .decode(room, |len| buf.initialize_unfilled_to(len))
-                .map_err(|e| e.into_io())?
-            {
-                Decoded::Direct(n) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
+            match this.session.decode(buf).map_err(|e| e.into_io())? {
+                Decoded::Direct(_) => return Poll::Ready(Ok(())),
                 // Loop to hand out the buffered plaintext (an empty frame has none).
                 Decoded::Buffered => continue,
                 Decoded::NeedMore => {}

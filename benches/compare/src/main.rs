@@ -119,7 +119,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 /// One run of every workload: figure name → value.
-fn run_once(sizes: &Sizes, only: Option<&str>) -> BTreeMap<&'static str, f64> {
+fn run_once(sizes: &Sizes, only: Option<&str>, ours_only: bool) -> BTreeMap<&'static str, f64> {
     let mut f = BTreeMap::new();
     let mib = sizes.bulk_bytes as f64 / (1024.0 * 1024.0);
     let want = |name: &str| only.is_none_or(|o| o == name);
@@ -131,6 +131,9 @@ fn run_once(sizes: &Sizes, only: Option<&str>) -> BTreeMap<&'static str, f64> {
             sizes.bulk_chunk,
         ));
         f.insert("bulk.ours", mib / t);
+        if ours_only {
+            return f;
+        }
         let t = runtime()
             .block_on(libp2p_side::bulk(sizes.bulk_bytes, sizes.bulk_chunk))
             .expect("libp2p bulk");
@@ -160,6 +163,9 @@ fn run_once(sizes: &Sizes, only: Option<&str>) -> BTreeMap<&'static str, f64> {
             "messages.ours",
             runtime().block_on(ours::direct_send(sizes.messages)),
         );
+        if ours_only {
+            return f;
+        }
         f.insert(
             "messages.libp2p",
             runtime()
@@ -181,6 +187,9 @@ fn run_once(sizes: &Sizes, only: Option<&str>) -> BTreeMap<&'static str, f64> {
         f.insert("rpc_p50.ours", percentile(&lat, 0.5));
         f.insert("rpc_p99.ours", percentile(&lat, 0.99));
         f.insert("rpc_rate.ours", rate);
+        if ours_only {
+            return f;
+        }
         let (lat, rate) = runtime()
             .block_on(libp2p_side::rpc(
                 sizes.rpc_samples,
@@ -198,6 +207,9 @@ fn run_once(sizes: &Sizes, only: Option<&str>) -> BTreeMap<&'static str, f64> {
     }
     if want("setup") {
         f.insert("setup.ours", runtime().block_on(ours::setup(sizes.setups)));
+        if ours_only {
+            return f;
+        }
         f.insert(
             "setup.libp2p",
             runtime()
@@ -383,6 +395,7 @@ fn main() {
     let mut runs = 3usize;
     let mut sizes = &FULL;
     let mut only = None;
+    let mut ours_only = false;
     let mut it = args.iter().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -390,9 +403,11 @@ fn main() {
             "--runs" => runs = it.next().and_then(|r| r.parse().ok()).unwrap_or(3),
             "--quick" => sizes = &QUICK,
             "--only" => only = it.next().cloned(),
+            // For profiling: our side of the `--only` workload, nothing else.
+            "--ours-only" => ours_only = true,
             other => {
                 eprintln!(
-                    "unknown argument {other}; usage: compare [--out FILE] [--runs N] [--quick] [--only bulk|messages|rpc|setup|memory|mesh]"
+                    "unknown argument {other}; usage: compare [--out FILE] [--runs N] [--quick] [--only bulk|messages|rpc|setup|memory|mesh [--ours-only]]"
                 );
                 std::process::exit(2);
             }
@@ -401,7 +416,7 @@ fn main() {
     let mut all: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
     for run in 0..runs {
         eprintln!("run {}/{runs}", run + 1);
-        for (k, v) in run_once(sizes, only.as_deref()) {
+        for (k, v) in run_once(sizes, only.as_deref(), ours_only) {
             eprintln!("  {k} = {v:.2}");
             all.entry(k).or_default().push(v);
         }

@@ -171,7 +171,7 @@ impl RecvBuffer {
             };
             let chunk = src.bytes();
             let n = chunk.len().min(out.remaining());
-            out.put_slice(&chunk[..n]);
+            crate::copy::put_bytes(out, &chunk[..n]);
             src.skip(n);
             copied += n;
             if self.segments.front().is_some_and(Bytes::is_empty) {

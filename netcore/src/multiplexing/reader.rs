@@ -100,7 +100,7 @@ impl FrameReader {
                 }
                 ReadState::Large(h, mut payload, n) => {
                     let k = (n - payload.len()).min(self.buf.len());
-                    payload.extend_from_slice(&self.buf[..k]);
+                    crate::copy::extend_bytes(&mut payload, &self.buf[..k]);
                     self.buf.advance(k);
                     if payload.len() < n {
                         self.state = ReadState::Large(h, payload, n);

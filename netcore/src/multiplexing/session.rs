@@ -447,7 +447,7 @@ impl Session {
             // so small steps would mean an allocation per write.
             s.send_buf.reserve(n.max(SEND_BUF_STEP));
         }
-        s.send_buf.extend_from_slice(&data[..n]);
+        crate::copy::extend_bytes(&mut s.send_buf, &data[..n]);
         self.schedule(id);
         Poll::Ready(Ok(n))
     }
