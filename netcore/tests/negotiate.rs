@@ -398,7 +398,7 @@ proptest! {
 }
 
 #[tokio::test]
-async fn listener_answers_a_header_and_proposal_that_arrive_together_with_one_write() {
+async fn listener_answers_an_optimistic_dialer_together_with_its_first_write() {
     let (mut remote, local) = MemorySocket::new_pair();
     let (local, writes) = counting(local);
     remote
@@ -406,10 +406,61 @@ async fn listener_answers_a_header_and_proposal_that_arrive_together_with_one_wr
         .await
         .unwrap();
     let (mut inbound, _) = negotiate_inbound(local, &[RPC]).await.unwrap();
-    assert_eq!(writes.load(Ordering::SeqCst), 1);
+    assert_eq!(writes.load(Ordering::SeqCst), 0, "the dialer does not wait");
     let mut data = [0u8; 4];
     inbound.read_exact(&mut data).await.unwrap();
     assert_eq!(&data, b"data");
+    inbound.write_all(b"reply").await.unwrap();
+    assert_eq!(
+        writes.load(Ordering::SeqCst),
+        1,
+        "answer and reply in one write"
+    );
+    let expected = [msg(HEADER), msg(RPC), b"reply".to_vec()].concat();
+    let mut got = vec![0u8; expected.len()];
+    remote.read_exact(&mut got).await.unwrap();
+    assert_eq!(got, expected);
+}
+
+#[tokio::test]
+async fn listener_answers_a_dialer_that_sent_only_its_proposal_at_once() {
+    let (mut remote, local) = MemorySocket::new_pair();
+    let (local, writes) = counting(local);
+    remote
+        .write_all(&[msg(HEADER), msg(RPC)].concat())
+        .await
+        .unwrap();
+    let (_inbound, _) = negotiate_inbound(local, &[RPC]).await.unwrap();
+    assert_eq!(
+        writes.load(Ordering::SeqCst),
+        1,
+        "header and echo in one write"
+    );
+    let expected = [msg(HEADER), msg(RPC)].concat();
+    let mut got = vec![0u8; expected.len()];
+    remote.read_exact(&mut got).await.unwrap();
+    assert_eq!(got, expected);
+}
+
+#[tokio::test]
+async fn a_deferred_answer_goes_out_on_flush_and_on_shutdown() {
+    for shutdown in [false, true] {
+        let (mut remote, local) = MemorySocket::new_pair();
+        remote
+            .write_all(&[msg(HEADER), msg(RPC), b"x".to_vec()].concat())
+            .await
+            .unwrap();
+        let (mut inbound, _) = negotiate_inbound(local, &[RPC]).await.unwrap();
+        if shutdown {
+            inbound.shutdown().await.unwrap();
+        } else {
+            inbound.flush().await.unwrap();
+        }
+        let expected = [msg(HEADER), msg(RPC)].concat();
+        let mut got = vec![0u8; expected.len()];
+        remote.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, expected);
+    }
 }
 
 /// Moves `total` bytes in 64 KiB writes from `writer` to `reader`; returns MiB/s.

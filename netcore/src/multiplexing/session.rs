@@ -22,8 +22,12 @@ use super::config::{MuxConfig, SPEC_INITIAL_WINDOW};
 use super::error::{MuxError, ProtocolError};
 use super::frame::{FrameType, Header, SESSION_ID, flags, go_away};
 
-/// Bytes a stream's send buffer grows by at a time (four 16 KiB frames).
+/// The most a stream's send buffer grows by at a time (four 16 KiB frames).
 const SEND_BUF_STEP: usize = 64 * 1024;
+
+/// What a stream's send buffer grows by first: enough for a request or a response.
+/// Each later growth doubles it, up to [`SEND_BUF_STEP`].
+const FIRST_SEND_BUF_STEP: usize = 1024;
 
 /// Counters of one connection, for metrics. Plain atomics: the `network` crate exports
 /// them; this crate has no metrics dependency.
@@ -56,6 +60,8 @@ struct StreamState {
     send_buf: BytesMut,
     /// Bytes the remote lets us send before its next window update.
     send_credit: u32,
+    /// What `send_buf` grows by next.
+    send_step: usize,
     /// SYN or ACK to put on the next frame of this stream.
     flags_pending: u16,
     /// Window above the spec's default to announce with the SYN/ACK.
@@ -93,6 +99,7 @@ impl StreamState {
         Self {
             send_buf: BytesMut::new(),
             send_credit,
+            send_step: FIRST_SEND_BUF_STEP,
             flags_pending,
             announce: recv_window - SPEC_INITIAL_WINDOW,
             write_closed: false,
@@ -404,7 +411,9 @@ impl Session {
         let delta = s.recv_window - s.recv_credit - s.recv_buf.len() as u32;
         s.recv_credit += delta;
         s.epoch = now;
-        self.queue_control(Header::new(FrameType::WindowUpdate, 0, id, delta));
+        // A pending ACK (or SYN) goes with it.
+        let fl = std::mem::take(&mut s.flags_pending);
+        self.queue_control(Header::new(FrameType::WindowUpdate, fl, id, delta));
     }
 
     /// Takes as much of `data` as the send window and buffer allow.
@@ -443,9 +452,11 @@ impl Session {
         }
         let n = room.min(data.len());
         if s.send_buf.capacity() - s.send_buf.len() < n {
-            // Grow in steps of several frames: the frames split off share the buffer,
-            // so small steps would mean an allocation per write.
-            s.send_buf.reserve(n.max(SEND_BUF_STEP));
+            // Grow in steps, larger each time up to several frames: the frames split
+            // off share the buffer, so small steps would mean an allocation per write
+            // for a busy stream, and large first steps a waste for a short one.
+            s.send_buf.reserve(n.max(s.send_step));
+            s.send_step = (s.send_step * 2).min(SEND_BUF_STEP);
         }
         crate::copy::extend_bytes(&mut s.send_buf, &data[..n]);
         self.schedule(id);
@@ -477,8 +488,9 @@ impl Session {
         s.read_failed = true;
         s.send_buf = BytesMut::new();
         s.recv_buf.clear();
+        let fl = flags::RST | std::mem::take(&mut s.flags_pending);
         self.wake_stream(id);
-        self.queue_control(Header::new(FrameType::WindowUpdate, flags::RST, id, 0));
+        self.queue_control(Header::new(FrameType::WindowUpdate, fl, id, 0));
         self.remove_if_finished(id);
     }
 
@@ -700,11 +712,15 @@ impl Session {
         // like that of any other window update.
         let window = self.config.initial_window;
         self.granted += window as usize;
-        self.streams.insert(
-            id,
-            StreamState::new(SPEC_INITIAL_WINDOW, window, flags::ACK, now),
-        );
-        self.schedule(id);
+        let stream = StreamState::new(SPEC_INITIAL_WINDOW, window, flags::ACK, now);
+        let announce = stream.announce > 0;
+        self.streams.insert(id, stream);
+        // The ACK rides on the stream's first frame, as in rust-yamux: a response
+        // carries it, with no frame of its own. A window larger than the spec's is
+        // announced at once, so the remote can use it.
+        if announce {
+            self.schedule(id);
+        }
         self.inbound.push_back(id);
         self.to_wake.extend(self.incoming.take());
         Ok(true)

@@ -108,7 +108,10 @@ const fn varint_len(mut n: usize) -> usize {
 /// first proposal found in `supported` and answering `na` to any other.
 ///
 /// Returns the stream, with any bytes the dialer sent behind its accepted proposal kept
-/// to be read first, and the index in `supported` of the agreed protocol.
+/// to be read first, and the index in `supported` of the agreed protocol. When such
+/// bytes came (an optimistic dialer, which does not wait for the answer), the echo is
+/// not sent yet: it goes out in front of the first write, or on the first flush or
+/// shutdown, so a response leaves together with it.
 ///
 /// # Errors
 /// [`NegotiateError::Refused`] if the dialer gave up after an `na`;
@@ -129,7 +132,16 @@ where
     let mut out = BytesMut::new();
     loop {
         let progress = core.on_input(supported, &mut input, &mut out)?;
-        // Answers go out before we wait or return: the dialer may be waiting for them.
+        if let ListenerProgress::Accepted(index) = progress
+            && !input.is_empty()
+        {
+            // The dialer sent data behind its proposal: it did not wait for the echo,
+            // so the echo can wait for our first write and leave in the same write
+            // call (for a request and its response, one frame each way).
+            return Ok((Negotiated::answering(io, input, out), index));
+        }
+        // Otherwise answers go out before we wait or return: the dialer may be
+        // waiting for them.
         send(&mut io, &mut out).await?;
         match progress {
             ListenerProgress::Accepted(index) => return Ok((Negotiated::new(io, input), index)),

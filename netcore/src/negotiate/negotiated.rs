@@ -70,6 +70,18 @@ impl<IO> Negotiated<IO> {
         }
     }
 
+    /// A listener's stream whose first bytes to read are `leftover` (not empty: the
+    /// dialer sent data behind its proposal, so it is not waiting for the answer) and
+    /// which sends `answer` ahead of its first write, or on its first flush.
+    pub(super) fn answering(io: IO, leftover: BytesMut, answer: BytesMut) -> Self {
+        Negotiated {
+            io,
+            read_buf: leftover,
+            write_buf: answer,
+            state: State::Done,
+        }
+    }
+
     /// A stream that sends `queued` (a header and a proposal) ahead of its first write,
     /// and reads the answer `core` awaits before its first read.
     pub(super) fn expecting(io: IO, queued: BytesMut, core: DialerCore) -> Self {

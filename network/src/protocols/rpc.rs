@@ -28,6 +28,11 @@ use crate::shared::{PeerHandle, Route, Shared};
 /// enough for a healthy connection to carry one small frame each way.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// The first size of an RPC substream's read and write buffers (they grow to fit a
+/// larger message): most requests and responses are small, and the default 8 KiB each
+/// way cost an allocation of 16 KiB per call on each side.
+const FRAMED_CAPACITY: usize = 256;
+
 /// Sends one request and waits for its response; see `NetworkSender::rpc`.
 pub(crate) async fn outbound(
     shared: &Shared,
@@ -88,7 +93,7 @@ async fn outbound_inner(
                 OpenError::Refused => RpcError::ProtocolNotSupported,
                 OpenError::Negotiation(e) => RpcError::InvalidResponse(e.to_string()),
             })?;
-        let mut framed = Framed::new(io, MessageCodec::new(max));
+        let mut framed = Framed::with_capacity(io, MessageCodec::new(max), FRAMED_CAPACITY);
         // The request and our FIN go out in one batch: the server knows the request is
         // whole, and the substream closes cleanly once it answers.
         framed
@@ -166,7 +171,8 @@ pub(crate) async fn serve_inbound(
 ) {
     let peer = handle.metadata.peer_id;
     let protocol = route.protocol;
-    let mut framed = Framed::new(io, MessageCodec::new(shared.config.max_message_size));
+    let codec = MessageCodec::new(shared.config.max_message_size);
+    let mut framed = Framed::with_capacity(io, codec, FRAMED_CAPACITY);
     let permit = Arc::clone(&handle.inbound_rpcs).try_acquire_owned();
     let limiter = handle.message_limiter.clone();
     drop(handle);

@@ -98,7 +98,7 @@ fn a_larger_initial_window_is_announced_with_the_syn() {
 }
 
 #[test]
-fn inbound_syn_is_accepted_and_acknowledged_and_its_data_readable() {
+fn inbound_syn_is_accepted_its_data_readable_and_the_ack_rides_on_the_first_reply() {
     let now = Instant::now();
     let mut s = session(Mode::Server, MuxConfig::default(), now);
     let mut wire = hdr(FrameType::Data, flags::SYN, 1, 3);
@@ -106,9 +106,38 @@ fn inbound_syn_is_accepted_and_acknowledged_and_its_data_readable() {
     feed(&mut s, &wire, now).unwrap();
     assert_eq!(s.poll_accept(&waker()), Poll::Ready(Some(1)));
     assert_eq!(read_n(&mut s, 1, 10, now), b"abc");
+    assert!(transmit(&mut s).is_empty(), "no frame for the ACK alone");
+    write(&mut s, 1, b"re");
+    let mut expected = hdr(FrameType::Data, flags::ACK, 1, 2);
+    expected.extend_from_slice(b"re");
+    assert_eq!(transmit(&mut s), expected);
+}
+
+#[test]
+fn an_inbound_stream_reset_before_replying_carries_its_ack_on_the_rst() {
+    let now = Instant::now();
+    let mut s = session(Mode::Server, MuxConfig::default(), now);
+    feed(&mut s, &hdr(FrameType::Data, flags::SYN, 1, 0), now).unwrap();
+    assert_eq!(s.poll_accept(&waker()), Poll::Ready(Some(1)));
+    s.reset(1);
     assert_eq!(
         transmit(&mut s),
-        hdr(FrameType::WindowUpdate, flags::ACK, 1, 0)
+        hdr(FrameType::WindowUpdate, flags::RST | flags::ACK, 1, 0)
+    );
+}
+
+#[test]
+fn a_larger_initial_window_is_announced_with_the_ack_at_once() {
+    let now = Instant::now();
+    let config = MuxConfig {
+        initial_window: 512 * KIB,
+        ..MuxConfig::default()
+    };
+    let mut s = session(Mode::Server, config, now);
+    feed(&mut s, &hdr(FrameType::Data, flags::SYN, 1, 0), now).unwrap();
+    assert_eq!(
+        transmit(&mut s),
+        hdr(FrameType::WindowUpdate, flags::ACK, 1, 256 * KIB)
     );
 }
 
@@ -178,7 +207,10 @@ fn window_update_is_sent_once_half_the_window_was_read_not_per_read() {
     let mut wire = hdr(FrameType::Data, flags::SYN, 1, 256 * KIB);
     wire.extend(vec![7u8; (256 * KIB) as usize]);
     feed(&mut s, &wire, now).unwrap();
-    transmit(&mut s); // the ACK
+    assert!(
+        transmit(&mut s).is_empty(),
+        "the ACK waits for the stream's first frame"
+    );
     let later = now + Duration::from_secs(1); // no RTT known: no growth either way
     read_n(&mut s, 1, (128 * KIB - 1) as usize, later);
     assert!(
@@ -188,7 +220,7 @@ fn window_update_is_sent_once_half_the_window_was_read_not_per_read() {
     read_n(&mut s, 1, 1, later);
     assert_eq!(
         transmit(&mut s),
-        hdr(FrameType::WindowUpdate, 0, 1, 128 * KIB)
+        hdr(FrameType::WindowUpdate, flags::ACK, 1, 128 * KIB)
     );
 }
 
@@ -215,7 +247,7 @@ fn window_doubles_when_consumed_within_two_rtts() {
     );
     assert_eq!(
         transmit(&mut s),
-        hdr(FrameType::WindowUpdate, 0, 1, 384 * KIB)
+        hdr(FrameType::WindowUpdate, flags::ACK, 1, 384 * KIB)
     );
     assert_eq!(s.stats().window_grows.load(Ordering::Relaxed), 1);
 }
@@ -238,7 +270,7 @@ fn window_stays_when_consumed_slower_than_two_rtts() {
     );
     assert_eq!(
         transmit(&mut s),
-        hdr(FrameType::WindowUpdate, 0, 1, 128 * KIB)
+        hdr(FrameType::WindowUpdate, flags::ACK, 1, 128 * KIB)
     );
 }
 
@@ -258,7 +290,7 @@ fn window_growth_stops_at_the_connection_cap() {
     read_n(&mut s, 1, (128 * KIB) as usize, t0);
     assert_eq!(
         transmit(&mut s),
-        hdr(FrameType::WindowUpdate, 0, 1, 128 * KIB)
+        hdr(FrameType::WindowUpdate, flags::ACK, 1, 128 * KIB)
     );
 }
 
