@@ -35,7 +35,7 @@ struct Slot<T> {
 }
 
 struct Inner<K, T> {
-    slots: HashMap<K, Slot<T>>,
+    slots: HashMap<K, Slot<T>, foldhash::fast::RandomState>,
     /// Keys with at least one item, in service order.
     ready: VecDeque<K>,
     capacity: usize,
@@ -64,7 +64,7 @@ where
     K: Eq + Hash + Clone,
 {
     let shared = Arc::new(Mutex::new(Inner {
-        slots: HashMap::new(),
+        slots: HashMap::default(),
         ready: VecDeque::new(),
         capacity: capacity_per_key.max(1),
         receiver_waker: None,

@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use foldhash::fast::RandomState;
 use netcore::PeerId;
 use netcore::multiplexing::Control;
 use parking_lot::{Mutex, RwLock};
-use prometheus::{IntCounter, IntGauge};
+use prometheus::{Histogram, IntCounter, IntGauge};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
 
@@ -36,6 +37,12 @@ pub(crate) struct ProtocolMetrics {
     /// acknowledged them: each was delivered or lost, and the sender cannot tell which.
     pub(crate) unconfirmed: IntCounter,
     pub(crate) decode_failures: IntCounter,
+    /// Latency of this protocol's successful outbound RPCs.
+    pub(crate) rpc_latency: Histogram,
+    /// Outbound and inbound RPCs of this protocol that ended well (the other outcomes
+    /// are rare and looked up by label when they happen).
+    pub(crate) rpc_outbound_ok: IntCounter,
+    pub(crate) rpc_inbound_ok: IntCounter,
 }
 
 impl ProtocolMetrics {
@@ -56,6 +63,13 @@ impl ProtocolMetrics {
                 .queue_drops
                 .with_label_values(&[protocol.as_str(), "unconfirmed"]),
             decode_failures: metrics.decode_failures.with_label_values(&p),
+            rpc_latency: metrics.rpc_latency.with_label_values(&p),
+            rpc_outbound_ok: metrics
+                .rpc_outcomes
+                .with_label_values(&[protocol.as_str(), "outbound", "ok"]),
+            rpc_inbound_ok: metrics
+                .rpc_outcomes
+                .with_label_values(&[protocol.as_str(), "inbound", "ok"]),
         }
     }
 }
@@ -79,7 +93,7 @@ pub(crate) struct PeerHandle {
     pub(crate) inbound_rpcs: Arc<Semaphore>,
     /// The DirectSend queue of each protocol, created on first use. Dropping the handle
     /// drops the queues, which ends their writer tasks.
-    pub(crate) direct_send: Mutex<HashMap<ProtocolId, mpsc::Sender<Bytes>>>,
+    pub(crate) direct_send: Mutex<HashMap<ProtocolId, mpsc::Sender<Bytes>, RandomState>>,
     /// Messages waiting in this peer's DirectSend queues.
     pub(crate) direct_send_depth: IntGauge,
     /// Paces the messages this peer hands to the applications, if it is rate limited.
@@ -96,7 +110,7 @@ pub(crate) struct Shared {
     pub(crate) protocol_names: Vec<&'static str>,
     /// Each application's event queue.
     pub(crate) apps: Vec<FairSender<EventKey, Event>>,
-    pub(crate) peers: RwLock<HashMap<PeerId, Arc<PeerHandle>>>,
+    pub(crate) peers: RwLock<HashMap<PeerId, Arc<PeerHandle>, RandomState>>,
     pub(crate) requests: MeteredSender<Request>,
     /// Penalties and bans, shared with the transport (which refuses banned peers).
     pub(crate) reputation: Arc<Mutex<Reputation>>,

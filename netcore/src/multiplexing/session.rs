@@ -159,7 +159,8 @@ enum ConnState {
 pub(crate) struct Session {
     mode: Mode,
     config: MuxConfig,
-    streams: HashMap<u32, StreamState>,
+    /// Keyed by stream id with a fast seeded hasher: looked up on every frame.
+    streams: HashMap<u32, StreamState, foldhash::fast::RandomState>,
     next_id: u32,
     /// Inbound streams not yet taken by `Incoming`.
     inbound: VecDeque<u32>,
@@ -200,7 +201,7 @@ impl Session {
             },
             mode,
             config,
-            streams: HashMap::new(),
+            streams: HashMap::default(),
             inbound: VecDeque::new(),
             incoming_open: true,
             incoming: None,

@@ -405,7 +405,7 @@ impl PeerManager {
             control: conn.control,
             outbound_rpcs: Arc::new(Semaphore::new(config.max_concurrent_outbound_rpcs)),
             inbound_rpcs: Arc::new(Semaphore::new(config.max_concurrent_inbound_rpcs)),
-            direct_send: Mutex::new(HashMap::new()),
+            direct_send: Mutex::new(HashMap::default()),
             direct_send_depth: self.shared.metrics.queue("direct_send_outbound"),
             message_limiter: config
                 .rate_limit

@@ -43,22 +43,23 @@ pub(crate) async fn outbound(
 ) -> Result<Bytes, RpcError> {
     let start = Instant::now();
     let result = outbound_inner(shared, peer, protocol, request, timeout).await;
-    let outcome = match &result {
-        Ok(_) => {
-            shared
+    match (&result, shared.route(protocol)) {
+        (Ok(_), Some(route)) => {
+            route
                 .metrics
                 .rpc_latency
-                .with_label_values(&[protocol.as_str()])
                 .observe(start.elapsed().as_secs_f64());
-            "ok"
+            route.metrics.rpc_outbound_ok.inc();
         }
-        Err(e) => e.as_str(),
-    };
-    shared
-        .metrics
-        .rpc_outcomes
-        .with_label_values(&[protocol.as_str(), "outbound", outcome])
-        .inc();
+        (result, _) => {
+            let outcome = result.as_ref().map_or_else(RpcError::as_str, |_| "ok");
+            shared
+                .metrics
+                .rpc_outcomes
+                .with_label_values(&[protocol.as_str(), "outbound", outcome])
+                .inc();
+        }
+    }
     result
 }
 
@@ -233,11 +234,15 @@ pub(crate) async fn serve_inbound(
             "timeout"
         }
     };
-    shared
-        .metrics
-        .rpc_outcomes
-        .with_label_values(&[protocol.as_str(), "inbound", label])
-        .inc();
+    if label == "ok" {
+        route.metrics.rpc_inbound_ok.inc();
+    } else {
+        shared
+            .metrics
+            .rpc_outcomes
+            .with_label_values(&[protocol.as_str(), "inbound", label])
+            .inc();
+    }
 }
 
 /// Hands `request` to the application and returns the encoded answer and an outcome label.
