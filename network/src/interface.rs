@@ -21,8 +21,9 @@ use crate::shared::Shared;
 /// Something that happened on the network that an application registered for.
 #[derive(Debug)]
 pub enum Event {
-    /// A connection to a peer is up.
-    NewPeer(ConnectionMetadata),
+    /// A connection to a peer is up. The metadata is shared by every application's
+    /// copy of the event (and keeps events small: they move through queues by value).
+    NewPeer(Arc<ConnectionMetadata>),
     /// The connection to a peer is gone.
     LostPeer {
         /// The peer.

@@ -438,7 +438,8 @@ impl PeerManager {
             self.closed_tx.clone(),
             self.peer_shutdown.subscribe(),
         ));
-        self.broadcast_with(peer, || Event::NewPeer(metadata.clone()));
+        let metadata = Arc::new(metadata);
+        self.broadcast_with(peer, || Event::NewPeer(Arc::clone(&metadata)));
     }
 
     fn on_closed(&mut self, closed: Closed) {

@@ -47,7 +47,7 @@ impl Node {
     }
 
     /// Waits for a `NewPeer` event and returns the peer.
-    pub async fn expect_new_peer(&mut self) -> network::ConnectionMetadata {
+    pub async fn expect_new_peer(&mut self) -> std::sync::Arc<network::ConnectionMetadata> {
         loop {
             if let Event::NewPeer(meta) = self.next_event().await {
                 return meta;
