@@ -64,12 +64,16 @@ impl ProtocolMetrics {
                 .with_label_values(&[protocol.as_str(), "unconfirmed"]),
             decode_failures: metrics.decode_failures.with_label_values(&p),
             rpc_latency: metrics.rpc_latency.with_label_values(&p),
-            rpc_outbound_ok: metrics
-                .rpc_outcomes
-                .with_label_values(&[protocol.as_str(), "outbound", "ok"]),
-            rpc_inbound_ok: metrics
-                .rpc_outcomes
-                .with_label_values(&[protocol.as_str(), "inbound", "ok"]),
+            rpc_outbound_ok: metrics.rpc_outcomes.with_label_values(&[
+                protocol.as_str(),
+                "outbound",
+                "ok",
+            ]),
+            rpc_inbound_ok: metrics.rpc_outcomes.with_label_values(&[
+                protocol.as_str(),
+                "inbound",
+                "ok",
+            ]),
         }
     }
 }

@@ -16,14 +16,15 @@
 //!   [`READ_BUFFER_LEN`](crate::READ_BUFFER_LEN) once a frame does not fit or a read
 //!   fills it, so one read call takes all that is available; frames split at any byte are
 //!   reassembled here;
-//! - `plain_in`: a decrypted frame that the reader's buffer was too small to take whole;
-//!   allocated the first time that happens (once per session, never per frame), since
-//!   a reader with a large buffer never needs it.
+//! - `plain_in`: with snow's backend, a decrypted frame that the reader's buffer was too
+//!   small to take whole; allocated the first time that happens (once per session, never
+//!   per frame), since a reader with a large buffer never needs it.
 //!   A reader with room for a whole frame gets it straight into its buffer.
 //!
 //! With the ring backend a frame is opened in place in `wire_in` and its plaintext
-//! copied once to the reader; with snow's backend the cipher copies the ciphertext into
-//! the reader's buffer and decrypts it there. Payload copies go through
+//! copied once to the reader, whole or in as many reads as the reader's buffer needs
+//! (`plain_in` is never used); with snow's backend the cipher copies the ciphertext into
+//! the reader's buffer, or `plain_in`, and decrypts it there. Payload copies go through
 //! [`netcore::copy`], which stays fast where `memcpy` has a slow case.
 
 use tokio::io::ReadBuf;
@@ -68,8 +69,11 @@ pub(crate) struct NoiseSession {
     /// The last socket read filled `wire_in`: the sender is fast, so grow it.
     grow_wire_in: bool,
     plain_in: Vec<u8>,
+    /// The undelivered plaintext: `plain_in[start..end]`, or `wire_in[start..end]` when
+    /// `plain_in_wire` (a frame opened in place and not yet handed out whole).
     plain_in_start: usize,
     plain_in_end: usize,
+    plain_in_wire: bool,
     /// Set once a frame failed: the read side stays failed.
     read_failure: Option<FrameError>,
 }
@@ -89,6 +93,7 @@ impl NoiseSession {
             plain_in: Vec::new(),
             plain_in_start: 0,
             plain_in_end: 0,
+            plain_in_wire: false,
             read_failure: None,
         }
     }
@@ -178,13 +183,22 @@ impl NoiseSession {
 
     /// Decrypted bytes waiting for the reader.
     pub(crate) fn plaintext(&self) -> &[u8] {
-        &self.plain_in[self.plain_in_start..self.plain_in_end]
+        let buffer = if self.plain_in_wire {
+            &self.wire_in
+        } else {
+            &self.plain_in
+        };
+        &buffer[self.plain_in_start..self.plain_in_end]
     }
 
     /// Moves buffered plaintext into `out`, as much as it has room for; returns how
     /// many bytes.
     pub(crate) fn take_plaintext(&mut self, out: &mut ReadBuf<'_>) -> usize {
-        let available = &self.plain_in[self.plain_in_start..self.plain_in_end];
+        let available = if self.plain_in_wire {
+            &self.wire_in[self.plain_in_start..self.plain_in_end]
+        } else {
+            &self.plain_in[self.plain_in_start..self.plain_in_end]
+        };
         let n = available.len().min(out.remaining());
         netcore::copy::put_bytes(out, &available[..n]);
         self.plain_in_start += n;
@@ -207,6 +221,10 @@ impl NoiseSession {
     }
 
     fn decode_inner(&mut self, out: &mut ReadBuf<'_>) -> Result<Decoded, FrameError> {
+        if !self.plaintext().is_empty() {
+            // The last frame's plaintext comes first.
+            return Ok(Decoded::Buffered);
+        }
         let buffered = &self.wire_in[self.wire_in_start..self.wire_in_end];
         let Some(prefix) = buffered.first_chunk::<LENGTH_PREFIX_LEN>() else {
             return Ok(Decoded::NeedMore);
@@ -227,12 +245,13 @@ impl NoiseSession {
             len
         };
         let direct = plain_len > 0 && out.remaining() >= need;
-        if !direct && self.plain_in.is_empty() {
+        let in_place = self.cipher.opens_in_place();
+        if !direct && !in_place && self.plain_in.is_empty() {
             // Room for a whole ciphertext, for the same reason as `out` above.
             self.plain_in = vec![0u8; MAX_NOISE_MESSAGE_LEN];
         }
         let start = self.wire_in_start + LENGTH_PREFIX_LEN;
-        let decoded = if self.cipher.opens_in_place() {
+        let decoded = if in_place {
             // Decrypted where it lies, then copied once to where the reader wants it.
             let frame = &mut self.wire_in[start..start + len];
             let n = self.cipher.open_in_place(frame)?;
@@ -242,9 +261,11 @@ impl NoiseSession {
                 netcore::copy::put_bytes(out, plain);
                 Decoded::Direct(n)
             } else {
-                netcore::copy::copy_bytes(&mut self.plain_in[..n], plain);
-                self.plain_in_start = 0;
-                self.plain_in_end = n;
+                // Handed out from where it lies: `wire_in` is not read into again until
+                // the reader has taken all of it.
+                self.plain_in_wire = true;
+                self.plain_in_start = start;
+                self.plain_in_end = start + n;
                 Decoded::Buffered
             }
         } else {
@@ -257,6 +278,7 @@ impl NoiseSession {
                 Decoded::Direct(n)
             } else {
                 let n = self.cipher.open(ciphertext, &mut self.plain_in)?;
+                self.plain_in_wire = false;
                 self.plain_in_start = 0;
                 self.plain_in_end = n;
                 Decoded::Buffered
@@ -276,6 +298,15 @@ impl NoiseSession {
     /// The buffer is allocated here on first use, small, and grows to
     /// [`READ_BUFFER_LEN`] once a frame does not fit in it or a read fills it.
     pub(crate) fn read_space(&mut self) -> &mut [u8] {
+        if self.plain_in_wire && self.plain_in_start < self.plain_in_end {
+            // Callers take the plaintext before reading more; should one not, the
+            // plaintext moves out of the way rather than be overwritten.
+            let pending = self.wire_in[self.plain_in_start..self.plain_in_end].to_vec();
+            self.plain_in_start = 0;
+            self.plain_in_end = pending.len();
+            self.plain_in = pending;
+            self.plain_in_wire = false;
+        }
         if self.wire_in.len() - self.wire_in_end < MAX_WIRE_FRAME_LEN {
             self.wire_in
                 .copy_within(self.wire_in_start..self.wire_in_end, 0);
@@ -559,6 +590,31 @@ mod tests {
             assert_eq!(decode(&mut b, 4), (Ok(Decoded::Buffered), Vec::new()));
             assert_eq!(take(&mut b, 4), b"hell");
             assert_eq!(b.plaintext(), b"o world");
+        }
+    }
+
+    #[test]
+    fn plaintext_handed_out_in_parts_survives_more_frames_arriving() {
+        for suite in SUITES {
+            let (mut a, mut b) = pair_with(suite);
+            let first: Vec<u8> = (0..20_000u32).map(|i| i as u8).collect();
+            let wire = seal(&mut a, &first);
+            feed(&mut b, &wire);
+            assert_eq!(decode(&mut b, 1000).0, Ok(Decoded::Buffered), "{suite:?}");
+            let mut got = take(&mut b, 1000);
+            // More frames arrive before the reader took the rest (not what
+            // `NoiseStream` does, but the session must not lose or mix bytes).
+            let wire = seal(&mut a, b"second");
+            feed(&mut b, &wire);
+            assert_eq!(decode(&mut b, 1000).0, Ok(Decoded::Buffered), "{suite:?}");
+            while !b.plaintext().is_empty() {
+                got.extend(take(&mut b, 1000));
+            }
+            assert_eq!(got, first, "{suite:?}");
+            assert_eq!(
+                decode(&mut b, 1000),
+                (Ok(Decoded::Direct(6)), b"second".to_vec())
+            );
         }
     }
 
