@@ -122,19 +122,33 @@ impl TransportCipher {
             Self::Snow(state) => state
                 .write_message(plain, out)
                 .map_err(|_| FrameError::Seal),
-            Self::Ring(ring) => {
-                let send = &mut ring.send;
-                let nonce = send.take_nonce()?;
-                let (body, rest) = out[..len].split_at_mut(plain.len());
-                netcore::copy::copy_bytes(body, plain);
-                let tag = send
-                    .key
-                    .seal_in_place_separate_tag(nonce, Aad::empty(), body)
-                    .map_err(|_| FrameError::Seal)?;
-                rest.copy_from_slice(tag.as_ref());
-                Ok(len)
+            Self::Ring(_) => {
+                netcore::copy::copy_bytes(&mut out[..plain.len()], plain);
+                self.seal_in_place(&mut out[..len], plain.len())
             }
         }
+    }
+
+    /// Seals the first `plain_len` bytes of `buf` where they lie and writes the tag
+    /// behind them (`buf` holds at least `plain_len + TAG_LEN` bytes); returns the
+    /// ciphertext's length. Only with [`opens_in_place`](Self::opens_in_place).
+    pub(crate) fn seal_in_place(
+        &mut self,
+        buf: &mut [u8],
+        plain_len: usize,
+    ) -> Result<usize, FrameError> {
+        let Self::Ring(ring) = self else {
+            return Err(FrameError::Seal);
+        };
+        let send = &mut ring.send;
+        let nonce = send.take_nonce()?;
+        let (body, rest) = buf[..plain_len + TAG_LEN].split_at_mut(plain_len);
+        let tag = send
+            .key
+            .seal_in_place_separate_tag(nonce, Aad::empty(), body)
+            .map_err(|_| FrameError::Seal)?;
+        rest.copy_from_slice(tag.as_ref());
+        Ok(plain_len + TAG_LEN)
     }
 
     /// Whether [`open_in_place`](Self::open_in_place) works; otherwise use

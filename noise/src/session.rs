@@ -114,9 +114,14 @@ impl NoiseSession {
         }
     }
 
+    /// Plaintext written and not yet sealed.
+    fn unsealed_len(&self) -> usize {
+        self.plain_out.len().saturating_sub(LENGTH_PREFIX_LEN)
+    }
+
     /// Whether the plaintext buffer holds a full frame's worth.
     pub(crate) fn unsealed_full(&self) -> bool {
-        self.plain_out.len() == MAX_FRAME_PAYLOAD_LEN
+        self.unsealed_len() == MAX_FRAME_PAYLOAD_LEN
     }
 
     /// Takes plaintext from `data`: returns how many bytes were taken (at least one if
@@ -132,13 +137,30 @@ impl NoiseSession {
             self.seal_from(&data[..MAX_FRAME_PAYLOAD_LEN])?;
             return Ok(MAX_FRAME_PAYLOAD_LEN);
         }
-        let n = data.len().min(MAX_FRAME_PAYLOAD_LEN - self.plain_out.len());
-        if n > netcore::copy::COPY_CHUNK {
-            for piece in data[..n].chunks(netcore::copy::COPY_CHUNK) {
-                self.plain_out.extend_from_slice(piece);
-            }
+        let n = data.len().min(MAX_FRAME_PAYLOAD_LEN - self.unsealed_len());
+        if n == 0 {
+            return Ok(0);
+        }
+        // Room for the length prefix in front and the tag behind, so that the frame can
+        // be sealed where it lies; growth is capped at one whole frame.
+        let start = if self.plain_out.is_empty() {
+            LENGTH_PREFIX_LEN
         } else {
-            self.plain_out.extend_from_slice(&data[..n]);
+            self.plain_out.len()
+        };
+        let needed = start + n + TAG_LEN;
+        if needed > self.plain_out.capacity() {
+            let size = (self.plain_out.capacity() * 2)
+                .max(needed)
+                .min(MAX_WIRE_FRAME_LEN)
+                .max(needed);
+            self.plain_out.reserve_exact(size - self.plain_out.len());
+        }
+        if self.plain_out.is_empty() {
+            self.plain_out.extend_from_slice(&[0; LENGTH_PREFIX_LEN]);
+        }
+        for piece in data[..n].chunks(netcore::copy::COPY_CHUNK) {
+            self.plain_out.extend_from_slice(piece);
         }
         Ok(n)
     }
@@ -146,11 +168,29 @@ impl NoiseSession {
     /// Seals the buffered plaintext into one frame, once the wire buffer is free.
     /// Returns whether a frame was sealed.
     pub(crate) fn seal(&mut self) -> Result<bool, FrameError> {
-        if self.plain_out.is_empty() || !self.pending_wire().is_empty() {
+        if self.unsealed_len() == 0 || !self.pending_wire().is_empty() {
             return Ok(false);
         }
+        if self.cipher.opens_in_place() {
+            // Sealed where it lies, behind the room left for its length; then the two
+            // buffers trade places: the sealed frame goes to the wire, and the free wire
+            // buffer takes the next plaintext.
+            let len = self.unsealed_len();
+            let prefix = u16::try_from(len + TAG_LEN)
+                .map_err(|_| FrameError::Seal)?
+                .to_be_bytes();
+            self.plain_out.resize(LENGTH_PREFIX_LEN + len + TAG_LEN, 0);
+            self.cipher
+                .seal_in_place(&mut self.plain_out[LENGTH_PREFIX_LEN..], len)?;
+            self.plain_out[..LENGTH_PREFIX_LEN].copy_from_slice(&prefix);
+            std::mem::swap(&mut self.plain_out, &mut self.wire_out);
+            self.wire_out_start = 0;
+            self.wire_out_end = self.wire_out.len();
+            self.plain_out.clear();
+            return Ok(true);
+        }
         let plain = std::mem::take(&mut self.plain_out);
-        let result = self.seal_from(&plain);
+        let result = self.seal_from(&plain[LENGTH_PREFIX_LEN..]);
         self.plain_out = plain;
         self.plain_out.clear();
         result.map(|()| true)
@@ -163,6 +203,7 @@ impl NoiseSession {
                 .next_power_of_two()
                 .min(MAX_WIRE_FRAME_LEN)
                 .max(needed);
+            self.wire_out.reserve_exact(size - self.wire_out.len());
             self.wire_out.resize(size, 0);
         }
         // Callers pass at most MAX_FRAME_PAYLOAD_LEN bytes, so the frame fits the u16
@@ -538,6 +579,41 @@ mod tests {
         feed(&mut b, &wire);
         assert_eq!(decode(&mut b, 10_000), (Ok(Decoded::Direct(10_000)), data));
         assert_eq!(b.wire_in.len(), READ_BUFFER_LEN);
+    }
+
+    #[test]
+    fn buffers_never_grow_past_one_frame_whatever_the_write_sizes() {
+        for suite in SUITES {
+            let (mut a, mut b) = pair_with(suite);
+            let mut sent = Vec::new();
+            let mut got = Vec::new();
+            for size in [1usize, 7, 1000, 40_000, 65_519, 70_000, 3, 65_000] {
+                let data: Vec<u8> = (0..size).map(|i| (i * 31 + size) as u8).collect();
+                let mut rest = &data[..];
+                while !rest.is_empty() {
+                    let n = a.write_plaintext(rest).unwrap();
+                    rest = &rest[n..];
+                    if a.unsealed_full() || rest.is_empty() {
+                        a.seal().unwrap();
+                        let wire = a.pending_wire().to_vec();
+                        a.advance_wire(wire.len());
+                        feed(&mut b, &wire);
+                        while let (Ok(Decoded::Direct(_) | Decoded::Buffered), part) =
+                            decode(&mut b, MAX_NOISE_MESSAGE_LEN)
+                        {
+                            got.extend(part);
+                            while !b.plaintext().is_empty() {
+                                got.extend(take(&mut b, MAX_NOISE_MESSAGE_LEN));
+                            }
+                        }
+                    }
+                    assert!(a.plain_out.capacity() <= MAX_WIRE_FRAME_LEN, "{suite:?}");
+                    assert!(a.wire_out.capacity() <= MAX_WIRE_FRAME_LEN, "{suite:?}");
+                }
+                sent.extend(data);
+            }
+            assert_eq!(got, sent, "{suite:?}");
+        }
     }
 
     #[test]
