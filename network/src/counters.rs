@@ -47,8 +47,8 @@ pub struct NetworkMetrics {
     /// Items waiting in internal queues, by queue.
     pub queue_depth: IntGaugeVec,
     /// Items dropped, by queue and reason. For a DirectSend protocol the queue is the
-    /// protocol and the reason one of `queue_full`, `stream_failed` (no substream could
-    /// be opened) and `unconfirmed` (written to a substream that ended before the
+    /// protocol and the reason one of `queue_full`, `stream_failed` (never written: no
+    /// substream could be opened, or the connection closed while they waited) and `unconfirmed` (written to a substream that ended before the
     /// receiver acknowledged it: lost or delivered, the sender cannot tell).
     pub queue_drops: IntCounterVec,
     /// Inbound substreams refused, by reason (`mux_refused`: over the multiplexer's

@@ -31,7 +31,8 @@ pub(crate) struct ProtocolMetrics {
     pub(crate) messages_out: IntCounter,
     /// DirectSend messages refused because their queue was full.
     pub(crate) queue_drops: IntCounter,
-    /// DirectSend messages taken from the queue for which no substream could be opened.
+    /// DirectSend messages accepted and never written: no substream could be opened for
+    /// them, or the connection closed while they waited in the queue.
     pub(crate) stream_drops: IntCounter,
     /// DirectSend messages written to a substream that ended before the receiver
     /// acknowledged them: each was delivered or lost, and the sender cannot tell which.

@@ -346,6 +346,55 @@ async fn direct_send_messages_undelivered_at_a_disconnect_are_counted_unconfirme
     b.shutdown().await;
 }
 
+#[tokio::test(start_paused = true)]
+async fn direct_send_messages_still_queued_when_the_connection_closes_are_counted() {
+    // The receiving application reads nothing and holds one message, so the sender's
+    // window fills: its writer is stuck in the middle of a batch while later messages
+    // wait in the queue.
+    let config = NetworkConfig {
+        inbound_queue_size: 1,
+        ..NetworkConfig::default()
+    };
+    let (mut a, mut b) = connected_pair(Net::Memory, config).await;
+    let big = Bytes::from(vec![7u8; 64 * 1024]);
+    for _ in 0..40 {
+        a.sender.send_to(b.peer_id, DIRECT, big.clone()).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..30 {
+        a.sender.send_to(b.peer_id, DIRECT, big.clone()).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.sender.disconnect(b.peer_id).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The first 40 were written (in one batch) and mostly never acknowledged; the 30
+    // behind them were never written. All 70 are accounted for, and nothing is left in
+    // the depth gauge.
+    let written = a.counter("network_messages_out_total", DIRECT.as_str());
+    let never_written = a.counter("network_queue_drops_total", "stream_failed");
+    assert_eq!((written, never_written), (40, 30));
+    assert!(unconfirmed(&a) >= 38, "{} unconfirmed", unconfirmed(&a));
+    let depth = a
+        .registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == "network_queue_depth")
+        .flat_map(|f| f.get_metric().iter())
+        .filter(|m| {
+            m.get_label()
+                .iter()
+                .any(|l| l.value() == "direct_send_outbound")
+        })
+        .map(|m| m.get_gauge().get_value())
+        .sum::<f64>();
+    assert_eq!(depth, 0.0);
+    // A message sent before the peer is gone from the table is refused as not
+    // connected, not counted as a full queue.
+    assert_eq!(a.counter("network_queue_drops_total", "queue_full"), 0);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 #[tokio::test]
 async fn send_to_many_reports_the_peers_it_could_not_reach() {
     let mut nodes = start_nodes(Net::Memory, 3);

@@ -10,7 +10,7 @@
 
 use ring::aead::{AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use snow::{HandshakeState, TransportState};
-use zeroize::Zeroize;
+use zeroize::Zeroizing;
 
 use crate::constants::TAG_LEN;
 use crate::error::{FrameError, NoiseError};
@@ -34,14 +34,12 @@ pub(crate) struct Direction {
 }
 
 impl Direction {
-    fn new(protocol: NoiseProtocol, mut raw: [u8; 32]) -> Result<Self, NoiseError> {
+    fn new(protocol: NoiseProtocol, raw: &[u8; 32]) -> Result<Self, NoiseError> {
         let (algorithm, layout) = match protocol {
             NoiseProtocol::AesGcmSha256 => (&AES_256_GCM, NonceLayout::BigEndian),
             NoiseProtocol::ChaChaPolyBlake2s => (&CHACHA20_POLY1305, NonceLayout::LittleEndian),
         };
-        let key = UnboundKey::new(algorithm, &raw);
-        raw.zeroize();
-        let key = key.map_err(|_| NoiseError::TransportKeys)?;
+        let key = UnboundKey::new(algorithm, raw).map_err(|_| NoiseError::TransportKeys)?;
         Ok(Self {
             key: LessSafeKey::new(key),
             next: 0,
@@ -101,10 +99,11 @@ impl TransportCipher {
                 // The initiator sends with the first key of the split, the responder
                 // with the second.
                 let (first, second) = state.dangerously_get_raw_split();
+                let (first, second) = (Zeroizing::new(first), Zeroizing::new(second));
                 let (send, recv) = if state.is_initiator() {
-                    (first, second)
+                    (&first, &second)
                 } else {
-                    (second, first)
+                    (&second, &first)
                 };
                 Ok(Self::Ring(Box::new(RingCiphers {
                     send: Direction::new(suite.protocol, send)?,

@@ -180,8 +180,14 @@ impl NoiseSession {
                 .map_err(|_| FrameError::Seal)?
                 .to_be_bytes();
             self.plain_out.resize(LENGTH_PREFIX_LEN + len + TAG_LEN, 0);
-            self.cipher
-                .seal_in_place(&mut self.plain_out[LENGTH_PREFIX_LEN..], len)?;
+            if let Err(e) = self
+                .cipher
+                .seal_in_place(&mut self.plain_out[LENGTH_PREFIX_LEN..], len)
+            {
+                // Back to the plaintext alone; the session cannot send any more anyway.
+                self.plain_out.truncate(LENGTH_PREFIX_LEN + len);
+                return Err(e);
+            }
             self.plain_out[..LENGTH_PREFIX_LEN].copy_from_slice(&prefix);
             std::mem::swap(&mut self.plain_out, &mut self.wire_out);
             self.wire_out_start = 0;
@@ -749,6 +755,10 @@ mod tests {
         seal(&mut a, b"last");
         assert!(a.write_plaintext(b"one more").is_ok());
         assert_eq!(a.seal(), Err(FrameError::NonceExhausted));
+        // The refused plaintext stays as it was: more writes neither panic nor grow it
+        // past a frame.
+        assert!(a.write_plaintext(&[0u8; 70_000]).is_ok());
+        assert!(a.unsealed_full());
     }
 
     proptest! {

@@ -11,7 +11,8 @@
 //!
 //! Every message the network accepts is delivered or counted in
 //! `network_queue_drops_total{queue=<protocol>}`: `queue_full` when its queue was full,
-//! `stream_failed` when no substream could be opened for it, `unconfirmed` when it was written to a
+//! `stream_failed` when it was never written (no substream could be opened, or the
+//! connection closed while it waited), `unconfirmed` when it was written to a
 //! substream that ended before the receiver acknowledged it. The receiver acknowledges
 //! with a cumulative count (`proto::direct_send::DirectSendAck`) whenever it waits, for
 //! the sender or for room in the application's queue, and at least every [`ACK_EVERY`]
@@ -32,7 +33,7 @@ use netcore::negotiate::Negotiated;
 use prometheus::IntGauge;
 use proto::Message;
 use proto::direct_send::DirectSendAck;
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::codec::{Decoder, Encoder, Framed, FramedRead};
 use tracing::debug;
@@ -74,29 +75,18 @@ pub(crate) fn send(
         .route(protocol)
         .ok_or(SendError::UnregisteredProtocol(protocol))?;
     let queue = writer_queue(shared, &handle, protocol, route);
-    enqueue(
-        &queue,
-        &handle.direct_send_depth,
-        &route.metrics.queue_drops,
-        msg,
-    )
-}
-
-fn enqueue(
-    queue: &mpsc::Sender<Bytes>,
-    depth: &IntGauge,
-    drops: &prometheus::IntCounter,
-    msg: Bytes,
-) -> Result<(), SendError> {
     match queue.try_send(msg) {
         Ok(()) => {
-            depth.inc();
+            handle.direct_send_depth.inc();
             Ok(())
         }
-        Err(_) => {
-            drops.inc();
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            route.metrics.queue_drops.inc();
             Err(SendError::QueueFull)
         }
+        // The writer found the connection closed and stopped; the peer is about to be
+        // removed.
+        Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::NotConnected(peer)),
     }
 }
 
@@ -275,6 +265,7 @@ impl Writer {
                         self.route.metrics.stream_drops.inc_by(batch.len() as u64);
                         batch.clear();
                         if self.control.is_closed() {
+                            self.drop_queued(&mut queue);
                             return;
                         }
                         continue;
@@ -300,6 +291,7 @@ impl Writer {
                     self.route.metrics.unconfirmed.inc_by(s.unconfirmed());
                 }
                 if self.control.is_closed() {
+                    self.drop_queued(&mut queue);
                     return;
                 }
             }
@@ -309,6 +301,18 @@ impl Writer {
             let _ = s.io.close().await;
             self.route.metrics.unconfirmed.inc_by(s.unconfirmed());
         }
+    }
+
+    /// The connection is gone: closes the queue and counts what it still holds as
+    /// dropped, so every accepted message is delivered or counted.
+    fn drop_queued(&self, queue: &mut mpsc::Receiver<Bytes>) {
+        queue.close();
+        let mut dropped = 0u64;
+        while queue.try_recv().is_ok() {
+            dropped += 1;
+        }
+        self.depth.sub(dropped as i64);
+        self.route.metrics.stream_drops.inc_by(dropped);
     }
 }
 
@@ -351,10 +355,13 @@ impl AckWriter {
         // One attempt: a sender that does not read its acknowledgements fills only its
         // own window, and this reader goes on.
         let written = std::future::poll_fn(|cx| {
-            Poll::Ready(match Pin::new(&mut *io).poll_write(cx, &self.pending) {
+            let written = match Pin::new(&mut *io).poll_write(cx, &self.pending) {
                 Poll::Ready(Ok(n)) => n,
                 Poll::Ready(Err(_)) | Poll::Pending => 0,
-            })
+            };
+            // A writer that buffers (the negotiation's deferred answer) sends now.
+            let _ = Pin::new(&mut *io).poll_flush(cx);
+            Poll::Ready(written)
         })
         .await;
         self.pending.advance(written);
@@ -388,7 +395,11 @@ pub(crate) async fn serve_inbound(
         let data = match frame {
             Some(Ok(data)) => data,
             None => {
+                // The sender closed its side: the last count goes out ahead of our FIN
+                // (a plain drop would reset the substream and discard it), without
+                // waiting for a sender that does not read.
                 acks.offer(reader.get_mut(), delivered).await;
+                let _ = reader.get_mut().shutdown().now_or_never();
                 return;
             }
             Some(Err(e)) => {
