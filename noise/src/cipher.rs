@@ -157,7 +157,8 @@ impl TransportCipher {
     }
 
     /// Opens the frame `frame` (ciphertext and tag) where it lies; returns the length of
-    /// the plaintext, which starts at `frame[0]`.
+    /// the plaintext, which starts at `frame[0]`. Only with
+    /// [`opens_in_place`](Self::opens_in_place).
     pub(crate) fn open_in_place(&mut self, frame: &mut [u8]) -> Result<usize, FrameError> {
         match self {
             Self::Snow(_) => Err(FrameError::Decrypt),
@@ -173,17 +174,13 @@ impl TransportCipher {
     }
 
     /// Opens `frame` into `out` (room for the whole ciphertext); returns the length of
-    /// the plaintext.
+    /// the plaintext. Only without [`opens_in_place`](Self::opens_in_place).
     pub(crate) fn open(&mut self, frame: &[u8], out: &mut [u8]) -> Result<usize, FrameError> {
         match self {
             Self::Snow(state) => state
                 .read_message(frame, out)
                 .map_err(|_| FrameError::Decrypt),
-            Self::Ring(_) => {
-                let out = &mut out[..frame.len()];
-                netcore::copy::copy_bytes(out, frame);
-                self.open_in_place(out)
-            }
+            Self::Ring(_) => Err(FrameError::Decrypt),
         }
     }
 }

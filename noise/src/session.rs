@@ -151,7 +151,6 @@ impl NoiseSession {
         let needed = start + n + TAG_LEN;
         if needed > self.plain_out.capacity() {
             let size = (self.plain_out.capacity() * 2)
-                .max(needed)
                 .min(MAX_WIRE_FRAME_LEN)
                 .max(needed);
             self.plain_out.reserve_exact(size - self.plain_out.len());
@@ -241,11 +240,7 @@ impl NoiseSession {
     /// Moves buffered plaintext into `out`, as much as it has room for; returns how
     /// many bytes.
     pub(crate) fn take_plaintext(&mut self, out: &mut ReadBuf<'_>) -> usize {
-        let available = if self.plain_in_wire {
-            &self.wire_in[self.plain_in_start..self.plain_in_end]
-        } else {
-            &self.plain_in[self.plain_in_start..self.plain_in_end]
-        };
+        let available = self.plaintext();
         let n = available.len().min(out.remaining());
         netcore::copy::put_bytes(out, &available[..n]);
         self.plain_in_start += n;
@@ -286,13 +281,9 @@ impl NoiseSession {
         let plain_len = len - TAG_LEN;
         // Opened in place, a frame needs room for its plaintext only at the reader;
         // opened by snow, for the whole ciphertext.
-        let need = if self.cipher.opens_in_place() {
-            plain_len
-        } else {
-            len
-        };
-        let direct = plain_len > 0 && out.remaining() >= need;
         let in_place = self.cipher.opens_in_place();
+        let need = if in_place { plain_len } else { len };
+        let direct = plain_len > 0 && out.remaining() >= need;
         if !direct && !in_place && self.plain_in.is_empty() {
             // Room for a whole ciphertext, for the same reason as `out` above.
             self.plain_in = vec![0u8; MAX_NOISE_MESSAGE_LEN];
