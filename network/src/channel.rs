@@ -4,7 +4,8 @@
 //!   protocol), one consumer served round-robin across keys. Each key's queue is
 //!   bounded; a producer whose queue is full waits (backpressure on that peer only), so a
 //!   flooding peer fills its own queue and slows its own reader while every other key
-//!   keeps being served.
+//!   keeps being served. A producer that pushes many items under one key (a substream's
+//!   reader) holds a [`SlotSender`], which pushes batches without looking its key up.
 //! - [`metered`]: a tokio bounded channel whose depth is a prometheus gauge.
 
 use std::collections::{HashMap, VecDeque};
@@ -15,7 +16,14 @@ use std::task::{Context, Poll, Waker};
 
 use futures::Stream;
 use prometheus::IntGauge;
+use slab::Slab;
 use tokio::sync::mpsc;
+
+/// Items a [`FairQueue`]'s consumer takes from the queues under one lock, in service
+/// order; they are then handed out one by one without locking. They have left their
+/// key's queue, so a key can have up to this many items more in the node than its
+/// capacity (still counted in the depth gauge until handed out).
+pub const CONSUMER_BATCH: usize = 32;
 
 /// Why an item could not be queued.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -28,16 +36,26 @@ pub enum QueueError<T> {
     Closed(T),
 }
 
-struct Slot<T> {
+/// The consumer of a [`FairQueue`] is gone, or a sender closed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("queue is closed")]
+pub struct QueueClosed;
+
+struct Slot<K, T> {
+    key: K,
     items: VecDeque<T>,
     /// Producers waiting for room in this key's queue.
     waiting: Vec<Waker>,
+    /// Live [`SlotSender`]s of this key: the slot is kept while any is alive.
+    handles: usize,
 }
 
 struct Inner<K, T> {
-    slots: HashMap<K, Slot<T>, foldhash::fast::RandomState>,
-    /// Keys with at least one item, in service order.
-    ready: VecDeque<K>,
+    slots: Slab<Slot<K, T>>,
+    /// The slot of each key that has one.
+    index: HashMap<K, usize, foldhash::fast::RandomState>,
+    /// Slots with at least one item, in service order.
+    ready: VecDeque<usize>,
     capacity: usize,
     receiver_waker: Option<Waker>,
     receiver_alive: bool,
@@ -45,6 +63,65 @@ struct Inner<K, T> {
     /// A sender closed the queue: no more items; the consumer drains what is queued.
     closed: bool,
     depth: IntGauge,
+}
+
+impl<K: Eq + Hash + Clone, T> Inner<K, T> {
+    fn is_open(&self) -> bool {
+        self.receiver_alive && !self.closed
+    }
+
+    /// Items queued under `key`.
+    fn len_of(&self, key: &K) -> usize {
+        self.index
+            .get(key)
+            .and_then(|&id| self.slots.get(id))
+            .map_or(0, |s| s.items.len())
+    }
+
+    /// The slot of `key`, created if it has none.
+    fn slot_of(&mut self, key: &K) -> usize {
+        if let Some(&id) = self.index.get(key) {
+            return id;
+        }
+        let id = self.slots.insert(Slot {
+            key: key.clone(),
+            items: VecDeque::new(),
+            waiting: Vec::new(),
+            handles: 0,
+        });
+        self.index.insert(key.clone(), id);
+        id
+    }
+
+    fn push_one(&mut self, id: usize, item: T) {
+        let slot = &mut self.slots[id];
+        if slot.items.is_empty() {
+            self.ready.push_back(id);
+        }
+        slot.items.push_back(item);
+        self.depth.inc();
+        self.wake_receiver();
+    }
+
+    fn wake_receiver(&mut self) {
+        if let Some(w) = self.receiver_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Drops slot `id` if it holds nothing and no [`SlotSender`] refers to it, so that
+    /// keys of departed peers cost nothing. Nobody waits on an empty slot: producers
+    /// wait only for a full one.
+    fn release_if_idle(&mut self, id: usize) {
+        if self
+            .slots
+            .get(id)
+            .is_some_and(|s| s.items.is_empty() && s.handles == 0)
+        {
+            let slot = self.slots.remove(id);
+            self.index.remove(&slot.key);
+        }
+    }
 }
 
 type Shared<K, T> = Arc<Mutex<Inner<K, T>>>;
@@ -64,20 +141,25 @@ where
     K: Eq + Hash + Clone,
 {
     let shared = Arc::new(Mutex::new(Inner {
-        slots: HashMap::default(),
+        slots: Slab::new(),
+        index: HashMap::default(),
         ready: VecDeque::new(),
         capacity: capacity_per_key.max(1),
         receiver_waker: None,
         receiver_alive: true,
         closed: false,
         senders: 1,
-        depth,
+        depth: depth.clone(),
     }));
     (
         FairSender {
             shared: Arc::clone(&shared),
         },
-        FairQueue { shared },
+        FairQueue {
+            shared,
+            taken: VecDeque::new(),
+            depth,
+        },
     )
 }
 
@@ -108,30 +190,13 @@ impl<K, T> Drop for FairSender<K, T> {
 }
 
 impl<K: Eq + Hash + Clone, T> FairSender<K, T> {
-    fn push_locked(inner: &mut Inner<K, T>, key: K, item: T) {
-        let slot = inner.slots.entry(key.clone()).or_insert_with(|| Slot {
-            items: VecDeque::new(),
-            waiting: Vec::new(),
-        });
-        if slot.items.is_empty() {
-            inner.ready.push_back(key);
-        }
-        slot.items.push_back(item);
-        inner.depth.inc();
-        if let Some(w) = inner.receiver_waker.take() {
-            w.wake();
-        }
-    }
-
     /// Closes the queue for every sender: later pushes fail with `Closed`, waiting
     /// producers give up, and the consumer's stream ends once it drained the queue.
     pub fn close(&self) {
         let mut inner = lock(&self.shared);
         inner.closed = true;
-        if let Some(w) = inner.receiver_waker.take() {
-            w.wake();
-        }
-        for slot in inner.slots.values_mut() {
+        inner.wake_receiver();
+        for (_, slot) in &mut inner.slots {
             for w in slot.waiting.drain(..) {
                 w.wake();
             }
@@ -140,38 +205,26 @@ impl<K: Eq + Hash + Clone, T> FairSender<K, T> {
 
     /// Queues `item` under `key` if its queue has room.
     pub fn try_push(&self, key: K, item: T) -> Result<(), QueueError<T>> {
-        let mut inner = lock(&self.shared);
-        if !inner.receiver_alive || inner.closed {
-            return Err(QueueError::Closed(item));
-        }
-        let capacity = inner.capacity;
-        if inner
-            .slots
-            .get(&key)
-            .is_some_and(|s| s.items.len() >= capacity)
-        {
-            return Err(QueueError::Full(item));
-        }
-        Self::push_locked(&mut inner, key, item);
-        Ok(())
+        self.push_up_to(key, item, None)
     }
 
     /// Queues `item` under `key` even past capacity, up to `hard_limit` items for that
     /// key. For rare control items (a peer connecting or leaving) that must not wait
     /// behind that peer's data, and whose number is bounded by connection churn.
     pub fn push_control(&self, key: K, item: T, hard_limit: usize) -> Result<(), QueueError<T>> {
+        self.push_up_to(key, item, Some(hard_limit))
+    }
+
+    fn push_up_to(&self, key: K, item: T, limit: Option<usize>) -> Result<(), QueueError<T>> {
         let mut inner = lock(&self.shared);
-        if !inner.receiver_alive || inner.closed {
+        if !inner.is_open() {
             return Err(QueueError::Closed(item));
         }
-        if inner
-            .slots
-            .get(&key)
-            .is_some_and(|s| s.items.len() >= hard_limit)
-        {
+        if inner.len_of(&key) >= limit.unwrap_or(inner.capacity) {
             return Err(QueueError::Full(item));
         }
-        Self::push_locked(&mut inner, key, item);
+        let id = inner.slot_of(&key);
+        inner.push_one(id, item);
         Ok(())
     }
 
@@ -184,90 +237,197 @@ impl<K: Eq + Hash + Clone, T> FairSender<K, T> {
             let Some(it) = item.take() else {
                 return Poll::Ready(Ok(()));
             };
-            if !inner.receiver_alive || inner.closed {
+            if !inner.is_open() {
                 return Poll::Ready(Err(QueueError::Closed(it)));
             }
             let capacity = inner.capacity;
-            if let Some(slot) = inner.slots.get_mut(&key)
-                && slot.items.len() >= capacity
-            {
+            let id = inner.slot_of(&key);
+            let slot = &mut inner.slots[id];
+            if slot.items.len() >= capacity {
                 slot.waiting.push(cx.waker().clone());
                 item = Some(it);
                 return Poll::Pending;
             }
-            Self::push_locked(&mut inner, key.clone(), it);
+            inner.push_one(id, it);
             Poll::Ready(Ok(()))
+        })
+        .await
+    }
+
+    /// A sender bound to `key`, for a producer that pushes many items under it. The
+    /// key's slot is kept while the returned sender lives.
+    pub fn slot(&self, key: K) -> SlotSender<K, T> {
+        let sender = self.clone();
+        let id = {
+            let mut inner = lock(&self.shared);
+            let id = inner.slot_of(&key);
+            inner.slots[id].handles += 1;
+            id
+        };
+        SlotSender { sender, id }
+    }
+}
+
+/// A [`FairSender`] bound to one key: pushes batches under it without looking it up.
+pub struct SlotSender<K: Eq + Hash + Clone, T> {
+    sender: FairSender<K, T>,
+    id: usize,
+}
+
+impl<K: Eq + Hash + Clone, T> SlotSender<K, T> {
+    /// Moves items from the front of `items` into this key's queue while it has room,
+    /// and returns how many moved (0 when it is full).
+    pub fn try_push_many(&self, items: &mut VecDeque<T>) -> Result<usize, QueueClosed> {
+        let mut guard = lock(&self.sender.shared);
+        let inner = &mut *guard;
+        if !inner.is_open() {
+            return Err(QueueClosed);
+        }
+        let Some(slot) = inner.slots.get_mut(self.id) else {
+            return Err(QueueClosed);
+        };
+        let moved = inner
+            .capacity
+            .saturating_sub(slot.items.len())
+            .min(items.len());
+        if moved == 0 {
+            return Ok(0);
+        }
+        if slot.items.is_empty() {
+            inner.ready.push_back(self.id);
+        }
+        slot.items.extend(items.drain(..moved));
+        inner.depth.add(moved as i64);
+        inner.wake_receiver();
+        Ok(moved)
+    }
+
+    /// Waits until this key's queue has room. Fails when the queue is closed.
+    pub async fn room(&self) -> Result<(), QueueClosed> {
+        std::future::poll_fn(|cx| {
+            let mut guard = lock(&self.sender.shared);
+            let inner = &mut *guard;
+            if !inner.is_open() {
+                return Poll::Ready(Err(QueueClosed));
+            }
+            let Some(slot) = inner.slots.get_mut(self.id) else {
+                return Poll::Ready(Err(QueueClosed));
+            };
+            if slot.items.len() < inner.capacity {
+                return Poll::Ready(Ok(()));
+            }
+            slot.waiting.push(cx.waker().clone());
+            Poll::Pending
         })
         .await
     }
 }
 
-/// The consuming side: a `Stream` of `(key, item)` served round-robin across keys. It
-/// ends when every sender is gone and the queues are empty.
+impl<K: Eq + Hash + Clone, T> Drop for SlotSender<K, T> {
+    fn drop(&mut self) {
+        let mut inner = lock(&self.sender.shared);
+        if let Some(slot) = inner.slots.get_mut(self.id) {
+            slot.handles -= 1;
+            inner.release_if_idle(self.id);
+        }
+    }
+}
+
+/// The consuming side: a `Stream` of items served round-robin across keys. It ends when
+/// every sender is gone and the queues are empty.
 pub struct FairQueue<K, T> {
     shared: Shared<K, T>,
+    /// Items already taken from their queues, in service order (at most
+    /// [`CONSUMER_BATCH`]); they still count in the depth gauge.
+    taken: VecDeque<T>,
+    depth: IntGauge,
 }
+
+// Items are moved in and out by value and never pinned.
+impl<K, T> Unpin for FairQueue<K, T> {}
 
 impl<K, T> Drop for FairQueue<K, T> {
     fn drop(&mut self) {
-        let mut inner = lock(&self.shared);
+        let mut guard = lock(&self.shared);
+        let inner = &mut *guard;
         inner.receiver_alive = false;
-        let dropped = inner.slots.values().map(|s| s.items.len()).sum::<usize>();
-        inner.depth.sub(dropped as i64);
-        for slot in inner.slots.values_mut() {
+        let queued = inner
+            .slots
+            .iter()
+            .map(|(_, s)| s.items.len())
+            .sum::<usize>();
+        inner.depth.sub((queued + self.taken.len()) as i64);
+        self.taken.clear();
+        for (_, slot) in &mut inner.slots {
             for w in slot.waiting.drain(..) {
                 w.wake();
             }
+            slot.items.clear();
         }
-        inner.slots.clear();
+        // Slots a `SlotSender` still holds stay (empty) until it goes.
+        inner.slots.retain(|_, s| s.handles > 0);
+        let slots = &inner.slots;
+        inner.index.retain(|_, id| slots.contains(*id));
         inner.ready.clear();
     }
 }
 
 impl<K: Eq + Hash + Clone, T> FairQueue<K, T> {
-    /// Items queued under `key`.
+    /// Items queued under `key` and not yet taken by the consumer.
     pub fn len_of(&self, key: &K) -> usize {
-        lock(&self.shared)
-            .slots
-            .get(key)
-            .map_or(0, |s| s.items.len())
+        lock(&self.shared).len_of(key)
     }
-}
 
-impl<K: Eq + Hash + Clone + Unpin, T> Stream for FairQueue<K, T> {
-    type Item = (K, T);
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut inner = lock(&self.shared);
-        loop {
-            let Some(key) = inner.ready.pop_front() else {
-                if inner.senders == 0 || inner.closed {
-                    return Poll::Ready(None);
-                }
-                inner.receiver_waker = Some(cx.waker().clone());
-                return Poll::Pending;
+    /// Takes up to [`CONSUMER_BATCH`] items from the queues, one per key per round.
+    fn take_batch(&mut self, inner: &mut Inner<K, T>) {
+        while self.taken.len() < CONSUMER_BATCH {
+            let Some(id) = inner.ready.pop_front() else {
+                return;
             };
-            // `ready` holds only keys with a non-empty slot; a key that broke that rule
-            // is skipped rather than served.
-            let Some(slot) = inner.slots.get_mut(&key) else {
+            // `ready` holds only slots with items; one that broke that rule is skipped
+            // rather than served.
+            let Some(slot) = inner.slots.get_mut(id) else {
                 continue;
             };
             let Some(item) = slot.items.pop_front() else {
-                inner.slots.remove(&key);
+                inner.release_if_idle(id);
                 continue;
             };
             for w in slot.waiting.drain(..) {
                 w.wake();
             }
             if slot.items.is_empty() {
-                // Drop the empty slot so that keys of departed peers cost nothing.
-                inner.slots.remove(&key);
+                inner.release_if_idle(id);
             } else {
-                inner.ready.push_back(key.clone());
+                inner.ready.push_back(id);
             }
-            inner.depth.dec();
-            return Poll::Ready(Some((key, item)));
+            self.taken.push_back(item);
         }
+    }
+}
+
+impl<K: Eq + Hash + Clone, T> Stream for FairQueue<K, T> {
+    type Item = T;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.taken.is_empty() {
+            let shared = Arc::clone(&this.shared);
+            let mut inner = lock(&shared);
+            this.take_batch(&mut inner);
+            if this.taken.is_empty() {
+                if inner.senders == 0 || inner.closed {
+                    return Poll::Ready(None);
+                }
+                inner.receiver_waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+        }
+        let item = this.taken.pop_front();
+        if item.is_some() {
+            this.depth.dec();
+        }
+        Poll::Ready(item)
     }
 }
 
@@ -359,7 +519,7 @@ impl<T> Drop for MeteredReceiver<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures::StreamExt;
+    use futures::{FutureExt, StreamExt};
     use std::time::Duration;
 
     fn gauge() -> IntGauge {
@@ -374,7 +534,7 @@ mod tests {
         }
         tx.try_push("quiet", 100).unwrap();
         let first_two: Vec<_> = (&mut rx).take(2).collect().await;
-        assert_eq!(first_two, vec![("flood", 0), ("quiet", 100)]);
+        assert_eq!(first_two, vec![0, 100]);
     }
 
     #[tokio::test]
@@ -396,9 +556,9 @@ mod tests {
         assert!(blocked.is_err(), "a full key makes its producer wait");
         let tx2 = tx.clone();
         let waiter = tokio::spawn(async move { tx2.push("a", 2).await });
-        assert_eq!(rx.next().await, Some(("a", 1)));
+        assert_eq!(rx.next().await, Some(1));
         waiter.await.unwrap().unwrap();
-        assert_eq!(rx.next().await, Some(("a", 2)));
+        assert_eq!(rx.next().await, Some(2));
     }
 
     #[tokio::test]
@@ -425,7 +585,7 @@ mod tests {
         tx.close();
         assert_eq!(waiting.await.unwrap(), Err(QueueError::Closed(2)));
         assert_eq!(tx.try_push(2, 3), Err(QueueError::Closed(3)));
-        assert_eq!(rx.next().await, Some((1, 1)));
+        assert_eq!(rx.next().await, Some(1));
         assert_eq!(rx.next().await, None);
     }
 
@@ -435,6 +595,91 @@ mod tests {
         drop(rx);
         assert_eq!(tx.try_push(1, 1), Err(QueueError::Closed(1)));
         assert_eq!(tx.push(1, 2).await, Err(QueueError::Closed(2)));
+    }
+
+    #[tokio::test]
+    async fn a_slot_sender_pushes_batches_up_to_capacity_and_waits_for_room() {
+        let depth = gauge();
+        let (tx, mut rx) = fair_queue::<&str, u32>(4, depth.clone());
+        let slot = tx.slot("a");
+        // The keyed path and the slot share one queue and one capacity.
+        tx.try_push("a", 0).unwrap();
+        let mut batch: VecDeque<u32> = (1..=6).collect();
+        assert_eq!(slot.try_push_many(&mut batch), Ok(3));
+        assert_eq!(batch, VecDeque::from([4, 5, 6]), "the rest stays, in order");
+        assert_eq!(slot.try_push_many(&mut batch), Ok(0));
+        assert_eq!(depth.get(), 4);
+        assert!(
+            slot.room().now_or_never().is_none(),
+            "a full slot has no room"
+        );
+        // The consumer takes what is queued in one batch; the slot has room again.
+        assert_eq!(rx.next().await, Some(0));
+        slot.room().await.unwrap();
+        assert_eq!(slot.try_push_many(&mut batch), Ok(3));
+        assert_eq!(
+            depth.get(),
+            6,
+            "taken items count until they are handed out"
+        );
+        let served: Vec<u32> = (&mut rx).take(6).collect().await;
+        assert_eq!(served, vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(depth.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn batches_are_taken_round_robin_across_keys() {
+        let (tx, mut rx) = fair_queue::<u8, (u8, u32)>(100, gauge());
+        let flood = tx.slot(1);
+        let mut batch: VecDeque<_> = (0..80).map(|i| (1, i)).collect();
+        assert_eq!(flood.try_push_many(&mut batch), Ok(80));
+        tx.try_push(2, (2, 0)).unwrap();
+        tx.try_push(3, (3, 0)).unwrap();
+        let first: Vec<_> = (&mut rx).take(4).collect().await;
+        assert_eq!(first, vec![(1, 0), (2, 0), (3, 0), (1, 1)]);
+    }
+
+    #[tokio::test]
+    async fn slots_are_released_when_empty_and_unheld() {
+        let (tx, mut rx) = fair_queue::<u8, u8>(10, gauge());
+        let slot = tx.slot(1);
+        slot.try_push_many(&mut VecDeque::from([1, 2])).unwrap();
+        assert_eq!(rx.next().await, Some(1));
+        assert_eq!(rx.next().await, Some(2));
+        assert_eq!(lock(&tx.shared).slots.len(), 1, "held by its sender");
+        drop(slot);
+        assert_eq!(lock(&tx.shared).slots.len(), 0);
+        assert!(lock(&tx.shared).index.is_empty());
+        tx.try_push(2, 3).unwrap();
+        assert_eq!(rx.next().await, Some(3));
+        assert_eq!(
+            lock(&tx.shared).slots.len(),
+            0,
+            "keyed pushes leave nothing behind"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_slot_sender_outliving_the_consumer_fails_cleanly() {
+        let depth = gauge();
+        let (tx, rx) = fair_queue::<u8, u8>(1, depth.clone());
+        let slot = tx.slot(1);
+        slot.try_push_many(&mut VecDeque::from([1])).unwrap();
+        let waiting = tokio::spawn(async move {
+            let result = slot.room().await;
+            (result, slot)
+        });
+        tokio::task::yield_now().await;
+        drop(rx);
+        let (result, slot) = waiting.await.unwrap();
+        assert_eq!(result, Err(QueueClosed));
+        assert_eq!(
+            slot.try_push_many(&mut VecDeque::from([2])),
+            Err(QueueClosed)
+        );
+        assert_eq!(depth.get(), 0);
+        drop(slot);
+        assert_eq!(lock(&tx.shared).slots.len(), 0);
     }
 
     #[tokio::test]

@@ -92,9 +92,7 @@ impl Stream for NetworkEvents {
     type Item = Event;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        Pin::new(&mut self.queue)
-            .poll_next(cx)
-            .map(|item| item.map(|(_, event)| event))
+        Pin::new(&mut self.queue).poll_next(cx)
     }
 }
 

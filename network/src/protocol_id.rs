@@ -4,8 +4,24 @@ use std::fmt;
 
 /// The name of an application protocol, negotiated on each substream, e.g.
 /// `/consensus/rpc/1`. Registered at build time, so it is a `&'static str`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialOrd, Ord)]
 pub struct ProtocolId(&'static str);
+
+impl PartialEq for ProtocolId {
+    fn eq(&self, other: &Self) -> bool {
+        // Ids are usually copies of one registered constant: the same text at the same
+        // address, which settles it without comparing the bytes.
+        std::ptr::eq(self.0, other.0) || self.0 == other.0
+    }
+}
+
+impl Eq for ProtocolId {}
+
+impl std::hash::Hash for ProtocolId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 impl ProtocolId {
     /// A protocol id. By convention `/<application>/<kind>/<version>`.

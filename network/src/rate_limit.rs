@@ -191,6 +191,11 @@ impl MessageLimiter {
         }
     }
 
+    /// Lets one message pass if the bucket allows it now.
+    pub fn try_acquire(&self) -> bool {
+        self.bucket.lock().try_take(1, now()).is_ok()
+    }
+
     /// Waits until one message may pass. Cancel safe: a cancelled wait takes nothing.
     pub async fn acquire(&self) {
         let mut counted = false;

@@ -2,7 +2,7 @@
 //! senders: the routing table and the live peers.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use foldhash::fast::RandomState;
@@ -96,9 +96,10 @@ pub(crate) struct PeerHandle {
     pub(crate) outbound_rpcs: Arc<Semaphore>,
     /// Permits for inbound RPCs being served.
     pub(crate) inbound_rpcs: Arc<Semaphore>,
-    /// The DirectSend queue of each protocol, created on first use. Dropping the handle
-    /// drops the queues, which ends their writer tasks.
-    pub(crate) direct_send: Mutex<HashMap<ProtocolId, mpsc::Sender<Bytes>, RandomState>>,
+    /// The DirectSend queue of each registered protocol, indexed like
+    /// [`Shared::routes`] and created on first use. Dropping the handle drops the
+    /// queues, which ends their writer tasks.
+    pub(crate) direct_send: Box<[OnceLock<mpsc::Sender<Bytes>>]>,
     /// Messages waiting in this peer's DirectSend queues.
     pub(crate) direct_send_depth: IntGauge,
     /// Paces the messages this peer hands to the applications, if it is rate limited.
@@ -177,6 +178,14 @@ impl Shared {
 
     /// The route of a registered protocol.
     pub(crate) fn route(&self, protocol: ProtocolId) -> Option<&Route> {
-        self.routes.iter().find(|r| r.protocol == protocol)
+        self.route_index(protocol).map(|(_, route)| route)
+    }
+
+    /// The route of a registered protocol, with its index in [`Shared::routes`].
+    pub(crate) fn route_index(&self, protocol: ProtocolId) -> Option<(usize, &Route)> {
+        self.routes
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.protocol == protocol)
     }
 }

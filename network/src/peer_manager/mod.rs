@@ -20,7 +20,7 @@ mod rules;
 mod types;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use futures::future::{AbortHandle, Aborted, BoxFuture, abortable};
@@ -28,7 +28,6 @@ use futures::stream::{FuturesUnordered, SelectAll};
 use futures::{FutureExt, StreamExt};
 use netcore::transport::{BoxedListener, BoxedTransport, ConnectionOrigin, Transport};
 use netcore::{NetworkAddress, PeerId};
-use parking_lot::Mutex;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
@@ -405,7 +404,7 @@ impl PeerManager {
             control: conn.control,
             outbound_rpcs: Arc::new(Semaphore::new(config.max_concurrent_outbound_rpcs)),
             inbound_rpcs: Arc::new(Semaphore::new(config.max_concurrent_inbound_rpcs)),
-            direct_send: Mutex::new(HashMap::default()),
+            direct_send: self.shared.routes.iter().map(|_| OnceLock::new()).collect(),
             direct_send_depth: self.shared.metrics.queue("direct_send_outbound"),
             message_limiter: config
                 .rate_limit

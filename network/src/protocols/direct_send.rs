@@ -20,12 +20,13 @@
 //! an upper bound of the messages lost in flight when a connection is cut, close to the
 //! truth: a handful of messages, not a window.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures::{FutureExt, SinkExt, StreamExt};
+use futures::{FutureExt, StreamExt};
 use netcore::PeerId;
 use netcore::framing::{FramingError, MessageCodec};
 use netcore::multiplexing::{Control, Substream};
@@ -35,10 +36,11 @@ use proto::Message;
 use proto::direct_send::DirectSendAck;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio_util::codec::{Decoder, Encoder, Framed, FramedRead};
+use tokio_util::codec::{Encoder, FramedRead};
 use tracing::debug;
 
 use super::open_substream;
+use crate::channel::QueueClosed;
 use crate::error::SendError;
 use crate::interface::Event;
 use crate::protocol_id::ProtocolId;
@@ -48,6 +50,13 @@ use crate::shared::{PeerHandle, Route, Shared};
 /// Messages one writer batch takes from its queue before flushing: enough to fill
 /// several Noise frames with small messages, few enough that a flush is never far away.
 const MAX_BATCH: usize = 256;
+
+/// Small messages are packed into writes of about this many bytes; a larger message is
+/// written from its own buffer.
+const WRITE_CHUNK: usize = 16 * 1024;
+
+/// Messages one reader hands to the application's queue at a time.
+const DELIVER_BATCH: usize = 64;
 
 /// The receiver acknowledges at least once per this many messages, even when the sender
 /// keeps it busy.
@@ -70,11 +79,14 @@ pub(crate) fn send(
             max,
         });
     }
-    let handle = shared.peer(&peer).ok_or(SendError::NotConnected(peer))?;
-    let route = shared
-        .route(protocol)
+    // Everything below is done under the peers' read lock, which nothing holds for
+    // long: no lookup result is cloned out of it.
+    let peers = shared.peers.read();
+    let handle = peers.get(&peer).ok_or(SendError::NotConnected(peer))?;
+    let (index, route) = shared
+        .route_index(protocol)
         .ok_or(SendError::UnregisteredProtocol(protocol))?;
-    let queue = writer_queue(shared, &handle, protocol, route);
+    let queue = handle.direct_send[index].get_or_init(|| spawn_writer(shared, handle, route));
     match queue.try_send(msg) {
         Ok(()) => {
             handle.direct_send_depth.inc();
@@ -90,24 +102,15 @@ pub(crate) fn send(
     }
 }
 
-/// The queue of (peer, protocol), creating it and its writer task on first use.
-fn writer_queue(
-    shared: &Shared,
-    handle: &PeerHandle,
-    protocol: ProtocolId,
-    route: &Route,
-) -> mpsc::Sender<Bytes> {
-    let mut queues = handle.direct_send.lock();
-    if let Some(queue) = queues.get(&protocol) {
-        return queue.clone();
-    }
+/// Starts the writer task of (peer, protocol) and returns its queue.
+fn spawn_writer(shared: &Shared, handle: &PeerHandle, route: &Route) -> mpsc::Sender<Bytes> {
+    let protocol = route.protocol;
     let (tx, rx) = mpsc::channel(shared.config.direct_send_queue_size.max(1));
-    queues.insert(protocol, tx.clone());
     let writer = Writer {
         control: handle.control.clone(),
         remote_supports: handle.metadata.supports(protocol),
         protocol,
-        max_message_size: shared.config.max_message_size,
+        codec: MessageCodec::new(shared.config.max_message_size),
         route: route.clone(),
         depth: handle.direct_send_depth.clone(),
     };
@@ -115,37 +118,13 @@ fn writer_queue(
     tx
 }
 
-/// The codec of a DirectSend substream at its opener: messages out (up to the message
-/// size limit), acknowledgements in (up to [`MAX_ACK_SIZE`]).
-struct OutboundCodec {
-    messages: MessageCodec,
-    acks: MessageCodec,
-}
-
-impl Encoder<Bytes> for OutboundCodec {
-    type Error = FramingError;
-
-    fn encode(&mut self, msg: Bytes, dst: &mut BytesMut) -> Result<(), FramingError> {
-        self.messages.encode(msg, dst)
-    }
-}
-
-impl Decoder for OutboundCodec {
-    type Item = Bytes;
-    type Error = FramingError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FramingError> {
-        self.acks.decode(src)
-    }
-
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FramingError> {
-        self.acks.decode_eof(src)
-    }
-}
-
 /// An open outbound substream and what it has carried.
 struct OutboundStream {
-    io: Framed<Negotiated<Substream>, OutboundCodec>,
+    /// Messages go out through `io.get_mut()`; acknowledgements come in through `io`
+    /// (frames of at most [`MAX_ACK_SIZE`]).
+    io: FramedRead<Negotiated<Substream>, MessageCodec>,
+    /// Encoded messages not yet written.
+    out: BytesMut,
     /// Messages written to it.
     written: u64,
     /// Of those, the messages the receiver acknowledged.
@@ -165,6 +144,37 @@ impl OutboundStream {
             });
         }
         self.acked = ack.delivered;
+        Ok(())
+    }
+
+    /// Writes `batch` in order and flushes: small messages packed into writes of about
+    /// [`WRITE_CHUNK`] bytes, a large one written from its own buffer after its prefix.
+    async fn write_batch(
+        &mut self,
+        codec: &MessageCodec,
+        batch: &mut Vec<Bytes>,
+    ) -> Result<(), FramingError> {
+        for msg in batch.drain(..) {
+            codec.write_prefix(msg.len(), &mut self.out)?;
+            if msg.len() < WRITE_CHUNK {
+                self.out.extend_from_slice(&msg);
+                if self.out.len() < WRITE_CHUNK {
+                    continue;
+                }
+            }
+            let io = self.io.get_mut();
+            io.write_all(&self.out).await?;
+            self.out.clear();
+            if msg.len() >= WRITE_CHUNK {
+                io.write_all(&msg).await?;
+            }
+        }
+        let io = self.io.get_mut();
+        if !self.out.is_empty() {
+            io.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        io.flush().await?;
         Ok(())
     }
 
@@ -204,7 +214,8 @@ struct Writer {
     control: Control,
     remote_supports: bool,
     protocol: ProtocolId,
-    max_message_size: usize,
+    /// Encodes the messages' length prefixes.
+    codec: MessageCodec,
     route: Route,
     depth: IntGauge,
 }
@@ -250,12 +261,9 @@ impl Writer {
             if stream.is_none() {
                 match open_substream(&self.control, self.remote_supports, self.protocol).await {
                     Ok(io) => {
-                        let codec = OutboundCodec {
-                            messages: MessageCodec::new(self.max_message_size),
-                            acks: MessageCodec::new(MAX_ACK_SIZE),
-                        };
                         stream = Some(OutboundStream {
-                            io: Framed::new(io, codec),
+                            io: FramedRead::new(io, MessageCodec::new(MAX_ACK_SIZE)),
+                            out: BytesMut::new(),
                             written: 0,
                             acked: 0,
                         });
@@ -281,10 +289,7 @@ impl Writer {
             s.written += count;
             self.route.metrics.messages_out.inc_by(count);
             self.route.metrics.bytes_out.inc_by(bytes);
-            let sent = {
-                let mut messages = futures::stream::iter(batch.drain(..).map(Ok));
-                s.io.send_all(&mut messages).await
-            };
+            let sent = s.write_batch(&self.codec, &mut batch).await;
             if let Err(e) = sent {
                 debug!(protocol = %self.protocol, error = %e, "DirectSend substream failed; reopening on the next message");
                 if let Some(s) = stream.take() {
@@ -298,7 +303,7 @@ impl Writer {
             batch.clear();
         }
         if let Some(mut s) = stream {
-            let _ = s.io.close().await;
+            let _ = s.io.get_mut().shutdown().await;
             self.route.metrics.unconfirmed.inc_by(s.unconfirmed());
         }
     }
@@ -368,9 +373,18 @@ impl AckWriter {
     }
 }
 
+/// How a substream's reading ended.
+enum End {
+    /// The sender closed its side.
+    Closed,
+    /// The sender broke the framing.
+    Bad(FramingError),
+}
+
 /// Reads one inbound DirectSend substream into the application's queue until it ends,
-/// acknowledging what it delivered whenever it waits (for the sender or for room in the
-/// application's queue), and at least every [`ACK_EVERY`] messages.
+/// in batches of what has arrived (at most [`DELIVER_BATCH`]), acknowledging what it
+/// delivered whenever it waits (for the sender, for room in the application's queue or
+/// for the rate limiter), and at least every [`ACK_EVERY`] messages.
 pub(crate) async fn serve_inbound(
     shared: Arc<Shared>,
     handle: Arc<PeerHandle>,
@@ -382,27 +396,90 @@ pub(crate) async fn serve_inbound(
     let limiter = handle.message_limiter.clone();
     // Release the handle: a long-lived reader must not keep a closed peer's state alive.
     drop(handle);
+    let queue = shared.apps[route.app].slot((peer, Some(route.protocol)));
     let mut acks = AckWriter::new();
     let mut delivered = 0u64;
+    let mut batch = VecDeque::with_capacity(DELIVER_BATCH);
+    // A message read while a batch was pending, held back by the rate limiter.
+    let mut held: Option<Bytes> = None;
     loop {
-        let frame = match futures::poll!(reader.next()) {
-            Poll::Ready(frame) => frame,
-            Poll::Pending => {
+        // Gather what has arrived; wait only when there is nothing to deliver.
+        let mut end = None;
+        let mut bytes = 0u64;
+        while batch.len() < DELIVER_BATCH {
+            let data = match held.take() {
+                Some(data) => data,
+                None => {
+                    let frame = match futures::poll!(reader.next()) {
+                        Poll::Ready(frame) => frame,
+                        Poll::Pending if batch.is_empty() => {
+                            acks.offer(reader.get_mut(), delivered).await;
+                            reader.next().await
+                        }
+                        Poll::Pending => break,
+                    };
+                    match frame {
+                        Some(Ok(data)) => data,
+                        Some(Err(e)) => {
+                            end = Some(End::Bad(e));
+                            break;
+                        }
+                        None => {
+                            end = Some(End::Closed);
+                            break;
+                        }
+                    }
+                }
+            };
+            // Over its message rate, the peer waits here: its stream is not read
+            // meanwhile, so its window fills and it stops sending. Nothing is dropped.
+            if let Some(limiter) = &limiter
+                && !limiter.try_acquire()
+            {
+                if !batch.is_empty() {
+                    held = Some(data);
+                    break;
+                }
                 acks.offer(reader.get_mut(), delivered).await;
-                reader.next().await
+                limiter.acquire().await;
             }
-        };
-        let data = match frame {
-            Some(Ok(data)) => data,
-            None => {
-                // The sender closed its side: the last count goes out ahead of our FIN
-                // (a plain drop would reset the substream and discard it), without
-                // waiting for a sender that does not read.
+            bytes += data.len() as u64;
+            batch.push_back(Event::Message {
+                peer_id: peer,
+                protocol: route.protocol,
+                data,
+            });
+        }
+        route.metrics.messages_in.inc_by(batch.len() as u64);
+        route.metrics.bytes_in.inc_by(bytes);
+        while !batch.is_empty() {
+            match queue.try_push_many(&mut batch) {
+                Ok(0) => {
+                    // The application is behind: acknowledge what it has, then wait for
+                    // room.
+                    acks.offer(reader.get_mut(), delivered).await;
+                    if queue.room().await.is_err() {
+                        return;
+                    }
+                }
+                Ok(moved) => delivered += moved as u64,
+                Err(QueueClosed) => return,
+            }
+        }
+        if delivered - acks.encoded >= ACK_EVERY {
+            acks.offer(reader.get_mut(), delivered).await;
+        }
+        match end {
+            None => {}
+            Some(End::Closed) => {
+                // The last count goes out ahead of our FIN (a plain drop would reset
+                // the substream and discard it), without waiting for a sender that does
+                // not read.
                 acks.offer(reader.get_mut(), delivered).await;
                 let _ = reader.get_mut().shutdown().now_or_never();
                 return;
             }
-            Some(Err(e)) => {
+            Some(End::Bad(e)) => {
                 route.metrics.decode_failures.inc();
                 debug!(peer = %peer.short_str(), protocol = %route.protocol, error = %e, "bad DirectSend stream; closing it");
                 if let FramingError::TooLarge { .. } = e {
@@ -410,35 +487,6 @@ pub(crate) async fn serve_inbound(
                 }
                 return;
             }
-        };
-        // Over its message rate, the peer waits here: its stream is not read meanwhile,
-        // so its window fills and it stops sending. Nothing is dropped.
-        if let Some(limiter) = &limiter {
-            limiter.acquire().await;
-        }
-        route.metrics.messages_in.inc();
-        route.metrics.bytes_in.inc_by(data.len() as u64);
-        let event = Event::Message {
-            peer_id: peer,
-            protocol: route.protocol,
-            data,
-        };
-        let push = shared.apps[route.app].push((peer, Some(route.protocol)), event);
-        let mut push = std::pin::pin!(push);
-        let pushed = match futures::poll!(push.as_mut()) {
-            Poll::Ready(pushed) => pushed,
-            // The application is behind: acknowledge what it has, then wait for room.
-            Poll::Pending => {
-                acks.offer(reader.get_mut(), delivered).await;
-                push.await
-            }
-        };
-        if pushed.is_err() {
-            return;
-        }
-        delivered += 1;
-        if delivered - acks.encoded >= ACK_EVERY {
-            acks.offer(reader.get_mut(), delivered).await;
         }
     }
 }
@@ -447,6 +495,8 @@ pub(crate) async fn serve_inbound(
 mod tests {
     use std::io;
     use std::task::Context;
+
+    use tokio_util::codec::Decoder;
 
     use super::*;
 
