@@ -11,7 +11,8 @@ use futures::{SinkExt, StreamExt};
 use netcore::multiplexing::{self, Mode, MuxConfig};
 use network::SendError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use netcore::framing::MessageCodec;
+use tokio_util::codec::Framed;
 
 const PAYLOAD: &[u8; 32] = &[0x5a; 32];
 
@@ -109,8 +110,8 @@ pub async fn direct_send(count: u64) -> f64 {
 /// floor the full stack's DirectSend is held to.
 pub async fn noise_framed(count: u64) -> f64 {
     let pair = layers::pair(Socket::Tcp, Layers::Noise).await;
-    let mut sink = Framed::new(pair.client, LengthDelimitedCodec::new());
-    let mut source = Framed::new(pair.server, LengthDelimitedCodec::new());
+    let mut sink = Framed::new(pair.client, MessageCodec::new(1 << 20));
+    let mut source = Framed::new(pair.server, MessageCodec::new(1 << 20));
     let reader = tokio::spawn(async move {
         for _ in 0..count {
             source.next().await.expect("frame").expect("frame");

@@ -36,7 +36,7 @@ use proto::Message;
 use proto::direct_send::DirectSendAck;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio_util::codec::{Encoder, FramedRead};
+use tokio_util::codec::{Decoder, Encoder, FramedRead};
 use tracing::debug;
 
 use super::open_substream;
@@ -392,7 +392,8 @@ pub(crate) async fn serve_inbound(
     io: Negotiated<Substream>,
 ) {
     let peer = handle.metadata.peer_id;
-    let mut reader = FramedRead::new(io, MessageCodec::new(shared.config.max_message_size));
+    let mut decoder = MessageCodec::new(shared.config.max_message_size);
+    let mut reader = FramedRead::new(io, decoder.clone());
     let limiter = handle.message_limiter.clone();
     // Release the handle: a long-lived reader must not keep a closed peer's state alive.
     drop(handle);
@@ -409,27 +410,36 @@ pub(crate) async fn serve_inbound(
         while batch.len() < DELIVER_BATCH {
             let data = match held.take() {
                 Some(data) => data,
-                None => {
-                    let frame = match futures::poll!(reader.next()) {
-                        Poll::Ready(frame) => frame,
-                        Poll::Pending if batch.is_empty() => {
-                            acks.offer(reader.get_mut(), delivered).await;
-                            reader.next().await
-                        }
-                        Poll::Pending => break,
-                    };
-                    match frame {
-                        Some(Ok(data)) => data,
-                        Some(Err(e)) => {
-                            end = Some(End::Bad(e));
-                            break;
-                        }
-                        None => {
-                            end = Some(End::Closed);
-                            break;
+                // Frames already buffered are decoded here, without the stream's
+                // machinery; the stream reads more when none is left.
+                None => match decoder.decode(reader.read_buffer_mut()) {
+                    Ok(Some(data)) => data,
+                    Err(e) => {
+                        end = Some(End::Bad(e));
+                        break;
+                    }
+                    Ok(None) => {
+                        let frame = match futures::poll!(reader.next()) {
+                            Poll::Ready(frame) => frame,
+                            Poll::Pending if batch.is_empty() => {
+                                acks.offer(reader.get_mut(), delivered).await;
+                                reader.next().await
+                            }
+                            Poll::Pending => break,
+                        };
+                        match frame {
+                            Some(Ok(data)) => data,
+                            Some(Err(e)) => {
+                                end = Some(End::Bad(e));
+                                break;
+                            }
+                            None => {
+                                end = Some(End::Closed);
+                                break;
+                            }
                         }
                     }
-                }
+                },
             };
             // Over its message rate, the peer waits here: its stream is not read
             // meanwhile, so its window fills and it stops sending. Nothing is dropped.
@@ -495,8 +505,6 @@ pub(crate) async fn serve_inbound(
 mod tests {
     use std::io;
     use std::task::Context;
-
-    use tokio_util::codec::Decoder;
 
     use super::*;
 
