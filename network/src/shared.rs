@@ -10,10 +10,10 @@ use netcore::PeerId;
 use netcore::multiplexing::Control;
 use parking_lot::{Mutex, RwLock};
 use prometheus::{Histogram, IntCounter, IntGauge};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
-use crate::channel::{FairSender, MeteredSender};
+use crate::channel::{BatchSender, FairSender, MeteredSender};
 use crate::config::NetworkConfig;
 use crate::counters::NetworkMetrics;
 use crate::interface::{Event, EventKey};
@@ -99,7 +99,7 @@ pub(crate) struct PeerHandle {
     /// The DirectSend queue of each registered protocol, indexed like
     /// [`Shared::routes`] and created on first use. Dropping the handle drops the
     /// queues, which ends their writer tasks.
-    pub(crate) direct_send: Box<[OnceLock<mpsc::Sender<Bytes>>]>,
+    pub(crate) direct_send: Box<[OnceLock<BatchSender<Bytes>>]>,
     /// Messages waiting in this peer's DirectSend queues.
     pub(crate) direct_send_depth: IntGauge,
     /// Paces the messages this peer hands to the applications, if it is rate limited.

@@ -35,12 +35,11 @@ use prometheus::IntGauge;
 use proto::Message;
 use proto::direct_send::DirectSendAck;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio_util::codec::{Decoder, Encoder, FramedRead};
 use tracing::debug;
 
 use super::open_substream;
-use crate::channel::QueueClosed;
+use crate::channel::{BatchReceiver, BatchSender, QueueClosed, QueueError, batch_queue};
 use crate::error::SendError;
 use crate::interface::Event;
 use crate::protocol_id::ProtocolId;
@@ -92,20 +91,20 @@ pub(crate) fn send(
             handle.direct_send_depth.inc();
             Ok(())
         }
-        Err(mpsc::error::TrySendError::Full(_)) => {
+        Err(QueueError::Full(_)) => {
             route.metrics.queue_drops.inc();
             Err(SendError::QueueFull)
         }
         // The writer found the connection closed and stopped; the peer is about to be
         // removed.
-        Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::NotConnected(peer)),
+        Err(QueueError::Closed(_)) => Err(SendError::NotConnected(peer)),
     }
 }
 
 /// Starts the writer task of (peer, protocol) and returns its queue.
-fn spawn_writer(shared: &Shared, handle: &PeerHandle, route: &Route) -> mpsc::Sender<Bytes> {
+fn spawn_writer(shared: &Shared, handle: &PeerHandle, route: &Route) -> BatchSender<Bytes> {
     let protocol = route.protocol;
-    let (tx, rx) = mpsc::channel(shared.config.direct_send_queue_size.max(1));
+    let (tx, rx) = batch_queue(shared.config.direct_send_queue_size);
     let writer = Writer {
         control: handle.control.clone(),
         remote_supports: handle.metadata.supports(protocol),
@@ -223,7 +222,7 @@ struct Writer {
 impl Writer {
     /// Runs until the queue closes, i.e. until the peer's handle is dropped when the
     /// connection ends.
-    async fn run(self, mut queue: mpsc::Receiver<Bytes>) {
+    async fn run(self, mut queue: BatchReceiver<Bytes>) {
         let mut stream: Option<OutboundStream> = None;
         let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
@@ -310,14 +309,10 @@ impl Writer {
 
     /// The connection is gone: closes the queue and counts what it still holds as
     /// dropped, so every accepted message is delivered or counted.
-    fn drop_queued(&self, queue: &mut mpsc::Receiver<Bytes>) {
-        queue.close();
-        let mut dropped = 0u64;
-        while queue.try_recv().is_ok() {
-            dropped += 1;
-        }
+    fn drop_queued(&self, queue: &mut BatchReceiver<Bytes>) {
+        let dropped = queue.close_and_clear();
         self.depth.sub(dropped as i64);
-        self.route.metrics.stream_drops.inc_by(dropped);
+        self.route.metrics.stream_drops.inc_by(dropped as u64);
     }
 }
 
