@@ -64,7 +64,8 @@ pub struct NetworkConfig {
     pub max_concurrent_outbound_rpcs: usize,
     /// Inbound RPCs served at once per peer.
     pub max_concurrent_inbound_rpcs: usize,
-    /// Time limit of an inbound RPC.
+    /// Time limit of an inbound RPC, from its substream's arrival (negotiation
+    /// included) to its answer; also the limit of an inbound substream's negotiation.
     pub inbound_rpc_timeout: Duration,
     /// DirectSend messages queued per (peer, protocol).
     pub direct_send_queue_size: usize,

@@ -71,16 +71,25 @@ pub(crate) async fn run(
     let mut stats = MuxStatsExport::new(&shared, &handle);
     let mut tick = tokio::time::interval(MUX_STATS_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One shutdown wait for the connection's life, not one registered and dropped per
+    // substream.
+    let shutdown = async move {
+        let _ = shutdown.changed().await;
+    };
+    let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
-            _ = shutdown.changed() => break,
-            _ = tick.tick() => stats.sync(),
+            // Substreams first: a connection busy with requests is served without
+            // polling the rare branches.
+            biased;
             substream = incoming.next() => match substream {
                 Some(substream) => {
                     tokio::spawn(route_substream(Arc::clone(&shared), Arc::clone(&handle), substream));
                 }
                 None => break,
             },
+            () = &mut shutdown => break,
+            _ = tick.tick() => stats.sync(),
         }
     }
     // A connection the multiplexer closed for a protocol violation counts against its
@@ -100,10 +109,10 @@ pub(crate) async fn run(
 
 /// Negotiates the protocol of an inbound substream and serves it.
 async fn route_substream(shared: Arc<Shared>, handle: Arc<PeerHandle>, substream: Substream) {
+    // One deadline for negotiating and, for an RPC, answering.
+    let deadline = tokio::time::Instant::now() + shared.config.inbound_rpc_timeout;
     let negotiation = negotiate_inbound(substream, &shared.protocol_names);
-    let (io, index) = match tokio::time::timeout(shared.config.inbound_rpc_timeout, negotiation)
-        .await
-    {
+    let (io, index) = match tokio::time::timeout_at(deadline, negotiation).await {
         Ok(Ok(negotiated)) => negotiated,
         Ok(Err(e)) => {
             let reason = match e {
@@ -134,7 +143,7 @@ async fn route_substream(shared: Arc<Shared>, handle: Arc<PeerHandle>, substream
         return;
     };
     match route.kind {
-        ProtocolKind::Rpc => rpc::serve_inbound(shared, handle, route, io).await,
+        ProtocolKind::Rpc => rpc::serve_inbound(shared, handle, route, io, deadline).await,
         ProtocolKind::DirectSend => direct_send::serve_inbound(shared, handle, route, io).await,
     }
 }

@@ -95,6 +95,9 @@ pub(crate) struct Driver<IO> {
     unflushed: bool,
     timer: Pin<Box<Sleep>>,
     timer_at: Option<Instant>,
+    /// The waker the timer holds since its last reset: while it is this task's and the
+    /// timer is not due, polling it again would only register the same waker.
+    timer_waker: Option<Waker>,
 }
 
 impl<IO> Driver<IO>
@@ -111,6 +114,7 @@ where
             unflushed: false,
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
             timer_at: None,
+            timer_waker: None,
         }
     }
 
@@ -172,6 +176,7 @@ where
                 });
                 if deadline != *timer_at {
                     *timer_at = deadline;
+                    self.timer_waker = None;
                     if let Some(t) = deadline {
                         self.timer.as_mut().reset(t);
                     }
@@ -214,13 +219,25 @@ where
     }
 
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.timer_at.is_some() && self.timer.as_mut().poll(cx).is_ready() {
-            self.timer_at = None;
-            let now = Instant::now();
-            self.shared.with(|s| s.handle_timeout(now));
-            return true;
+        if self.timer_at.is_none() {
+            return false;
         }
-        false
+        let registered = self
+            .timer_waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()));
+        if registered && !self.timer.is_elapsed() {
+            return false;
+        }
+        if self.timer.as_mut().poll(cx).is_pending() {
+            self.timer_waker = Some(cx.waker().clone());
+            return false;
+        }
+        self.timer_at = None;
+        self.timer_waker = None;
+        let now = Instant::now();
+        self.shared.with(|s| s.handle_timeout(now));
+        true
     }
 
     fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), MuxError>> {

@@ -163,12 +163,14 @@ fn failure(code: Code, message: &str) -> Bytes {
 }
 
 /// Serves one inbound request on `io`: reads it, hands it to the application, writes
-/// its answer. Bounded by the per-peer inbound limit and the inbound timeout.
+/// its answer. Bounded by the per-peer inbound limit and by `deadline` (the inbound
+/// timeout from the substream's arrival).
 pub(crate) async fn serve_inbound(
     shared: Arc<Shared>,
     handle: Arc<PeerHandle>,
     route: Route,
     io: Negotiated<Substream>,
+    deadline: tokio::time::Instant,
 ) {
     let peer = handle.metadata.peer_id;
     let protocol = route.protocol;
@@ -216,7 +218,7 @@ pub(crate) async fn serve_inbound(
         while let Some(Ok(_)) = framed.next().await {}
         label
     };
-    let label = match tokio::time::timeout(shared.config.inbound_rpc_timeout, serve).await {
+    let label = match tokio::time::timeout_at(deadline, serve).await {
         Ok(label) => label,
         Err(_) => {
             // Tell the caller, close our side and wait for its FIN, so the failure is
