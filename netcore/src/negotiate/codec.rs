@@ -59,12 +59,12 @@ impl<'a> Message<'a> {
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct LineCodec;
 
-impl Decoder for LineCodec {
-    type Item = BytesMut;
-    type Error = NegotiateError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, NegotiateError> {
-        let prefix_end = src
+/// Finds the first whole message at the start of `src` without consuming it: returns
+/// how many bytes it takes (length prefix and newline included) and its line without
+/// the newline, or `None` while it is incomplete. The negotiation cores read messages
+/// this way, in place, and advance past them once they have answered.
+pub(crate) fn peek_line(src: &[u8]) -> Result<Option<(usize, &[u8])>, NegotiateError> {
+    let prefix_end = src
             .iter()
             .take(MAX_LENGTH_PREFIX_LEN)
             .position(|b| decode::is_last(*b));
@@ -90,15 +90,27 @@ impl Decoder for LineCodec {
         if src.len() < prefix_len + len {
             return Ok(None);
         }
-        src.advance(prefix_len);
-        let mut line = src.split_to(len);
-        if line.last() != Some(&b'\n') {
+        let Some((b'\n', line)) = src[prefix_len..prefix_len + len].split_last() else {
             return Err(NegotiateError::Malformed("no trailing newline"));
-        }
-        line.truncate(len - 1);
+        };
         if line.contains(&b'\n') {
             return Err(NegotiateError::Malformed("newline inside a message"));
         }
+        Ok(Some((prefix_len + len, line)))
+}
+
+impl Decoder for LineCodec {
+    type Item = BytesMut;
+    type Error = NegotiateError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, NegotiateError> {
+        let Some((taken, line)) = peek_line(src)? else {
+            return Ok(None);
+        };
+        let line_len = line.len();
+        src.advance(taken - line_len - 1);
+        let mut line = src.split_to(line_len + 1);
+        line.truncate(line_len);
         Ok(Some(line))
     }
 }

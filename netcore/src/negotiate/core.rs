@@ -5,11 +5,11 @@
 //! only moves bytes between those buffers and the stream. Bytes past the message that
 //! settles the negotiation stay in the input buffer: they are the first application data.
 
-use bytes::BytesMut;
-use tokio_util::codec::{Decoder, Encoder};
+use bytes::{Buf, BytesMut};
+use tokio_util::codec::Encoder;
 
 use super::MAX_PROPOSALS;
-use super::codec::{HEADER, LineCodec, Message};
+use super::codec::{HEADER, LineCodec, Message, peek_line};
 use super::error::NegotiateError;
 
 /// Where a listener stands after the input it was given.
@@ -61,14 +61,16 @@ impl ListenerCore {
         input: &mut BytesMut,
         out: &mut BytesMut,
     ) -> Result<ListenerProgress, NegotiateError> {
-        while let Some(line) = LineCodec.decode(input)? {
-            let msg = Message::parse(&line);
+        // Each message is read where it lies and passed over once answered.
+        while let Some((taken, line)) = peek_line(input)? {
+            let msg = Message::parse(line);
             if !self.header_seen {
                 if msg != Message::Header {
                     return Err(NegotiateError::BadHeader);
                 }
                 self.header_seen = true;
                 LineCodec.encode(Message::Header, out)?;
+                input.advance(taken);
                 continue;
             }
             let protocol = match msg {
@@ -87,9 +89,11 @@ impl ListenerCore {
                 protocol.and_then(|p| supported.iter().position(|s| s.as_ref().as_bytes() == p));
             if let (Some(index), Some(protocol)) = (index, protocol) {
                 LineCodec.encode(Message::Protocol(protocol), out)?;
+                input.advance(taken);
                 return Ok(ListenerProgress::Accepted(index));
             }
             LineCodec.encode(Message::NotAvailable, out)?;
+            input.advance(taken);
             self.sent_na = true;
         }
         Ok(ListenerProgress::NeedInput)
@@ -143,6 +147,8 @@ impl DialerCore {
             header_seen: false,
             proposal: None,
         };
+        // Room for both messages at once (each takes at most a 2-byte length prefix).
+        out.reserve(HEADER.len() + protocol.len() + 6);
         LineCodec.encode(Message::Header, out)?;
         core.propose(protocol, out)?;
         Ok(core)
@@ -166,19 +172,21 @@ impl DialerCore {
         &mut self,
         input: &mut BytesMut,
     ) -> Result<DialerProgress, NegotiateError> {
-        while let Some(line) = LineCodec.decode(input)? {
-            let msg = Message::parse(&line);
+        // Each message is read where it lies and passed over once understood.
+        while let Some((taken, line)) = peek_line(input)? {
+            let msg = Message::parse(line);
             if !self.header_seen {
                 if msg != Message::Header {
                     return Err(NegotiateError::BadHeader);
                 }
                 self.header_seen = true;
+                input.advance(taken);
                 continue;
             }
             let Some(proposal) = self.proposal.take() else {
                 return Err(NegotiateError::UnexpectedMessage("answer to no proposal"));
             };
-            return match msg {
+            let progress = match msg {
                 Message::Protocol(echo) if echo == proposal.as_bytes() => {
                     Ok(DialerProgress::Accepted)
                 }
@@ -189,6 +197,8 @@ impl DialerCore {
                 Message::Header => Err(NegotiateError::UnexpectedMessage("second header")),
                 Message::List => Err(NegotiateError::UnexpectedMessage("`ls` from the listener")),
             };
+            input.advance(taken);
+            return progress;
         }
         Ok(DialerProgress::NeedInput)
     }

@@ -129,7 +129,8 @@ where
 {
     let mut core = ListenerCore::new();
     let mut input = BytesMut::new();
-    let mut out = BytesMut::new();
+    // Room for the usual answers, the header and an echo, in one allocation.
+    let mut out = BytesMut::with_capacity(64);
     loop {
         let progress = core.on_input(supported, &mut input, &mut out)?;
         if let ListenerProgress::Accepted(index) = progress
