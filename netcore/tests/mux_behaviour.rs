@@ -347,3 +347,57 @@ async fn dropping_an_open_stream_resets_it_at_the_remote() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_acceptor_takes_inbound_streams_in_order_and_is_dropped_with_the_connection() {
+    let ((client, _ci), (_server, mut incoming)) = pair(MuxConfig::default(), MuxConfig::default());
+    within(async {
+        // One stream arrives before the acceptor is set: it goes to the acceptor too.
+        let mut early = client.open_stream().await.unwrap();
+        early.write_all(b"0").await.unwrap();
+        early.flush().await.unwrap();
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        // Dropped with the acceptor: proves the connection lets go of it.
+        let alive = Arc::new(());
+        let held = Arc::clone(&alive);
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accepted = Arc::clone(&order);
+        incoming.accept_with(move |mut stream| {
+            let _held = &held;
+            accepted.lock().unwrap().push(stream.id());
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut byte = [0u8; 1];
+                stream.read_exact(&mut byte).await.unwrap();
+                tx.send(byte[0]).unwrap();
+            });
+        });
+        let mut streams = vec![early];
+        for i in 1..5u8 {
+            let mut s = client.open_stream().await.unwrap();
+            s.write_all(&[b'0' + i]).await.unwrap();
+            s.flush().await.unwrap();
+            streams.push(s);
+        }
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            seen.push(rx.recv().await.unwrap());
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, b"01234");
+        let order = order.lock().unwrap().clone();
+        let opened: Vec<u32> = streams.iter().map(|s| s.id()).collect();
+        assert_eq!(order, opened, "accepted in the order they were opened");
+        // `Incoming` yields none of them, and ends when the connection does.
+        assert!(futures::poll!(incoming.next()).is_pending());
+        client.close().await.unwrap();
+        assert!(incoming.next().await.is_none());
+        while Arc::strong_count(&alive) > 1 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}

@@ -69,6 +69,15 @@ pub(crate) async fn run(
     let peer_id = handle.metadata.peer_id;
     let connection_id = handle.metadata.connection_id;
     let mut stats = MuxStatsExport::new(&shared, &handle);
+    // Each inbound substream gets its task straight from the connection task, not
+    // through a wake-up of this one. Weak references: the multiplexer holds the
+    // acceptor until the connection ends, and the peer handle holds the multiplexer.
+    let (weak_shared, weak_handle) = (Arc::downgrade(&shared), Arc::downgrade(&handle));
+    incoming.accept_with(move |substream| {
+        if let (Some(shared), Some(handle)) = (weak_shared.upgrade(), weak_handle.upgrade()) {
+            tokio::spawn(route_substream(shared, handle, substream));
+        }
+    });
     let mut tick = tokio::time::interval(MUX_STATS_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // One shutdown wait for the connection's life, not one registered and dropped per
@@ -79,8 +88,8 @@ pub(crate) async fn run(
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
-            // Substreams first: a connection busy with requests is served without
-            // polling the rare branches.
+            // The acceptor takes the substreams; this yields none unless one was
+            // waiting before it was set, and ends with the connection.
             biased;
             substream = incoming.next() => match substream {
                 Some(substream) => {
@@ -139,12 +148,13 @@ async fn route_substream(shared: Arc<Shared>, handle: Arc<PeerHandle>, substream
             return;
         }
     };
-    let Some(route) = shared.routes.get(index).cloned() else {
+    // Borrowed, not cloned: a route holds a dozen metric handles.
+    let Some(route) = shared.routes.get(index) else {
         return;
     };
     match route.kind {
-        ProtocolKind::Rpc => rpc::serve_inbound(shared, handle, route, io, deadline).await,
-        ProtocolKind::DirectSend => direct_send::serve_inbound(shared, handle, route, io).await,
+        ProtocolKind::Rpc => rpc::serve_inbound(&shared, handle, route, io, deadline).await,
+        ProtocolKind::DirectSend => direct_send::serve_inbound(&shared, handle, route, io).await,
     }
 }
 

@@ -16,6 +16,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::buffers::OutQueue;
 use super::error::MuxError;
+use super::handles::Substream;
 use super::reader::FrameReader;
 use super::session::Session;
 
@@ -41,17 +42,61 @@ enum Wakes {
     Many(Vec<Waker>),
 }
 
+/// What takes inbound streams when the application set one (see
+/// [`Incoming::accept_with`](super::Incoming::accept_with)).
+pub(crate) type Acceptor = Box<dyn FnMut(Substream) + Send>;
+
 /// The session and the handles' way to it.
-#[derive(Debug)]
 pub(crate) struct Shared {
     session: Mutex<Session>,
+    /// Called by the connection task with each inbound stream; dropped when the
+    /// connection ends.
+    acceptor: Mutex<Option<Acceptor>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
 }
 
 impl Shared {
     pub(crate) fn new(session: Session) -> Self {
         Self {
             session: Mutex::new(session),
+            acceptor: Mutex::new(None),
         }
+    }
+
+    /// Hands inbound streams to `acceptor` from now on, starting with those already
+    /// waiting.
+    pub(crate) fn set_acceptor(self: &Arc<Self>, acceptor: Acceptor) {
+        *self.acceptor.lock().unwrap_or_else(|e| e.into_inner()) = Some(acceptor);
+        self.with(|s| s.set_direct_accept(true));
+        self.deliver_inbound();
+    }
+
+    /// Passes every waiting inbound stream to the acceptor, if one is set, outside the
+    /// session's lock.
+    pub(crate) fn deliver_inbound(self: &Arc<Self>) {
+        let mut acceptor = self.acceptor.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(accept) = acceptor.as_mut() else {
+            return;
+        };
+        while let Some(id) = self.with(Session::take_inbound) {
+            accept(Substream::new(id, Arc::clone(self)));
+        }
+    }
+
+    /// Drops the acceptor: the connection has ended. It may hold what holds this
+    /// connection, so keeping it would keep both alive.
+    fn drop_acceptor(&self) {
+        let acceptor = self
+            .acceptor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        drop(acceptor);
     }
 
     fn lock(&self) -> MutexGuard<'_, Session> {
@@ -122,13 +167,19 @@ where
     /// on now: not after a protocol error, nor while the control backlog is large.
     fn process(&mut self, now: Instant) -> bool {
         let reader = &mut self.reader;
-        let result = self.shared.with(|s| match reader.decode(s, now) {
-            Ok(()) => Ok(s.control_backlog() <= CONTROL_BACKLOG_LIMIT),
-            Err(e) => {
-                s.on_protocol_error(e);
-                Err(())
-            }
+        let (result, inbound) = self.shared.with(|s| {
+            let result = match reader.decode(s, now) {
+                Ok(()) => Ok(s.control_backlog() <= CONTROL_BACKLOG_LIMIT),
+                Err(e) => {
+                    s.on_protocol_error(e);
+                    Err(())
+                }
+            };
+            (result, s.direct_inbound_waiting())
         });
+        if inbound {
+            self.shared.deliver_inbound();
+        }
         match result {
             Ok(go_on) => go_on,
             Err(()) => {
@@ -273,6 +324,7 @@ where
             Poll::Pending => Poll::Pending,
             Poll::Ready(result) => {
                 self.shared.with(|s| s.finish(result));
+                self.shared.drop_acceptor();
                 Poll::Ready(())
             }
         }

@@ -104,6 +104,18 @@ impl Incoming {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         Self { shared }
     }
+
+    /// Hands each inbound stream to `accept`, on the connection task, as soon as its
+    /// opening frame is read, instead of yielding it here: a stream costs no wake-up of
+    /// the task polling this. Streams already waiting go to `accept` now. This stream
+    /// then yields nothing and still ends when the connection closes (or the remote
+    /// sends GoAway), so keep polling it for that.
+    ///
+    /// `accept` must not block: it should spawn the stream's work. It is dropped when
+    /// the connection ends, so it may hold what holds the connection.
+    pub fn accept_with(&self, accept: impl FnMut(Substream) + Send + 'static) {
+        self.shared.set_acceptor(Box::new(accept));
+    }
 }
 
 impl Stream for Incoming {
@@ -144,7 +156,7 @@ impl fmt::Debug for Substream {
 }
 
 impl Substream {
-    fn new(id: u32, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(id: u32, shared: Arc<Shared>) -> Self {
         Self { id, shared }
     }
 

@@ -166,6 +166,8 @@ pub(crate) struct Session {
     inbound: VecDeque<u32>,
     incoming_open: bool,
     incoming: Option<Waker>,
+    /// An acceptor takes inbound streams (see `set_direct_accept`).
+    direct_accept: bool,
     /// Encoded control frames (window updates, pings, RSTs), sent before data.
     control: BytesMut,
     /// Streams with frames to send, served round-robin.
@@ -205,6 +207,7 @@ impl Session {
             inbound: VecDeque::new(),
             incoming_open: true,
             incoming: None,
+            direct_accept: false,
             control: BytesMut::new(),
             ready: VecDeque::new(),
             granted: 0,
@@ -331,6 +334,22 @@ impl Session {
         }
         self.incoming = Some(waker.clone());
         Poll::Pending
+    }
+
+    /// Inbound streams go to an acceptor the connection task calls, not to whoever
+    /// polls `Incoming`: a new stream no longer wakes that poller.
+    pub(crate) fn set_direct_accept(&mut self, on: bool) {
+        self.direct_accept = on;
+    }
+
+    /// Whether inbound streams wait for the acceptor.
+    pub(crate) fn direct_inbound_waiting(&self) -> bool {
+        self.direct_accept && !self.inbound.is_empty()
+    }
+
+    /// The oldest inbound stream not yet accepted.
+    pub(crate) fn take_inbound(&mut self) -> Option<u32> {
+        self.inbound.pop_front()
     }
 
     /// Nobody accepts inbound streams any more: refuse new ones, reset queued ones.
@@ -723,7 +742,9 @@ impl Session {
             self.schedule(id);
         }
         self.inbound.push_back(id);
-        self.to_wake.extend(self.incoming.take());
+        if !self.direct_accept {
+            self.to_wake.extend(self.incoming.take());
+        }
         Ok(true)
     }
 

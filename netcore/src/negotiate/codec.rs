@@ -65,38 +65,38 @@ pub(crate) struct LineCodec;
 /// this way, in place, and advance past them once they have answered.
 pub(crate) fn peek_line(src: &[u8]) -> Result<Option<(usize, &[u8])>, NegotiateError> {
     let prefix_end = src
-            .iter()
-            .take(MAX_LENGTH_PREFIX_LEN)
-            .position(|b| decode::is_last(*b));
-        let Some(prefix_len) = prefix_end.map(|i| i + 1) else {
-            if src.len() >= MAX_LENGTH_PREFIX_LEN {
-                return Err(NegotiateError::LengthPrefixTooLong {
-                    max: MAX_LENGTH_PREFIX_LEN,
-                });
-            }
-            return Ok(None);
-        };
-        let (len, _) = decode::usize(&src[..prefix_len])
-            .map_err(|_| NegotiateError::Malformed("length prefix is not minimal"))?;
-        if len > MAX_MESSAGE_LEN {
-            return Err(NegotiateError::MessageTooLong {
-                len,
-                max: MAX_MESSAGE_LEN,
+        .iter()
+        .take(MAX_LENGTH_PREFIX_LEN)
+        .position(|b| decode::is_last(*b));
+    let Some(prefix_len) = prefix_end.map(|i| i + 1) else {
+        if src.len() >= MAX_LENGTH_PREFIX_LEN {
+            return Err(NegotiateError::LengthPrefixTooLong {
+                max: MAX_LENGTH_PREFIX_LEN,
             });
         }
-        if len == 0 {
-            return Err(NegotiateError::Malformed("empty message"));
-        }
-        if src.len() < prefix_len + len {
-            return Ok(None);
-        }
-        let Some((b'\n', line)) = src[prefix_len..prefix_len + len].split_last() else {
-            return Err(NegotiateError::Malformed("no trailing newline"));
-        };
-        if line.contains(&b'\n') {
-            return Err(NegotiateError::Malformed("newline inside a message"));
-        }
-        Ok(Some((prefix_len + len, line)))
+        return Ok(None);
+    };
+    let (len, _) = decode::usize(&src[..prefix_len])
+        .map_err(|_| NegotiateError::Malformed("length prefix is not minimal"))?;
+    if len > MAX_MESSAGE_LEN {
+        return Err(NegotiateError::MessageTooLong {
+            len,
+            max: MAX_MESSAGE_LEN,
+        });
+    }
+    if len == 0 {
+        return Err(NegotiateError::Malformed("empty message"));
+    }
+    if src.len() < prefix_len + len {
+        return Ok(None);
+    }
+    let Some((b'\n', line)) = src[prefix_len..prefix_len + len].split_last() else {
+        return Err(NegotiateError::Malformed("no trailing newline"));
+    };
+    if line.contains(&b'\n') {
+        return Err(NegotiateError::Malformed("newline inside a message"));
+    }
+    Ok(Some((prefix_len + len, line)))
 }
 
 impl Decoder for LineCodec {

@@ -381,9 +381,9 @@ enum End {
 /// delivered whenever it waits (for the sender, for room in the application's queue or
 /// for the rate limiter), and at least every [`ACK_EVERY`] messages.
 pub(crate) async fn serve_inbound(
-    shared: Arc<Shared>,
+    shared: &Shared,
     handle: Arc<PeerHandle>,
-    route: Route,
+    route: &Route,
     io: Negotiated<Substream>,
 ) {
     let peer = handle.metadata.peer_id;

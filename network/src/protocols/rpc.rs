@@ -166,9 +166,9 @@ fn failure(code: Code, message: &str) -> Bytes {
 /// its answer. Bounded by the per-peer inbound limit and by `deadline` (the inbound
 /// timeout from the substream's arrival).
 pub(crate) async fn serve_inbound(
-    shared: Arc<Shared>,
+    shared: &Shared,
     handle: Arc<PeerHandle>,
-    route: Route,
+    route: &Route,
     io: Negotiated<Substream>,
     deadline: tokio::time::Instant,
 ) {
@@ -205,7 +205,7 @@ pub(crate) async fn serve_inbound(
             }
             route.metrics.messages_in.inc();
             route.metrics.bytes_in.inc_by(request.len() as u64);
-            answer(&shared, &route, peer, request).await
+            answer(shared, route, peer, request).await
         };
         if framed.send(response).await.is_err() {
             return "write_failed";
