@@ -359,7 +359,7 @@ async fn an_acceptor_takes_inbound_streams_in_order_and_is_dropped_with_the_conn
         tokio::task::yield_now().await;
         tokio::task::yield_now().await;
 
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
         // Dropped with the acceptor: proves the connection lets go of it.
         let alive = Arc::new(());
         let held = Arc::clone(&alive);
@@ -372,7 +372,7 @@ async fn an_acceptor_takes_inbound_streams_in_order_and_is_dropped_with_the_conn
             tokio::spawn(async move {
                 let mut byte = [0u8; 1];
                 stream.read_exact(&mut byte).await.unwrap();
-                tx.send(byte[0]).unwrap();
+                tx.send(byte[0]).await.unwrap();
             });
         });
         let mut streams = vec![early];
