@@ -23,6 +23,7 @@ use crate::cipher::TransportCipher;
 use crate::constants::{
     HANDSHAKE_WRITE_BUFFER_LEN, LENGTH_PREFIX_LEN, PROLOGUE_LEN, TIMESTAMP_LEN,
 };
+use crate::dh::StaticKeys;
 use crate::error::NoiseError;
 use crate::identity::{Identity, x25519_public_key};
 use crate::replay::{ReplayGuard, ReplayRefusal};
@@ -73,8 +74,10 @@ pub(crate) struct DialerHandshake {
 
 impl DialerHandshake {
     /// Starts a handshake with `remote`: returns the state and the bytes to send.
+    /// `keys` are `identity`'s.
     pub(crate) fn start(
         identity: &Identity,
+        keys: &StaticKeys,
         remote: PeerId,
         suite: NoiseSuite,
         timestamp: u64,
@@ -86,7 +89,7 @@ impl DialerHandshake {
         let prologue = prologue(&identity.peer_id(), &remote_key);
         let secret = identity.x25519_secret_bytes();
         let mut state = suite
-            .builder()?
+            .handshake_builder(keys, remote_key.as_bytes())?
             .local_private_key(&secret[..])?
             .remote_public_key(remote_key.as_bytes())?
             .prologue(&prologue)?
@@ -159,6 +162,7 @@ pub(crate) fn check_prologue(
 /// returns the session and the bytes of message 2 to send.
 pub(crate) fn respond(
     identity: &Identity,
+    keys: &StaticKeys,
     suite: NoiseSuite,
     prologue: &[u8; PROLOGUE_LEN],
     remote: RemoteInfo,
@@ -167,8 +171,9 @@ pub(crate) fn respond(
     now_ms: u64,
 ) -> Result<(TransportCipher, Vec<u8>), NoiseError> {
     let secret = identity.x25519_secret_bytes();
+    // The claimed key is checked against the one the handshake proves below.
     let mut state = suite
-        .builder()?
+        .handshake_builder(keys, remote.static_key.as_bytes())?
         .local_private_key(&secret[..])?
         .prologue(prologue)?
         .build_responder()?;

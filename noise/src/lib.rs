@@ -61,6 +61,7 @@
 
 mod cipher;
 mod constants;
+mod dh;
 mod error;
 mod handshake;
 mod identity;

@@ -1,6 +1,8 @@
 //! The Noise protocol (cipher and hash) a network uses, and the library computing it.
 
 use snow::params::NoiseParams;
+
+use crate::dh::StaticKeys;
 use snow::resolvers::{BoxedCryptoResolver, DefaultResolver, FallbackResolver, RingResolver};
 
 /// The cipher and hash of the Noise IK protocol. Both ends of a connection must use the
@@ -51,14 +53,33 @@ impl NoiseSuite {
 
     /// A `snow` builder for this suite.
     pub fn builder(&self) -> Result<snow::Builder<'static>, snow::Error> {
-        let resolver: BoxedCryptoResolver = match self.backend {
+        Ok(snow::Builder::with_resolver(
+            self.params()?,
+            self.resolver(),
+        ))
+    }
+
+    /// A `snow` builder for one handshake of the node with `keys` with the node whose
+    /// static key is `remote`: X25519 keeps their static-static secret (see `dh`).
+    pub(crate) fn handshake_builder(
+        &self,
+        keys: &StaticKeys,
+        remote: &[u8; 32],
+    ) -> Result<snow::Builder<'static>, snow::Error> {
+        Ok(snow::Builder::with_resolver(
+            self.params()?,
+            keys.resolver(self.resolver(), remote),
+        ))
+    }
+
+    fn resolver(&self) -> BoxedCryptoResolver {
+        match self.backend {
             CryptoBackend::RustCrypto => Box::new(DefaultResolver),
             CryptoBackend::Ring => Box::new(FallbackResolver::new(
                 Box::new(RingResolver),
                 Box::new(DefaultResolver),
             )),
-        };
-        Ok(snow::Builder::with_resolver(self.params()?, resolver))
+        }
     }
 }
 

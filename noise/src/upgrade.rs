@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 use crate::constants::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONCURRENT_INBOUND_HANDSHAKES, PROLOGUE_LEN,
 };
+use crate::dh::StaticKeys;
 use crate::error::NoiseError;
 use crate::handshake::{self, AuthMode, DialerHandshake, RemoteInfo};
 use crate::identity::Identity;
@@ -105,6 +106,8 @@ pub struct NoiseUpgrader {
 #[derive(Debug)]
 struct Inner {
     identity: Identity,
+    /// The identity's static key pair and the static-static secrets kept with it.
+    static_keys: StaticKeys,
     config: NoiseConfig,
     replay: Mutex<ReplayGuard>,
     inbound_permits: Arc<Semaphore>,
@@ -123,6 +126,7 @@ impl NoiseUpgrader {
         let permits = config.max_concurrent_inbound;
         Self {
             inner: Arc::new(Inner {
+                static_keys: StaticKeys::new(&identity),
                 identity,
                 config,
                 replay: Mutex::new(ReplayGuard::default()),
@@ -189,6 +193,7 @@ impl NoiseUpgrader {
     {
         let (handshake, first) = DialerHandshake::start(
             &self.inner.identity,
+            &self.inner.static_keys,
             remote,
             self.inner.config.suite,
             self.next_timestamp(),
@@ -233,6 +238,7 @@ impl NoiseUpgrader {
         let first = read_message(&mut io).await?;
         let (cipher, reply) = handshake::respond(
             &inner.identity,
+            &inner.static_keys,
             inner.config.suite,
             &prologue,
             remote,

@@ -1,0 +1,291 @@
+//! X25519 for `snow`, with IK's static-static secret computed once per remote key.
+//!
+//! In Noise IK both sides compute `ss` = DH(local static, remote static). It is the same
+//! in every handshake between two nodes, so [`StaticKeys`] computes it once per remote
+//! key and keeps it (WireGuard keeps the same value per peer, for the same reason). Each
+//! handshake gets a resolver whose X25519 returns the kept value for that one exchange,
+//! when the local static key meets that remote key; every other exchange, and every
+//! ephemeral key, is computed as usual. It also knows the local static public key, so
+//! the handshake does not derive it from the secret again.
+//!
+//! The kept secrets are as sensitive as the static secret they come from, which this
+//! process already holds: they are zeroized when dropped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use curve25519_dalek::montgomery::MontgomeryPoint;
+use parking_lot::Mutex;
+use snow::params::{CipherChoice, DHChoice, HashChoice};
+use snow::resolvers::{BoxedCryptoResolver, CryptoResolver};
+use snow::types::{Cipher, Dh, Hash, Random};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::identity::Identity;
+
+/// The length of X25519 keys and shared secrets.
+const KEY_LEN: usize = 32;
+
+/// Remote keys whose static-static secret is kept. Under mutual authentication only
+/// trusted peers reach the handshake, so a validator set fits with room to spare; past
+/// this many (an open node dialled by many keys), the secret is computed each time.
+pub(crate) const MAX_KEPT_STATIC_SECRETS: usize = 4096;
+
+type Secret = Zeroizing<[u8; KEY_LEN]>;
+
+/// The local static key pair and the static-static secrets computed with it.
+pub(crate) struct StaticKeys {
+    secret: Secret,
+    public: [u8; KEY_LEN],
+    kept: Mutex<HashMap<[u8; KEY_LEN], Arc<Secret>>>,
+}
+
+impl std::fmt::Debug for StaticKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticKeys")
+            .field("kept", &self.kept.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StaticKeys {
+    /// The static keys of `identity`.
+    pub(crate) fn new(identity: &Identity) -> Self {
+        Self {
+            secret: identity.x25519_secret_bytes(),
+            public: identity.x25519_public().to_bytes(),
+            kept: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A resolver for one handshake with the node whose static key is `remote`: the
+    /// primitives of `inner`, with this module's X25519.
+    pub(crate) fn resolver(
+        &self,
+        inner: BoxedCryptoResolver,
+        remote: &[u8; KEY_LEN],
+    ) -> BoxedCryptoResolver {
+        Box::new(Resolver {
+            inner,
+            known: Arc::new(Known {
+                secret: self.secret.clone(),
+                public: self.public,
+                remote: *remote,
+                static_static: self.static_static(remote),
+            }),
+        })
+    }
+
+    /// DH(local static, `remote`), computed on first use.
+    fn static_static(&self, remote: &[u8; KEY_LEN]) -> Arc<Secret> {
+        if let Some(kept) = self.kept.lock().get(remote) {
+            return Arc::clone(kept);
+        }
+        let computed = Arc::new(x25519(&self.secret, remote));
+        let mut kept = self.kept.lock();
+        if kept.len() < MAX_KEPT_STATIC_SECRETS {
+            kept.insert(*remote, Arc::clone(&computed));
+        }
+        computed
+    }
+
+    /// How many static-static secrets are kept.
+    #[cfg(test)]
+    fn kept(&self) -> usize {
+        self.kept.lock().len()
+    }
+}
+
+fn x25519(secret: &[u8; KEY_LEN], public: &[u8; KEY_LEN]) -> Secret {
+    Zeroizing::new(MontgomeryPoint(*public).mul_clamped(*secret).to_bytes())
+}
+
+/// What one handshake knows before it starts.
+struct Known {
+    secret: Secret,
+    public: [u8; KEY_LEN],
+    remote: [u8; KEY_LEN],
+    static_static: Arc<Secret>,
+}
+
+struct Resolver {
+    inner: BoxedCryptoResolver,
+    known: Arc<Known>,
+}
+
+impl CryptoResolver for Resolver {
+    fn resolve_rng(&self) -> Option<Box<dyn Random>> {
+        self.inner.resolve_rng()
+    }
+
+    fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
+        match choice {
+            DHChoice::Curve25519 => Some(Box::new(X25519 {
+                known: Arc::clone(&self.known),
+                secret: Zeroizing::new([0; KEY_LEN]),
+                public: [0; KEY_LEN],
+                local_static: false,
+            })),
+            _ => self.inner.resolve_dh(choice),
+        }
+    }
+
+    fn resolve_hash(&self, choice: &HashChoice) -> Option<Box<dyn Hash>> {
+        self.inner.resolve_hash(choice)
+    }
+
+    fn resolve_cipher(&self, choice: &CipherChoice) -> Option<Box<dyn Cipher>> {
+        self.inner.resolve_cipher(choice)
+    }
+}
+
+/// One X25519 key of a handshake: the local static key or an ephemeral one.
+struct X25519 {
+    known: Arc<Known>,
+    secret: Secret,
+    public: [u8; KEY_LEN],
+    /// This is the local static key, whose secret with `known.remote` is kept.
+    local_static: bool,
+}
+
+impl Dh for X25519 {
+    fn name(&self) -> &'static str {
+        "25519"
+    }
+
+    fn pub_len(&self) -> usize {
+        KEY_LEN
+    }
+
+    fn priv_len(&self) -> usize {
+        KEY_LEN
+    }
+
+    fn set(&mut self, privkey: &[u8]) {
+        let len = privkey.len().min(KEY_LEN);
+        self.secret.fill(0);
+        self.secret[..len].copy_from_slice(&privkey[..len]);
+        self.local_static = bool::from(self.secret.ct_eq(&*self.known.secret));
+        self.public = if self.local_static {
+            self.known.public
+        } else {
+            MontgomeryPoint::mul_base_clamped(*self.secret).to_bytes()
+        };
+    }
+
+    fn generate(&mut self, rng: &mut dyn Random) -> Result<(), snow::Error> {
+        rng.try_fill_bytes(&mut *self.secret)?;
+        self.local_static = false;
+        self.public = MontgomeryPoint::mul_base_clamped(*self.secret).to_bytes();
+        Ok(())
+    }
+
+    fn pubkey(&self) -> &[u8] {
+        &self.public
+    }
+
+    fn privkey(&self) -> &[u8] {
+        &*self.secret
+    }
+
+    fn dh(&self, pubkey: &[u8], out: &mut [u8]) -> Result<(), snow::Error> {
+        let (Some(remote), Some(out)) = (
+            pubkey.first_chunk::<KEY_LEN>(),
+            out.first_chunk_mut::<KEY_LEN>(),
+        ) else {
+            return Err(snow::Error::Dh);
+        };
+        if self.local_static && *remote == self.known.remote {
+            out.copy_from_slice(&**self.known.static_static);
+        } else {
+            out.copy_from_slice(&*x25519(&self.secret, remote));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use snow::resolvers::DefaultResolver;
+
+    use super::*;
+
+    struct Rng;
+
+    impl Random for Rng {
+        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
+            use rand::RngCore;
+            rand::rngs::OsRng.fill_bytes(dest);
+            Ok(())
+        }
+    }
+
+    /// snow's own X25519, the reference.
+    fn reference() -> Box<dyn Dh> {
+        DefaultResolver.resolve_dh(&DHChoice::Curve25519).unwrap()
+    }
+
+    fn dh(key: &dyn Dh, public: &[u8]) -> [u8; KEY_LEN] {
+        let mut out = [0u8; KEY_LEN];
+        key.dh(public, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn every_exchange_matches_snows_x25519_and_the_static_one_is_kept() {
+        let local = Identity::generate();
+        let remote = Identity::generate();
+        let remote_public = remote.x25519_public().to_bytes();
+        let keys = StaticKeys::new(&local);
+        let resolver = keys.resolver(Box::new(DefaultResolver), &remote_public);
+
+        // The local static key: its public key and its secret with the remote's.
+        let mut ours = resolver.resolve_dh(&DHChoice::Curve25519).unwrap();
+        let mut theirs = reference();
+        ours.set(&*local.x25519_secret_bytes());
+        theirs.set(&*local.x25519_secret_bytes());
+        assert_eq!(ours.pubkey(), theirs.pubkey());
+        assert_eq!(dh(&*ours, &remote_public), dh(&*theirs, &remote_public));
+        assert_eq!(keys.kept(), 1);
+
+        // The same static key against another key (an ephemeral one) is computed.
+        let mut other = reference();
+        other.generate(&mut Rng).unwrap();
+        assert_eq!(dh(&*ours, other.pubkey()), dh(&*theirs, other.pubkey()));
+
+        // An ephemeral key against the remote's static key is computed too.
+        let mut ephemeral = resolver.resolve_dh(&DHChoice::Curve25519).unwrap();
+        ephemeral.generate(&mut Rng).unwrap();
+        let mut check = reference();
+        check.set(ephemeral.privkey());
+        assert_eq!(ephemeral.pubkey(), check.pubkey());
+        assert_eq!(dh(&*ephemeral, &remote_public), dh(&*check, &remote_public));
+
+        // Another key set on an object of this resolver is not the static key.
+        let mut stranger = resolver.resolve_dh(&DHChoice::Curve25519).unwrap();
+        let other_secret = Identity::generate().x25519_secret_bytes();
+        stranger.set(&*other_secret);
+        let mut check = reference();
+        check.set(&*other_secret);
+        assert_eq!(dh(&*stranger, &remote_public), dh(&*check, &remote_public));
+    }
+
+    #[test]
+    fn short_keys_are_refused_and_the_kept_secrets_are_bounded() {
+        let keys = StaticKeys::new(&Identity::generate());
+        let resolver = keys.resolver(Box::new(DefaultResolver), &[9; KEY_LEN]);
+        let mut key = resolver.resolve_dh(&DHChoice::Curve25519).unwrap();
+        key.generate(&mut Rng).unwrap();
+        assert!(key.dh(&[1; 31], &mut [0; KEY_LEN]).is_err());
+        assert!(key.dh(&[1; KEY_LEN], &mut [0; 31]).is_err());
+        for i in 0..MAX_KEPT_STATIC_SECRETS + 10 {
+            let mut remote = [0u8; KEY_LEN];
+            remote[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            keys.static_static(&remote);
+        }
+        assert_eq!(keys.kept(), MAX_KEPT_STATIC_SECRETS);
+    }
+}
