@@ -59,6 +59,11 @@ impl StaticKeys {
         }
     }
 
+    /// The local static secret, as handed to `snow`.
+    pub(crate) fn secret(&self) -> &[u8] {
+        &*self.secret
+    }
+
     /// A resolver for one handshake with the node whose static key is `remote`: the
     /// primitives of `inner`, with this module's X25519.
     pub(crate) fn resolver(

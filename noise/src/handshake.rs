@@ -161,7 +161,6 @@ pub(crate) fn check_prologue(
 /// prologue passed [`check_prologue`]: checks the dialer's key and timestamp, and
 /// returns the session and the bytes of message 2 to send.
 pub(crate) fn respond(
-    identity: &Identity,
     keys: &StaticKeys,
     suite: NoiseSuite,
     prologue: &[u8; PROLOGUE_LEN],
@@ -170,11 +169,10 @@ pub(crate) fn respond(
     replay: &Mutex<ReplayGuard>,
     now_ms: u64,
 ) -> Result<(TransportCipher, Vec<u8>), NoiseError> {
-    let secret = identity.x25519_secret_bytes();
     // The claimed key is checked against the one the handshake proves below.
     let mut state = suite
         .handshake_builder(keys, remote.static_key.as_bytes())?
-        .local_private_key(&secret[..])?
+        .local_private_key(keys.secret())?
         .prologue(prologue)?
         .build_responder()?;
     // The message is at most MAX_NOISE_MESSAGE_LEN (its length came in 2 bytes), and its

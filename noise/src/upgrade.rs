@@ -237,7 +237,6 @@ impl NoiseUpgrader {
         let remote = handshake::check_prologue(&inner.identity, &inner.config.mode, &prologue)?;
         let first = read_message(&mut io).await?;
         let (cipher, reply) = handshake::respond(
-            &inner.identity,
             &inner.static_keys,
             inner.config.suite,
             &prologue,
