@@ -29,6 +29,10 @@ use tokio::sync::mpsc;
 /// is exact whenever the consumer waits, and at most this much over while it works.
 pub const CONSUMER_BATCH: usize = 32;
 
+/// Emptied item queues a [`FairQueue`] keeps for reuse, and the largest capacity kept.
+const SPARE_QUEUES: usize = 16;
+const SPARE_QUEUE_CAPACITY: usize = 64;
+
 /// Why an item could not be queued.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum QueueError<T> {
@@ -60,6 +64,9 @@ struct Inner<K, T> {
     index: HashMap<K, usize, foldhash::fast::RandomState>,
     /// Slots with at least one item, in service order.
     ready: VecDeque<usize>,
+    /// Emptied item queues of released slots, reused by new slots (a key that comes and
+    /// goes with each request costs no allocation).
+    spare: Vec<VecDeque<T>>,
     capacity: usize,
     receiver_waker: Option<Waker>,
     receiver_alive: bool,
@@ -89,7 +96,7 @@ impl<K: Eq + Hash + Clone, T> Inner<K, T> {
         }
         let id = self.slots.insert(Slot {
             key: key.clone(),
-            items: VecDeque::new(),
+            items: self.spare.pop().unwrap_or_default(),
             waiting: Vec::new(),
             handles: 0,
         });
@@ -124,6 +131,9 @@ impl<K: Eq + Hash + Clone, T> Inner<K, T> {
         {
             let slot = self.slots.remove(id);
             self.index.remove(&slot.key);
+            if self.spare.len() < SPARE_QUEUES && slot.items.capacity() <= SPARE_QUEUE_CAPACITY {
+                self.spare.push(slot.items);
+            }
         }
     }
 }
@@ -148,6 +158,7 @@ where
         slots: Slab::new(),
         index: HashMap::default(),
         ready: VecDeque::new(),
+        spare: Vec::new(),
         capacity: capacity_per_key.max(1),
         receiver_waker: None,
         receiver_alive: true,

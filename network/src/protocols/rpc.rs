@@ -151,15 +151,30 @@ fn decode_response(frame: Bytes) -> Result<Bytes, RpcError> {
     }
 }
 
-fn failure(code: Code, message: &str) -> Bytes {
+fn failure(code: Code, message: &str) -> RpcResponse {
     RpcResponse {
         result: Some(rpc_response::Result::Failure(RpcFailure {
             code: code.into(),
             message: message.to_owned(),
         })),
     }
-    .encode_to_vec()
-    .into()
+}
+
+/// An RPC substream's framing: requests in and responses out at the server,
+/// the other way round at the caller.
+type RpcFramed = Framed<Negotiated<Substream>, MessageCodec>;
+
+/// Writes `response` as one message, encoded straight into the substream's write
+/// buffer, and flushes it.
+async fn send_response(framed: &mut RpcFramed, response: &RpcResponse) -> Result<(), FramingError> {
+    let codec = framed.codec().clone();
+    let len = response.encoded_len();
+    let buf = framed.write_buffer_mut();
+    codec.write_prefix(len, buf)?;
+    buf.reserve(len);
+    // The buffer has room for the whole message, so encoding cannot fail.
+    let _ = response.encode(buf);
+    SinkExt::<Bytes>::flush(framed).await
 }
 
 /// Serves one inbound request on `io`: reads it, hands it to the application, writes
@@ -207,7 +222,7 @@ pub(crate) async fn serve_inbound(
             route.metrics.bytes_in.inc_by(request.len() as u64);
             answer(shared, route, peer, request).await
         };
-        if framed.send(response).await.is_err() {
+        if send_response(&mut framed, &response).await.is_err() {
             return "write_failed";
         }
         // Half-close, then wait for the caller's FIN (it came with the request), so the
@@ -225,9 +240,7 @@ pub(crate) async fn serve_inbound(
             // not reset away; bounded, since a caller that stopped reading could block
             // the write itself.
             let tell = async {
-                framed
-                    .send(failure(Code::Timeout, "server timed out"))
-                    .await?;
+                send_response(&mut framed, &failure(Code::Timeout, "server timed out")).await?;
                 SinkExt::<Bytes>::close(&mut framed).await?;
                 while let Some(Ok(_)) = framed.next().await {}
                 Ok::<_, FramingError>(())
@@ -247,13 +260,13 @@ pub(crate) async fn serve_inbound(
     }
 }
 
-/// Hands `request` to the application and returns the encoded answer and an outcome label.
+/// Hands `request` to the application and returns its answer and an outcome label.
 async fn answer(
     shared: &Shared,
     route: &Route,
     peer: PeerId,
     request: Bytes,
-) -> (Bytes, &'static str) {
+) -> (RpcResponse, &'static str) {
     let (tx, rx) = oneshot::channel();
     let event = Event::RpcRequest {
         peer_id: peer,
@@ -277,7 +290,7 @@ async fn answer(
             let msg = RpcResponse {
                 result: Some(rpc_response::Result::Ok(data)),
             };
-            (Bytes::from(msg.encode_to_vec()), "ok")
+            (msg, "ok")
         }
         Ok(Err(reason)) => (failure(Code::Application, &reason), "application_error"),
         Err(_) => (failure(Code::NoResponse, "no response"), "no_response"),
