@@ -64,18 +64,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-/// Runs one side of a workload as a task spawned on a fresh runtime, not as the
-/// runtime's `block_on` future: tokio polls that future only after a zero-timeout poll
-/// of the I/O driver once another task wakes it, an extra system call per wake-up that
-/// a node's own tasks do not pay. Every side of every ratio runs this way.
-fn run<F>(workload: F) -> F::Output
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    runtime().block_on(async { tokio::spawn(workload).await.expect("workload panicked") })
-}
-
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
     let pages: u64 = statm
@@ -136,7 +124,7 @@ fn run_once(sizes: &Sizes, only: Option<&str>, ours_only: bool) -> BTreeMap<&'st
     let mib = sizes.bulk_bytes as f64 / (1024.0 * 1024.0);
     let want = |name: &str| only.is_none_or(|o| o == name);
     if want("bulk") {
-        let t = run(ours::bulk(
+        let t = runtime().block_on(ours::bulk(
             Socket::Tcp,
             Layers::NoiseMux,
             sizes.bulk_bytes,
@@ -146,17 +134,17 @@ fn run_once(sizes: &Sizes, only: Option<&str>, ours_only: bool) -> BTreeMap<&'st
         if ours_only {
             return f;
         }
-        let t = run(libp2p_side::bulk(sizes.bulk_bytes, sizes.bulk_chunk))
+        let t = runtime().block_on(libp2p_side::bulk(sizes.bulk_bytes, sizes.bulk_chunk))
             .expect("libp2p bulk");
         f.insert("bulk.libp2p", mib / t);
-        let t = run(ours::bulk(
+        let t = runtime().block_on(ours::bulk(
             Socket::Tcp,
             Layers::Plain,
             sizes.bulk_bytes,
             sizes.bulk_chunk,
         ));
         f.insert("bulk.tcp", mib / t);
-        let t = run(ours::bulk(
+        let t = runtime().block_on(ours::bulk(
             Socket::Memory,
             Layers::Plain,
             sizes.bulk_bytes,
@@ -172,24 +160,24 @@ fn run_once(sizes: &Sizes, only: Option<&str>, ours_only: bool) -> BTreeMap<&'st
     if want("messages") {
         f.insert(
             "messages.ours",
-            run(ours::direct_send(sizes.messages)),
+            runtime().block_on(ours::direct_send(sizes.messages)),
         );
         if ours_only {
             return f;
         }
         f.insert(
             "messages.libp2p",
-            run(libp2p_side::small_messages(sizes.messages))
+            runtime().block_on(libp2p_side::small_messages(sizes.messages))
                 .expect("libp2p messages"),
         );
         f.insert(
             "messages.noise_framed",
-            run(ours::noise_framed(sizes.messages)),
+            runtime().block_on(ours::noise_framed(sizes.messages)),
         );
         eprintln!("messages done");
     }
     if want("rpc") {
-        let (lat, rate) = run(ours::rpc(
+        let (lat, rate) = runtime().block_on(ours::rpc(
             sizes.rpc_samples,
             IN_FLIGHT,
             sizes.rpc_rate_count,
@@ -200,7 +188,7 @@ fn run_once(sizes: &Sizes, only: Option<&str>, ours_only: bool) -> BTreeMap<&'st
         if ours_only {
             return f;
         }
-        let (lat, rate) = run(libp2p_side::rpc(
+        let (lat, rate) = runtime().block_on(libp2p_side::rpc(
                 sizes.rpc_samples,
                 IN_FLIGHT,
                 sizes.rpc_rate_count,
@@ -209,19 +197,19 @@ fn run_once(sizes: &Sizes, only: Option<&str>, ours_only: bool) -> BTreeMap<&'st
         f.insert("rpc_p50.libp2p", percentile(&lat, 0.5));
         f.insert("rpc_p99.libp2p", percentile(&lat, 0.99));
         f.insert("rpc_rate.libp2p", rate);
-        let lat = run(ours::tcp_echo(sizes.rpc_samples));
+        let lat = runtime().block_on(ours::tcp_echo(sizes.rpc_samples));
         f.insert("rpc_p50.tcp", percentile(&lat, 0.5));
         f.insert("rpc_p99.tcp", percentile(&lat, 0.99));
         eprintln!("rpc done");
     }
     if want("setup") {
-        f.insert("setup.ours", run(ours::setup(sizes.setups)));
+        f.insert("setup.ours", runtime().block_on(ours::setup(sizes.setups)));
         if ours_only {
             return f;
         }
         f.insert(
             "setup.libp2p",
-            run(libp2p_side::setup(sizes.setups))
+            runtime().block_on(libp2p_side::setup(sizes.setups))
                 .expect("libp2p setup"),
         );
         eprintln!("setup done");
@@ -240,7 +228,7 @@ fn run_once(sizes: &Sizes, only: Option<&str>, ours_only: bool) -> BTreeMap<&'st
     if want("mesh") {
         f.insert(
             "mesh.ours",
-            run(ours::mesh(sizes.mesh_nodes)),
+            runtime().block_on(ours::mesh(sizes.mesh_nodes)),
         );
         eprintln!("mesh done");
     }
