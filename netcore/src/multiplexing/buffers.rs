@@ -63,6 +63,18 @@ impl OutQueue {
         self.chunks.push_back(b);
     }
 
+    /// Queues the first `n` bytes of a stream's send buffer: copied when few (the
+    /// buffer stays unshared, its room reused by the next writes without an
+    /// allocation), else split off without a copy.
+    pub(crate) fn payload_from(&mut self, buf: &mut BytesMut, n: usize) {
+        if n < COPY_BELOW {
+            self.copy(&buf[..n]);
+            buf.advance(n);
+        } else {
+            self.payload(buf.split_to(n).freeze());
+        }
+    }
+
     fn seal(&mut self) {
         if !self.staging.is_empty() {
             self.chunks.push_back(self.staging.split().freeze());
@@ -185,6 +197,20 @@ impl RecvBuffer {
     /// Drops everything buffered.
     pub(crate) fn clear(&mut self) {
         *self = Self::default();
+    }
+
+    /// An empty buffer whose small payloads start in `tail` (a spare buffer).
+    pub(crate) fn with_tail(mut tail: BytesMut) -> Self {
+        tail.clear();
+        Self {
+            tail,
+            ..Self::default()
+        }
+    }
+
+    /// The tail buffer, for reuse by another stream.
+    pub(crate) fn into_tail(self) -> BytesMut {
+        self.tail
     }
 }
 

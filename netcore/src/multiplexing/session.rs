@@ -29,6 +29,11 @@ const SEND_BUF_STEP: usize = 64 * 1024;
 /// Each later growth doubles it, up to [`SEND_BUF_STEP`].
 const FIRST_SEND_BUF_STEP: usize = 1024;
 
+/// Buffers of finished streams a connection keeps for its next streams, and the largest
+/// capacity kept: enough for request-sized streams, little for an idle connection.
+const SPARE_BUFFERS: usize = 4;
+const SPARE_BUFFER_CAPACITY: usize = 2 * 1024;
+
 /// Counters of one connection, for metrics. Plain atomics: the `network` crate exports
 /// them; this crate has no metrics dependency.
 #[derive(Debug, Default)]
@@ -95,9 +100,20 @@ struct StreamState {
 }
 
 impl StreamState {
-    fn new(send_credit: u32, recv_window: u32, flags_pending: u16, now: Instant) -> Self {
+    /// A stream whose buffers start as `spare`'s, if it has any.
+    fn new(
+        send_credit: u32,
+        recv_window: u32,
+        flags_pending: u16,
+        now: Instant,
+        spare: &mut Vec<BytesMut>,
+    ) -> Self {
+        let send_buf = spare.pop().unwrap_or_default();
+        let recv_buf = spare
+            .pop()
+            .map_or_else(RecvBuffer::default, RecvBuffer::with_tail);
         Self {
-            send_buf: BytesMut::new(),
+            send_buf,
             send_credit,
             send_step: FIRST_SEND_BUF_STEP,
             flags_pending,
@@ -107,7 +123,7 @@ impl StreamState {
             rst_after_fin: false,
             queued: false,
             writer: None,
-            recv_buf: RecvBuffer::default(),
+            recv_buf,
             recv_window,
             recv_credit: recv_window,
             epoch: now,
@@ -168,6 +184,9 @@ pub(crate) struct Session {
     incoming: Option<Waker>,
     /// An acceptor takes inbound streams (see `set_direct_accept`).
     direct_accept: bool,
+    /// Buffers of finished streams, for new streams to start with (at most
+    /// [`SPARE_BUFFERS`] of at most [`SPARE_BUFFER_CAPACITY`] bytes).
+    spare: Vec<BytesMut>,
     /// Encoded control frames (window updates, pings, RSTs), sent before data.
     control: BytesMut,
     /// Streams with frames to send, served round-robin.
@@ -208,6 +227,7 @@ impl Session {
             incoming_open: true,
             incoming: None,
             direct_accept: false,
+            spare: Vec::new(),
             control: BytesMut::new(),
             ready: VecDeque::new(),
             granted: 0,
@@ -275,6 +295,14 @@ impl Session {
             && let Some(s) = self.streams.remove(&id)
         {
             self.granted -= s.recv_window as usize;
+            // Small buffers go to the next streams: a stream per request then costs
+            // no allocation for them.
+            for mut buf in [s.send_buf, s.recv_buf.into_tail()] {
+                if self.spare.len() < SPARE_BUFFERS && buf.capacity() <= SPARE_BUFFER_CAPACITY {
+                    buf.clear();
+                    self.spare.push(buf);
+                }
+            }
         }
     }
 
@@ -302,7 +330,13 @@ impl Session {
         self.granted += window as usize;
         self.streams.insert(
             id,
-            StreamState::new(SPEC_INITIAL_WINDOW, window, flags::SYN, now),
+            StreamState::new(
+                SPEC_INITIAL_WINDOW,
+                window,
+                flags::SYN,
+                now,
+                &mut self.spare,
+            ),
         );
         self.schedule(id);
         Ok(id)
@@ -732,7 +766,13 @@ impl Session {
         // like that of any other window update.
         let window = self.config.initial_window;
         self.granted += window as usize;
-        let stream = StreamState::new(SPEC_INITIAL_WINDOW, window, flags::ACK, now);
+        let stream = StreamState::new(
+            SPEC_INITIAL_WINDOW,
+            window,
+            flags::ACK,
+            now,
+            &mut self.spare,
+        );
         let announce = stream.announce > 0;
         self.streams.insert(id, stream);
         // The ACK rides on the stream's first frame, as in rust-yamux: a response
@@ -846,7 +886,7 @@ impl Session {
             if n > 0 || fl != 0 {
                 out.header(Header::new(FrameType::Data, fl, id, n as u32));
                 if n > 0 {
-                    out.payload(s.send_buf.split_to(n).freeze());
+                    out.payload_from(&mut s.send_buf, n);
                 }
                 s.send_credit -= n as u32;
                 self.to_wake.extend(s.writer.take());
