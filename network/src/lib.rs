@@ -26,9 +26,10 @@
 //! cryptography (`noise`), the wire messages (`proto`), nor typed application messages
 //! (`validator-network`).
 //!
-//! Tasks: one peer manager per node; per connection, the multiplexer's driver and one
-//! task routing the remote's substreams; one short task per inbound RPC; one task per
-//! (peer, protocol) DirectSend stream in each direction.
+//! Tasks: one peer manager per node; per connection, the multiplexer's driver (which
+//! spawns a task for each of the remote's substreams as it arrives) and one task that
+//! exports the connection's counters and reports its end; one short task per inbound
+//! RPC; one task per (peer, protocol) DirectSend stream in each direction.
 
 pub mod builder;
 pub mod channel;

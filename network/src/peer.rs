@@ -1,6 +1,8 @@
-//! The task of one connection: accepts the remote's substreams and routes each, by its
-//! negotiated protocol, to the RPC or DirectSend handler of the application that
-//! registered it.
+//! One connection's substreams and its task. Each substream the remote opens gets a task
+//! of its own, spawned by the multiplexer's task as the substream arrives, which routes
+//! it by its negotiated protocol to the RPC or DirectSend handler of the application
+//! that registered it. The connection's task exports the multiplexer's counters and
+//! tells the peer manager when the connection ends.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -57,8 +59,8 @@ impl MuxStatsExport {
     }
 }
 
-/// Runs until the connection closes or the network shuts down, then tells the peer
-/// manager.
+/// Sets up the routing of the remote's substreams, then runs until the connection closes
+/// or the network shuts down, and tells the peer manager.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     handle: Arc<PeerHandle>,

@@ -25,6 +25,11 @@
 //! id's, and a timestamp not after the last one it accepted from that key. See
 //! `handshake.rs` for the wire layout and `replay.rs` for the bounded anti-replay memory.
 //!
+//! IK's static-static Diffie-Hellman is the same in every handshake between two nodes:
+//! an upgrader computes it once per remote key and keeps it (at most 4096 keys, zeroized
+//! on drop), as WireGuard does per peer; see `dh.rs`. With it a handshake costs each side
+//! three variable-base X25519 multiplications and one key generation.
+//!
 //! # Choice of suite
 //!
 //! Figures from `cargo bench -p benches --bench noise -- --warm-up-time 1
@@ -38,9 +43,11 @@
 //! | AESGCM_SHA256, RustCrypto        | 59.9 µs (1.02 GiB/s) | 60.9 µs (1.00 GiB/s) |
 //! | AESGCM_SHA256, ring              | **11.3 µs (5.39 GiB/s)** | **12.8 µs (4.76 GiB/s)** |
 //!
-//! Handshakes (both sides in one thread, memsocket): 890/s ChaChaPoly/RustCrypto,
-//! 911/s ChaChaPoly/ring, 916/s AESGCM/RustCrypto, **1389/s AESGCM/ring** (SHA-256
-//! from ring; the X25519 work is curve25519-dalek's in every case).
+//! Handshakes (both sides in one thread, memsocket), before the static-static secret
+//! was kept: 890/s ChaChaPoly/RustCrypto, 911/s ChaChaPoly/ring, 916/s AESGCM/RustCrypto,
+//! **1389/s AESGCM/ring** (SHA-256 from ring; the X25519 work is curve25519-dalek's in
+//! every case). Keeping it took a handshake from 635-741 µs to 523-573 µs across the
+//! four in a back-to-back run on 2026-11-21 (benches/README.md).
 //!
 //! So [`DEFAULT_SUITE`] is `Noise_IK_25519_AESGCM_SHA256` computed with ring: 2.9 times
 //! the fastest ChaChaPoly on this hardware. On a CPU without AES instructions ChaChaPoly
