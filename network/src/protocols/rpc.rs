@@ -2,7 +2,7 @@
 //! server answers with one `RpcResponse`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -41,8 +41,9 @@ pub(crate) async fn outbound(
     request: Bytes,
     timeout: Duration,
 ) -> Result<Bytes, RpcError> {
-    let start = Instant::now();
-    let result = outbound_inner(shared, peer, protocol, request, timeout).await;
+    // One clock read serves the deadline and the latency.
+    let start = tokio::time::Instant::now();
+    let result = outbound_inner(shared, peer, protocol, request, start + timeout).await;
     match (&result, shared.route(protocol)) {
         (Ok(_), Some(route)) => {
             route
@@ -68,7 +69,7 @@ async fn outbound_inner(
     peer: PeerId,
     protocol: ProtocolId,
     request: Bytes,
-    timeout: Duration,
+    deadline: tokio::time::Instant,
 ) -> Result<Bytes, RpcError> {
     let max = shared.config.max_message_size;
     if request.len() > max {
@@ -119,7 +120,7 @@ async fn outbound_inner(
         route.metrics.bytes_in.inc_by(frame.len() as u64);
         decode_response(frame)
     };
-    match tokio::time::timeout(timeout, exchange).await {
+    match tokio::time::timeout_at(deadline, exchange).await {
         Ok(result) => result,
         // Dropping the exchange drops the substream, which resets it: the server stops.
         Err(_) => Err(RpcError::Timeout),
