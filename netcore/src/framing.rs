@@ -122,7 +122,6 @@ impl Encoder<Bytes> for MessageCodec {
     type Error = FramingError;
 
     fn encode(&mut self, msg: Bytes, dst: &mut BytesMut) -> Result<(), FramingError> {
-        dst.reserve(LENGTH_FIELD_BYTES + msg.len());
         self.write_prefix(msg.len(), dst)?;
         dst.extend_from_slice(&msg);
         Ok(())

@@ -318,6 +318,18 @@ impl<K: Eq + Hash + Clone, T> SlotSender<K, T> {
         Ok(moved)
     }
 
+    /// How many more items this key's queue takes now (0 when it is closed).
+    pub fn free(&self) -> usize {
+        let inner = lock(&self.sender.shared);
+        if !inner.is_open() {
+            return 0;
+        }
+        inner
+            .slots
+            .get(self.id)
+            .map_or(0, |s| inner.capacity.saturating_sub(s.items.len()))
+    }
+
     /// Waits until this key's queue has room. Fails when the queue is closed.
     pub async fn room(&self) -> Result<(), QueueClosed> {
         std::future::poll_fn(|cx| {

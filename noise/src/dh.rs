@@ -1,12 +1,18 @@
 //! X25519 for `snow`, with IK's static-static secret computed once per remote key.
 //!
 //! In Noise IK both sides compute `ss` = DH(local static, remote static). It is the same
-//! in every handshake between two nodes, so [`StaticKeys`] computes it once per remote
-//! key and keeps it (WireGuard keeps the same value per peer, for the same reason). Each
-//! handshake gets a resolver whose X25519 returns the kept value for that one exchange,
-//! when the local static key meets that remote key; every other exchange, and every
+//! in every handshake between two nodes, so [`StaticKeys`] keeps it per remote key once a
+//! handshake computed it (WireGuard keeps the same value per peer, for the same reason).
+//! Each handshake gets a resolver whose X25519 returns the kept value for that one
+//! exchange, when the local static key meets that remote key, and computes it (as snow
+//! would, when the handshake reaches it) otherwise; every other exchange, and every
 //! ephemeral key, is computed as usual. It also knows the local static public key, so
 //! the handshake does not derive it from the secret again.
+//!
+//! Who may add to the kept secrets is the caller's choice: a dialer for the key it
+//! dials, a listener under mutual authentication for the trusted key the dialer claims
+//! (the value is the true one for that key whoever claims it), never a listener open to
+//! any key. When full, a new key replaces an arbitrary kept one.
 //!
 //! The kept secrets are as sensitive as the static secret they come from, which this
 //! process already holds: they are zeroized when dropped.
@@ -34,11 +40,13 @@ pub(crate) const MAX_KEPT_STATIC_SECRETS: usize = 4096;
 
 type Secret = Zeroizing<[u8; KEY_LEN]>;
 
+type Kept = Arc<Mutex<HashMap<[u8; KEY_LEN], Arc<Secret>>>>;
+
 /// The local static key pair and the static-static secrets computed with it.
 pub(crate) struct StaticKeys {
     secret: Secret,
     public: [u8; KEY_LEN],
-    kept: Mutex<HashMap<[u8; KEY_LEN], Arc<Secret>>>,
+    kept: Kept,
 }
 
 impl std::fmt::Debug for StaticKeys {
@@ -55,44 +63,20 @@ impl StaticKeys {
         Self {
             secret: identity.x25519_secret_bytes(),
             public: identity.x25519_public().to_bytes(),
-            kept: Mutex::new(HashMap::new()),
+            kept: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
-    /// The local static secret, as handed to `snow`.
-    pub(crate) fn secret(&self) -> &[u8] {
-        &*self.secret
-    }
-
-    /// A resolver for one handshake with the node whose static key is `remote`: the
-    /// primitives of `inner`, with this module's X25519.
-    pub(crate) fn resolver(
-        &self,
-        inner: BoxedCryptoResolver,
-        remote: &[u8; KEY_LEN],
-    ) -> BoxedCryptoResolver {
-        Box::new(Resolver {
-            inner,
-            known: Arc::new(Known {
-                secret: self.secret.clone(),
-                public: self.public,
-                remote: *remote,
-                static_static: self.static_static(remote),
-            }),
-        })
-    }
-
-    /// DH(local static, `remote`), computed on first use.
-    fn static_static(&self, remote: &[u8; KEY_LEN]) -> Arc<Secret> {
-        if let Some(kept) = self.kept.lock().get(remote) {
-            return Arc::clone(kept);
-        }
-        let computed = Arc::new(x25519(&self.secret, remote));
-        let mut kept = self.kept.lock();
-        if kept.len() < MAX_KEPT_STATIC_SECRETS {
-            kept.insert(*remote, Arc::clone(&computed));
-        }
-        computed
+    /// What one handshake with the node whose static key is `remote` needs; with
+    /// `keep`, the static-static secret it computes is kept for the next ones.
+    pub(crate) fn for_handshake(&self, remote: &[u8; KEY_LEN], keep: bool) -> HandshakeKeys {
+        HandshakeKeys(Arc::new(Known {
+            secret: self.secret.clone(),
+            public: self.public,
+            remote: *remote,
+            kept: self.kept.lock().get(remote).cloned(),
+            store: keep.then(|| Arc::clone(&self.kept)),
+        }))
     }
 
     /// How many static-static secrets are kept.
@@ -100,6 +84,36 @@ impl StaticKeys {
     fn kept(&self) -> usize {
         self.kept.lock().len()
     }
+}
+
+/// The keys of one handshake: see [`StaticKeys::for_handshake`].
+pub(crate) struct HandshakeKeys(Arc<Known>);
+
+impl HandshakeKeys {
+    /// The local static secret, as handed to `snow`.
+    pub(crate) fn secret(&self) -> &[u8] {
+        &*self.0.secret
+    }
+
+    /// A resolver with the primitives of `inner` and this module's X25519.
+    pub(crate) fn resolver(&self, inner: BoxedCryptoResolver) -> BoxedCryptoResolver {
+        Box::new(Resolver {
+            inner,
+            known: Arc::clone(&self.0),
+        })
+    }
+}
+
+/// Keeps `secret` for `remote`, replacing an arbitrary kept one when full.
+fn keep(store: &Kept, remote: &[u8; KEY_LEN], secret: Secret) {
+    let mut kept = store.lock();
+    if kept.len() >= MAX_KEPT_STATIC_SECRETS
+        && !kept.contains_key(remote)
+        && let Some(old) = kept.keys().next().copied()
+    {
+        kept.remove(&old);
+    }
+    kept.insert(*remote, Arc::new(secret));
 }
 
 fn x25519(secret: &[u8; KEY_LEN], public: &[u8; KEY_LEN]) -> Secret {
@@ -111,7 +125,10 @@ struct Known {
     secret: Secret,
     public: [u8; KEY_LEN],
     remote: [u8; KEY_LEN],
-    static_static: Arc<Secret>,
+    /// DH(`secret`, `remote`), if a handshake before this one kept it.
+    kept: Option<Arc<Secret>>,
+    /// Where to keep it once computed, if this handshake may.
+    store: Option<Kept>,
 }
 
 struct Resolver {
@@ -201,10 +218,18 @@ impl Dh for X25519 {
         ) else {
             return Err(snow::Error::Dh);
         };
-        if self.local_static && *remote == self.known.remote {
-            out.copy_from_slice(&**self.known.static_static);
-        } else {
+        if !(self.local_static && *remote == self.known.remote) {
             out.copy_from_slice(&*x25519(&self.secret, remote));
+            return Ok(());
+        }
+        if let Some(kept) = &self.known.kept {
+            out.copy_from_slice(&***kept);
+            return Ok(());
+        }
+        let secret = x25519(&self.secret, remote);
+        out.copy_from_slice(&*secret);
+        if let Some(store) = &self.known.store {
+            keep(store, remote, secret);
         }
         Ok(())
     }
@@ -245,23 +270,36 @@ mod tests {
         let remote = Identity::generate();
         let remote_public = remote.x25519_public().to_bytes();
         let keys = StaticKeys::new(&local);
-        let resolver = keys.resolver(Box::new(DefaultResolver), &remote_public);
+        let expected = {
+            let mut theirs = reference();
+            theirs.set(&*local.x25519_secret_bytes());
+            dh(&*theirs, &remote_public)
+        };
 
-        // The local static key: its public key and its secret with the remote's.
-        let mut ours = resolver.resolve_dh(&DHChoice::Curve25519).unwrap();
-        let mut theirs = reference();
-        ours.set(&*local.x25519_secret_bytes());
-        theirs.set(&*local.x25519_secret_bytes());
-        assert_eq!(ours.pubkey(), theirs.pubkey());
-        assert_eq!(dh(&*ours, &remote_public), dh(&*theirs, &remote_public));
-        assert_eq!(keys.kept(), 1);
+        // Two handshakes: the first computes and keeps the secret, the second uses it.
+        for round in 0..2 {
+            let resolver = keys
+                .for_handshake(&remote_public, true)
+                .resolver(Box::new(DefaultResolver));
+            let mut ours = resolver.resolve_dh(&DHChoice::Curve25519).unwrap();
+            let mut theirs = reference();
+            ours.set(&*local.x25519_secret_bytes());
+            theirs.set(&*local.x25519_secret_bytes());
+            assert_eq!(ours.pubkey(), theirs.pubkey(), "round {round}");
+            assert_eq!(keys.kept(), round, "kept once computed");
+            assert_eq!(dh(&*ours, &remote_public), expected, "round {round}");
+            assert_eq!(keys.kept(), 1);
 
-        // The same static key against another key (an ephemeral one) is computed.
-        let mut other = reference();
-        other.generate(&mut Rng).unwrap();
-        assert_eq!(dh(&*ours, other.pubkey()), dh(&*theirs, other.pubkey()));
+            // The same static key against another key (an ephemeral one) is computed.
+            let mut other = reference();
+            other.generate(&mut Rng).unwrap();
+            assert_eq!(dh(&*ours, other.pubkey()), dh(&*theirs, other.pubkey()));
+        }
 
-        // An ephemeral key against the remote's static key is computed too.
+        let resolver = keys
+            .for_handshake(&remote_public, true)
+            .resolver(Box::new(DefaultResolver));
+        // An ephemeral key against the remote's static key is computed.
         let mut ephemeral = resolver.resolve_dh(&DHChoice::Curve25519).unwrap();
         ephemeral.generate(&mut Rng).unwrap();
         let mut check = reference();
@@ -279,18 +317,42 @@ mod tests {
     }
 
     #[test]
+    fn a_handshake_that_may_not_keep_computes_and_keeps_nothing() {
+        let local = Identity::generate();
+        let remote = Identity::generate().x25519_public().to_bytes();
+        let keys = StaticKeys::new(&local);
+        let resolver = keys
+            .for_handshake(&remote, false)
+            .resolver(Box::new(DefaultResolver));
+        let mut ours = resolver.resolve_dh(&DHChoice::Curve25519).unwrap();
+        ours.set(&*local.x25519_secret_bytes());
+        let mut theirs = reference();
+        theirs.set(&*local.x25519_secret_bytes());
+        assert_eq!(dh(&*ours, &remote), dh(&*theirs, &remote));
+        assert_eq!(keys.kept(), 0);
+    }
+
+    #[test]
     fn short_keys_are_refused_and_the_kept_secrets_are_bounded() {
-        let keys = StaticKeys::new(&Identity::generate());
-        let resolver = keys.resolver(Box::new(DefaultResolver), &[9; KEY_LEN]);
+        let local = Identity::generate();
+        let keys = StaticKeys::new(&local);
+        let resolver = keys
+            .for_handshake(&[9; KEY_LEN], true)
+            .resolver(Box::new(DefaultResolver));
         let mut key = resolver.resolve_dh(&DHChoice::Curve25519).unwrap();
         key.generate(&mut Rng).unwrap();
         assert!(key.dh(&[1; 31], &mut [0; KEY_LEN]).is_err());
         assert!(key.dh(&[1; KEY_LEN], &mut [0; 31]).is_err());
+        let secret = local.x25519_secret_bytes();
         for i in 0..MAX_KEPT_STATIC_SECRETS + 10 {
             let mut remote = [0u8; KEY_LEN];
             remote[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            keys.static_static(&remote);
+            keep(&keys.kept, &remote, x25519(&secret, &remote));
         }
+        // Full: each new key replaced an old one.
         assert_eq!(keys.kept(), MAX_KEPT_STATIC_SECRETS);
+        let mut last = [0u8; KEY_LEN];
+        last[..8].copy_from_slice(&((MAX_KEPT_STATIC_SECRETS + 9) as u64).to_le_bytes());
+        assert!(keys.kept.lock().contains_key(&last), "the newest is kept");
     }
 }

@@ -23,7 +23,7 @@ use crate::cipher::TransportCipher;
 use crate::constants::{
     HANDSHAKE_WRITE_BUFFER_LEN, LENGTH_PREFIX_LEN, PROLOGUE_LEN, TIMESTAMP_LEN,
 };
-use crate::dh::StaticKeys;
+use crate::dh::{HandshakeKeys, StaticKeys};
 use crate::error::NoiseError;
 use crate::identity::{Identity, x25519_public_key};
 use crate::replay::{ReplayGuard, ReplayRefusal};
@@ -88,8 +88,10 @@ impl DialerHandshake {
         let remote_key = x25519_public_key(&remote)?;
         let prologue = prologue(&identity.peer_id(), &remote_key);
         let secret = identity.x25519_secret_bytes();
+        // A key we dial is one we chose: its static-static secret is kept.
+        let keys = keys.for_handshake(remote_key.as_bytes(), true);
         let mut state = suite
-            .handshake_builder(keys, remote_key.as_bytes())?
+            .handshake_builder(&keys)?
             .local_private_key(&secret[..])?
             .remote_public_key(remote_key.as_bytes())?
             .prologue(&prologue)?
@@ -161,7 +163,7 @@ pub(crate) fn check_prologue(
 /// prologue passed [`check_prologue`]: checks the dialer's key and timestamp, and
 /// returns the session and the bytes of message 2 to send.
 pub(crate) fn respond(
-    keys: &StaticKeys,
+    keys: &HandshakeKeys,
     suite: NoiseSuite,
     prologue: &[u8; PROLOGUE_LEN],
     remote: RemoteInfo,
@@ -169,9 +171,10 @@ pub(crate) fn respond(
     replay: &Mutex<ReplayGuard>,
     now_ms: u64,
 ) -> Result<(TransportCipher, Vec<u8>), NoiseError> {
-    // The claimed key is checked against the one the handshake proves below.
+    // `keys` were made for the claimed key, which is checked against the one the
+    // handshake proves below.
     let mut state = suite
-        .handshake_builder(keys, remote.static_key.as_bytes())?
+        .handshake_builder(keys)?
         .local_private_key(keys.secret())?
         .prologue(prologue)?
         .build_responder()?;

@@ -26,9 +26,11 @@
 //! `handshake.rs` for the wire layout and `replay.rs` for the bounded anti-replay memory.
 //!
 //! IK's static-static Diffie-Hellman is the same in every handshake between two nodes:
-//! an upgrader computes it once per remote key and keeps it (at most 4096 keys, zeroized
-//! on drop), as WireGuard does per peer; see `dh.rs`. With it a handshake costs each side
-//! three variable-base X25519 multiplications and one key generation.
+//! an upgrader keeps it per remote key once computed, as WireGuard does per peer: for the
+//! keys it dials and, under mutual authentication, the trusted keys that dial it (an open
+//! listener keeps none); at most 4096 keys, zeroized on drop. See `dh.rs`. With it a
+//! handshake costs each side three variable-base X25519 multiplications and one key
+//! generation.
 //!
 //! # Choice of suite
 //!

@@ -2,7 +2,7 @@
 
 use snow::params::NoiseParams;
 
-use crate::dh::StaticKeys;
+use crate::dh::HandshakeKeys;
 use snow::resolvers::{BoxedCryptoResolver, DefaultResolver, FallbackResolver, RingResolver};
 
 /// The cipher and hash of the Noise IK protocol. Both ends of a connection must use the
@@ -59,16 +59,15 @@ impl NoiseSuite {
         ))
     }
 
-    /// A `snow` builder for one handshake of the node with `keys` with the node whose
-    /// static key is `remote`: X25519 keeps their static-static secret (see `dh`).
+    /// A `snow` builder for one handshake with `keys`: X25519 uses or keeps the
+    /// static-static secret (see `dh`).
     pub(crate) fn handshake_builder(
         &self,
-        keys: &StaticKeys,
-        remote: &[u8; 32],
+        keys: &HandshakeKeys,
     ) -> Result<snow::Builder<'static>, snow::Error> {
         Ok(snow::Builder::with_resolver(
             self.params()?,
-            keys.resolver(self.resolver(), remote),
+            keys.resolver(self.resolver()),
         ))
     }
 

@@ -236,8 +236,14 @@ impl NoiseUpgrader {
         read_exact(&mut io, &mut prologue).await?;
         let remote = handshake::check_prologue(&inner.identity, &inner.config.mode, &prologue)?;
         let first = read_message(&mut io).await?;
+        // Under mutual authentication the claimed key is a trusted one, whose
+        // static-static secret is kept; an open listener keeps none (any key may come).
+        let keep = matches!(inner.config.mode, AuthMode::Mutual(_));
+        let keys = inner
+            .static_keys
+            .for_handshake(remote.static_key.as_bytes(), keep);
         let (cipher, reply) = handshake::respond(
-            &inner.static_keys,
+            &keys,
             inner.config.suite,
             &prologue,
             remote,

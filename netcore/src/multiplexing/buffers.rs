@@ -65,13 +65,16 @@ impl OutQueue {
 
     /// Queues the first `n` bytes of a stream's send buffer: copied when few (the
     /// buffer stays unshared, its room reused by the next writes without an
-    /// allocation), else split off without a copy.
-    pub(crate) fn payload_from(&mut self, buf: &mut BytesMut, n: usize) {
+    /// allocation), else split off without a copy. Returns whether it split the buffer
+    /// (which then shares its allocation with the queued payload).
+    pub(crate) fn payload_from(&mut self, buf: &mut BytesMut, n: usize) -> bool {
         if n < COPY_BELOW {
             self.copy(&buf[..n]);
             buf.advance(n);
+            false
         } else {
             self.payload(buf.split_to(n).freeze());
+            true
         }
     }
 
@@ -140,6 +143,9 @@ pub(crate) struct RecvBuffer {
     /// Small payloads after the last segment, copied together.
     tail: BytesMut,
     len: usize,
+    /// The tail was split off into a segment at least once, so it may share a larger
+    /// allocation: not worth keeping for reuse.
+    tail_split: bool,
 }
 
 impl RecvBuffer {
@@ -167,6 +173,7 @@ impl RecvBuffer {
         }
         if !self.tail.is_empty() {
             self.segments.push_back(self.tail.split().freeze());
+            self.tail_split = true;
         }
         self.len += b.len();
         self.segments.push_back(b);
@@ -208,9 +215,9 @@ impl RecvBuffer {
         }
     }
 
-    /// The tail buffer, for reuse by another stream.
-    pub(crate) fn into_tail(self) -> BytesMut {
-        self.tail
+    /// The tail buffer, for reuse by another stream, unless it was ever split.
+    pub(crate) fn into_tail(self) -> Option<BytesMut> {
+        (!self.tail_split).then_some(self.tail)
     }
 }
 

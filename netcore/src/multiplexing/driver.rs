@@ -88,8 +88,8 @@ impl Shared {
         }
     }
 
-    /// Drops the acceptor: the connection has ended. It may hold what holds this
-    /// connection, so keeping it would keep both alive.
+    /// Drops the acceptor: the connection has ended (or its task was dropped). It may
+    /// hold what holds this connection, so keeping it would keep both alive.
     fn drop_acceptor(&self) {
         let acceptor = self
             .acceptor
@@ -280,8 +280,11 @@ where
         if registered && !self.timer.is_elapsed() {
             return false;
         }
+        // With the task's budget spent, `Sleep` returns pending without registering
+        // the waker: then it must be polled again next time.
+        let registers = tokio::task::coop::has_budget_remaining();
         if self.timer.as_mut().poll(cx).is_pending() {
-            self.timer_waker = Some(cx.waker().clone());
+            self.timer_waker = registers.then(|| cx.waker().clone());
             return false;
         }
         self.timer_at = None;
@@ -310,6 +313,14 @@ where
         }
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+}
+
+impl<IO> Drop for Driver<IO> {
+    fn drop(&mut self) {
+        // A driver dropped before it finished (its runtime shut down) lets go of the
+        // acceptor too.
+        self.shared.drop_acceptor();
     }
 }
 

@@ -63,6 +63,8 @@ pub(crate) enum Payload {
 struct StreamState {
     /// Bytes written by the handle, not yet framed. Never more than `send_credit`.
     send_buf: BytesMut,
+    /// `send_buf` was split to queue a large payload: it may share that allocation.
+    send_buf_split: bool,
     /// Bytes the remote lets us send before its next window update.
     send_credit: u32,
     /// What `send_buf` grows by next.
@@ -114,6 +116,7 @@ impl StreamState {
             .map_or_else(RecvBuffer::default, RecvBuffer::with_tail);
         Self {
             send_buf,
+            send_buf_split: false,
             send_credit,
             send_step: FIRST_SEND_BUF_STEP,
             flags_pending,
@@ -297,7 +300,10 @@ impl Session {
             self.granted -= s.recv_window as usize;
             // Small buffers go to the next streams: a stream per request then costs
             // no allocation for them.
-            for mut buf in [s.send_buf, s.recv_buf.into_tail()] {
+            // One that was ever split may share a larger allocation with a payload:
+            // it is not kept.
+            let send_buf = (!s.send_buf_split).then_some(s.send_buf);
+            for mut buf in [send_buf, s.recv_buf.into_tail()].into_iter().flatten() {
                 if self.spare.len() < SPARE_BUFFERS && buf.capacity() <= SPARE_BUFFER_CAPACITY {
                     buf.clear();
                     self.spare.push(buf);
@@ -886,7 +892,7 @@ impl Session {
             if n > 0 || fl != 0 {
                 out.header(Header::new(FrameType::Data, fl, id, n as u32));
                 if n > 0 {
-                    out.payload_from(&mut s.send_buf, n);
+                    s.send_buf_split |= out.payload_from(&mut s.send_buf, n);
                 }
                 s.send_credit -= n as u32;
                 self.to_wake.extend(s.writer.take());

@@ -54,8 +54,13 @@ const MAX_BATCH: usize = 256;
 /// written from its own buffer.
 const WRITE_CHUNK: usize = 16 * 1024;
 
-/// Messages one reader hands to the application's queue at a time.
+/// Messages one reader hands to the application's queue at a time, at most.
 const DELIVER_BATCH: usize = 64;
+
+/// A reader stops gathering a batch past this many payload bytes: what it holds outside
+/// the application's queue stays small (it has already given the sender the window
+/// back for it).
+const DELIVER_BATCH_BYTES: u64 = 16 * 1024;
 
 /// The receiver acknowledges at least once per this many messages, even when the sender
 /// keeps it busy.
@@ -377,7 +382,8 @@ enum End {
 }
 
 /// Reads one inbound DirectSend substream into the application's queue until it ends,
-/// in batches of what has arrived (at most [`DELIVER_BATCH`]), acknowledging what it
+/// in batches of what has arrived (at most [`DELIVER_BATCH`] messages, what the queue
+/// has room for, and about [`DELIVER_BATCH_BYTES`]), acknowledging what it
 /// delivered whenever it waits (for the sender, for room in the application's queue or
 /// for the rate limiter), and at least every [`ACK_EVERY`] messages.
 pub(crate) async fn serve_inbound(
@@ -399,10 +405,13 @@ pub(crate) async fn serve_inbound(
     // A message read while a batch was pending, held back by the rate limiter.
     let mut held: Option<Bytes> = None;
     loop {
-        // Gather what has arrived; wait only when there is nothing to deliver.
+        // Gather what has arrived, no more than the application's queue takes now (but
+        // at least one message, as a reader that waits for room holds one); wait only
+        // when there is nothing to deliver.
         let mut end = None;
         let mut bytes = 0u64;
-        while batch.len() < DELIVER_BATCH {
+        let limit = queue.free().clamp(1, DELIVER_BATCH);
+        while batch.len() < limit && bytes < DELIVER_BATCH_BYTES {
             let data = match held.take() {
                 Some(data) => data,
                 // Frames already buffered are decoded here, without the stream's
