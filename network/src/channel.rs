@@ -415,11 +415,10 @@ impl<K: Eq + Hash + Clone, T> FairQueue<K, T> {
     fn take_batch(&mut self, inner: &mut Inner<K, T>) {
         // One key ready (a burst from one peer): its items go in one move, which is
         // what serving it round-robin alone would take.
-        if let [id] = inner.ready.as_slices().0
-            && inner.ready.len() == 1
-            && let Some(slot) = inner.slots.get_mut(*id)
+        if inner.ready.len() == 1
+            && let Some(&id) = inner.ready.front()
+            && let Some(slot) = inner.slots.get_mut(id)
         {
-            let id = *id;
             let moved = slot.items.len().min(CONSUMER_BATCH);
             self.taken.extend(slot.items.drain(..moved));
             for w in slot.waiting.drain(..) {

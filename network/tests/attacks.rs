@@ -18,8 +18,8 @@ use attacker::{
 use bytes::Bytes;
 use common::{DIRECT, PROTOCOLS, RPC, spawn_echo_server};
 use futures::StreamExt;
-use netcore::multiplexing::MuxConfig;
-use netcore::negotiate::{negotiate_inbound, negotiate_outbound_select};
+use netcore::multiplexing::{Incoming, MuxConfig, Substream};
+use netcore::negotiate::{Negotiated, negotiate_inbound, negotiate_outbound_select};
 use netcore::transport::TcpTransport;
 use netcore::{NetworkAddress, PeerId};
 use network::rate_limit::{PeerRateLimit, Rate, RateLimitConfig};
@@ -622,6 +622,32 @@ async fn a_stream_flood_is_refused_past_the_cap() {
     scene.shutdown().await;
 }
 
+/// Has `victim` send `message` (3 bytes) to the attacker `to`, and returns the
+/// attacker's end of the DirectSend substream it arrived on, past the message.
+async fn receive_direct_send(
+    victim: &TestNode,
+    to: PeerId,
+    incoming: &mut Incoming,
+    message: &[u8; 3],
+) -> Negotiated<Substream> {
+    victim
+        .sender
+        .send_to(to, DIRECT, Bytes::copy_from_slice(message))
+        .unwrap();
+    let substream = tokio::time::timeout(REACTION, incoming.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let (mut io, _) = negotiate_inbound(substream, &[DIRECT.as_str()])
+        .await
+        .unwrap();
+    let mut frame = [0u8; 7];
+    io.read_exact(&mut frame).await.unwrap();
+    assert_eq!(&frame[..4], &[0, 0, 0, 3]);
+    assert_eq!(&frame[4..], message);
+    io
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_false_direct_send_acknowledgement_closes_only_that_substream() {
     let scene = Scene::mutual(NetworkConfig::default(), 1).await;
@@ -640,20 +666,7 @@ async fn a_false_direct_send_acknowledgement_closes_only_that_substream() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // The victim sends the attacker one message; the attacker acknowledges a million.
-    victim
-        .sender
-        .send_to(attacker_id, DIRECT, Bytes::from_static(b"one"))
-        .unwrap();
-    let substream = tokio::time::timeout(REACTION, incoming.next())
-        .await
-        .unwrap()
-        .unwrap();
-    let (mut io, _) = negotiate_inbound(substream, &[DIRECT.as_str()])
-        .await
-        .unwrap();
-    let mut message = [0u8; 7];
-    io.read_exact(&mut message).await.unwrap();
-    assert_eq!(&message, b"\0\0\0\x03one");
+    let mut io = receive_direct_send(victim, attacker_id, &mut incoming, b"one").await;
     let lie = DirectSendAck {
         delivered: 1_000_000,
     }
@@ -674,19 +687,7 @@ async fn a_false_direct_send_acknowledgement_closes_only_that_substream() {
         1
     );
     // The connection stays: the next message opens a new substream.
-    victim
-        .sender
-        .send_to(attacker_id, DIRECT, Bytes::from_static(b"two"))
-        .unwrap();
-    let substream = tokio::time::timeout(REACTION, incoming.next())
-        .await
-        .unwrap()
-        .unwrap();
-    let (mut io, _) = negotiate_inbound(substream, &[DIRECT.as_str()])
-        .await
-        .unwrap();
-    io.read_exact(&mut message).await.unwrap();
-    assert_eq!(&message, b"\0\0\0\x03two");
+    receive_direct_send(victim, attacker_id, &mut incoming, b"two").await;
     assert!(victim.sender.is_connected(&attacker_id));
     scene.assert_honest_unaffected(prober).await;
     scene.shutdown().await;

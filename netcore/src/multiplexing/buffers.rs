@@ -221,6 +221,14 @@ impl RecvBuffer {
     }
 }
 
+/// Empties `buf` and says whether its whole allocation is at most `max` bytes, for
+/// keeping it to reuse. `capacity` counts only the room past what was consumed, so a
+/// buffer that can reclaim more than `max` without allocating holds a larger one.
+pub(crate) fn clear_if_small(buf: &mut BytesMut, max: usize) -> bool {
+    buf.clear();
+    !buf.try_reclaim(max + 1)
+}
+
 /// `Bytes` and `BytesMut` alike, for [`RecvBuffer::read_into`].
 trait BufAdvance {
     fn bytes(&self) -> &[u8];
@@ -278,5 +286,22 @@ mod tests {
         assert_eq!(&all[..2], b"h1");
         assert_eq!(&all[all.len() - 7..], b"h2small");
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn only_buffers_small_as_a_whole_are_kept() {
+        let mut small = BytesMut::with_capacity(1024);
+        small.extend_from_slice(&[1; 600]);
+        small.advance(600);
+        assert!(clear_if_small(&mut small, 2048));
+        assert!(small.is_empty());
+
+        // 64 KiB allocated, almost all of it consumed: little room shows, but the
+        // allocation behind it is large.
+        let mut large = BytesMut::with_capacity(64 * 1024);
+        large.extend_from_slice(&vec![1; 63 * 1024]);
+        large.advance(63 * 1024);
+        assert!(large.capacity() <= 2048);
+        assert!(!clear_if_small(&mut large, 2048));
     }
 }

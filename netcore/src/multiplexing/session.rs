@@ -17,7 +17,7 @@ use tokio::io::ReadBuf;
 use tokio::time::Instant;
 
 use super::Mode;
-use super::buffers::{OutQueue, RecvBuffer};
+use super::buffers::{OutQueue, RecvBuffer, clear_if_small};
 use super::config::{MuxConfig, SPEC_INITIAL_WINDOW};
 use super::error::{MuxError, ProtocolError};
 use super::frame::{FrameType, Header, SESSION_ID, flags, go_away};
@@ -300,12 +300,13 @@ impl Session {
             self.granted -= s.recv_window as usize;
             // Small buffers go to the next streams: a stream per request then costs
             // no allocation for them.
-            // One that was ever split may share a larger allocation with a payload:
-            // it is not kept.
+            // One that was ever split may share a larger allocation with a payload: it
+            // is not kept.
             let send_buf = (!s.send_buf_split).then_some(s.send_buf);
             for mut buf in [send_buf, s.recv_buf.into_tail()].into_iter().flatten() {
-                if self.spare.len() < SPARE_BUFFERS && buf.capacity() <= SPARE_BUFFER_CAPACITY {
-                    buf.clear();
+                if self.spare.len() < SPARE_BUFFERS
+                    && clear_if_small(&mut buf, SPARE_BUFFER_CAPACITY)
+                {
                     self.spare.push(buf);
                 }
             }
