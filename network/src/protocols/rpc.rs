@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
 use netcore::PeerId;
 use netcore::framing::{FramingError, MessageCodec};
 use netcore::multiplexing::Substream;
@@ -13,8 +12,8 @@ use netcore::negotiate::Negotiated;
 use proto::Message;
 use proto::rpc::rpc_failure::Code;
 use proto::rpc::{RpcFailure, RpcResponse, rpc_response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
-use tokio_util::codec::Framed;
 use tracing::debug;
 
 use super::{OpenError, connection_closed, is_refusal, open_substream};
@@ -27,11 +26,6 @@ use crate::shared::{PeerHandle, Route, Shared};
 /// How long a server that ran out of time still spends telling the caller so: long
 /// enough for a healthy connection to carry one small frame each way.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
-
-/// The first size of an RPC substream's read and write buffers (they grow to fit a
-/// larger message): most requests and responses are small, and the default 8 KiB each
-/// way cost an allocation of 16 KiB per call on each side.
-const FRAMED_CAPACITY: usize = 256;
 
 /// Sends one request and waits for its response; see `NetworkSender::rpc`.
 pub(crate) async fn outbound(
@@ -88,30 +82,31 @@ async fn outbound_inner(
     let request_len = request.len() as u64;
     let exchange = async {
         let supported = handle.metadata.supports(protocol);
-        let io = open_substream(&handle.control, supported, protocol)
+        let mut io = open_substream(&handle.control, supported, protocol)
             .await
             .map_err(|e| match e {
                 OpenError::Closed => RpcError::Disconnected,
                 OpenError::Refused => RpcError::ProtocolNotSupported,
                 OpenError::Negotiation(e) => RpcError::InvalidResponse(e.to_string()),
             })?;
-        let mut framed = Framed::with_capacity(io, MessageCodec::new(max), FRAMED_CAPACITY);
-        // The request and our FIN go out in one batch: the server knows the request is
-        // whole, and the substream closes cleanly once it answers.
-        framed
-            .feed(request)
+        // No `Framed`: one message each way needs no codec buffers. The request and our
+        // FIN go out in one batch: the server knows the request is whole, and the
+        // substream closes cleanly once it answers.
+        let codec = MessageCodec::new(max);
+        codec
+            .write_message(&mut io, &request)
             .await
             .map_err(|e| stream_error(&handle, e))?;
-        SinkExt::<Bytes>::close(&mut framed)
+        io.shutdown()
             .await
-            .map_err(|e| stream_error(&handle, e))?;
+            .map_err(|e| stream_error(&handle, e.into()))?;
         route.metrics.messages_out.inc();
         route.metrics.bytes_out.inc_by(request_len);
-        let frame = match framed.next().await {
-            Some(Ok(frame)) => frame,
-            Some(Err(e)) => return Err(stream_error(&handle, e)),
-            None if connection_closed(&handle) => return Err(RpcError::Disconnected),
-            None => {
+        let frame = match codec.read_message(&mut io).await {
+            Ok(Some(frame)) => frame,
+            Err(e) => return Err(stream_error(&handle, e)),
+            Ok(None) if connection_closed(&handle) => return Err(RpcError::Disconnected),
+            Ok(None) => {
                 return Err(RpcError::InvalidResponse(
                     "stream closed without a response".into(),
                 ));
@@ -161,21 +156,31 @@ fn failure(code: Code, message: &str) -> RpcResponse {
     }
 }
 
-/// An RPC substream's framing: requests in and responses out at the server,
-/// the other way round at the caller.
-type RpcFramed = Framed<Negotiated<Substream>, MessageCodec>;
+/// An inbound RPC's substream.
+type RpcStream = Negotiated<Substream>;
 
-/// Writes `response` as one message, encoded straight into the substream's write
-/// buffer, and flushes it.
-async fn send_response(framed: &mut RpcFramed, response: &RpcResponse) -> Result<(), FramingError> {
-    let codec = framed.codec().clone();
-    let len = response.encoded_len();
-    let buf = framed.write_buffer_mut();
-    codec.write_prefix(len, buf)?;
-    buf.reserve(len);
-    // The buffer has room for the whole message, so encoding cannot fail.
-    let _ = response.encode(buf);
-    SinkExt::<Bytes>::flush(framed).await
+/// Writes `response` as one message, encoded straight into its frame, then closes our
+/// side of the substream.
+async fn send_response(
+    io: &mut RpcStream,
+    codec: &MessageCodec,
+    response: &RpcResponse,
+) -> Result<(), FramingError> {
+    codec
+        .write_message_with(io, response.encoded_len(), |mut dst| {
+            // The slice is exactly the encoded length, so encoding cannot fail.
+            let _ = response.encode(&mut dst);
+        })
+        .await?;
+    io.shutdown().await?;
+    Ok(())
+}
+
+/// Reads and drops what the caller still sends, until its FIN (it came with the
+/// request), so the substream closes both ways and is not reset under the answer.
+async fn await_fin(io: &mut RpcStream) {
+    let mut sink = [0u8; 64];
+    while let Ok(1..) = io.read(&mut sink).await {}
 }
 
 /// Serves one inbound request on `io`: reads it, hands it to the application, writes
@@ -191,14 +196,14 @@ pub(crate) async fn serve_inbound(
     let peer = handle.metadata.peer_id;
     let protocol = route.protocol;
     let codec = MessageCodec::new(shared.config.max_message_size);
-    let mut framed = Framed::with_capacity(io, codec, FRAMED_CAPACITY);
+    let mut io = io;
     let permit = Arc::clone(&handle.inbound_rpcs).try_acquire_owned();
     let limiter = handle.message_limiter.clone();
     drop(handle);
     let serve = async {
-        let request = match framed.next().await {
-            Some(Ok(request)) => request,
-            Some(Err(e)) => {
+        let request = match codec.read_message(&mut io).await {
+            Ok(Some(request)) => request,
+            Err(e) => {
                 route.metrics.decode_failures.inc();
                 debug!(peer = %peer.short_str(), %protocol, error = %e, "bad inbound RPC request");
                 if let FramingError::TooLarge { .. } = e {
@@ -206,7 +211,7 @@ pub(crate) async fn serve_inbound(
                 }
                 return "bad_request";
             }
-            None => return "cancelled",
+            Ok(None) => return "cancelled",
         };
         let (response, label) = if permit.is_err() {
             (
@@ -223,15 +228,10 @@ pub(crate) async fn serve_inbound(
             route.metrics.bytes_in.inc_by(request.len() as u64);
             answer(shared, route, peer, request).await
         };
-        if send_response(&mut framed, &response).await.is_err() {
+        if send_response(&mut io, &codec, &response).await.is_err() {
             return "write_failed";
         }
-        // Half-close, then wait for the caller's FIN (it came with the request), so the
-        // substream closes both ways and is not reset under the answer.
-        if SinkExt::<Bytes>::close(&mut framed).await.is_err() {
-            return "write_failed";
-        }
-        while let Some(Ok(_)) = framed.next().await {}
+        await_fin(&mut io).await;
         label
     };
     let label = match tokio::time::timeout_at(deadline, serve).await {
@@ -241,9 +241,8 @@ pub(crate) async fn serve_inbound(
             // not reset away; bounded, since a caller that stopped reading could block
             // the write itself.
             let tell = async {
-                send_response(&mut framed, &failure(Code::Timeout, "server timed out")).await?;
-                SinkExt::<Bytes>::close(&mut framed).await?;
-                while let Some(Ok(_)) = framed.next().await {}
+                send_response(&mut io, &codec, &failure(Code::Timeout, "server timed out")).await?;
+                await_fin(&mut io).await;
                 Ok::<_, FramingError>(())
             };
             let _ = tokio::time::timeout(CLOSE_GRACE, tell).await;
