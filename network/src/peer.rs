@@ -1,11 +1,14 @@
-//! One connection's substreams and its task. Each substream the remote opens gets a task
-//! of its own, spawned by the multiplexer's task as the substream arrives, which routes
-//! it by its negotiated protocol to the RPC or DirectSend handler of the application
-//! that registered it. The connection's task exports the multiplexer's counters and
-//! tells the peer manager when the connection ends.
+//! One connection's substreams and its task. Each substream the remote opens is served
+//! by a task of its own, which routes it by its negotiated protocol to the RPC or
+//! DirectSend handler of the application that registered it. The multiplexer's task
+//! hands each arriving substream to a task of the connection that finished its last one
+//! and waits (see [`Handoff`]), or spawns one. The connection's task exports the
+//! multiplexer's counters and tells the peer manager when the connection ends.
 
-use std::sync::Arc;
+use std::future::poll_fn;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -74,10 +77,18 @@ pub(crate) async fn run(
     // Each inbound substream gets its task straight from the connection task, not
     // through a wake-up of this one. Weak references: the multiplexer holds the
     // acceptor until the connection ends, and the peer handle holds the multiplexer.
-    let (weak_shared, weak_handle) = (Arc::downgrade(&shared), Arc::downgrade(&handle));
+    let refs = Refs {
+        shared: Arc::downgrade(&shared),
+        handle: Arc::downgrade(&handle),
+    };
+    let handoff = HandoffGuard(Arc::new(Handoff::default()));
     incoming.accept_with(move |substream| {
-        if let (Some(shared), Some(handle)) = (weak_shared.upgrade(), weak_handle.upgrade()) {
-            tokio::spawn(route_substream(shared, handle, substream));
+        if let Some(substream) = handoff.0.offer(substream) {
+            tokio::spawn(serve_substreams(
+                refs.clone(),
+                Arc::clone(&handoff.0),
+                substream,
+            ));
         }
     });
     let mut tick = tokio::time::interval(MUX_STATS_INTERVAL);
@@ -116,6 +127,125 @@ pub(crate) async fn run(
             connection_id,
         })
         .await;
+}
+
+/// Weak references to what a connection's substream tasks need: they do not keep the
+/// node or the connection alive while they wait for a substream.
+#[derive(Clone)]
+struct Refs {
+    shared: Weak<Shared>,
+    handle: Weak<PeerHandle>,
+}
+
+/// Where the multiplexer's task hands an inbound substream to a task of the connection
+/// that finished serving one and waits for the next, instead of spawning a task per
+/// substream: a task's spawn and its allocation (cache-line aligned, so not from the
+/// allocator's fast path) were a tenth of an RPC's time in user space. At most one task
+/// waits per connection; others end when they finish their substream.
+struct Handoff<T = Substream> {
+    state: Mutex<HandoffState<T>>,
+}
+
+struct HandoffState<T> {
+    /// The waiting task, if one waits.
+    idle: Option<Waker>,
+    /// A substream handed to the waiting task, not yet taken.
+    handed: Option<T>,
+    /// The connection ended: the waiting task ends.
+    closed: bool,
+}
+
+impl<T> Default for Handoff<T> {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(HandoffState {
+                idle: None,
+                handed: None,
+                closed: false,
+            }),
+        }
+    }
+}
+
+impl<T> Handoff<T> {
+    fn state(&self) -> std::sync::MutexGuard<'_, HandoffState<T>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Hands `substream` to the waiting task; gives it back if none waits.
+    fn offer(&self, substream: T) -> Option<T> {
+        let mut state = self.state();
+        if state.handed.is_some() || state.closed {
+            return Some(substream);
+        }
+        let Some(waker) = state.idle.take() else {
+            return Some(substream);
+        };
+        state.handed = Some(substream);
+        drop(state);
+        waker.wake();
+        None
+    }
+
+    /// Waits for a substream, unless another task waits already or the connection
+    /// ended: then `None`, and the caller's task ends.
+    async fn next(&self) -> Option<T> {
+        poll_fn(|cx| {
+            let mut state = self.state();
+            if let Some(substream) = state.handed.take() {
+                state.idle = None;
+                return Poll::Ready(Some(substream));
+            }
+            // Also a task woken for a substream another task took, which then began to
+            // wait: one waiting task is enough.
+            let other_waits = state
+                .idle
+                .as_ref()
+                .is_some_and(|idle| !idle.will_wake(cx.waker()));
+            if state.closed || other_waits {
+                return Poll::Ready(None);
+            }
+            state.idle = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// The connection ended: the waiting task, if any, ends.
+    fn close(&self) {
+        let mut state = self.state();
+        state.closed = true;
+        // Dropped outside the lock: dropping a substream takes the multiplexer's.
+        let handed = state.handed.take();
+        let idle = state.idle.take();
+        drop(state);
+        drop(handed);
+        if let Some(waker) = idle {
+            waker.wake();
+        }
+    }
+}
+
+/// Held by the acceptor, which the multiplexer drops when the connection ends.
+struct HandoffGuard<T = Substream>(Arc<Handoff<T>>);
+
+impl<T> Drop for HandoffGuard<T> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// A substream task: serves `first`, then each substream handed to it, until another
+/// task already waits or the connection ends.
+async fn serve_substreams(refs: Refs, handoff: Arc<Handoff>, first: Substream) {
+    let mut next = Some(first);
+    while let Some(substream) = next.take() {
+        let (Some(shared), Some(handle)) = (refs.shared.upgrade(), refs.handle.upgrade()) else {
+            return;
+        };
+        route_substream(shared, handle, substream).await;
+        next = handoff.next().await;
+    }
 }
 
 /// Negotiates the protocol of an inbound substream and serves it.
@@ -172,4 +302,112 @@ fn is_garbage(e: &NegotiateError) -> bool {
             | NegotiateError::UnexpectedMessage(_)
             | NegotiateError::TooManyProposals { .. }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::{Pin, pin};
+    use std::sync::atomic::AtomicBool;
+    use std::task::{Context, Wake};
+
+    /// A task's waker, which records that it was woken.
+    #[derive(Default)]
+    struct Flag(AtomicBool);
+
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A stand-in for one substream task: its waker and whether it was woken.
+    struct Task {
+        flag: Arc<Flag>,
+        waker: Waker,
+    }
+
+    impl Task {
+        fn new() -> Self {
+            let flag = Arc::new(Flag::default());
+            let waker = Waker::from(Arc::clone(&flag));
+            Self { flag, waker }
+        }
+
+        fn poll<T>(&self, next: Pin<&mut impl Future<Output = Option<T>>>) -> Poll<Option<T>> {
+            next.poll(&mut Context::from_waker(&self.waker))
+        }
+
+        fn woken(&self) -> bool {
+            self.flag.0.load(Ordering::SeqCst)
+        }
+    }
+
+    #[test]
+    fn a_substream_goes_to_the_waiting_task_or_back_to_the_acceptor() {
+        let handoff = Handoff::<u32>::default();
+        let (a, b) = (Task::new(), Task::new());
+        // No task waits: the acceptor keeps it (and spawns one).
+        assert_eq!(handoff.offer(1), Some(1));
+        let mut waiting = pin!(handoff.next());
+        assert!(a.poll(waiting.as_mut()).is_pending());
+        // A second task that finishes while one waits ends.
+        assert_eq!(b.poll(pin!(handoff.next())), Poll::Ready(None));
+        // The waiting task takes the next one; a second offer before it runs goes back.
+        assert_eq!(handoff.offer(2), None);
+        assert!(a.woken());
+        assert_eq!(handoff.offer(3), Some(3));
+        assert_eq!(a.poll(waiting.as_mut()), Poll::Ready(Some(2)));
+        // Nobody waits again until a task asks.
+        assert_eq!(handoff.offer(4), Some(4));
+    }
+
+    #[test]
+    fn a_woken_task_that_finds_another_waiting_ends_rather_than_hide_it() {
+        let handoff = Handoff::<u32>::default();
+        let (a, c, d) = (Task::new(), Task::new(), Task::new());
+        let mut task_a = pin!(handoff.next());
+        assert!(a.poll(task_a.as_mut()).is_pending());
+        assert_eq!(handoff.offer(1), None);
+        // Task C, finishing before A runs, serves it; then D finishes and waits.
+        assert_eq!(c.poll(pin!(handoff.next())), Poll::Ready(Some(1)));
+        let mut task_d = pin!(handoff.next());
+        assert!(d.poll(task_d.as_mut()).is_pending());
+        // A runs at last: D waits, so A ends, and the next substream reaches D.
+        assert_eq!(a.poll(task_a.as_mut()), Poll::Ready(None));
+        assert_eq!(handoff.offer(2), None);
+        assert!(d.woken());
+        assert_eq!(d.poll(task_d.as_mut()), Poll::Ready(Some(2)));
+    }
+
+    #[test]
+    fn a_waiting_task_polled_again_keeps_waiting() {
+        let handoff = Handoff::<u32>::default();
+        let a = Task::new();
+        let mut waiting = pin!(handoff.next());
+        assert!(a.poll(waiting.as_mut()).is_pending());
+        assert!(a.poll(waiting.as_mut()).is_pending());
+        assert_eq!(handoff.offer(1), None);
+        assert_eq!(a.poll(waiting.as_mut()), Poll::Ready(Some(1)));
+    }
+
+    #[test]
+    fn the_end_of_the_connection_ends_the_waiting_task_and_drops_a_handed_substream() {
+        let handoff = Arc::new(Handoff::<Arc<()>>::default());
+        let (a, b) = (Task::new(), Task::new());
+        let mut waiting = pin!(handoff.next());
+        assert!(a.poll(waiting.as_mut()).is_pending());
+        let substream = Arc::new(());
+        assert!(handoff.offer(Arc::clone(&substream)).is_none());
+        drop(HandoffGuard(Arc::clone(&handoff)));
+        assert_eq!(
+            Arc::strong_count(&substream),
+            1,
+            "the handed one was dropped"
+        );
+        assert!(matches!(a.poll(waiting.as_mut()), Poll::Ready(None)));
+        // After the end, nothing is handed over and no task waits.
+        assert!(handoff.offer(Arc::clone(&substream)).is_some());
+        assert!(matches!(b.poll(pin!(handoff.next())), Poll::Ready(None)));
+    }
 }
