@@ -28,9 +28,14 @@ pub enum RpcError {
     /// No application registered the protocol on this node.
     #[error("protocol {0} is not registered")]
     UnregisteredProtocol(ProtocolId),
-    /// The remote could not answer; holds its explanation.
-    #[error("the remote failed the request: {0}")]
-    Remote(String),
+    /// The remote answered with a failure.
+    #[error("the remote failed the request: {failure}: {message}")]
+    Remote {
+        /// Why, as the remote reported it.
+        failure: RemoteFailure,
+        /// The remote's short explanation, for logs.
+        message: String,
+    },
     /// The request or the response is over the configured maximum message size.
     #[error("message of {len} bytes is over the maximum of {max}")]
     TooLarge {
@@ -39,9 +44,46 @@ pub enum RpcError {
         /// The maximum.
         max: usize,
     },
-    /// The remote answered with something that is not a response.
+    /// The remote did not answer with a response.
     #[error("invalid response: {0}")]
-    InvalidResponse(String),
+    InvalidResponse(InvalidResponse),
+}
+
+/// Why the remote failed a request, as it reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RemoteFailure {
+    /// Its application dropped the request without answering, or it has none for the
+    /// protocol any more.
+    #[error("its application did not answer")]
+    NoResponse,
+    /// Its application failed the request.
+    #[error("its application failed the request")]
+    Application,
+    /// It ran out of time waiting for its application.
+    #[error("it timed out")]
+    Timeout,
+}
+
+/// How the remote's side of an RPC substream was not a response. The underlying error,
+/// where there is one, is logged at debug level when the RPC fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidResponse {
+    /// The protocol negotiation on the substream failed: its answer to our proposal was
+    /// malformed or unexpected.
+    #[error("the protocol negotiation failed")]
+    Negotiation,
+    /// The substream failed, was reset or ended inside the response.
+    #[error("the substream failed before the response was whole")]
+    Stream,
+    /// The substream closed without a response.
+    #[error("the substream closed without a response")]
+    Missing,
+    /// The response is not an `RpcResponse` message.
+    #[error("the response does not decode")]
+    Undecodable,
+    /// The response holds neither a result nor a failure.
+    #[error("the response is empty")]
+    Empty,
 }
 
 impl RpcError {
@@ -53,7 +95,7 @@ impl RpcError {
             RpcError::NotConnected(_) => "not_connected",
             RpcError::TooManyRequests => "too_many_requests",
             RpcError::ProtocolNotSupported => "protocol_not_supported",
-            RpcError::Remote(_) => "remote",
+            RpcError::Remote { .. } => "remote",
             RpcError::UnregisteredProtocol(_) => "unregistered_protocol",
             RpcError::TooLarge { .. } => "too_large",
             RpcError::InvalidResponse(_) => "invalid_response",

@@ -25,8 +25,8 @@ use netcore::{NetworkAddress, PeerId};
 use network::rate_limit::{PeerRateLimit, Rate, RateLimitConfig};
 use network::reputation::ReputationConfig;
 use network::{
-    Event, Misbehaviour, Network, NetworkBuilder, NetworkConfig, NetworkEvents, NetworkSender,
-    RpcError, SendError,
+    Event, InvalidResponse, Misbehaviour, Network, NetworkBuilder, NetworkConfig, NetworkEvents,
+    NetworkSender, RpcError, SendError,
 };
 use noise::{Identity, NoiseConfig, NoiseUpgrader, TrustedPeers};
 use prometheus::Registry;
@@ -690,6 +690,56 @@ async fn a_false_direct_send_acknowledgement_closes_only_that_substream() {
     receive_direct_send(victim, attacker_id, &mut incoming, b"two").await;
     assert!(victim.sender.is_connected(&attacker_id));
     scene.assert_honest_unaffected(prober).await;
+    scene.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_that_are_not_responses_fail_the_rpc_with_a_typed_error() {
+    let scene = Scene::mutual(NetworkConfig::default(), 1).await;
+    let victim = &scene.victim;
+    let (_control, mut incoming) = muxed(
+        scene.attackers[0].clone(),
+        victim.peer_id,
+        &victim.addr,
+        MuxConfig::default(),
+    )
+    .await;
+    let attacker_id = scene.attackers[0].peer_id();
+    let deadline = Instant::now() + REACTION;
+    while !victim.sender.is_connected(&attacker_id) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The victim asks; the attacker answers with a message that is not an RpcResponse,
+    // with an empty one, and with none before its FIN.
+    let answers: [(Option<&[u8]>, InvalidResponse); 3] = [
+        (Some(&[0xff, 0xff]), InvalidResponse::Undecodable),
+        (Some(&[]), InvalidResponse::Empty),
+        (None, InvalidResponse::Missing),
+    ];
+    for (answer, expected) in answers {
+        let rpc = victim
+            .sender
+            .rpc(attacker_id, RPC, Bytes::from_static(b"q"), REACTION);
+        let serve = async {
+            let substream = incoming.next().await.unwrap();
+            let (mut io, _) = negotiate_inbound(substream, &[RPC.as_str()]).await.unwrap();
+            let mut request = [0u8; 5];
+            io.read_exact(&mut request).await.unwrap();
+            assert_eq!(request, [0, 0, 0, 1, b'q']);
+            if let Some(answer) = answer {
+                io.write_all(&(answer.len() as u32).to_be_bytes())
+                    .await
+                    .unwrap();
+                io.write_all(answer).await.unwrap();
+            }
+            io.shutdown().await.unwrap();
+            // Held until the caller is done with it.
+            io
+        };
+        let (result, _io) = tokio::join!(rpc, serve);
+        assert_eq!(result, Err(RpcError::InvalidResponse(expected)));
+    }
+    assert!(victim.sender.is_connected(&attacker_id));
     scene.shutdown().await;
 }
 

@@ -12,7 +12,7 @@ use common::{
     start_nodes_with,
 };
 use futures::StreamExt;
-use network::{Event, NetworkConfig, ProtocolId, ProtocolKind, RpcError, SendError};
+use network::{Event, NetworkConfig, ProtocolId, ProtocolKind, RemoteFailure, RpcError, SendError};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -50,9 +50,24 @@ async fn rpc_failures_reported_by_the_remote_are_typed() {
         }
     });
     let first = a.sender.rpc(b_id, RPC, bytes("x"), TIMEOUT).await;
-    assert_eq!(first, Err(RpcError::Remote("cannot serve".into())));
+    assert_eq!(
+        first,
+        Err(RpcError::Remote {
+            failure: RemoteFailure::Application,
+            message: "cannot serve".into()
+        })
+    );
     let second = a.sender.rpc(b_id, RPC, bytes("y"), TIMEOUT).await;
-    assert!(matches!(second, Err(RpcError::Remote(_))), "{second:?}");
+    assert!(
+        matches!(
+            second,
+            Err(RpcError::Remote {
+                failure: RemoteFailure::NoResponse,
+                ..
+            })
+        ),
+        "{second:?}"
+    );
     server.await.unwrap();
 }
 
@@ -484,7 +499,13 @@ async fn a_server_that_runs_out_of_time_tells_the_caller() {
         .sender
         .rpc(peer, RPC, bytes("x"), Duration::from_secs(10))
         .await;
-    assert_eq!(result, Err(RpcError::Remote("server timed out".into())));
+    assert_eq!(
+        result,
+        Err(RpcError::Remote {
+            failure: RemoteFailure::Timeout,
+            message: "server timed out".into()
+        })
+    );
     assert_eq!(start.elapsed(), Duration::from_secs(2));
 }
 

@@ -18,7 +18,7 @@ use proto::consensus::{
 use validator_network::{
     CONSENSUS_DIRECT_SEND, CONSENSUS_RPC, ConsensusNetworkEvents, ConsensusNetworkSender,
     DisconnectReason, Event, Identity, NetworkAddress, NetworkBuilder, NetworkConfig, PeerId,
-    Registry, RpcError, ShutdownHandle,
+    Registry, RemoteFailure, RpcError, ShutdownHandle,
 };
 
 /// Generous: paused time only advances when every task is idle.
@@ -247,7 +247,16 @@ async fn undecodable_input_is_counted_and_dropped() {
         }
     };
 
-    assert!(matches!(rpc, Err(RpcError::Remote(_))), "{rpc:?}");
+    assert!(
+        matches!(
+            rpc,
+            Err(RpcError::Remote {
+                failure: RemoteFailure::Application,
+                ..
+            })
+        ),
+        "{rpc:?}"
+    );
     if messages.is_empty() {
         messages.push(validator.next_event().await);
     }

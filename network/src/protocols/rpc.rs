@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use tracing::debug;
 
 use super::{OpenError, connection_closed, is_refusal, open_substream};
-use crate::error::RpcError;
+use crate::error::{InvalidResponse, RemoteFailure, RpcError};
 use crate::interface::{Event, RpcResponder};
 use crate::protocol_id::ProtocolId;
 use crate::reputation::Misbehaviour;
@@ -87,7 +87,10 @@ async fn outbound_inner(
             .map_err(|e| match e {
                 OpenError::Closed => RpcError::Disconnected,
                 OpenError::Refused => RpcError::ProtocolNotSupported,
-                OpenError::Negotiation(e) => RpcError::InvalidResponse(e.to_string()),
+                OpenError::Negotiation(e) => {
+                    debug!(peer = %peer.short_str(), %protocol, error = %e, "RPC negotiation failed");
+                    RpcError::InvalidResponse(InvalidResponse::Negotiation)
+                }
             })?;
         // No `Framed`: one message each way needs no codec buffers. The request and our
         // FIN go out in one batch: the server knows the request is whole, and the
@@ -106,14 +109,14 @@ async fn outbound_inner(
             Ok(Some(frame)) => frame,
             Err(e) => return Err(stream_error(&handle, e)),
             Ok(None) if connection_closed(&handle) => return Err(RpcError::Disconnected),
-            Ok(None) => {
-                return Err(RpcError::InvalidResponse(
-                    "stream closed without a response".into(),
-                ));
-            }
+            Ok(None) => return Err(RpcError::InvalidResponse(InvalidResponse::Missing)),
         };
         route.metrics.bytes_in.inc_by(frame.len() as u64);
-        decode_response(frame)
+        decode_response(frame).inspect_err(|e| {
+            if let RpcError::InvalidResponse(_) = e {
+                debug!(peer = %peer.short_str(), %protocol, error = %e, "invalid RPC response");
+            }
+        })
     };
     match tokio::time::timeout_at(deadline, exchange).await {
         Ok(result) => result,
@@ -130,20 +133,31 @@ fn stream_error(handle: &PeerHandle, err: FramingError) -> RpcError {
         FramingError::Io(_) | FramingError::Truncated(_) if connection_closed(handle) => {
             RpcError::Disconnected
         }
-        other => RpcError::InvalidResponse(other.to_string()),
+        other => {
+            debug!(peer = %handle.metadata.peer_id.short_str(), error = %other, "RPC substream failed");
+            RpcError::InvalidResponse(InvalidResponse::Stream)
+        }
     }
 }
 
 fn decode_response(frame: Bytes) -> Result<Bytes, RpcError> {
-    let response =
-        RpcResponse::decode(frame).map_err(|e| RpcError::InvalidResponse(e.to_string()))?;
+    let response = RpcResponse::decode(frame)
+        .map_err(|_| RpcError::InvalidResponse(InvalidResponse::Undecodable))?;
     match response.result {
         Some(rpc_response::Result::Ok(data)) => Ok(data),
-        Some(rpc_response::Result::Failure(failure)) => Err(match failure.code() {
-            Code::TooManyRequests => RpcError::TooManyRequests,
-            _ => RpcError::Remote(failure.message),
-        }),
-        None => Err(RpcError::InvalidResponse("empty response".into())),
+        Some(rpc_response::Result::Failure(failure)) => {
+            let kind = match failure.code() {
+                Code::TooManyRequests => return Err(RpcError::TooManyRequests),
+                Code::NoResponse => RemoteFailure::NoResponse,
+                Code::Application => RemoteFailure::Application,
+                Code::Timeout => RemoteFailure::Timeout,
+            };
+            Err(RpcError::Remote {
+                failure: kind,
+                message: failure.message,
+            })
+        }
+        None => Err(RpcError::InvalidResponse(InvalidResponse::Empty)),
     }
 }
 
