@@ -686,6 +686,11 @@ async fn a_false_direct_send_acknowledgement_closes_only_that_substream() {
         victim.metric("network_queue_drops_total", Some("unconfirmed")),
         1
     );
+    // And holds it against the attacker.
+    let penalties = victim
+        .wait_metric("network_penalties_total", Some("protocol_violation"), 1)
+        .await;
+    assert_eq!(penalties, 1);
     // The connection stays: the next message opens a new substream.
     receive_direct_send(victim, attacker_id, &mut incoming, b"two").await;
     assert!(victim.sender.is_connected(&attacker_id));

@@ -22,7 +22,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::Poll;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -71,7 +71,7 @@ const MAX_ACK_SIZE: usize = 16;
 
 /// Queues `msg` for `peer`; see `NetworkSender::send_to`.
 pub(crate) fn send(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     peer: PeerId,
     protocol: ProtocolId,
     msg: Bytes,
@@ -107,10 +107,12 @@ pub(crate) fn send(
 }
 
 /// Starts the writer task of (peer, protocol) and returns its queue.
-fn spawn_writer(shared: &Shared, handle: &PeerHandle, route: &Route) -> BatchSender<Bytes> {
+fn spawn_writer(shared: &Arc<Shared>, handle: &PeerHandle, route: &Route) -> BatchSender<Bytes> {
     let protocol = route.protocol;
     let (tx, rx) = batch_queue(shared.config.direct_send_queue_size);
     let writer = Writer {
+        shared: Arc::downgrade(shared),
+        peer: handle.metadata.peer_id,
         control: handle.control.clone(),
         remote_supports: handle.metadata.supports(protocol),
         protocol,
@@ -215,6 +217,10 @@ enum AckError {
 
 /// Drains one (peer, protocol) queue onto its substream.
 struct Writer {
+    /// For reporting a receiver that breaks the protocol; weak, as the writer lives as
+    /// long as the connection.
+    shared: Weak<Shared>,
+    peer: PeerId,
     control: Control,
     remote_supports: bool,
     protocol: ProtocolId,
@@ -244,6 +250,9 @@ impl Writer {
                                 Ok(()) => continue,
                                 Err(e) => {
                                     self.route.metrics.decode_failures.inc();
+                                    if let Some(shared) = self.shared.upgrade() {
+                                        shared.report(self.peer, Misbehaviour::ProtocolViolation);
+                                    }
                                     e.to_string()
                                 }
                             },
