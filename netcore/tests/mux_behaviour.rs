@@ -401,3 +401,70 @@ async fn an_acceptor_takes_inbound_streams_in_order_and_is_dropped_with_the_conn
     })
     .await;
 }
+
+/// Our client on a socket of `capacity` bytes each way whose remote end, returned raw,
+/// never reads: with 64 KiB written on a stream, the connection's writes block.
+async fn stuck_writer(capacity: usize, close_timeout: Duration) -> (Control, MemorySocket) {
+    let (ours, raw) = MemorySocket::new_pair_with_capacity(capacity);
+    let config = MuxConfig {
+        close_timeout,
+        ..MuxConfig::default()
+    };
+    let (control, _incoming) = multiplexing::start(ours, Mode::Client, config);
+    let mut stream = control.open_stream().await.unwrap();
+    // Within the stream's window and send buffer: the write completes, the socket does not
+    // take it all.
+    stream.write_all(&vec![7u8; 64 * KIB]).await.unwrap();
+    tokio::spawn(async move {
+        // Held open: the data is still queued when the connection closes.
+        let _stream = stream;
+        std::future::pending::<()>().await;
+    });
+    // Time stands still until every task waits: the connection's task has filled the
+    // socket and waits for room.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    (control, raw)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_close_the_remote_does_not_read_ends_at_the_close_timeout() {
+    let close_timeout = Duration::from_secs(3);
+    let (control, mut raw) = stuck_writer(4 * KIB, close_timeout).await;
+    let start = tokio::time::Instant::now();
+    let ended = within(control.close()).await;
+    assert!(matches!(ended, Err(MuxError::CloseTimedOut)), "{ended:?}");
+    assert_eq!(start.elapsed(), close_timeout);
+    // The socket was dropped: the remote reads what got through, then the end.
+    let mut got = Vec::new();
+    within(raw.read_to_end(&mut got)).await.unwrap();
+    assert!(!got.is_empty() && got.len() < 64 * KIB);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_protocol_error_of_a_remote_that_does_not_read_ends_at_the_close_timeout() {
+    let close_timeout = Duration::from_secs(3);
+    let (control, mut raw) = stuck_writer(4 * KIB, close_timeout).await;
+    // A frame of an unknown type: GoAway(protocol error) is due but cannot be sent.
+    raw.write_all(&header(9, 0, 1, 0)).await.unwrap();
+    let start = tokio::time::Instant::now();
+    let ended = within(control.closed()).await;
+    // The protocol error stays the reason.
+    assert!(matches!(ended, Err(MuxError::Protocol(_))), "{ended:?}");
+    assert_eq!(start.elapsed(), close_timeout);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_close_the_remote_reads_is_clean_and_does_not_wait_for_the_timeout() {
+    let (control, mut raw) = stuck_writer(4 * KIB, Duration::from_secs(3)).await;
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        raw.read_to_end(&mut got).await.unwrap();
+        got
+    });
+    let start = tokio::time::Instant::now();
+    // The stream is still open, so its data goes out before the GoAway.
+    within(control.close()).await.unwrap();
+    assert!(start.elapsed() < Duration::from_secs(3));
+    let got = reader.await.unwrap();
+    assert!(got.len() > 64 * KIB, "the data, then the GoAway");
+}

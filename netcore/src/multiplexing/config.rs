@@ -34,6 +34,9 @@ const DEFAULT_SEND_BUFFER: usize = 256 * 1024;
 /// changes slowly, so one probe per 10 s costs nothing (rust-yamux uses the same).
 const DEFAULT_RTT_PROBE_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Default time a closing connection has to send what it buffered and its GoAway.
+const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Settings of a multiplexed connection. The defaults suit a validator network; each
 /// field says what it bounds.
 #[derive(Debug, Clone)]
@@ -55,6 +58,11 @@ pub struct MuxConfig {
     pub send_buffer: usize,
     /// Interval between RTT measurements with Ping frames (default 10 s).
     pub rtt_probe_interval: Duration,
+    /// How long a closing connection (closed locally, or after a protocol error of the
+    /// remote) may take to send what its streams buffered and its GoAway before the
+    /// socket is dropped (default 10 s): a remote that stops reading cannot hold it
+    /// open. The connection then ends with [`MuxError::CloseTimedOut`](super::MuxError).
+    pub close_timeout: Duration,
 }
 
 impl Default for MuxConfig {
@@ -67,6 +75,7 @@ impl Default for MuxConfig {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             send_buffer: DEFAULT_SEND_BUFFER,
             rtt_probe_interval: DEFAULT_RTT_PROBE_INTERVAL,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
         }
     }
 }

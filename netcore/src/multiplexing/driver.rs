@@ -171,7 +171,7 @@ where
             let result = match reader.decode(s, now) {
                 Ok(()) => Ok(s.control_backlog() <= CONTROL_BACKLOG_LIMIT),
                 Err(e) => {
-                    s.on_protocol_error(e);
+                    s.on_protocol_error(e, now);
                     Err(())
                 }
             };
@@ -218,20 +218,14 @@ where
         let mut progress = false;
         loop {
             if self.out.is_empty() {
-                let (out, timer_at) = (&mut self.out, &mut self.timer_at);
+                let out = &mut self.out;
                 let waker = cx.waker();
                 let deadline = self.shared.with(|s| {
                     s.set_driver(waker);
                     s.poll_transmit(out, WRITE_BATCH);
                     s.poll_timeout()
                 });
-                if deadline != *timer_at {
-                    *timer_at = deadline;
-                    self.timer_waker = None;
-                    if let Some(t) = deadline {
-                        self.timer.as_mut().reset(t);
-                    }
-                }
+                self.set_timer(deadline);
             }
             if self.out.is_empty() {
                 break;
@@ -256,19 +250,41 @@ where
                     progress = true;
                 }
                 Poll::Ready(Err(e)) => return Err(e.into()),
-                Poll::Pending => return Ok(progress),
+                Poll::Pending => {
+                    self.refresh_timer();
+                    return Ok(progress);
+                }
             }
         }
         if self.unflushed {
             match Pin::new(&mut self.io).poll_flush(cx) {
                 Poll::Ready(Ok(())) => self.unflushed = false,
                 Poll::Ready(Err(e)) => return Err(e.into()),
-                Poll::Pending => {}
+                Poll::Pending => self.refresh_timer(),
             }
         }
         Ok(progress)
     }
 
+    /// Arms the timer for `deadline` if it changed.
+    fn set_timer(&mut self, deadline: Option<Instant>) {
+        if deadline != self.timer_at {
+            self.timer_at = deadline;
+            self.timer_waker = None;
+            if let Some(t) = deadline {
+                self.timer.as_mut().reset(t);
+            }
+        }
+    }
+
+    /// Re-reads the session's deadline while the socket does not take what is queued:
+    /// frames are not fetched then, and a close begun meanwhile must still be bounded.
+    fn refresh_timer(&mut self) {
+        let deadline = self.shared.with(|s| s.poll_timeout());
+        self.set_timer(deadline);
+    }
+
+    /// Polls the timer; on time, lets the session act. Returns whether it did.
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
         if self.timer_at.is_none() {
             return false;
@@ -299,8 +315,15 @@ where
             let Some(mut progress) = self.poll_read_side(cx)? else {
                 return Poll::Ready(Ok(()));
             };
-            progress |= self.poll_timer(cx);
             progress |= self.poll_write_side(cx)?;
+            // After the write side, which may have armed the timer for a close.
+            if self.poll_timer(cx) {
+                if self.shared.with(|s| s.is_finished()) {
+                    // A close that timed out: the socket is dropped with the task.
+                    return Poll::Ready(Err(MuxError::CloseTimedOut));
+                }
+                progress = true;
+            }
             if self.out.is_empty() && !self.unflushed && self.shared.with(|s| s.go_away_sent()) {
                 return match Pin::new(&mut self.io).poll_shutdown(cx) {
                     Poll::Ready(_) => Poll::Ready(Ok(())),

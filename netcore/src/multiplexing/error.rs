@@ -58,6 +58,11 @@ pub enum MuxError {
     /// The underlying connection failed.
     #[error("I/O: {0}")]
     Io(Arc<io::Error>),
+    /// The connection did not finish closing within
+    /// [`MuxConfig::close_timeout`](super::MuxConfig::close_timeout) (the remote stopped
+    /// reading): its socket was dropped.
+    #[error("closing timed out")]
+    CloseTimedOut,
 }
 
 impl From<io::Error> for MuxError {
@@ -75,6 +80,7 @@ impl MuxError {
             MuxError::Closed | MuxError::RemoteGoAway(_) => io::ErrorKind::BrokenPipe,
             MuxError::Protocol(_) => io::ErrorKind::InvalidData,
             MuxError::Io(e) => e.kind(),
+            MuxError::CloseTimedOut => io::ErrorKind::TimedOut,
             MuxError::TooManyStreams(_) | MuxError::StreamIdsExhausted => io::ErrorKind::Other,
         };
         io::Error::new(kind, self)

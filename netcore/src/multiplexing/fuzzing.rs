@@ -41,7 +41,7 @@ pub fn mux_frames(data: &[u8]) {
     while !input.is_empty() {
         let chunk = input.take(piece);
         if let Err(e) = reader.feed(&mut session, chunk, now) {
-            session.on_protocol_error(e);
+            session.on_protocol_error(e, now);
             break;
         }
         session.poll_transmit(&mut out, TRANSMIT_BUDGET);
@@ -81,7 +81,7 @@ pub fn mux_session(data: &[u8]) {
                 let len = usize::from(input.u16());
                 let frames = input.take(len);
                 if !broken && let Err(e) = reader.feed(&mut session, frames, now) {
-                    session.on_protocol_error(e);
+                    session.on_protocol_error(e, now);
                     broken = true;
                 }
             }
@@ -133,7 +133,7 @@ pub fn mux_session(data: &[u8]) {
                 out = OutQueue::default();
             }
             10 => session.on_eof(),
-            _ => session.close(),
+            _ => session.close(now),
         }
         session.to_wake.clear();
     }

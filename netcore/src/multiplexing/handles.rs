@@ -20,7 +20,7 @@ struct CloseOnDrop(Arc<Shared>);
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        self.0.with(|s| s.close());
+        self.0.with(|s| s.close(Instant::now()));
     }
 }
 
@@ -60,9 +60,11 @@ impl Control {
 
     /// Closes the connection: what streams have buffered goes out, then GoAway, a flush
     /// and a shutdown of the socket; the connection task ends. Returns how the
-    /// connection ended (an error if it had already failed).
+    /// connection ended (an error if it had already failed). A remote that does not read
+    /// cannot hold it open: past [`MuxConfig::close_timeout`](super::MuxConfig) the
+    /// socket is dropped, and this returns [`MuxError::CloseTimedOut`].
     pub async fn close(&self) -> Result<(), MuxError> {
-        self.shared.with(|s| s.close());
+        self.shared.with(|s| s.close(Instant::now()));
         self.closed().await
     }
 

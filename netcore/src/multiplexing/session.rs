@@ -204,6 +204,8 @@ pub(crate) struct Session {
     remote_go_away: Option<u32>,
     /// Why a closing connection closes, when it is an error.
     pending_reason: Option<MuxError>,
+    /// When a closing connection gives up sending and ends.
+    close_deadline: Option<Instant>,
     stats: Arc<MuxStats>,
     /// The connection task, and whether it was woken since it last took frames.
     driver: Option<Waker>,
@@ -241,6 +243,7 @@ impl Session {
             go_away_sent: false,
             remote_go_away: None,
             pending_reason: None,
+            close_deadline: None,
             stats: Arc::new(MuxStats::default()),
             driver: None,
             driver_notified: false,
@@ -579,15 +582,22 @@ impl Session {
         self.remove_if_finished(id);
     }
 
-    /// Begins a graceful close: what is buffered goes out, then GoAway(normal).
-    pub(crate) fn close(&mut self) {
+    /// Begins a graceful close: what is buffered goes out, then GoAway(normal), within
+    /// the close timeout from `now`.
+    pub(crate) fn close(&mut self, now: Instant) {
         if matches!(self.state, ConnState::Open) {
             self.state = ConnState::Closing {
                 code: go_away::NORMAL,
             };
+            self.close_deadline = Some(now + self.config.close_timeout);
             self.close_incoming();
             self.notify_driver();
         }
+    }
+
+    /// Whether the connection is over (the connection task stops).
+    pub(crate) fn is_finished(&self) -> bool {
+        matches!(self.state, ConnState::Closed(_))
     }
 
     /// Whether the connection is closing or closed.
@@ -818,14 +828,23 @@ impl Session {
 
     /// When [`handle_timeout`](Self::handle_timeout) has work next.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        match self.ping {
-            PingState::Idle { next } if matches!(self.state, ConnState::Open) => Some(next),
+        match (&self.state, self.ping) {
+            (ConnState::Open, PingState::Idle { next }) => Some(next),
+            (ConnState::Closing { .. }, _) => self.close_deadline,
             _ => None,
         }
     }
 
-    /// Sends the RTT probe when it is due.
+    /// Sends the RTT probe when it is due; ends a closing connection whose close timed
+    /// out.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if matches!(self.state, ConnState::Closing { .. })
+            && self.close_deadline.is_some_and(|deadline| now >= deadline)
+        {
+            // A protocol error stays the reason; otherwise the timeout is.
+            self.finish(Err(MuxError::CloseTimedOut));
+            return;
+        }
         if let PingState::Idle { next } = self.ping
             && now >= next
             && matches!(self.state, ConnState::Open)
@@ -840,8 +859,9 @@ impl Session {
         }
     }
 
-    /// The remote broke the protocol: drop pending data, send GoAway(protocol error).
-    pub(crate) fn on_protocol_error(&mut self, e: ProtocolError) {
+    /// The remote broke the protocol: drop pending data, send GoAway(protocol error)
+    /// within the close timeout from `now`.
+    pub(crate) fn on_protocol_error(&mut self, e: ProtocolError, now: Instant) {
         tracing::debug!(error = %e, "yamux protocol error");
         self.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
         self.ready.clear();
@@ -850,6 +870,9 @@ impl Session {
             code: go_away::PROTOCOL_ERROR,
         };
         self.go_away_sent = false;
+        // A close already under way keeps its earlier deadline.
+        self.close_deadline
+            .get_or_insert(now + self.config.close_timeout);
         self.pending_reason = Some(MuxError::Protocol(e));
         self.close_incoming();
         self.wake_all();

@@ -328,7 +328,7 @@ fn a_protocol_error_sends_go_away_with_the_protocol_error_code() {
     wire[0] = 1; // bad version
     let err = feed(&mut s, &wire, now).unwrap_err();
     assert_eq!(err, ProtocolError::BadVersion(1));
-    s.on_protocol_error(err);
+    s.on_protocol_error(err, now);
     assert_eq!(
         transmit(&mut s),
         hdr(FrameType::GoAway, 0, 0, go_away::PROTOCOL_ERROR)
@@ -464,7 +464,7 @@ fn close_sends_buffered_data_then_go_away() {
     let mut s = session(Mode::Client, MuxConfig::default(), now);
     let id = s.open_stream(now).unwrap();
     write(&mut s, id, b"z");
-    s.close();
+    s.close(now);
     let mut expected = hdr(FrameType::Data, flags::SYN, 1, 1);
     expected.push(b'z');
     expected.extend(hdr(FrameType::GoAway, 0, 0, go_away::NORMAL));
@@ -500,4 +500,32 @@ fn a_syn_window_update_adds_its_credit_to_the_spec_window_once() {
     .unwrap();
     let big = vec![0u8; (512 * KIB) as usize];
     assert_eq!(write(&mut s, 1, &big), (256 * KIB + 1000) as usize);
+}
+
+#[test]
+fn a_close_is_bounded_by_the_close_timeout() {
+    let now = Instant::now();
+    let config = MuxConfig {
+        close_timeout: Duration::from_secs(5),
+        ..MuxConfig::default()
+    };
+    let mut s = session(Mode::Client, config, now);
+    s.close(now);
+    let deadline = now + Duration::from_secs(5);
+    assert_eq!(
+        s.poll_timeout(),
+        Some(deadline),
+        "the ping no longer counts"
+    );
+    s.handle_timeout(deadline - Duration::from_millis(1));
+    assert!(!s.is_finished());
+    // A second close does not move the deadline.
+    s.close(now + Duration::from_secs(1));
+    assert_eq!(s.poll_timeout(), Some(deadline));
+    s.handle_timeout(deadline);
+    assert!(s.is_finished());
+    assert!(matches!(
+        s.poll_closed(&waker()),
+        Poll::Ready(Err(MuxError::CloseTimedOut))
+    ));
 }
