@@ -177,6 +177,10 @@ fn run_once(sizes: &Sizes, only: Option<&str>, ours_only: bool) -> BTreeMap<&'st
             "messages.ours",
             runtime().block_on(ours::direct_send(sizes.messages)),
         );
+        f.insert(
+            "messages.mux_stream",
+            runtime().block_on(ours::mux_framed(sizes.messages)),
+        );
         if ours_only {
             return f;
         }
@@ -328,7 +332,7 @@ fn table(m: &BTreeMap<&str, f64>, sizes: &Sizes, runs: usize) -> String {
     let msg_r = ratio(m, "messages.ours", "messages.noise_framed");
     let _ = writeln!(
         t,
-        "| 2. 32 B messages, one connection ({} messages) | msg/s | {} | {} | {} (TCP+Noise framed) | {} | {} | ≥ 0.9× TCP+Noise framed | {} |",
+        "| 2. 32 B DirectSend messages, one connection ({} messages) | msg/s | {} | {} | {} (TCP+Noise framed) | {} | {} | ≥ 0.9× TCP+Noise framed | {} |",
         sizes.messages,
         fig(m, "messages.ours", 0),
         fig(m, "messages.libp2p", 0),
@@ -336,6 +340,17 @@ fn table(m: &BTreeMap<&str, f64>, sizes: &Sizes, runs: usize) -> String {
         show(ratio(m, "messages.ours", "messages.libp2p")),
         show(msg_r),
         verdict(msg_r.map(|r| r >= 0.9)),
+    );
+    let mux_r = ratio(m, "messages.mux_stream", "messages.noise_framed");
+    let _ = writeln!(
+        t,
+        "| 2. same, over one substream of tcp+noise+mux (Framed, no DirectSend) | msg/s | {} | {} (its plain stream) | {} (TCP+Noise framed) | {} | {} | ≥ 0.9× TCP+Noise framed | {} |",
+        fig(m, "messages.mux_stream", 0),
+        fig(m, "messages.libp2p", 0),
+        fig(m, "messages.noise_framed", 0),
+        show(ratio(m, "messages.mux_stream", "messages.libp2p")),
+        show(mux_r),
+        verdict(mux_r.map(|r| r >= 0.9)),
     );
     let p50_r = ratio(m, "rpc_p50.ours", "rpc_p50.tcp");
     let _ = writeln!(
