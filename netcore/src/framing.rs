@@ -40,9 +40,8 @@ const LENGTH_FIELD_BYTES: usize = 4;
 /// the stack, in one write call.
 const SMALL_MESSAGE: usize = 512;
 
-/// A message read by [`MessageCodec::read_message`] gets its buffer in steps of this
-/// many bytes, as its bytes arrive: a prefix that promises more than is sent costs at
-/// most one step. A message of up to one step gets a buffer of exactly its length.
+/// The first buffer of a message read by [`MessageCodec::read_message`] holds at most
+/// this many bytes; a message of up to this length gets a buffer of exactly its length.
 const READ_STEP: usize = 64 * 1024;
 
 /// Why a message could not be framed or unframed.
@@ -99,9 +98,12 @@ impl MessageCodec {
 impl MessageCodec {
     /// Reads one message from `io`, for a stream that carries one message each way (an
     /// RPC) and has no use for a `Framed`'s buffers: the prefix is read into an array
-    /// and the message into a buffer of its own, of exactly its length when it is small,
-    /// so the returned `Bytes` costs one allocation. The length is checked against the
-    /// maximum before anything is allocated.
+    /// and the message into a buffer of its own, which ends exactly its length, so the
+    /// returned `Bytes` costs one allocation for a message of up to 64 KiB. The length is
+    /// checked against the maximum before anything is allocated, and a larger message's
+    /// buffer grows with what arrives (to at most twice what arrived and 64 KiB more,
+    /// never past the declared length): a prefix that promises more than is sent costs
+    /// little.
     ///
     /// Returns `Ok(None)` if the stream ended before the message began.
     ///
@@ -126,17 +128,18 @@ impl MessageCodec {
         if len > self.max {
             return Err(FramingError::TooLarge { len, max: self.max });
         }
-        let mut msg = BytesMut::with_capacity(len.min(READ_STEP));
+        let mut msg = Vec::with_capacity(len.min(READ_STEP));
         while msg.len() < len {
             if msg.capacity() == msg.len() {
-                msg.reserve((len - msg.len()).min(READ_STEP));
+                let grown = (msg.capacity() * 2).max(msg.capacity() + READ_STEP);
+                msg.reserve_exact(grown.min(len) - msg.len());
             }
             let room = (len - msg.len()).min(msg.capacity() - msg.len());
             if io.read_buf(&mut (&mut msg).limit(room)).await? == 0 {
                 return Err(FramingError::Truncated(msg.len()));
             }
         }
-        Ok(Some(msg.freeze()))
+        Ok(Some(Bytes::from(msg)))
     }
 
     /// Writes one `len`-byte message, which `fill` puts into the slice it is given
@@ -366,6 +369,21 @@ mod tests {
         writer.await.unwrap();
         // The writer is gone: a clean end before a message.
         assert!(codec.read_message(&mut b).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn read_message_buffers_end_exactly_at_the_message_length() {
+        let codec = MessageCodec::new(1 << 20);
+        for len in [0, 32, READ_STEP, READ_STEP + 1, 3 * READ_STEP + 1] {
+            let mut wire = (len as u32).to_be_bytes().to_vec();
+            wire.resize(LENGTH_FIELD_BYTES + len, 5);
+            let msg = codec.read_message(&mut &wire[..]).await.unwrap().unwrap();
+            assert_eq!(msg.len(), len);
+            if len > 0 {
+                // The allocation behind it is exactly the message.
+                assert_eq!(msg.try_into_mut().unwrap().capacity(), len);
+            }
+        }
     }
 
     #[tokio::test]

@@ -441,6 +441,28 @@ async fn a_close_the_remote_does_not_read_ends_at_the_close_timeout() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_close_after_more_writes_to_a_stuck_connection_still_ends_at_the_close_timeout() {
+    let close_timeout = Duration::from_secs(3);
+    let (control, _raw) = stuck_writer(4 * KIB, close_timeout).await;
+    // Another stream writes while the socket is full: that wakes the connection's task,
+    // which cannot write; the close after it must still reach the task.
+    let mut more = control.open_stream().await.unwrap();
+    more.write_all(b"more").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let start = tokio::time::Instant::now();
+    let ended = within(control.close()).await;
+    assert!(matches!(ended, Err(MuxError::CloseTimedOut)), "{ended:?}");
+    assert_eq!(start.elapsed(), close_timeout);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_close_timeout_too_large_for_the_clock_means_none() {
+    let (control, _raw) = stuck_writer(4 * KIB, Duration::MAX).await;
+    let closed = tokio::time::timeout(Duration::from_secs(3600), control.close()).await;
+    assert!(closed.is_err(), "still closing after an hour: {closed:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_protocol_error_of_a_remote_that_does_not_read_ends_at_the_close_timeout() {
     let close_timeout = Duration::from_secs(3);
     let (control, mut raw) = stuck_writer(4 * KIB, close_timeout).await;

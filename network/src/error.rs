@@ -68,11 +68,12 @@ pub enum RemoteFailure {
 /// where there is one, is logged at debug level when the RPC fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidResponse {
-    /// The protocol negotiation on the substream failed: its answer to our proposal was
-    /// malformed or unexpected.
+    /// The protocol negotiation on the substream failed: the remote's answer to our
+    /// proposal was malformed or unexpected, or the substream failed or ended before it.
     #[error("the protocol negotiation failed")]
     Negotiation,
-    /// The substream failed, was reset or ended inside the response.
+    /// The substream failed, was reset or ended while the request went out or before
+    /// the response was whole.
     #[error("the substream failed before the response was whole")]
     Stream,
     /// The substream closed without a response.

@@ -692,8 +692,19 @@ async fn a_false_direct_send_acknowledgement_closes_only_that_substream() {
         .await;
     assert_eq!(penalties, 1);
     // The connection stays: the next message opens a new substream.
-    receive_direct_send(victim, attacker_id, &mut incoming, b"two").await;
+    let mut io = receive_direct_send(victim, attacker_id, &mut incoming, b"two").await;
     assert!(victim.sender.is_connected(&attacker_id));
+    // An acknowledgement declared longer than any acknowledgement is refused too.
+    io.write_all(&1000u32.to_be_bytes()).await.unwrap();
+    io.flush().await.unwrap();
+    let oversized = victim
+        .wait_metric("network_penalties_total", Some("oversized_message"), 1)
+        .await;
+    assert_eq!(oversized, 1);
+    assert_eq!(
+        victim.metric("network_decode_failures_total", Some(DIRECT.as_str())),
+        2
+    );
     scene.assert_honest_unaffected(prober).await;
     scene.shutdown().await;
 }
@@ -715,7 +726,7 @@ async fn answers_that_are_not_responses_fail_the_rpc_with_a_typed_error() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // The victim asks; the attacker answers with a message that is not an RpcResponse,
-    // with an empty one, and with none before its FIN.
+    // with an empty one, with none before its FIN, and with garbage for a negotiation.
     let answers: [(Option<&[u8]>, InvalidResponse); 3] = [
         (Some(&[0xff, 0xff]), InvalidResponse::Undecodable),
         (Some(&[]), InvalidResponse::Empty),
@@ -744,7 +755,82 @@ async fn answers_that_are_not_responses_fail_the_rpc_with_a_typed_error() {
         let (result, _io) = tokio::join!(rpc, serve);
         assert_eq!(result, Err(RpcError::InvalidResponse(expected)));
     }
+    // An answer to the protocol proposal that is not multistream-select.
+    let rpc = victim
+        .sender
+        .rpc(attacker_id, RPC, Bytes::from_static(b"q"), REACTION);
+    let serve = async {
+        let mut substream = incoming.next().await.unwrap();
+        substream.write_all(b"\x03abc").await.unwrap();
+        substream.shutdown().await.unwrap();
+        substream
+    };
+    let (result, _substream) = tokio::join!(rpc, serve);
+    assert_eq!(
+        result,
+        Err(RpcError::InvalidResponse(InvalidResponse::Negotiation))
+    );
+    assert_eq!(
+        victim.metric("network_rpc_outcomes_total", Some("invalid_response")),
+        4
+    );
     assert!(victim.sender.is_connected(&attacker_id));
+    scene.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_stops_reading_an_answer_gets_it_cut_not_mixed_with_a_timeout() {
+    let config = NetworkConfig {
+        // Long enough for a debug build on two busy cores to start the answer.
+        inbound_rpc_timeout: Duration::from_secs(1),
+        ..NetworkConfig::default()
+    };
+    let scene = Scene::mutual(config, 1).await;
+    let victim = &scene.victim;
+    let (control, _incoming) = muxed(
+        scene.attackers[0].clone(),
+        victim.peer_id,
+        &victim.addr,
+        MuxConfig::default(),
+    )
+    .await;
+    // A 1 MiB request, echoed: an answer far past the substream's window, which the
+    // attacker does not read until the victim's inbound timeout has passed.
+    let request = vec![3u8; 1 << 20];
+    let substream = control.open_stream().await.unwrap();
+    let mut io = negotiate_outbound_select(substream, RPC.as_str()).unwrap();
+    io.write_all(&(request.len() as u32).to_be_bytes())
+        .await
+        .unwrap();
+    io.write_all(&request).await.unwrap();
+    io.shutdown().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let ended = loop {
+        match tokio::time::timeout(REACTION, io.read(&mut buf))
+            .await
+            .unwrap()
+        {
+            Ok(0) => break Ok(()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => break Err(e),
+        }
+    };
+    // What arrived is the start of the echo's frame and nothing else: the substream was
+    // reset under it, not closed after a second frame.
+    let answer = proto::rpc::RpcResponse {
+        result: Some(proto::rpc::rpc_response::Result::Ok(request.into())),
+    }
+    .encode_to_vec();
+    let mut whole = (answer.len() as u32).to_be_bytes().to_vec();
+    whole.extend_from_slice(&answer);
+    assert!(ended.is_err(), "the substream was reset");
+    assert!(got.len() < whole.len(), "{} of {}", got.len(), whole.len());
+    assert!(
+        whole.starts_with(&got),
+        "only the answer's own bytes arrived"
+    );
     scene.shutdown().await;
 }
 

@@ -62,6 +62,7 @@ pub struct MuxConfig {
     /// remote) may take to send what its streams buffered and its GoAway before the
     /// socket is dropped (default 10 s): a remote that stops reading cannot hold it
     /// open. The connection then ends with [`MuxError::CloseTimedOut`](super::MuxError).
+    /// A timeout too large to add to the clock (`Duration::MAX`) means none.
     pub close_timeout: Duration,
 }
 

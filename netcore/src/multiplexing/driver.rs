@@ -251,7 +251,7 @@ where
                 }
                 Poll::Ready(Err(e)) => return Err(e.into()),
                 Poll::Pending => {
-                    self.refresh_timer();
+                    self.refresh(cx.waker());
                     return Ok(progress);
                 }
             }
@@ -260,7 +260,7 @@ where
             match Pin::new(&mut self.io).poll_flush(cx) {
                 Poll::Ready(Ok(())) => self.unflushed = false,
                 Poll::Ready(Err(e)) => return Err(e.into()),
-                Poll::Pending => self.refresh_timer(),
+                Poll::Pending => self.refresh(cx.waker()),
             }
         }
         Ok(progress)
@@ -277,10 +277,15 @@ where
         }
     }
 
-    /// Re-reads the session's deadline while the socket does not take what is queued:
-    /// frames are not fetched then, and a close begun meanwhile must still be bounded.
-    fn refresh_timer(&mut self) {
-        let deadline = self.shared.with(|s| s.poll_timeout());
+    /// While the socket does not take what is queued, frames are not fetched, so this
+    /// does what fetching them would: registers the task to be woken by the session
+    /// (a close, say) and re-reads the session's deadline, so that a close begun
+    /// meanwhile is still bounded.
+    fn refresh(&mut self, waker: &Waker) {
+        let deadline = self.shared.with(|s| {
+            s.set_driver(waker);
+            s.poll_timeout()
+        });
         self.set_timer(deadline);
     }
 

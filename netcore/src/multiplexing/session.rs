@@ -589,7 +589,8 @@ impl Session {
             self.state = ConnState::Closing {
                 code: go_away::NORMAL,
             };
-            self.close_deadline = Some(now + self.config.close_timeout);
+            // A timeout past the clock's range means none.
+            self.close_deadline = now.checked_add(self.config.close_timeout);
             self.close_incoming();
             self.notify_driver();
         }
@@ -871,8 +872,9 @@ impl Session {
         };
         self.go_away_sent = false;
         // A close already under way keeps its earlier deadline.
-        self.close_deadline
-            .get_or_insert(now + self.config.close_timeout);
+        if self.close_deadline.is_none() {
+            self.close_deadline = now.checked_add(self.config.close_timeout);
+        }
         self.pending_reason = Some(MuxError::Protocol(e));
         self.close_incoming();
         self.wake_all();

@@ -231,6 +231,13 @@ struct Writer {
 }
 
 impl Writer {
+    /// Holds `misbehaviour` against the receiver, while the node runs.
+    fn report(&self, misbehaviour: Misbehaviour) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.report(self.peer, misbehaviour);
+        }
+    }
+
     /// Runs until the queue closes, i.e. until the peer's handle is dropped when the
     /// connection ends.
     async fn run(self, mut queue: BatchReceiver<Bytes>) {
@@ -250,13 +257,18 @@ impl Writer {
                                 Ok(()) => continue,
                                 Err(e) => {
                                     self.route.metrics.decode_failures.inc();
-                                    if let Some(shared) = self.shared.upgrade() {
-                                        shared.report(self.peer, Misbehaviour::ProtocolViolation);
-                                    }
+                                    self.report(Misbehaviour::ProtocolViolation);
                                     e.to_string()
                                 }
                             },
-                            Some(Err(e)) => e.to_string(),
+                            Some(Err(e)) => {
+                                if let FramingError::TooLarge { .. } = e {
+                                    // An acknowledgement over its size is no acknowledgement.
+                                    self.route.metrics.decode_failures.inc();
+                                    self.report(Misbehaviour::OversizedMessage);
+                                }
+                                e.to_string()
+                            }
                             None => "receiver closed the substream".to_owned(),
                         };
                         debug!(protocol = %self.protocol, error = %failure, "DirectSend substream ended; reopening on the next message");

@@ -2,13 +2,14 @@
 //! server answers with one `RpcResponse`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use netcore::PeerId;
 use netcore::framing::{FramingError, MessageCodec};
 use netcore::multiplexing::Substream;
-use netcore::negotiate::Negotiated;
+use netcore::negotiate::{NegotiateError, Negotiated};
 use proto::Message;
 use proto::rpc::rpc_failure::Code;
 use proto::rpc::{RpcFailure, RpcResponse, rpc_response};
@@ -133,6 +134,11 @@ fn stream_error(handle: &PeerHandle, err: FramingError) -> RpcError {
         FramingError::Io(_) | FramingError::Truncated(_) if connection_closed(handle) => {
             RpcError::Disconnected
         }
+        // An optimistic proposal's answer is read with the response.
+        FramingError::Io(e) if NegotiateError::from_io(&e).is_some() => {
+            debug!(peer = %handle.metadata.peer_id.short_str(), error = %e, "RPC negotiation failed");
+            RpcError::InvalidResponse(InvalidResponse::Negotiation)
+        }
         other => {
             debug!(peer = %handle.metadata.peer_id.short_str(), error = %other, "RPC substream failed");
             RpcError::InvalidResponse(InvalidResponse::Stream)
@@ -214,6 +220,8 @@ pub(crate) async fn serve_inbound(
     let permit = Arc::clone(&handle.inbound_rpcs).try_acquire_owned();
     let limiter = handle.message_limiter.clone();
     drop(handle);
+    // Set once the answer starts out: a timeout after that cannot add a frame.
+    let answering = AtomicBool::new(false);
     let serve = async {
         let request = match codec.read_message(&mut io).await {
             Ok(Some(request)) => request,
@@ -242,6 +250,7 @@ pub(crate) async fn serve_inbound(
             route.metrics.bytes_in.inc_by(request.len() as u64);
             answer(shared, route, peer, request).await
         };
+        answering.store(true, Ordering::Relaxed);
         if send_response(&mut io, &codec, &response).await.is_err() {
             return "write_failed";
         }
@@ -250,6 +259,9 @@ pub(crate) async fn serve_inbound(
     };
     let label = match tokio::time::timeout_at(deadline, serve).await {
         Ok(label) => label,
+        // Part of the answer may be out, and a second frame would land inside it: the
+        // substream is dropped, which resets it, and the caller sees the failure.
+        Err(_) if answering.load(Ordering::Relaxed) => "timeout",
         Err(_) => {
             // Tell the caller, close our side and wait for its FIN, so the failure is
             // not reset away; bounded, since a caller that stopped reading could block
