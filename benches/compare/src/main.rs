@@ -279,14 +279,59 @@ fn machine() -> String {
     format!("{cores} cores, {cpu}, Linux {kernel}; load average at the end of the run: {load}")
 }
 
-/// The figure, or a dash when the run skipped it.
-fn fig(m: &BTreeMap<&str, f64>, key: &str, digits: usize) -> String {
-    m.get(key)
+/// Every run's figures, and their medians.
+struct Figures {
+    medians: BTreeMap<&'static str, f64>,
+    runs: Vec<BTreeMap<&'static str, f64>>,
+}
+
+impl Figures {
+    fn new(runs: Vec<BTreeMap<&'static str, f64>>) -> Self {
+        let mut all: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
+        for run in &runs {
+            for (k, v) in run {
+                all.entry(k).or_default().push(*v);
+            }
+        }
+        let medians = all
+            .into_iter()
+            .map(|(k, mut v)| (k, median(&mut v)))
+            .collect();
+        Self { medians, runs }
+    }
+
+    /// `a ÷ b` in each run that measured both: the two sides of a ratio ran back to
+    /// back, under the same conditions.
+    fn per_run(&self, a: &str, b: &str) -> Vec<f64> {
+        self.runs
+            .iter()
+            .filter_map(|r| Some(r.get(a)? / r.get(b)?))
+            .collect()
+    }
+}
+
+/// The figure's median, or a dash when the runs skipped it.
+fn fig(m: &Figures, key: &str, digits: usize) -> String {
+    m.medians
+        .get(key)
         .map_or_else(|| "–".into(), |v| format!("{v:.digits$}"))
 }
 
-fn ratio(m: &BTreeMap<&str, f64>, a: &str, b: &str) -> Option<f64> {
-    Some(m.get(a)? / m.get(b)?)
+/// The median of the per-run ratios `a ÷ b`: the machine's state drifts between runs
+/// (loopback TCP alone moved between 750 and 1830 MiB/s in one table), so a ratio of
+/// two medians could pair figures from different runs.
+fn ratio(m: &Figures, a: &str, b: &str) -> Option<f64> {
+    let mut r = m.per_run(a, b);
+    (!r.is_empty()).then(|| median(&mut r))
+}
+
+/// The per-run ratios `a ÷ b`, for the table's footnote.
+fn per_run_line(m: &Figures, label: &str, a: &str, b: &str) -> Option<String> {
+    let r = m.per_run(a, b);
+    (!r.is_empty()).then(|| {
+        let each: Vec<String> = r.iter().map(|x| format!("{x:.2}")).collect();
+        format!("{label} {}", each.join(", "))
+    })
 }
 
 fn show(r: Option<f64>) -> String {
@@ -301,7 +346,7 @@ fn verdict(ok: Option<bool>) -> &'static str {
     }
 }
 
-fn table(m: &BTreeMap<&str, f64>, sizes: &Sizes, runs: usize) -> String {
+fn table(m: &Figures, sizes: &Sizes, runs: usize) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
@@ -397,16 +442,35 @@ fn table(m: &BTreeMap<&str, f64>, sizes: &Sizes, runs: usize) -> String {
         fig(m, "memory.ours", 1),
         fig(m, "memory.libp2p", 1),
         show(ratio(m, "memory.ours", "memory.libp2p")),
-        verdict(m.get("memory.ours").map(|v| *v <= 64.0)),
+        verdict(m.medians.get("memory.ours").map(|v| *v <= 64.0)),
     );
     let _ = writeln!(
         t,
         "| 6. {} nodes over memsocket form a full mesh | s | {} | | | | | ≤ 10 s | {} |",
         sizes.mesh_nodes,
         fig(m, "mesh.ours", 2),
-        verdict(m.get("mesh.ours").map(|v| *v <= 10.0)),
+        verdict(m.medians.get("mesh.ours").map(|v| *v <= 10.0)),
     );
-    let _ = writeln!(t, "\nEach figure is the median of {runs} runs.");
+    let _ = writeln!(
+        t,
+        "\nEach figure is the median of {runs} runs; each ratio is the median of the {runs} \
+         per-run ratios (both sides measured back to back in one run)."
+    );
+    let lines: Vec<String> = [
+        ("bulk ÷ libp2p", "bulk.ours", "bulk.libp2p"),
+        ("bulk ÷ TCP", "bulk.ours", "bulk.tcp"),
+        ("DirectSend ÷ framed", "messages.ours", "messages.noise_framed"),
+        ("mux stream ÷ framed", "messages.mux_stream", "messages.noise_framed"),
+        ("RPC p50 ÷ echo", "rpc_p50.ours", "rpc_p50.tcp"),
+        ("RPC rate ÷ libp2p", "rpc_rate.ours", "rpc_rate.libp2p"),
+        ("setup ÷ libp2p", "setup.ours", "setup.libp2p"),
+    ]
+    .iter()
+    .filter_map(|(label, a, b)| per_run_line(m, label, a, b))
+    .collect();
+    if !lines.is_empty() {
+        let _ = writeln!(t, "\nPer-run ratios: {}.", lines.join("; "));
+    }
     t
 }
 
@@ -439,19 +503,16 @@ fn main() {
             }
         }
     }
-    let mut all: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
+    let mut each = Vec::with_capacity(runs);
     for run in 0..runs {
         eprintln!("run {}/{runs}", run + 1);
-        for (k, v) in run_once(sizes, only.as_deref(), ours_only) {
+        let figures = run_once(sizes, only.as_deref(), ours_only);
+        for (k, v) in &figures {
             eprintln!("  {k} = {v:.2}");
-            all.entry(k).or_default().push(v);
         }
+        each.push(figures);
     }
-    let medians: BTreeMap<&str, f64> = all
-        .into_iter()
-        .map(|(k, mut v)| (k, median(&mut v)))
-        .collect();
-    let t = table(&medians, sizes, runs);
+    let t = table(&Figures::new(each), sizes, runs);
     println!("{t}");
     let machine = machine();
     println!("{machine}");
