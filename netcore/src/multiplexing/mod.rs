@@ -5,7 +5,9 @@
 //! task that owns it; [`Control`] opens streams (no round trip: the SYN rides on the
 //! first frame) and closes the connection, [`Incoming`] yields the streams the remote
 //! opens, and each [`Substream`] is a tokio `AsyncRead + AsyncWrite` with half-close
-//! and reset.
+//! and reset. A close sends what streams buffered and a GoAway, bounded by
+//! [`MuxConfig::close_timeout`]: a remote that stops reading cannot hold a closing
+//! connection open.
 //!
 //! How it stays fast (the lessons of Diem's 2019 yamux measurements):
 //! - substreams write into shared per-stream buffers and wake the connection task; the
