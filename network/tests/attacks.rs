@@ -18,7 +18,7 @@ use attacker::{
 use bytes::Bytes;
 use common::{DIRECT, PROTOCOLS, RPC, spawn_echo_server};
 use futures::StreamExt;
-use netcore::multiplexing::{Incoming, MuxConfig, Substream};
+use netcore::multiplexing::{Control, Incoming, MuxConfig, Substream};
 use netcore::negotiate::{Negotiated, negotiate_inbound, negotiate_outbound_select};
 use netcore::transport::TcpTransport;
 use netcore::{NetworkAddress, PeerId};
@@ -180,6 +180,25 @@ impl Scene {
             honest,
             attackers: (0..attackers).map(|_| Identity::generate()).collect(),
         }
+    }
+
+    /// Connects attacker `index` to the victim with a multiplexer of its own, and waits
+    /// (at most [`REACTION`]) until the victim lists it.
+    async fn connect_attacker(&self, index: usize) -> (Control, Incoming, PeerId) {
+        let attacker = &self.attackers[index];
+        let (control, incoming) = muxed(
+            attacker.clone(),
+            self.victim.peer_id,
+            &self.victim.addr,
+            MuxConfig::default(),
+        )
+        .await;
+        let attacker_id = attacker.peer_id();
+        let deadline = Instant::now() + REACTION;
+        while !self.victim.sender.is_connected(&attacker_id) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (control, incoming, attacker_id)
     }
 
     fn probe(&self) -> Prober {
@@ -653,18 +672,7 @@ async fn a_false_direct_send_acknowledgement_closes_only_that_substream() {
     let scene = Scene::mutual(NetworkConfig::default(), 1).await;
     let prober = scene.probe();
     let victim = &scene.victim;
-    let (_control, mut incoming) = muxed(
-        scene.attackers[0].clone(),
-        victim.peer_id,
-        &victim.addr,
-        MuxConfig::default(),
-    )
-    .await;
-    let attacker_id = scene.attackers[0].peer_id();
-    let deadline = Instant::now() + REACTION;
-    while !victim.sender.is_connected(&attacker_id) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let (_control, mut incoming, attacker_id) = scene.connect_attacker(0).await;
     // The victim sends the attacker one message; the attacker acknowledges a million.
     let mut io = receive_direct_send(victim, attacker_id, &mut incoming, b"one").await;
     let lie = DirectSendAck {
@@ -713,18 +721,7 @@ async fn a_false_direct_send_acknowledgement_closes_only_that_substream() {
 async fn answers_that_are_not_responses_fail_the_rpc_with_a_typed_error() {
     let scene = Scene::mutual(NetworkConfig::default(), 1).await;
     let victim = &scene.victim;
-    let (_control, mut incoming) = muxed(
-        scene.attackers[0].clone(),
-        victim.peer_id,
-        &victim.addr,
-        MuxConfig::default(),
-    )
-    .await;
-    let attacker_id = scene.attackers[0].peer_id();
-    let deadline = Instant::now() + REACTION;
-    while !victim.sender.is_connected(&attacker_id) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let (_control, mut incoming, attacker_id) = scene.connect_attacker(0).await;
     // The victim asks; the attacker answers with a message that is not an RpcResponse,
     // with an empty one, with none before its FIN, and with garbage for a negotiation.
     let answers: [(Option<&[u8]>, InvalidResponse); 3] = [
@@ -786,14 +783,7 @@ async fn a_caller_that_stops_reading_an_answer_gets_it_cut_not_mixed_with_a_time
         ..NetworkConfig::default()
     };
     let scene = Scene::mutual(config, 1).await;
-    let victim = &scene.victim;
-    let (control, _incoming) = muxed(
-        scene.attackers[0].clone(),
-        victim.peer_id,
-        &victim.addr,
-        MuxConfig::default(),
-    )
-    .await;
+    let (control, _incoming, _) = scene.connect_attacker(0).await;
     // A 1 MiB request, echoed: an answer far past the substream's window, which the
     // attacker does not read until the victim's inbound timeout has passed.
     let request = vec![3u8; 1 << 20];

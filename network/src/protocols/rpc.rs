@@ -210,13 +210,12 @@ pub(crate) async fn serve_inbound(
     shared: &Shared,
     handle: Arc<PeerHandle>,
     route: &Route,
-    io: Negotiated<Substream>,
+    mut io: Negotiated<Substream>,
     deadline: tokio::time::Instant,
 ) {
     let peer = handle.metadata.peer_id;
     let protocol = route.protocol;
     let codec = MessageCodec::new(shared.config.max_message_size);
-    let mut io = io;
     let permit = Arc::clone(&handle.inbound_rpcs).try_acquire_owned();
     let limiter = handle.message_limiter.clone();
     drop(handle);
