@@ -74,9 +74,10 @@ pub(crate) async fn run(
     let peer_id = handle.metadata.peer_id;
     let connection_id = handle.metadata.connection_id;
     let mut stats = MuxStatsExport::new(&shared, &handle);
-    // Each inbound substream gets its task straight from the connection task, not
-    // through a wake-up of this one. Weak references: the multiplexer holds the
-    // acceptor until the connection ends, and the peer handle holds the multiplexer.
+    // Each inbound substream goes straight from the multiplexer's task (not through a
+    // wake-up of this one) to a waiting substream task, or to a new one. Weak
+    // references: the multiplexer holds the acceptor until the connection ends, and the
+    // peer handle holds the multiplexer.
     let refs = Refs {
         shared: Arc::downgrade(&shared),
         handle: Arc::downgrade(&handle),
