@@ -227,7 +227,14 @@ impl FaultController {
         cut
     }
 
-    fn register(&self, local: Arc<str>, remote: Option<Arc<str>>) -> Arc<ConnShared> {
+    /// Registers a connection of `local`; a dialed one names the address it dialed
+    /// (without its `/p2p/` part).
+    fn register(&self, local: Arc<str>, dialed: Option<NetworkAddress>) -> Arc<ConnShared> {
+        let mut state = self.state.lock();
+        // Looked up now, not when the dial began: the remote may have started listening
+        // in between (nodes that start together dial each other before every one
+        // listens), and a connection of an unknown remote is never partitioned.
+        let remote = dialed.and_then(|addr| state.listeners.get(&addr).cloned());
         let conn = Arc::new(ConnShared {
             local,
             remote,
@@ -235,7 +242,6 @@ impl FaultController {
             reader: AtomicWaker::new(),
             writer: AtomicWaker::new(),
         });
-        let mut state = self.state.lock();
         // A partition set while this connection was being made covers it too.
         if let Some(remote) = &conn.remote
             && state
@@ -285,7 +291,7 @@ async fn wrap<S, F>(
     inner: F,
     controller: FaultController,
     local: Arc<str>,
-    remote: Option<Arc<str>>,
+    dialed: Option<NetworkAddress>,
 ) -> Result<FaultyStream<S>, TransportError>
 where
     F: Future<Output = Result<S, TransportError>>,
@@ -295,7 +301,7 @@ where
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let shared = controller.register(local, remote);
+    let shared = controller.register(local, dialed);
     Ok(FaultyStream {
         inner: Some(socket),
         shared,
@@ -340,13 +346,10 @@ where
     }
 
     fn dial(&self, addr: NetworkAddress) -> Result<Self::Outbound, Self::Error> {
-        let remote = {
+        let dialed = addr.clone().without_peer_id();
+        {
             let state = self.controller.state.lock();
-            let remote = state
-                .listeners
-                .get(&addr.clone().without_peer_id())
-                .cloned();
-            if let Some(remote) = &remote
+            if let Some(remote) = state.listeners.get(&dialed)
                 && state.blocked.contains(&(self.node.clone(), remote.clone()))
             {
                 self.controller
@@ -361,10 +364,15 @@ where
                     ),
                 )));
             }
-            remote
-        };
+        }
         let upgrade = self.inner.dial(addr)?;
-        Ok(wrap(upgrade, self.controller.clone(), self.node.clone(), remote).boxed())
+        Ok(wrap(
+            upgrade,
+            self.controller.clone(),
+            self.node.clone(),
+            Some(dialed),
+        )
+        .boxed())
     }
 }
 
@@ -585,6 +593,25 @@ mod tests {
         assert!(ab.is_cut());
         works(&mut ac, &mut ca).await;
         works(&mut ca, &mut ac).await;
+    }
+
+    #[test]
+    fn a_dialed_connection_learns_its_remote_when_it_is_made_not_when_dialed() {
+        // A node dials an address before the node behind it listens (nodes that start
+        // together do), and the connection is made once it listens: a partition must
+        // still cover it.
+        let faults = FaultController::new();
+        let addr: NetworkAddress = "/memory/4242".parse().unwrap();
+        faults
+            .state
+            .lock()
+            .listeners
+            .insert(addr.clone(), Arc::from("b"));
+        let conn = faults.register(Arc::from("a"), Some(addr));
+        assert_eq!(conn.remote.as_deref(), Some("b"));
+        faults.partition(&["a"], &["b"]);
+        assert!(conn.cut.load(Ordering::SeqCst));
+        assert_eq!(faults.stats().connections_cut, 1);
     }
 
     #[tokio::test(start_paused = true)]
