@@ -6,7 +6,9 @@
 //! `./benches/compare/run.sh` (from the workspace root) builds it and writes
 //! `benches/README.md`. Every workload runs on one tokio current-thread runtime with both
 //! ends in one process, so both sides of every ratio get one core under the same
-//! conditions. The memory workloads run in a fresh child process each.
+//! conditions; and the two sides of each target ratio take turns in rounds (see
+//! [`interleave`]), as the machine's speed drifts within a run. The memory workloads
+//! run in a fresh child process each.
 
 mod libp2p_side;
 mod ours;
@@ -53,6 +55,61 @@ const QUICK: Sizes = Sizes {
     idle_connections: 100,
     mesh_nodes: 20,
 };
+
+/// Rounds a workload is cut into, so that the two sides of a ratio take turns (the
+/// machine drifts within a run too); even, so that each side goes first equally often.
+const ROUNDS: usize = 8;
+
+/// A workload on a runtime of its own, as every workload had before it took turns: in
+/// one side's round the other side's tasks (timers, readers) do not run.
+struct Side {
+    rt: tokio::runtime::Runtime,
+    /// `None` only while being dropped.
+    pipe: Option<Box<dyn ours::Pipe>>,
+}
+
+impl Side {
+    /// Opens a pipe on a fresh runtime.
+    fn open<P: ours::Pipe + 'static>(open: impl std::future::Future<Output = P>) -> Self {
+        let rt = runtime();
+        let pipe = rt.block_on(open);
+        Self {
+            rt,
+            pipe: Some(Box::new(pipe)),
+        }
+    }
+
+    /// Seconds of one round of `count` units, as the runtime's `block_on` future.
+    fn round(&mut self, count: u64) -> f64 {
+        let pipe = self.pipe.as_mut().expect("open");
+        self.rt.block_on(pipe.round(count))
+    }
+}
+
+impl Drop for Side {
+    fn drop(&mut self) {
+        // The pipe's sockets and tasks go inside their runtime.
+        let _inside = self.rt.enter();
+        self.pipe.take();
+    }
+}
+
+/// Runs `ROUNDS` rounds of `per_round` units on each side, taking turns and rotating
+/// which goes first, after one unmeasured warm-up round each (a quarter of a round):
+/// returns each side's seconds, summed over its rounds.
+fn interleave(sides: &mut [Side], per_round: u64) -> Vec<f64> {
+    for side in sides.iter_mut() {
+        side.round(per_round / 4);
+    }
+    let mut secs = vec![0.0; sides.len()];
+    for round in 0..ROUNDS {
+        for turn in 0..sides.len() {
+            let i = (round + turn) % sides.len();
+            secs[i] += sides[i].round(per_round);
+        }
+    }
+    secs
+}
 
 /// RPCs outstanding in the rate workload.
 const IN_FLIGHT: usize = 64;
@@ -133,39 +190,101 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e6
 }
 
+/// RPC round trips over our stack and a TCP echo, each on its own runtime, taking turns
+/// in `ROUNDS` rounds after a warm-up of a tenth of `samples` each; then our rate with
+/// `IN_FLIGHT` outstanding over `rate_count` requests. Every round runs as a spawned
+/// task (see [`spawned`]).
+fn rpc_rounds(samples: usize, rate_count: u64) -> (Vec<Duration>, Vec<Duration>, f64) {
+    let ours_rt = runtime();
+    let rpc = std::sync::Arc::new(ours_rt.block_on(ours::RpcPipe::open()));
+    let echo_rt = runtime();
+    let mut echo = Some(echo_rt.block_on(ours::EchoPipe::open()));
+    let ours_round = |count: usize, into: &mut Vec<Duration>| {
+        let rpc = std::sync::Arc::clone(&rpc);
+        let mut lat = ours_rt.block_on(async move {
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(count);
+                rpc.latencies(count, &mut lat).await;
+                lat
+            })
+            .await
+            .expect("rpc round")
+        });
+        into.append(&mut lat);
+    };
+    let mut echo_round = |count: usize, into: &mut Vec<Duration>| {
+        let mut pipe = echo.take().expect("echo");
+        let (pipe, mut lat) = echo_rt.block_on(async move {
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(count);
+                pipe.latencies(count, &mut lat).await;
+                (pipe, lat)
+            })
+            .await
+            .expect("echo round")
+        });
+        echo = Some(pipe);
+        into.append(&mut lat);
+    };
+    ours_round(samples / 10, &mut Vec::new());
+    echo_round(samples / 10, &mut Vec::new());
+    let (mut ours_lat, mut echo_lat) = (Vec::new(), Vec::new());
+    let per_round = samples / ROUNDS;
+    for round in 0..ROUNDS {
+        if round % 2 == 0 {
+            ours_round(per_round, &mut ours_lat);
+            echo_round(per_round, &mut echo_lat);
+        } else {
+            echo_round(per_round, &mut echo_lat);
+            ours_round(per_round, &mut ours_lat);
+        }
+    }
+    let rate = ours_rt.block_on(async move {
+        tokio::spawn(async move { rpc.rate(IN_FLIGHT, rate_count).await })
+            .await
+            .expect("rate")
+    });
+    (ours_lat, echo_lat, rate)
+}
+
 /// One run of every workload: figure name → value.
 fn run_once(sizes: &Sizes, only: Option<&str>, ours_only: bool) -> BTreeMap<&'static str, f64> {
     let mut f = BTreeMap::new();
     let mib = sizes.bulk_bytes as f64 / (1024.0 * 1024.0);
     let want = |name: &str| only.is_none_or(|o| o == name);
     if want("bulk") {
-        let t = runtime().block_on(ours::bulk(
+        let per_round = sizes.bulk_bytes / ROUNDS as u64;
+        let chunk = sizes.bulk_chunk;
+        let mut sides = vec![Side::open(ours::BulkPipe::open(
             Socket::Tcp,
             Layers::NoiseMux,
-            sizes.bulk_bytes,
-            sizes.bulk_chunk,
-        ));
-        f.insert("bulk.ours", mib / t);
+            chunk,
+        ))];
+        if !ours_only {
+            sides.push(Side::open(ours::BulkPipe::open(
+                Socket::Tcp,
+                Layers::Plain,
+                chunk,
+            )));
+        }
+        let secs = interleave(&mut sides, per_round);
+        drop(sides);
+        f.insert("bulk.ours", mib / secs[0]);
         if ours_only {
             return f;
         }
+        f.insert("bulk.tcp", mib / secs[1]);
         let t = runtime().block_on(libp2p_side::bulk(sizes.bulk_bytes, sizes.bulk_chunk))
             .expect("libp2p bulk");
         f.insert("bulk.libp2p", mib / t);
-        let t = runtime().block_on(ours::bulk(
-            Socket::Tcp,
-            Layers::Plain,
-            sizes.bulk_bytes,
-            sizes.bulk_chunk,
-        ));
-        f.insert("bulk.tcp", mib / t);
-        let t = runtime().block_on(ours::bulk(
+        let mut sides = vec![Side::open(ours::BulkPipe::open(
             Socket::Memory,
             Layers::Plain,
-            sizes.bulk_bytes,
-            sizes.bulk_chunk,
-        ));
-        f.insert("bulk.memsocket", mib / t);
+            chunk,
+        ))];
+        let secs = interleave(&mut sides, per_round);
+        drop(sides);
+        f.insert("bulk.memsocket", mib / secs[0]);
         f.insert(
             "bulk.cipher",
             mib / ours::cipher(sizes.bulk_bytes, sizes.bulk_chunk - 16),
@@ -173,37 +292,39 @@ fn run_once(sizes: &Sizes, only: Option<&str>, ours_only: bool) -> BTreeMap<&'st
         eprintln!("bulk done");
     }
     if want("messages") {
-        f.insert(
-            "messages.ours",
-            runtime().block_on(ours::direct_send(sizes.messages)),
-        );
-        f.insert(
-            "messages.mux_stream",
-            runtime().block_on(ours::mux_framed(sizes.messages)),
-        );
+        let per_round = sizes.messages / ROUNDS as u64;
+        let count = (per_round * ROUNDS as u64) as f64;
+        let mut sides = vec![
+            Side::open(ours::DirectSendPipe::open()),
+            Side::open(ours::FramedPipe::open(Layers::NoiseMux)),
+        ];
+        if !ours_only {
+            sides.push(Side::open(ours::FramedPipe::open(Layers::Noise)));
+        }
+        let secs = interleave(&mut sides, per_round);
+        drop(sides);
+        f.insert("messages.ours", count / secs[0]);
+        f.insert("messages.mux_stream", count / secs[1]);
         if ours_only {
             return f;
         }
+        f.insert("messages.noise_framed", count / secs[2]);
         f.insert(
             "messages.libp2p",
             runtime().block_on(libp2p_side::small_messages(sizes.messages))
                 .expect("libp2p messages"),
         );
-        f.insert(
-            "messages.noise_framed",
-            runtime().block_on(ours::noise_framed(sizes.messages)),
-        );
         eprintln!("messages done");
     }
     if want("rpc") {
-        let (lat, rate) = spawned(ours::rpc(
-            sizes.rpc_samples,
-            IN_FLIGHT,
-            sizes.rpc_rate_count,
-        ));
-        f.insert("rpc_p50.ours", percentile(&lat, 0.5));
-        f.insert("rpc_p99.ours", percentile(&lat, 0.99));
+        let (mut ours_lat, mut echo_lat, rate) = rpc_rounds(sizes.rpc_samples, sizes.rpc_rate_count);
+        ours_lat.sort();
+        echo_lat.sort();
+        f.insert("rpc_p50.ours", percentile(&ours_lat, 0.5));
+        f.insert("rpc_p99.ours", percentile(&ours_lat, 0.99));
         f.insert("rpc_rate.ours", rate);
+        f.insert("rpc_p50.tcp", percentile(&echo_lat, 0.5));
+        f.insert("rpc_p99.tcp", percentile(&echo_lat, 0.99));
         if ours_only {
             return f;
         }
@@ -216,9 +337,6 @@ fn run_once(sizes: &Sizes, only: Option<&str>, ours_only: bool) -> BTreeMap<&'st
         f.insert("rpc_p50.libp2p", percentile(&lat, 0.5));
         f.insert("rpc_p99.libp2p", percentile(&lat, 0.99));
         f.insert("rpc_rate.libp2p", rate);
-        let lat = spawned(ours::tcp_echo(sizes.rpc_samples));
-        f.insert("rpc_p50.tcp", percentile(&lat, 0.5));
-        f.insert("rpc_p99.tcp", percentile(&lat, 0.99));
         eprintln!("rpc done");
     }
     if want("setup") {

@@ -1,47 +1,108 @@
 //! Our stack's side of the comparison, and the machine's raw limits measured with the
 //! same harness (plain loopback TCP, memsocket, the cipher alone).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use benches::layers::{self, Layers};
-use benches::stack::{BENCH_RPC_TIMEOUT, DIRECT, RPC, Socket, connected_pair, echo_server};
+use benches::stack::{
+    BENCH_RPC_TIMEOUT, BenchNode, DIRECT, RPC, Socket, connected_pair, echo_server,
+};
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::{SinkExt, StreamExt};
-use netcore::multiplexing::{self, Mode, MuxConfig};
+use netcore::PeerId;
+use netcore::framing::MessageCodec;
+use netcore::multiplexing::{self, Control, Mode, MuxConfig};
 use network::SendError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use netcore::framing::MessageCodec;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Framed;
 
 const PAYLOAD: &[u8; 32] = &[0x5a; 32];
 
-/// Seconds to move `total` bytes in `chunk`-byte writes over one stream of `layers` on
-/// `socket`, until the receiver read the last byte.
-pub async fn bulk(socket: Socket, layers: Layers, total: u64, chunk: usize) -> f64 {
-    let pair = layers::pair(socket, layers).await;
-    let (mut client, mut server) = (pair.client, pair.server);
-    let reader = tokio::spawn(async move {
-        let mut buf = vec![0u8; chunk];
-        let mut read = 0u64;
-        while read < total {
-            let n = server.read(&mut buf).await.expect("read");
-            assert!(n > 0, "stream ended early");
-            read += n as u64;
+/// A one-way workload kept open across rounds, so that it can take turns with another
+/// under the same conditions.
+pub trait Pipe {
+    /// Seconds to move `count` units (bytes or messages) to the receiver.
+    fn round(&mut self, count: u64) -> Pin<Box<dyn Future<Output = f64> + '_>>;
+}
+
+macro_rules! pipe {
+    ($($t:ty),*) => {$(
+        impl Pipe for $t {
+            fn round(&mut self, count: u64) -> Pin<Box<dyn Future<Output = f64> + '_>> {
+                Box::pin(<$t>::round(self, count))
+            }
         }
-        Instant::now()
-    });
-    let data = vec![0x5au8; chunk];
-    let start = Instant::now();
-    let mut sent = 0u64;
-    while sent < total {
-        client.write_all(&data).await.expect("write");
-        sent += chunk as u64;
+    )*};
+}
+
+pipe!(BulkPipe, DirectSendPipe, FramedPipe);
+
+/// One stream of `layers` on `socket`, kept open across rounds: each round writes
+/// `total` bytes in `chunk`-byte writes and takes the seconds until the receiver read the
+/// last byte.
+pub struct BulkPipe {
+    client: layers::BoxIo,
+    /// Tells the reader task how many bytes the next round carries.
+    rounds: Rounds,
+    data: Vec<u8>,
+    /// The multiplexer's connection lives while the pipe does.
+    _controls: Option<(Control, Control)>,
+}
+
+/// A reader task's round requests: a count, and where to send the instant it saw the
+/// last of it.
+type Rounds = mpsc::Sender<(u64, oneshot::Sender<Instant>)>;
+
+impl BulkPipe {
+    /// Opens the stream and starts its reader.
+    pub async fn open(socket: Socket, layers: Layers, chunk: usize) -> Self {
+        let pair = layers::pair(socket, layers).await;
+        let (rounds, mut requests) = mpsc::channel::<(u64, oneshot::Sender<Instant>)>(1);
+        let mut server = pair.server;
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; chunk];
+            while let Some((total, done)) = requests.recv().await {
+                let mut read = 0u64;
+                while read < total {
+                    let n = server.read(&mut buf).await.expect("read");
+                    assert!(n > 0, "stream ended early");
+                    read += n as u64;
+                }
+                let _ = done.send(Instant::now());
+            }
+        });
+        Self {
+            client: pair.client,
+            rounds,
+            data: vec![0x5au8; chunk],
+            _controls: pair.controls,
+        }
     }
-    client.flush().await.expect("flush");
-    let end = reader.await.expect("reader");
-    drop(pair.controls);
-    (end - start).as_secs_f64()
+
+    /// Seconds to move `total` bytes (a multiple of the chunk size).
+    pub async fn round(&mut self, total: u64) -> f64 {
+        let done = start_round(&self.rounds, total).await;
+        let start = Instant::now();
+        let mut sent = 0u64;
+        while sent < total {
+            self.client.write_all(&self.data).await.expect("write");
+            sent += self.data.len() as u64;
+        }
+        self.client.flush().await.expect("flush");
+        let end = done.await.expect("reader runs");
+        (end - start).as_secs_f64()
+    }
+}
+
+/// Announces a round of `count` to a reader task; resolves to the instant it saw the last.
+async fn start_round(rounds: &Rounds, count: u64) -> oneshot::Receiver<Instant> {
+    let (done_tx, done) = oneshot::channel();
+    rounds.send((count, done_tx)).await.expect("reader runs");
+    done
 }
 
 /// Seconds for AES-256-GCM (ring, the default suite's cipher) alone to seal `total`
@@ -67,144 +128,203 @@ pub fn cipher(total: u64, chunk: usize) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
-/// DirectSend messages of 32 bytes per second on one full-stack TCP connection.
-pub async fn direct_send(count: u64) -> f64 {
-    let (a, mut b) = connected_pair(Socket::Tcp).await;
-    // Counted here, not with `benches::stack::message_counter`: that one wakes its
-    // watcher on every message (6% of this workload's profile), which rust-libp2p's
-    // reader does not pay.
-    let (done_tx, done) = tokio::sync::oneshot::channel();
-    let mut done_tx = Some(done_tx);
-    let mut events = b.events.take().expect("events");
-    tokio::spawn(async move {
-        let mut seen = 0u64;
-        while let Some(event) = events.next().await {
-            if let network::Event::Message { .. } = event {
-                seen += 1;
-                if seen == count
-                    && let Some(tx) = done_tx.take()
-                {
-                    let _ = tx.send(());
+/// Our full stack over TCP, both nodes kept across rounds; each round sends DirectSend
+/// messages of 32 bytes and takes the rate until the receiving application counted the
+/// last.
+pub struct DirectSendPipe {
+    a: BenchNode,
+    /// The receiving node: it lives while the pipe does.
+    _b: BenchNode,
+    peer: PeerId,
+    rounds: Rounds,
+}
+
+impl DirectSendPipe {
+    /// Connects the two nodes and starts the receiving application's counter.
+    pub async fn open() -> Self {
+        let (a, mut b) = connected_pair(Socket::Tcp).await;
+        // Counted here, not with `benches::stack::message_counter`: that one wakes its
+        // watcher on every message (6% of this workload's profile), which rust-libp2p's
+        // reader does not pay.
+        let (rounds, mut requests) = mpsc::channel::<(u64, oneshot::Sender<Instant>)>(1);
+        let mut events = b.events.take().expect("events");
+        tokio::spawn(async move {
+            while let Some((count, done)) = requests.recv().await {
+                let mut seen = 0u64;
+                while seen < count {
+                    match events.next().await {
+                        Some(network::Event::Message { .. }) => seen += 1,
+                        Some(_) => {}
+                        None => return,
+                    }
                 }
+                let _ = done.send(Instant::now());
+            }
+        });
+        let peer = b.peer_id;
+        Self {
+            a,
+            _b: b,
+            peer,
+            rounds,
+        }
+    }
+
+    /// Seconds to send `count` messages.
+    pub async fn round(&mut self, count: u64) -> f64 {
+        let done = start_round(&self.rounds, count).await;
+        let payload = Bytes::from_static(PAYLOAD);
+        let start = Instant::now();
+        let mut sent = 0;
+        while sent < count {
+            match self.a.sender.send_to(self.peer, DIRECT, payload.clone()) {
+                Ok(()) => sent += 1,
+                Err(SendError::QueueFull) => tokio::task::yield_now().await,
+                Err(e) => panic!("send failed: {e}"),
             }
         }
-    });
-    let peer = b.peer_id;
-    let payload = Bytes::from_static(PAYLOAD);
-    let start = Instant::now();
-    let mut sent = 0;
-    while sent < count {
-        match a.sender.send_to(peer, DIRECT, payload.clone()) {
-            Ok(()) => sent += 1,
-            Err(SendError::QueueFull) => tokio::task::yield_now().await,
-            Err(e) => panic!("send failed: {e}"),
+        let end = done.await.expect("counter runs");
+        (end - start).as_secs_f64()
+    }
+}
+
+/// 32-byte frames through tokio-util's `Framed` with our `MessageCodec`, one writer and
+/// one reader, over `layers` on TCP, kept across rounds. Over `Layers::Noise` it is the
+/// floor DirectSend is held to; over `Layers::NoiseMux`, one substream of our
+/// multiplexer on TCP + Noise: the connection stack below DirectSend, which is what
+/// rust-libp2p's figure (a plain yamux stream) measures.
+pub struct FramedPipe {
+    sink: Framed<layers::BoxIo, MessageCodec>,
+    rounds: Rounds,
+    /// The multiplexer's connection lives while the pipe does.
+    _controls: Option<(Control, Control)>,
+}
+
+impl FramedPipe {
+    /// Opens the stream and starts its reader.
+    pub async fn open(layers: Layers) -> Self {
+        let pair = layers::pair(Socket::Tcp, layers).await;
+        let (rounds, mut requests) = mpsc::channel::<(u64, oneshot::Sender<Instant>)>(1);
+        let mut source = Framed::new(pair.server, MessageCodec::new(1 << 20));
+        tokio::spawn(async move {
+            while let Some((count, done)) = requests.recv().await {
+                for _ in 0..count {
+                    source.next().await.expect("frame").expect("frame");
+                }
+                let _ = done.send(Instant::now());
+            }
+        });
+        Self {
+            sink: Framed::new(pair.client, MessageCodec::new(1 << 20)),
+            rounds,
+            _controls: pair.controls,
         }
     }
-    done.await.expect("counter runs");
-    let rate = count as f64 / start.elapsed().as_secs_f64();
-    drop((a, b));
-    rate
-}
 
-/// 32-byte length-delimited frames per second over TCP + Noise, no multiplexer: the
-/// floor the full stack's DirectSend is held to.
-pub async fn noise_framed(count: u64) -> f64 {
-    framed(Layers::Noise, count).await
-}
-
-/// 32-byte length-delimited frames per second over one substream of our multiplexer on
-/// TCP + Noise: the connection stack below DirectSend, which is what rust-libp2p's
-/// figure (a plain yamux stream) measures.
-pub async fn mux_framed(count: u64) -> f64 {
-    framed(Layers::NoiseMux, count).await
-}
-
-/// 32-byte frames per second through tokio-util's `Framed` with our `MessageCodec`, one
-/// writer and one reader, over `layers` on TCP.
-async fn framed(layers: Layers, count: u64) -> f64 {
-    let pair = layers::pair(Socket::Tcp, layers).await;
-    let mut sink = Framed::new(pair.client, MessageCodec::new(1 << 20));
-    let mut source = Framed::new(pair.server, MessageCodec::new(1 << 20));
-    let reader = tokio::spawn(async move {
-        for _ in 0..count {
-            source.next().await.expect("frame").expect("frame");
-        }
-        Instant::now()
-    });
-    let payload = Bytes::from_static(PAYLOAD);
-    let start = Instant::now();
-    for _ in 0..count {
-        sink.feed(payload.clone()).await.expect("feed");
-    }
-    SinkExt::<Bytes>::flush(&mut sink).await.expect("flush");
-    let end = reader.await.expect("reader");
-    // The multiplexer's connection lives until the reader is done.
-    drop(pair.controls);
-    count as f64 / (end - start).as_secs_f64()
-}
-
-/// Full-stack RPC over TCP: sorted latencies with one in flight, and the rate with
-/// `in_flight` outstanding over `rate_count` requests.
-pub async fn rpc(samples: usize, in_flight: usize, rate_count: u64) -> (Vec<Duration>, f64) {
-    let (a, mut b) = connected_pair(Socket::Tcp).await;
-    tokio::spawn(echo_server(b.events.take().expect("events")));
-    let peer = b.peer_id;
-    let payload = Bytes::from_static(PAYLOAD);
-    let mut latencies = Vec::with_capacity(samples);
-    for i in 0..samples + samples / 10 {
+    /// Seconds to move `count` frames.
+    pub async fn round(&mut self, count: u64) -> f64 {
+        let done = start_round(&self.rounds, count).await;
+        let payload = Bytes::from_static(PAYLOAD);
         let start = Instant::now();
-        a.sender
-            .rpc(peer, RPC, payload.clone(), BENCH_RPC_TIMEOUT)
+        for _ in 0..count {
+            self.sink.feed(payload.clone()).await.expect("feed");
+        }
+        SinkExt::<Bytes>::flush(&mut self.sink)
             .await
-            .expect("rpc");
-        if i >= samples / 10 {
-            latencies.push(start.elapsed());
+            .expect("flush");
+        let end = done.await.expect("reader runs");
+        (end - start).as_secs_f64()
+    }
+}
+
+/// Our full stack over TCP with an echo server on the far node, kept across rounds.
+pub struct RpcPipe {
+    a: BenchNode,
+    /// The serving node: it lives while the pipe does.
+    _b: BenchNode,
+    peer: PeerId,
+}
+
+impl RpcPipe {
+    /// Connects the two nodes and starts the echo server.
+    pub async fn open() -> Self {
+        let (a, mut b) = connected_pair(Socket::Tcp).await;
+        tokio::spawn(echo_server(b.events.take().expect("events")));
+        let peer = b.peer_id;
+        Self { a, _b: b, peer }
+    }
+
+    /// Round trips of `count` RPCs of 32 bytes, one in flight, appended to `into`.
+    pub async fn latencies(&self, count: usize, into: &mut Vec<Duration>) {
+        let payload = Bytes::from_static(PAYLOAD);
+        for _ in 0..count {
+            let start = Instant::now();
+            self.a
+                .sender
+                .rpc(self.peer, RPC, payload.clone(), BENCH_RPC_TIMEOUT)
+                .await
+                .expect("rpc");
+            into.push(start.elapsed());
         }
     }
-    latencies.sort();
-    let start = Instant::now();
-    let mut pending = FuturesUnordered::new();
-    let mut issued = 0u64;
-    while issued < (in_flight as u64).min(rate_count) {
-        pending.push(a.sender.rpc(peer, RPC, payload.clone(), BENCH_RPC_TIMEOUT));
-        issued += 1;
-    }
-    while let Some(result) = pending.next().await {
-        result.expect("rpc");
-        if issued < rate_count {
-            pending.push(a.sender.rpc(peer, RPC, payload.clone(), BENCH_RPC_TIMEOUT));
+
+    /// Requests per second over `count` requests with `in_flight` outstanding.
+    pub async fn rate(&self, in_flight: usize, count: u64) -> f64 {
+        let payload = Bytes::from_static(PAYLOAD);
+        let call = || {
+            self.a
+                .sender
+                .rpc(self.peer, RPC, payload.clone(), BENCH_RPC_TIMEOUT)
+        };
+        let start = Instant::now();
+        let mut pending = FuturesUnordered::new();
+        let mut issued = 0u64;
+        while issued < (in_flight as u64).min(count) {
+            pending.push(call());
             issued += 1;
         }
-    }
-    let rate = rate_count as f64 / start.elapsed().as_secs_f64();
-    drop(pending);
-    drop((a, b));
-    (latencies, rate)
-}
-
-/// A 32-byte echo over plain loopback TCP: sorted round-trip latencies.
-pub async fn tcp_echo(samples: usize) -> Vec<Duration> {
-    let (mut client, mut server) = layers::sockets(Socket::Tcp).await;
-    tokio::spawn(async move {
-        let mut buf = [0u8; 32];
-        while server.read_exact(&mut buf).await.is_ok() {
-            if server.write_all(&buf).await.is_err() {
-                break;
+        while let Some(result) = pending.next().await {
+            result.expect("rpc");
+            if issued < count {
+                pending.push(call());
+                issued += 1;
             }
         }
-    });
-    let mut buf = [0u8; 32];
-    let mut latencies = Vec::with_capacity(samples);
-    for i in 0..samples + samples / 10 {
-        let start = Instant::now();
-        client.write_all(PAYLOAD).await.expect("write");
-        client.read_exact(&mut buf).await.expect("read");
-        if i >= samples / 10 {
-            latencies.push(start.elapsed());
+        count as f64 / start.elapsed().as_secs_f64()
+    }
+}
+
+/// A 32-byte echo over plain loopback TCP, kept across rounds: the raw limit of RPC
+/// latency.
+pub struct EchoPipe {
+    client: layers::BoxIo,
+}
+
+impl EchoPipe {
+    /// Connects and starts the echoing end.
+    pub async fn open() -> Self {
+        let (client, mut server) = layers::sockets(Socket::Tcp).await;
+        tokio::spawn(async move {
+            let mut buf = [0u8; 32];
+            while server.read_exact(&mut buf).await.is_ok() {
+                if server.write_all(&buf).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Self { client }
+    }
+
+    /// Round trips of `count` echoes, appended to `into`.
+    pub async fn latencies(&mut self, count: usize, into: &mut Vec<Duration>) {
+        let mut buf = [0u8; 32];
+        for _ in 0..count {
+            let start = Instant::now();
+            self.client.write_all(PAYLOAD).await.expect("write");
+            self.client.read_exact(&mut buf).await.expect("read");
+            into.push(start.elapsed());
         }
     }
-    latencies.sort();
-    latencies
 }
 
 /// Full-stack connections per second over TCP: dial (TCP, Noise IK, handshake,
