@@ -146,27 +146,42 @@ async fn connected_client(peer: PeerId, addr: &Multiaddr) -> anyhow::Result<Swar
     }
 }
 
-/// Sends `total` bytes in `chunk`-byte writes over one stream; returns the seconds taken
-/// until the receiver read the last byte.
-pub async fn bulk(total: u64, chunk: usize) -> anyhow::Result<f64> {
+/// Sends `total` bytes in `chunk`-byte writes over one stream, after `warm_up` bytes that
+/// are not timed (as our side's warm-up round); returns the seconds taken until the
+/// receiver read the last byte.
+pub async fn bulk(total: u64, warm_up: u64, chunk: usize) -> anyhow::Result<f64> {
     let (peer, addr, mut server_control) = echo_server().await?;
     let client = connected_client(peer, &addr).await?;
     let mut control = client.behaviour().stream.new_control();
     tokio::spawn(drive(client));
     let mut incoming = server_control.accept(STREAM)?;
+    let (warm_tx, warm) = tokio::sync::oneshot::channel();
     let reader = tokio::spawn(async move {
         let (_, mut stream) = incoming.next().await.expect("inbound stream");
         let mut buf = vec![0u8; chunk];
         let mut read = 0u64;
-        while read < total {
+        let mut warm_tx = Some(warm_tx);
+        while read < warm_up + total {
             let n = stream.read(&mut buf).await.expect("read");
             assert!(n > 0, "stream ended early");
             read += n as u64;
+            if read >= warm_up
+                && let Some(tx) = warm_tx.take()
+            {
+                let _ = tx.send(());
+            }
         }
         Instant::now()
     });
     let mut stream = control.open_stream(peer, STREAM).await?;
     let data = vec![0x5au8; chunk];
+    let mut sent = 0u64;
+    while sent < warm_up {
+        stream.write_all(&data).await?;
+        sent += chunk as u64;
+    }
+    stream.flush().await?;
+    warm.await?;
     let start = Instant::now();
     let mut sent = 0u64;
     while sent < total {
@@ -178,18 +193,24 @@ pub async fn bulk(total: u64, chunk: usize) -> anyhow::Result<f64> {
     Ok((end - start).as_secs_f64())
 }
 
-/// Sends `count` length-prefixed 32-byte messages over one stream (buffered writes);
-/// returns messages per second until the receiver counted the last one.
-pub async fn small_messages(count: u64) -> anyhow::Result<f64> {
+/// Sends `count` length-prefixed 32-byte messages over one stream (buffered writes),
+/// after `warm_up` messages that are not timed (as our side's warm-up round); returns
+/// messages per second until the receiver counted the last one.
+pub async fn small_messages(count: u64, warm_up: u64) -> anyhow::Result<f64> {
     let (peer, addr, mut server_control) = echo_server().await?;
     let client = connected_client(peer, &addr).await?;
     let mut control = client.behaviour().stream.new_control();
     tokio::spawn(drive(client));
     let mut incoming = server_control.accept(STREAM)?;
+    let (warm_tx, warm) = tokio::sync::oneshot::channel();
     let reader = tokio::spawn(async move {
         let (_, stream) = incoming.next().await.expect("inbound stream");
         let mut stream = futures::io::BufReader::with_capacity(64 * 1024, stream);
         let mut frame = [0u8; 36];
+        for _ in 0..warm_up {
+            stream.read_exact(&mut frame).await.expect("read");
+        }
+        let _ = warm_tx.send(());
         for _ in 0..count {
             stream.read_exact(&mut frame).await.expect("read");
         }
@@ -199,6 +220,11 @@ pub async fn small_messages(count: u64) -> anyhow::Result<f64> {
     let mut stream = futures::io::BufWriter::with_capacity(64 * 1024, stream);
     let mut frame = [0x5au8; 36];
     frame[..4].copy_from_slice(&32u32.to_be_bytes());
+    for _ in 0..warm_up {
+        stream.write_all(&frame).await?;
+    }
+    stream.flush().await?;
+    warm.await?;
     let start = Instant::now();
     for _ in 0..count {
         stream.write_all(&frame).await?;

@@ -6,7 +6,7 @@
 //! `./benches/compare/run.sh` (from the workspace root) builds it and writes
 //! `benches/README.md`. Every workload runs on one tokio current-thread runtime with both
 //! ends in one process, so both sides of every ratio get one core under the same
-//! conditions; and the two sides of each target ratio take turns in rounds (see
+//! conditions; and the two sides of each ratio to a raw limit take turns in rounds (see
 //! [`interleave`]), as the machine's speed drifts within a run. The memory workloads
 //! run in a fresh child process each.
 
@@ -56,13 +56,46 @@ const QUICK: Sizes = Sizes {
     mesh_nodes: 20,
 };
 
-/// Rounds a workload is cut into, so that the two sides of a ratio take turns (the
-/// machine drifts within a run too); even, so that each side goes first equally often.
+/// Rounds a workload's sides take turns in (the machine drifts within a run too),
+/// rounded up to a multiple of the number of sides, so that each side takes each place
+/// in the order equally often.
 const ROUNDS: usize = 8;
+
+/// How a workload of `total` units is cut for `sides` sides taking turns: the number of
+/// rounds, the units of one round and of one side's unmeasured warm-up round (a quarter
+/// of a round), each a multiple of `unit` (a write's size, for bulk), so that every
+/// round moves exactly what it says.
+#[derive(Clone, Copy)]
+struct Cut {
+    rounds: usize,
+    per_round: u64,
+    warm_up: u64,
+}
+
+impl Cut {
+    fn new(total: u64, sides: usize, unit: u64) -> Self {
+        let rounds = ROUNDS.next_multiple_of(sides.max(1));
+        let per_round = total / rounds as u64 / unit * unit;
+        let warm_up = (per_round / 4 / unit).max(1) * unit;
+        assert!(per_round > 0, "{total} units cannot be cut into {rounds} rounds of {unit}");
+        Self {
+            rounds,
+            per_round,
+            warm_up,
+        }
+    }
+
+    /// Units measured per side: what the figures are computed from.
+    fn measured(&self) -> u64 {
+        self.per_round * self.rounds as u64
+    }
+}
 
 /// A workload on a runtime of its own, as every workload had before it took turns: in
 /// one side's round the other side's tasks (timers, readers) do not run.
 struct Side {
+    /// Names the side in the per-round figures printed on stderr.
+    name: &'static str,
     rt: tokio::runtime::Runtime,
     /// `None` only while being dropped.
     pipe: Option<Box<dyn ours::Pipe>>,
@@ -70,10 +103,14 @@ struct Side {
 
 impl Side {
     /// Opens a pipe on a fresh runtime.
-    fn open<P: ours::Pipe + 'static>(open: impl std::future::Future<Output = P>) -> Self {
+    fn open<P: ours::Pipe + 'static>(
+        name: &'static str,
+        open: impl std::future::Future<Output = P>,
+    ) -> Self {
         let rt = runtime();
         let pipe = rt.block_on(open);
         Self {
+            name,
             rt,
             pipe: Some(Box::new(pipe)),
         }
@@ -94,21 +131,28 @@ impl Drop for Side {
     }
 }
 
-/// Runs `ROUNDS` rounds of `per_round` units on each side, taking turns and rotating
-/// which goes first, after one unmeasured warm-up round each (a quarter of a round):
-/// returns each side's seconds, summed over its rounds.
-fn interleave(sides: &mut [Side], per_round: u64) -> Vec<f64> {
+/// Runs the rounds of `cut` on each side, taking turns and rotating which goes first,
+/// after one warm-up round each: returns each side's seconds, summed over its rounds.
+/// Each side's rate per round (units per second) goes to stderr.
+fn interleave(sides: &mut [Side], cut: Cut) -> Vec<f64> {
     for side in sides.iter_mut() {
-        side.round(per_round / 4);
+        side.round(cut.warm_up);
     }
-    let mut secs = vec![0.0; sides.len()];
-    for round in 0..ROUNDS {
+    let mut secs = vec![Vec::new(); sides.len()];
+    for round in 0..cut.rounds {
         for turn in 0..sides.len() {
             let i = (round + turn) % sides.len();
-            secs[i] += sides[i].round(per_round);
+            secs[i].push(sides[i].round(cut.per_round));
         }
     }
-    secs
+    for (side, secs) in sides.iter().zip(&secs) {
+        let rates: Vec<String> = secs
+            .iter()
+            .map(|s| format!("{:.3e}", cut.per_round as f64 / s))
+            .collect();
+        eprintln!("  {} per round: {}", side.name, rates.join(" "));
+    }
+    secs.iter().map(|s| s.iter().sum()).collect()
 }
 
 /// RPCs outstanding in the rate workload.
@@ -190,18 +234,22 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e6
 }
 
-/// RPC round trips over our stack and a TCP echo, each on its own runtime, taking turns
-/// in `ROUNDS` rounds after a warm-up of a tenth of `samples` each; then our rate with
-/// `IN_FLIGHT` outstanding over `rate_count` requests. Every round runs as a spawned
-/// task (see [`spawned`]).
-fn rpc_rounds(samples: usize, rate_count: u64) -> (Vec<Duration>, Vec<Duration>, f64) {
+/// RPC round trips over our stack and (`with_echo`) a TCP echo, each on its own runtime,
+/// taking turns in `ROUNDS` rounds after a warm-up of a tenth of `samples` each; then
+/// our rate with `IN_FLIGHT` outstanding over `rate_count` requests. Every round runs as
+/// a spawned task (see [`spawned`]). Each round's p50 goes to stderr.
+fn rpc_rounds(
+    samples: usize,
+    rate_count: u64,
+    with_echo: bool,
+) -> (Vec<Duration>, Vec<Duration>, f64) {
     let ours_rt = runtime();
     let rpc = std::sync::Arc::new(ours_rt.block_on(ours::RpcPipe::open()));
     let echo_rt = runtime();
-    let mut echo = Some(echo_rt.block_on(ours::EchoPipe::open()));
-    let ours_round = |count: usize, into: &mut Vec<Duration>| {
+    let mut echo = with_echo.then(|| echo_rt.block_on(ours::EchoPipe::open()));
+    let ours_round = |count: usize| {
         let rpc = std::sync::Arc::clone(&rpc);
-        let mut lat = ours_rt.block_on(async move {
+        ours_rt.block_on(async move {
             tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(count);
                 rpc.latencies(count, &mut lat).await;
@@ -209,12 +257,13 @@ fn rpc_rounds(samples: usize, rate_count: u64) -> (Vec<Duration>, Vec<Duration>,
             })
             .await
             .expect("rpc round")
-        });
-        into.append(&mut lat);
+        })
     };
-    let mut echo_round = |count: usize, into: &mut Vec<Duration>| {
-        let mut pipe = echo.take().expect("echo");
-        let (pipe, mut lat) = echo_rt.block_on(async move {
+    let mut echo_round = |count: usize| {
+        let Some(mut pipe) = echo.take() else {
+            return Vec::new();
+        };
+        let (pipe, lat) = echo_rt.block_on(async move {
             tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(count);
                 pipe.latencies(count, &mut lat).await;
@@ -224,110 +273,139 @@ fn rpc_rounds(samples: usize, rate_count: u64) -> (Vec<Duration>, Vec<Duration>,
             .expect("echo round")
         });
         echo = Some(pipe);
-        into.append(&mut lat);
+        lat
     };
-    ours_round(samples / 10, &mut Vec::new());
-    echo_round(samples / 10, &mut Vec::new());
+    ours_round(samples / 10);
+    echo_round(samples / 10);
     let (mut ours_lat, mut echo_lat) = (Vec::new(), Vec::new());
     let per_round = samples / ROUNDS;
+    let mut p50s = Vec::new();
     for round in 0..ROUNDS {
-        if round % 2 == 0 {
-            ours_round(per_round, &mut ours_lat);
-            echo_round(per_round, &mut echo_lat);
+        let (mut o, mut e) = if round % 2 == 0 {
+            let o = ours_round(per_round);
+            (o, echo_round(per_round))
         } else {
-            echo_round(per_round, &mut echo_lat);
-            ours_round(per_round, &mut ours_lat);
-        }
+            let e = echo_round(per_round);
+            (ours_round(per_round), e)
+        };
+        o.sort();
+        e.sort();
+        let p50 = |l: &[Duration]| {
+            if l.is_empty() {
+                "–".to_owned()
+            } else {
+                format!("{:.1}", percentile(l, 0.5))
+            }
+        };
+        p50s.push(format!("{}/{}", p50(&o), p50(&e)));
+        ours_lat.append(&mut o);
+        echo_lat.append(&mut e);
     }
+    eprintln!("  rpc p50 per round, ours/echo µs: {}", p50s.join(" "));
     let rate = ours_rt.block_on(async move {
         tokio::spawn(async move { rpc.rate(IN_FLIGHT, rate_count).await })
             .await
             .expect("rate")
     });
+    {
+        // The echo's socket goes inside its runtime.
+        let _inside = echo_rt.enter();
+        drop(echo.take());
+    }
     (ours_lat, echo_lat, rate)
 }
 
 /// One run of every workload: figure name → value.
 fn run_once(sizes: &Sizes, only: Option<&str>, ours_only: bool) -> BTreeMap<&'static str, f64> {
     let mut f = BTreeMap::new();
-    let mib = sizes.bulk_bytes as f64 / (1024.0 * 1024.0);
     let want = |name: &str| only.is_none_or(|o| o == name);
     if want("bulk") {
-        let per_round = sizes.bulk_bytes / ROUNDS as u64;
         let chunk = sizes.bulk_chunk;
-        let mut sides = vec![Side::open(ours::BulkPipe::open(
-            Socket::Tcp,
-            Layers::NoiseMux,
-            chunk,
-        ))];
+        let mut sides = vec![Side::open(
+            "bulk, ours, bytes/s",
+            ours::BulkPipe::open(Socket::Tcp, Layers::NoiseMux, chunk),
+        )];
         if !ours_only {
-            sides.push(Side::open(ours::BulkPipe::open(
-                Socket::Tcp,
-                Layers::Plain,
-                chunk,
-            )));
+            sides.push(Side::open(
+                "bulk, TCP, bytes/s",
+                ours::BulkPipe::open(Socket::Tcp, Layers::Plain, chunk),
+            ));
         }
-        let secs = interleave(&mut sides, per_round);
+        let cut = Cut::new(sizes.bulk_bytes, 2, chunk as u64);
+        let mib = cut.measured() as f64 / (1024.0 * 1024.0);
+        let secs = interleave(&mut sides, cut);
         drop(sides);
         f.insert("bulk.ours", mib / secs[0]);
         if ours_only {
             return f;
         }
         f.insert("bulk.tcp", mib / secs[1]);
-        let t = runtime().block_on(libp2p_side::bulk(sizes.bulk_bytes, sizes.bulk_chunk))
+        // rust-libp2p runs whole, after the same warm-up on its stream.
+        let t = runtime()
+            .block_on(libp2p_side::bulk(cut.measured(), cut.warm_up, chunk))
             .expect("libp2p bulk");
         f.insert("bulk.libp2p", mib / t);
-        let mut sides = vec![Side::open(ours::BulkPipe::open(
-            Socket::Memory,
-            Layers::Plain,
-            chunk,
-        ))];
-        let secs = interleave(&mut sides, per_round);
-        drop(sides);
-        f.insert("bulk.memsocket", mib / secs[0]);
+        // The memsocket limit runs whole too: it is no target's side.
+        let mut memory = Side::open(
+            "bulk, memsocket, bytes/s",
+            ours::BulkPipe::open(Socket::Memory, Layers::Plain, chunk),
+        );
+        memory.round(cut.warm_up);
+        let t = memory.round(cut.measured());
+        drop(memory);
+        f.insert("bulk.memsocket", mib / t);
         f.insert(
             "bulk.cipher",
-            mib / ours::cipher(sizes.bulk_bytes, sizes.bulk_chunk - 16),
+            mib / ours::cipher(cut.measured(), chunk - 16),
         );
         eprintln!("bulk done");
     }
     if want("messages") {
-        let per_round = sizes.messages / ROUNDS as u64;
-        let count = (per_round * ROUNDS as u64) as f64;
-        let mut sides = vec![
-            Side::open(ours::DirectSendPipe::open()),
-            Side::open(ours::FramedPipe::open(Layers::NoiseMux)),
-        ];
+        // `--ours-only` (for profiling) runs DirectSend alone.
+        let mut sides = vec![Side::open("messages, DirectSend, msg/s", ours::DirectSendPipe::open())];
         if !ours_only {
-            sides.push(Side::open(ours::FramedPipe::open(Layers::Noise)));
+            sides.push(Side::open(
+                "messages, mux stream, msg/s",
+                ours::FramedPipe::open(Layers::NoiseMux),
+            ));
+            sides.push(Side::open(
+                "messages, TCP+Noise framed, msg/s",
+                ours::FramedPipe::open(Layers::Noise),
+            ));
         }
-        let secs = interleave(&mut sides, per_round);
+        let cut = Cut::new(sizes.messages, 3, 1);
+        let count = cut.measured() as f64;
+        let secs = interleave(&mut sides, cut);
         drop(sides);
         f.insert("messages.ours", count / secs[0]);
-        f.insert("messages.mux_stream", count / secs[1]);
         if ours_only {
             return f;
         }
+        f.insert("messages.mux_stream", count / secs[1]);
         f.insert("messages.noise_framed", count / secs[2]);
+        // rust-libp2p runs whole, after the same warm-up on its stream.
         f.insert(
             "messages.libp2p",
-            runtime().block_on(libp2p_side::small_messages(sizes.messages))
+            runtime()
+                .block_on(libp2p_side::small_messages(cut.measured(), cut.warm_up))
                 .expect("libp2p messages"),
         );
         eprintln!("messages done");
     }
     if want("rpc") {
-        let (mut ours_lat, mut echo_lat, rate) = rpc_rounds(sizes.rpc_samples, sizes.rpc_rate_count);
+        // `--ours-only` (for profiling) runs our RPC alone.
+        let (mut ours_lat, mut echo_lat, rate) =
+            rpc_rounds(sizes.rpc_samples, sizes.rpc_rate_count, !ours_only);
         ours_lat.sort();
         echo_lat.sort();
         f.insert("rpc_p50.ours", percentile(&ours_lat, 0.5));
         f.insert("rpc_p99.ours", percentile(&ours_lat, 0.99));
         f.insert("rpc_rate.ours", rate);
-        f.insert("rpc_p50.tcp", percentile(&echo_lat, 0.5));
-        f.insert("rpc_p99.tcp", percentile(&echo_lat, 0.99));
         if ours_only {
             return f;
         }
+        f.insert("rpc_p50.tcp", percentile(&echo_lat, 0.5));
+        f.insert("rpc_p99.tcp", percentile(&echo_lat, 0.99));
         let (lat, rate) = spawned(libp2p_side::rpc(
                 sizes.rpc_samples,
                 IN_FLIGHT,
@@ -418,8 +496,8 @@ impl Figures {
         Self { medians, runs }
     }
 
-    /// `a ÷ b` in each run that measured both: the two sides of a ratio ran back to
-    /// back, under the same conditions.
+    /// `a ÷ b` in each run that measured both: the two sides of a ratio ran in the same
+    /// run, taking turns (ratios to a raw limit) or back to back (ratios to rust-libp2p).
     fn per_run(&self, a: &str, b: &str) -> Vec<f64> {
         self.runs
             .iter()
@@ -476,7 +554,7 @@ fn table(m: &Figures, sizes: &Sizes, runs: usize) -> String {
     let _ = writeln!(
         t,
         "| 1. bulk, {} MiB in {} KiB writes, one stream | MiB/s | {} | {} | {} (TCP) | {} | {} | ≥ 2.5× libp2p, ≥ 0.4× TCP | {} |",
-        sizes.bulk_bytes >> 20,
+        Cut::new(sizes.bulk_bytes, 2, sizes.bulk_chunk as u64).measured() >> 20,
         sizes.bulk_chunk / 1024,
         fig(m, "bulk.ours", 0),
         fig(m, "bulk.libp2p", 0),
@@ -496,7 +574,7 @@ fn table(m: &Figures, sizes: &Sizes, runs: usize) -> String {
     let _ = writeln!(
         t,
         "| 2. 32 B DirectSend messages, one connection ({} messages) | msg/s | {} | {} | {} (TCP+Noise framed) | {} | {} | ≥ 0.9× TCP+Noise framed | {} |",
-        sizes.messages,
+        Cut::new(sizes.messages, 3, 1).measured(),
         fig(m, "messages.ours", 0),
         fig(m, "messages.libp2p", 0),
         fig(m, "messages.noise_framed", 0),
@@ -572,7 +650,8 @@ fn table(m: &Figures, sizes: &Sizes, runs: usize) -> String {
     let _ = writeln!(
         t,
         "\nEach figure is the median of {runs} runs; each ratio is the median of the {runs} \
-         per-run ratios (both sides measured back to back in one run)."
+         per-run ratios. Within a run, the two sides of each ratio to a raw limit took \
+         turns in rounds; each rust-libp2p figure ran whole, after ours."
     );
     let lines: Vec<String> = [
         ("bulk ÷ libp2p", "bulk.ours", "bulk.libp2p"),
@@ -611,7 +690,8 @@ fn main() {
             "--runs" => runs = it.next().and_then(|r| r.parse().ok()).unwrap_or(3),
             "--quick" => sizes = &QUICK,
             "--only" => only = it.next().cloned(),
-            // For profiling: our side of the `--only` workload, nothing else.
+            // For profiling: our side of the `--only` workload, nothing else (messages:
+            // DirectSend alone; rpc: no echo).
             "--ours-only" => ours_only = true,
             other => {
                 eprintln!(
