@@ -179,8 +179,13 @@ impl RecvBuffer {
         self.segments.push_back(b);
     }
 
-    /// Moves up to `out.len()` bytes into `out`; returns how many.
-    pub(crate) fn read_into(&mut self, out: &mut tokio::io::ReadBuf<'_>) -> usize {
+    /// Moves up to `out.len()` bytes into `out`; returns how many. Each large payload
+    /// read to its end goes to `done` (for reuse of its buffer) instead of being dropped.
+    pub(crate) fn read_into(
+        &mut self,
+        out: &mut tokio::io::ReadBuf<'_>,
+        mut done: impl FnMut(Bytes),
+    ) -> usize {
         let mut copied = 0;
         while out.remaining() > 0 {
             let src: &mut dyn BufAdvance = match self.segments.front_mut() {
@@ -193,8 +198,10 @@ impl RecvBuffer {
             crate::copy::put_bytes(out, &chunk[..n]);
             src.skip(n);
             copied += n;
-            if self.segments.front().is_some_and(Bytes::is_empty) {
-                self.segments.pop_front();
+            if self.segments.front().is_some_and(Bytes::is_empty)
+                && let Some(segment) = self.segments.pop_front()
+            {
+                done(segment);
             }
         }
         self.len -= copied;
@@ -267,7 +274,7 @@ mod tests {
         assert_eq!(r.len(), COALESCE_BELOW + 4);
         let mut storage = vec![0u8; COALESCE_BELOW + 10];
         let mut out = ReadBuf::new(&mut storage);
-        assert_eq!(r.read_into(&mut out), COALESCE_BELOW + 4);
+        assert_eq!(r.read_into(&mut out, drop), COALESCE_BELOW + 4);
         let got = out.filled();
         assert_eq!(&got[..3], b"abc");
         assert_eq!(&got[got.len() - 3..], b"cde");
