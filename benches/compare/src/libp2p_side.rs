@@ -158,11 +158,12 @@ pub async fn bulk(total: u64, warm_up: u64, chunk: usize) -> anyhow::Result<f64>
     let (warm_tx, warm) = tokio::sync::oneshot::channel();
     let reader = tokio::spawn(async move {
         let (_, mut stream) = incoming.next().await.expect("inbound stream");
-        let mut buf = vec![0u8; chunk];
+        let mut storage = vec![0u8; chunk + crate::ours::PAGE];
+        let buf = crate::ours::page_aligned(&mut storage, chunk);
         let mut read = 0u64;
         let mut warm_tx = Some(warm_tx);
         while read < warm_up + total {
-            let n = stream.read(&mut buf).await.expect("read");
+            let n = stream.read(buf).await.expect("read");
             assert!(n > 0, "stream ended early");
             read += n as u64;
             if read >= warm_up
@@ -174,10 +175,11 @@ pub async fn bulk(total: u64, warm_up: u64, chunk: usize) -> anyhow::Result<f64>
         Instant::now()
     });
     let mut stream = control.open_stream(peer, STREAM).await?;
-    let data = vec![0x5au8; chunk];
+    let mut storage = vec![0x5au8; chunk + crate::ours::PAGE];
+    let data = &*crate::ours::page_aligned(&mut storage, chunk);
     let mut sent = 0u64;
     while sent < warm_up {
-        stream.write_all(&data).await?;
+        stream.write_all(data).await?;
         sent += chunk as u64;
     }
     stream.flush().await?;
@@ -185,7 +187,7 @@ pub async fn bulk(total: u64, warm_up: u64, chunk: usize) -> anyhow::Result<f64>
     let start = Instant::now();
     let mut sent = 0u64;
     while sent < total {
-        stream.write_all(&data).await?;
+        stream.write_all(data).await?;
         sent += chunk as u64;
     }
     stream.flush().await?;
