@@ -10,7 +10,10 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
+use std::time::Duration;
+
 use bytes::{Buf, Bytes, BytesMut};
+use tokio::time::Instant;
 
 use super::frame::{HEADER_LEN, Header};
 
@@ -179,8 +182,9 @@ impl RecvBuffer {
         self.segments.push_back(b);
     }
 
-    /// Moves up to `out.len()` bytes into `out`; returns how many. Each large payload
-    /// read to its end goes to `done` (for reuse of its buffer) instead of being dropped.
+    /// Moves up to `out.len()` bytes into `out`; returns how many. Each segment read to
+    /// its end (a large payload, or small ones copied together) goes to `done`, which
+    /// may keep its buffer for reuse, instead of being dropped.
     pub(crate) fn read_into(
         &mut self,
         out: &mut tokio::io::ReadBuf<'_>,
@@ -225,6 +229,94 @@ impl RecvBuffer {
     /// The tail buffer, for reuse by another stream, unless it was ever split.
     pub(crate) fn into_tail(self) -> Option<BytesMut> {
         (!self.tail_split).then_some(self.tail)
+    }
+}
+
+/// Buffers of large received payloads a connection keeps for the next ones, once the
+/// application has read them.
+///
+/// Reading each large payload into a fresh buffer and freeing it once read made glibc's
+/// allocator give the top of its heap back to the system and take it again every
+/// payload or two (a `brk` system call and page faults each time): 8,400 `brk` calls
+/// per GiB, and bulk in a fresh process at half speed.
+///
+/// Bounds: at most [`SPARE_PAYLOADS`] buffers, each a whole allocation of
+/// [`COALESCE_BELOW`] to `max` bytes (the connection's frame size: 1 MiB in all at the
+/// default), and only buffers that held data the receive window had admitted. Every
+/// [`SPARE_CHECK`] after a large payload was read, the kept buffers are cut to the
+/// number reused since the last check, so a connection whose bulk traffic stopped holds
+/// none after two checks, and one that reads a large payload now and then holds about
+/// as many as it uses.
+#[derive(Debug, Default)]
+pub(crate) struct SparePayloads {
+    bufs: Vec<BytesMut>,
+    /// Buffers reused since the last check.
+    reused: usize,
+    /// When the next check is due, if one is scheduled.
+    check_at: Option<Instant>,
+}
+
+/// The most payload buffers a connection keeps (see [`SparePayloads`]); fewer left
+/// bulk reads at one core allocating and freeing at the heap's top.
+pub(crate) const SPARE_PAYLOADS: usize = 64;
+
+/// How often the kept payload buffers are cut to what was reused.
+pub(crate) const SPARE_CHECK: Duration = Duration::from_secs(10);
+
+impl SparePayloads {
+    /// Keeps the buffer of `payload`, read to its end, if nothing else holds it, its
+    /// whole allocation is of [`COALESCE_BELOW`] to `max` bytes and there is room.
+    pub(crate) fn keep(&mut self, payload: Bytes, max: usize) {
+        if self.bufs.len() >= SPARE_PAYLOADS {
+            return;
+        }
+        if let Ok(buf) = payload.try_into_mut() {
+            // The whole allocation, whatever part of it the payload used or was split
+            // from: its capacity is what the buffer holds on to.
+            let mut whole = Vec::from(buf);
+            whole.clear();
+            if (COALESCE_BELOW..=max).contains(&whole.capacity()) {
+                // Through `Bytes`, which takes the allocation as it is.
+                self.bufs.push(BytesMut::from(Bytes::from(whole)));
+            }
+        }
+    }
+
+    /// A buffer for a large payload of `len` bytes: the last kept one if it holds
+    /// between `len` and twice that, else a new one of exactly `len`. Schedules the next
+    /// check from `now` if none is.
+    pub(crate) fn take(&mut self, len: usize, now: Instant) -> BytesMut {
+        self.check_at.get_or_insert(now + SPARE_CHECK);
+        if self
+            .bufs
+            .last()
+            .is_some_and(|buf| (len..=2 * len).contains(&buf.capacity()))
+            && let Some(buf) = self.bufs.pop()
+        {
+            self.reused += 1;
+            return buf;
+        }
+        BytesMut::with_capacity(len)
+    }
+
+    /// When [`check`](Self::check) is due next.
+    pub(crate) fn check_at(&self) -> Option<Instant> {
+        self.check_at
+    }
+
+    /// Cuts the kept buffers to the number reused since the last check, when due.
+    pub(crate) fn check(&mut self, now: Instant) {
+        if self.check_at.is_none_or(|at| now < at) {
+            return;
+        }
+        self.bufs.truncate(std::mem::take(&mut self.reused));
+        self.check_at = (!self.bufs.is_empty()).then(|| now + SPARE_CHECK);
+    }
+
+    /// Buffers kept, for tests.
+    #[cfg(test)]
+    pub(crate) fn kept(&self) -> &[BytesMut] {
+        &self.bufs
     }
 }
 
@@ -310,5 +402,75 @@ mod tests {
         large.advance(63 * 1024);
         assert!(large.capacity() <= 2048);
         assert!(!clear_if_small(&mut large, 2048));
+    }
+
+    #[test]
+    fn a_kept_payload_buffer_is_its_whole_allocation_after_a_smaller_payload() {
+        let now = Instant::now();
+        let mut spare = SparePayloads::default();
+        spare.keep(Bytes::from(vec![1u8; 8 * 1024]), 16 * 1024);
+        // Reused for a payload of 5000 bytes, read to its end, kept again: still 8 KiB.
+        let mut buf = spare.take(5000, now);
+        assert_eq!(buf.capacity(), 8 * 1024);
+        buf.extend_from_slice(&[2u8; 5000]);
+        let mut payload = buf.freeze();
+        payload.advance(5000);
+        spare.keep(payload, 16 * 1024);
+        assert_eq!(spare.kept()[0].capacity(), 8 * 1024);
+        assert!(spare.kept()[0].is_empty());
+    }
+
+    #[test]
+    fn a_segment_still_shared_or_of_a_larger_allocation_or_past_the_cap_is_not_kept() {
+        let mut spare = SparePayloads::default();
+        let shared = Bytes::from(vec![1u8; 8 * 1024]);
+        let other = shared.clone();
+        spare.keep(shared, 16 * 1024);
+        assert!(spare.kept().is_empty(), "another handle still reads it");
+        drop(other);
+        // A small segment split off a large tail: its allocation is the tail's.
+        let mut tail = BytesMut::with_capacity(256 * 1024);
+        tail.extend_from_slice(&[3u8; 6 * 1024]);
+        let segment = tail.split().freeze();
+        drop(tail);
+        spare.keep(segment, 16 * 1024);
+        assert!(spare.kept().is_empty(), "pins 256 KiB");
+        spare.keep(Bytes::from(vec![1u8; 1024]), 16 * 1024);
+        assert!(spare.kept().is_empty(), "too small to be a large payload's");
+        for _ in 0..SPARE_PAYLOADS + 3 {
+            spare.keep(Bytes::from(vec![1u8; 8 * 1024]), 16 * 1024);
+        }
+        assert_eq!(spare.kept().len(), SPARE_PAYLOADS);
+    }
+
+    #[test]
+    fn a_check_cuts_kept_buffers_to_those_reused_since_the_last() {
+        let t0 = Instant::now();
+        let mut spare = SparePayloads::default();
+        assert_eq!(spare.check_at(), None);
+        let bufs: Vec<BytesMut> = (0..5).map(|_| spare.take(8 * 1024, t0)).collect();
+        assert_eq!(spare.check_at(), Some(t0 + SPARE_CHECK));
+        for mut buf in bufs {
+            buf.extend_from_slice(&[0u8; 8 * 1024]);
+            spare.keep(buf.freeze(), 16 * 1024);
+        }
+        // Two reused in the first interval: two stay.
+        let a = spare.take(8 * 1024, t0);
+        let b = spare.take(8 * 1024, t0);
+        spare.keep(a.freeze(), 16 * 1024);
+        spare.keep(b.freeze(), 16 * 1024);
+        spare.check(t0 + SPARE_CHECK / 2);
+        assert_eq!(spare.kept().len(), 5, "not due yet");
+        spare.check(t0 + SPARE_CHECK);
+        assert_eq!(spare.kept().len(), 2);
+        assert_eq!(spare.check_at(), Some(t0 + 2 * SPARE_CHECK));
+        // None reused in the next: none stay, and no check is scheduled.
+        spare.check(t0 + 2 * SPARE_CHECK);
+        assert!(spare.kept().is_empty());
+        assert_eq!(spare.check_at(), None);
+        // A payload less than half a kept buffer's size gets a buffer of its own.
+        spare.keep(Bytes::from(vec![1u8; 16 * 1024]), 16 * 1024);
+        assert_eq!(spare.take(5000, t0).capacity(), 5000);
+        assert_eq!(spare.kept().len(), 1);
     }
 }

@@ -83,7 +83,7 @@ impl FrameReader {
                     self.state = match s.on_header(&h, now)? {
                         Payload::None => ReadState::Header,
                         Payload::Deliver(n) if n >= DIRECT_READ_MIN => {
-                            ReadState::Large(h, s.payload_buffer(n), n)
+                            ReadState::Large(h, s.payload_buffer(n, now), n)
                         }
                         Payload::Deliver(n) => ReadState::Small(h, n),
                         Payload::Skip(n) => ReadState::Skip(h, n),

@@ -17,7 +17,7 @@ use tokio::io::ReadBuf;
 use tokio::time::Instant;
 
 use super::Mode;
-use super::buffers::{OutQueue, RecvBuffer, clear_if_small};
+use super::buffers::{OutQueue, RecvBuffer, SparePayloads, clear_if_small};
 use super::config::{MuxConfig, SPEC_INITIAL_WINDOW};
 use super::error::{MuxError, ProtocolError};
 use super::frame::{FrameType, Header, SESSION_ID, flags, go_away};
@@ -33,20 +33,6 @@ const FIRST_SEND_BUF_STEP: usize = 1024;
 /// capacity kept: enough for request-sized streams, little for an idle connection.
 const SPARE_BUFFERS: usize = 4;
 const SPARE_BUFFER_CAPACITY: usize = 2 * 1024;
-
-/// Buffers of large received payloads a connection keeps for the next ones, once the
-/// application has read them. Reading each large payload into a fresh buffer and freeing
-/// it once read made glibc's allocator give the top of its heap back to the system and
-/// take it again every payload or two (a `brk` system call and page faults each time):
-/// 8,400 `brk` calls per GiB, and bulk in a fresh process at half speed.
-///
-/// At most this many, each no larger than a frame: 1 MiB at the default frame size, and
-/// only buffers that held data the receive window had admitted (with payloads of one
-/// size, as in bulk, a new buffer is allocated only when none is kept, so kept and
-/// unread ones together never outnumber the payloads the window held at once). They go
-/// at the RTT probe that finds none reused since the probe before: 10 to 20 s after the
-/// last bulk read at the default interval.
-const SPARE_PAYLOADS: usize = 64;
 
 /// Counters of one connection, for metrics. Plain atomics: the `network` crate exports
 /// them; this crate has no metrics dependency.
@@ -204,11 +190,8 @@ pub(crate) struct Session {
     /// Buffers of finished streams, for new streams to start with (at most
     /// [`SPARE_BUFFERS`] of at most [`SPARE_BUFFER_CAPACITY`] bytes).
     spare: Vec<BytesMut>,
-    /// Emptied buffers of large payloads the application read (at most
-    /// [`SPARE_PAYLOADS`], none over the largest frame), for the next large payloads.
-    spare_payloads: Vec<BytesMut>,
-    /// A spare payload buffer was reused since the last RTT probe.
-    spare_payloads_used: bool,
+    /// Emptied buffers of large payloads the application read, for the next ones.
+    spare_payloads: SparePayloads,
     /// Encoded control frames (window updates, pings, RSTs), sent before data.
     control: BytesMut,
     /// Streams with frames to send, served round-robin.
@@ -252,8 +235,7 @@ impl Session {
             incoming: None,
             direct_accept: false,
             spare: Vec::new(),
-            spare_payloads: Vec::new(),
-            spare_payloads_used: false,
+            spare_payloads: SparePayloads::default(),
             control: BytesMut::new(),
             ready: VecDeque::new(),
             granted: 0,
@@ -460,7 +442,7 @@ impl Session {
             self.config.max_frame_size as usize,
         );
         s.recv_buf
-            .read_into(out, |payload| keep_payload(spare, payload, max));
+            .read_into(out, |payload| spare.keep(payload, max));
         if !closed {
             self.maybe_update_window(id, now);
         }
@@ -855,16 +837,20 @@ impl Session {
 
     /// When [`handle_timeout`](Self::handle_timeout) has work next.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        match (&self.state, self.ping) {
+        let spare_check = self.spare_payloads.check_at();
+        let due = match (&self.state, self.ping) {
             (ConnState::Open, PingState::Idle { next }) => Some(next),
+            (ConnState::Open, PingState::Awaiting { .. }) => None,
             (ConnState::Closing { .. }, _) => self.close_deadline,
-            _ => None,
-        }
+            _ => return None,
+        };
+        due.into_iter().chain(spare_check).min()
     }
 
     /// Sends the RTT probe when it is due; ends a closing connection whose close timed
     /// out.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        self.spare_payloads.check(now);
         if matches!(self.state, ConnState::Closing { .. })
             && self.close_deadline.is_some_and(|deadline| now >= deadline)
         {
@@ -876,9 +862,6 @@ impl Session {
             && now >= next
             && matches!(self.state, ConnState::Open)
         {
-            if !std::mem::take(&mut self.spare_payloads_used) {
-                self.spare_payloads = Vec::new();
-            }
             let nonce = self.next_nonce;
             self.next_nonce = self.next_nonce.wrapping_add(1);
             self.ping = PingState::Awaiting {
@@ -889,20 +872,10 @@ impl Session {
         }
     }
 
-    /// A buffer for a large payload of `len` bytes: the last kept one if its room is
-    /// between `len` and twice that (kept ones are empty), else a new one of exactly
-    /// `len`.
-    pub(crate) fn payload_buffer(&mut self, len: usize) -> BytesMut {
-        if self
-            .spare_payloads
-            .last()
-            .is_some_and(|buf| (len..=2 * len).contains(&buf.capacity()))
-            && let Some(buf) = self.spare_payloads.pop()
-        {
-            self.spare_payloads_used = true;
-            return buf;
-        }
-        BytesMut::with_capacity(len)
+    /// A buffer for a large payload of `len` bytes read at `now` (see
+    /// [`SparePayloads::take`]).
+    pub(crate) fn payload_buffer(&mut self, len: usize, now: Instant) -> BytesMut {
+        self.spare_payloads.take(len, now)
     }
 
     /// The remote broke the protocol: drop pending data, send GoAway(protocol error)
@@ -1031,20 +1004,6 @@ impl Session {
     #[cfg(test)]
     fn stream(&self, id: u32) -> Option<&StreamState> {
         self.streams.get(&id)
-    }
-}
-
-/// Keeps the buffer of a large payload the application has read, for the next one, if
-/// nothing else holds it, it is no larger than a frame and `spare` has room.
-fn keep_payload(spare: &mut Vec<BytesMut>, payload: Bytes, max: usize) {
-    if spare.len() >= SPARE_PAYLOADS {
-        return;
-    }
-    if let Ok(mut buf) = payload.try_into_mut() {
-        buf.clear();
-        if buf.try_reclaim(1) && buf.capacity() <= max {
-            spare.push(buf);
-        }
     }
 }
 

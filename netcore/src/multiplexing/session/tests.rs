@@ -7,7 +7,7 @@ use tokio::io::ReadBuf;
 use tokio::time::Instant;
 
 use super::*;
-use crate::multiplexing::buffers::OutQueue;
+use crate::multiplexing::buffers::{OutQueue, SPARE_CHECK};
 use crate::multiplexing::frame::HEADER_LEN;
 use crate::multiplexing::reader::FrameReader;
 
@@ -530,71 +530,58 @@ fn a_close_is_bounded_by_the_close_timeout() {
     ));
 }
 
-#[test]
-fn a_read_payload_buffer_is_reused_for_the_next_and_dropped_after_a_probe_interval_unused() {
-    let t0 = Instant::now();
-    let mut s = session(Mode::Server, MuxConfig::default(), t0);
-    let large = 8 * KIB as usize;
-    let mut wire = hdr(FrameType::Data, flags::SYN, 1, large as u32);
-    wire.extend(vec![7u8; large]);
-    feed(&mut s, &wire, t0).unwrap();
-    assert_eq!(s.poll_accept(&waker()), Poll::Ready(Some(1)));
-    // Read in two parts: the buffer is kept only once read to its end.
-    assert_eq!(read_n(&mut s, 1, large / 2, t0), vec![7u8; large / 2]);
-    assert!(s.spare_payloads.is_empty());
-    assert_eq!(read_n(&mut s, 1, large, t0), vec![7u8; large / 2]);
-    assert_eq!(s.spare_payloads.len(), 1);
-    let kept = s.spare_payloads[0].as_ptr();
-    // The next payload of that size goes into it; one more than twice smaller does not.
-    let reused = s.payload_buffer(large);
-    assert_eq!((reused.as_ptr(), reused.capacity()), (kept, large));
-    keep_payload(&mut s.spare_payloads, reused.freeze(), large);
-    let small = s.payload_buffer(large / 2 - 1);
-    assert_eq!(
-        small.capacity(),
-        large / 2 - 1,
-        "a buffer over twice the payload is not used"
-    );
-    assert_eq!(s.spare_payloads.len(), 1, "and stays for a payload it fits");
-    // Kept again, then unused over a whole probe interval: gone at the next probe.
-    let again = s.payload_buffer(large);
-    keep_payload(&mut s.spare_payloads, again.freeze(), large);
-    feed(&mut s, &hdr(FrameType::Ping, flags::ACK, 0, 1), t0).unwrap();
-    let due = t0 + MuxConfig::default().rtt_probe_interval;
-    s.handle_timeout(due);
-    assert_eq!(
-        s.spare_payloads.len(),
-        1,
-        "reused since the last probe: kept"
-    );
-    feed(&mut s, &hdr(FrameType::Ping, flags::ACK, 0, 2), due).unwrap();
-    s.handle_timeout(due + MuxConfig::default().rtt_probe_interval);
-    assert!(
-        s.spare_payloads.is_empty(),
-        "unused for an interval: dropped"
-    );
+/// A data frame on stream `id` with `payload`, and `flags`.
+fn data(id: u32, fl: u16, payload: &[u8]) -> Vec<u8> {
+    let mut wire = hdr(FrameType::Data, fl, id, payload.len() as u32);
+    wire.extend_from_slice(payload);
+    wire
 }
 
 #[test]
-fn a_payload_buffer_still_shared_or_larger_than_a_frame_is_not_kept() {
-    let mut spare = Vec::new();
-    let shared = bytes::Bytes::from(vec![1u8; 8 * 1024]);
-    let other = shared.clone();
-    keep_payload(&mut spare, shared, 16 * 1024);
-    assert!(spare.is_empty(), "another handle still reads it");
-    drop(other);
-    keep_payload(
-        &mut spare,
-        bytes::Bytes::from(vec![1u8; 32 * 1024]),
-        16 * 1024,
-    );
-    assert!(spare.is_empty(), "larger than a frame");
-    for _ in 0..SPARE_PAYLOADS + 3 {
-        keep_payload(
-            &mut spare,
-            bytes::Bytes::from(vec![1u8; 8 * 1024]),
-            16 * 1024,
-        );
-    }
-    assert_eq!(spare.len(), SPARE_PAYLOADS);
+fn a_read_payload_buffer_carries_the_next_stream_payload_and_goes_once_unused() {
+    let t0 = Instant::now();
+    let mut s = session(Mode::Server, MuxConfig::default(), t0);
+    let large = 8 * KIB as usize;
+    let first = vec![1u8; large];
+    let second: Vec<u8> = (0..large).map(|i| i as u8).collect();
+    feed(&mut s, &data(1, flags::SYN, &first), t0).unwrap();
+    assert_eq!(s.poll_accept(&waker()), Poll::Ready(Some(1)));
+    // Read in two parts: the buffer is kept only once read to its end.
+    assert_eq!(read_n(&mut s, 1, large / 2, t0), first[..large / 2]);
+    assert!(s.spare_payloads.kept().is_empty());
+    assert_eq!(read_n(&mut s, 1, large, t0), first[large / 2..]);
+    assert_eq!(s.spare_payloads.kept().len(), 1);
+    let kept = s.spare_payloads.kept()[0].as_ptr();
+    // Another stream's payload goes into it, and reads as itself.
+    feed(&mut s, &data(3, flags::SYN, &second), t0).unwrap();
+    assert_eq!(s.poll_accept(&waker()), Poll::Ready(Some(3)));
+    assert!(s.spare_payloads.kept().is_empty(), "taken");
+    assert_eq!(read_n(&mut s, 3, large, t0), second);
+    assert_eq!(s.spare_payloads.kept()[0].as_ptr(), kept, "back once read");
+    // A check is due SPARE_CHECK after the first large payload; this one finds a reuse
+    // and keeps the buffer, the next finds none and drops it.
+    let check = t0 + SPARE_CHECK;
+    // (The session's first RTT probe is never answered here: no ping timer.)
+    assert_eq!(s.poll_timeout(), Some(check));
+    s.handle_timeout(check);
+    assert_eq!(s.spare_payloads.kept().len(), 1);
+    assert_eq!(s.poll_timeout(), Some(check + SPARE_CHECK));
+    s.handle_timeout(check + SPARE_CHECK);
+    assert!(s.spare_payloads.kept().is_empty());
+}
+
+#[test]
+fn kept_payload_buffers_are_checked_while_a_ping_is_unanswered() {
+    let t0 = Instant::now();
+    let mut s = session(Mode::Server, MuxConfig::default(), t0);
+    // The first RTT probe is out and never answered: no ping timer.
+    assert_eq!(s.poll_timeout(), None);
+    feed(&mut s, &data(1, flags::SYN, &[5u8; 8 * 1024]), t0).unwrap();
+    assert_eq!(s.poll_accept(&waker()), Poll::Ready(Some(1)));
+    read_n(&mut s, 1, 8 * 1024, t0);
+    assert_eq!(s.spare_payloads.kept().len(), 1);
+    assert_eq!(s.poll_timeout(), Some(t0 + SPARE_CHECK));
+    s.handle_timeout(t0 + SPARE_CHECK);
+    assert!(s.spare_payloads.kept().is_empty(), "none reused: dropped");
+    assert_eq!(s.poll_timeout(), None);
 }
