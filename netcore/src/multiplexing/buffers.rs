@@ -4,8 +4,10 @@
 //!   are copied together into one buffer; large payloads are queued as the `Bytes` split
 //!   off a stream's send buffer, without a copy.
 //! - [`RecvBuffer`]: a stream's received data. Large payloads (read straight from the
-//!   socket into a buffer of exactly their size) are kept as they are; small ones are
-//!   copied together, so a flood of tiny frames costs no per-frame allocation.
+//!   socket into a buffer of their own) are kept as they are; small ones are copied
+//!   together, so a flood of tiny frames costs no per-frame allocation.
+//! - [`SparePayloads`]: the buffers of large payloads the application has read, kept
+//!   for the next ones.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;

@@ -1,9 +1,10 @@
 //! Turns the bytes read from the socket into frames for the [`Session`].
 //!
 //! Small frames are read in large chunks and decoded from one buffer. A data payload of
-//! [`DIRECT_READ_MIN`] bytes or more is read straight into a buffer of exactly its size,
-//! and after such a frame the next read asks for just a header, so bulk data is copied
-//! once from the socket and never pins a larger shared buffer.
+//! [`DIRECT_READ_MIN`] bytes or more is read straight into a buffer of its own (of
+//! exactly its size, or a kept one of at most twice that: see `SparePayloads`), and
+//! after such a frame the next read asks for just a header, so bulk data is copied once
+//! from the socket and never pins a larger shared buffer.
 
 use std::io;
 use std::pin::Pin;
