@@ -33,8 +33,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::{Decoder, Encoder};
 
-/// The length prefix: a u32, big-endian.
-const LENGTH_FIELD_BYTES: usize = 4;
+/// The bytes of a frame's length prefix: a u32, big-endian.
+pub const LENGTH_FIELD_BYTES: usize = 4;
 
 /// A message of up to this many bytes, with its prefix, is written from one buffer on
 /// the stack, in one write call.
@@ -92,6 +92,35 @@ impl MessageCodec {
         // `max` is at most `u32::MAX`, so the length fits the field.
         dst.put_uint(len as u64, LENGTH_FIELD_BYTES);
         Ok(())
+    }
+
+    /// The length of the frame (prefix and message) that starts `buf`, once its prefix
+    /// is there (`None` before), checked against the maximum; for a reader that hands
+    /// on many whole frames as one buffer rather than one `Bytes` per message. The frame
+    /// is whole when `buf` holds at least that many bytes.
+    pub fn frame_len(&self, buf: &[u8]) -> Result<Option<usize>, FramingError> {
+        let Some(prefix) = buf.first_chunk::<LENGTH_FIELD_BYTES>() else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes(*prefix) as usize;
+        if len > self.max {
+            return Err(FramingError::TooLarge { len, max: self.max });
+        }
+        Ok(Some(LENGTH_FIELD_BYTES + len))
+    }
+
+    /// Splits the first message off `frames`, whole frames back to back (checked with
+    /// [`Self::frame_len`] when they were read), without copying it. `None` once
+    /// `frames` holds no whole frame; what is left is then not a frame and stays.
+    pub fn split_frame(frames: &mut Bytes) -> Option<Bytes> {
+        let prefix = frames.first_chunk::<LENGTH_FIELD_BYTES>()?;
+        let whole = LENGTH_FIELD_BYTES.checked_add(u32::from_be_bytes(*prefix) as usize)?;
+        if frames.len() < whole {
+            return None;
+        }
+        let message = frames.slice(LENGTH_FIELD_BYTES..whole);
+        frames.advance(whole);
+        Some(message)
     }
 }
 
@@ -255,6 +284,39 @@ impl Encoder<Bytes> for MessageCodec {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn whole_frames_are_measured_checked_and_split_in_place() {
+        let codec = MessageCodec::new(8);
+        let mut wire = BytesMut::new();
+        for msg in [&b"one"[..], b"", b"three"] {
+            codec.write_prefix(msg.len(), &mut wire).unwrap();
+            wire.extend_from_slice(msg);
+        }
+        assert_eq!(
+            codec.frame_len(&wire[..3]).unwrap(),
+            None,
+            "prefix not there"
+        );
+        assert_eq!(codec.frame_len(&wire).unwrap(), Some(7));
+        assert_eq!(codec.frame_len(&wire[7..]).unwrap(), Some(4));
+        assert!(matches!(
+            codec.frame_len(b"\0\0\0\x09"),
+            Err(FramingError::TooLarge { len: 9, max: 8 })
+        ));
+        // The last frame is cut short: the two before it split off, the rest stays.
+        let mut frames = wire.freeze().slice(..17);
+        let base = frames.as_ptr() as usize;
+        let first = MessageCodec::split_frame(&mut frames).unwrap();
+        assert_eq!(&first[..], b"one");
+        assert_eq!(first.as_ptr() as usize, base + 4, "no copy");
+        assert_eq!(
+            MessageCodec::split_frame(&mut frames).unwrap(),
+            Bytes::new()
+        );
+        assert_eq!(MessageCodec::split_frame(&mut frames), None);
+        assert_eq!(&frames[..], b"\0\0\0\x05th");
+    }
 
     #[test]
     fn oversized_length_is_refused_without_allocating() {

@@ -221,7 +221,15 @@ impl NetworkBuilder {
         let sender = NetworkSender { shared };
         let apps = app_events
             .into_iter()
-            .map(|queue| Some((sender.clone(), NetworkEvents { queue })))
+            .map(|queue| {
+                Some((
+                    sender.clone(),
+                    NetworkEvents {
+                        queue,
+                        messages: None,
+                    },
+                ))
+            })
             .collect();
         Ok(Network {
             local_peer_id,

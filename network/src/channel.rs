@@ -2,10 +2,11 @@
 //!
 //! - [`FairQueue`]: many producers, each pushing under a key (a peer, or a peer and a
 //!   protocol), one consumer served round-robin across keys. Each key's queue is
-//!   bounded; a producer whose queue is full waits (backpressure on that peer only), so a
-//!   flooding peer fills its own queue and slows its own reader while every other key
+//!   bounded by the [`Weighted::weight`] of its items (an item may stand for several
+//!   messages); a producer whose queue is full waits (backpressure on that peer only), so
+//!   a flooding peer fills its own queue and slows its own reader while every other key
 //!   keeps being served. A producer that pushes many items under one key (a substream's
-//!   reader) holds a [`SlotSender`], which pushes batches without looking its key up.
+//!   reader) holds a [`SlotSender`], which pushes without looking its key up.
 //! - [`batch_queue`]: one producer side, one consumer that takes everything queued at
 //!   once; sending never waits. Cheaper per item than a tokio channel (one lock, no
 //!   semaphore), for a writer task that drains a queue of small messages in batches.
@@ -22,12 +23,20 @@ use prometheus::IntGauge;
 use slab::Slab;
 use tokio::sync::mpsc;
 
-/// Items a [`FairQueue`]'s consumer takes from the queues under one lock, in service
-/// order; they are then handed out one by one without locking. They have left their
-/// key's queue, so a key can have up to this many items more in the node than its
-/// capacity. The depth gauge counts them until the consumer takes its next batch: it
-/// is exact whenever the consumer waits, and at most this much over while it works.
+/// The weight a [`FairQueue`]'s consumer takes from the queues under one lock, in
+/// service order (at least one item, however heavy); the items are then handed out one
+/// by one without locking. They have left their key's queue, so a key can have up to
+/// this much weight, or one item, more in the node than its capacity. The depth gauge
+/// counts them until the consumer takes its next batch: it is exact whenever the
+/// consumer waits, and at most this much (or one item) over while it works.
 pub const CONSUMER_BATCH: usize = 32;
+
+/// What an item counts for in a [`FairQueue`]'s capacity and depth gauge: the messages
+/// it carries (an event is one; a batch of messages from one substream is as many).
+pub trait Weighted {
+    /// The item's weight; at least 1.
+    fn weight(&self) -> usize;
+}
 
 /// Emptied item queues a [`FairQueue`] keeps for reuse, and the largest capacity kept.
 const SPARE_QUEUES: usize = 16;
@@ -52,6 +61,8 @@ pub struct QueueClosed;
 struct Slot<K, T> {
     key: K,
     items: VecDeque<T>,
+    /// The sum of `items`' weights: what the key's capacity bounds.
+    queued: usize,
     /// Producers waiting for room in this key's queue.
     waiting: Vec<Waker>,
     /// Live [`SlotSender`]s of this key: the slot is kept while any is alive.
@@ -76,17 +87,17 @@ struct Inner<K, T> {
     depth: IntGauge,
 }
 
-impl<K: Eq + Hash + Clone, T> Inner<K, T> {
+impl<K: Eq + Hash + Clone, T: Weighted> Inner<K, T> {
     fn is_open(&self) -> bool {
         self.receiver_alive && !self.closed
     }
 
-    /// Items queued under `key`.
+    /// The weight queued under `key`.
     fn len_of(&self, key: &K) -> usize {
         self.index
             .get(key)
             .and_then(|&id| self.slots.get(id))
-            .map_or(0, |s| s.items.len())
+            .map_or(0, |s| s.queued)
     }
 
     /// The slot of `key`, created if it has none.
@@ -97,6 +108,7 @@ impl<K: Eq + Hash + Clone, T> Inner<K, T> {
         let id = self.slots.insert(Slot {
             key: key.clone(),
             items: self.spare.pop().unwrap_or_default(),
+            queued: 0,
             waiting: Vec::new(),
             handles: 0,
         });
@@ -109,9 +121,23 @@ impl<K: Eq + Hash + Clone, T> Inner<K, T> {
         if slot.items.is_empty() {
             self.ready.push_back(id);
         }
+        let weight = item.weight();
+        slot.queued += weight;
         slot.items.push_back(item);
-        self.depth.inc();
+        self.depth.add(weight as i64);
         self.wake_receiver();
+    }
+
+    /// Takes the item at the front of slot `id`'s queue, waking the producers waiting
+    /// for room in it.
+    fn pop_front(&mut self, id: usize) -> Option<T> {
+        let slot = self.slots.get_mut(id)?;
+        let item = slot.items.pop_front()?;
+        slot.queued -= item.weight();
+        for w in slot.waiting.drain(..) {
+            w.wake();
+        }
+        Some(item)
     }
 
     fn wake_receiver(&mut self) {
@@ -153,6 +179,7 @@ pub fn fair_queue<K, T>(
 ) -> (FairSender<K, T>, FairQueue<K, T>)
 where
     K: Eq + Hash + Clone,
+    T: Weighted,
 {
     let shared = Arc::new(Mutex::new(Inner {
         slots: Slab::new(),
@@ -173,6 +200,7 @@ where
         FairQueue {
             shared,
             taken: VecDeque::new(),
+            taken_weight: 0,
             handed_out: 0,
             depth,
         },
@@ -205,7 +233,7 @@ impl<K, T> Drop for FairSender<K, T> {
     }
 }
 
-impl<K: Eq + Hash + Clone, T> FairSender<K, T> {
+impl<K: Eq + Hash + Clone, T: Weighted> FairSender<K, T> {
     /// Closes the queue for every sender: later pushes fail with `Closed`, waiting
     /// producers give up, and the consumer's stream ends once it drained the queue.
     pub fn close(&self) {
@@ -224,8 +252,8 @@ impl<K: Eq + Hash + Clone, T> FairSender<K, T> {
         self.push_up_to(key, item, None)
     }
 
-    /// Queues `item` under `key` even past capacity, up to `hard_limit` items for that
-    /// key. For rare control items (a peer connecting or leaving) that must not wait
+    /// Queues `item` under `key` even past capacity, up to `hard_limit` of weight for
+    /// that key. For rare control items (a peer connecting or leaving) that must not wait
     /// behind that peer's data, and whose number is bounded by connection churn.
     pub fn push_control(&self, key: K, item: T, hard_limit: usize) -> Result<(), QueueError<T>> {
         self.push_up_to(key, item, Some(hard_limit))
@@ -259,7 +287,7 @@ impl<K: Eq + Hash + Clone, T> FairSender<K, T> {
             let capacity = inner.capacity;
             let id = inner.slot_of(&key);
             let slot = &mut inner.slots[id];
-            if slot.items.len() >= capacity {
+            if slot.queued >= capacity {
                 slot.waiting.push(cx.waker().clone());
                 item = Some(it);
                 return Poll::Pending;
@@ -284,41 +312,32 @@ impl<K: Eq + Hash + Clone, T> FairSender<K, T> {
     }
 }
 
-/// A [`FairSender`] bound to one key: pushes batches under it without looking it up.
-pub struct SlotSender<K: Eq + Hash + Clone, T> {
+/// A [`FairSender`] bound to one key: pushes under it without looking it up.
+pub struct SlotSender<K: Eq + Hash + Clone, T: Weighted> {
     sender: FairSender<K, T>,
     id: usize,
 }
 
-impl<K: Eq + Hash + Clone, T> SlotSender<K, T> {
-    /// Moves items from the front of `items` into this key's queue while it has room,
-    /// and returns how many moved (0 when it is full).
-    pub fn try_push_many(&self, items: &mut VecDeque<T>) -> Result<usize, QueueClosed> {
-        let mut guard = lock(&self.sender.shared);
-        let inner = &mut *guard;
+impl<K: Eq + Hash + Clone, T: Weighted> SlotSender<K, T> {
+    /// Queues `item` under this key if its weight fits the room left, or if the key's
+    /// queue is empty (so an item heavier than the capacity still goes, alone).
+    pub fn try_push(&self, item: T) -> Result<(), QueueError<T>> {
+        let mut inner = lock(&self.sender.shared);
         if !inner.is_open() {
-            return Err(QueueClosed);
+            return Err(QueueError::Closed(item));
         }
-        let Some(slot) = inner.slots.get_mut(self.id) else {
-            return Err(QueueClosed);
+        let capacity = inner.capacity;
+        let Some(slot) = inner.slots.get(self.id) else {
+            return Err(QueueError::Closed(item));
         };
-        let moved = inner
-            .capacity
-            .saturating_sub(slot.items.len())
-            .min(items.len());
-        if moved == 0 {
-            return Ok(0);
+        if slot.queued > 0 && slot.queued + item.weight() > capacity {
+            return Err(QueueError::Full(item));
         }
-        if slot.items.is_empty() {
-            inner.ready.push_back(self.id);
-        }
-        slot.items.extend(items.drain(..moved));
-        inner.depth.add(moved as i64);
-        inner.wake_receiver();
-        Ok(moved)
+        inner.push_one(self.id, item);
+        Ok(())
     }
 
-    /// How many more items this key's queue takes now (0 when it is closed).
+    /// How much more weight this key's queue takes now (0 when it is closed).
     pub fn free(&self) -> usize {
         let inner = lock(&self.sender.shared);
         if !inner.is_open() {
@@ -327,7 +346,7 @@ impl<K: Eq + Hash + Clone, T> SlotSender<K, T> {
         inner
             .slots
             .get(self.id)
-            .map_or(0, |s| inner.capacity.saturating_sub(s.items.len()))
+            .map_or(0, |s| inner.capacity.saturating_sub(s.queued))
     }
 
     /// Waits until this key's queue has room. Fails when the queue is closed.
@@ -341,7 +360,7 @@ impl<K: Eq + Hash + Clone, T> SlotSender<K, T> {
             let Some(slot) = inner.slots.get_mut(self.id) else {
                 return Poll::Ready(Err(QueueClosed));
             };
-            if slot.items.len() < inner.capacity {
+            if slot.queued < inner.capacity {
                 return Poll::Ready(Ok(()));
             }
             slot.waiting.push(cx.waker().clone());
@@ -351,7 +370,7 @@ impl<K: Eq + Hash + Clone, T> SlotSender<K, T> {
     }
 }
 
-impl<K: Eq + Hash + Clone, T> Drop for SlotSender<K, T> {
+impl<K: Eq + Hash + Clone, T: Weighted> Drop for SlotSender<K, T> {
     fn drop(&mut self) {
         let mut inner = lock(&self.sender.shared);
         if let Some(slot) = inner.slots.get_mut(self.id) {
@@ -365,11 +384,13 @@ impl<K: Eq + Hash + Clone, T> Drop for SlotSender<K, T> {
 /// every sender is gone and the queues are empty.
 pub struct FairQueue<K, T> {
     shared: Shared<K, T>,
-    /// Items already taken from their queues, in service order (at most
-    /// [`CONSUMER_BATCH`]); they still count in the depth gauge.
+    /// Items already taken from their queues, in service order (about
+    /// [`CONSUMER_BATCH`] of weight); they still count in the depth gauge.
     taken: VecDeque<T>,
-    /// Items of the last batch handed out; they leave the depth gauge when the next
-    /// batch is taken, so the gauge costs one update per batch.
+    /// The weight of `taken`.
+    taken_weight: usize,
+    /// The weight of the last batch's items handed out; it leaves the depth gauge when
+    /// the next batch is taken, so the gauge costs one update per batch.
     handed_out: usize,
     depth: IntGauge,
 }
@@ -382,20 +403,18 @@ impl<K, T> Drop for FairQueue<K, T> {
         let mut guard = lock(&self.shared);
         let inner = &mut *guard;
         inner.receiver_alive = false;
-        let queued = inner
-            .slots
-            .iter()
-            .map(|(_, s)| s.items.len())
-            .sum::<usize>();
+        let queued = inner.slots.iter().map(|(_, s)| s.queued).sum::<usize>();
         inner
             .depth
-            .sub((queued + self.taken.len() + self.handed_out) as i64);
+            .sub((queued + self.taken_weight + self.handed_out) as i64);
         self.taken.clear();
+        self.taken_weight = 0;
         for (_, slot) in &mut inner.slots {
             for w in slot.waiting.drain(..) {
                 w.wake();
             }
             slot.items.clear();
+            slot.queued = 0;
         }
         // Slots a `SlotSender` still holds stay (empty) until it goes.
         inner.slots.retain(|_, s| s.handles > 0);
@@ -405,58 +424,58 @@ impl<K, T> Drop for FairQueue<K, T> {
     }
 }
 
-impl<K: Eq + Hash + Clone, T> FairQueue<K, T> {
-    /// Items queued under `key` and not yet taken by the consumer.
+impl<K: Eq + Hash + Clone, T: Weighted> FairQueue<K, T> {
+    /// The weight queued under `key` and not yet taken by the consumer.
     pub fn len_of(&self, key: &K) -> usize {
         lock(&self.shared).len_of(key)
     }
 
-    /// Takes up to [`CONSUMER_BATCH`] items from the queues, one per key per round.
+    /// Moves `item`, taken from its key's queue, to the items to hand out.
+    fn stage(&mut self, item: T) {
+        self.taken_weight += item.weight();
+        self.taken.push_back(item);
+    }
+
+    /// Takes about [`CONSUMER_BATCH`] of weight from the queues, one item per key per
+    /// round.
     fn take_batch(&mut self, inner: &mut Inner<K, T>) {
         // One key ready (a burst from one peer): its items go in one move, which is
         // what serving it round-robin alone would take.
         if inner.ready.len() == 1
             && let Some(&id) = inner.ready.front()
-            && let Some(slot) = inner.slots.get_mut(id)
         {
-            let moved = slot.items.len().min(CONSUMER_BATCH);
-            self.taken.extend(slot.items.drain(..moved));
-            for w in slot.waiting.drain(..) {
-                w.wake();
+            while self.taken_weight < CONSUMER_BATCH
+                && let Some(item) = inner.pop_front(id)
+            {
+                self.stage(item);
             }
-            if slot.items.is_empty() {
+            if inner.slots.get(id).is_none_or(|s| s.items.is_empty()) {
                 inner.ready.clear();
                 inner.release_if_idle(id);
             }
             return;
         }
-        while self.taken.len() < CONSUMER_BATCH {
+        while self.taken_weight < CONSUMER_BATCH {
             let Some(id) = inner.ready.pop_front() else {
                 return;
             };
             // `ready` holds only slots with items; one that broke that rule is skipped
             // rather than served.
-            let Some(slot) = inner.slots.get_mut(id) else {
-                continue;
-            };
-            let Some(item) = slot.items.pop_front() else {
+            let Some(item) = inner.pop_front(id) else {
                 inner.release_if_idle(id);
                 continue;
             };
-            for w in slot.waiting.drain(..) {
-                w.wake();
-            }
-            if slot.items.is_empty() {
-                inner.release_if_idle(id);
-            } else {
+            if inner.slots.get(id).is_some_and(|s| !s.items.is_empty()) {
                 inner.ready.push_back(id);
+            } else {
+                inner.release_if_idle(id);
             }
-            self.taken.push_back(item);
+            self.stage(item);
         }
     }
 }
 
-impl<K: Eq + Hash + Clone, T> Stream for FairQueue<K, T> {
+impl<K: Eq + Hash + Clone, T: Weighted> Stream for FairQueue<K, T> {
     type Item = T;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -478,7 +497,11 @@ impl<K: Eq + Hash + Clone, T> Stream for FairQueue<K, T> {
             }
         }
         let item = this.taken.pop_front();
-        this.handed_out += usize::from(item.is_some());
+        if let Some(item) = &item {
+            let weight = item.weight();
+            this.taken_weight -= weight;
+            this.handed_out += weight;
+        }
         Poll::Ready(item)
     }
 }
@@ -692,6 +715,24 @@ mod tests {
         IntGauge::new("depth", "test").unwrap()
     }
 
+    impl Weighted for u8 {
+        fn weight(&self) -> usize {
+            1
+        }
+    }
+
+    impl Weighted for u32 {
+        fn weight(&self) -> usize {
+            1
+        }
+    }
+
+    impl Weighted for (u8, u32) {
+        fn weight(&self) -> usize {
+            1
+        }
+    }
+
     #[tokio::test]
     async fn serves_keys_round_robin() {
         let (tx, mut rx) = fair_queue::<&str, u32>(100, gauge());
@@ -771,10 +812,10 @@ mod tests {
         let slot = tx.slot("a");
         // The keyed path and the slot share one queue and one capacity.
         tx.try_push("a", 0).unwrap();
-        let mut batch: VecDeque<u32> = (1..=6).collect();
-        assert_eq!(slot.try_push_many(&mut batch), Ok(3));
-        assert_eq!(batch, VecDeque::from([4, 5, 6]), "the rest stays, in order");
-        assert_eq!(slot.try_push_many(&mut batch), Ok(0));
+        for i in 1..=3 {
+            slot.try_push(i).unwrap();
+        }
+        assert_eq!(slot.try_push(4), Err(QueueError::Full(4)));
         assert_eq!(depth.get(), 4);
         assert!(
             slot.room().now_or_never().is_none(),
@@ -783,7 +824,9 @@ mod tests {
         // The consumer takes what is queued in one batch; the slot has room again.
         assert_eq!(rx.next().await, Some(0));
         slot.room().await.unwrap();
-        assert_eq!(slot.try_push_many(&mut batch), Ok(3));
+        for i in 4..=6 {
+            slot.try_push(i).unwrap();
+        }
         assert!(
             depth.get() >= 6,
             "taken items count until they are handed out"
@@ -798,8 +841,9 @@ mod tests {
     async fn batches_are_taken_round_robin_across_keys() {
         let (tx, mut rx) = fair_queue::<u8, (u8, u32)>(100, gauge());
         let flood = tx.slot(1);
-        let mut batch: VecDeque<_> = (0..80).map(|i| (1, i)).collect();
-        assert_eq!(flood.try_push_many(&mut batch), Ok(80));
+        for i in 0..80 {
+            flood.try_push((1, i)).unwrap();
+        }
         tx.try_push(2, (2, 0)).unwrap();
         tx.try_push(3, (3, 0)).unwrap();
         let first: Vec<_> = (&mut rx).take(4).collect().await;
@@ -810,7 +854,8 @@ mod tests {
     async fn slots_are_released_when_empty_and_unheld() {
         let (tx, mut rx) = fair_queue::<u8, u8>(10, gauge());
         let slot = tx.slot(1);
-        slot.try_push_many(&mut VecDeque::from([1, 2])).unwrap();
+        slot.try_push(1).unwrap();
+        slot.try_push(2).unwrap();
         assert_eq!(rx.next().await, Some(1));
         assert_eq!(rx.next().await, Some(2));
         assert_eq!(lock(&tx.shared).slots.len(), 1, "held by its sender");
@@ -831,7 +876,7 @@ mod tests {
         let depth = gauge();
         let (tx, rx) = fair_queue::<u8, u8>(1, depth.clone());
         let slot = tx.slot(1);
-        slot.try_push_many(&mut VecDeque::from([1])).unwrap();
+        slot.try_push(1).unwrap();
         let waiting = tokio::spawn(async move {
             let result = slot.room().await;
             (result, slot)
@@ -840,10 +885,7 @@ mod tests {
         drop(rx);
         let (result, slot) = waiting.await.unwrap();
         assert_eq!(result, Err(QueueClosed));
-        assert_eq!(
-            slot.try_push_many(&mut VecDeque::from([2])),
-            Err(QueueClosed)
-        );
+        assert_eq!(slot.try_push(2), Err(QueueError::Closed(2)));
         assert_eq!(depth.get(), 0);
         drop(slot);
         assert_eq!(lock(&tx.shared).slots.len(), 0);

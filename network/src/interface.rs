@@ -10,7 +10,7 @@ use futures::Stream;
 use netcore::{NetworkAddress, PeerId};
 use tokio::sync::oneshot;
 
-use crate::channel::FairQueue;
+use crate::channel::{FairQueue, Weighted};
 use crate::error::{DialError, DisconnectError, RpcError, SendError};
 use crate::peer_manager::{ConnectionId, ConnectionMetadata, DisconnectReason, Request};
 use crate::protocol_id::ProtocolId;
@@ -82,17 +82,51 @@ impl RpcResponder {
 /// events use `None`, so they never wait behind a peer's messages.
 pub(crate) type EventKey = (PeerId, Option<ProtocolId>);
 
+/// What an application's queue holds: events, and DirectSend messages as their reader
+/// read them, turned into events only when the application takes them (moving one
+/// buffer between tasks rather than an event per message).
+pub(crate) enum Queued {
+    /// An event as it is handed out.
+    Event(Event),
+    /// Messages of one DirectSend substream.
+    Messages(direct_send::MessageBatch),
+}
+
+impl Weighted for Queued {
+    fn weight(&self) -> usize {
+        match self {
+            Queued::Event(_) => 1,
+            Queued::Messages(batch) => batch.len().max(1),
+        }
+    }
+}
+
 /// The stream of an application's events, served round-robin across peers so that one
 /// flooding peer cannot starve the others.
 pub struct NetworkEvents {
-    pub(crate) queue: FairQueue<EventKey, Event>,
+    pub(crate) queue: FairQueue<EventKey, Queued>,
+    /// The DirectSend messages being handed out, one event each.
+    pub(crate) messages: Option<direct_send::MessageBatch>,
 }
 
 impl Stream for NetworkEvents {
     type Item = Event;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        Pin::new(&mut self.queue).poll_next(cx)
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(batch) = &mut this.messages {
+                if let Some(event) = batch.next_event() {
+                    return Poll::Ready(Some(event));
+                }
+                this.messages = None;
+            }
+            match std::task::ready!(Pin::new(&mut this.queue).poll_next(cx)) {
+                Some(Queued::Event(event)) => return Poll::Ready(Some(event)),
+                Some(Queued::Messages(batch)) => this.messages = Some(batch),
+                None => return Poll::Ready(None),
+            }
+        }
     }
 }
 

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
-use bytes::Bytes;
 use foldhash::fast::RandomState;
 use netcore::PeerId;
 use netcore::multiplexing::Control;
@@ -13,12 +12,13 @@ use prometheus::{Histogram, IntCounter, IntGauge};
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
-use crate::channel::{BatchSender, FairSender, MeteredSender};
+use crate::channel::{FairSender, MeteredSender};
 use crate::config::NetworkConfig;
 use crate::counters::NetworkMetrics;
-use crate::interface::{Event, EventKey};
+use crate::interface::{EventKey, Queued};
 use crate::peer_manager::{ConnectionMetadata, DisconnectReason, Request, TrustPredicate};
 use crate::protocol_id::{ProtocolId, ProtocolKind};
+use crate::protocols::direct_send::Outbox;
 use crate::rate_limit::MessageLimiter;
 use crate::reputation::{Misbehaviour, Reputation, Verdict};
 
@@ -99,7 +99,7 @@ pub(crate) struct PeerHandle {
     /// The DirectSend queue of each registered protocol, indexed like
     /// [`Shared::routes`] and created on first use. Dropping the handle drops the
     /// queues, which ends their writer tasks.
-    pub(crate) direct_send: Box<[OnceLock<BatchSender<Bytes>>]>,
+    pub(crate) direct_send: Box<[OnceLock<Outbox>]>,
     /// Messages waiting in this peer's DirectSend queues.
     pub(crate) direct_send_depth: IntGauge,
     /// Paces the messages this peer hands to the applications, if it is rate limited.
@@ -115,7 +115,7 @@ pub(crate) struct Shared {
     pub(crate) routes: Vec<Route>,
     pub(crate) protocol_names: Vec<&'static str>,
     /// Each application's event queue.
-    pub(crate) apps: Vec<FairSender<EventKey, Event>>,
+    pub(crate) apps: Vec<FairSender<EventKey, Queued>>,
     pub(crate) peers: RwLock<HashMap<PeerId, Arc<PeerHandle>, RandomState>>,
     pub(crate) requests: MeteredSender<Request>,
     /// Penalties and bans, shared with the transport (which refuses banned peers).

@@ -37,7 +37,7 @@ pub use types::{ConnectionId, ConnectionMetadata, DisconnectReason};
 use crate::channel::MeteredReceiver;
 use crate::config::MAX_QUEUED_NOTIFICATIONS_PER_PEER;
 use crate::error::{DialError, DisconnectError};
-use crate::interface::Event;
+use crate::interface::{Event, Queued};
 use crate::peer;
 use crate::rate_limit::MessageLimiter;
 use crate::reputation::Misbehaviour;
@@ -486,7 +486,11 @@ impl PeerManager {
     fn broadcast_with(&self, peer: PeerId, event: impl Fn() -> Event) {
         for app in &self.shared.apps {
             if app
-                .push_control((peer, None), event(), MAX_QUEUED_NOTIFICATIONS_PER_PEER)
+                .push_control(
+                    (peer, None),
+                    Queued::Event(event()),
+                    MAX_QUEUED_NOTIFICATIONS_PER_PEER,
+                )
                 .is_err()
             {
                 self.shared

@@ -1,13 +1,16 @@
 //! DirectSend: one long-lived substream per (peer, protocol) carrying one-way,
 //! length-delimited messages, and acknowledgements the other way.
 //!
-//! Outbound, each (peer, protocol) has a bounded queue drained by one writer task, which
-//! opens the substream on the first message, writes every queued message and flushes
-//! once per batch. When the queue is full the new message is dropped and counted (the
-//! sender learns it from `SendError::QueueFull`): the messages already queued are older
-//! and were accepted first. Inbound, one reader task per substream pushes messages into
-//! the application's fair queue, waiting while that peer's queue is full, so a flooding
-//! peer is slowed by reading less rather than by losing messages.
+//! Outbound, each (peer, protocol) has a bounded queue, its [`Outbox`], drained by one
+//! writer task, which opens the substream on the first message, writes everything
+//! queued and flushes once per batch. `send_to` encodes a small message straight into
+//! the outbox's packed buffer, so the writer takes runs of frames ready for the wire,
+//! not one buffer per message. When the queue is full the new message is dropped and
+//! counted (the sender learns it from `SendError::QueueFull`): the messages already
+//! queued are older and were accepted first. Inbound, one reader task per substream
+//! pushes the frames it read into the application's fair queue, as they came off the
+//! wire, waiting while that peer's queue is full, so a flooding peer is slowed by reading
+//! less rather than by losing messages; the application's side splits them into events.
 //!
 //! Every message the network accepts is delivered or counted in
 //! `network_queue_drops_total{queue=<protocol>}`: `queue_full` when its queue was full,
@@ -22,37 +25,45 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::{Arc, Weak};
-use std::task::Poll;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Poll, Waker};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{FutureExt, StreamExt};
 use netcore::PeerId;
-use netcore::framing::{FramingError, MessageCodec};
+use netcore::framing::{FramingError, LENGTH_FIELD_BYTES, MessageCodec};
 use netcore::multiplexing::{Control, Substream};
 use netcore::negotiate::Negotiated;
 use prometheus::IntGauge;
 use proto::Message;
 use proto::direct_send::DirectSendAck;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio_util::codec::{Decoder, Encoder, FramedRead};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::codec::{Encoder, FramedRead};
 use tracing::debug;
 
 use super::open_substream;
-use crate::channel::{BatchReceiver, BatchSender, QueueClosed, QueueError, batch_queue};
+use crate::channel::QueueError;
 use crate::error::SendError;
-use crate::interface::Event;
+use crate::interface::{Event, Queued};
 use crate::protocol_id::ProtocolId;
+use crate::rate_limit::MessageLimiter;
 use crate::reputation::Misbehaviour;
 use crate::shared::{PeerHandle, Route, Shared};
 
-/// Messages one writer batch takes from its queue before flushing: enough to fill
-/// several Noise frames with small messages, few enough that a flush is never far away.
-const MAX_BATCH: usize = 256;
-
-/// Small messages are packed into writes of about this many bytes; a larger message is
-/// written from its own buffer.
+/// Small messages are packed into runs of about this many bytes (each run one write to
+/// the substream); this is also the size of each packing buffer an outbox allocates.
 const WRITE_CHUNK: usize = 16 * 1024;
+
+/// A message of up to this many bytes is copied into its outbox's packed run by
+/// `send_to`; a larger one is queued as its own buffer (only its prefix is packed), so
+/// no large copy happens under the outbox's lock.
+const PACK_MAX: usize = 4 * 1024;
+
+/// The outbound depth gauge (`direct_send_outbound`) is moved in steps of this many
+/// messages per queue, not one atomic update per message on a gauge every sender
+/// shares: it is exact when the writers have taken everything and lower than the truth
+/// by less than this per (peer, protocol) while messages wait.
+const DEPTH_STEP: usize = 16;
 
 /// Messages one reader hands to the application's queue at a time, at most.
 const DELIVER_BATCH: usize = 64;
@@ -91,34 +102,220 @@ pub(crate) fn send(
         .route_index(protocol)
         .ok_or(SendError::UnregisteredProtocol(protocol))?;
     let queue = handle.direct_send[index].get_or_init(|| spawn_writer(shared, handle, route));
-    match queue.try_send(msg) {
-        Ok(()) => {
-            handle.direct_send_depth.inc();
-            Ok(())
-        }
-        Err(QueueError::Full(_)) => {
+    match queue.push(msg) {
+        Ok(()) => Ok(()),
+        Err(Refused::Full) => {
             route.metrics.queue_drops.inc();
             Err(SendError::QueueFull)
         }
         // The writer found the connection closed and stopped; the peer is about to be
         // removed.
-        Err(QueueError::Closed(_)) => Err(SendError::NotConnected(peer)),
+        Err(Refused::Closed) => Err(SendError::NotConnected(peer)),
+    }
+}
+
+/// Why an [`Outbox`] refused a message.
+#[derive(Debug, PartialEq, Eq)]
+enum Refused {
+    Full,
+    Closed,
+}
+
+/// The state an [`Outbox`] shares with its writer.
+struct OutboxState {
+    /// Encoded messages ready to write, in order: packed runs of small messages, and
+    /// large messages in their own buffers (each after a run ending with its prefix).
+    runs: VecDeque<Bytes>,
+    /// The run being packed, after `runs`.
+    packing: BytesMut,
+    /// Messages queued, and their payload bytes.
+    messages: usize,
+    bytes: u64,
+    /// Of `messages`, those counted in the depth gauge.
+    reported: usize,
+    capacity: usize,
+    depth: IntGauge,
+    /// The writer, waiting for messages.
+    waker: Option<Waker>,
+    /// The writer or the peer's handle is gone: no more messages are accepted.
+    closed: bool,
+}
+
+type OutboxShared = Arc<Mutex<OutboxState>>;
+
+fn lock_outbox(shared: &OutboxShared) -> MutexGuard<'_, OutboxState> {
+    // No code path panics while holding this lock with the state half-updated.
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The queue of one (peer, protocol): at most `capacity` messages, encoded as they are
+/// queued. Dropping it closes the queue: the writer takes what is left, then ends.
+pub(crate) struct Outbox {
+    shared: OutboxShared,
+}
+
+/// What a writer took from its outbox at once.
+struct Taken {
+    /// Wire bytes, in order.
+    runs: Vec<Bytes>,
+    messages: usize,
+    bytes: u64,
+}
+
+/// The writer's side of an [`Outbox`]; dropping it closes the queue.
+struct OutboxReader {
+    shared: OutboxShared,
+}
+
+/// Creates an outbox of `capacity` messages and its writer's side.
+fn outbox(capacity: usize, depth: IntGauge) -> (Outbox, OutboxReader) {
+    let shared = Arc::new(Mutex::new(OutboxState {
+        runs: VecDeque::new(),
+        packing: BytesMut::new(),
+        messages: 0,
+        bytes: 0,
+        reported: 0,
+        capacity: capacity.max(1),
+        depth,
+        waker: None,
+        closed: false,
+    }));
+    (
+        Outbox {
+            shared: Arc::clone(&shared),
+        },
+        OutboxReader { shared },
+    )
+}
+
+impl Outbox {
+    /// Queues `msg` (within the maximum message size, checked by the caller) if there
+    /// is room; never waits.
+    fn push(&self, msg: Bytes) -> Result<(), Refused> {
+        let len = msg.len();
+        let waker = {
+            let mut guard = lock_outbox(&self.shared);
+            let state = &mut *guard;
+            if state.closed {
+                return Err(Refused::Closed);
+            }
+            if state.messages >= state.capacity {
+                return Err(Refused::Full);
+            }
+            let packed = len <= PACK_MAX;
+            let need = LENGTH_FIELD_BYTES + if packed { len } else { 0 };
+            if state.packing.capacity() - state.packing.len() < need {
+                if !state.packing.is_empty() {
+                    state.runs.push_back(state.packing.split().freeze());
+                }
+                state.packing.reserve(WRITE_CHUNK);
+            }
+            // The length passed the maximum message size, which fits the prefix.
+            state.packing.put_u32(len as u32);
+            if packed {
+                state.packing.extend_from_slice(&msg);
+                if state.packing.len() >= WRITE_CHUNK {
+                    state.runs.push_back(state.packing.split().freeze());
+                }
+            } else {
+                state.runs.push_back(state.packing.split().freeze());
+                state.runs.push_back(msg);
+            }
+            state.messages += 1;
+            state.bytes += len as u64;
+            if state.messages - state.reported >= DEPTH_STEP {
+                state.depth.add((state.messages - state.reported) as i64);
+                state.reported = state.messages;
+            }
+            state.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let waker = {
+            let mut state = lock_outbox(&self.shared);
+            state.closed = true;
+            state.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+impl OutboxState {
+    /// Takes the messages counted in the depth gauge out of it.
+    fn unreport(&mut self) {
+        self.depth.sub(self.reported as i64);
+        self.reported = 0;
+    }
+}
+
+impl OutboxReader {
+    /// Waits for messages and takes everything queued into `into` (emptied first);
+    /// `false` once the queue is closed and empty. Cancel-safe: nothing is taken
+    /// unless it returns.
+    async fn take(&mut self, into: &mut Taken) -> bool {
+        into.runs.clear();
+        std::future::poll_fn(|cx| {
+            let mut guard = lock_outbox(&self.shared);
+            let state = &mut *guard;
+            if state.messages == 0 {
+                if state.closed {
+                    return Poll::Ready(false);
+                }
+                state.waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            into.runs.extend(state.runs.drain(..));
+            if !state.packing.is_empty() {
+                into.runs.push(state.packing.split().freeze());
+            }
+            into.messages = std::mem::take(&mut state.messages);
+            into.bytes = std::mem::take(&mut state.bytes);
+            state.unreport();
+            Poll::Ready(true)
+        })
+        .await
+    }
+
+    /// Closes the queue and drops what it holds; returns how many messages that was.
+    fn close_and_clear(&mut self) -> usize {
+        let mut state = lock_outbox(&self.shared);
+        state.closed = true;
+        state.runs.clear();
+        state.packing.clear();
+        state.unreport();
+        std::mem::take(&mut state.messages)
+    }
+}
+
+impl Drop for OutboxReader {
+    fn drop(&mut self) {
+        self.close_and_clear();
     }
 }
 
 /// Starts the writer task of (peer, protocol) and returns its queue.
-fn spawn_writer(shared: &Arc<Shared>, handle: &PeerHandle, route: &Route) -> BatchSender<Bytes> {
+fn spawn_writer(shared: &Arc<Shared>, handle: &PeerHandle, route: &Route) -> Outbox {
     let protocol = route.protocol;
-    let (tx, rx) = batch_queue(shared.config.direct_send_queue_size);
+    let (tx, rx) = outbox(
+        shared.config.direct_send_queue_size,
+        handle.direct_send_depth.clone(),
+    );
     let writer = Writer {
         shared: Arc::downgrade(shared),
         peer: handle.metadata.peer_id,
         control: handle.control.clone(),
         remote_supports: handle.metadata.supports(protocol),
         protocol,
-        codec: MessageCodec::new(shared.config.max_message_size),
         route: route.clone(),
-        depth: handle.direct_send_depth.clone(),
     };
     tokio::spawn(writer.run(rx));
     tx
@@ -129,8 +326,6 @@ struct OutboundStream {
     /// Messages go out through `io.get_mut()`; acknowledgements come in through `io`
     /// (frames of at most [`MAX_ACK_SIZE`]).
     io: FramedRead<Negotiated<Substream>, MessageCodec>,
-    /// Encoded messages not yet written.
-    out: BytesMut,
     /// Messages written to it.
     written: u64,
     /// Of those, the messages the receiver acknowledged.
@@ -153,35 +348,13 @@ impl OutboundStream {
         Ok(())
     }
 
-    /// Writes `batch` in order and flushes: small messages packed into writes of about
-    /// [`WRITE_CHUNK`] bytes, a large one written from its own buffer after its prefix.
-    async fn write_batch(
-        &mut self,
-        codec: &MessageCodec,
-        batch: &mut Vec<Bytes>,
-    ) -> Result<(), FramingError> {
-        for msg in batch.drain(..) {
-            codec.write_prefix(msg.len(), &mut self.out)?;
-            if msg.len() < WRITE_CHUNK {
-                self.out.extend_from_slice(&msg);
-                if self.out.len() < WRITE_CHUNK {
-                    continue;
-                }
-            }
-            let io = self.io.get_mut();
-            io.write_all(&self.out).await?;
-            self.out.clear();
-            if msg.len() >= WRITE_CHUNK {
-                io.write_all(&msg).await?;
-            }
-        }
+    /// Writes `runs` in order and flushes.
+    async fn write_runs(&mut self, runs: &mut Vec<Bytes>) -> std::io::Result<()> {
         let io = self.io.get_mut();
-        if !self.out.is_empty() {
-            io.write_all(&self.out).await?;
-            self.out.clear();
+        for run in runs.drain(..) {
+            io.write_all(&run).await?;
         }
-        io.flush().await?;
-        Ok(())
+        io.flush().await
     }
 
     /// Takes every acknowledgement that has already arrived, without waiting.
@@ -224,10 +397,7 @@ struct Writer {
     control: Control,
     remote_supports: bool,
     protocol: ProtocolId,
-    /// Encodes the messages' length prefixes.
-    codec: MessageCodec,
     route: Route,
-    depth: IntGauge,
 }
 
 impl Writer {
@@ -240,17 +410,21 @@ impl Writer {
 
     /// Runs until the queue closes, i.e. until the peer's handle is dropped when the
     /// connection ends.
-    async fn run(self, mut queue: BatchReceiver<Bytes>) {
+    async fn run(self, mut queue: OutboxReader) {
         let mut stream: Option<OutboundStream> = None;
-        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut batch = Taken {
+            runs: Vec::new(),
+            messages: 0,
+            bytes: 0,
+        };
         loop {
             let taken = match stream.as_mut() {
-                None => queue.recv_many(&mut batch, MAX_BATCH).await,
+                None => queue.take(&mut batch).await,
                 // Acknowledgements are read while the queue is empty; under load they
                 // wait in the substream's buffer, where the latest supersedes the rest.
                 Some(s) => tokio::select! {
                     biased;
-                    taken = queue.recv_many(&mut batch, MAX_BATCH) => taken,
+                    taken = queue.take(&mut batch) => taken,
                     ack = s.io.next() => {
                         let failure = match ack {
                             Some(Ok(frame)) => match s.on_ack(frame) {
@@ -279,24 +453,25 @@ impl Writer {
                     }
                 },
             };
-            if taken == 0 {
+            if !taken {
                 break;
             }
-            self.depth.sub(batch.len() as i64);
             if stream.is_none() {
                 match open_substream(&self.control, self.remote_supports, self.protocol).await {
                     Ok(io) => {
                         stream = Some(OutboundStream {
                             io: FramedRead::new(io, MessageCodec::new(MAX_ACK_SIZE)),
-                            out: BytesMut::new(),
                             written: 0,
                             acked: 0,
                         });
                     }
                     Err(e) => {
                         debug!(protocol = %self.protocol, error = ?e, "DirectSend substream failed to open");
-                        self.route.metrics.stream_drops.inc_by(batch.len() as u64);
-                        batch.clear();
+                        self.route
+                            .metrics
+                            .stream_drops
+                            .inc_by(batch.messages as u64);
+                        batch.runs.clear();
                         if self.control.is_closed() {
                             self.drop_queued(&mut queue);
                             return;
@@ -306,15 +481,14 @@ impl Writer {
                 }
             }
             let Some(s) = stream.as_mut() else { continue };
-            let count = batch.len() as u64;
-            let bytes: u64 = batch.iter().map(|m| m.len() as u64).sum();
+            let count = batch.messages as u64;
             // Counted as written before the write: if the substream fails part way, the
             // receiver may still acknowledge some of the batch, and what it does not is
             // counted as unconfirmed.
             s.written += count;
             self.route.metrics.messages_out.inc_by(count);
-            self.route.metrics.bytes_out.inc_by(bytes);
-            let sent = s.write_batch(&self.codec, &mut batch).await;
+            self.route.metrics.bytes_out.inc_by(batch.bytes);
+            let sent = s.write_runs(&mut batch.runs).await;
             if let Err(e) = sent {
                 debug!(protocol = %self.protocol, error = %e, "DirectSend substream failed; reopening on the next message");
                 if let Some(s) = stream.take() {
@@ -325,7 +499,7 @@ impl Writer {
                     return;
                 }
             }
-            batch.clear();
+            batch.runs.clear();
         }
         if let Some(mut s) = stream {
             let _ = s.io.get_mut().shutdown().await;
@@ -335,9 +509,8 @@ impl Writer {
 
     /// The connection is gone: closes the queue and counts what it still holds as
     /// dropped, so every accepted message is delivered or counted.
-    fn drop_queued(&self, queue: &mut BatchReceiver<Bytes>) {
+    fn drop_queued(&self, queue: &mut OutboxReader) {
         let dropped = queue.close_and_clear();
-        self.depth.sub(dropped as i64);
         self.route.metrics.stream_drops.inc_by(dropped as u64);
     }
 }
@@ -394,134 +567,226 @@ impl AckWriter {
     }
 }
 
+/// Messages read from one DirectSend substream, in the application's queue: whole
+/// frames back to back, as they came off the wire, checked by the reader (each within
+/// the maximum size), and split into events without copying when the application takes
+/// them. One buffer moves between the tasks rather than an event per message.
+pub(crate) struct MessageBatch {
+    peer_id: PeerId,
+    protocol: ProtocolId,
+    frames: Bytes,
+    /// Messages left in `frames`.
+    len: usize,
+}
+
+impl MessageBatch {
+    /// Messages left to hand out.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The next message, as the application's event.
+    pub(crate) fn next_event(&mut self) -> Option<Event> {
+        if self.len == 0 {
+            return None;
+        }
+        // Every frame was whole when the reader counted it; a batch that is not ends.
+        let Some(data) = MessageCodec::split_frame(&mut self.frames) else {
+            self.len = 0;
+            return None;
+        };
+        self.len -= 1;
+        Some(Event::Message {
+            peer_id: self.peer_id,
+            protocol: self.protocol,
+            data,
+        })
+    }
+}
+
+/// A read buffer takes at least this much room before each read.
+const READ_CHUNK: usize = 16 * 1024;
+
 /// How a substream's reading ended.
 enum End {
     /// The sender closed its side.
     Closed,
     /// The sender broke the framing.
     Bad(FramingError),
+    /// The substream failed (reset, or the connection closed).
+    Failed(std::io::Error),
+}
+
+/// What a scan of the read buffer found.
+struct Scan {
+    /// Whole frames at its front, admitted for delivery.
+    count: usize,
+    /// Their bytes, prefixes included.
+    end: usize,
+    /// Their messages' bytes.
+    payload: u64,
+    /// The next frame is over the maximum size.
+    failure: Option<FramingError>,
+    /// The rate limiter refused the next whole frame.
+    limited: bool,
+    /// The next frame's length (prefix included), when its prefix has arrived.
+    next_len: Option<usize>,
+}
+
+/// Counts the whole frames at the front of `buf` to deliver in one batch: at most
+/// `limit` messages and about [`DELIVER_BATCH_BYTES`], each admitted by `limiter`
+/// (the first without asking it when `admitted`: the reader waited for its permit).
+fn scan(
+    codec: &MessageCodec,
+    buf: &[u8],
+    limit: usize,
+    limiter: Option<&MessageLimiter>,
+    mut admitted: bool,
+) -> Scan {
+    let mut scan = Scan {
+        count: 0,
+        end: 0,
+        payload: 0,
+        failure: None,
+        limited: false,
+        next_len: None,
+    };
+    while scan.count < limit && scan.payload < DELIVER_BATCH_BYTES {
+        let rest = &buf[scan.end..];
+        let whole = match codec.frame_len(rest) {
+            Ok(Some(whole)) => whole,
+            Ok(None) => break,
+            Err(e) => {
+                scan.failure = Some(e);
+                break;
+            }
+        };
+        scan.next_len = Some(whole);
+        if rest.len() < whole {
+            break;
+        }
+        // Over its message rate, the peer waits: its stream is not read meanwhile, so
+        // its window fills and it stops sending. Nothing is dropped.
+        if let Some(limiter) = limiter
+            && !std::mem::take(&mut admitted)
+            && !limiter.try_acquire()
+        {
+            scan.limited = true;
+            break;
+        }
+        scan.count += 1;
+        scan.end += whole;
+        scan.payload += (whole - LENGTH_FIELD_BYTES) as u64;
+        scan.next_len = None;
+    }
+    scan
 }
 
 /// Reads one inbound DirectSend substream into the application's queue until it ends,
 /// in batches of what has arrived (at most [`DELIVER_BATCH`] messages, what the queue
 /// has room for, and about [`DELIVER_BATCH_BYTES`]), acknowledging what it
 /// delivered whenever it waits (for the sender, for room in the application's queue or
-/// for the rate limiter), and at least every [`ACK_EVERY`] messages.
+/// for the rate limiter), and at least every [`ACK_EVERY`] messages. The messages are
+/// not decoded here: each batch is the frames' bytes, split by the application's side.
 pub(crate) async fn serve_inbound(
     shared: &Shared,
     handle: Arc<PeerHandle>,
     route: &Route,
-    io: Negotiated<Substream>,
+    mut io: Negotiated<Substream>,
 ) {
     let peer = handle.metadata.peer_id;
-    let mut decoder = MessageCodec::new(shared.config.max_message_size);
-    let mut reader = FramedRead::new(io, decoder.clone());
+    let codec = MessageCodec::new(shared.config.max_message_size);
     let limiter = handle.message_limiter.clone();
     // Release the handle: a long-lived reader must not keep a closed peer's state alive.
     drop(handle);
     let queue = shared.apps[route.app].slot((peer, Some(route.protocol)));
     let mut acks = AckWriter::new();
     let mut delivered = 0u64;
-    let mut batch = VecDeque::with_capacity(DELIVER_BATCH);
-    // A message read while a batch was pending, held back by the rate limiter.
-    let mut held: Option<Bytes> = None;
-    loop {
-        // Gather what has arrived, no more than the application's queue takes now (but
-        // at least one message, as a reader that waits for room holds one); wait only
-        // when there is nothing to deliver.
-        let mut end = None;
-        let mut bytes = 0u64;
+    let mut buf = BytesMut::new();
+    // The first whole frame has its rate limiter permit already.
+    let mut admitted = false;
+    let end = loop {
         let limit = queue.free().clamp(1, DELIVER_BATCH);
-        while batch.len() < limit && bytes < DELIVER_BATCH_BYTES {
-            let data = match held.take() {
-                Some(data) => data,
-                // Frames already buffered are decoded here, without the stream's
-                // machinery; the stream reads more when none is left.
-                None => match decoder.decode(reader.read_buffer_mut()) {
-                    Ok(Some(data)) => data,
-                    Err(e) => {
-                        end = Some(End::Bad(e));
-                        break;
-                    }
-                    Ok(None) => {
-                        let frame = match futures::poll!(reader.next()) {
-                            Poll::Ready(frame) => frame,
-                            Poll::Pending if batch.is_empty() => {
-                                acks.offer(reader.get_mut(), delivered).await;
-                                reader.next().await
-                            }
-                            Poll::Pending => break,
-                        };
-                        match frame {
-                            Some(Ok(data)) => data,
-                            Some(Err(e)) => {
-                                end = Some(End::Bad(e));
-                                break;
-                            }
-                            None => {
-                                end = Some(End::Closed);
-                                break;
-                            }
-                        }
-                    }
-                },
-            };
-            // Over its message rate, the peer waits here: its stream is not read
-            // meanwhile, so its window fills and it stops sending. Nothing is dropped.
-            if let Some(limiter) = &limiter
-                && !limiter.try_acquire()
-            {
-                if !batch.is_empty() {
-                    held = Some(data);
-                    break;
-                }
-                acks.offer(reader.get_mut(), delivered).await;
-                limiter.acquire().await;
-            }
-            bytes += data.len() as u64;
-            batch.push_back(Event::Message {
+        let found = scan(&codec, &buf, limit, limiter.as_deref(), admitted);
+        if found.count > 0 {
+            admitted = false;
+            let mut item = Queued::Messages(MessageBatch {
                 peer_id: peer,
                 protocol: route.protocol,
-                data,
+                frames: buf.split_to(found.end).freeze(),
+                len: found.count,
             });
-        }
-        route.metrics.messages_in.inc_by(batch.len() as u64);
-        route.metrics.bytes_in.inc_by(bytes);
-        while !batch.is_empty() {
-            match queue.try_push_many(&mut batch) {
-                Ok(0) => {
-                    // The application is behind: acknowledge what it has, then wait for
-                    // room.
-                    acks.offer(reader.get_mut(), delivered).await;
-                    if queue.room().await.is_err() {
-                        return;
+            route.metrics.messages_in.inc_by(found.count as u64);
+            route.metrics.bytes_in.inc_by(found.payload);
+            loop {
+                match queue.try_push(item) {
+                    Ok(()) => break,
+                    Err(QueueError::Full(back)) => {
+                        // The application is behind: acknowledge what it has, then wait
+                        // for room.
+                        item = back;
+                        acks.offer(&mut io, delivered).await;
+                        if queue.room().await.is_err() {
+                            return;
+                        }
                     }
+                    Err(QueueError::Closed(_)) => return,
                 }
-                Ok(moved) => delivered += moved as u64,
-                Err(QueueClosed) => return,
+            }
+            delivered += found.count as u64;
+            if delivered - acks.encoded >= ACK_EVERY {
+                acks.offer(&mut io, delivered).await;
+            }
+            continue;
+        }
+        if let Some(e) = found.failure {
+            break End::Bad(e);
+        }
+        if found.limited {
+            if let Some(limiter) = &limiter {
+                acks.offer(&mut io, delivered).await;
+                limiter.acquire().await;
+            }
+            admitted = true;
+            continue;
+        }
+        // No whole frame buffered: read more, with room for the frame begun (its length
+        // passed the check) and a chunk past it.
+        buf.reserve(found.next_len.unwrap_or(0).max(READ_CHUNK));
+        let read = match futures::poll!(std::pin::pin!(io.read_buf(&mut buf))) {
+            Poll::Ready(read) => read,
+            Poll::Pending => {
+                acks.offer(&mut io, delivered).await;
+                io.read_buf(&mut buf).await
+            }
+        };
+        match read {
+            Ok(0) if buf.is_empty() => break End::Closed,
+            Ok(0) => {
+                let received = buf.len().saturating_sub(LENGTH_FIELD_BYTES);
+                break End::Bad(FramingError::Truncated(received));
+            }
+            Ok(_) => {}
+            Err(e) => break End::Failed(e),
+        }
+    };
+    match end {
+        End::Closed => {
+            // The last count goes out ahead of our FIN (a plain drop would reset the
+            // substream and discard it), without waiting for a sender that does not
+            // read.
+            acks.offer(&mut io, delivered).await;
+            let _ = io.shutdown().now_or_never();
+        }
+        End::Bad(e) => {
+            route.metrics.decode_failures.inc();
+            debug!(peer = %peer.short_str(), protocol = %route.protocol, error = %e, "bad DirectSend stream; closing it");
+            if let FramingError::TooLarge { .. } = e {
+                shared.report(peer, Misbehaviour::OversizedMessage);
             }
         }
-        if delivered - acks.encoded >= ACK_EVERY {
-            acks.offer(reader.get_mut(), delivered).await;
-        }
-        match end {
-            None => {}
-            Some(End::Closed) => {
-                // The last count goes out ahead of our FIN (a plain drop would reset
-                // the substream and discard it), without waiting for a sender that does
-                // not read.
-                acks.offer(reader.get_mut(), delivered).await;
-                let _ = reader.get_mut().shutdown().now_or_never();
-                return;
-            }
-            Some(End::Bad(e)) => {
-                route.metrics.decode_failures.inc();
-                debug!(peer = %peer.short_str(), protocol = %route.protocol, error = %e, "bad DirectSend stream; closing it");
-                if let FramingError::TooLarge { .. } = e {
-                    shared.report(peer, Misbehaviour::OversizedMessage);
-                }
-                return;
-            }
+        End::Failed(e) => {
+            debug!(peer = %peer.short_str(), protocol = %route.protocol, error = %e, "DirectSend substream failed");
         }
     }
 }
@@ -530,6 +795,8 @@ pub(crate) async fn serve_inbound(
 mod tests {
     use std::io;
     use std::task::Context;
+
+    use tokio_util::codec::Decoder;
 
     use super::*;
 

@@ -19,7 +19,7 @@ use tracing::debug;
 
 use super::{OpenError, connection_closed, is_refusal, open_substream};
 use crate::error::{InvalidResponse, RemoteFailure, RpcError};
-use crate::interface::{Event, RpcResponder};
+use crate::interface::{Event, Queued, RpcResponder};
 use crate::protocol_id::ProtocolId;
 use crate::reputation::Misbehaviour;
 use crate::shared::{PeerHandle, Route, Shared};
@@ -300,7 +300,7 @@ async fn answer(
         responder: RpcResponder { tx },
     };
     if shared.apps[route.app]
-        .push((peer, Some(route.protocol)), event)
+        .push((peer, Some(route.protocol)), Queued::Event(event))
         .await
         .is_err()
     {
