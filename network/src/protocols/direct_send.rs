@@ -23,12 +23,13 @@
 //! an upper bound of the messages lost in flight when a connection is cut, close to the
 //! truth: a handful of messages, not a window.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Poll, Waker};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures::{FutureExt, StreamExt};
 use netcore::PeerId;
 use netcore::framing::{FramingError, LENGTH_FIELD_BYTES, MessageCodec};
@@ -94,6 +95,10 @@ pub(crate) fn send(
             max,
         });
     }
+    let msg = match LastOutbox::push(shared, peer, protocol, msg) {
+        Cached::Done(result) => return result,
+        Cached::Miss(msg) => msg,
+    };
     // Everything below is done under the peers' read lock, which nothing holds for
     // long: no lookup result is cloned out of it.
     let peers = shared.peers.read();
@@ -102,23 +107,138 @@ pub(crate) fn send(
         .route_index(protocol)
         .ok_or(SendError::UnregisteredProtocol(protocol))?;
     let queue = handle.direct_send[index].get_or_init(|| spawn_writer(shared, handle, route));
-    match queue.push(msg) {
-        Ok(()) => Ok(()),
-        Err(Refused::Full) => {
+    LastOutbox::looked_up(shared, peer, protocol, index, queue);
+    finish(push_to(&queue.shared, msg), route, peer)
+}
+
+/// What `send_to` returns for a push's outcome, counting a full queue's drop.
+fn finish(
+    pushed: Result<Option<Waker>, QueueError<Bytes>>,
+    route: &Route,
+    peer: PeerId,
+) -> Result<(), SendError> {
+    match pushed {
+        Ok(waker) => {
+            if let Some(w) = waker {
+                w.wake();
+            }
+            Ok(())
+        }
+        Err(QueueError::Full(_)) => {
             route.metrics.queue_drops.inc();
             Err(SendError::QueueFull)
         }
         // The writer found the connection closed and stopped; the peer is about to be
         // removed.
-        Err(Refused::Closed) => Err(SendError::NotConnected(peer)),
+        Err(QueueError::Closed(_)) => Err(SendError::NotConnected(peer)),
     }
 }
 
-/// Why an [`Outbox`] refused a message.
-#[derive(Debug, PartialEq, Eq)]
-enum Refused {
-    Full,
-    Closed,
+thread_local! {
+    /// The queue this thread's `send_to` calls went to last; see [`LastOutbox`].
+    static LAST_OUTBOX: RefCell<LastOutbox> = const { RefCell::new(LastOutbox::Empty) };
+}
+
+/// A thread's memory of its last `send_to`, so that a run of messages to one (peer,
+/// protocol) (a stream of proposals or votes to one validator, a benchmark) goes
+/// straight to its queue, without the peer table's lock and lookup. It is kept from the
+/// second lookup of the same (node, peer, protocol) in a row on: a loop over many peers
+/// (a broadcast) costs it one comparison per message and no reference counting. A
+/// queue closed with its connection is never used: the call goes through the table.
+enum LastOutbox {
+    Empty,
+    /// Looked up once: the node (by address, only compared), peer and protocol.
+    Seen(usize, PeerId, ProtocolId),
+    /// Looked up twice in a row: the queue, and its route's index.
+    Kept {
+        /// The node; a weak reference, so its address is not reused by another node.
+        node: Weak<Shared>,
+        peer: PeerId,
+        protocol: ProtocolId,
+        route: usize,
+        queue: OutboxShared,
+    },
+}
+
+/// The outcome of [`LastOutbox::push`].
+enum Cached {
+    /// The message went to the kept queue, or was refused as the queue is full.
+    Done(Result<(), SendError>),
+    /// No live queue of (peer, protocol) is kept: look it up.
+    Miss(Bytes),
+}
+
+impl LastOutbox {
+    /// Pushes `msg` to the kept queue if it is (peer, protocol)'s of this node and open.
+    fn push(shared: &Arc<Shared>, peer: PeerId, protocol: ProtocolId, msg: Bytes) -> Cached {
+        let mut msg = Some(msg);
+        let pushed = LAST_OUTBOX.try_with(|last| {
+            let mut last = last.try_borrow_mut().ok()?;
+            let LastOutbox::Kept {
+                node,
+                peer: kept_peer,
+                protocol: kept_protocol,
+                route,
+                queue,
+            } = &*last
+            else {
+                return None;
+            };
+            if node.as_ptr() != Arc::as_ptr(shared)
+                || *kept_peer != peer
+                || *kept_protocol != protocol
+            {
+                return None;
+            }
+            let route = *route;
+            let pushed = push_to(queue, msg.take()?);
+            if let Err(QueueError::Closed(_)) = pushed {
+                *last = LastOutbox::Empty;
+            }
+            Some((pushed, route))
+        });
+        match pushed {
+            Ok(Some((Err(QueueError::Closed(msg)), _))) => Cached::Miss(msg),
+            Ok(Some((pushed, route))) => match shared.routes.get(route) {
+                Some(route) => Cached::Done(finish(pushed, route, peer)),
+                None => Cached::Done(Err(SendError::UnregisteredProtocol(protocol))),
+            },
+            // Not kept (or the thread is exiting): `msg` was not taken.
+            _ => match msg {
+                Some(msg) => Cached::Miss(msg),
+                None => Cached::Done(Err(SendError::NotConnected(peer))),
+            },
+        }
+    }
+
+    /// Records a lookup of (peer, protocol)'s queue, keeping the queue if the last
+    /// lookup on this thread was the same.
+    fn looked_up(
+        shared: &Arc<Shared>,
+        peer: PeerId,
+        protocol: ProtocolId,
+        route: usize,
+        queue: &Outbox,
+    ) {
+        let node = Arc::as_ptr(shared) as usize;
+        let _ = LAST_OUTBOX.try_with(|last| {
+            let Ok(mut last) = last.try_borrow_mut() else {
+                return;
+            };
+            *last = match &*last {
+                LastOutbox::Seen(n, p, pr) if (*n, *p, *pr) == (node, peer, protocol) => {
+                    LastOutbox::Kept {
+                        node: Arc::downgrade(shared),
+                        peer,
+                        protocol,
+                        route,
+                        queue: Arc::clone(&queue.shared),
+                    }
+                }
+                _ => LastOutbox::Seen(node, peer, protocol),
+            };
+        });
+    }
 }
 
 /// The state an [`Outbox`] shares with its writer.
@@ -188,52 +308,45 @@ fn outbox(capacity: usize, depth: IntGauge) -> (Outbox, OutboxReader) {
     )
 }
 
-impl Outbox {
-    /// Queues `msg` (within the maximum message size, checked by the caller) if there
-    /// is room; never waits.
-    fn push(&self, msg: Bytes) -> Result<(), Refused> {
-        let len = msg.len();
-        let waker = {
-            let mut guard = lock_outbox(&self.shared);
-            let state = &mut *guard;
-            if state.closed {
-                return Err(Refused::Closed);
-            }
-            if state.messages >= state.capacity {
-                return Err(Refused::Full);
-            }
-            let packed = len <= PACK_MAX;
-            let need = LENGTH_FIELD_BYTES + if packed { len } else { 0 };
-            if state.packing.capacity() - state.packing.len() < need {
-                if !state.packing.is_empty() {
-                    state.runs.push_back(state.packing.split().freeze());
-                }
-                state.packing.reserve(WRITE_CHUNK);
-            }
-            // The length passed the maximum message size, which fits the prefix.
-            state.packing.put_u32(len as u32);
-            if packed {
-                state.packing.extend_from_slice(&msg);
-                if state.packing.len() >= WRITE_CHUNK {
-                    state.runs.push_back(state.packing.split().freeze());
-                }
-            } else {
-                state.runs.push_back(state.packing.split().freeze());
-                state.runs.push_back(msg);
-            }
-            state.messages += 1;
-            state.bytes += len as u64;
-            if state.messages - state.reported >= DEPTH_STEP {
-                state.depth.add((state.messages - state.reported) as i64);
-                state.reported = state.messages;
-            }
-            state.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
-        Ok(())
+/// Queues `msg` (within the maximum message size, checked by the caller) in an outbox
+/// if there is room; never waits. Returns the writer's waker, to wake once the lock is
+/// released.
+fn push_to(shared: &OutboxShared, msg: Bytes) -> Result<Option<Waker>, QueueError<Bytes>> {
+    let len = msg.len();
+    let mut guard = lock_outbox(shared);
+    let state = &mut *guard;
+    if state.closed {
+        return Err(QueueError::Closed(msg));
     }
+    if state.messages >= state.capacity {
+        return Err(QueueError::Full(msg));
+    }
+    let packed = len <= PACK_MAX;
+    let need = LENGTH_FIELD_BYTES + if packed { len } else { 0 };
+    if state.packing.capacity() - state.packing.len() < need {
+        if !state.packing.is_empty() {
+            state.runs.push_back(state.packing.split().freeze());
+        }
+        state.packing.reserve(WRITE_CHUNK);
+    }
+    // The length passed the maximum message size, which fits the prefix.
+    state.packing.extend_from_slice(&(len as u32).to_be_bytes());
+    if packed {
+        state.packing.extend_from_slice(&msg);
+        if state.packing.len() >= WRITE_CHUNK {
+            state.runs.push_back(state.packing.split().freeze());
+        }
+    } else {
+        state.runs.push_back(state.packing.split().freeze());
+        state.runs.push_back(msg);
+    }
+    state.messages += 1;
+    state.bytes += len as u64;
+    if state.messages - state.reported >= DEPTH_STEP {
+        state.depth.add((state.messages - state.reported) as i64);
+        state.reported = state.messages;
+    }
+    Ok(state.waker.take())
 }
 
 impl Drop for Outbox {
