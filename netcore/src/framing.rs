@@ -98,6 +98,7 @@ impl MessageCodec {
     /// is there (`None` before), checked against the maximum; for a reader that hands
     /// on many whole frames as one buffer rather than one `Bytes` per message. The frame
     /// is whole when `buf` holds at least that many bytes.
+    #[inline]
     pub fn frame_len(&self, buf: &[u8]) -> Result<Option<usize>, FramingError> {
         let Some(prefix) = buf.first_chunk::<LENGTH_FIELD_BYTES>() else {
             return Ok(None);
@@ -112,6 +113,7 @@ impl MessageCodec {
     /// Splits the first message off `frames`, whole frames back to back (checked with
     /// [`Self::frame_len`] when they were read), without copying it. `None` once
     /// `frames` holds no whole frame; what is left is then not a frame and stays.
+    #[inline]
     pub fn split_frame(frames: &mut Bytes) -> Option<Bytes> {
         let prefix = frames.first_chunk::<LENGTH_FIELD_BYTES>()?;
         let whole = LENGTH_FIELD_BYTES.checked_add(u32::from_be_bytes(*prefix) as usize)?;
