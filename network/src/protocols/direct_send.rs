@@ -26,7 +26,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Weak};
 use std::task::{Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -35,6 +35,7 @@ use netcore::PeerId;
 use netcore::framing::{FramingError, LENGTH_FIELD_BYTES, MessageCodec};
 use netcore::multiplexing::{Control, Substream};
 use netcore::negotiate::Negotiated;
+use parking_lot::{Mutex, MutexGuard};
 use prometheus::IntGauge;
 use proto::Message;
 use proto::direct_send::DirectSendAck;
@@ -96,8 +97,19 @@ pub(crate) fn send(
         });
     }
     let msg = match LastOutbox::push(shared, peer, protocol, msg) {
-        Cached::Done(result) => return result,
-        Cached::Miss(msg) => msg,
+        Ok(waker) => {
+            if let Some(w) = waker {
+                w.wake();
+            }
+            return Ok(());
+        }
+        Err(NotKept::Full(route)) => {
+            if let Some(route) = shared.routes.get(route) {
+                route.metrics.queue_drops.inc();
+            }
+            return Err(SendError::QueueFull);
+        }
+        Err(NotKept::Miss(msg)) => msg,
     };
     // Everything below is done under the peers' read lock, which nothing holds for
     // long: no lookup result is cloned out of it.
@@ -160,17 +172,23 @@ enum LastOutbox {
     },
 }
 
-/// The outcome of [`LastOutbox::push`].
-enum Cached {
-    /// The message went to the kept queue, or was refused as the queue is full.
-    Done(Result<(), SendError>),
+/// Why [`LastOutbox::push`] did not queue a message.
+enum NotKept {
+    /// The kept queue is full; the index of its route.
+    Full(usize),
     /// No live queue of (peer, protocol) is kept: look it up.
     Miss(Bytes),
 }
 
 impl LastOutbox {
-    /// Pushes `msg` to the kept queue if it is (peer, protocol)'s of this node and open.
-    fn push(shared: &Arc<Shared>, peer: PeerId, protocol: ProtocolId, msg: Bytes) -> Cached {
+    /// Pushes `msg` to the kept queue if it is (peer, protocol)'s of this node and
+    /// open; returns the writer's waker, to wake.
+    fn push(
+        shared: &Arc<Shared>,
+        peer: PeerId,
+        protocol: ProtocolId,
+        msg: Bytes,
+    ) -> Result<Option<Waker>, NotKept> {
         let mut msg = Some(msg);
         let pushed = LAST_OUTBOX.try_with(|last| {
             let mut last = last.try_borrow_mut().ok()?;
@@ -191,23 +209,22 @@ impl LastOutbox {
                 return None;
             }
             let route = *route;
-            let pushed = push_to(queue, msg.take()?);
-            if let Err(QueueError::Closed(_)) = pushed {
-                *last = LastOutbox::Empty;
-            }
-            Some((pushed, route))
+            Some(match push_to(queue, msg.take()?) {
+                Ok(waker) => Ok(waker),
+                Err(QueueError::Full(_)) => Err(NotKept::Full(route)),
+                Err(QueueError::Closed(msg)) => {
+                    *last = LastOutbox::Empty;
+                    Err(NotKept::Miss(msg))
+                }
+            })
         });
-        match pushed {
-            Ok(Some((Err(QueueError::Closed(msg)), _))) => Cached::Miss(msg),
-            Ok(Some((pushed, route))) => match shared.routes.get(route) {
-                Some(route) => Cached::Done(finish(pushed, route, peer)),
-                None => Cached::Done(Err(SendError::UnregisteredProtocol(protocol))),
-            },
+        match (pushed, msg) {
+            (Ok(Some(pushed)), _) => pushed,
             // Not kept (or the thread is exiting): `msg` was not taken.
-            _ => match msg {
-                Some(msg) => Cached::Miss(msg),
-                None => Cached::Done(Err(SendError::NotConnected(peer))),
-            },
+            (_, Some(msg)) => Err(NotKept::Miss(msg)),
+            // Not reached: the message is taken only to be pushed, which gives an
+            // outcome.
+            (_, None) => Ok(None),
         }
     }
 
@@ -264,8 +281,7 @@ struct OutboxState {
 type OutboxShared = Arc<Mutex<OutboxState>>;
 
 fn lock_outbox(shared: &OutboxShared) -> MutexGuard<'_, OutboxState> {
-    // No code path panics while holding this lock with the state half-updated.
-    shared.lock().unwrap_or_else(|e| e.into_inner())
+    shared.lock()
 }
 
 /// The queue of one (peer, protocol): at most `capacity` messages, encoded as they are
@@ -698,7 +714,9 @@ impl MessageBatch {
         self.len
     }
 
-    /// The next message, as the application's event.
+    /// The next message, as the application's event (built in place in the caller's
+    /// return value: this runs once per message).
+    #[inline]
     pub(crate) fn next_event(&mut self) -> Option<Event> {
         if self.len == 0 {
             return None;
