@@ -7,9 +7,6 @@
 //!   a flooding peer fills its own queue and slows its own reader while every other key
 //!   keeps being served. A producer that pushes many items under one key (a substream's
 //!   reader) holds a [`SlotSender`], which pushes without looking its key up.
-//! - [`batch_queue`]: one producer side, one consumer that takes everything queued at
-//!   once; sending never waits. Cheaper per item than a tokio channel (one lock, no
-//!   semaphore), for a writer task that drains a queue of small messages in batches.
 //! - [`metered`]: a tokio bounded channel whose depth is a prometheus gauge.
 
 use std::collections::{HashMap, VecDeque};
@@ -506,120 +503,6 @@ impl<K: Eq + Hash + Clone, T: Weighted> Stream for FairQueue<K, T> {
     }
 }
 
-struct BatchState<T> {
-    items: VecDeque<T>,
-    capacity: usize,
-    /// The consumer, waiting for items.
-    waker: Option<Waker>,
-    /// Either side is gone or closed it: no more items are accepted.
-    closed: bool,
-}
-
-type BatchShared<T> = Arc<Mutex<BatchState<T>>>;
-
-fn lock_batch<T>(shared: &BatchShared<T>) -> MutexGuard<'_, BatchState<T>> {
-    // No code path panics while holding this lock with the state half-updated.
-    shared.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Creates a queue of at most `capacity` items whose consumer takes them in batches.
-pub fn batch_queue<T>(capacity: usize) -> (BatchSender<T>, BatchReceiver<T>) {
-    let shared = Arc::new(Mutex::new(BatchState {
-        items: VecDeque::new(),
-        capacity: capacity.max(1),
-        waker: None,
-        closed: false,
-    }));
-    (
-        BatchSender {
-            shared: Arc::clone(&shared),
-        },
-        BatchReceiver { shared },
-    )
-}
-
-/// The producing side of [`batch_queue`]. Dropping it closes the queue: the consumer
-/// takes what is left, then sees the end.
-pub struct BatchSender<T> {
-    shared: BatchShared<T>,
-}
-
-impl<T> BatchSender<T> {
-    /// Queues `item` if there is room; never waits.
-    pub fn try_send(&self, item: T) -> Result<(), QueueError<T>> {
-        let waker = {
-            let mut state = lock_batch(&self.shared);
-            if state.closed {
-                return Err(QueueError::Closed(item));
-            }
-            if state.items.len() >= state.capacity {
-                return Err(QueueError::Full(item));
-            }
-            state.items.push_back(item);
-            state.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
-        Ok(())
-    }
-}
-
-impl<T> Drop for BatchSender<T> {
-    fn drop(&mut self) {
-        let waker = {
-            let mut state = lock_batch(&self.shared);
-            state.closed = true;
-            state.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
-    }
-}
-
-/// The consuming side of [`batch_queue`].
-pub struct BatchReceiver<T> {
-    shared: BatchShared<T>,
-}
-
-impl<T> BatchReceiver<T> {
-    /// Waits for items and moves up to `max` of them, oldest first, to the end of
-    /// `into`; returns how many moved, 0 once the queue is closed and empty.
-    /// Cancel-safe: nothing is taken unless it returns.
-    pub async fn recv_many(&mut self, into: &mut Vec<T>, max: usize) -> usize {
-        std::future::poll_fn(|cx| {
-            let mut state = lock_batch(&self.shared);
-            if state.items.is_empty() {
-                if state.closed {
-                    return Poll::Ready(0);
-                }
-                state.waker = Some(cx.waker().clone());
-                return Poll::Pending;
-            }
-            let taken = state.items.len().min(max.max(1));
-            into.extend(state.items.drain(..taken));
-            Poll::Ready(taken)
-        })
-        .await
-    }
-
-    /// Closes the queue and drops what it holds; returns how many items that was.
-    pub fn close_and_clear(&mut self) -> usize {
-        let mut state = lock_batch(&self.shared);
-        state.closed = true;
-        let dropped = state.items.len();
-        state.items.clear();
-        dropped
-    }
-}
-
-impl<T> Drop for BatchReceiver<T> {
-    fn drop(&mut self) {
-        self.close_and_clear();
-    }
-}
-
 /// A bounded channel whose depth is tracked by a prometheus gauge.
 pub fn metered<T>(capacity: usize, depth: IntGauge) -> (MeteredSender<T>, MeteredReceiver<T>) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
@@ -837,6 +720,38 @@ mod tests {
         assert_eq!(depth.get(), 0, "exact while the consumer waits");
     }
 
+    /// An item standing for as many messages as it holds.
+    #[derive(Debug, PartialEq)]
+    struct Heavy(usize);
+
+    impl Weighted for Heavy {
+        fn weight(&self) -> usize {
+            self.0
+        }
+    }
+
+    #[tokio::test]
+    async fn capacity_and_depth_count_weight_and_a_heavy_item_still_goes_alone() {
+        let depth = gauge();
+        let (tx, mut rx) = fair_queue::<u8, Heavy>(10, depth.clone());
+        let slot = tx.slot(1);
+        slot.try_push(Heavy(6)).unwrap();
+        assert_eq!(slot.free(), 4);
+        assert_eq!(slot.try_push(Heavy(5)), Err(QueueError::Full(Heavy(5))));
+        slot.try_push(Heavy(4)).unwrap();
+        assert_eq!(depth.get(), 10);
+        assert_eq!(tx.try_push(1, Heavy(1)), Err(QueueError::Full(Heavy(1))));
+        // The consumer takes about CONSUMER_BATCH of weight, but at least one item.
+        assert_eq!(rx.next().await, Some(Heavy(6)));
+        assert_eq!(rx.next().await, Some(Heavy(4)));
+        assert!(rx.next().now_or_never().is_none());
+        assert_eq!(depth.get(), 0);
+        // Into an empty queue, an item heavier than the capacity goes, alone.
+        slot.try_push(Heavy(CONSUMER_BATCH + 20)).unwrap();
+        assert_eq!(slot.try_push(Heavy(1)), Err(QueueError::Full(Heavy(1))));
+        assert_eq!(rx.next().await, Some(Heavy(CONSUMER_BATCH + 20)));
+    }
+
     #[tokio::test]
     async fn batches_are_taken_round_robin_across_keys() {
         let (tx, mut rx) = fair_queue::<u8, (u8, u32)>(100, gauge());
@@ -889,44 +804,6 @@ mod tests {
         assert_eq!(depth.get(), 0);
         drop(slot);
         assert_eq!(lock(&tx.shared).slots.len(), 0);
-    }
-
-    #[tokio::test]
-    async fn a_batch_queue_hands_out_batches_in_order_and_ends_after_the_sender() {
-        let (tx, mut rx) = batch_queue::<u32>(3);
-        for i in 0..3 {
-            tx.try_send(i).unwrap();
-        }
-        assert_eq!(tx.try_send(3), Err(QueueError::Full(3)));
-        let mut batch = Vec::new();
-        assert_eq!(rx.recv_many(&mut batch, 2).await, 2);
-        assert_eq!(rx.recv_many(&mut batch, 10).await, 1);
-        assert_eq!(batch, vec![0, 1, 2]);
-        // Empty: the consumer waits, and a send wakes it.
-        let waiting = tokio::spawn(async move {
-            let mut batch = Vec::new();
-            let first = rx.recv_many(&mut batch, 10).await;
-            let after_close = rx.recv_many(&mut batch, 10).await;
-            (first, after_close, batch)
-        });
-        tokio::task::yield_now().await;
-        tx.try_send(7).unwrap();
-        tokio::task::yield_now().await;
-        drop(tx);
-        let (first, after_close, batch) = waiting.await.unwrap();
-        assert_eq!((first, after_close, batch), (1, 0, vec![7]));
-    }
-
-    #[tokio::test]
-    async fn closing_a_batch_queue_refuses_sends_and_counts_what_it_drops() {
-        let (tx, mut rx) = batch_queue::<u32>(8);
-        tx.try_send(1).unwrap();
-        tx.try_send(2).unwrap();
-        assert_eq!(rx.close_and_clear(), 2);
-        assert_eq!(tx.try_send(3), Err(QueueError::Closed(3)));
-        assert_eq!(rx.recv_many(&mut Vec::new(), 8).await, 0);
-        drop(rx);
-        assert_eq!(tx.try_send(4), Err(QueueError::Closed(4)));
     }
 
     #[tokio::test]

@@ -106,6 +106,15 @@ pub(crate) struct PeerHandle {
     pub(crate) message_limiter: Option<Arc<MessageLimiter>>,
 }
 
+impl PeerHandle {
+    /// Closes the connection's DirectSend queues: it is leaving the peer table.
+    pub(crate) fn close_direct_send(&self) {
+        for queue in self.direct_send.iter().filter_map(OnceLock::get) {
+            queue.close();
+        }
+    }
+}
+
 /// Everything the network's tasks share.
 pub(crate) struct Shared {
     pub(crate) local_peer_id: PeerId,

@@ -410,6 +410,115 @@ async fn direct_send_messages_still_queued_when_the_connection_closes_are_counte
     b.shutdown().await;
 }
 
+/// The payload of the next event, which must be a DirectSend message from `from`.
+async fn next_message_from(node: &mut common::Node, from: netcore::PeerId) -> Bytes {
+    match node.next_event().await {
+        Event::Message { peer_id, data, .. } if peer_id == from => data,
+        other => panic!("expected a message from {from}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn direct_send_carries_every_size_intact_and_in_order() {
+    // Around the sizes the sender packs (up to 4 KiB) or sends as their own buffer, and
+    // around the reader's read chunk and batch limits (16 KiB).
+    let sizes = [
+        0, 1, 31, 32, 4095, 4096, 4097, 5000, 0, 16383, 16384, 16385, 1, 70_000, 3, 200_000,
+    ];
+    let (a, mut b) = connected_pair(Net::Memory, NetworkConfig::default()).await;
+    let messages: Vec<Bytes> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| Bytes::from((0..n).map(|j| (i * 7 + j) as u8).collect::<Vec<u8>>()))
+        .collect();
+    for m in &messages {
+        a.sender.send_to(b.peer_id, DIRECT, m.clone()).unwrap();
+    }
+    for m in &messages {
+        assert_eq!(&next_message_from(&mut b, a.peer_id).await, m);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn direct_send_after_a_reconnect_goes_on_the_new_connection() {
+    let (mut a, mut b) = connected_pair(Net::Memory, NetworkConfig::default()).await;
+    // Sends in a row: this thread keeps (b, DIRECT)'s queue from the second on.
+    for m in ["one", "two", "three"] {
+        a.sender.send_to(b.peer_id, DIRECT, bytes(m)).unwrap();
+    }
+    for m in ["one", "two", "three"] {
+        assert_eq!(next_message_from(&mut b, a.peer_id).await, bytes(m));
+    }
+    a.sender.disconnect(b.peer_id).await.unwrap();
+    // The kept queue closed with the connection: the call finds no peer.
+    assert_eq!(
+        a.sender.send_to(b.peer_id, DIRECT, bytes("lost")),
+        Err(SendError::NotConnected(b.peer_id))
+    );
+    loop {
+        if let Event::LostPeer { .. } = b.next_event().await {
+            break;
+        }
+    }
+    connect(&mut a, &mut b).await;
+    for m in ["four", "five", "six"] {
+        a.sender.send_to(b.peer_id, DIRECT, bytes(m)).unwrap();
+    }
+    for m in ["four", "five", "six"] {
+        assert_eq!(next_message_from(&mut b, a.peer_id).await, bytes(m));
+    }
+    assert_eq!(a.counter("network_queue_drops_total", "stream_failed"), 0);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn direct_send_from_two_nodes_on_one_thread_keeps_their_queues_apart() {
+    // Two senders in one process and on one thread (a test, a simulation): the queue
+    // one node's sends kept is never used for the other's.
+    let mut nodes = start_nodes(Net::Memory, 3);
+    let mut c = nodes.pop().unwrap();
+    let mut b = nodes.pop().unwrap();
+    let mut a = nodes.pop().unwrap();
+    connect(&mut a, &mut b).await;
+    connect(&mut c, &mut b).await;
+    connect(&mut a, &mut c).await;
+    for round in 0..3u8 {
+        for _ in 0..2 {
+            a.sender.send_to(b.peer_id, DIRECT, bytes("from a")).unwrap();
+        }
+        for _ in 0..2 {
+            c.sender.send_to(b.peer_id, DIRECT, bytes("from c")).unwrap();
+        }
+        // And one node alternating between peers.
+        a.sender
+            .send_to(c.peer_id, DIRECT, Bytes::from(vec![round]))
+            .unwrap();
+        a.sender.send_to(b.peer_id, DIRECT, bytes("from a")).unwrap();
+    }
+    let (mut from_a, mut from_c) = (0, 0);
+    while from_a + from_c < 15 {
+        match b.next_event().await {
+            Event::Message { peer_id, data, .. } if peer_id == a.peer_id => {
+                assert_eq!(data, bytes("from a"));
+                from_a += 1;
+            }
+            Event::Message { peer_id, data, .. } if peer_id == c.peer_id => {
+                assert_eq!(data, bytes("from c"));
+                from_c += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((from_a, from_c), (9, 6));
+    for round in 0..3u8 {
+        assert_eq!(
+            next_message_from(&mut c, a.peer_id).await,
+            Bytes::from(vec![round])
+        );
+    }
+}
+
 #[tokio::test]
 async fn send_to_many_reports_the_peers_it_could_not_reach() {
     let mut nodes = start_nodes(Net::Memory, 3);

@@ -422,7 +422,9 @@ impl PeerManager {
         if !trusted && origin == ConnectionOrigin::Inbound {
             self.untrusted_inbound.insert(peer, connection_id);
         }
-        self.shared.peers.write().insert(peer, Arc::clone(&handle));
+        if let Some(replaced) = self.shared.peers.write().insert(peer, Arc::clone(&handle)) {
+            replaced.close_direct_send();
+        }
         self.shared
             .metrics
             .connections
@@ -462,6 +464,7 @@ impl PeerManager {
     /// Removes the live connection of `peer` from the shared map and the counters.
     fn remove_peer(&mut self, peer: &PeerId) -> Option<Arc<PeerHandle>> {
         let handle = self.shared.peers.write().remove(peer)?;
+        handle.close_direct_send();
         if self.untrusted_inbound.get(peer) == Some(&handle.metadata.connection_id) {
             self.untrusted_inbound.remove(peer);
         }
@@ -505,6 +508,9 @@ impl PeerManager {
     async fn close_all(&mut self) {
         let _ = self.peer_shutdown.send(true);
         let handles: Vec<_> = self.shared.peers.write().drain().map(|(_, h)| h).collect();
+        for handle in &handles {
+            handle.close_direct_send();
+        }
         let closes = handles.iter().map(|h| {
             self.notify_lost(h, DisconnectReason::Shutdown);
             h.control.close()
