@@ -44,7 +44,10 @@ pub struct NetworkMetrics {
     pub rpc_latency: HistogramVec,
     /// RPC outcomes, by protocol, direction and outcome.
     pub rpc_outcomes: IntCounterVec,
-    /// Items waiting in internal queues, by queue.
+    /// Items waiting in internal queues, by queue. `inbound_events` counts DirectSend
+    /// messages one by one although they wait in batches; `direct_send_outbound` moves
+    /// in steps of 16 messages per (peer, protocol) queue, so it may read up to 15 per
+    /// queue low while messages wait, and is exact when the writers have taken them.
     pub queue_depth: IntGaugeVec,
     /// Items dropped, by queue and reason. For a DirectSend protocol the queue is the
     /// protocol and the reason one of `queue_full`, `stream_failed` (never written: no
@@ -181,7 +184,7 @@ impl NetworkMetrics {
             queue_depth: gauge(
                 registry,
                 "network_queue_depth",
-                "Items waiting in internal queues",
+                "Items waiting in internal queues (direct_send_outbound: in steps of 16 per peer and protocol)",
                 &["queue"],
             )?,
             queue_drops: counter(

@@ -428,7 +428,7 @@ impl OutboxReader {
         let mut state = lock_outbox(&self.shared);
         state.closed = true;
         state.runs.clear();
-        state.packing.clear();
+        state.packing = BytesMut::new();
         state.unreport();
         std::mem::take(&mut state.messages)
     }
