@@ -190,32 +190,36 @@ where
     }
 
     /// Reads while the socket has data. `Ok(None)` means the remote closed the socket;
-    /// `Ok(Some(progress))` otherwise; `Err` ends the connection.
+    /// `Ok(Some(again))` otherwise, `again` when reading stopped with the socket still
+    /// readable and nothing registered to wake the task for it (the control backlog is
+    /// large: reading goes on once the write side has sent it); `Err` ends the
+    /// connection.
     fn poll_read_side(&mut self, cx: &mut Context<'_>) -> Result<Option<bool>, MuxError> {
-        let mut progress = false;
         while !self.read_done {
             match self.reader.poll_read(&mut self.io, cx) {
-                Poll::Pending => break,
+                // The socket registered the task's waker.
+                Poll::Pending => return Ok(Some(false)),
                 Poll::Ready(Ok(0)) => {
                     self.shared.with(Session::on_eof);
                     return Ok(None);
                 }
                 Poll::Ready(Ok(_)) => {
-                    progress = true;
                     if !self.process(Instant::now()) {
-                        break;
+                        // After a protocol error nothing more is read.
+                        return Ok(Some(!self.read_done));
                     }
                 }
                 Poll::Ready(Err(e)) => return Err(e.into()),
             }
         }
-        Ok(Some(progress))
+        Ok(Some(false))
     }
 
-    /// Writes what the session has ready; flushes once nothing more is ready. Returns
-    /// `Ok(true)` on progress; `Err` ends the connection.
-    fn poll_write_side(&mut self, cx: &mut Context<'_>) -> Result<bool, MuxError> {
-        let mut progress = false;
+    /// Writes what the session has ready; flushes once nothing more is ready. It
+    /// returns with the task registered to be woken for more: by the session (when it
+    /// had nothing more to send) or by the socket (when it took no more). `Err` ends
+    /// the connection.
+    fn poll_write_side(&mut self, cx: &mut Context<'_>) -> Result<(), MuxError> {
         loop {
             if self.out.is_empty() {
                 let out = &mut self.out;
@@ -247,12 +251,11 @@ where
                 Poll::Ready(Ok(n)) => {
                     self.out.advance(n);
                     self.unflushed = true;
-                    progress = true;
                 }
                 Poll::Ready(Err(e)) => return Err(e.into()),
                 Poll::Pending => {
                     self.refresh(cx.waker());
-                    return Ok(progress);
+                    return Ok(());
                 }
             }
         }
@@ -263,7 +266,7 @@ where
                 Poll::Pending => self.refresh(cx.waker()),
             }
         }
-        Ok(progress)
+        Ok(())
     }
 
     /// Arms the timer for `deadline` if it changed.
@@ -317,17 +320,18 @@ where
 
     fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), MuxError>> {
         for _ in 0..ROUNDS_PER_POLL {
-            let Some(mut progress) = self.poll_read_side(cx)? else {
+            let Some(mut again) = self.poll_read_side(cx)? else {
                 return Poll::Ready(Ok(()));
             };
-            progress |= self.poll_write_side(cx)?;
+            self.poll_write_side(cx)?;
             // After the write side, which may have armed the timer for a close.
             if self.poll_timer(cx) {
                 if self.shared.with(|s| s.is_finished()) {
                     // A close that timed out: the socket is dropped with the task.
                     return Poll::Ready(Err(MuxError::CloseTimedOut));
                 }
-                progress = true;
+                // What the session did on time is sent in the next round.
+                again = true;
             }
             if self.out.is_empty() && !self.unflushed && self.shared.with(|s| s.go_away_sent()) {
                 return match Pin::new(&mut self.io).poll_shutdown(cx) {
@@ -335,7 +339,11 @@ where
                     Poll::Pending => Poll::Pending,
                 };
             }
-            if !progress {
+            // Each side is registered to wake the task for more: another round now
+            // would find nothing (such rounds were a sixth of the multiplexer's
+            // instructions in an RPC's four polls), unless reading stopped on a backlog
+            // the write side has since sent, or the timer fired.
+            if !again {
                 return Poll::Pending;
             }
         }
