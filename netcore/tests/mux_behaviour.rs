@@ -490,3 +490,28 @@ async fn a_close_the_remote_reads_is_clean_and_does_not_wait_for_the_timeout() {
     let got = reader.await.unwrap();
     assert!(got.len() > 64 * KIB, "the data, then the GoAway");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_remote_that_pings_without_reading_is_no_longer_read() {
+    // Every ping owes a pong the remote never reads: once the pongs owed pass the
+    // control backlog's limit, the connection stops reading, so the remote's writes
+    // block instead of growing what we owe without bound.
+    let (ours, mut raw) = MemorySocket::new_pair_with_capacity(4 * KIB);
+    let (_control, _incoming) = multiplexing::start(ours, Mode::Server, MuxConfig::default());
+    let ping: Vec<u8> = (0..1024u32)
+        .flat_map(|i| header(2, 1, 0, i))
+        .collect::<Vec<u8>>();
+    let mut written = 0usize;
+    let flood = async {
+        while written < 4 * MIB {
+            raw.write_all(&ping).await.unwrap();
+            written += ping.len();
+        }
+    };
+    // Time only advances once every task waits: the remote's write is then stuck.
+    let stuck = tokio::time::timeout(Duration::from_secs(1), flood).await;
+    assert!(
+        stuck.is_err(),
+        "{written} bytes of pings were read from a remote that reads nothing"
+    );
+}

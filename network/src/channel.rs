@@ -28,11 +28,23 @@ use tokio::sync::mpsc;
 /// consumer waits, and at most this much (or one item) over while it works.
 pub const CONSUMER_BATCH: usize = 32;
 
+/// The most weight a key is served per turn while other keys wait: a heavier item is
+/// split (see [`Weighted::split_off`]) and its rest waits for the key's next turn, so a
+/// peer's batch of messages delays another peer's by at most this many.
+pub const TURN_WEIGHT: usize = 8;
+
 /// What an item counts for in a [`FairQueue`]'s capacity and depth gauge: the messages
 /// it carries (an event is one; a batch of messages from one substream is as many).
-pub trait Weighted {
+pub trait Weighted: Sized {
     /// The item's weight; at least 1.
     fn weight(&self) -> usize;
+
+    /// Splits off the first `weight` of the item as an item of its own, leaving the
+    /// rest; `None` if it cannot be split there (the default: items are whole).
+    fn split_off(&mut self, weight: usize) -> Option<Self> {
+        let _ = weight;
+        None
+    }
 }
 
 /// Emptied item queues a [`FairQueue`] keeps for reuse, and the largest capacity kept.
@@ -137,6 +149,24 @@ impl<K: Eq + Hash + Clone, T: Weighted> Inner<K, T> {
         Some(item)
     }
 
+    /// Takes at most `turn` of weight from the front of slot `id`'s queue: the front
+    /// item, or its first part if it is heavier and splits (the rest stays in front).
+    fn take_turn(&mut self, id: usize, turn: usize) -> Option<T> {
+        let slot = self.slots.get_mut(id)?;
+        let front = slot.items.front_mut()?;
+        if front.weight() <= turn {
+            return self.pop_front(id);
+        }
+        let Some(part) = front.split_off(turn) else {
+            return self.pop_front(id);
+        };
+        slot.queued -= part.weight();
+        for w in slot.waiting.drain(..) {
+            w.wake();
+        }
+        Some(part)
+    }
+
     fn wake_receiver(&mut self) {
         if let Some(w) = self.receiver_waker.take() {
             w.wake();
@@ -162,6 +192,12 @@ impl<K: Eq + Hash + Clone, T: Weighted> Inner<K, T> {
 }
 
 type Shared<K, T> = Arc<Mutex<Inner<K, T>>>;
+
+/// Whether an item of `weight` may join a key's queue holding `queued`: within the
+/// capacity, or alone.
+fn fits(queued: usize, weight: usize, capacity: usize) -> bool {
+    queued == 0 || queued + weight <= capacity
+}
 
 fn lock<K, T>(shared: &Shared<K, T>) -> MutexGuard<'_, Inner<K, T>> {
     // No code path panics while holding this lock with the state half-updated.
@@ -327,7 +363,7 @@ impl<K: Eq + Hash + Clone, T: Weighted> SlotSender<K, T> {
         let Some(slot) = inner.slots.get(self.id) else {
             return Err(QueueError::Closed(item));
         };
-        if slot.queued > 0 && slot.queued + item.weight() > capacity {
+        if !fits(slot.queued, item.weight(), capacity) {
             return Err(QueueError::Full(item));
         }
         inner.push_one(self.id, item);
@@ -346,18 +382,21 @@ impl<K: Eq + Hash + Clone, T: Weighted> SlotSender<K, T> {
             .map_or(0, |s| inner.capacity.saturating_sub(s.queued))
     }
 
-    /// Waits until this key's queue has room. Fails when the queue is closed.
-    pub async fn room(&self) -> Result<(), QueueClosed> {
+    /// Waits until this key's queue has room for an item of `weight` (as
+    /// [`Self::try_push`] takes it: within the capacity, or into an empty queue). Fails
+    /// when the queue is closed.
+    pub async fn room_for(&self, weight: usize) -> Result<(), QueueClosed> {
         std::future::poll_fn(|cx| {
             let mut guard = lock(&self.sender.shared);
             let inner = &mut *guard;
             if !inner.is_open() {
                 return Poll::Ready(Err(QueueClosed));
             }
+            let capacity = inner.capacity;
             let Some(slot) = inner.slots.get_mut(self.id) else {
                 return Poll::Ready(Err(QueueClosed));
             };
-            if slot.queued < inner.capacity {
+            if fits(slot.queued, weight, capacity) {
                 return Poll::Ready(Ok(()));
             }
             slot.waiting.push(cx.waker().clone());
@@ -433,8 +472,8 @@ impl<K: Eq + Hash + Clone, T: Weighted> FairQueue<K, T> {
         self.taken.push_back(item);
     }
 
-    /// Takes about [`CONSUMER_BATCH`] of weight from the queues, one item per key per
-    /// round.
+    /// Takes about [`CONSUMER_BATCH`] of weight from the queues, one item (of at most
+    /// [`TURN_WEIGHT`], when it splits) per key per round.
     fn take_batch(&mut self, inner: &mut Inner<K, T>) {
         // One key ready (a burst from one peer): its items go in one move, which is
         // what serving it round-robin alone would take.
@@ -458,7 +497,7 @@ impl<K: Eq + Hash + Clone, T: Weighted> FairQueue<K, T> {
             };
             // `ready` holds only slots with items; one that broke that rule is skipped
             // rather than served.
-            let Some(item) = inner.pop_front(id) else {
+            let Some(item) = inner.take_turn(id, TURN_WEIGHT) else {
                 inner.release_if_idle(id);
                 continue;
             };
@@ -701,12 +740,12 @@ mod tests {
         assert_eq!(slot.try_push(4), Err(QueueError::Full(4)));
         assert_eq!(depth.get(), 4);
         assert!(
-            slot.room().now_or_never().is_none(),
+            slot.room_for(1).now_or_never().is_none(),
             "a full slot has no room"
         );
         // The consumer takes what is queued in one batch; the slot has room again.
         assert_eq!(rx.next().await, Some(0));
-        slot.room().await.unwrap();
+        slot.room_for(1).await.unwrap();
         for i in 4..=6 {
             slot.try_push(i).unwrap();
         }
@@ -753,6 +792,103 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_heavy_push_waits_for_room_for_its_weight_while_another_sender_fills_the_key() {
+        let (tx, mut rx) = fair_queue::<u8, Heavy>(10, gauge());
+        let (first, second) = (tx.slot(1), tx.slot(1));
+        first.try_push(Heavy(9)).unwrap();
+        // One unit of room is left, not the five a batch of five needs: its sender
+        // waits (pending, not spinning) while another sender of the key takes the unit.
+        assert!(first.room_for(5).now_or_never().is_none());
+        second.try_push(Heavy(1)).unwrap();
+        let waiting = tokio::spawn(async move {
+            first.room_for(5).await.unwrap();
+            first.try_push(Heavy(5))
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        assert_eq!(rx.next().await, Some(Heavy(9)));
+        assert_eq!(waiting.await.unwrap(), Ok(()));
+        assert_eq!(rx.next().await, Some(Heavy(1)));
+        assert_eq!(rx.next().await, Some(Heavy(5)));
+    }
+
+    /// Messages `first..first + len` of one key, an item that splits.
+    #[derive(Debug, PartialEq)]
+    struct Run {
+        key: u8,
+        first: u32,
+        len: usize,
+    }
+
+    impl Weighted for Run {
+        fn weight(&self) -> usize {
+            self.len
+        }
+
+        fn split_off(&mut self, weight: usize) -> Option<Self> {
+            let head = Run {
+                key: self.key,
+                first: self.first,
+                len: weight,
+            };
+            self.first += weight as u32;
+            self.len -= weight;
+            Some(head)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_heavy_item_is_served_in_turns_while_other_keys_wait() {
+        let depth = gauge();
+        let (tx, mut rx) = fair_queue::<u8, Run>(100, depth.clone());
+        let (flood, quiet) = (tx.slot(1), tx.slot(2));
+        flood
+            .try_push(Run {
+                key: 1,
+                first: 0,
+                len: 20,
+            })
+            .unwrap();
+        quiet
+            .try_push(Run {
+                key: 2,
+                first: 0,
+                len: 1,
+            })
+            .unwrap();
+        assert_eq!(depth.get(), 21);
+        let served: Vec<Run> = (&mut rx).take(4).collect().await;
+        let turn = TURN_WEIGHT as u32;
+        assert_eq!(
+            served,
+            vec![
+                Run {
+                    key: 1,
+                    first: 0,
+                    len: TURN_WEIGHT
+                },
+                Run {
+                    key: 2,
+                    first: 0,
+                    len: 1
+                },
+                Run {
+                    key: 1,
+                    first: turn,
+                    len: TURN_WEIGHT
+                },
+                Run {
+                    key: 1,
+                    first: 2 * turn,
+                    len: 20 - 2 * TURN_WEIGHT
+                },
+            ]
+        );
+        assert!(rx.next().now_or_never().is_none());
+        assert_eq!(depth.get(), 0);
+    }
+
+    #[tokio::test]
     async fn batches_are_taken_round_robin_across_keys() {
         let (tx, mut rx) = fair_queue::<u8, (u8, u32)>(100, gauge());
         let flood = tx.slot(1);
@@ -793,7 +929,7 @@ mod tests {
         let slot = tx.slot(1);
         slot.try_push(1).unwrap();
         let waiting = tokio::spawn(async move {
-            let result = slot.room().await;
+            let result = slot.room_for(1).await;
             (result, slot)
         });
         tokio::task::yield_now().await;

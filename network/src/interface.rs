@@ -79,7 +79,10 @@ impl RpcResponder {
 }
 
 /// The key events are queued under: a peer and, for data, the protocol. Connection
-/// events use `None`, so they never wait behind a peer's messages.
+/// events use `None`, so they never wait in a queue behind a peer's messages; like
+/// every key, only for the other keys' turns, each at most
+/// [`crate::channel::TURN_WEIGHT`] messages (or, arriving while the application takes
+/// one reader's batch alone, for the rest of that batch).
 pub(crate) type EventKey = (PeerId, Option<ProtocolId>);
 
 /// What an application's queue holds: events, and DirectSend messages as their reader
@@ -97,6 +100,13 @@ impl Weighted for Queued {
         match self {
             Queued::Event(_) => 1,
             Queued::Messages(batch) => batch.len().max(1),
+        }
+    }
+
+    fn split_off(&mut self, weight: usize) -> Option<Self> {
+        match self {
+            Queued::Event(_) => None,
+            Queued::Messages(batch) => batch.split_off(weight).map(Queued::Messages),
         }
     }
 }

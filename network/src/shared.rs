@@ -97,8 +97,9 @@ pub(crate) struct PeerHandle {
     /// Permits for inbound RPCs being served.
     pub(crate) inbound_rpcs: Arc<Semaphore>,
     /// The DirectSend queue of each registered protocol, indexed like
-    /// [`Shared::routes`] and created on first use. Dropping the handle drops the
-    /// queues, which ends their writer tasks.
+    /// [`Shared::routes`] and created on first use. They close when the connection
+    /// leaves the peer table (or the handle is dropped), which ends their writer tasks
+    /// once they have written what was queued.
     pub(crate) direct_send: Box<[OnceLock<Outbox>]>,
     /// Messages waiting in this peer's DirectSend queues.
     pub(crate) direct_send_depth: IntGauge,

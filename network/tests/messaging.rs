@@ -485,16 +485,22 @@ async fn direct_send_from_two_nodes_on_one_thread_keeps_their_queues_apart() {
     connect(&mut a, &mut c).await;
     for round in 0..3u8 {
         for _ in 0..2 {
-            a.sender.send_to(b.peer_id, DIRECT, bytes("from a")).unwrap();
+            a.sender
+                .send_to(b.peer_id, DIRECT, bytes("from a"))
+                .unwrap();
         }
         for _ in 0..2 {
-            c.sender.send_to(b.peer_id, DIRECT, bytes("from c")).unwrap();
+            c.sender
+                .send_to(b.peer_id, DIRECT, bytes("from c"))
+                .unwrap();
         }
         // And one node alternating between peers.
         a.sender
             .send_to(c.peer_id, DIRECT, Bytes::from(vec![round]))
             .unwrap();
-        a.sender.send_to(b.peer_id, DIRECT, bytes("from a")).unwrap();
+        a.sender
+            .send_to(b.peer_id, DIRECT, bytes("from a"))
+            .unwrap();
     }
     let (mut from_a, mut from_c) = (0, 0);
     while from_a + from_c < 15 {

@@ -135,6 +135,9 @@ pub(crate) struct Driver<IO> {
     reader: FrameReader,
     /// No more reading: the remote broke the protocol.
     read_done: bool,
+    /// Reading stopped because the control backlog was over its limit; it resumes once
+    /// the write side has brought it under.
+    backlogged: bool,
     /// Encoded frames not yet written.
     out: OutQueue,
     unflushed: bool,
@@ -155,6 +158,7 @@ where
             shared,
             reader: FrameReader::default(),
             read_done: false,
+            backlogged: false,
             out: OutQueue::default(),
             unflushed: false,
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
@@ -195,6 +199,16 @@ where
     /// large: reading goes on once the write side has sent it); `Err` ends the
     /// connection.
     fn poll_read_side(&mut self, cx: &mut Context<'_>) -> Result<Option<bool>, MuxError> {
+        if self.backlogged {
+            // Nothing more is read (and answered) until what is owed has gone out.
+            if self
+                .shared
+                .with(|s| s.control_backlog() > CONTROL_BACKLOG_LIMIT)
+            {
+                return Ok(Some(true));
+            }
+            self.backlogged = false;
+        }
         while !self.read_done {
             match self.reader.poll_read(&mut self.io, cx) {
                 // The socket registered the task's waker.
@@ -206,7 +220,8 @@ where
                 Poll::Ready(Ok(_)) => {
                     if !self.process(Instant::now()) {
                         // After a protocol error nothing more is read.
-                        return Ok(Some(!self.read_done));
+                        self.backlogged = !self.read_done;
+                        return Ok(Some(self.backlogged));
                     }
                 }
                 Poll::Ready(Err(e)) => return Err(e.into()),
@@ -320,10 +335,17 @@ where
 
     fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), MuxError>> {
         for _ in 0..ROUNDS_PER_POLL {
-            let Some(mut again) = self.poll_read_side(cx)? else {
+            let Some(backlogged) = self.poll_read_side(cx)? else {
                 return Poll::Ready(Ok(()));
             };
             self.poll_write_side(cx)?;
+            // Reading resumes in another round once the write side has sent enough of
+            // the backlog; while the socket takes none of it, the task waits for the
+            // socket (a remote that pings without reading gets no more answers).
+            let mut again = backlogged
+                && self
+                    .shared
+                    .with(|s| s.control_backlog() <= CONTROL_BACKLOG_LIMIT);
             // After the write side, which may have armed the timer for a close.
             if self.poll_timer(cx) {
                 if self.shared.with(|s| s.is_finished()) {

@@ -463,8 +463,14 @@ impl PeerManager {
 
     /// Removes the live connection of `peer` from the shared map and the counters.
     fn remove_peer(&mut self, peer: &PeerId) -> Option<Arc<PeerHandle>> {
-        let handle = self.shared.peers.write().remove(peer)?;
-        handle.close_direct_send();
+        // Its queues close before the table's lock is released: no `send_to` finds
+        // the connection gone from the table with one of its queues still open.
+        let handle = {
+            let mut peers = self.shared.peers.write();
+            let handle = peers.remove(peer)?;
+            handle.close_direct_send();
+            handle
+        };
         if self.untrusted_inbound.get(peer) == Some(&handle.metadata.connection_id) {
             self.untrusted_inbound.remove(peer);
         }
@@ -507,10 +513,14 @@ impl PeerManager {
 
     async fn close_all(&mut self) {
         let _ = self.peer_shutdown.send(true);
-        let handles: Vec<_> = self.shared.peers.write().drain().map(|(_, h)| h).collect();
-        for handle in &handles {
-            handle.close_direct_send();
-        }
+        let handles: Vec<_> = {
+            let mut peers = self.shared.peers.write();
+            let handles: Vec<_> = peers.drain().map(|(_, h)| h).collect();
+            for handle in &handles {
+                handle.close_direct_send();
+            }
+            handles
+        };
         let closes = handles.iter().map(|h| {
             self.notify_lost(h, DisconnectReason::Shutdown);
             h.control.close()

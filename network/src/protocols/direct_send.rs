@@ -89,7 +89,9 @@ pub(crate) fn send(
     protocol: ProtocolId,
     msg: Bytes,
 ) -> Result<(), SendError> {
-    let max = shared.config.max_message_size;
+    // Capped at the length prefix's range, as `MessageCodec` caps it: the outbox
+    // writes the prefix of an accepted message without another check.
+    let max = shared.config.max_message_size.min(u32::MAX as usize);
     if msg.len() > max {
         return Err(SendError::TooLarge {
             len: msg.len(),
@@ -546,8 +548,8 @@ impl Writer {
         }
     }
 
-    /// Runs until the queue closes, i.e. until the peer's handle is dropped when the
-    /// connection ends.
+    /// Runs until the queue closes (when the connection leaves the peer table, or its
+    /// handle is dropped) and what it held is written.
     async fn run(self, mut queue: OutboxReader) {
         let mut stream: Option<OutboundStream> = None;
         let mut batch = Taken {
@@ -723,6 +725,33 @@ impl MessageBatch {
         self.len
     }
 
+    /// Splits off the first `count` messages as a batch of their own (for the fair
+    /// queue, which serves a peer a few messages per turn); `None` unless fewer than
+    /// the batch holds.
+    pub(crate) fn split_off(&mut self, count: usize) -> Option<Self> {
+        if count == 0 || count >= self.len {
+            return None;
+        }
+        let mut end = 0;
+        for _ in 0..count {
+            let prefix = self
+                .frames
+                .get(end..)?
+                .first_chunk::<LENGTH_FIELD_BYTES>()?;
+            end += LENGTH_FIELD_BYTES + u32::from_be_bytes(*prefix) as usize;
+        }
+        if end > self.frames.len() {
+            return None;
+        }
+        self.len -= count;
+        Some(Self {
+            peer_id: self.peer_id,
+            protocol: self.protocol,
+            frames: self.frames.split_to(end),
+            len: count,
+        })
+    }
+
     /// The next message, as the application's event (built in place in the caller's
     /// return value: this runs once per message).
     #[inline]
@@ -862,11 +891,12 @@ pub(crate) async fn serve_inbound(
                 match queue.try_push(item) {
                     Ok(()) => break,
                     Err(QueueError::Full(back)) => {
-                        // The application is behind: acknowledge what it has, then wait
-                        // for room.
+                        // The application is behind (or another reader of this peer's
+                        // key took the room): acknowledge what it has, then wait for
+                        // room for this batch.
                         item = back;
                         acks.offer(&mut io, delivered).await;
-                        if queue.room().await.is_err() {
+                        if queue.room_for(found.count).await.is_err() {
                             return;
                         }
                     }
@@ -892,7 +922,8 @@ pub(crate) async fn serve_inbound(
         }
         // No whole frame buffered: read more, with room for the frame begun (its length
         // passed the check) and a chunk past it.
-        buf.reserve(found.next_len.unwrap_or(0).max(READ_CHUNK));
+        let missing = found.next_len.map_or(0, |n| n.saturating_sub(buf.len()));
+        buf.reserve(missing.max(READ_CHUNK));
         let read = match futures::poll!(std::pin::pin!(io.read_buf(&mut buf))) {
             Poll::Ready(read) => read,
             Poll::Pending => {
@@ -903,8 +934,9 @@ pub(crate) async fn serve_inbound(
         match read {
             Ok(0) if buf.is_empty() => break End::Closed,
             Ok(0) => {
-                let received = buf.len().saturating_sub(LENGTH_FIELD_BYTES);
-                break End::Bad(FramingError::Truncated(received));
+                // Past a whole prefix, what follows it is the message's received part.
+                let received = buf.len().checked_sub(LENGTH_FIELD_BYTES);
+                break End::Bad(FramingError::Truncated(received.unwrap_or(buf.len())));
             }
             Ok(_) => {}
             Err(e) => break End::Failed(e),
@@ -1197,12 +1229,37 @@ mod tests {
                 panic!("not a message");
             };
             assert_eq!((peer_id, p), (peer, protocol));
-            if !data.is_empty() {
-                assert!(data.as_ptr() as usize >= base, "a slice of the batch");
-            }
+            let at = data.as_ptr() as usize;
+            assert!(
+                data.is_empty() || (base..base + 20).contains(&at),
+                "a slice of the batch"
+            );
             got.push(data);
         }
         assert_eq!(got, vec![&b"one"[..], b"", b"three"]);
         assert_eq!(batch.len(), 0);
+    }
+
+    #[test]
+    fn a_message_batch_splits_between_its_frames() {
+        let frames = frames_of(&[b"a", b"bb", b"ccc"]).freeze();
+        let mut rest = MessageBatch {
+            peer_id: PeerId::new([1; 32]),
+            protocol: ProtocolId::new("/test/1"),
+            frames,
+            len: 3,
+        };
+        assert!(rest.split_off(3).is_none(), "all of it is no split");
+        assert!(rest.split_off(0).is_none());
+        let mut head = rest.split_off(2).unwrap();
+        assert_eq!((head.len(), rest.len()), (2, 1));
+        let data = |b: &mut MessageBatch| match b.next_event() {
+            Some(Event::Message { data, .. }) => data,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(data(&mut head), &b"a"[..]);
+        assert_eq!(data(&mut head), &b"bb"[..]);
+        assert!(head.next_event().is_none());
+        assert_eq!(data(&mut rest), &b"ccc"[..]);
     }
 }
