@@ -12,6 +12,10 @@
 //! with no codec buffers: a `Framed` costs two allocations per stream, and its decoder
 //! one more per message.
 //!
+//! For a reader that hands many messages on at once (DirectSend's),
+//! [`MessageCodec::frame_len`] measures and checks the frames in its buffer, and
+//! [`MessageCodec::split_frame`] later splits them off the frozen buffer without copying.
+//!
 //! ```
 //! use bytes::{Bytes, BytesMut};
 //! use netcore::framing::{FramingError, MessageCodec};
