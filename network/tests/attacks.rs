@@ -718,6 +718,69 @@ async fn a_false_direct_send_acknowledgement_closes_only_that_substream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_direct_send_substreams_of_one_peer_share_its_queue_and_both_get_through() {
+    // Two readers of the victim push under one key (the peer and the protocol) into a
+    // queue of 8 that the application does not read yet: each waits for room for its
+    // whole batch while the other takes room (the channel's unit tests check that the
+    // wait is a wait). Once the application reads, everything arrives, in order per
+    // substream.
+    let config = NetworkConfig {
+        inbound_queue_size: 8,
+        ..NetworkConfig::default()
+    };
+    let (go, ready) = tokio::sync::oneshot::channel::<()>();
+    let (events_tx, mut events) = tokio::sync::mpsc::channel::<Event>(1024);
+    let scene = Scene::mutual_with(config, 1, move |mut source| {
+        tokio::spawn(async move {
+            if ready.await.is_err() {
+                return;
+            }
+            while let Some(event) = source.next().await {
+                if events_tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+        })
+    })
+    .await;
+    let (control, _incoming, attacker_id) = scene.connect_attacker(0).await;
+    const EACH: u32 = 200;
+    let mut streams = Vec::new();
+    for stream in 0..2u32 {
+        let substream = control.open_stream().await.unwrap();
+        let mut io = negotiate_outbound_select(substream, DIRECT.as_str()).unwrap();
+        let mut wire = Vec::new();
+        for n in 0..EACH {
+            wire.extend_from_slice(&8u32.to_be_bytes());
+            wire.extend_from_slice(&stream.to_be_bytes());
+            wire.extend_from_slice(&n.to_be_bytes());
+        }
+        io.write_all(&wire).await.unwrap();
+        io.flush().await.unwrap();
+        streams.push(io);
+    }
+    // Both readers fill the queue and wait for room.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    go.send(()).unwrap();
+    let mut next = [0u32; 2];
+    while next != [EACH, EACH] {
+        let event = tokio::time::timeout(REACTION, events.recv())
+            .await
+            .expect("every message arrives")
+            .unwrap();
+        if let Event::Message { peer_id, data, .. } = event {
+            assert_eq!(peer_id, attacker_id);
+            let stream = u32::from_be_bytes(data[..4].try_into().unwrap()) as usize;
+            let n = u32::from_be_bytes(data[4..8].try_into().unwrap());
+            assert_eq!(n, next[stream], "in order on substream {stream}");
+            next[stream] += 1;
+        }
+    }
+    drop(streams);
+    scene.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_that_are_not_responses_fail_the_rpc_with_a_typed_error() {
     let scene = Scene::mutual(NetworkConfig::default(), 1).await;
     let victim = &scene.victim;
