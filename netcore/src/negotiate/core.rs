@@ -147,8 +147,9 @@ impl DialerCore {
             header_seen: false,
             proposal: None,
         };
-        // Room for both messages at once (each takes at most a 2-byte length prefix).
-        out.reserve(HEADER.len() + protocol.len() + 6);
+        // Room for both messages at once (each takes at most a 2-byte length prefix),
+        // and for a small first write behind them.
+        out.reserve(HEADER.len() + protocol.len() + 6 + super::FIRST_WRITE_ROOM);
         LineCodec.encode(Message::Header, out)?;
         core.propose(protocol, out)?;
         Ok(core)

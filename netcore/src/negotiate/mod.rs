@@ -94,6 +94,12 @@ pub const READ_CHUNK: usize = 256;
 /// several frames anyway, so copying more of it would buy nothing.
 pub const MAX_COALESCED_WRITE: usize = 16 * 1024;
 
+/// Room left behind the negotiation bytes when their buffer is allocated, so that a
+/// small first write (an RPC's request or response, about 40 bytes with its prefix)
+/// joins them without growing it: the reallocations were about 3% of an RPC's
+/// instructions (1,070 of them per call, both sides).
+const FIRST_WRITE_ROOM: usize = 192;
+
 /// The number of bytes of the unsigned varint encoding of `n`.
 const fn varint_len(mut n: usize) -> usize {
     let mut len = 1;
@@ -129,8 +135,9 @@ where
 {
     let mut core = ListenerCore::new();
     let mut input = BytesMut::new();
-    // Room for the usual answers, the header and an echo, in one allocation.
-    let mut out = BytesMut::with_capacity(64);
+    // Room for the usual answers, the header and an echo, and a small first write
+    // behind them (an RPC's response), in one allocation.
+    let mut out = BytesMut::with_capacity(64 + FIRST_WRITE_ROOM);
     loop {
         let progress = core.on_input(supported, &mut input, &mut out)?;
         if let ListenerProgress::Accepted(index) = progress
