@@ -35,7 +35,7 @@ use netcore::PeerId;
 use netcore::framing::{FramingError, LENGTH_FIELD_BYTES, MessageCodec};
 use netcore::multiplexing::{Control, Substream};
 use netcore::negotiate::Negotiated;
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 use prometheus::IntGauge;
 use proto::Message;
 use proto::direct_send::DirectSendAck;
@@ -282,10 +282,6 @@ struct OutboxState {
 
 type OutboxShared = Arc<Mutex<OutboxState>>;
 
-fn lock_outbox(shared: &OutboxShared) -> MutexGuard<'_, OutboxState> {
-    shared.lock()
-}
-
 /// The queue of one (peer, protocol): at most `capacity` messages, encoded as they are
 /// queued. Dropping it closes the queue: the writer takes what is left, then ends.
 pub(crate) struct Outbox {
@@ -331,7 +327,7 @@ fn outbox(capacity: usize, depth: IntGauge) -> (Outbox, OutboxReader) {
 /// released.
 fn push_to(shared: &OutboxShared, msg: Bytes) -> Result<Option<Waker>, QueueError<Bytes>> {
     let len = msg.len();
-    let mut guard = lock_outbox(shared);
+    let mut guard = shared.lock();
     let state = &mut *guard;
     if state.closed {
         return Err(QueueError::Closed(msg));
@@ -373,7 +369,7 @@ impl Outbox {
     /// leaves the peer table, so that no thread's kept queue outlives it there.
     pub(crate) fn close(&self) {
         let waker = {
-            let mut state = lock_outbox(&self.shared);
+            let mut state = self.shared.lock();
             state.closed = true;
             state.waker.take()
         };
@@ -404,7 +400,7 @@ impl OutboxReader {
     async fn take(&mut self, into: &mut Taken) -> bool {
         into.runs.clear();
         std::future::poll_fn(|cx| {
-            let mut guard = lock_outbox(&self.shared);
+            let mut guard = self.shared.lock();
             let state = &mut *guard;
             if state.messages == 0 {
                 if state.closed {
@@ -427,7 +423,7 @@ impl OutboxReader {
 
     /// Closes the queue and drops what it holds; returns how many messages that was.
     fn close_and_clear(&mut self) -> usize {
-        let mut state = lock_outbox(&self.shared);
+        let mut state = self.shared.lock();
         state.closed = true;
         state.runs.clear();
         state.packing = BytesMut::new();
@@ -639,7 +635,6 @@ impl Writer {
                     return;
                 }
             }
-            batch.runs.clear();
         }
         if let Some(mut s) = stream {
             let _ = s.io.get_mut().shutdown().await;
