@@ -6,6 +6,7 @@
 //! multiplexer's counters and tells the peer manager when the connection ends.
 
 use std::future::poll_fn;
+use std::pin::{Pin, pin};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Poll, Waker};
@@ -16,6 +17,7 @@ use netcore::multiplexing::{Incoming, MuxStats, Substream};
 use netcore::negotiate::{NegotiateError, negotiate_inbound};
 use prometheus::IntCounter;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Sleep;
 use tracing::debug;
 
 use crate::peer_manager::Closed;
@@ -107,7 +109,11 @@ pub(crate) async fn run(
             biased;
             substream = incoming.next() => match substream {
                 Some(substream) => {
-                    tokio::spawn(route_substream(Arc::clone(&shared), Arc::clone(&handle), substream));
+                    let (shared, handle) = (Arc::clone(&shared), Arc::clone(&handle));
+                    tokio::spawn(async move {
+                        let deadline = pin!(tokio::time::sleep(Duration::ZERO));
+                        route_substream(shared, handle, substream, deadline).await;
+                    });
                 }
                 None => break,
             },
@@ -239,24 +245,49 @@ impl<T> Drop for HandoffGuard<T> {
 /// A substream task: serves `first`, then each substream handed to it, until another
 /// task already waits or the connection ends.
 async fn serve_substreams(refs: Refs, handoff: Arc<Handoff>, first: Substream) {
+    // One timer for the task's life, moved to each substream's deadline: a later
+    // deadline only updates the registered one, where a timer per substream costs a
+    // registration and a removal in the runtime's timer wheel.
+    let mut deadline = pin!(tokio::time::sleep(Duration::ZERO));
     let mut next = Some(first);
     while let Some(substream) = next.take() {
         let (Some(shared), Some(handle)) = (refs.shared.upgrade(), refs.handle.upgrade()) else {
             return;
         };
-        route_substream(shared, handle, substream).await;
+        route_substream(shared, handle, substream, deadline.as_mut()).await;
         next = handoff.next().await;
     }
 }
 
-/// Negotiates the protocol of an inbound substream and serves it.
-async fn route_substream(shared: Arc<Shared>, handle: Arc<PeerHandle>, substream: Substream) {
+/// `fut`'s output, or `None` once `deadline` passed first.
+pub(crate) async fn before<F: Future>(deadline: Pin<&mut Sleep>, fut: F) -> Option<F::Output> {
+    let mut fut = pin!(fut);
+    let mut deadline = deadline;
+    poll_fn(|cx| {
+        if let Poll::Ready(output) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        deadline.as_mut().poll(cx).map(|()| None)
+    })
+    .await
+}
+
+/// Negotiates the protocol of an inbound substream and serves it, with `deadline` (the
+/// task's timer) moved to the inbound timeout from now.
+async fn route_substream(
+    shared: Arc<Shared>,
+    handle: Arc<PeerHandle>,
+    substream: Substream,
+    mut deadline: Pin<&mut Sleep>,
+) {
     // One deadline for negotiating and, for an RPC, answering.
-    let deadline = tokio::time::Instant::now() + shared.config.inbound_rpc_timeout;
+    deadline
+        .as_mut()
+        .reset(tokio::time::Instant::now() + shared.config.inbound_rpc_timeout);
     let negotiation = negotiate_inbound(substream, &shared.protocol_names);
-    let (io, index) = match tokio::time::timeout_at(deadline, negotiation).await {
-        Ok(Ok(negotiated)) => negotiated,
-        Ok(Err(e)) => {
+    let (io, index) = match before(deadline.as_mut(), negotiation).await {
+        Some(Ok(negotiated)) => negotiated,
+        Some(Err(e)) => {
             let reason = match e {
                 NegotiateError::Refused => "unknown_protocol",
                 _ => "negotiation_failed",
@@ -272,7 +303,7 @@ async fn route_substream(shared: Arc<Shared>, handle: Arc<PeerHandle>, substream
                 .inc();
             return;
         }
-        Err(_) => {
+        None => {
             shared
                 .metrics
                 .substreams_refused
@@ -308,7 +339,6 @@ fn is_garbage(e: &NegotiateError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::pin::{Pin, pin};
     use std::sync::atomic::AtomicBool;
     use std::task::{Context, Wake};
 

@@ -624,6 +624,53 @@ async fn a_server_that_runs_out_of_time_tells_the_caller() {
     assert_eq!(start.elapsed(), Duration::from_secs(2));
 }
 
+#[tokio::test(start_paused = true)]
+async fn each_request_has_the_server_timeout_from_its_own_arrival() {
+    // The connection's substream tasks keep one timer each across the substreams they
+    // serve: it must move to every new request's deadline, whether it fired before,
+    // was left behind by an answered request, or sat idle.
+    let config = NetworkConfig {
+        inbound_rpc_timeout: Duration::from_secs(2),
+        ..NetworkConfig::default()
+    };
+    let (a, mut b) = connected_pair(Net::Memory, config).await;
+    // Answers "answer" at once and holds every other request.
+    let _server = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(event) = b.events.next().await {
+            match event {
+                Event::RpcRequest {
+                    data, responder, ..
+                } if data == "answer" => responder.respond(data),
+                other => held.push(other),
+            }
+        }
+    });
+    let peer = nodes_peer(&a);
+    let call = |data: &'static str| {
+        let sender = a.sender.clone();
+        async move {
+            let start = tokio::time::Instant::now();
+            let result = sender
+                .rpc(peer, RPC, bytes(data), Duration::from_secs(10))
+                .await;
+            (result, start.elapsed())
+        }
+    };
+    let timed_out = Err(RpcError::Remote {
+        failure: RemoteFailure::Timeout,
+        message: "server timed out".into(),
+    });
+    // A first timeout; then one after the connection sat idle past it.
+    assert_eq!(call("x").await, (timed_out.clone(), Duration::from_secs(2)));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(call("x").await, (timed_out.clone(), Duration::from_secs(2)));
+    // An answered request, then a held one: its timer runs from its own arrival.
+    assert_eq!(call("answer").await, (Ok(bytes("answer")), Duration::ZERO));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(call("x").await, (timed_out, Duration::from_secs(2)));
+}
+
 /// The one peer `node` is connected to.
 fn nodes_peer(node: &common::Node) -> netcore::PeerId {
     node.sender.connected_peers()[0].peer_id

@@ -21,6 +21,7 @@ use benches::layers::Layers;
 use benches::stack::Socket;
 
 /// The sizes of one run.
+#[derive(Clone, Copy)]
 struct Sizes {
     bulk_bytes: u64,
     bulk_chunk: usize,
@@ -313,6 +314,15 @@ fn rpc_rounds(
         drop(echo.take());
     }
     (ours_lat, echo_lat, rate)
+}
+
+/// A count given on the command line; exits with usage if it is not one.
+fn count(arg: Option<&String>) -> usize {
+    arg.and_then(|a| a.replace('_', "").parse().ok())
+        .unwrap_or_else(|| {
+            eprintln!("--rpc-samples and --rpc-rate take a count");
+            std::process::exit(2);
+        })
 }
 
 /// One run of every workload: figure name → value.
@@ -680,7 +690,7 @@ fn main() {
     }
     let mut out = None;
     let mut runs = 3usize;
-    let mut sizes = &FULL;
+    let mut sizes = FULL;
     let mut only = None;
     let mut ours_only = false;
     let mut it = args.iter().skip(1);
@@ -688,14 +698,18 @@ fn main() {
         match arg.as_str() {
             "--out" => out = it.next().cloned(),
             "--runs" => runs = it.next().and_then(|r| r.parse().ok()).unwrap_or(3),
-            "--quick" => sizes = &QUICK,
+            "--quick" => sizes = QUICK,
+            // For profiling the RPC rounds (after `--quick`, which sets them too): two
+            // runs that differ in the sample count differ by whole calls only.
+            "--rpc-samples" => sizes.rpc_samples = count(it.next()),
+            "--rpc-rate" => sizes.rpc_rate_count = count(it.next()) as u64,
             "--only" => only = it.next().cloned(),
             // For profiling: our side of the `--only` workload, nothing else (messages:
             // DirectSend alone; rpc: no echo).
             "--ours-only" => ours_only = true,
             other => {
                 eprintln!(
-                    "unknown argument {other}; usage: compare [--out FILE] [--runs N] [--quick] [--only bulk|messages|rpc|setup|memory|mesh [--ours-only]]"
+                    "unknown argument {other}; usage: compare [--out FILE] [--runs N] [--quick] [--only bulk|messages|rpc|setup|memory|mesh [--ours-only]] [--rpc-samples N] [--rpc-rate N]"
                 );
                 std::process::exit(2);
             }
@@ -704,13 +718,13 @@ fn main() {
     let mut each = Vec::with_capacity(runs);
     for run in 0..runs {
         eprintln!("run {}/{runs}", run + 1);
-        let figures = run_once(sizes, only.as_deref(), ours_only);
+        let figures = run_once(&sizes, only.as_deref(), ours_only);
         for (k, v) in &figures {
             eprintln!("  {k} = {v:.2}");
         }
         each.push(figures);
     }
-    let t = table(&Figures::new(each), sizes, runs);
+    let t = table(&Figures::new(each), &sizes, runs);
     println!("{t}");
     let machine = machine();
     println!("{machine}");

@@ -1,6 +1,7 @@
 //! RPC: one substream per request; the caller sends one length-delimited message, the
 //! server answers with one `RpcResponse`.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -15,11 +16,13 @@ use proto::rpc::rpc_failure::Code;
 use proto::rpc::{RpcFailure, RpcResponse, rpc_response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
+use tokio::time::Sleep;
 use tracing::debug;
 
 use super::{OpenError, connection_closed, is_refusal, open_substream};
 use crate::error::{InvalidResponse, RemoteFailure, RpcError};
 use crate::interface::{Event, Queued, RpcResponder};
+use crate::peer::before;
 use crate::protocol_id::ProtocolId;
 use crate::reputation::Misbehaviour;
 use crate::shared::{PeerHandle, Route, Shared};
@@ -204,14 +207,14 @@ async fn await_fin(io: &mut RpcStream) {
 }
 
 /// Serves one inbound request on `io`: reads it, hands it to the application, writes
-/// its answer. Bounded by the per-peer inbound limit and by `deadline` (the inbound
-/// timeout from the substream's arrival).
+/// its answer. Bounded by the per-peer inbound limit and by `deadline` (set to the
+/// inbound timeout from the substream's arrival).
 pub(crate) async fn serve_inbound(
     shared: &Shared,
     handle: Arc<PeerHandle>,
     route: &Route,
     mut io: Negotiated<Substream>,
-    deadline: tokio::time::Instant,
+    deadline: Pin<&mut Sleep>,
 ) {
     let peer = handle.metadata.peer_id;
     let protocol = route.protocol;
@@ -256,12 +259,12 @@ pub(crate) async fn serve_inbound(
         await_fin(&mut io).await;
         label
     };
-    let label = match tokio::time::timeout_at(deadline, serve).await {
-        Ok(label) => label,
+    let label = match before(deadline, serve).await {
+        Some(label) => label,
         // Part of the answer may be out, and a second frame would land inside it: the
         // substream is dropped, which resets it, and the caller sees the failure.
-        Err(_) if answering.load(Ordering::Relaxed) => "timeout",
-        Err(_) => {
+        None if answering.load(Ordering::Relaxed) => "timeout",
+        None => {
             // Tell the caller, close our side and wait for its FIN, so the failure is
             // not reset away; bounded, since a caller that stopped reading could block
             // the write itself.
