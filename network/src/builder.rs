@@ -207,6 +207,7 @@ impl NetworkBuilder {
             requests: requests_tx,
             reputation,
             is_trusted: Arc::clone(&self.is_trusted),
+            runtime: tokio::runtime::Handle::current(),
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let manager = PeerManager::new(

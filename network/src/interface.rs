@@ -60,21 +60,25 @@ pub type RpcResult = Result<Bytes, String>;
 
 /// Answers one inbound RPC. Dropping it without answering tells the caller the request
 /// got no response.
+///
+/// The answer of a request whose caller had finished sending is written into the
+/// substream by `respond` (or `fail`) itself, on the calling thread, without waiting;
+/// only a response larger than the caller's flow-control window leaves the rest to a
+/// task.
 #[derive(Debug)]
 pub struct RpcResponder {
-    pub(crate) tx: oneshot::Sender<RpcResult>,
+    pub(crate) reply: rpc::Reply,
 }
 
 impl RpcResponder {
     /// Sends `response` to the caller.
     pub fn respond(self, response: Bytes) {
-        // The caller may have given up; then there is nobody to tell.
-        let _ = self.tx.send(Ok(response));
+        self.reply.send(Ok(response));
     }
 
     /// Tells the caller the request failed, with a short explanation.
     pub fn fail(self, reason: impl Into<String>) {
-        let _ = self.tx.send(Err(reason.into()));
+        self.reply.send(Err(reason.into()));
     }
 }
 

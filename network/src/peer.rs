@@ -1,15 +1,18 @@
-//! One connection's substreams and its task. Each substream the remote opens is served
-//! by a task of its own, which routes it by its negotiated protocol to the RPC or
-//! DirectSend handler of the application that registered it. The multiplexer's task
-//! hands each arriving substream to a task of the connection that finished its last one
-//! and waits (see [`Handoff`]), or spawns one. The connection's task exports the
-//! multiplexer's counters and tells the peer manager when the connection ends.
+//! One connection's substreams and its task. Each substream the remote opens is routed
+//! by its negotiated protocol to the RPC or DirectSend handler of the application that
+//! registered it. The multiplexer's task begins that serving as the substream arrives:
+//! an RPC whose request and FIN came in its opening frame is handed to the application
+//! there and then, and its answer is written where it is given. Serving that must wait
+//! goes on in a task of the connection that finished its last one and waits (see
+//! [`Handoff`]), or in a new one. The connection's task times out the RPCs answered
+//! that way, exports the multiplexer's counters and tells the peer manager when the
+//! connection ends.
 
 use std::future::poll_fn;
 use std::pin::{Pin, pin};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -86,12 +89,21 @@ pub(crate) async fn run(
     };
     let handoff = HandoffGuard(Arc::new(Handoff::default()));
     incoming.accept_with(move |substream| {
-        if let Some(substream) = handoff.0.offer(substream) {
-            tokio::spawn(serve_substreams(
-                refs.clone(),
-                Arc::clone(&handoff.0),
-                substream,
-            ));
+        let (Some(shared), Some(handle)) = (refs.shared.upgrade(), refs.handle.upgrade()) else {
+            return;
+        };
+        // Polled once here, on the multiplexer's task: an RPC whose request and FIN
+        // came in its opening frame is handed to the application now, with nothing
+        // left to wait for (its answer is written where it is given). Anything that
+        // must wait goes on in a substream task, which polls it again with its own
+        // waker (this poll's wakers are no-ops, replaced by that poll).
+        let mut serving: Serving = Box::pin(route_substream(shared, handle, substream));
+        let mut cx = Context::from_waker(Waker::noop());
+        if serving.as_mut().poll(&mut cx).is_ready() {
+            return;
+        }
+        if let Some(serving) = handoff.0.offer(serving) {
+            tokio::spawn(serve_substreams(Arc::clone(&handoff.0), serving));
         }
     });
     let mut tick = tokio::time::interval(MUX_STATS_INTERVAL);
@@ -101,7 +113,10 @@ pub(crate) async fn run(
     let shutdown = async move {
         let _ = shutdown.changed().await;
     };
-    let mut shutdown = std::pin::pin!(shutdown);
+    let mut shutdown = pin!(shutdown);
+    // Times out the inbound RPCs answered without their task (see `AnswerDeadlines`).
+    let timeout = shared.config.inbound_rpc_timeout;
+    let mut due = pin!(tokio::time::sleep_until(handle.answer_deadlines.armed()));
     loop {
         tokio::select! {
             // The acceptor takes the substreams; this yields none unless one was
@@ -109,18 +124,23 @@ pub(crate) async fn run(
             biased;
             substream = incoming.next() => match substream {
                 Some(substream) => {
-                    let (shared, handle) = (Arc::clone(&shared), Arc::clone(&handle));
-                    tokio::spawn(async move {
-                        let deadline = pin!(tokio::time::sleep(Duration::ZERO));
-                        route_substream(shared, handle, substream, deadline).await;
-                    });
+                    tokio::spawn(route_substream(Arc::clone(&shared), Arc::clone(&handle), substream));
                 }
                 None => break,
             },
             () = &mut shutdown => break,
+            () = &mut due => {
+                let next = handle.answer_deadlines.expire(tokio::time::Instant::now(), timeout);
+                due.as_mut().reset(next);
+            }
+            () = handle.answer_deadlines.earlier() => {
+                let next = handle.answer_deadlines.expire(tokio::time::Instant::now(), timeout);
+                due.as_mut().reset(next);
+            }
             _ = tick.tick() => stats.sync(),
         }
     }
+    handle.answer_deadlines.close();
     // A connection the multiplexer closed for a protocol violation counts against its
     // peer, so repeated violations across reconnections end in a ban.
     stats.sync();
@@ -136,20 +156,21 @@ pub(crate) async fn run(
         .await;
 }
 
-/// Weak references to what a connection's substream tasks need: they do not keep the
-/// node or the connection alive while they wait for a substream.
+/// Weak references to what serving a substream needs, upgraded as each arrives: the
+/// acceptor that holds them does not keep the node or the connection alive.
 #[derive(Clone)]
 struct Refs {
     shared: Weak<Shared>,
     handle: Weak<PeerHandle>,
 }
 
-/// Where the multiplexer's task hands an inbound substream to a task of the connection
-/// that finished serving one and waits for the next, instead of spawning a task per
-/// substream: a task's spawn and its allocation (cache-line aligned, so not from the
-/// allocator's fast path) were a tenth of an RPC's time in user space. At most one task
-/// waits per connection; others end when they finish their substream.
-struct Handoff<T = Substream> {
+/// Where the multiplexer's task hands the serving of an inbound substream that must
+/// wait to a task of the connection that finished serving one and waits for the next,
+/// instead of spawning a task per substream: a task's spawn and its allocation
+/// (cache-line aligned, so not from the allocator's fast path) were a tenth of an RPC's
+/// time in user space. At most one task waits per connection; others end when they
+/// finish their substream.
+struct Handoff<T = Serving> {
     state: Mutex<HandoffState<T>>,
 }
 
@@ -234,7 +255,7 @@ impl<T> Handoff<T> {
 }
 
 /// Held by the acceptor, which the multiplexer drops when the connection ends.
-struct HandoffGuard<T = Substream>(Arc<Handoff<T>>);
+struct HandoffGuard<T = Serving>(Arc<Handoff<T>>);
 
 impl<T> Drop for HandoffGuard<T> {
     fn drop(&mut self) {
@@ -242,50 +263,62 @@ impl<T> Drop for HandoffGuard<T> {
     }
 }
 
-/// A substream task: serves `first`, then each substream handed to it, until another
-/// task already waits or the connection ends.
-async fn serve_substreams(refs: Refs, handoff: Arc<Handoff>, first: Substream) {
-    // One timer for the task's life, moved to each substream's deadline: a later
-    // deadline only updates the registered one, where a timer per substream costs a
-    // registration and a removal in the runtime's timer wheel.
-    let mut deadline = pin!(tokio::time::sleep(Duration::ZERO));
+/// The serving of one inbound substream, begun on the multiplexer's task.
+type Serving = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A substream task: finishes serving `first`, then each substream handed to it, until
+/// another task already waits or the connection ends.
+async fn serve_substreams(handoff: Arc<Handoff<Serving>>, first: Serving) {
     let mut next = Some(first);
-    while let Some(substream) = next.take() {
-        let (Some(shared), Some(handle)) = (refs.shared.upgrade(), refs.handle.upgrade()) else {
-            return;
-        };
-        route_substream(shared, handle, substream, deadline.as_mut()).await;
+    while let Some(serving) = next.take() {
+        serving.await;
         next = handoff.next().await;
     }
 }
 
-/// `fut`'s output, or `None` once `deadline` passed first.
-pub(crate) async fn before<F: Future>(deadline: Pin<&mut Sleep>, fut: F) -> Option<F::Output> {
-    let mut fut = pin!(fut);
-    let mut deadline = deadline;
-    poll_fn(|cx| {
-        if let Poll::Ready(output) = fut.as_mut().poll(cx) {
-            return Poll::Ready(Some(output));
-        }
-        deadline.as_mut().poll(cx).map(|()| None)
-    })
-    .await
+/// An inbound substream's deadline. Its timer is made only when something has to wait
+/// for it: serving that completes at once needs none, and the serving's future (begun
+/// in a box) stays small and free of the timer's alignment.
+pub(crate) struct Deadline {
+    at: tokio::time::Instant,
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
-/// Negotiates the protocol of an inbound substream and serves it, with `deadline` (the
-/// task's timer) moved to the inbound timeout from now.
-async fn route_substream(
-    shared: Arc<Shared>,
-    handle: Arc<PeerHandle>,
-    substream: Substream,
-    mut deadline: Pin<&mut Sleep>,
-) {
+impl Deadline {
+    /// A deadline at `at`.
+    pub(crate) fn new(at: tokio::time::Instant) -> Self {
+        Self { at, timer: None }
+    }
+
+    /// When it passes.
+    pub(crate) fn at(&self) -> tokio::time::Instant {
+        self.at
+    }
+
+    /// `fut`'s output, or `None` once the deadline passed first.
+    pub(crate) async fn bound<F: Future>(&mut self, fut: F) -> Option<F::Output> {
+        let mut fut = pin!(fut);
+        poll_fn(|cx| {
+            if let Poll::Ready(output) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(output));
+            }
+            let at = self.at;
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+            timer.as_mut().poll(cx).map(|()| None)
+        })
+        .await
+    }
+}
+
+/// Negotiates the protocol of an inbound substream and serves it.
+async fn route_substream(shared: Arc<Shared>, handle: Arc<PeerHandle>, substream: Substream) {
     // One deadline for negotiating and, for an RPC, answering.
-    deadline
-        .as_mut()
-        .reset(tokio::time::Instant::now() + shared.config.inbound_rpc_timeout);
+    let mut deadline =
+        Deadline::new(tokio::time::Instant::now() + shared.config.inbound_rpc_timeout);
     let negotiation = negotiate_inbound(substream, &shared.protocol_names);
-    let (io, index) = match before(deadline.as_mut(), negotiation).await {
+    let (io, index) = match deadline.bound(negotiation).await {
         Some(Ok(negotiated)) => negotiated,
         Some(Err(e)) => {
             let reason = match e {
@@ -317,8 +350,12 @@ async fn route_substream(
         return;
     };
     match route.kind {
-        ProtocolKind::Rpc => rpc::serve_inbound(&shared, handle, route, io, deadline).await,
-        ProtocolKind::DirectSend => direct_send::serve_inbound(&shared, handle, route, io).await,
+        ProtocolKind::Rpc => rpc::serve_inbound(&shared, handle, index, io, &mut deadline).await,
+        // Boxed: it lives as long as its substream, and would make every substream's
+        // serving (begun in a box of this size) as large.
+        ProtocolKind::DirectSend => {
+            Box::pin(direct_send::serve_inbound(&shared, handle, route, io)).await;
+        }
     }
 }
 

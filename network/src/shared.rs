@@ -19,6 +19,7 @@ use crate::interface::{EventKey, Queued};
 use crate::peer_manager::{ConnectionMetadata, DisconnectReason, Request, TrustPredicate};
 use crate::protocol_id::{ProtocolId, ProtocolKind};
 use crate::protocols::direct_send::Outbox;
+use crate::protocols::rpc::AnswerDeadlines;
 use crate::rate_limit::MessageLimiter;
 use crate::reputation::{Misbehaviour, Reputation, Verdict};
 
@@ -105,6 +106,9 @@ pub(crate) struct PeerHandle {
     pub(crate) direct_send_depth: IntGauge,
     /// Paces the messages this peer hands to the applications, if it is rate limited.
     pub(crate) message_limiter: Option<Arc<MessageLimiter>>,
+    /// Inbound RPCs waiting for an answer written without their task, for the
+    /// connection's task to time out.
+    pub(crate) answer_deadlines: AnswerDeadlines,
 }
 
 impl PeerHandle {
@@ -132,6 +136,9 @@ pub(crate) struct Shared {
     pub(crate) reputation: Arc<Mutex<Reputation>>,
     /// Whether a peer is in the trusted set.
     pub(crate) is_trusted: TrustPredicate,
+    /// The runtime the network started on, for work begun outside it (an answer that
+    /// could not be written at once).
+    pub(crate) runtime: tokio::runtime::Handle,
 }
 
 impl Shared {

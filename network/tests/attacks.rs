@@ -839,6 +839,49 @@ async fn answers_that_are_not_responses_fail_the_rpc_with_a_typed_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_finishes_sending_after_the_answer_still_gets_it() {
+    // Our callers send their FIN with the request, and the answer is written where the
+    // application gives it. A caller that keeps its side open is served by the
+    // substream's task instead, which waits for the FIN after the answer.
+    let scene = Scene::mutual(NetworkConfig::default(), 1).await;
+    let (control, _incoming, _) = scene.connect_attacker(0).await;
+    for _ in 0..3 {
+        let substream = control.open_stream().await.unwrap();
+        let mut io = negotiate_outbound_select(substream, RPC.as_str()).unwrap();
+        io.write_all(&[0, 0, 0, 2, b'h', b'i']).await.unwrap();
+        io.flush().await.unwrap();
+        let answer = proto::rpc::RpcResponse {
+            result: Some(proto::rpc::rpc_response::Result::Ok(Bytes::from_static(
+                b"hi",
+            ))),
+        }
+        .encode_to_vec();
+        let mut got = vec![0u8; 4 + answer.len()];
+        tokio::time::timeout(REACTION, io.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got[..4], (answer.len() as u32).to_be_bytes());
+        assert_eq!(&got[4..], answer);
+        io.shutdown().await.unwrap();
+        // Then the victim's FIN: the substream closes cleanly both ways.
+        let mut rest = Vec::new();
+        tokio::time::timeout(REACTION, io.read_to_end(&mut rest))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(rest.is_empty());
+    }
+    // Counted as served (with any RPC the honest node's checks made meanwhile).
+    let served = scene
+        .victim
+        .wait_metric("network_rpc_outcomes_total", Some("ok"), 3)
+        .await;
+    assert!(served >= 3, "{served}");
+    scene.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_that_stops_reading_an_answer_gets_it_cut_not_mixed_with_a_timeout() {
     let config = NetworkConfig {
         // Long enough for a debug build on two busy cores to start the answer.

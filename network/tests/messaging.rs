@@ -32,6 +32,72 @@ async fn rpc_gets_the_answer() {
     assert_eq!(a.counter("network_rpc_outcomes_total", "ok"), 50);
 }
 
+/// How many inbound RPCs the node of `registry` served with `outcome`.
+fn inbound_outcomes(registry: &prometheus::Registry, outcome: &str) -> u64 {
+    registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == "network_rpc_outcomes_total")
+        .flat_map(|f| f.get_metric().iter())
+        .filter(|m| {
+            let has = |v: &str| m.get_label().iter().any(|l| l.value() == v);
+            has(RPC.as_str()) && has("inbound") && has(outcome)
+        })
+        .map(|m| m.get_counter().get_value() as u64)
+        .sum()
+}
+
+#[tokio::test]
+async fn answers_past_the_window_are_finished_and_every_answer_is_counted() {
+    let (a, b) = connected_pair(Net::Memory, NetworkConfig::default()).await;
+    let _server = spawn_echo_server(b.events);
+    // Answers of 1 MiB (past the substream's window: the responder writes what fits
+    // and a task the rest) among small ones, all in flight at once.
+    let big = Bytes::from(vec![9u8; 1 << 20]);
+    let calls = (0..24).map(|i| {
+        let request = if i % 8 == 0 {
+            big.clone()
+        } else {
+            Bytes::from(format!("request {i}"))
+        };
+        let sender = a.sender.clone();
+        let peer = b.peer_id;
+        async move {
+            let answer = sender.rpc(peer, RPC, request.clone(), TIMEOUT).await;
+            assert_eq!(answer.unwrap(), request);
+        }
+    });
+    futures::future::join_all(calls).await;
+    assert_eq!(inbound_outcomes(&b.registry, "ok"), 24);
+    assert_eq!(inbound_outcomes(&b.registry, "write_failed"), 0);
+}
+
+#[tokio::test]
+async fn a_responder_kept_past_its_connection_answers_nothing() {
+    let (a, mut b) = connected_pair(Net::Memory, NetworkConfig::default()).await;
+    let b_id = b.peer_id;
+    let call = tokio::spawn({
+        let sender = a.sender.clone();
+        async move { sender.rpc(b_id, RPC, bytes("x"), TIMEOUT).await }
+    });
+    let responder = loop {
+        if let Event::RpcRequest { responder, .. } = b.next_event().await {
+            break responder;
+        }
+    };
+    a.sender.disconnect(b_id).await.unwrap();
+    loop {
+        if let Event::LostPeer { .. } = b.next_event().await {
+            break;
+        }
+    }
+    assert!(call.await.unwrap().is_err());
+    // Nothing is left to write to: the answer goes nowhere, and fails nothing else.
+    responder.respond(bytes("late"));
+    assert_eq!(inbound_outcomes(&b.registry, "write_failed"), 1);
+    assert_eq!(inbound_outcomes(&b.registry, "ok"), 0);
+}
+
 #[tokio::test]
 async fn rpc_failures_reported_by_the_remote_are_typed() {
     let (a, mut b) = connected_pair(Net::Memory, NetworkConfig::default()).await;

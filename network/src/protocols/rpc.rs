@@ -1,31 +1,37 @@
 //! RPC: one substream per request; the caller sends one length-delimited message, the
 //! server answers with one `RpcResponse`.
 
+use std::collections::VecDeque;
+use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
 use netcore::PeerId;
-use netcore::framing::{FramingError, MessageCodec};
+use netcore::framing::{FramingError, LENGTH_FIELD_BYTES, MessageCodec};
 use netcore::multiplexing::Substream;
 use netcore::negotiate::{NegotiateError, Negotiated};
 use proto::Message;
 use proto::rpc::rpc_failure::Code;
 use proto::rpc::{RpcFailure, RpcResponse, rpc_response};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
-use tokio::time::Sleep;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::{Notify, OwnedSemaphorePermit, oneshot};
 use tracing::debug;
 
 use super::{OpenError, connection_closed, is_refusal, open_substream};
+use crate::channel::QueueError;
 use crate::error::{InvalidResponse, RemoteFailure, RpcError};
-use crate::interface::{Event, Queued, RpcResponder};
-use crate::peer::before;
+use crate::interface::{Event, Queued, RpcResponder, RpcResult};
+use crate::peer::Deadline;
 use crate::protocol_id::ProtocolId;
 use crate::reputation::Misbehaviour;
 use crate::shared::{PeerHandle, Route, Shared};
+
+/// Answers up to this size, with their length prefix, are framed on the stack.
+const SMALL_ANSWER: usize = 512;
 
 /// How long a server that ran out of time still spends telling the caller so: long
 /// enough for a healthy connection to carry one small frame each way.
@@ -206,25 +212,325 @@ async fn await_fin(io: &mut RpcStream) {
     while let Ok(1..) = io.read(&mut sink).await {}
 }
 
+/// Whether the caller's FIN is in, right behind its request. Reads once without
+/// waiting: the waker left behind is a no-op, and the task path reads again (in
+/// [`await_fin`]) before it waits for the FIN. A byte the caller sent past its request
+/// is dropped, as `await_fin` drops it.
+fn remote_finished(io: &mut RpcStream) -> bool {
+    let mut byte = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut byte);
+    let mut cx = Context::from_waker(Waker::noop());
+    matches!(
+        Pin::new(io).poll_read(&mut cx, &mut buf),
+        Poll::Ready(Ok(()))
+    ) && buf.filled().is_empty()
+}
+
+/// Counts an inbound RPC's outcome.
+fn record_inbound(shared: &Shared, route: &Route, label: &'static str) {
+    if label == "ok" {
+        route.metrics.rpc_inbound_ok.inc();
+    } else {
+        shared
+            .metrics
+            .rpc_outcomes
+            .with_label_values(&[route.protocol.as_str(), "inbound", label])
+            .inc();
+    }
+}
+
+/// Where an inbound RPC's answer goes: what an [`RpcResponder`] holds.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// To the substream's task, which waits for it.
+    Task(oneshot::Sender<RpcResult>),
+    /// Straight into the substream (see [`Answering`]).
+    Direct(DirectReply),
+}
+
+impl Reply {
+    /// Answers the request; the caller may have given up, then nobody is told.
+    pub(crate) fn send(self, result: RpcResult) {
+        match self {
+            Reply::Task(tx) => {
+                let _ = tx.send(result);
+            }
+            Reply::Direct(mut reply) => {
+                if let Some(answering) = reply.0.take() {
+                    answering.answer(result);
+                }
+            }
+        }
+    }
+}
+
+/// A reply written straight into the substream. Dropped without an answer, it tells
+/// the caller that the request got no response.
+#[derive(Debug)]
+pub(crate) struct DirectReply(Option<Arc<Answering>>);
+
+impl Drop for DirectReply {
+    fn drop(&mut self) {
+        if let Some(answering) = self.0.take() {
+            answering.finish(&failure(Code::NoResponse, "no response"), "no_response");
+        }
+    }
+}
+
+/// An inbound RPC whose request and FIN are both in, waiting for its answer. No task
+/// waits with it: whoever gets there first writes into its substream, the
+/// application's responder (the answer) or the connection's task once the inbound
+/// timeout passed ([`AnswerDeadlines`]). Saves the substream's task a wake-up and a
+/// poll per request, and the hand-over of the answer through a channel.
+pub(crate) struct Answering {
+    /// Taken by the first of the answer and the timeout.
+    state: parking_lot::Mutex<Option<AnswerState>>,
+    /// `state` was taken; read without the lock by the deadline queue.
+    done: AtomicBool,
+}
+
+impl fmt::Debug for Answering {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Answering")
+            .field("done", &self.is_done())
+            .finish()
+    }
+}
+
+/// What writing an inbound RPC's answer takes.
+struct AnswerState {
+    io: RpcStream,
+    shared: Arc<Shared>,
+    /// The route's index in [`Shared::routes`].
+    route: usize,
+    /// The inbound timeout's deadline, which also bounds a write that must wait.
+    deadline: tokio::time::Instant,
+    /// The peer's inbound RPC permit, released with the answer.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Answering {
+    /// Writes the application's answer, unless the timeout got there first.
+    fn answer(&self, result: RpcResult) {
+        let Some(state) = self.take() else {
+            return;
+        };
+        let (response, label) = match result {
+            Ok(data) => {
+                let route = &state.shared.routes[state.route];
+                route.metrics.bytes_out.inc_by(data.len() as u64);
+                let response = RpcResponse {
+                    result: Some(rpc_response::Result::Ok(data)),
+                };
+                (response, "ok")
+            }
+            Err(reason) => (failure(Code::Application, &reason), "application_error"),
+        };
+        state.write(&response, label);
+    }
+
+    /// Writes `response` and counts the outcome as `label`, unless it is answered.
+    fn finish(&self, response: &RpcResponse, label: &'static str) {
+        if let Some(state) = self.take() {
+            state.write(response, label);
+        }
+    }
+
+    fn take(&self) -> Option<AnswerState> {
+        let state = self.state.lock().take();
+        self.done.store(true, Ordering::Release);
+        state
+    }
+
+    /// Whether it is answered (or timed out).
+    fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+}
+
+impl AnswerState {
+    /// Writes `response` and our FIN without waiting (the answer of a small request
+    /// fits the substream's window); a task writes what the window did not take.
+    fn write(mut self, response: &RpcResponse, label: &'static str) {
+        let max = self.shared.config.max_message_size;
+        let len = response.encoded_len();
+        if len > max {
+            // Dropping the substream resets it: the caller learns the answer is lost.
+            return self.record("write_failed");
+        }
+        // A small answer is framed on the stack.
+        let mut small = [0u8; SMALL_ANSWER];
+        let mut large = Vec::new();
+        let whole = LENGTH_FIELD_BYTES + len;
+        let frame = if whole <= SMALL_ANSWER {
+            &mut small[..whole]
+        } else {
+            large.resize(whole, 0);
+            &mut large[..]
+        };
+        // `max` is at most `u32::MAX`, so the length fits the field.
+        frame[..LENGTH_FIELD_BYTES].copy_from_slice(&(len as u32).to_be_bytes());
+        // The slice is exactly the encoded length, so encoding cannot fail.
+        let _ = response.encode(&mut &mut frame[LENGTH_FIELD_BYTES..]);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut written = 0;
+        while written < whole {
+            match Pin::new(&mut self.io).poll_write(&mut cx, &frame[written..]) {
+                Poll::Ready(Ok(n)) if n > 0 => written += n,
+                Poll::Pending => break,
+                Poll::Ready(_) => return self.record("write_failed"),
+            }
+        }
+        if written == whole {
+            match Pin::new(&mut self.io).poll_shutdown(&mut cx) {
+                Poll::Ready(Ok(())) => return self.record(label),
+                Poll::Ready(Err(_)) => return self.record("write_failed"),
+                Poll::Pending => {}
+            }
+        }
+        // The caller's window is short: a task writes the rest, until the deadline (the
+        // substream is then dropped, which resets it, as on the task path).
+        let rest = frame[written..].to_vec();
+        let runtime = self.shared.runtime.clone();
+        runtime.spawn(async move {
+            let finish = async {
+                self.io.write_all(&rest).await?;
+                self.io.shutdown().await
+            };
+            let label = match tokio::time::timeout_at(self.deadline, finish).await {
+                Ok(Ok(())) => label,
+                Ok(Err(_)) => "write_failed",
+                Err(_) => "timeout",
+            };
+            self.record(label);
+        });
+    }
+
+    fn record(&self, label: &'static str) {
+        record_inbound(&self.shared, &self.shared.routes[self.route], label);
+    }
+}
+
+/// A connection's directly answered RPCs that still wait, oldest first, for the
+/// connection's task to time out. They all have the same timeout, so the oldest is
+/// the next due; and a request that arrives after the task looked has a deadline no
+/// earlier than the one the task waits for, so queueing it wakes nobody.
+pub(crate) struct AnswerDeadlines {
+    inner: parking_lot::Mutex<DeadlineQueue>,
+    /// Wakes the connection's task for a deadline earlier than the one it waits for (a
+    /// request read slowly, so queued after the task looked).
+    earlier: Notify,
+}
+
+struct DeadlineQueue {
+    queue: VecDeque<(tokio::time::Instant, Arc<Answering>)>,
+    /// The deadline the connection's task waits for.
+    armed: tokio::time::Instant,
+}
+
+impl AnswerDeadlines {
+    /// An empty queue whose task first looks at `armed`.
+    pub(crate) fn new(armed: tokio::time::Instant) -> Self {
+        Self {
+            inner: parking_lot::Mutex::new(DeadlineQueue {
+                queue: VecDeque::new(),
+                armed,
+            }),
+            earlier: Notify::new(),
+        }
+    }
+
+    /// Queues `answering`, due at `deadline`. Answered ones leave from the front, and
+    /// all of them once the queue reaches `compact_at` (twice the RPCs a peer may have
+    /// waiting), so it stays that short behind one that waits long.
+    fn push(&self, deadline: tokio::time::Instant, answering: Arc<Answering>, compact_at: usize) {
+        let mut inner = self.inner.lock();
+        while inner.queue.front().is_some_and(|(_, a)| a.is_done()) {
+            inner.queue.pop_front();
+        }
+        if inner.queue.len() >= compact_at {
+            inner.queue.retain(|(_, a)| !a.is_done());
+        }
+        inner.queue.push_back((deadline, answering));
+        let earlier = deadline < inner.armed;
+        drop(inner);
+        if earlier {
+            self.earlier.notify_one();
+        }
+    }
+
+    /// The deadline the connection's task should wait for.
+    pub(crate) fn armed(&self) -> tokio::time::Instant {
+        self.inner.lock().armed
+    }
+
+    /// Waits until a deadline earlier than the armed one was queued.
+    pub(crate) async fn earlier(&self) {
+        self.earlier.notified().await;
+    }
+
+    /// Times out what is due at `now`; returns when to look next: at the oldest
+    /// deadline left, or one `timeout` from now.
+    pub(crate) fn expire(
+        &self,
+        now: tokio::time::Instant,
+        timeout: Duration,
+    ) -> tokio::time::Instant {
+        let mut due = Vec::new();
+        let next = {
+            let mut inner = self.inner.lock();
+            while inner.queue.front().is_some_and(|(at, _)| *at <= now) {
+                if let Some((_, answering)) = inner.queue.pop_front() {
+                    due.push(answering);
+                }
+            }
+            let next = inner.queue.front().map_or(now + timeout, |(at, _)| *at);
+            inner.armed = next;
+            next
+        };
+        for answering in due {
+            answering.finish(&failure(Code::Timeout, "server timed out"), "timeout");
+        }
+        next
+    }
+
+    /// The connection ended: what still waits cannot be answered.
+    pub(crate) fn close(&self) {
+        let queue = std::mem::take(&mut self.inner.lock().queue);
+        for (_, answering) in queue {
+            if let Some(state) = answering.take() {
+                state.record("write_failed");
+            }
+        }
+    }
+}
+
+/// How a request read ended, when it did not bring a request to serve.
+enum Unread {
+    /// Counted as this outcome.
+    Outcome(&'static str),
+    /// The deadline passed first.
+    TimedOut,
+}
+
 /// Serves one inbound request on `io`: reads it, hands it to the application, writes
 /// its answer. Bounded by the per-peer inbound limit and by `deadline` (set to the
-/// inbound timeout from the substream's arrival).
+/// inbound timeout from the substream's arrival). When the caller's FIN came with its
+/// request, the answer is written where it is given ([`Answering`]) and this returns
+/// once the application has the request.
 pub(crate) async fn serve_inbound(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     handle: Arc<PeerHandle>,
-    route: &Route,
-    mut io: Negotiated<Substream>,
-    deadline: Pin<&mut Sleep>,
+    route_index: usize,
+    mut io: RpcStream,
+    deadline: &mut Deadline,
 ) {
+    let route = &shared.routes[route_index];
     let peer = handle.metadata.peer_id;
     let protocol = route.protocol;
     let codec = MessageCodec::new(shared.config.max_message_size);
     let permit = Arc::clone(&handle.inbound_rpcs).try_acquire_owned();
-    let limiter = handle.message_limiter.clone();
-    drop(handle);
-    // Set once the answer starts out: a timeout after that cannot add a frame.
-    let answering = AtomicBool::new(false);
-    let serve = async {
+    let read = async {
         let request = match codec.read_message(&mut io).await {
             Ok(Some(request)) => request,
             Err(e) => {
@@ -233,75 +539,173 @@ pub(crate) async fn serve_inbound(
                 if let FramingError::TooLarge { .. } = e {
                     shared.report(peer, Misbehaviour::OversizedMessage);
                 }
-                return "bad_request";
+                return Err(Unread::Outcome("bad_request"));
             }
-            Ok(None) => return "cancelled",
+            Ok(None) => return Err(Unread::Outcome("cancelled")),
         };
-        let (response, label) = if permit.is_err() {
-            (
-                failure(Code::TooManyRequests, "too many requests in flight"),
-                "too_many_requests",
-            )
-        } else {
+        if permit.is_ok() {
             // Over its message rate, the peer's request waits here (under the inbound
             // timeout) before the application sees it.
-            if let Some(limiter) = &limiter {
-                limiter.acquire().await;
+            if let Some(limiter) = &handle.message_limiter
+                && !limiter.try_acquire()
+            {
+                Box::pin(limiter.acquire()).await;
             }
             route.metrics.messages_in.inc();
             route.metrics.bytes_in.inc_by(request.len() as u64);
-            answer(shared, route, peer, request).await
-        };
+        }
+        Ok(request)
+    };
+    let read = deadline.bound(read).await.unwrap_or(Err(Unread::TimedOut));
+    let request = match read {
+        Ok(request) => request,
+        Err(Unread::Outcome(label)) => return record_inbound(shared, route, label),
+        Err(Unread::TimedOut) => {
+            let label = Box::pin(time_out(&mut io, &codec)).await;
+            return record_inbound(shared, route, label);
+        }
+    };
+    let permit = match permit {
+        Ok(permit) if remote_finished(&mut io) => permit,
+        Ok(_) => {
+            // Boxed, as the other paths that wait: the serving of every substream is
+            // begun in a box as large as its future.
+            let label = Box::pin(answer_in_task(
+                shared, route, peer, io, &codec, deadline, request,
+            ))
+            .await;
+            return record_inbound(shared, route, label);
+        }
+        Err(_) => {
+            let label = Box::pin(refuse(io, &codec, deadline)).await;
+            return record_inbound(shared, route, label);
+        }
+    };
+    let due = deadline.at();
+    let answering = Arc::new(Answering {
+        state: parking_lot::Mutex::new(Some(AnswerState {
+            io,
+            shared: Arc::clone(shared),
+            route: route_index,
+            deadline: due,
+            _permit: permit,
+        })),
+        done: AtomicBool::new(false),
+    });
+    let compact_at = 2 * shared.config.max_concurrent_inbound_rpcs.max(16);
+    handle
+        .answer_deadlines
+        .push(due, Arc::clone(&answering), compact_at);
+    drop(handle);
+    let reply = Reply::Direct(DirectReply(Some(Arc::clone(&answering))));
+    let event = request_event(peer, protocol, request, reply);
+    let key = (peer, Some(protocol));
+    let gone = match shared.apps[route.app].try_push(key, Queued::Event(event)) {
+        Ok(()) => return,
+        Err(QueueError::Full(event)) => {
+            // Boxed, as the other paths that wait.
+            let push = shared.apps[route.app].push(key, event);
+            match Box::pin(deadline.bound(push)).await {
+                Some(Ok(())) => return,
+                // `push` waits while full: it fails only when closed.
+                Some(Err(QueueError::Closed(event) | QueueError::Full(event))) => event,
+                None => {
+                    return answering
+                        .finish(&failure(Code::Timeout, "server timed out"), "timeout");
+                }
+            }
+        }
+        Err(QueueError::Closed(event)) => event,
+    };
+    answering.finish(
+        &failure(Code::NoResponse, "application is gone"),
+        "no_application",
+    );
+    drop(gone);
+}
+
+/// Tells the caller the peer has too many requests in flight; returns the outcome's
+/// label.
+async fn refuse(mut io: RpcStream, codec: &MessageCodec, deadline: &mut Deadline) -> &'static str {
+    let response = failure(Code::TooManyRequests, "too many requests in flight");
+    let reply = async {
+        send_response(&mut io, codec, &response).await?;
+        await_fin(&mut io).await;
+        Ok::<_, FramingError>(())
+    };
+    match deadline.bound(reply).await {
+        Some(Ok(())) => "too_many_requests",
+        Some(Err(_)) => "write_failed",
+        None => "timeout",
+    }
+}
+
+/// An inbound request as the application sees it.
+fn request_event(peer: PeerId, protocol: ProtocolId, data: Bytes, reply: Reply) -> Event {
+    Event::RpcRequest {
+        peer_id: peer,
+        protocol,
+        data,
+        responder: RpcResponder { reply },
+    }
+}
+
+/// Serves a request whose answer comes back through this task: hands it to the
+/// application, writes the answer, waits for the caller's FIN. Returns the outcome's
+/// label.
+async fn answer_in_task(
+    shared: &Shared,
+    route: &Route,
+    peer: PeerId,
+    mut io: RpcStream,
+    codec: &MessageCodec,
+    deadline: &mut Deadline,
+    request: Bytes,
+) -> &'static str {
+    // Set once the answer starts out: a timeout after that cannot add a frame.
+    let answering = AtomicBool::new(false);
+    let serve = async {
+        let (tx, rx) = oneshot::channel();
+        let event = request_event(peer, route.protocol, request, Reply::Task(tx));
+        let (response, label) = answer(shared, route, peer, event, rx).await;
         answering.store(true, Ordering::Relaxed);
-        if send_response(&mut io, &codec, &response).await.is_err() {
+        if send_response(&mut io, codec, &response).await.is_err() {
             return "write_failed";
         }
         await_fin(&mut io).await;
         label
     };
-    let label = match before(deadline, serve).await {
+    match deadline.bound(serve).await {
         Some(label) => label,
         // Part of the answer may be out, and a second frame would land inside it: the
         // substream is dropped, which resets it, and the caller sees the failure.
         None if answering.load(Ordering::Relaxed) => "timeout",
-        None => {
-            // Tell the caller, close our side and wait for its FIN, so the failure is
-            // not reset away; bounded, since a caller that stopped reading could block
-            // the write itself.
-            let tell = async {
-                send_response(&mut io, &codec, &failure(Code::Timeout, "server timed out")).await?;
-                await_fin(&mut io).await;
-                Ok::<_, FramingError>(())
-            };
-            let _ = tokio::time::timeout(CLOSE_GRACE, tell).await;
-            "timeout"
-        }
-    };
-    if label == "ok" {
-        route.metrics.rpc_inbound_ok.inc();
-    } else {
-        shared
-            .metrics
-            .rpc_outcomes
-            .with_label_values(&[protocol.as_str(), "inbound", label])
-            .inc();
+        None => time_out(&mut io, codec).await,
     }
 }
 
-/// Hands `request` to the application and returns its answer and an outcome label.
+/// Tells the caller the server ran out of time, closes our side and waits for its
+/// FIN, so the failure is not reset away; bounded, since a caller that stopped reading
+/// could block the write itself. Returns the outcome's label.
+async fn time_out(io: &mut RpcStream, codec: &MessageCodec) -> &'static str {
+    let tell = async {
+        send_response(io, codec, &failure(Code::Timeout, "server timed out")).await?;
+        await_fin(io).await;
+        Ok::<_, FramingError>(())
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, tell).await;
+    "timeout"
+}
+
+/// Hands `event` (a request) to the application and returns its answer, as it comes
+/// on `rx`, and an outcome label.
 async fn answer(
     shared: &Shared,
     route: &Route,
     peer: PeerId,
-    request: Bytes,
+    event: Event,
+    rx: oneshot::Receiver<RpcResult>,
 ) -> (RpcResponse, &'static str) {
-    let (tx, rx) = oneshot::channel();
-    let event = Event::RpcRequest {
-        peer_id: peer,
-        protocol: route.protocol,
-        data: request,
-        responder: RpcResponder { tx },
-    };
     if shared.apps[route.app]
         .push((peer, Some(route.protocol)), Queued::Event(event))
         .await
@@ -322,5 +726,73 @@ async fn answer(
         }
         Ok(Err(reason)) => (failure(Code::Application, &reason), "application_error"),
         Err(_) => (failure(Code::NoResponse, "no response"), "no_response"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An RPC in the queue, answered (`done`) or waiting, with nothing to write.
+    fn entry(done: bool) -> Arc<Answering> {
+        Arc::new(Answering {
+            state: parking_lot::Mutex::new(None),
+            done: AtomicBool::new(done),
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_a_deadline_before_the_armed_one_wakes_the_connection_task() {
+        let t = Duration::from_secs(10);
+        let now = tokio::time::Instant::now();
+        let deadlines = AnswerDeadlines::new(now + t);
+        // Requests that arrive after the task looked are due no earlier than it waits.
+        deadlines.push(now + t, entry(false), 64);
+        deadlines.push(now + t + Duration::from_secs(1), entry(false), 64);
+        let woken = tokio::time::timeout(Duration::from_millis(1), deadlines.earlier()).await;
+        assert!(woken.is_err(), "no earlier deadline was queued");
+        // One read slowly, queued after the task looked, is due before: it wakes it.
+        deadlines.push(now + Duration::from_secs(3), entry(false), 64);
+        let woken = tokio::time::timeout(Duration::from_millis(1), deadlines.earlier()).await;
+        assert!(woken.is_ok(), "the earlier deadline woke the task");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expiring_takes_what_is_due_and_arms_the_next() {
+        let t = Duration::from_secs(10);
+        let start = tokio::time::Instant::now();
+        let deadlines = AnswerDeadlines::new(start + t);
+        let first = entry(false);
+        let second = entry(false);
+        deadlines.push(start + Duration::from_secs(2), Arc::clone(&first), 64);
+        deadlines.push(start + Duration::from_secs(5), Arc::clone(&second), 64);
+        let next = deadlines.expire(start + Duration::from_secs(2), t);
+        assert!(first.is_done() && !second.is_done());
+        assert_eq!(next, start + Duration::from_secs(5));
+        assert_eq!(deadlines.armed(), next);
+        // Empty, it looks again a whole timeout later.
+        let at = start + Duration::from_secs(6);
+        assert_eq!(deadlines.expire(at, t), at + t);
+        assert!(second.is_done());
+    }
+
+    #[test]
+    fn answered_rpcs_behind_a_waiting_one_are_dropped_in_bulk() {
+        let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+        let deadlines = AnswerDeadlines::new(far);
+        let compact_at = 32;
+        // The oldest waits; everything behind it gets answered at once.
+        deadlines.push(far, entry(false), compact_at);
+        for _ in 0..1000 {
+            deadlines.push(far, entry(true), compact_at);
+            let len = deadlines.inner.lock().queue.len();
+            assert!(len <= compact_at, "{len} queued");
+        }
+        // Answered ones at the front leave on the next push.
+        let deadlines = AnswerDeadlines::new(far);
+        for _ in 0..10 {
+            deadlines.push(far, entry(true), compact_at);
+        }
+        assert_eq!(deadlines.inner.lock().queue.len(), 1);
     }
 }
