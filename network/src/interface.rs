@@ -62,9 +62,9 @@ pub type RpcResult = Result<Bytes, String>;
 /// got no response.
 ///
 /// The answer of a request whose caller had finished sending is written into the
-/// substream by `respond` (or `fail`) itself, on the calling thread, without waiting;
-/// only a response larger than the caller's flow-control window leaves the rest to a
-/// task.
+/// substream by `respond` or `fail` itself (or by the drop), on the calling thread,
+/// without waiting; only a response larger than the caller's flow-control window leaves
+/// the rest to a task.
 #[derive(Debug)]
 pub struct RpcResponder {
     pub(crate) reply: rpc::Reply,

@@ -79,15 +79,17 @@ pub(crate) async fn run(
     let peer_id = handle.metadata.peer_id;
     let connection_id = handle.metadata.connection_id;
     let mut stats = MuxStatsExport::new(&shared, &handle);
-    // Each inbound substream goes straight from the multiplexer's task (not through a
-    // wake-up of this one) to a waiting substream task, or to a new one. Weak
-    // references: the multiplexer holds the acceptor until the connection ends, and the
-    // peer handle holds the multiplexer.
+    // Each inbound substream's serving begins on the multiplexer's task (not after a
+    // wake-up of this one); what must wait goes on in a waiting substream task, or in a
+    // new one. Weak references: the multiplexer holds the acceptor until the
+    // connection ends, and the peer handle holds the multiplexer.
     let refs = Refs {
         shared: Arc::downgrade(&shared),
         handle: Arc::downgrade(&handle),
     };
     let handoff = HandoffGuard(Arc::new(Handoff::default()));
+    // The box of the last serving that completed at once, for the next one.
+    let mut spare = None;
     incoming.accept_with(move |substream| {
         let (Some(shared), Some(handle)) = (refs.shared.upgrade(), refs.handle.upgrade()) else {
             return;
@@ -97,11 +99,20 @@ pub(crate) async fn run(
         // left to wait for (its answer is written where it is given). Anything that
         // must wait goes on in a substream task, which polls it again with its own
         // waker (this poll's wakers are no-ops, replaced by that poll).
-        let mut serving: Serving = Box::pin(route_substream(shared, handle, substream));
+        let serving = route_substream(shared, handle, substream);
+        let mut serving = match spare.take() {
+            Some(mut boxed) => {
+                Pin::set(&mut boxed, serving);
+                boxed
+            }
+            None => Box::pin(serving),
+        };
         let mut cx = Context::from_waker(Waker::noop());
         if serving.as_mut().poll(&mut cx).is_ready() {
+            spare = Some(serving);
             return;
         }
+        let serving: Serving = serving;
         if let Some(serving) = handoff.0.offer(serving) {
             tokio::spawn(serve_substreams(Arc::clone(&handoff.0), serving));
         }
@@ -115,8 +126,9 @@ pub(crate) async fn run(
     };
     let mut shutdown = pin!(shutdown);
     // Times out the inbound RPCs answered without their task (see `AnswerDeadlines`).
+    let deadlines = Arc::clone(&handle.answer_deadlines);
     let timeout = shared.config.inbound_rpc_timeout;
-    let mut due = pin!(tokio::time::sleep_until(handle.answer_deadlines.armed()));
+    let mut due = pin!(tokio::time::sleep_until(deadlines.armed()));
     loop {
         tokio::select! {
             // The acceptor takes the substreams; this yields none unless one was
@@ -130,17 +142,18 @@ pub(crate) async fn run(
             },
             () = &mut shutdown => break,
             () = &mut due => {
-                let next = handle.answer_deadlines.expire(tokio::time::Instant::now(), timeout);
+                let next = deadlines.expire(tokio::time::Instant::now(), timeout);
                 due.as_mut().reset(next);
             }
-            () = handle.answer_deadlines.earlier() => {
-                let next = handle.answer_deadlines.expire(tokio::time::Instant::now(), timeout);
+            () = deadlines.earlier() => {
+                let next = deadlines.expire(tokio::time::Instant::now(), timeout);
                 due.as_mut().reset(next);
             }
             _ = tick.tick() => stats.sync(),
         }
     }
-    handle.answer_deadlines.close();
+    // From now on a request's substream task keeps its deadline itself.
+    deadlines.close();
     // A connection the multiplexer closed for a protocol violation counts against its
     // peer, so repeated violations across reconnections end in a ban.
     stats.sync();
@@ -154,6 +167,10 @@ pub(crate) async fn run(
             connection_id,
         })
         .await;
+    // The RPCs that still wait for their answer keep their deadlines (their callers
+    // learn of the connection's end from the connection itself).
+    drop(shared);
+    deadlines.drain().await;
 }
 
 /// Weak references to what serving a substream needs, upgraded as each arrives: the
@@ -315,8 +332,10 @@ impl Deadline {
 /// Negotiates the protocol of an inbound substream and serves it.
 async fn route_substream(shared: Arc<Shared>, handle: Arc<PeerHandle>, substream: Substream) {
     // One deadline for negotiating and, for an RPC, answering.
-    let mut deadline =
-        Deadline::new(tokio::time::Instant::now() + shared.config.inbound_rpc_timeout);
+    let mut deadline = Deadline::new(rpc::later(
+        tokio::time::Instant::now(),
+        shared.config.inbound_rpc_timeout,
+    ));
     let negotiation = negotiate_inbound(substream, &shared.protocol_names);
     let (io, index) = match deadline.bound(negotiation).await {
         Some(Ok(negotiated)) => negotiated,

@@ -108,7 +108,7 @@ pub(crate) struct PeerHandle {
     pub(crate) message_limiter: Option<Arc<MessageLimiter>>,
     /// Inbound RPCs waiting for an answer written without their task, for the
     /// connection's task to time out.
-    pub(crate) answer_deadlines: AnswerDeadlines,
+    pub(crate) answer_deadlines: Arc<AnswerDeadlines>,
 }
 
 impl PeerHandle {

@@ -91,11 +91,59 @@ async fn a_responder_kept_past_its_connection_answers_nothing() {
             break;
         }
     }
-    assert!(call.await.unwrap().is_err());
+    assert_eq!(call.await.unwrap(), Err(RpcError::Disconnected));
     // Nothing is left to write to: the answer goes nowhere, and fails nothing else.
     responder.respond(bytes("late"));
     assert_eq!(inbound_outcomes(&b.registry, "write_failed"), 1);
     assert_eq!(inbound_outcomes(&b.registry, "ok"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_waiting_for_a_full_application_queue_time_out() {
+    let config = NetworkConfig {
+        inbound_rpc_timeout: Duration::from_secs(2),
+        inbound_queue_size: 1,
+        ..NetworkConfig::default()
+    };
+    let (a, b) = connected_pair(Net::Memory, config).await;
+    // The application never reads: the first request fills its queue, the second
+    // waits for room until the server's timeout.
+    let _events = b.events;
+    let call = || {
+        let sender = a.sender.clone();
+        let peer = b.peer_id;
+        async move {
+            let start = tokio::time::Instant::now();
+            let result = sender
+                .rpc(peer, RPC, bytes("x"), Duration::from_secs(10))
+                .await;
+            (result, start.elapsed())
+        }
+    };
+    let (first, second) = tokio::join!(call(), call());
+    let timed_out = Err(RpcError::Remote {
+        failure: RemoteFailure::Timeout,
+        message: "server timed out".into(),
+    });
+    assert_eq!(first, (timed_out.clone(), Duration::from_secs(2)));
+    assert_eq!(second, (timed_out, Duration::from_secs(2)));
+    assert_eq!(inbound_outcomes(&b.registry, "timeout"), 2);
+    assert_eq!(inbound_outcomes(&b.registry, "no_response"), 0);
+}
+
+#[tokio::test]
+async fn a_request_to_an_application_that_is_gone_gets_no_response() {
+    let (a, b) = connected_pair(Net::Memory, NetworkConfig::default()).await;
+    drop(b.events);
+    let result = a.sender.rpc(b.peer_id, RPC, bytes("x"), TIMEOUT).await;
+    assert_eq!(
+        result,
+        Err(RpcError::Remote {
+            failure: RemoteFailure::NoResponse,
+            message: "application is gone".into()
+        })
+    );
+    assert_eq!(inbound_outcomes(&b.registry, "no_application"), 1);
 }
 
 #[tokio::test]
@@ -692,9 +740,9 @@ async fn a_server_that_runs_out_of_time_tells_the_caller() {
 
 #[tokio::test(start_paused = true)]
 async fn each_request_has_the_server_timeout_from_its_own_arrival() {
-    // The connection's substream tasks keep one timer each across the substreams they
-    // serve: it must move to every new request's deadline, whether it fired before,
-    // was left behind by an answered request, or sat idle.
+    // Requests whose FIN came with them are timed out by their connection's task, from
+    // a queue of deadlines: each must get its own, whether the one before it timed
+    // out, was answered, or the connection sat idle.
     let config = NetworkConfig {
         inbound_rpc_timeout: Duration::from_secs(2),
         ..NetworkConfig::default()

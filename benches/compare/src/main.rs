@@ -78,7 +78,10 @@ impl Cut {
         let rounds = ROUNDS.next_multiple_of(sides.max(1));
         let per_round = total / rounds as u64 / unit * unit;
         let warm_up = (per_round / 4 / unit).max(1) * unit;
-        assert!(per_round > 0, "{total} units cannot be cut into {rounds} rounds of {unit}");
+        assert!(
+            per_round > 0,
+            "{total} units cannot be cut into {rounds} rounds of {unit}"
+        );
         Self {
             rounds,
             per_round,
@@ -372,7 +375,10 @@ fn run_once(sizes: &Sizes, only: Option<&str>, ours_only: bool) -> BTreeMap<&'st
     }
     if want("messages") {
         // `--ours-only` (for profiling) runs DirectSend alone.
-        let mut sides = vec![Side::open("messages, DirectSend, msg/s", ours::DirectSendPipe::open())];
+        let mut sides = vec![Side::open(
+            "messages, DirectSend, msg/s",
+            ours::DirectSendPipe::open(),
+        )];
         if !ours_only {
             sides.push(Side::open(
                 "messages, mux stream, msg/s",
@@ -417,11 +423,11 @@ fn run_once(sizes: &Sizes, only: Option<&str>, ours_only: bool) -> BTreeMap<&'st
         f.insert("rpc_p50.tcp", percentile(&echo_lat, 0.5));
         f.insert("rpc_p99.tcp", percentile(&echo_lat, 0.99));
         let (lat, rate) = spawned(libp2p_side::rpc(
-                sizes.rpc_samples,
-                IN_FLIGHT,
-                sizes.rpc_rate_count,
-            ))
-            .expect("libp2p rpc");
+            sizes.rpc_samples,
+            IN_FLIGHT,
+            sizes.rpc_rate_count,
+        ))
+        .expect("libp2p rpc");
         f.insert("rpc_p50.libp2p", percentile(&lat, 0.5));
         f.insert("rpc_p99.libp2p", percentile(&lat, 0.99));
         f.insert("rpc_rate.libp2p", rate);
@@ -434,7 +440,8 @@ fn run_once(sizes: &Sizes, only: Option<&str>, ours_only: bool) -> BTreeMap<&'st
         }
         f.insert(
             "setup.libp2p",
-            runtime().block_on(libp2p_side::setup(sizes.setups))
+            runtime()
+                .block_on(libp2p_side::setup(sizes.setups))
                 .expect("libp2p setup"),
         );
         eprintln!("setup done");
@@ -666,8 +673,16 @@ fn table(m: &Figures, sizes: &Sizes, runs: usize) -> String {
     let lines: Vec<String> = [
         ("bulk ÷ libp2p", "bulk.ours", "bulk.libp2p"),
         ("bulk ÷ TCP", "bulk.ours", "bulk.tcp"),
-        ("DirectSend ÷ framed", "messages.ours", "messages.noise_framed"),
-        ("mux stream ÷ framed", "messages.mux_stream", "messages.noise_framed"),
+        (
+            "DirectSend ÷ framed",
+            "messages.ours",
+            "messages.noise_framed",
+        ),
+        (
+            "mux stream ÷ framed",
+            "messages.mux_stream",
+            "messages.noise_framed",
+        ),
         ("RPC p50 ÷ echo", "rpc_p50.ours", "rpc_p50.tcp"),
         ("RPC rate ÷ libp2p", "rpc_rate.ours", "rpc_rate.libp2p"),
         ("setup ÷ libp2p", "setup.ours", "setup.libp2p"),
@@ -693,16 +708,17 @@ fn main() {
     let mut sizes = FULL;
     let mut only = None;
     let mut ours_only = false;
+    let (mut rpc_samples, mut rpc_rate) = (None, None);
     let mut it = args.iter().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--out" => out = it.next().cloned(),
             "--runs" => runs = it.next().and_then(|r| r.parse().ok()).unwrap_or(3),
             "--quick" => sizes = QUICK,
-            // For profiling the RPC rounds (after `--quick`, which sets them too): two
-            // runs that differ in the sample count differ by whole calls only.
-            "--rpc-samples" => sizes.rpc_samples = count(it.next()),
-            "--rpc-rate" => sizes.rpc_rate_count = count(it.next()) as u64,
+            // For profiling the RPC rounds: two runs that differ in the sample count
+            // differ by whole calls only.
+            "--rpc-samples" => rpc_samples = Some(count(it.next())),
+            "--rpc-rate" => rpc_rate = Some(count(it.next()) as u64),
             "--only" => only = it.next().cloned(),
             // For profiling: our side of the `--only` workload, nothing else (messages:
             // DirectSend alone; rpc: no echo).
@@ -714,6 +730,16 @@ fn main() {
                 std::process::exit(2);
             }
         }
+    }
+    if let Some(samples) = rpc_samples {
+        if samples < ROUNDS {
+            eprintln!("--rpc-samples takes at least {ROUNDS}, one per round");
+            std::process::exit(2);
+        }
+        sizes.rpc_samples = samples;
+    }
+    if let Some(rate) = rpc_rate {
+        sizes.rpc_rate_count = rate.max(1);
     }
     let mut each = Vec::with_capacity(runs);
     for run in 0..runs {

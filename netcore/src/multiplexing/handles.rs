@@ -113,8 +113,10 @@ impl Incoming {
     /// then yields nothing and still ends when the connection closes (or the remote
     /// sends GoAway), so keep polling it for that.
     ///
-    /// `accept` must not block: it should spawn the stream's work. It is dropped when
-    /// the connection ends, so it may hold what holds the connection.
+    /// `accept` runs on the connection task and must not block: it may do what
+    /// completes at once (such as polling the stream's work once) and hand the rest to
+    /// a task. It is dropped when the connection ends, so it may hold what holds the
+    /// connection.
     pub fn accept_with(&self, accept: impl FnMut(Substream) + Send + 'static) {
         self.shared.set_acceptor(Box::new(accept));
     }

@@ -39,7 +39,7 @@ use crate::config::MAX_QUEUED_NOTIFICATIONS_PER_PEER;
 use crate::error::{DialError, DisconnectError};
 use crate::interface::{Event, Queued};
 use crate::peer;
-use crate::protocols::rpc::AnswerDeadlines;
+use crate::protocols::rpc::{self, AnswerDeadlines};
 use crate::rate_limit::MessageLimiter;
 use crate::reputation::Misbehaviour;
 use crate::shared::{PeerHandle, Shared};
@@ -419,9 +419,10 @@ impl PeerManager {
                         .with_label_values(&["messages"]);
                     Arc::new(MessageLimiter::new(rate, waits))
                 }),
-            answer_deadlines: AnswerDeadlines::new(
-                tokio::time::Instant::now() + config.inbound_rpc_timeout,
-            ),
+            answer_deadlines: Arc::new(AnswerDeadlines::new(rpc::later(
+                tokio::time::Instant::now(),
+                config.inbound_rpc_timeout,
+            ))),
         });
         if !trusted && origin == ConnectionOrigin::Inbound {
             self.untrusted_inbound.insert(peer, connection_id);

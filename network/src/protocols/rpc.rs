@@ -265,7 +265,9 @@ impl Reply {
 }
 
 /// A reply written straight into the substream. Dropped without an answer, it tells
-/// the caller that the request got no response.
+/// the caller that the request got no response; that drop may run under an
+/// application queue's lock (a queue dropping its events), which is fine: writing takes
+/// only the multiplexer's lock, which never waits for a queue's.
 #[derive(Debug)]
 pub(crate) struct DirectReply(Option<Arc<Answering>>);
 
@@ -352,7 +354,7 @@ impl AnswerState {
     /// Writes `response` and our FIN without waiting (the answer of a small request
     /// fits the substream's window); a task writes what the window did not take.
     fn write(mut self, response: &RpcResponse, label: &'static str) {
-        let max = self.shared.config.max_message_size;
+        let max = MessageCodec::new(self.shared.config.max_message_size).max_message_size();
         let len = response.encoded_len();
         if len > max {
             // Dropping the substream resets it: the caller learns the answer is lost.
@@ -390,7 +392,12 @@ impl AnswerState {
         }
         // The caller's window is short: a task writes the rest, until the deadline (the
         // substream is then dropped, which resets it, as on the task path).
-        let rest = frame[written..].to_vec();
+        let rest = if whole <= SMALL_ANSWER {
+            frame[written..].to_vec()
+        } else {
+            large.drain(..written);
+            large
+        };
         let runtime = self.shared.runtime.clone();
         runtime.spawn(async move {
             let finish = async {
@@ -411,22 +418,32 @@ impl AnswerState {
     }
 }
 
-/// A connection's directly answered RPCs that still wait, oldest first, for the
-/// connection's task to time out. They all have the same timeout, so the oldest is
-/// the next due; and a request that arrives after the task looked has a deadline no
-/// earlier than the one the task waits for, so queueing it wakes nobody.
+/// A connection's directly answered RPCs that still wait, by deadline, for the
+/// connection's task to time out. A deadline is the substream's arrival plus the
+/// inbound timeout, so requests queue nearly in deadline order (one read slowly, or
+/// held by its peer's message rate, goes in before later arrivals); and one that
+/// arrives after the task looked is due no earlier than the task waits for, so queueing
+/// it wakes nobody.
 pub(crate) struct AnswerDeadlines {
     inner: parking_lot::Mutex<DeadlineQueue>,
     /// Wakes the connection's task for a deadline earlier than the one it waits for (a
-    /// request read slowly, so queued after the task looked).
+    /// request that arrived before the task last looked, queued after).
     earlier: Notify,
 }
 
 struct DeadlineQueue {
+    /// By deadline, earliest first.
     queue: VecDeque<(tokio::time::Instant, Arc<Answering>)>,
     /// The deadline the connection's task waits for.
     armed: tokio::time::Instant,
+    /// The connection ended: nothing more is queued (its requests are served by their
+    /// substream tasks, which keep their own deadlines).
+    closed: bool,
 }
+
+/// How long an idle connection's task waits at least before it looks again, however
+/// short the inbound timeout: an empty queue never makes it spin.
+const MIN_LOOK_INTERVAL: Duration = Duration::from_secs(1);
 
 impl AnswerDeadlines {
     /// An empty queue whose task first looks at `armed`.
@@ -435,28 +452,44 @@ impl AnswerDeadlines {
             inner: parking_lot::Mutex::new(DeadlineQueue {
                 queue: VecDeque::new(),
                 armed,
+                closed: false,
             }),
             earlier: Notify::new(),
         }
     }
 
-    /// Queues `answering`, due at `deadline`. Answered ones leave from the front, and
-    /// all of them once the queue reaches `compact_at` (twice the RPCs a peer may have
-    /// waiting), so it stays that short behind one that waits long.
-    fn push(&self, deadline: tokio::time::Instant, answering: Arc<Answering>, compact_at: usize) {
+    /// Queues `answering`, due at `deadline`; gives it back once the connection has
+    /// ended. Answered ones leave from the front, and all of them once the queue
+    /// reaches `compact_at` (twice the RPCs a peer may have waiting), so it stays that
+    /// short behind one that waits long.
+    fn push(
+        &self,
+        deadline: tokio::time::Instant,
+        answering: Arc<Answering>,
+        compact_at: usize,
+    ) -> Result<(), Arc<Answering>> {
         let mut inner = self.inner.lock();
+        if inner.closed {
+            return Err(answering);
+        }
         while inner.queue.front().is_some_and(|(_, a)| a.is_done()) {
             inner.queue.pop_front();
         }
         if inner.queue.len() >= compact_at {
             inner.queue.retain(|(_, a)| !a.is_done());
         }
-        inner.queue.push_back((deadline, answering));
+        if inner.queue.back().is_none_or(|(last, _)| *last <= deadline) {
+            inner.queue.push_back((deadline, answering));
+        } else {
+            let at = inner.queue.partition_point(|(due, _)| *due <= deadline);
+            inner.queue.insert(at, (deadline, answering));
+        }
         let earlier = deadline < inner.armed;
         drop(inner);
         if earlier {
             self.earlier.notify_one();
         }
+        Ok(())
     }
 
     /// The deadline the connection's task should wait for.
@@ -469,40 +502,75 @@ impl AnswerDeadlines {
         self.earlier.notified().await;
     }
 
-    /// Times out what is due at `now`; returns when to look next: at the oldest
-    /// deadline left, or one `timeout` from now.
+    /// Times out what is due at `now`; returns when to look next: at the earliest
+    /// deadline left, or (nothing left) one `timeout` from now, at least
+    /// [`MIN_LOOK_INTERVAL`].
     pub(crate) fn expire(
         &self,
         now: tokio::time::Instant,
         timeout: Duration,
     ) -> tokio::time::Instant {
-        let mut due = Vec::new();
-        let next = {
-            let mut inner = self.inner.lock();
-            while inner.queue.front().is_some_and(|(at, _)| *at <= now) {
-                if let Some((_, answering)) = inner.queue.pop_front() {
-                    due.push(answering);
-                }
-            }
-            let next = inner.queue.front().map_or(now + timeout, |(at, _)| *at);
-            inner.armed = next;
-            next
-        };
+        let (due, next) = self.take_due(now);
         for answering in due {
             answering.finish(&failure(Code::Timeout, "server timed out"), "timeout");
         }
-        next
+        next.unwrap_or_else(|| later(now, timeout.max(MIN_LOOK_INTERVAL)))
     }
 
-    /// The connection ended: what still waits cannot be answered.
-    pub(crate) fn close(&self) {
-        let queue = std::mem::take(&mut self.inner.lock().queue);
-        for (_, answering) in queue {
-            if let Some(state) = answering.take() {
-                state.record("write_failed");
+    /// Takes what is due at `now` and drops the answered ones at the front; returns
+    /// them and the earliest deadline left (then armed).
+    fn take_due(
+        &self,
+        now: tokio::time::Instant,
+    ) -> (Vec<Arc<Answering>>, Option<tokio::time::Instant>) {
+        let mut due = Vec::new();
+        let mut inner = self.inner.lock();
+        while let Some((at, answering)) = inner.queue.front() {
+            if answering.is_done() {
+                inner.queue.pop_front();
+            } else if *at <= now {
+                if let Some((_, answering)) = inner.queue.pop_front() {
+                    due.push(answering);
+                }
+            } else {
+                break;
             }
         }
+        let next = inner.queue.front().map(|(at, _)| *at);
+        if let Some(next) = next {
+            inner.armed = next;
+        }
+        (due, next)
     }
+
+    /// The connection ended: nothing more is queued. What waits keeps its deadline:
+    /// drive [`Self::drain`] until it returns.
+    pub(crate) fn close(&self) {
+        self.inner.lock().closed = true;
+    }
+
+    /// After [`Self::close`]: times out what waits as its deadlines pass, answered or
+    /// not by then, and returns once nothing waits. Its substreams are not reset
+    /// early, so their callers learn of the connection's end from the connection.
+    pub(crate) async fn drain(&self) {
+        loop {
+            let now = tokio::time::Instant::now();
+            let (due, next) = self.take_due(now);
+            for answering in due {
+                answering.finish(&failure(Code::Timeout, "server timed out"), "timeout");
+            }
+            let Some(next) = next else {
+                return;
+            };
+            tokio::time::sleep_until(next).await;
+        }
+    }
+}
+
+/// `now + timeout`, or a year from now for a timeout too large to add.
+pub(crate) fn later(now: tokio::time::Instant, timeout: Duration) -> tokio::time::Instant {
+    const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    now.checked_add(timeout).unwrap_or(now + FAR)
 }
 
 /// How a request read ended, when it did not bring a request to serve.
@@ -530,6 +598,10 @@ pub(crate) async fn serve_inbound(
     let protocol = route.protocol;
     let codec = MessageCodec::new(shared.config.max_message_size);
     let permit = Arc::clone(&handle.inbound_rpcs).try_acquire_owned();
+    // The handle is not kept while this waits: it holds the connection open.
+    let limiter = handle.message_limiter.clone();
+    let deadlines = Arc::clone(&handle.answer_deadlines);
+    drop(handle);
     let read = async {
         let request = match codec.read_message(&mut io).await {
             Ok(Some(request)) => request,
@@ -546,7 +618,7 @@ pub(crate) async fn serve_inbound(
         if permit.is_ok() {
             // Over its message rate, the peer's request waits here (under the inbound
             // timeout) before the application sees it.
-            if let Some(limiter) = &handle.message_limiter
+            if let Some(limiter) = &limiter
                 && !limiter.try_acquire()
             {
                 Box::pin(limiter.acquire()).await;
@@ -593,25 +665,36 @@ pub(crate) async fn serve_inbound(
         done: AtomicBool::new(false),
     });
     let compact_at = 2 * shared.config.max_concurrent_inbound_rpcs.max(16);
-    handle
-        .answer_deadlines
-        .push(due, Arc::clone(&answering), compact_at);
-    drop(handle);
+    if let Err(answering) = deadlines.push(due, Arc::clone(&answering), compact_at) {
+        // The connection ended meanwhile: its task times out nothing more, so this one
+        // keeps its deadline here.
+        if let Some(state) = answering.take() {
+            let label = Box::pin(answer_in_task(
+                shared, route, peer, state.io, &codec, deadline, request,
+            ))
+            .await;
+            record_inbound(shared, route, label);
+        }
+        return;
+    }
+    drop(deadlines);
     let reply = Reply::Direct(DirectReply(Some(Arc::clone(&answering))));
     let event = request_event(peer, protocol, request, reply);
     let key = (peer, Some(protocol));
     let gone = match shared.apps[route.app].try_push(key, Queued::Event(event)) {
         Ok(()) => return,
         Err(QueueError::Full(event)) => {
-            // Boxed, as the other paths that wait.
-            let push = shared.apps[route.app].push(key, event);
-            match Box::pin(deadline.bound(push)).await {
+            // Boxed, as the other paths that wait; and kept when the deadline passes, so
+            // the caller is told of the timeout before the request (with its responder)
+            // is dropped.
+            let mut push = Box::pin(shared.apps[route.app].push(key, event));
+            match deadline.bound(push.as_mut()).await {
                 Some(Ok(())) => return,
                 // `push` waits while full: it fails only when closed.
                 Some(Err(QueueError::Closed(event) | QueueError::Full(event))) => event,
                 None => {
-                    return answering
-                        .finish(&failure(Code::Timeout, "server timed out"), "timeout");
+                    answering.finish(&failure(Code::Timeout, "server timed out"), "timeout");
+                    return;
                 }
             }
         }
@@ -747,14 +830,23 @@ mod tests {
         let now = tokio::time::Instant::now();
         let deadlines = AnswerDeadlines::new(now + t);
         // Requests that arrive after the task looked are due no earlier than it waits.
-        deadlines.push(now + t, entry(false), 64);
-        deadlines.push(now + t + Duration::from_secs(1), entry(false), 64);
+        deadlines.push(now + t, entry(false), 64).unwrap();
+        deadlines
+            .push(now + t + Duration::from_secs(1), entry(false), 64)
+            .unwrap();
         let woken = tokio::time::timeout(Duration::from_millis(1), deadlines.earlier()).await;
         assert!(woken.is_err(), "no earlier deadline was queued");
         // One read slowly, queued after the task looked, is due before: it wakes it.
-        deadlines.push(now + Duration::from_secs(3), entry(false), 64);
+        let slow = entry(false);
+        deadlines
+            .push(now + Duration::from_secs(3), Arc::clone(&slow), 64)
+            .unwrap();
         let woken = tokio::time::timeout(Duration::from_millis(1), deadlines.earlier()).await;
         assert!(woken.is_ok(), "the earlier deadline woke the task");
+        // It is the next due, though queued last.
+        let next = deadlines.expire(now + Duration::from_secs(3), t);
+        assert!(slow.is_done());
+        assert_eq!(next, now + t);
     }
 
     #[tokio::test(start_paused = true)]
@@ -764,16 +856,45 @@ mod tests {
         let deadlines = AnswerDeadlines::new(start + t);
         let first = entry(false);
         let second = entry(false);
-        deadlines.push(start + Duration::from_secs(2), Arc::clone(&first), 64);
-        deadlines.push(start + Duration::from_secs(5), Arc::clone(&second), 64);
+        deadlines
+            .push(start + Duration::from_secs(2), Arc::clone(&first), 64)
+            .unwrap();
+        deadlines
+            .push(start + Duration::from_secs(5), Arc::clone(&second), 64)
+            .unwrap();
         let next = deadlines.expire(start + Duration::from_secs(2), t);
         assert!(first.is_done() && !second.is_done());
         assert_eq!(next, start + Duration::from_secs(5));
         assert_eq!(deadlines.armed(), next);
-        // Empty, it looks again a whole timeout later.
+        // Empty, it looks again a whole timeout later, and never sooner than the
+        // least interval.
         let at = start + Duration::from_secs(6);
         assert_eq!(deadlines.expire(at, t), at + t);
         assert!(second.is_done());
+        assert_eq!(deadlines.expire(at, Duration::ZERO), at + MIN_LOOK_INTERVAL);
+        // Answered ones are not waited for.
+        deadlines
+            .push(at + Duration::from_secs(1), entry(true), 64)
+            .unwrap();
+        assert_eq!(deadlines.expire(at, t), at + t);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_queue_takes_nothing_more_and_drains_by_the_deadlines() {
+        let t = Duration::from_secs(10);
+        let start = tokio::time::Instant::now();
+        let deadlines = AnswerDeadlines::new(start + t);
+        let waiting = entry(false);
+        deadlines
+            .push(start + Duration::from_secs(4), Arc::clone(&waiting), 64)
+            .unwrap();
+        deadlines.close();
+        let refused = deadlines.push(start + Duration::from_secs(5), entry(false), 64);
+        assert!(refused.is_err(), "queued after the connection ended");
+        // What waits is timed out at its deadline, not at the close.
+        deadlines.drain().await;
+        assert!(waiting.is_done());
+        assert_eq!(start.elapsed(), Duration::from_secs(4));
     }
 
     #[test]
@@ -782,16 +903,16 @@ mod tests {
         let deadlines = AnswerDeadlines::new(far);
         let compact_at = 32;
         // The oldest waits; everything behind it gets answered at once.
-        deadlines.push(far, entry(false), compact_at);
+        deadlines.push(far, entry(false), compact_at).unwrap();
         for _ in 0..1000 {
-            deadlines.push(far, entry(true), compact_at);
+            deadlines.push(far, entry(true), compact_at).unwrap();
             let len = deadlines.inner.lock().queue.len();
             assert!(len <= compact_at, "{len} queued");
         }
         // Answered ones at the front leave on the next push.
         let deadlines = AnswerDeadlines::new(far);
         for _ in 0..10 {
-            deadlines.push(far, entry(true), compact_at);
+            deadlines.push(far, entry(true), compact_at).unwrap();
         }
         assert_eq!(deadlines.inner.lock().queue.len(), 1);
     }
