@@ -338,6 +338,11 @@ impl Answering {
         }
     }
 
+    /// Tells the caller the server ran out of time, unless it is answered.
+    fn time_out(&self) {
+        self.finish(&failure(Code::Timeout, "server timed out"), "timeout");
+    }
+
     fn take(&self) -> Option<AnswerState> {
         let state = self.state.lock().take();
         self.done.store(true, Ordering::Release);
@@ -512,7 +517,7 @@ impl AnswerDeadlines {
     ) -> tokio::time::Instant {
         let (due, next) = self.take_due(now);
         for answering in due {
-            answering.finish(&failure(Code::Timeout, "server timed out"), "timeout");
+            answering.time_out();
         }
         next.unwrap_or_else(|| later(now, timeout.max(MIN_LOOK_INTERVAL)))
     }
@@ -557,7 +562,7 @@ impl AnswerDeadlines {
             let now = tokio::time::Instant::now();
             let (due, next) = self.take_due(now);
             for answering in due {
-                answering.finish(&failure(Code::Timeout, "server timed out"), "timeout");
+                answering.time_out();
             }
             let Some(next) = next else {
                 return;
@@ -693,7 +698,7 @@ pub(crate) async fn serve_inbound(
                 // `push` waits while full: it fails only when closed.
                 Some(Err(QueueError::Closed(event) | QueueError::Full(event))) => event,
                 None => {
-                    answering.finish(&failure(Code::Timeout, "server timed out"), "timeout");
+                    answering.time_out();
                     return;
                 }
             }
