@@ -317,17 +317,7 @@ impl Answering {
         let Some(state) = self.take() else {
             return;
         };
-        let (response, label) = match result {
-            Ok(data) => {
-                let route = &state.shared.routes[state.route];
-                route.metrics.bytes_out.inc_by(data.len() as u64);
-                let response = RpcResponse {
-                    result: Some(rpc_response::Result::Ok(data)),
-                };
-                (response, "ok")
-            }
-            Err(reason) => (failure(Code::Application, &reason), "application_error"),
-        };
+        let (response, label) = response_to(&state.shared.routes[state.route], result);
         state.write(&response, label);
     }
 
@@ -515,37 +505,38 @@ impl AnswerDeadlines {
         now: tokio::time::Instant,
         timeout: Duration,
     ) -> tokio::time::Instant {
-        let (due, next) = self.take_due(now);
+        self.time_out_due(now)
+            .unwrap_or_else(|| later(now, timeout.max(MIN_LOOK_INTERVAL)))
+    }
+
+    /// Times out what is due at `now`, dropping the answered ones at the front on the
+    /// way; returns the earliest deadline left, then armed.
+    fn time_out_due(&self, now: tokio::time::Instant) -> Option<tokio::time::Instant> {
+        let mut due = Vec::new();
+        let next = {
+            let mut inner = self.inner.lock();
+            while let Some((at, answering)) = inner.queue.front() {
+                if answering.is_done() {
+                    inner.queue.pop_front();
+                } else if *at <= now {
+                    if let Some((_, answering)) = inner.queue.pop_front() {
+                        due.push(answering);
+                    }
+                } else {
+                    break;
+                }
+            }
+            let next = inner.queue.front().map(|(at, _)| *at);
+            if let Some(next) = next {
+                inner.armed = next;
+            }
+            next
+        };
+        // Written outside the lock.
         for answering in due {
             answering.time_out();
         }
-        next.unwrap_or_else(|| later(now, timeout.max(MIN_LOOK_INTERVAL)))
-    }
-
-    /// Takes what is due at `now` and drops the answered ones at the front; returns
-    /// them and the earliest deadline left (then armed).
-    fn take_due(
-        &self,
-        now: tokio::time::Instant,
-    ) -> (Vec<Arc<Answering>>, Option<tokio::time::Instant>) {
-        let mut due = Vec::new();
-        let mut inner = self.inner.lock();
-        while let Some((at, answering)) = inner.queue.front() {
-            if answering.is_done() {
-                inner.queue.pop_front();
-            } else if *at <= now {
-                if let Some((_, answering)) = inner.queue.pop_front() {
-                    due.push(answering);
-                }
-            } else {
-                break;
-            }
-        }
-        let next = inner.queue.front().map(|(at, _)| *at);
-        if let Some(next) = next {
-            inner.armed = next;
-        }
-        (due, next)
+        next
     }
 
     /// The connection ended: nothing more is queued. What waits keeps its deadline:
@@ -558,15 +549,7 @@ impl AnswerDeadlines {
     /// not by then, and returns once nothing waits. Its substreams are not reset
     /// early, so their callers learn of the connection's end from the connection.
     pub(crate) async fn drain(&self) {
-        loop {
-            let now = tokio::time::Instant::now();
-            let (due, next) = self.take_due(now);
-            for answering in due {
-                answering.time_out();
-            }
-            let Some(next) = next else {
-                return;
-            };
+        while let Some(next) = self.time_out_due(tokio::time::Instant::now()) {
             tokio::time::sleep_until(next).await;
         }
     }
@@ -805,15 +788,22 @@ async fn answer(
         );
     }
     match rx.await {
-        Ok(Ok(data)) => {
+        Ok(result) => response_to(route, result),
+        Err(_) => (failure(Code::NoResponse, "no response"), "no_response"),
+    }
+}
+
+/// The response that carries the application's `result`, and its outcome label.
+fn response_to(route: &Route, result: RpcResult) -> (RpcResponse, &'static str) {
+    match result {
+        Ok(data) => {
             route.metrics.bytes_out.inc_by(data.len() as u64);
-            let msg = RpcResponse {
+            let response = RpcResponse {
                 result: Some(rpc_response::Result::Ok(data)),
             };
-            (msg, "ok")
+            (response, "ok")
         }
-        Ok(Err(reason)) => (failure(Code::Application, &reason), "application_error"),
-        Err(_) => (failure(Code::NoResponse, "no response"), "no_response"),
+        Err(reason) => (failure(Code::Application, &reason), "application_error"),
     }
 }
 
