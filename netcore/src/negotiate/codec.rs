@@ -14,6 +14,9 @@ use super::{MAX_LENGTH_PREFIX_LEN, MAX_MESSAGE_LEN};
 
 /// The header both sides send first.
 pub(crate) const HEADER: &[u8] = b"/multistream/1.0.0";
+/// The header as a whole message: its length prefix (19, the newline included), the
+/// header and the newline.
+pub(crate) const ENCODED_HEADER: &[u8] = b"\x13/multistream/1.0.0\n";
 /// "Not available": the listener refuses the proposed protocol.
 const NOT_AVAILABLE: &[u8] = b"na";
 /// "List": the dialer asks which protocols the listener supports.
@@ -151,6 +154,7 @@ mod tests {
     #[test]
     fn header_is_encoded_as_the_spec_shows() {
         assert_eq!(&encoded(Message::Header)[..], b"\x13/multistream/1.0.0\n");
+        assert_eq!(&encoded(Message::Header)[..], ENCODED_HEADER);
         assert_eq!(&encoded(Message::NotAvailable)[..], b"\x03na\n");
         assert_eq!(&encoded(Message::List)[..], b"\x03ls\n");
     }

@@ -9,7 +9,7 @@ use bytes::{Buf, BytesMut};
 use tokio_util::codec::Encoder;
 
 use super::MAX_PROPOSALS;
-use super::codec::{HEADER, LineCodec, Message, peek_line};
+use super::codec::{ENCODED_HEADER, HEADER, LineCodec, Message, peek_line};
 use super::error::NegotiateError;
 
 /// Where a listener stands after the input it was given.
@@ -69,7 +69,9 @@ impl ListenerCore {
                     return Err(NegotiateError::BadHeader);
                 }
                 self.header_seen = true;
-                LineCodec.encode(Message::Header, out)?;
+                // A message that parsed is in its one encoding (the length prefix is
+                // minimal), so the answer is a copy of it.
+                out.extend_from_slice(&input[..taken]);
                 input.advance(taken);
                 continue;
             }
@@ -87,8 +89,9 @@ impl ListenerCore {
             self.proposals += 1;
             let index =
                 protocol.and_then(|p| supported.iter().position(|s| s.as_ref().as_bytes() == p));
-            if let (Some(index), Some(protocol)) = (index, protocol) {
-                LineCodec.encode(Message::Protocol(protocol), out)?;
+            if let Some(index) = index {
+                // The echo: a copy of the proposal as it came.
+                out.extend_from_slice(&input[..taken]);
                 input.advance(taken);
                 return Ok(ListenerProgress::Accepted(index));
             }
@@ -149,9 +152,9 @@ impl DialerCore {
         };
         // Room for both messages at once (each takes at most a 2-byte length prefix),
         // and for a small first write behind them.
-        out.reserve(HEADER.len() + protocol.len() + 6 + super::FIRST_WRITE_ROOM);
-        LineCodec.encode(Message::Header, out)?;
-        core.propose(protocol, out)?;
+        out.reserve(ENCODED_HEADER.len() + protocol.len() + 3 + super::FIRST_WRITE_ROOM);
+        out.extend_from_slice(ENCODED_HEADER);
+        core.queue_proposal(protocol, out)?;
         Ok(core)
     }
 
@@ -162,6 +165,11 @@ impl DialerCore {
         out: &mut BytesMut,
     ) -> Result<(), NegotiateError> {
         validate_protocol(protocol)?;
+        self.queue_proposal(protocol, out)
+    }
+
+    /// Queues a proposal of `protocol`, already validated.
+    fn queue_proposal(&mut self, protocol: &str, out: &mut BytesMut) -> Result<(), NegotiateError> {
         LineCodec.encode(Message::Protocol(protocol.as_bytes()), out)?;
         self.proposal = Some(protocol.into());
         Ok(())
