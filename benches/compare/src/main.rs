@@ -27,6 +27,8 @@ struct Sizes {
     bulk_chunk: usize,
     messages: u64,
     rpc_samples: usize,
+    /// Rounds the RPC latency workload's sides take turns in.
+    rpc_rounds: usize,
     rpc_rate_count: u64,
     setups: u32,
     idle_connections: u32,
@@ -39,6 +41,7 @@ const FULL: Sizes = Sizes {
     bulk_chunk: 64 * 1024,
     messages: 2_000_000,
     rpc_samples: 20_000,
+    rpc_rounds: ROUNDS,
     rpc_rate_count: 200_000,
     setups: 300,
     idle_connections: 1_000,
@@ -51,6 +54,7 @@ const QUICK: Sizes = Sizes {
     bulk_chunk: 64 * 1024,
     messages: 100_000,
     rpc_samples: 1_000,
+    rpc_rounds: ROUNDS,
     rpc_rate_count: 10_000,
     setups: 20,
     idle_connections: 100,
@@ -239,11 +243,12 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 /// RPC round trips over our stack and (`with_echo`) a TCP echo, each on its own runtime,
-/// taking turns in `ROUNDS` rounds after a warm-up of a tenth of `samples` each; then
+/// taking turns in `rounds` rounds after a warm-up of a tenth of `samples` each; then
 /// our rate with `IN_FLIGHT` outstanding over `rate_count` requests. Every round runs as
 /// a spawned task (see [`spawned`]). Each round's p50 goes to stderr.
 fn rpc_rounds(
     samples: usize,
+    rounds: usize,
     rate_count: u64,
     with_echo: bool,
 ) -> (Vec<Duration>, Vec<Duration>, f64) {
@@ -282,9 +287,9 @@ fn rpc_rounds(
     ours_round(samples / 10);
     echo_round(samples / 10);
     let (mut ours_lat, mut echo_lat) = (Vec::new(), Vec::new());
-    let per_round = samples / ROUNDS;
+    let per_round = samples / rounds;
     let mut p50s = Vec::new();
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         let (mut o, mut e) = if round % 2 == 0 {
             let o = ours_round(per_round);
             (o, echo_round(per_round))
@@ -411,7 +416,7 @@ fn run_once(sizes: &Sizes, only: Option<&str>, ours_only: bool) -> BTreeMap<&'st
     if want("rpc") {
         // `--ours-only` (for profiling) runs our RPC alone.
         let (mut ours_lat, mut echo_lat, rate) =
-            rpc_rounds(sizes.rpc_samples, sizes.rpc_rate_count, !ours_only);
+            rpc_rounds(sizes.rpc_samples, sizes.rpc_rounds, sizes.rpc_rate_count, !ours_only);
         ours_lat.sort();
         echo_lat.sort();
         f.insert("rpc_p50.ours", percentile(&ours_lat, 0.5));
@@ -708,7 +713,7 @@ fn main() {
     let mut sizes = FULL;
     let mut only = None;
     let mut ours_only = false;
-    let (mut rpc_samples, mut rpc_rate) = (None, None);
+    let (mut rpc_samples, mut rpc_rate, mut rpc_rounds) = (None, None, None);
     let mut it = args.iter().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -719,24 +724,32 @@ fn main() {
             // differ by whole calls only.
             "--rpc-samples" => rpc_samples = Some(count(it.next())),
             "--rpc-rate" => rpc_rate = Some(count(it.next()) as u64),
+            // For studying the machine's changes of speed: shorter turns.
+            "--rpc-rounds" => rpc_rounds = Some(count(it.next())),
             "--only" => only = it.next().cloned(),
             // For profiling: our side of the `--only` workload, nothing else (messages:
             // DirectSend alone; rpc: no echo).
             "--ours-only" => ours_only = true,
             other => {
                 eprintln!(
-                    "unknown argument {other}; usage: compare [--out FILE] [--runs N] [--quick] [--only bulk|messages|rpc|setup|memory|mesh [--ours-only]] [--rpc-samples N] [--rpc-rate N]"
+                    "unknown argument {other}; usage: compare [--out FILE] [--runs N] [--quick] [--only bulk|messages|rpc|setup|memory|mesh [--ours-only]] [--rpc-samples N] [--rpc-rounds N] [--rpc-rate N]"
                 );
                 std::process::exit(2);
             }
         }
     }
+    if let Some(rounds) = rpc_rounds {
+        sizes.rpc_rounds = rounds.max(1);
+    }
     if let Some(samples) = rpc_samples {
-        if samples < ROUNDS {
-            eprintln!("--rpc-samples takes at least {ROUNDS}, one per round");
-            std::process::exit(2);
-        }
         sizes.rpc_samples = samples;
+    }
+    if sizes.rpc_samples < sizes.rpc_rounds {
+        eprintln!(
+            "--rpc-samples takes at least one per round ({})",
+            sizes.rpc_rounds
+        );
+        std::process::exit(2);
     }
     if let Some(rate) = rpc_rate {
         sizes.rpc_rate_count = rate.max(1);
