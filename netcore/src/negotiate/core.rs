@@ -5,6 +5,8 @@
 //! only moves bytes between those buffers and the stream. Bytes past the message that
 //! settles the negotiation stay in the input buffer: they are the first application data.
 
+use std::borrow::Cow;
+
 use bytes::{Buf, BytesMut};
 use tokio_util::codec::Encoder;
 
@@ -138,21 +140,28 @@ pub(crate) enum DialerProgress {
 #[derive(Debug)]
 pub(crate) struct DialerCore {
     header_seen: bool,
-    /// The protocol awaiting an answer; `None` once it is answered.
-    proposal: Option<Box<str>>,
+    /// The protocol awaiting an answer; `None` once it is answered. Borrowed for a
+    /// `'static` id (all of the stack's): a substream's negotiation allocates no copy.
+    proposal: Option<Cow<'static, str>>,
 }
 
 impl DialerCore {
     /// Starts a negotiation: queues the header and a proposal of `protocol` on `out`.
-    pub(crate) fn start(protocol: &str, out: &mut BytesMut) -> Result<Self, NegotiateError> {
-        validate_protocol(protocol)?;
+    pub(crate) fn start(
+        protocol: impl Into<Cow<'static, str>>,
+        out: &mut BytesMut,
+    ) -> Result<Self, NegotiateError> {
+        let protocol = protocol.into();
+        validate_protocol(&protocol)?;
         let mut core = DialerCore {
             header_seen: false,
             proposal: None,
         };
         // Room for both messages at once (each takes at most a 2-byte length prefix),
-        // and for a small first write behind them.
-        out.reserve(ENCODED_HEADER.len() + protocol.len() + 3 + super::FIRST_WRITE_ROOM);
+        // and for a small first write behind them; and for a read, as an optimistic
+        // dialer reads the answer into this buffer once it is sent (`Negotiated`).
+        let room = ENCODED_HEADER.len() + protocol.len() + 3 + super::FIRST_WRITE_ROOM;
+        out.reserve(room.max(super::READ_CHUNK));
         out.extend_from_slice(ENCODED_HEADER);
         core.queue_proposal(protocol, out)?;
         Ok(core)
@@ -161,17 +170,22 @@ impl DialerCore {
     /// Queues a proposal of `protocol` on `out`, after the previous one was refused.
     pub(crate) fn propose(
         &mut self,
-        protocol: &str,
+        protocol: impl Into<Cow<'static, str>>,
         out: &mut BytesMut,
     ) -> Result<(), NegotiateError> {
-        validate_protocol(protocol)?;
+        let protocol = protocol.into();
+        validate_protocol(&protocol)?;
         self.queue_proposal(protocol, out)
     }
 
     /// Queues a proposal of `protocol`, already validated.
-    fn queue_proposal(&mut self, protocol: &str, out: &mut BytesMut) -> Result<(), NegotiateError> {
+    fn queue_proposal(
+        &mut self,
+        protocol: Cow<'static, str>,
+        out: &mut BytesMut,
+    ) -> Result<(), NegotiateError> {
         LineCodec.encode(Message::Protocol(protocol.as_bytes()), out)?;
-        self.proposal = Some(protocol.into());
+        self.proposal = Some(protocol);
         Ok(())
     }
 
@@ -455,7 +469,7 @@ mod tests {
             let mut out = BytesMut::new();
             assert!(
                 matches!(
-                    DialerCore::start(bad, &mut out),
+                    DialerCore::start(bad.to_owned(), &mut out),
                     Err(NegotiateError::InvalidProtocol(_))
                 ),
                 "{bad:?}"
@@ -475,7 +489,7 @@ mod tests {
         data: &[u8],
     ) -> (Result<usize, String>, Result<usize, String>, Vec<u8>) {
         let mut to_listener = BytesMut::new();
-        let mut dialer = DialerCore::start(proposals[0], &mut to_listener).unwrap();
+        let mut dialer = DialerCore::start(proposals[0].to_owned(), &mut to_listener).unwrap();
         let mut listener = ListenerCore::new();
         let (mut dialer_in, mut listener_in, mut to_dialer) =
             (BytesMut::new(), BytesMut::new(), BytesMut::new());
@@ -514,7 +528,9 @@ mod tests {
                 Ok(DialerProgress::Refused) => {
                     index += 1;
                     match proposals.get(index) {
-                        Some(next) => dialer.propose(next, &mut to_listener).unwrap(),
+                        Some(next) => dialer
+                            .propose((*next).to_owned(), &mut to_listener)
+                            .unwrap(),
                         None => {
                             let listener_result = listener_result
                                 .unwrap_or_else(|| Err(listener.on_eof().to_string()));

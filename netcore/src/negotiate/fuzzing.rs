@@ -40,7 +40,7 @@ pub fn negotiate_dialer(data: &[u8]) {
     let Some(first) = proposals.next() else {
         return;
     };
-    let Ok(mut core) = DialerCore::start(first, &mut out) else {
+    let Ok(mut core) = DialerCore::start(*first, &mut out) else {
         return;
     };
     let mut buf = BytesMut::new();
@@ -51,7 +51,7 @@ pub fn negotiate_dialer(data: &[u8]) {
             Ok(DialerProgress::Accepted) | Err(_) => return,
             Ok(DialerProgress::Refused) => match proposals.next() {
                 Some(next) => {
-                    if core.propose(next, &mut out).is_err() {
+                    if core.propose(*next, &mut out).is_err() {
                         return;
                     }
                 }

@@ -56,6 +56,8 @@ mod error;
 pub(crate) mod fuzzing;
 mod negotiated;
 
+use std::borrow::Cow;
+
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
@@ -193,7 +195,8 @@ where
         validate_protocol(protocol.as_ref())?;
     }
     let mut out = BytesMut::new();
-    let mut core = DialerCore::start(first.as_ref(), &mut out)?;
+    // Interactive negotiation is the uncommon way: its proposals are copied.
+    let mut core = DialerCore::start(first.as_ref().to_owned(), &mut out)?;
     let mut input = BytesMut::new();
     let mut index = 0;
     loop {
@@ -205,7 +208,7 @@ where
                 let Some(next) = protocols.get(index) else {
                     return Err(NegotiateError::Refused);
                 };
-                core.propose(next.as_ref(), &mut out)?;
+                core.propose(next.as_ref().to_owned(), &mut out)?;
             }
             DialerProgress::NeedInput => {
                 if read_more(&mut io, &mut input).await? == 0 {
@@ -225,7 +228,7 @@ where
 /// [`NegotiateError::InvalidProtocol`] if `protocol` cannot be proposed.
 pub fn negotiate_outbound_select<IO>(
     io: IO,
-    protocol: &str,
+    protocol: impl Into<Cow<'static, str>>,
 ) -> Result<Negotiated<IO>, NegotiateError>
 where
     IO: AsyncRead + AsyncWrite + Unpin,

@@ -121,8 +121,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Negotiated<IO> {
             }
             self.write_buf.advance(n);
             if self.write_buf.is_empty() {
-                // Give back the buffer: from now on writes go straight through.
-                self.write_buf = BytesMut::new();
+                // From now on writes go straight through. An optimistic dialer reads the
+                // answer into the spent buffer, which has room for it: one allocation
+                // serves both ways of the negotiation.
+                let spent = std::mem::take(&mut self.write_buf);
+                if matches!(self.state, State::Expecting { .. }) && self.read_buf.capacity() == 0 {
+                    self.read_buf = spent;
+                }
             }
         }
         Poll::Ready(Ok(()))

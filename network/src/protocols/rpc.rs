@@ -198,7 +198,7 @@ async fn send_response(
     codec
         .write_message_with(io, response.encoded_len(), |mut dst| {
             // The slice is exactly the encoded length, so encoding cannot fail.
-            let _ = response.encode(&mut dst);
+            let _ = response.encode_into(&mut dst);
         })
         .await?;
     io.shutdown().await?;
@@ -368,7 +368,7 @@ impl AnswerState {
         // `max` is at most `u32::MAX`, so the length fits the field.
         frame[..LENGTH_FIELD_BYTES].copy_from_slice(&(len as u32).to_be_bytes());
         // The slice is exactly the encoded length, so encoding cannot fail.
-        let _ = response.encode(&mut &mut frame[LENGTH_FIELD_BYTES..]);
+        let _ = response.encode_into(&mut &mut frame[LENGTH_FIELD_BYTES..]);
         let mut cx = Context::from_waker(Waker::noop());
         let mut written = 0;
         while written < whole {
