@@ -136,6 +136,25 @@ mod tests {
         }
 
         #[test]
+        fn any_response_is_encoded_as_prost_encodes_it(
+            payload in proptest::collection::vec(any::<u8>(), 0..2048),
+            code in any::<i32>(),
+            message in ".{0,40}",
+            which in 0u8..3,
+        ) {
+            use super::rpc::{RpcFailure, RpcResponse, rpc_response};
+            let result = match which {
+                0 => Some(rpc_response::Result::Ok(payload.into())),
+                1 => Some(rpc_response::Result::Failure(RpcFailure { code, message })),
+                _ => None,
+            };
+            let response = RpcResponse { result };
+            let mut ours = Vec::new();
+            response.encode_into(&mut ours).unwrap();
+            prop_assert_eq!(ours, response.encode_to_vec());
+        }
+
+        #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = HandshakeMsg::decode(&bytes[..]);
         }

@@ -328,7 +328,7 @@ fn rpc_rounds(
 fn count(arg: Option<&String>) -> usize {
     arg.and_then(|a| a.replace('_', "").parse().ok())
         .unwrap_or_else(|| {
-            eprintln!("--rpc-samples and --rpc-rate take a count");
+            eprintln!("--rpc-samples, --rpc-rounds and --rpc-rate take a count");
             std::process::exit(2);
         })
 }
@@ -415,8 +415,12 @@ fn run_once(sizes: &Sizes, only: Option<&str>, ours_only: bool) -> BTreeMap<&'st
     }
     if want("rpc") {
         // `--ours-only` (for profiling) runs our RPC alone.
-        let (mut ours_lat, mut echo_lat, rate) =
-            rpc_rounds(sizes.rpc_samples, sizes.rpc_rounds, sizes.rpc_rate_count, !ours_only);
+        let (mut ours_lat, mut echo_lat, rate) = rpc_rounds(
+            sizes.rpc_samples,
+            sizes.rpc_rounds,
+            sizes.rpc_rate_count,
+            !ours_only,
+        );
         ours_lat.sort();
         echo_lat.sort();
         f.insert("rpc_p50.ours", percentile(&ours_lat, 0.5));
@@ -739,15 +743,17 @@ fn main() {
         }
     }
     if let Some(rounds) = rpc_rounds {
-        sizes.rpc_rounds = rounds.max(1);
+        // Even, so that each side goes first equally often.
+        sizes.rpc_rounds = rounds.max(1).next_multiple_of(2);
     }
     if let Some(samples) = rpc_samples {
         sizes.rpc_samples = samples;
     }
     if sizes.rpc_samples < sizes.rpc_rounds {
         eprintln!(
-            "--rpc-samples takes at least one per round ({})",
-            sizes.rpc_rounds
+            "{} RPC samples cannot fill {} rounds: --rpc-samples takes at least one per \
+             round (--rpc-rounds)",
+            sizes.rpc_samples, sizes.rpc_rounds
         );
         std::process::exit(2);
     }

@@ -14,9 +14,25 @@ use super::{MAX_LENGTH_PREFIX_LEN, MAX_MESSAGE_LEN};
 
 /// The header both sides send first.
 pub(crate) const HEADER: &[u8] = b"/multistream/1.0.0";
-/// The header as a whole message: its length prefix (19, the newline included), the
-/// header and the newline.
-pub(crate) const ENCODED_HEADER: &[u8] = b"\x13/multistream/1.0.0\n";
+/// The header as a whole message: its length prefix (the header's length with the
+/// newline, under 128, so one varint byte), the header and the newline.
+pub(crate) const ENCODED_HEADER: &[u8] = &encoded_header();
+
+const fn encoded_header() -> [u8; HEADER.len() + 2] {
+    assert!(
+        HEADER.len() + 1 < 0x80,
+        "the header's length prefix is one byte"
+    );
+    let mut out = [0u8; HEADER.len() + 2];
+    out[0] = (HEADER.len() + 1) as u8;
+    let mut i = 0;
+    while i < HEADER.len() {
+        out[i + 1] = HEADER[i];
+        i += 1;
+    }
+    out[HEADER.len() + 1] = b'\n';
+    out
+}
 /// "Not available": the listener refuses the proposed protocol.
 const NOT_AVAILABLE: &[u8] = b"na";
 /// "List": the dialer asks which protocols the listener supports.

@@ -287,6 +287,30 @@ mod tests {
     }
 
     #[test]
+    fn listener_echo_of_a_long_id_with_a_two_byte_length_prefix_is_its_encoding() {
+        // 200 bytes with the newline: the length prefix takes two bytes.
+        let long = format!("/{}", "x".repeat(198));
+        let supported = [long.as_str()];
+        let mut input = wire(&[Message::Header, proto(&long)]);
+        assert_eq!(input[ENCODED_HEADER.len()..][..2], [0xc8, 0x01]);
+        input.extend_from_slice(b"request");
+        let mut out = BytesMut::new();
+        let progress = ListenerCore::new()
+            .on_input(&supported, &mut input, &mut out)
+            .unwrap();
+        assert_eq!(progress, ListenerProgress::Accepted(0));
+        assert_eq!(out, wire(&[Message::Header, proto(&long)]));
+        assert_eq!(&input[..], b"request");
+    }
+
+    #[test]
+    fn a_dialer_buffer_has_room_for_the_answer_read_into_it() {
+        let mut out = BytesMut::new();
+        DialerCore::start("/a", &mut out).unwrap();
+        assert!(out.capacity() >= super::super::READ_CHUNK);
+    }
+
+    #[test]
     fn listener_answers_unsupported_proposal_and_ls_with_na_then_accepts() {
         let mut listener = ListenerCore::new();
         let mut input = wire(&[Message::Header, proto("/other/1"), Message::List]);

@@ -224,6 +224,9 @@ where
 /// checks the listener's answer on its first read. See [`Negotiated`] for how a refusal
 /// is reported.
 ///
+/// A `&'static str` id is kept borrowed, to check the listener's echo against, so a
+/// substream costs no copy of it; a shorter-lived id is passed as a `String`.
+///
 /// # Errors
 /// [`NegotiateError::InvalidProtocol`] if `protocol` cannot be proposed.
 pub fn negotiate_outbound_select<IO>(

@@ -49,6 +49,9 @@ enum State {
         core: DialerCore,
         /// The proposal was written and flushed, so the answer can be awaited.
         flushed: bool,
+        /// The write buffer kept the size `DialerCore::start` gave it (a first write
+        /// joined it without growing it), so once sent it may take the answer.
+        small_buffer: bool,
     },
     /// The listener refused, or the exchange failed: reported on every call.
     Failed(NegotiateError),
@@ -93,6 +96,7 @@ impl<IO> Negotiated<IO> {
             state: State::Expecting {
                 core,
                 flushed: false,
+                small_buffer: true,
             },
         }
     }
@@ -123,9 +127,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Negotiated<IO> {
             if self.write_buf.is_empty() {
                 // From now on writes go straight through. An optimistic dialer reads the
                 // answer into the spent buffer, which has room for it: one allocation
-                // serves both ways of the negotiation.
+                // serves both ways of the negotiation. Not one that a large first write
+                // grew: the answer takes a few dozen bytes.
                 let spent = std::mem::take(&mut self.write_buf);
-                if matches!(self.state, State::Expecting { .. }) && self.read_buf.capacity() == 0 {
+                let small = matches!(
+                    self.state,
+                    State::Expecting {
+                        small_buffer: true,
+                        ..
+                    }
+                );
+                if small && self.read_buf.capacity() == 0 {
                     self.read_buf = spent;
                 }
             }
@@ -137,7 +149,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Negotiated<IO> {
     /// until the listener has answered. Leaves the state `Done` or `Failed`.
     fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            let State::Expecting { core, flushed } = &mut self.state else {
+            let State::Expecting { core, flushed, .. } = &mut self.state else {
                 return Poll::Ready(Ok(()));
             };
             if !*flushed || !self.write_buf.is_empty() {
@@ -164,6 +176,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Negotiated<IO> {
                     State::Failed(core.on_eof())
                 }
             };
+            if let State::Failed(_) = next {
+                // Nothing more is read from a failed negotiation.
+                self.read_buf = BytesMut::new();
+            }
             self.state = next;
         }
     }
@@ -230,6 +246,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Negotiated<IO> {
                 // write call. The data is ours once buffered: whatever `io` does not take
                 // now goes out on the next write or flush.
                 let take = data.len().min(MAX_COALESCED_WRITE - this.write_buf.len());
+                if take > this.write_buf.capacity() - this.write_buf.len()
+                    && let State::Expecting { small_buffer, .. } = &mut this.state
+                {
+                    *small_buffer = false;
+                }
                 this.write_buf.extend_from_slice(&data[..take]);
                 if let Poll::Ready(Err(err)) = this.poll_drain(cx) {
                     return Poll::Ready(Err(err));
@@ -278,5 +299,70 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Negotiated<IO> {
         let this = self.get_mut();
         ready!(this.poll_drain(cx))?;
         Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::negotiate::{negotiate_inbound, negotiate_outbound_select};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn the_answer_is_read_into_the_buffer_a_small_first_write_went_out_in() {
+        let (dialer, listener) = tokio::io::duplex(64 * 1024);
+        let mut out = negotiate_outbound_select(dialer, "/rpc/1").unwrap();
+        out.write_all(b"ping").await.unwrap();
+        out.flush().await.unwrap();
+        assert!(out.write_buf.is_empty());
+        assert!(
+            out.read_buf.capacity() > 0,
+            "the spent buffer waits for the answer"
+        );
+
+        let (mut inbound, _) = negotiate_inbound(listener, &["/rpc/1"]).await.unwrap();
+        let mut request = [0u8; 4];
+        inbound.read_exact(&mut request).await.unwrap();
+        inbound.write_all(b"pong").await.unwrap();
+        inbound.flush().await.unwrap();
+        let mut response = [0u8; 4];
+        out.read_exact(&mut response).await.unwrap();
+        assert_eq!(&response, b"pong");
+        assert!(out.is_confirmed());
+    }
+
+    #[tokio::test]
+    async fn a_buffer_a_large_first_write_grew_is_given_back() {
+        let (dialer, _listener) = tokio::io::duplex(64 * 1024);
+        let mut out = negotiate_outbound_select(dialer, "/rpc/1").unwrap();
+        out.write_all(&vec![7u8; MAX_COALESCED_WRITE])
+            .await
+            .unwrap();
+        out.flush().await.unwrap();
+        assert!(out.write_buf.is_empty());
+        assert_eq!(
+            out.read_buf.capacity(),
+            0,
+            "a few bytes of answer do not keep {MAX_COALESCED_WRITE} bytes"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_proposal_lets_go_of_its_read_buffer() {
+        let (dialer, listener) = tokio::io::duplex(64 * 1024);
+        let mut out = negotiate_outbound_select(dialer, "/rpc/2").unwrap();
+        out.write_all(b"ping").await.unwrap();
+        out.flush().await.unwrap();
+        let listening =
+            tokio::spawn(async move { negotiate_inbound(listener, &["/rpc/1"]).await.err() });
+        let mut response = [0u8; 4];
+        let err = out.read_exact(&mut response).await.unwrap_err();
+        assert!(matches!(
+            NegotiateError::from_io(&err),
+            Some(NegotiateError::Refused)
+        ));
+        assert_eq!(out.read_buf.capacity(), 0);
+        drop(out);
+        assert!(listening.await.unwrap().is_some());
     }
 }
