@@ -212,21 +212,71 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Negotiated<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        ready!(this.poll_answer(cx))?;
-        if let Some(err) = this.failure() {
-            return Poll::Ready(Err(err));
-        }
-        if this.read_buf.is_empty() {
+        // Every read of a connection's multiplexer goes through here: the common case
+        // is checked first and stays small (the rest is another function).
+        if matches!(this.state, State::Done) && this.read_buf.is_empty() {
             return Pin::new(&mut this.io).poll_read(cx, buf);
         }
-        let n = this.read_buf.len().min(buf.remaining());
-        buf.put_slice(&this.read_buf[..n]);
-        this.read_buf.advance(n);
-        if this.read_buf.is_empty() {
+        this.poll_read_negotiating(cx, buf)
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Negotiated<IO> {
+    /// A read while the answer is awaited, negotiation bytes are buffered or the
+    /// negotiation failed.
+    #[inline(never)]
+    fn poll_read_negotiating(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        ready!(self.poll_answer(cx))?;
+        if let Some(err) = self.failure() {
+            return Poll::Ready(Err(err));
+        }
+        if self.read_buf.is_empty() {
+            return Pin::new(&mut self.io).poll_read(cx, buf);
+        }
+        let n = self.read_buf.len().min(buf.remaining());
+        buf.put_slice(&self.read_buf[..n]);
+        self.read_buf.advance(n);
+        if self.read_buf.is_empty() {
             // Give back the negotiation buffer: from now on reads go straight through.
-            this.read_buf = BytesMut::new();
+            self.read_buf = BytesMut::new();
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// A write while negotiation bytes are queued or after the negotiation failed.
+    #[inline(never)]
+    fn poll_write_negotiating(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if let Some(err) = self.failure() {
+            return Poll::Ready(Err(err));
+        }
+        if !self.write_buf.is_empty() {
+            if self.write_buf.len() < MAX_COALESCED_WRITE {
+                // Put the data behind the queued negotiation bytes, so both leave in one
+                // write call. The data is ours once buffered: whatever `io` does not take
+                // now goes out on the next write or flush.
+                let take = data.len().min(MAX_COALESCED_WRITE - self.write_buf.len());
+                if take > self.write_buf.capacity() - self.write_buf.len()
+                    && let State::Expecting { small_buffer, .. } = &mut self.state
+                {
+                    *small_buffer = false;
+                }
+                self.write_buf.extend_from_slice(&data[..take]);
+                if let Poll::Ready(Err(err)) = self.poll_drain(cx) {
+                    return Poll::Ready(Err(err));
+                }
+                return Poll::Ready(Ok(take));
+            }
+            ready!(self.poll_drain(cx))?;
+        }
+        Pin::new(&mut self.io).poll_write(cx, data)
     }
 }
 
@@ -237,29 +287,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Negotiated<IO> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if let Some(err) = this.failure() {
-            return Poll::Ready(Err(err));
+        // Nothing queued and no failure: straight through, with the fast path small.
+        if this.write_buf.is_empty() && !matches!(this.state, State::Failed(_)) {
+            return Pin::new(&mut this.io).poll_write(cx, data);
         }
-        if !this.write_buf.is_empty() {
-            if this.write_buf.len() < MAX_COALESCED_WRITE {
-                // Put the data behind the queued negotiation bytes, so both leave in one
-                // write call. The data is ours once buffered: whatever `io` does not take
-                // now goes out on the next write or flush.
-                let take = data.len().min(MAX_COALESCED_WRITE - this.write_buf.len());
-                if take > this.write_buf.capacity() - this.write_buf.len()
-                    && let State::Expecting { small_buffer, .. } = &mut this.state
-                {
-                    *small_buffer = false;
-                }
-                this.write_buf.extend_from_slice(&data[..take]);
-                if let Poll::Ready(Err(err)) = this.poll_drain(cx) {
-                    return Poll::Ready(Err(err));
-                }
-                return Poll::Ready(Ok(take));
-            }
-            ready!(this.poll_drain(cx))?;
-        }
-        Pin::new(&mut this.io).poll_write(cx, data)
+        this.poll_write_negotiating(cx, data)
     }
 
     fn poll_write_vectored(
