@@ -253,25 +253,27 @@ impl<IO: AsyncRead + Unpin> AsyncRead for RateLimitedRead<IO> {
         let Some(bucket) = this.bucket.as_mut() else {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         };
-        loop {
+        // One clock read per attempt serves the bucket's checks and the take: the
+        // read between them takes no time the bucket would count.
+        let now = loop {
             if let Some(sleep) = this.sleep.as_mut() {
                 ready!(sleep.as_mut().poll(cx));
                 this.sleep = None;
             }
+            let now = tokio::time::Instant::now();
             // Wait for a chunk's worth of tokens, not one: reading a few bytes per
             // wake-up would spin the connection task at the rate's pace.
-            let wait = bucket.wait_for(buf.remaining().min(MIN_READ_CHUNK) as u64, now());
+            let wait = bucket.wait_for(buf.remaining().min(MIN_READ_CHUNK) as u64, now.into_std());
             if wait.is_zero() {
-                break;
+                break now.into_std();
             }
             if let Some(waits) = &this.waits {
                 waits.inc();
             }
-            let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
-            this.sleep = Some(Box::pin(tokio::time::sleep_until(deadline)));
-        }
+            this.sleep = Some(Box::pin(tokio::time::sleep_until(now + wait.min(MAX_WAIT))));
+        };
         // Read at most what the bucket holds, so the rate holds without debt.
-        let allowed = usize::try_from(bucket.available(now()))
+        let allowed = usize::try_from(bucket.available(now))
             .unwrap_or(usize::MAX)
             .clamp(1, buf.remaining());
         let dst = buf.initialize_unfilled_to(allowed);
@@ -279,7 +281,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for RateLimitedRead<IO> {
         ready!(Pin::new(&mut this.inner).poll_read(cx, &mut limited))?;
         let n = limited.filled().len();
         buf.advance(n);
-        bucket.take(n as u64, now());
+        bucket.take(n as u64, now);
         Poll::Ready(Ok(()))
     }
 }
