@@ -191,37 +191,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Negotiated<IO> {
             State::Done | State::Expecting { .. } => None,
         }
     }
-}
 
-/// Reads once from `io` into at most [`READ_CHUNK`] more bytes of `buf`; returns how many
-/// were read (0 at end of stream). The room is not zeroed first: that was a sixth of the
-/// negotiation's cost of an RPC.
-pub(super) fn poll_fill<IO: AsyncRead + Unpin>(
-    io: &mut IO,
-    cx: &mut Context<'_>,
-    buf: &mut BytesMut,
-) -> Poll<io::Result<usize>> {
-    buf.reserve(READ_CHUNK);
-    poll_read_buf(Pin::new(io), cx, &mut buf.limit(READ_CHUNK))
-}
-
-impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Negotiated<IO> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        // Every read of a connection's multiplexer goes through here: the common case
-        // is checked first and stays small (the rest is another function).
-        if matches!(this.state, State::Done) && this.read_buf.is_empty() {
-            return Pin::new(&mut this.io).poll_read(cx, buf);
-        }
-        this.poll_read_negotiating(cx, buf)
-    }
-}
-
-impl<IO: AsyncRead + AsyncWrite + Unpin> Negotiated<IO> {
     /// A read while the answer is awaited, negotiation bytes are buffered or the
     /// negotiation failed.
     #[inline(never)]
@@ -277,6 +247,34 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Negotiated<IO> {
             ready!(self.poll_drain(cx))?;
         }
         Pin::new(&mut self.io).poll_write(cx, data)
+    }
+}
+
+/// Reads once from `io` into at most [`READ_CHUNK`] more bytes of `buf`; returns how many
+/// were read (0 at end of stream). The room is not zeroed first: that was a sixth of the
+/// negotiation's cost of an RPC.
+pub(super) fn poll_fill<IO: AsyncRead + Unpin>(
+    io: &mut IO,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    buf.reserve(READ_CHUNK);
+    poll_read_buf(Pin::new(io), cx, &mut buf.limit(READ_CHUNK))
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Negotiated<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        // Every read of a connection's multiplexer goes through here: the common case
+        // is checked first and stays small (the rest is another function).
+        if matches!(this.state, State::Done) && this.read_buf.is_empty() {
+            return Pin::new(&mut this.io).poll_read(cx, buf);
+        }
+        this.poll_read_negotiating(cx, buf)
     }
 }
 
