@@ -187,11 +187,15 @@ async fn listener_answers_header_and_echo_in_one_flushed_reply() {
 }
 
 #[tokio::test]
-async fn listener_answers_ls_with_na() {
+async fn listener_answers_ls_with_its_protocols_then_accepts_a_proposal() {
     let wire = [msg(HEADER), msg("ls"), msg(RPC)].concat();
-    let (result, written) = inbound_fed(&wire, &[RPC]).await;
-    assert_eq!(result.unwrap(), 0);
-    assert_eq!(written, [msg(HEADER), msg("na"), msg(RPC)].concat());
+    let (result, written) = inbound_fed(&wire, &[DIRECT, RPC]).await;
+    assert_eq!(result.unwrap(), 1);
+    // The list: one message holding each id as a message of its own, then a newline.
+    let list = [msg(DIRECT), msg(RPC), b"\n".to_vec()].concat();
+    let mut answer = vec![u8::try_from(list.len()).unwrap()];
+    answer.extend(list);
+    assert_eq!(written, [msg(HEADER), answer, msg(RPC)].concat());
 }
 
 #[tokio::test]

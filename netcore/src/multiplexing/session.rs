@@ -929,10 +929,7 @@ impl Session {
                 out.header(Header::new(FrameType::WindowUpdate, fl, id, announce));
                 fl = 0;
             }
-            if s.write_closed && !s.fin_sent && n == s.send_buf.len() {
-                fl |= flags::FIN;
-                s.fin_sent = true;
-            }
+            let fin = s.write_closed && !s.fin_sent && n == s.send_buf.len();
             if n > 0 || fl != 0 {
                 out.header(Header::new(FrameType::Data, fl, id, n as u32));
                 if n > 0 {
@@ -940,6 +937,13 @@ impl Session {
                 }
                 s.send_credit -= n as u32;
                 self.to_wake.extend(s.writer.take());
+            }
+            if fin {
+                // FIN travels in an empty data frame of its own, in the same batch as
+                // the stream's last data: some yamux implementations drop the payload
+                // of a data frame that carries FIN (docs/WIRE.md).
+                out.header(Header::new(FrameType::Data, flags::FIN, id, 0));
+                s.fin_sent = true;
             }
             if s.fin_sent && s.rst_after_fin && !s.reset {
                 s.reset = true;

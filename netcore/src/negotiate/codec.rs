@@ -156,6 +156,35 @@ impl Encoder<Message<'_>> for LineCodec {
     }
 }
 
+/// Appends the answer to `ls`: one message whose body lists `protocols`, each as an
+/// unsigned-varint length, the id and a newline, and ends with a newline of its own (the
+/// layout of the multistream-select spec and of libp2p's implementations). Protocols are
+/// listed in order while the message stays within [`MAX_MESSAGE_LEN`]; the ones that
+/// would pass it are left out, as no dialer with our limit could read them.
+pub(crate) fn encode_list<P: AsRef<str>>(protocols: &[P], dst: &mut BytesMut) {
+    let mut buf = encode::usize_buffer();
+    let mut body_len = 1; // the closing newline
+    let mut listed = 0;
+    for p in protocols {
+        let item = p.as_ref().len() + 1;
+        let with = body_len + encode::usize(item, &mut buf).len() + item;
+        if with > MAX_MESSAGE_LEN {
+            break;
+        }
+        body_len = with;
+        listed += 1;
+    }
+    dst.reserve(MAX_LENGTH_PREFIX_LEN + body_len);
+    dst.put_slice(encode::usize(body_len, &mut buf));
+    for p in &protocols[..listed] {
+        let id = p.as_ref().as_bytes();
+        dst.put_slice(encode::usize(id.len() + 1, &mut buf));
+        dst.put_slice(id);
+        dst.put_u8(b'\n');
+    }
+    dst.put_u8(b'\n');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +202,30 @@ mod tests {
         assert_eq!(&encoded(Message::Header)[..], ENCODED_HEADER);
         assert_eq!(&encoded(Message::NotAvailable)[..], b"\x03na\n");
         assert_eq!(&encoded(Message::List)[..], b"\x03ls\n");
+    }
+
+    #[test]
+    fn the_answer_to_ls_lists_each_protocol_with_its_length_and_ends_with_a_newline() {
+        let mut dst = BytesMut::new();
+        encode_list(&["/a/1", "/bb/2"], &mut dst);
+        assert_eq!(&dst[..], b"\x0e\x05/a/1\n\x06/bb/2\n\n");
+        let mut empty = BytesMut::new();
+        encode_list::<&str>(&[], &mut empty);
+        assert_eq!(&empty[..], b"\x01\n");
+    }
+
+    #[test]
+    fn the_answer_to_ls_stays_within_the_message_limit() {
+        let long = "/".repeat(200);
+        let protocols = vec![long.as_str(); 10];
+        let mut dst = BytesMut::new();
+        encode_list(&protocols, &mut dst);
+        // 203 bytes an entry (two bytes of prefix, the id, its newline): five fit in
+        // 1024 with the closing newline, behind a two-byte prefix of the whole.
+        let (len, body) = decode::usize(&dst).unwrap();
+        assert_eq!(len, 5 * 203 + 1);
+        assert_eq!(body.len(), len, "one whole message");
+        assert!(len <= MAX_MESSAGE_LEN);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use bytes::{Buf, BytesMut};
 use tokio_util::codec::Encoder;
 
 use super::MAX_PROPOSALS;
-use super::codec::{ENCODED_HEADER, HEADER, LineCodec, Message, peek_line};
+use super::codec::{ENCODED_HEADER, HEADER, LineCodec, Message, encode_list, peek_line};
 use super::error::NegotiateError;
 
 /// Where a listener stands after the input it was given.
@@ -24,7 +24,7 @@ pub(crate) enum ListenerProgress {
 }
 
 /// The responding side: checks the header, answers each proposal with an echo (if
-/// supported) or `na`, and answers `ls` with `na`.
+/// supported) or `na`, and answers `ls` with the list of supported protocols.
 #[derive(Debug, Default)]
 pub(crate) struct ListenerCore {
     header_seen: bool,
@@ -89,8 +89,14 @@ impl ListenerCore {
                 return Err(NegotiateError::TooManyProposals { max: MAX_PROPOSALS });
             }
             self.proposals += 1;
-            let index =
-                protocol.and_then(|p| supported.iter().position(|s| s.as_ref().as_bytes() == p));
+            let Some(protocol) = protocol else {
+                encode_list(supported, out);
+                input.advance(taken);
+                continue;
+            };
+            let index = supported
+                .iter()
+                .position(|s| s.as_ref().as_bytes() == protocol);
             if let Some(index) = index {
                 // The echo: a copy of the proposal as it came.
                 out.extend_from_slice(&input[..taken]);
@@ -311,7 +317,7 @@ mod tests {
     }
 
     #[test]
-    fn listener_answers_unsupported_proposal_and_ls_with_na_then_accepts() {
+    fn listener_answers_unsupported_proposal_with_na_and_ls_with_its_list_then_accepts() {
         let mut listener = ListenerCore::new();
         let mut input = wire(&[Message::Header, proto("/other/1"), Message::List]);
         let mut out = BytesMut::new();
@@ -319,14 +325,9 @@ mod tests {
             listener.on_input(&SUPPORTED, &mut input, &mut out).unwrap(),
             ListenerProgress::NeedInput
         );
-        assert_eq!(
-            out,
-            wire(&[
-                Message::Header,
-                Message::NotAvailable,
-                Message::NotAvailable
-            ])
-        );
+        let mut expected = wire(&[Message::Header, Message::NotAvailable]);
+        encode_list(&SUPPORTED, &mut expected);
+        assert_eq!(out, expected);
         out.clear();
         let mut input = wire(&[proto("/net/rpc/1")]);
         assert_eq!(

@@ -8,9 +8,9 @@
 //!
 //! Three ways in:
 //! - [`negotiate_inbound`]: the listener. It answers each proposal and flushes each
-//!   answer at once (an interactive dialer waits for it). It answers `ls` with `na`:
-//!   the protocols a node supports are already exchanged in the connection handshake,
-//!   and `na` keeps every message we send within our own size limit.
+//!   answer at once (an interactive dialer waits for it). It answers `ls` with the
+//!   list of the protocols it supports on the stream, as the spec says (the list is
+//!   cut to fit [`MAX_MESSAGE_LEN`]; an `ls` counts against [`MAX_PROPOSALS`]).
 //! - [`negotiate_outbound_interactive`]: the dialer, proposing in order of preference
 //!   and waiting for each answer.
 //! - [`negotiate_outbound_select`]: the optimistic dialer, for a single protocol (an RPC

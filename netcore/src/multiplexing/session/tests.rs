@@ -142,15 +142,16 @@ fn a_larger_initial_window_is_announced_with_the_ack_at_once() {
 }
 
 #[test]
-fn fin_comes_with_the_last_data_and_the_reader_then_sees_eof() {
+fn fin_follows_the_last_data_in_a_frame_of_its_own_and_the_reader_then_sees_eof() {
     let now = Instant::now();
     let mut s = session(Mode::Client, MuxConfig::default(), now);
     let id = s.open_stream(now).unwrap();
     write(&mut s, id, b"bye");
     s.shutdown(id).unwrap();
-    let mut expected = hdr(FrameType::Data, flags::SYN | flags::FIN, 1, 3);
+    let mut expected = hdr(FrameType::Data, flags::SYN, 1, 3);
     expected.extend_from_slice(b"bye");
-    assert_eq!(transmit(&mut s), expected);
+    expected.extend(hdr(FrameType::Data, flags::FIN, 1, 0));
+    assert_eq!(transmit(&mut s), expected, "one batch: the data, then FIN alone");
 
     feed(
         &mut s,
