@@ -81,6 +81,7 @@ impl DialerHandshake {
         remote: PeerId,
         suite: NoiseSuite,
         timestamp: u64,
+        ephemeral: Option<&[u8; 32]>,
     ) -> Result<(Self, Vec<u8>), NoiseError> {
         if remote == identity.peer_id() {
             return Err(NoiseError::SelfDial);
@@ -90,12 +91,15 @@ impl DialerHandshake {
         let secret = identity.x25519_secret_bytes();
         // A key we dial is one we chose: its static-static secret is kept.
         let keys = keys.for_handshake(remote_key.as_bytes(), true);
-        let mut state = suite
+        let mut builder = suite
             .handshake_builder(&keys)?
             .local_private_key(&secret[..])?
             .remote_public_key(remote_key.as_bytes())?
-            .prologue(&prologue)?
-            .build_initiator()?;
+            .prologue(&prologue)?;
+        if let Some(key) = ephemeral {
+            builder = builder.fixed_ephemeral_key_for_testing_only(key);
+        }
+        let mut state = builder.build_initiator()?;
         let mut message = [0u8; HANDSHAKE_WRITE_BUFFER_LEN];
         let len = state.write_message(&timestamp.to_be_bytes(), &mut message)?;
         let mut wire = Vec::with_capacity(PROLOGUE_LEN + LENGTH_PREFIX_LEN + len);
@@ -170,14 +174,18 @@ pub(crate) fn respond(
     message: &[u8],
     replay: &Mutex<ReplayGuard>,
     now_ms: u64,
+    ephemeral: Option<&[u8; 32]>,
 ) -> Result<(TransportCipher, Vec<u8>), NoiseError> {
     // `keys` were made for the claimed key, which is checked against the one the
     // handshake proves below.
-    let mut state = suite
+    let mut builder = suite
         .handshake_builder(keys)?
         .local_private_key(keys.secret())?
-        .prologue(prologue)?
-        .build_responder()?;
+        .prologue(prologue)?;
+    if let Some(key) = ephemeral {
+        builder = builder.fixed_ephemeral_key_for_testing_only(key);
+    }
+    let mut state = builder.build_responder()?;
     // The message is at most MAX_NOISE_MESSAGE_LEN (its length came in 2 bytes), and its
     // payload no longer than it.
     let mut payload = vec![0u8; message.len()];

@@ -88,7 +88,7 @@ pub use identity::{Identity, verify, x25519_public_key};
 pub use stream::NoiseStream;
 pub use suite::{CryptoBackend, NoiseProtocol, NoiseSuite};
 pub use trusted::TrustedPeers;
-pub use upgrade::{NoiseConfig, NoiseUpgrader};
+pub use upgrade::{FixedInputs, NoiseConfig, NoiseUpgrader};
 
 /// The ed25519 signature type of [`Identity::sign`] and [`verify`].
 pub use ed25519_dalek::Signature;

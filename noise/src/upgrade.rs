@@ -112,9 +112,47 @@ struct Inner {
     replay: Mutex<ReplayGuard>,
     inbound_permits: Arc<Semaphore>,
     last_timestamp: AtomicU64,
+    /// Set only by [`NoiseUpgrader::with_fixed_inputs`]: the clock and the ephemeral keys.
+    fixed: Option<Fixed>,
 }
 
-fn now_ms() -> u64 {
+/// The inputs of [`NoiseUpgrader::with_fixed_inputs`] and the count of handshakes that
+/// used them.
+#[derive(Debug)]
+struct Fixed {
+    inputs: FixedInputs,
+    handshakes: AtomicU64,
+}
+
+/// What makes a handshake's bytes reproducible: the clock and the seed of the ephemeral
+/// keys. For transcript tests only: anyone who knows the seed can compute every session
+/// key of the handshakes that used it, so the upgrader that takes it
+/// ([`NoiseUpgrader::with_fixed_inputs`]) exists only with the crate's `fixed-inputs`
+/// feature, which only test builds turn on.
+#[derive(Clone, Copy, Debug)]
+pub struct FixedInputs {
+    /// The clock every handshake reads, in ms since the Unix epoch.
+    pub clock_ms: u64,
+    /// The seed of the ephemeral keys: the `n`th handshake's key is the SHA-256 of the
+    /// seed and `n` (u64 BE).
+    pub ephemeral_seed: [u8; 32],
+}
+
+impl Fixed {
+    /// The ephemeral secret of the next handshake.
+    fn next_ephemeral(&self) -> [u8; 32] {
+        let n = self.handshakes.fetch_add(1, Ordering::Relaxed);
+        let mut input = [0u8; 40];
+        input[..32].copy_from_slice(&self.inputs.ephemeral_seed);
+        input[32..].copy_from_slice(&n.to_be_bytes());
+        let digest = ring::digest::digest(&ring::digest::SHA256, &input);
+        let mut key = [0u8; 32];
+        key.copy_from_slice(digest.as_ref());
+        key
+    }
+}
+
+fn system_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -132,8 +170,37 @@ impl NoiseUpgrader {
                 replay: Mutex::new(ReplayGuard::default()),
                 inbound_permits: Arc::new(Semaphore::new(permits)),
                 last_timestamp: AtomicU64::new(0),
+                fixed: None,
             }),
         }
+    }
+
+    /// An upgrader whose handshakes read a fixed clock and derive their ephemeral keys
+    /// from a seed, so that the same inputs give the same bytes on the wire: for
+    /// transcript tests, never for a node (see [`FixedInputs`]).
+    #[cfg(feature = "fixed-inputs")]
+    pub fn with_fixed_inputs(identity: Identity, config: NoiseConfig, inputs: FixedInputs) -> Self {
+        let mut upgrader = Self::new(identity, config);
+        if let Some(inner) = Arc::get_mut(&mut upgrader.inner) {
+            inner.fixed = Some(Fixed {
+                inputs,
+                handshakes: AtomicU64::new(0),
+            });
+        }
+        upgrader
+    }
+
+    /// The clock of the handshakes, in ms since the Unix epoch.
+    fn now_ms(&self) -> u64 {
+        self.inner
+            .fixed
+            .as_ref()
+            .map_or_else(system_ms, |f| f.inputs.clock_ms)
+    }
+
+    /// The fixed ephemeral secret of the next handshake, if the inputs are fixed.
+    fn fixed_ephemeral(&self) -> Option<[u8; 32]> {
+        self.inner.fixed.as_ref().map(Fixed::next_ephemeral)
     }
 
     /// Our peer id.
@@ -149,7 +216,7 @@ impl NoiseUpgrader {
     /// The timestamp for our next first message: our clock in ms, but always above the
     /// previous one, so two dials within one millisecond are not taken for a replay.
     fn next_timestamp(&self) -> u64 {
-        let now = now_ms();
+        let now = self.now_ms();
         let previous = self
             .inner
             .last_timestamp
@@ -197,6 +264,7 @@ impl NoiseUpgrader {
             remote,
             self.inner.config.suite,
             self.next_timestamp(),
+            self.fixed_ephemeral().as_ref(),
         )?;
         io.write_all(&first).await?;
         io.flush().await?;
@@ -249,7 +317,8 @@ impl NoiseUpgrader {
             remote,
             &first,
             &inner.replay,
-            now_ms(),
+            self.now_ms(),
+            self.fixed_ephemeral().as_ref(),
         )?;
         io.write_all(&reply).await?;
         io.flush().await?;

@@ -8,8 +8,10 @@ use proto::Message;
 use proto::consensus::{BlockRetrievalRequest, BlockRetrievalResponse, ConsensusMsg};
 use proto::mempool::{BatchAck, TransactionBatch};
 
-/// Proposals, votes and sync info: one long-lived substream per peer.
-pub const CONSENSUS_DIRECT_SEND: ProtocolId = ProtocolId::new("/consensus/direct-send/1");
+/// Proposals, votes and sync info: one long-lived substream per peer. Version 2:
+/// DirectSend acknowledgements travel back on the substream (docs/WIRE.md); version 1
+/// had none.
+pub const CONSENSUS_DIRECT_SEND: ProtocolId = ProtocolId::new("/consensus/direct-send/2");
 /// Block retrieval: one substream per request.
 pub const CONSENSUS_RPC: ProtocolId = ProtocolId::new("/consensus/rpc/1");
 /// Transaction batches (requests) and their acks (responses).

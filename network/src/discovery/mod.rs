@@ -49,8 +49,9 @@ use crate::interface::{Event, NetworkEvents, NetworkSender};
 use crate::peer_manager::ConnectionId;
 use crate::protocol_id::{ProtocolId, ProtocolKind};
 
-/// Discovery's DirectSend protocol.
-pub const DISCOVERY_PROTOCOL: ProtocolId = ProtocolId::new("/net/discovery/1");
+/// Discovery's DirectSend protocol. Version 2: DirectSend acknowledgements travel back
+/// on the substream (docs/WIRE.md); version 1 had none.
+pub const DISCOVERY_PROTOCOL: ProtocolId = ProtocolId::new("/net/discovery/2");
 /// What to pass to `NetworkBuilder::register` for discovery.
 pub const PROTOCOLS: &[(ProtocolId, ProtocolKind)] =
     &[(DISCOVERY_PROTOCOL, ProtocolKind::DirectSend)];
