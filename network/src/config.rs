@@ -17,8 +17,10 @@ pub const MAX_HANDSHAKE_MESSAGE_SIZE: usize = 64 * 1024;
 /// validator on another continent needs a few round trips; 10 s is generous and still
 /// frees a stalled slot quickly.
 pub const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Inbound connection upgrades in flight at once; past it, new sockets are closed at once.
-/// Sized for a validator set of a few hundred reconnecting together.
+/// Inbound connection upgrades in flight at once; a socket that arrives past it evicts
+/// the oldest upgrade in flight (its socket is closed and counted as
+/// `too_many_upgrades`), so sockets that stall cannot hold every slot until their
+/// timeout. Sized for a validator set of a few hundred reconnecting together.
 pub const DEFAULT_MAX_CONCURRENT_INBOUND_UPGRADES: usize = 128;
 /// Outbound dials in flight at once.
 pub const DEFAULT_MAX_CONCURRENT_DIALS: usize = 128;

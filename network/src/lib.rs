@@ -26,10 +26,14 @@
 //! cryptography (`noise`), the wire messages (`proto`), nor typed application messages
 //! (`validator-network`).
 //!
-//! Tasks: one peer manager per node; per connection, the multiplexer's driver (which
-//! spawns a task for each of the remote's substreams as it arrives) and one task that
-//! exports the connection's counters and reports its end; one short task per inbound
-//! RPC; one task per (peer, protocol) DirectSend stream in each direction.
+//! Tasks: one peer manager per node; per connection, the multiplexer's driver and one
+//! task that times out directly answered RPCs, exports the connection's counters and
+//! reports its end. The driver polls each substream the remote opens once as it
+//! arrives: an RPC whose request and FIN came together is handed to the application
+//! there, without a task, and answered where the application gives its answer; serving
+//! that must wait goes on in a substream task of the connection. DirectSend runs one
+//! writer task per (peer, protocol) we send on and one reader task per substream the
+//! peer opened. docs/ARCHITECTURE.md draws the whole model.
 
 pub mod builder;
 pub mod channel;

@@ -3,9 +3,9 @@
 //! combinators.
 //!
 //! The multiplexer is negotiated so that a later version can be introduced without a
-//! flag day. It costs no round trip: the dialer's proposal rides with its first
-//! multiplexer frame (optimistic negotiation), and the listener's confirmation is read
-//! lazily.
+//! flag day. It costs no round trip: the dialer sends its proposal and starts the
+//! multiplexer without waiting (optimistic negotiation), and reads the listener's
+//! confirmation with its first multiplexer read (docs/WIRE.md).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -39,7 +39,10 @@ const LISTENER_SEED: [u8; 32] = [2; 32];
 const DIALER_EPHEMERAL_SEED: [u8; 32] = [0xd1; 32];
 const LISTENER_EPHEMERAL_SEED: [u8; 32] = [0x11; 32];
 
-const HEX_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/transcript/connection.hex");
+const HEX_FILE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/transcript/connection.hex"
+);
 const WIRE_MD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/WIRE.md");
 const BEGIN: &str = "<!-- transcript:begin -->\n```text\n";
 const END: &str = "```\n<!-- transcript:end -->";
@@ -180,7 +183,11 @@ fn hex_file(steps: &[Step]) -> String {
     );
     for step in steps {
         for (who, bytes) in [("dialer", &step.dialer), ("listener", &step.listener)] {
-            out.push_str(&format!("\n## {}: {who}, {} bytes\n", step.name, bytes.len()));
+            out.push_str(&format!(
+                "\n## {}: {who}, {} bytes\n",
+                step.name,
+                bytes.len()
+            ));
             for chunk in bytes.chunks(32) {
                 out.push_str(&hex::encode(chunk));
                 out.push('\n');
@@ -204,8 +211,13 @@ fn keys() -> Keys {
 /// The annotated transcript as `docs/WIRE.md` holds it.
 fn documented() -> String {
     let text = std::fs::read_to_string(WIRE_MD).unwrap();
-    let begin = text.find(BEGIN).expect("docs/WIRE.md marks the transcript's start") + BEGIN.len();
-    let end = text.find(END).expect("docs/WIRE.md marks the transcript's end");
+    let begin = text
+        .find(BEGIN)
+        .expect("docs/WIRE.md marks the transcript's start")
+        + BEGIN.len();
+    let end = text
+        .find(END)
+        .expect("docs/WIRE.md marks the transcript's end");
     text[begin..end].to_owned()
 }
 

@@ -49,6 +49,17 @@ pub struct RemoteInfo {
     pub static_key: X25519PublicKey,
 }
 
+/// What a handshake takes from outside: the clock (the dialer sends it as its
+/// timestamp, the listener checks timestamps against it) and, for transcripts only, a
+/// fixed ephemeral secret instead of a random one.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Inputs {
+    /// Milliseconds since the Unix epoch.
+    pub(crate) clock_ms: u64,
+    /// The ephemeral secret to use, if fixed.
+    pub(crate) ephemeral: Option<[u8; 32]>,
+}
+
 /// The prologue: the dialer's peer id, then the static key it expects of the listener.
 pub(crate) fn prologue(dialer: &PeerId, expected: &X25519PublicKey) -> [u8; PROLOGUE_LEN] {
     let mut prologue = [0u8; PROLOGUE_LEN];
@@ -80,8 +91,7 @@ impl DialerHandshake {
         keys: &StaticKeys,
         remote: PeerId,
         suite: NoiseSuite,
-        timestamp: u64,
-        ephemeral: Option<&[u8; 32]>,
+        inputs: Inputs,
     ) -> Result<(Self, Vec<u8>), NoiseError> {
         if remote == identity.peer_id() {
             return Err(NoiseError::SelfDial);
@@ -96,12 +106,12 @@ impl DialerHandshake {
             .local_private_key(&secret[..])?
             .remote_public_key(remote_key.as_bytes())?
             .prologue(&prologue)?;
-        if let Some(key) = ephemeral {
+        if let Some(key) = &inputs.ephemeral {
             builder = builder.fixed_ephemeral_key_for_testing_only(key);
         }
         let mut state = builder.build_initiator()?;
         let mut message = [0u8; HANDSHAKE_WRITE_BUFFER_LEN];
-        let len = state.write_message(&timestamp.to_be_bytes(), &mut message)?;
+        let len = state.write_message(&inputs.clock_ms.to_be_bytes(), &mut message)?;
         let mut wire = Vec::with_capacity(PROLOGUE_LEN + LENGTH_PREFIX_LEN + len);
         wire.extend_from_slice(&prologue);
         push_framed(&mut wire, &message[..len]);
@@ -173,8 +183,7 @@ pub(crate) fn respond(
     remote: RemoteInfo,
     message: &[u8],
     replay: &Mutex<ReplayGuard>,
-    now_ms: u64,
-    ephemeral: Option<&[u8; 32]>,
+    inputs: Inputs,
 ) -> Result<(TransportCipher, Vec<u8>), NoiseError> {
     // `keys` were made for the claimed key, which is checked against the one the
     // handshake proves below.
@@ -182,7 +191,7 @@ pub(crate) fn respond(
         .handshake_builder(keys)?
         .local_private_key(keys.secret())?
         .prologue(prologue)?;
-    if let Some(key) = ephemeral {
+    if let Some(key) = &inputs.ephemeral {
         builder = builder.fixed_ephemeral_key_for_testing_only(key);
     }
     let mut state = builder.build_responder()?;
@@ -199,7 +208,7 @@ pub(crate) fn respond(
     let timestamp = u64::from_be_bytes(timestamp);
     replay
         .lock()
-        .check_and_record(remote.static_key.to_bytes(), timestamp, now_ms)
+        .check_and_record(remote.static_key.to_bytes(), timestamp, inputs.clock_ms)
         .map_err(|refusal| match refusal {
             ReplayRefusal::Replay { last_accepted } => NoiseError::Replay {
                 peer: remote.peer_id,

@@ -34,39 +34,17 @@
 //!
 //! # Choice of suite
 //!
-//! Figures from `cargo bench -p benches --bench noise -- --warm-up-time 1
-//! --measurement-time 3` (criterion medians) on the development machine: 2 shared x86-64
-//! cores with AES-NI, other builds running, so take them to ±10%.
+//! [`DEFAULT_SUITE`] is `Noise_IK_25519_AESGCM_SHA256` computed with ring: on CPUs with
+//! AES instructions ring's AES-GCM seals and opens frames several times faster than
+//! either ChaChaPoly backend (`cargo bench -p benches --bench noise`; the figures are
+//! in benches/README.md). On a CPU without AES instructions ChaChaPoly would win; the
+//! protocol is then a per-network configuration ([`NoiseConfig::suite`]), and the
+//! backend a per-node one. The X25519 work is curve25519-dalek's with every suite.
 //!
-//! | raw `snow`, one 65519-byte frame | encrypt            | decrypt            |
-//! |----------------------------------|--------------------|--------------------|
-//! | ChaChaPoly_BLAKE2s, RustCrypto   | 72.0 µs (867 MiB/s) | 55.1 µs (1.11 GiB/s) |
-//! | ChaChaPoly_BLAKE2s, ring         | 32.5 µs (1.88 GiB/s) | 35.5 µs (1.72 GiB/s) |
-//! | AESGCM_SHA256, RustCrypto        | 59.9 µs (1.02 GiB/s) | 60.9 µs (1.00 GiB/s) |
-//! | AESGCM_SHA256, ring              | **11.3 µs (5.39 GiB/s)** | **12.8 µs (4.76 GiB/s)** |
-//!
-//! Handshakes (both sides in one thread, memsocket), before the static-static secret
-//! was kept: 890/s ChaChaPoly/RustCrypto, 911/s ChaChaPoly/ring, 916/s AESGCM/RustCrypto,
-//! **1389/s AESGCM/ring** (SHA-256 from ring; the X25519 work is curve25519-dalek's in
-//! every case). Keeping it took a handshake from 635-741 µs to 523-573 µs across the
-//! four in a back-to-back run on 2026-11-21 (benches/README.md).
-//!
-//! So [`DEFAULT_SUITE`] is `Noise_IK_25519_AESGCM_SHA256` computed with ring: 2.9 times
-//! the fastest ChaChaPoly on this hardware. On a CPU without AES instructions ChaChaPoly
-//! would win; the protocol is then a per-network configuration ([`NoiseConfig::suite`]),
-//! and the backend a per-node one.
-//!
-//! `NoiseStream` with the default suite, one writer and one reader in one thread:
-//!
-//! | transport | 64 KiB writes | 32 B writes (one flush per MiB) |
-//! |-----------|---------------|---------------------------------|
-//! | memsocket | 1.20 GiB/s    | 620 MiB/s (20 M messages/s)     |
-//! | TCP loopback | 741 MiB/s  | 451 MiB/s (14 M messages/s)     |
-//!
-//! (Diem measured 151 MiB/s with 32-byte messages and 796 MiB/s with 4 KiB ones over
-//! TCP+Noise.) Each stream holds about 256 KiB of buffers (a 128 KiB read buffer and two
-//! of one frame each for writing), plus one more frame's worth if its reader ever reads
-//! into a buffer smaller than a frame.
+//! A [`NoiseStream`]'s read buffer starts small and grows to 128 KiB once a frame does
+//! not fit or a read fills it; its write buffers grow to the largest frame sealed; one
+//! more frame's worth is allocated if its reader ever reads into a buffer smaller than
+//! a frame (see `session.rs`).
 
 mod cipher;
 mod constants;

@@ -18,8 +18,8 @@
 //!   reassembled here. The large buffer's data starts on a page boundary: the
 //!   kernel's copy into it (`rep movsb`) runs at a fraction of its speed on some CPUs
 //!   when the destination sits a few bytes past the source modulo 4 KiB, and where the
-//!   heap placed the buffer decided that before, for the whole life of a connection
-//!   (bulk over loopback TCP ran at 0.65 or 1.1 GB/s from one process to the next);
+//!   heap placed the buffer would otherwise decide that for the whole life of a
+//!   connection;
 //! - `plain_in`: with snow's backend, a decrypted frame that the reader's buffer was too
 //!   small to take whole; allocated the first time that happens (once per session, never
 //!   per frame), since a reader with a large buffer never needs it.

@@ -17,7 +17,7 @@ use crate::constants::{
 };
 use crate::dh::StaticKeys;
 use crate::error::NoiseError;
-use crate::handshake::{self, AuthMode, DialerHandshake, RemoteInfo};
+use crate::handshake::{self, AuthMode, DialerHandshake, Inputs, RemoteInfo};
 use crate::identity::Identity;
 use crate::replay::ReplayGuard;
 use crate::stream::NoiseStream;
@@ -263,8 +263,10 @@ impl NoiseUpgrader {
             &self.inner.static_keys,
             remote,
             self.inner.config.suite,
-            self.next_timestamp(),
-            self.fixed_ephemeral().as_ref(),
+            Inputs {
+                clock_ms: self.next_timestamp(),
+                ephemeral: self.fixed_ephemeral(),
+            },
         )?;
         io.write_all(&first).await?;
         io.flush().await?;
@@ -317,8 +319,10 @@ impl NoiseUpgrader {
             remote,
             &first,
             &inner.replay,
-            self.now_ms(),
-            self.fixed_ephemeral().as_ref(),
+            Inputs {
+                clock_ms: self.now_ms(),
+                ephemeral: self.fixed_ephemeral(),
+            },
         )?;
         io.write_all(&reply).await?;
         io.flush().await?;

@@ -80,7 +80,11 @@ fn vectors_path() -> PathBuf {
         .collect();
     assert_eq!(snow.len(), 1, "exactly one snow package in the lock file");
     let dir = snow[0].manifest_path.parent().unwrap();
-    eprintln!("noise vectors: snow {} at {}", snow[0].version, dir.display());
+    eprintln!(
+        "noise vectors: snow {} at {}",
+        snow[0].version,
+        dir.display()
+    );
     dir.join("tests/vectors/cacophony.txt")
 }
 

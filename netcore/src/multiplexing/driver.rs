@@ -362,9 +362,8 @@ where
                 };
             }
             // Each side is registered to wake the task for more: another round now
-            // would find nothing (such rounds were a sixth of the multiplexer's
-            // instructions in an RPC's four polls), unless reading stopped on a backlog
-            // the write side has since sent, or the timer fired.
+            // would find nothing, unless reading stopped on a backlog the write side
+            // has since sent, or the timer fired.
             if !again {
                 return Poll::Pending;
             }

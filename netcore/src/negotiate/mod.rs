@@ -14,7 +14,7 @@
 //! - [`negotiate_outbound_interactive`]: the dialer, proposing in order of preference
 //!   and waiting for each answer.
 //! - [`negotiate_outbound_select`]: the optimistic dialer, for a single protocol (an RPC
-//!   substream). It returns at once, without I/O: the header and proposal go out with
+//!   or DirectSend substream, the multiplexer itself). It returns at once, without I/O: the header and proposal go out with
 //!   the first write, so a request costs one packet and one round trip, and the answer
 //!   is checked on the first read, where a refusal surfaces as an `io::Error` wrapping
 //!   [`NegotiateError::Refused`] (see [`Negotiated`]).
@@ -69,7 +69,7 @@ pub use negotiated::Negotiated;
 
 /// The largest negotiation message accepted or sent, in bytes including its newline.
 /// The same cap as go-multistream and js-libp2p (rust-libp2p accepts up to 16 KiB):
-/// our protocol ids are short (`/net/rpc/1/consensus`), so 1 KiB leaves them ample room
+/// our protocol ids are short (`/consensus/rpc/1`), so 1 KiB leaves them ample room
 /// while bounding what a stream that has not yet agreed on a protocol can make us buffer.
 pub const MAX_MESSAGE_LEN: usize = 1024;
 
@@ -98,8 +98,7 @@ pub const MAX_COALESCED_WRITE: usize = 16 * 1024;
 
 /// Room left behind the negotiation bytes when their buffer is allocated, so that a
 /// small first write (an RPC's request or response, about 40 bytes with its prefix)
-/// joins them without growing it: the reallocations were about 3% of an RPC's
-/// instructions (1,070 of them per call, both sides).
+/// joins them without growing it: an RPC then costs no reallocation on either side.
 const FIRST_WRITE_ROOM: usize = 192;
 
 /// The number of bytes of the unsigned varint encoding of `n`.

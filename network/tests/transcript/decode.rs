@@ -129,7 +129,10 @@ impl Decoder {
         for step in steps {
             let _ = writeln!(self.out, "=== step: {} ===", step.name);
             let mut deferred: &[u8] = &[];
-            for (side, bytes) in [(Side::Dialer, &step.dialer), (Side::Listener, &step.listener)] {
+            for (side, bytes) in [
+                (Side::Dialer, &step.dialer),
+                (Side::Listener, &step.listener),
+            ] {
                 if bytes.is_empty() {
                     continue;
                 }
@@ -236,7 +239,11 @@ impl Decoder {
         let m = initiator
             .write_message(&payload[..n], &mut again)
             .expect("the dialer's message 1");
-        assert_eq!(&again[..m], message, "message 1 is Noise IK over these keys");
+        assert_eq!(
+            &again[..m],
+            message,
+            "message 1 is Noise IK over these keys"
+        );
         let timestamp = u64::from_be_bytes(payload[..8].try_into().expect("8 bytes"));
         let _ = write!(
             self.out,
@@ -268,7 +275,11 @@ impl Decoder {
         let m = responder
             .write_message(&[], &mut again)
             .expect("the listener's message 2");
-        assert_eq!(&again[..m], message, "message 2 is Noise IK over these keys");
+        assert_eq!(
+            &again[..m],
+            message,
+            "message 2 is Noise IK over these keys"
+        );
         let mut payload = [0u8; 64];
         let n = initiator
             .read_message(message, &mut payload)
@@ -410,7 +421,9 @@ impl Decoder {
         let rpc = self.keys.rpc_protocols.contains(&protocol.as_str());
         loop {
             let buf = &stream.pending[dir];
-            if stream.negotiating[dir] > 0 || buf.len() < 4 || buf.len() < 4 + u32_at(buf, 0) as usize
+            if stream.negotiating[dir] > 0
+                || buf.len() < 4
+                || buf.len() < 4 + u32_at(buf, 0) as usize
             {
                 break;
             }

@@ -46,7 +46,9 @@ impl Log {
 
     fn record(&self, side: Side, bytes: &[u8]) {
         let mut steps = self.0.lock();
-        let step = steps.last_mut().expect("a step is started before any byte is written");
+        let step = steps
+            .last_mut()
+            .expect("a step is started before any byte is written");
         match side {
             Side::Dialer => step.dialer.extend_from_slice(bytes),
             Side::Listener => step.listener.extend_from_slice(bytes),

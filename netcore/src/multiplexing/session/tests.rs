@@ -151,7 +151,11 @@ fn fin_follows_the_last_data_in_a_frame_of_its_own_and_the_reader_then_sees_eof(
     let mut expected = hdr(FrameType::Data, flags::SYN, 1, 3);
     expected.extend_from_slice(b"bye");
     expected.extend(hdr(FrameType::Data, flags::FIN, 1, 0));
-    assert_eq!(transmit(&mut s), expected, "one batch: the data, then FIN alone");
+    assert_eq!(
+        transmit(&mut s),
+        expected,
+        "one batch: the data, then FIN alone"
+    );
 
     feed(
         &mut s,
