@@ -58,15 +58,23 @@ fn h(s: &str) -> Vec<u8> {
 
 /// The path of `cacophony.txt` in the source of the `snow` package this workspace locks.
 fn vectors_path() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     // Only this host's dependencies: the packages of other platforms may not have been
-    // downloaded, and the look-up must not need the network.
-    let output = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--offline", "--locked"])
-        .args(["--filter-platform", &host_triple()])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cargo metadata runs");
+    // downloaded. Offline first, as the build has downloaded every package the look-up
+    // needs; with the registry only if that fails.
+    let metadata = |offline: bool| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        Command::new(cargo)
+            .args(["metadata", "--format-version", "1", "--locked"])
+            .args(["--filter-platform", &host_triple()])
+            .args(offline.then_some("--offline"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("cargo metadata runs")
+    };
+    let mut output = metadata(true);
+    if !output.status.success() {
+        output = metadata(false);
+    }
     assert!(
         output.status.success(),
         "cargo metadata failed: {}",
