@@ -23,6 +23,9 @@ use crate::shared::Shared;
 pub enum Event {
     /// A connection to a peer is up. The metadata is shared by every application's
     /// copy of the event (and keeps events small: they move through queues by value).
+    /// When it replaces the peer's live connection, this event comes first and the old
+    /// connection's `LostPeer` with [`DisconnectReason::Replaced`] after it, so an
+    /// application that tracks each peer's live connection sees the peer stay up.
     NewPeer(Arc<ConnectionMetadata>),
     /// The connection to a peer is gone.
     LostPeer {

@@ -112,6 +112,73 @@ async fn simultaneous_dials_keep_exactly_one_connection_without_stray_lost_peer(
     );
 }
 
+/// What an application that follows each peer's live connection believes, fed the
+/// events in order: the peers it saw go up and down.
+fn live_view(events: &[Event]) -> (Vec<&'static str>, Option<network::ConnectionId>) {
+    let mut live = None;
+    // `connect` took the first NewPeer: the peer is up on some connection.
+    let mut live_before = true;
+    let mut seen = Vec::new();
+    for event in events {
+        match event {
+            Event::NewPeer(meta) => {
+                if live.replace(meta.connection_id).is_none() && !live_before {
+                    seen.push("up");
+                }
+                live_before = false;
+            }
+            Event::LostPeer { connection_id, .. } => {
+                if live == Some(*connection_id) || (live.is_none() && live_before) {
+                    live = None;
+                    live_before = false;
+                    seen.push("down");
+                }
+            }
+            _ => {}
+        }
+    }
+    (seen, live)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replaced_connection_is_announced_before_the_old_ones_loss() {
+    // A node that comes back with the same key while its old connection still looks
+    // alive: the listener keeps the newer inbound connection.
+    let seed = [9u8; 32];
+    let (mut ids, _) = identities(1);
+    let a_id = noise::Identity::from_secret_bytes(&seed).peer_id();
+    let trusted = noise::TrustedPeers::from_peers([a_id, ids[0].peer_id()]).unwrap();
+    let config = NetworkConfig::default();
+    let mut b = start_node(Net::Memory, ids.remove(0), trusted.clone(), config.clone());
+    let old = noise::Identity::from_secret_bytes(&seed);
+    let mut a_old = start_node(Net::Memory, old, trusted.clone(), config.clone());
+    connect(&mut a_old, &mut b).await;
+    let new = noise::Identity::from_secret_bytes(&seed);
+    let mut a_new = start_node(Net::Memory, new, trusted, config);
+    a_new.sender.dial(b.addr.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let survivor = b.sender.connected_peers()[0].connection_id;
+    let events = drain(&mut b);
+    let kinds: Vec<_> = events
+        .iter()
+        .map(|e| match e {
+            Event::NewPeer(_) => "new",
+            Event::LostPeer {
+                reason: DisconnectReason::Replaced,
+                ..
+            } => "replaced",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["new", "replaced"], "the new connection first");
+    // Followed connection by connection, the peer stayed up: no event at all.
+    assert_eq!(live_view(&events), (vec![], Some(survivor)));
+    for mut node in [a_old, a_new, b] {
+        node.shutdown().await;
+    }
+}
+
 #[tokio::test]
 async fn refuses_to_dial_itself_even_through_an_address_it_was_given() {
     let nodes = start_nodes(Net::Memory, 1);

@@ -376,12 +376,11 @@ impl PeerManager {
                 close_connection(conn.control);
                 return;
             }
-            if let Some(old) = self.remove_peer(&peer) {
-                self.count_event("replaced");
-                self.notify_lost(&old, DisconnectReason::Replaced);
-                close_gracefully(old);
-            }
         }
+        // The connection this one replaces: applications hear of its end only after the
+        // new one's arrival, so that one that follows the live connection of each peer
+        // sees the peer stay up throughout.
+        let replaced = existing_origin.and_then(|_| self.remove_peer(&peer));
 
         let connection_id = ConnectionId(self.next_connection_id);
         self.next_connection_id += 1;
@@ -446,6 +445,11 @@ impl PeerManager {
         ));
         let metadata = Arc::new(metadata);
         self.broadcast_with(peer, || Event::NewPeer(Arc::clone(&metadata)));
+        if let Some(old) = replaced {
+            self.count_event("replaced");
+            self.notify_lost(&old, DisconnectReason::Replaced);
+            close_gracefully(old);
+        }
     }
 
     fn on_closed(&mut self, closed: Closed) {
