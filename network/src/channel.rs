@@ -137,6 +137,23 @@ impl<K: Eq + Hash + Clone, T: Weighted> Inner<K, T> {
         self.wake_receiver();
     }
 
+    /// Shrinks slot `id`'s queue with `coalesce`, then by its oldest items, until at
+    /// most `room` of weight is queued there.
+    fn make_room(&mut self, id: usize, room: usize, coalesce: impl FnOnce(&mut VecDeque<T>)) {
+        let slot = &mut self.slots[id];
+        let before = slot.queued;
+        coalesce(&mut slot.items);
+        while slot.items.iter().map(Weighted::weight).sum::<usize>() > room {
+            slot.items.pop_front();
+        }
+        slot.queued = slot.items.iter().map(Weighted::weight).sum();
+        self.depth.sub((before - slot.queued) as i64);
+        if slot.items.is_empty() {
+            // Out of service order until its next item, as `push_one` expects.
+            self.ready.retain(|&r| r != id);
+        }
+    }
+
     /// Takes the item at the front of slot `id`'s queue, waking the producers waiting
     /// for room in it.
     fn pop_front(&mut self, id: usize) -> Option<T> {
@@ -288,8 +305,29 @@ impl<K: Eq + Hash + Clone, T: Weighted> FairSender<K, T> {
     /// Queues `item` under `key` even past capacity, up to `hard_limit` of weight for
     /// that key. For rare control items (a peer connecting or leaving) that must not wait
     /// behind that peer's data, and whose number is bounded by connection churn.
-    pub fn push_control(&self, key: K, item: T, hard_limit: usize) -> Result<(), QueueError<T>> {
-        self.push_up_to(key, item, Some(hard_limit))
+    ///
+    /// At the limit, `coalesce` first reduces the key's queued items to what they amount
+    /// to (for connection notifications: the loss of the connection the consumer knew
+    /// and the arrival of the live one); if that leaves no room, the oldest items go.
+    /// The newest item is always queued: it is the one that tells the current state.
+    /// Fails only when the consumer is gone.
+    pub fn push_control(
+        &self,
+        key: K,
+        item: T,
+        hard_limit: usize,
+        coalesce: impl FnOnce(&mut VecDeque<T>),
+    ) -> Result<(), QueueError<T>> {
+        let mut inner = lock(&self.shared);
+        if !inner.is_open() {
+            return Err(QueueError::Closed(item));
+        }
+        let id = inner.slot_of(&key);
+        if inner.slots[id].queued >= hard_limit {
+            inner.make_room(id, hard_limit.saturating_sub(item.weight()), coalesce);
+        }
+        inner.push_one(id, item);
+        Ok(())
     }
 
     fn push_up_to(&self, key: K, item: T, limit: Option<usize>) -> Result<(), QueueError<T>> {
@@ -673,8 +711,23 @@ mod tests {
         tx.try_push("a", 2).unwrap();
         assert_eq!(tx.try_push("a", 3), Err(QueueError::Full(3)));
         tx.try_push("b", 1).unwrap();
-        assert_eq!(tx.push_control("a", 4, 3), Ok(()));
-        assert_eq!(tx.push_control("a", 5, 3), Err(QueueError::Full(5)));
+        assert_eq!(tx.push_control("a", 4, 3, |_| {}), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_control_item_at_the_limit_coalesces_the_queue_and_is_never_refused() {
+        let (tx, mut rx) = fair_queue::<&str, u32>(2, gauge());
+        for i in 0..3 {
+            tx.push_control("a", i, 3, |_| {}).unwrap();
+        }
+        // At the limit: the coalescing keeps what matters (here: the first item).
+        tx.push_control("a", 3, 3, |q| q.truncate(1)).unwrap();
+        // A coalescing that frees nothing: the oldest goes, never the newest.
+        tx.push_control("a", 4, 3, |_| {}).unwrap();
+        tx.push_control("a", 5, 3, |_| {}).unwrap();
+        drop(tx);
+        let got: Vec<u32> = (&mut rx).collect().await;
+        assert_eq!(got, vec![3, 4, 5]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -40,7 +40,10 @@ pub const DEFAULT_DIRECT_SEND_QUEUE_SIZE: usize = 1024;
 /// waits (backpressure on that peer alone).
 pub const DEFAULT_INBOUND_QUEUE_SIZE: usize = 1024;
 /// Connection notifications queued per peer past the data limit: they are few (bounded
-/// by connection churn) and must not wait behind a peer's messages.
+/// by connection churn) and must not wait behind a peer's messages. At this many, a
+/// peer's queued notifications are coalesced to what they amount to (the loss of the
+/// connection the application knew, the arrival of the live one): a slow application
+/// still ends with every peer's current state.
 pub const MAX_QUEUED_NOTIFICATIONS_PER_PEER: usize = 64;
 
 /// The network's configuration.

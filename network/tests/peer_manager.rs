@@ -179,6 +179,43 @@ async fn a_replaced_connection_is_announced_before_the_old_ones_loss() {
     }
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_slow_application_ends_with_the_peers_current_state_after_heavy_churn() {
+    let mut nodes = start_nodes(Net::Memory, 2);
+    let mut b = nodes.pop().unwrap();
+    let a = nodes.pop().unwrap();
+    // 50 connections come and go while b's application reads nothing: 99
+    // notifications, past the 64 a peer may have queued.
+    for round in 0..50 {
+        a.sender.dial(b.addr.clone()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if round < 49 {
+            a.sender.disconnect(b.peer_id).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let live = b.sender.connected_peers()[0].connection_id;
+    let events = drain(&mut b);
+    assert!(events.len() <= 64, "{} notifications queued", events.len());
+    // Followed from the start (the peer was down), the events end on the live connection.
+    let mut state = None;
+    for event in &events {
+        match event {
+            Event::NewPeer(meta) => state = Some(meta.connection_id),
+            Event::LostPeer { connection_id, .. } if state == Some(*connection_id) => {
+                state = None;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        state,
+        Some(live),
+        "the application sees the peer up on its live connection"
+    );
+}
+
 #[tokio::test]
 async fn refuses_to_dial_itself_even_through_an_address_it_was_given() {
     let nodes = start_nodes(Net::Memory, 1);

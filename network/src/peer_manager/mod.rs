@@ -16,6 +16,7 @@
 //! queued with `push_control`, which does not block, and closing a connection is
 //! spawned. So no other task can stall it, and it cannot deadlock with a peer task.
 
+mod notifications;
 mod rules;
 mod types;
 
@@ -31,6 +32,7 @@ use netcore::{NetworkAddress, PeerId};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
+use self::notifications::coalesce_notifications;
 pub use rules::new_connection_wins;
 pub use types::{ConnectionId, ConnectionMetadata, DisconnectReason};
 
@@ -508,6 +510,7 @@ impl PeerManager {
                     (peer, None),
                     Queued::Event(event()),
                     MAX_QUEUED_NOTIFICATIONS_PER_PEER,
+                    coalesce_notifications,
                 )
                 .is_err()
             {
