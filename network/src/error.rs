@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use netcore::PeerId;
 
+use crate::peer_manager::ConnectionId;
 use crate::protocol_id::ProtocolId;
 use crate::transport::UpgradeError;
 
@@ -155,6 +156,15 @@ pub enum DisconnectError {
     /// There is no connection to the peer.
     #[error("peer {0:?} is not connected")]
     NotConnected(PeerId),
+    /// The connection named is no longer the peer's live one (a newer one replaced it);
+    /// the live one stays open.
+    #[error("connection {connection} of peer {peer:?} is gone; the peer's live connection stays")]
+    StaleConnection {
+        /// The peer.
+        peer: PeerId,
+        /// The connection named.
+        connection: ConnectionId,
+    },
     /// The network is shutting down.
     #[error("the network is shutting down")]
     Shutdown,

@@ -217,10 +217,38 @@ impl NetworkSender {
         peer: PeerId,
         reason: DisconnectReason,
     ) -> Result<(), DisconnectError> {
-        let (tx, rx) = oneshot::channel();
+        self.request_disconnect(peer, None, reason).await
+    }
+
+    /// Closes connection `connection` of `peer`, if it is still the peer's live one: a
+    /// verdict about one connection (a failed health check) never closes the
+    /// connection that replaced it. Fails with [`DisconnectError::StaleConnection`]
+    /// when a newer connection is live.
+    pub async fn disconnect_connection(
+        &self,
+        peer: PeerId,
+        connection: ConnectionId,
+        reason: DisconnectReason,
+    ) -> Result<(), DisconnectError> {
+        self.request_disconnect(peer, Some(connection), reason)
+            .await
+    }
+
+    async fn request_disconnect(
+        &self,
+        peer: PeerId,
+        connection: Option<ConnectionId>,
+        reason: DisconnectReason,
+    ) -> Result<(), DisconnectError> {
+        let (reply, rx) = oneshot::channel();
         self.shared
             .requests
-            .send(Request::Disconnect(peer, reason, tx))
+            .send(Request::Disconnect {
+                peer,
+                connection,
+                reason,
+                reply,
+            })
             .await
             .map_err(|_| DisconnectError::Shutdown)?;
         rx.await.map_err(|_| DisconnectError::Shutdown)?

@@ -171,7 +171,12 @@ impl Shared {
         let kind = if trusted { "trusted" } else { "untrusted" };
         self.metrics.bans.with_label_values(&[kind]).inc();
         let (reply, _) = tokio::sync::oneshot::channel();
-        let request = Request::Disconnect(peer, DisconnectReason::Banned, reply);
+        let request = Request::Disconnect {
+            peer,
+            connection: None,
+            reason: DisconnectReason::Banned,
+            reply,
+        };
         // The peer manager's queue is full (or it stopped): close the connection here.
         // `report` may be called outside the runtime; then the ban alone stands, and the
         // connection's next refusal or close ends it.

@@ -10,7 +10,7 @@ use common::{Net, Node, connect, identities, start_node, start_nodes, start_node
 use futures::FutureExt;
 use futures::StreamExt;
 use netcore::transport::ConnectionOrigin;
-use network::{DialError, DisconnectReason, Event, NetworkConfig};
+use network::{DialError, DisconnectError, DisconnectReason, Event, NetworkConfig};
 
 /// Every event queued for `node` right now.
 fn drain(node: &mut Node) -> Vec<Event> {
@@ -214,6 +214,57 @@ async fn a_slow_application_ends_with_the_peers_current_state_after_heavy_churn(
         Some(live),
         "the application sees the peer up on its live connection"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_verdict_about_a_replaced_connection_leaves_the_live_one_and_costs_nothing() {
+    let mut nodes = start_nodes(Net::Memory, 2);
+    let mut b = nodes.pop().unwrap();
+    let mut a = nodes.pop().unwrap();
+    connect(&mut a, &mut b).await;
+    let first = b.sender.connected_peers()[0].connection_id;
+    a.sender.disconnect(b.peer_id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    a.sender.dial(b.addr.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let live = b.sender.connected_peers()[0].connection_id;
+    assert_ne!(first, live);
+
+    // A health verdict about the first connection arrives late.
+    let result = b
+        .sender
+        .disconnect_connection(a.peer_id, first, DisconnectReason::HealthCheckFailed)
+        .await;
+    assert!(matches!(
+        result,
+        Err(DisconnectError::StaleConnection { connection, .. }) if connection == first
+    ));
+    assert!(
+        b.sender.is_connected(&a.peer_id),
+        "the live connection stays"
+    );
+    assert_eq!(b.sender.reputation_score(&a.peer_id), 0, "no penalty");
+
+    // The same verdict about the live connection closes it and counts.
+    b.sender
+        .disconnect_connection(a.peer_id, live, DisconnectReason::HealthCheckFailed)
+        .await
+        .unwrap();
+    assert!(!b.sender.is_connected(&a.peer_id));
+    assert!(b.sender.reputation_score(&a.peer_id) > 0);
+}
+
+#[tokio::test]
+async fn a_failed_health_check_of_a_peer_not_connected_costs_it_nothing() {
+    let mut nodes = start_nodes(Net::Memory, 2);
+    let b = nodes.pop().unwrap();
+    let a = nodes.pop().unwrap();
+    let result = b
+        .sender
+        .disconnect_with_reason(a.peer_id, DisconnectReason::HealthCheckFailed)
+        .await;
+    assert!(matches!(result, Err(DisconnectError::NotConnected(_))));
+    assert_eq!(b.sender.reputation_score(&a.peer_id), 0);
 }
 
 #[tokio::test]

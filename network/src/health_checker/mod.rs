@@ -261,7 +261,7 @@ impl HealthChecker {
             // Spawned: the peer manager's answer must not hold up the pings of others.
             tokio::spawn(async move {
                 let _ = sender
-                    .disconnect_with_reason(peer, DisconnectReason::HealthCheckFailed)
+                    .disconnect_connection(peer, connection, DisconnectReason::HealthCheckFailed)
                     .await;
             });
         }

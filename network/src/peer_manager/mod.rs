@@ -52,12 +52,13 @@ use crate::transport::{UpgradeError, UpgradedConnection};
 pub(crate) enum Request {
     /// Dial an address that names its peer.
     Dial(NetworkAddress, oneshot::Sender<Result<(), DialError>>),
-    /// Close the connection to a peer.
-    Disconnect(
-        PeerId,
-        DisconnectReason,
-        oneshot::Sender<Result<(), DisconnectError>>,
-    ),
+    /// Close the connection to a peer: its live one, or only the one named.
+    Disconnect {
+        peer: PeerId,
+        connection: Option<ConnectionId>,
+        reason: DisconnectReason,
+        reply: oneshot::Sender<Result<(), DisconnectError>>,
+    },
 }
 
 /// A connection's task ended.
@@ -219,21 +220,51 @@ impl PeerManager {
     fn on_request(&mut self, request: Request) {
         match request {
             Request::Dial(addr, reply) => self.dial(addr, reply),
-            Request::Disconnect(peer, reason, reply) => {
-                let result = match self.remove_peer(&peer) {
-                    Some(handle) => {
-                        self.notify_lost(&handle, reason);
-                        close_gracefully(handle);
-                        Ok(())
-                    }
-                    None => Err(DisconnectError::NotConnected(peer)),
-                };
-                let _ = reply.send(result);
-                if reason == DisconnectReason::HealthCheckFailed {
+            Request::Disconnect {
+                peer,
+                connection,
+                reason,
+                reply,
+            } => {
+                let result = self.disconnect(peer, connection, reason);
+                // Only a verdict that closed the connection it was about counts.
+                if result.is_ok() && reason == DisconnectReason::HealthCheckFailed {
                     self.shared.report(peer, Misbehaviour::FailedHealthCheck);
                 }
+                let _ = reply.send(result);
             }
         }
+    }
+
+    /// Closes the live connection of `peer`, if it is `connection` when one is named.
+    fn disconnect(
+        &mut self,
+        peer: PeerId,
+        connection: Option<ConnectionId>,
+        reason: DisconnectReason,
+    ) -> Result<(), DisconnectError> {
+        let live = self
+            .shared
+            .peers
+            .read()
+            .get(&peer)
+            .map(|h| h.metadata.connection_id);
+        match (live, connection) {
+            (None, _) => return Err(DisconnectError::NotConnected(peer)),
+            (Some(live), Some(named)) if live != named => {
+                return Err(DisconnectError::StaleConnection {
+                    peer,
+                    connection: named,
+                });
+            }
+            _ => {}
+        }
+        let handle = self
+            .remove_peer(&peer)
+            .ok_or(DisconnectError::NotConnected(peer))?;
+        self.notify_lost(&handle, reason);
+        close_gracefully(handle);
+        Ok(())
     }
 
     fn dial(&mut self, addr: NetworkAddress, reply: oneshot::Sender<Result<(), DialError>>) {
