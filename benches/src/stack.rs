@@ -114,7 +114,7 @@ pub async fn echo_server(mut events: NetworkEvents) {
             data, responder, ..
         } = event
         {
-            responder.respond(data);
+            let _ = responder.respond(data);
         }
     }
 }

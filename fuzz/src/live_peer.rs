@@ -66,7 +66,7 @@ fn victim() -> &'static Victim {
                             data, responder, ..
                         } = event
                         {
-                            responder.respond(data);
+                            let _ = responder.respond(data);
                         }
                     }
                 });

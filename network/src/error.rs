@@ -169,3 +169,14 @@ pub enum DisconnectError {
     #[error("the network is shutting down")]
     Shutdown,
 }
+
+/// An RPC response over the network's `max_message_size`: it was not sent, and the
+/// caller was told [`RpcError::TooLarge`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("response of {len} bytes is over the maximum of {max}; the caller was told")]
+pub struct ResponseTooLarge {
+    /// The response's length.
+    pub len: usize,
+    /// The maximum.
+    pub max: usize,
+}

@@ -11,7 +11,7 @@ use netcore::{NetworkAddress, PeerId};
 use tokio::sync::oneshot;
 
 use crate::channel::{FairQueue, Weighted};
-use crate::error::{DialError, DisconnectError, RpcError, SendError};
+use crate::error::{DialError, DisconnectError, ResponseTooLarge, RpcError, SendError};
 use crate::peer_manager::{ConnectionId, ConnectionMetadata, DisconnectReason, Request};
 use crate::protocol_id::ProtocolId;
 use crate::protocols::{direct_send, rpc};
@@ -58,9 +58,6 @@ pub enum Event {
     },
 }
 
-/// What an application answers to an inbound RPC.
-pub type RpcResult = Result<Bytes, String>;
-
 /// Answers one inbound RPC. Dropping it without answering tells the caller the request
 /// got no response.
 ///
@@ -71,17 +68,29 @@ pub type RpcResult = Result<Bytes, String>;
 #[derive(Debug)]
 pub struct RpcResponder {
     pub(crate) reply: rpc::Reply,
+    /// The payload limit (`max_message_size`), the same as for requests.
+    pub(crate) max: usize,
 }
 
 impl RpcResponder {
-    /// Sends `response` to the caller.
-    pub fn respond(self, response: Bytes) {
-        self.reply.send(Ok(response));
+    /// Sends `response` to the caller. A response over the network's
+    /// `max_message_size` is not sent: the caller gets [`RpcError::TooLarge`] with its
+    /// size, and so does this call.
+    ///
+    /// [`RpcError::TooLarge`]: crate::RpcError::TooLarge
+    pub fn respond(self, response: Bytes) -> Result<(), ResponseTooLarge> {
+        let (len, max) = (response.len(), self.max);
+        if len > max {
+            self.reply.send(rpc::Answer::TooLarge { len, max });
+            return Err(ResponseTooLarge { len, max });
+        }
+        self.reply.send(rpc::Answer::Data(response));
+        Ok(())
     }
 
-    /// Tells the caller the request failed, with a short explanation.
+    /// Tells the caller the request failed, with a short explanation (cut at 1 KiB).
     pub fn fail(self, reason: impl Into<String>) {
-        self.reply.send(Err(reason.into()));
+        self.reply.send(rpc::Answer::Failed(reason.into()));
     }
 }
 

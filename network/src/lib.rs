@@ -57,8 +57,11 @@ mod shared;
 
 pub use builder::{AppId, BuildError, Network, NetworkBuilder};
 pub use config::NetworkConfig;
-pub use error::{DialError, DisconnectError, InvalidResponse, RemoteFailure, RpcError, SendError};
-pub use interface::{Event, NetworkEvents, NetworkSender, RpcResponder, RpcResult};
+pub use error::{
+    DialError, DisconnectError, InvalidResponse, RemoteFailure, ResponseTooLarge, RpcError,
+    SendError,
+};
+pub use interface::{Event, NetworkEvents, NetworkSender, RpcResponder};
 pub use peer_manager::{ConnectionId, ConnectionMetadata, DisconnectReason};
 pub use protocol_id::{ProtocolId, ProtocolKind};
 pub use reputation::Misbehaviour;

@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// The name of an application protocol, negotiated on each substream, e.g.
-/// `/consensus/rpc/1`. Registered at build time, so it is a `&'static str`.
+/// `/consensus/rpc/2`. Registered at build time, so it is a `&'static str`.
 #[derive(Clone, Copy, PartialOrd, Ord)]
 pub struct ProtocolId(&'static str);
 

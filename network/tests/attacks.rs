@@ -1053,7 +1053,7 @@ fn slow_consumer(
             match event {
                 Event::RpcRequest {
                     data, responder, ..
-                } => responder.respond(data),
+                } => responder.respond(data).unwrap(),
                 Event::Message { .. } => {
                     received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     in_batch += 1;

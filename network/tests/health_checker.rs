@@ -65,7 +65,9 @@ fn scripted_peer(identity: Identity, trusted: &TrustedPeers, script: &[bool]) ->
                 } else {
                     nonce.wrapping_add(1)
                 };
-                responder.respond(Bytes::from(Pong { nonce: echoed }.encode_to_vec()));
+                responder
+                    .respond(Bytes::from(Pong { nonce: echoed }.encode_to_vec()))
+                    .unwrap();
             }
         }
     });

@@ -93,7 +93,7 @@ async fn a_responder_kept_past_its_connection_answers_nothing() {
     }
     assert_eq!(call.await.unwrap(), Err(RpcError::Disconnected));
     // Nothing is left to write to: the answer goes nowhere, and fails nothing else.
-    responder.respond(bytes("late"));
+    let _ = responder.respond(bytes("late"));
     assert_eq!(inbound_outcomes(&b.registry, "write_failed"), 1);
     assert_eq!(inbound_outcomes(&b.registry, "ok"), 0);
 }
@@ -755,7 +755,7 @@ async fn each_request_has_the_server_timeout_from_its_own_arrival() {
             match event {
                 Event::RpcRequest {
                     data, responder, ..
-                } if data == "answer" => responder.respond(data),
+                } if data == "answer" => responder.respond(data).unwrap(),
                 other => held.push(other),
             }
         }
@@ -788,4 +788,68 @@ async fn each_request_has_the_server_timeout_from_its_own_arrival() {
 /// The one peer `node` is connected to.
 fn nodes_peer(node: &common::Node) -> netcore::PeerId {
     node.sender.connected_peers()[0].peer_id
+}
+
+#[tokio::test]
+async fn requests_and_responses_obey_the_same_payload_limit() {
+    const MAX: usize = 4096;
+    let config = NetworkConfig {
+        max_message_size: MAX,
+        ..NetworkConfig::default()
+    };
+    let (a, mut b) = connected_pair(Net::Memory, config).await;
+    // The server answers with a payload as long as the request says.
+    let server = tokio::spawn(async move {
+        let mut refused = Vec::new();
+        while let Some(event) = b.events.next().await {
+            if let Event::RpcRequest {
+                data, responder, ..
+            } = event
+            {
+                let len: usize = std::str::from_utf8(&data).unwrap().parse().unwrap();
+                if let Err(e) = responder.respond(Bytes::from(vec![7u8; len])) {
+                    refused.push(e);
+                }
+                if len > MAX {
+                    return refused;
+                }
+            }
+        }
+        refused
+    });
+    // A request of exactly the maximum passes.
+    let request = Bytes::from(format!("{MAX:0width$}", width = MAX));
+    let answer = a
+        .sender
+        .rpc(b.peer_id, RPC, request, TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.len(),
+        MAX,
+        "a response of exactly the maximum passes too"
+    );
+    // A request one past the maximum is refused before it is sent.
+    let over = Bytes::from(vec![b'1'; MAX + 1]);
+    assert!(matches!(
+        a.sender.rpc(b.peer_id, RPC, over, TIMEOUT).await,
+        Err(RpcError::TooLarge { len, max: MAX }) if len == MAX + 1
+    ));
+    // A response one past the maximum fails at the responder, and the caller is told.
+    let result = a
+        .sender
+        .rpc(b.peer_id, RPC, Bytes::from((MAX + 1).to_string()), TIMEOUT)
+        .await;
+    assert!(
+        matches!(result, Err(RpcError::TooLarge { len, max: MAX }) if len == MAX + 1),
+        "{result:?}"
+    );
+    let refused = server.await.unwrap();
+    assert_eq!(
+        refused,
+        [network::ResponseTooLarge {
+            len: MAX + 1,
+            max: MAX
+        }]
+    );
 }

@@ -154,7 +154,7 @@ async fn a_replaced_connection_is_announced_before_the_old_ones_loss() {
     let mut a_old = start_node(Net::Memory, old, trusted.clone(), config.clone());
     connect(&mut a_old, &mut b).await;
     let new = noise::Identity::from_secret_bytes(&seed);
-    let mut a_new = start_node(Net::Memory, new, trusted, config);
+    let a_new = start_node(Net::Memory, new, trusted, config);
     a_new.sender.dial(b.addr.clone()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
 

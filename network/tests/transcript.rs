@@ -30,7 +30,7 @@ use prometheus::Registry;
 use decode::{Decoder, Keys};
 use record::{Log, Recorded, Step};
 
-const RPC: ProtocolId = ProtocolId::new("/consensus/rpc/1");
+const RPC: ProtocolId = ProtocolId::new("/consensus/rpc/2");
 const DIRECT: ProtocolId = ProtocolId::new("/consensus/direct-send/2");
 /// 2026-01-01T00:00:00Z, in ms since the Unix epoch.
 const CLOCK_MS: u64 = 1_767_225_600_000;
@@ -143,7 +143,7 @@ async fn record_connection() -> Vec<Step> {
                 data, responder, ..
             } => {
                 assert_eq!(&data[..], b"block 7?");
-                responder.respond(Bytes::from_static(b"block 7"));
+                responder.respond(Bytes::from_static(b"block 7")).unwrap();
             }
             other => panic!("expected the request, got {other:?}"),
         }

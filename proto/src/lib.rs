@@ -97,8 +97,10 @@ mod tests {
         }
         let failure = RpcResponse {
             result: Some(rpc_response::Result::Failure(RpcFailure {
-                code: 3,
-                message: "timed out".into(),
+                code: 4,
+                message: "too large".into(),
+                size: 9_000_000,
+                limit: 8_388_608,
             })),
         };
         let mut ours = Vec::new();
@@ -140,12 +142,14 @@ mod tests {
             payload in proptest::collection::vec(any::<u8>(), 0..2048),
             code in any::<i32>(),
             message in ".{0,40}",
+            size in any::<u64>(),
+            limit in any::<u64>(),
             which in 0u8..3,
         ) {
             use super::rpc::{RpcFailure, RpcResponse, rpc_response};
             let result = match which {
                 0 => Some(rpc_response::Result::Ok(payload.into())),
-                1 => Some(rpc_response::Result::Failure(RpcFailure { code, message })),
+                1 => Some(rpc_response::Result::Failure(RpcFailure { code, message, size, limit })),
                 _ => None,
             };
             let response = RpcResponse { result };

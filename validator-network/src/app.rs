@@ -13,9 +13,12 @@ use proto::mempool::{BatchAck, TransactionBatch};
 /// had none.
 pub const CONSENSUS_DIRECT_SEND: ProtocolId = ProtocolId::new("/consensus/direct-send/2");
 /// Block retrieval: one substream per request.
-pub const CONSENSUS_RPC: ProtocolId = ProtocolId::new("/consensus/rpc/1");
+/// Version 2: a response over the payload limit is answered with the failure code
+/// `TOO_LARGE` (docs/WIRE.md).
+pub const CONSENSUS_RPC: ProtocolId = ProtocolId::new("/consensus/rpc/2");
 /// Transaction batches (requests) and their acks (responses).
-pub const MEMPOOL_RPC: ProtocolId = ProtocolId::new("/mempool/rpc/1");
+/// Version 2, as [`CONSENSUS_RPC`].
+pub const MEMPOOL_RPC: ProtocolId = ProtocolId::new("/mempool/rpc/2");
 
 /// An application of the validator network: the message types of its protocols.
 ///

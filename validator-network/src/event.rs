@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures::Stream;
 use netcore::PeerId;
-use network::{ConnectionId, DisconnectReason, NetworkEvents, RpcResponder};
+use network::{ConnectionId, DisconnectReason, NetworkEvents, ResponseTooLarge, RpcResponder};
 use proto::Message;
 use tracing::debug;
 
@@ -78,9 +78,10 @@ pub struct Responder<R> {
 }
 
 impl<R: Message> Responder<R> {
-    /// Sends `response` to the caller.
-    pub fn respond(self, response: R) {
-        self.inner.respond(Bytes::from(response.encode_to_vec()));
+    /// Sends `response` to the caller. A response over the network's message limit is
+    /// not sent: the caller gets `RpcError::TooLarge`, and so does this call.
+    pub fn respond(self, response: R) -> Result<(), ResponseTooLarge> {
+        self.inner.respond(Bytes::from(response.encode_to_vec()))
     }
 
     /// Tells the caller the request failed, with a short explanation.

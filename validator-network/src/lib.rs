@@ -62,7 +62,9 @@ pub type ConsensusNetworkEvents = Events<Consensus>;
 pub type MempoolNetworkEvents = Events<Mempool>;
 
 pub use netcore::{NetworkAddress, PeerId};
-pub use network::{DisconnectReason, InvalidResponse, RemoteFailure, RpcError, SendError};
+pub use network::{
+    DisconnectReason, InvalidResponse, RemoteFailure, ResponseTooLarge, RpcError, SendError,
+};
 pub use noise::Identity;
 pub use prometheus::Registry;
 pub use proto;

@@ -249,10 +249,12 @@ async fn serve(mut events: validator_network::ConsensusNetworkEvents, seen: Arc<
                 request, responder, ..
             } => {
                 seen.rpcs_answered.fetch_add(1, Ordering::Relaxed);
-                responder.respond(BlockRetrievalResponse {
-                    status: Status::Ok.into(),
-                    blocks: Vec::new(),
-                });
+                responder
+                    .respond(BlockRetrievalResponse {
+                        status: Status::Ok.into(),
+                        blocks: Vec::new(),
+                    })
+                    .unwrap();
                 let _ = request;
             }
             Event::Message { peer_id, .. } => {

@@ -157,10 +157,12 @@ async fn request_block_returns_the_typed_response() {
                     .take(request.max_blocks as usize)
                     .map(block)
                     .collect();
-                responder.respond(BlockRetrievalResponse {
-                    status: Status::Ok.into(),
-                    blocks,
-                });
+                responder
+                    .respond(BlockRetrievalResponse {
+                        status: Status::Ok.into(),
+                        blocks,
+                    })
+                    .unwrap();
             }
         }
     });

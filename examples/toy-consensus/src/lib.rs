@@ -28,7 +28,7 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 use validator_network::proto::consensus::{BlockRetrievalRequest, BlockRetrievalResponse};
 use validator_network::{ConsensusNetworkEvents, ConsensusNetworkSender, Event, PeerId};
 
@@ -247,7 +247,11 @@ impl ToyConsensus {
             Event::RpcRequest {
                 request, responder, ..
             } => {
-                responder.respond(self.core.serve(&request));
+                // Blocks are served one per request: a block over the message limit
+                // cannot be served at all, and the caller is told so.
+                if let Err(e) = responder.respond(self.core.serve(&request)) {
+                    warn!(error = %e, "block not served");
+                }
                 Vec::new()
             }
             Event::NewPeer(peer) => {

@@ -21,7 +21,7 @@ use futures::{FutureExt, StreamExt};
 use parking_lot::Mutex;
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use tokio::time::MissedTickBehavior;
-use tracing::debug;
+use tracing::{debug, warn};
 use validator_network::proto::mempool::{BatchAck, Transaction, TransactionBatch};
 use validator_network::{Event, MempoolNetworkEvents, MempoolNetworkSender, PeerId, RequestError};
 
@@ -257,7 +257,11 @@ impl Mempool {
                 peer_id,
                 request,
                 responder,
-            } => responder.respond(self.receive(peer_id, request)),
+            } => {
+                if let Err(e) = responder.respond(self.receive(peer_id, request)) {
+                    warn!(peer = %peer_id.short_str(), error = %e, "batch acknowledgement not sent");
+                }
+            }
             // The mempool sends no one-way messages.
             Event::Message { .. } => {}
         }

@@ -69,7 +69,7 @@ pub use negotiated::Negotiated;
 
 /// The largest negotiation message accepted or sent, in bytes including its newline.
 /// The same cap as go-multistream and js-libp2p (rust-libp2p accepts up to 16 KiB):
-/// our protocol ids are short (`/consensus/rpc/1`), so 1 KiB leaves them ample room
+/// our protocol ids are short (`/consensus/rpc/2`), so 1 KiB leaves them ample room
 /// while bounding what a stream that has not yet agreed on a protocol can make us buffer.
 pub const MAX_MESSAGE_LEN: usize = 1024;
 

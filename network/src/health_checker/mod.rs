@@ -41,7 +41,9 @@ use crate::peer_manager::{ConnectionId, DisconnectReason};
 use crate::protocol_id::{ProtocolId, ProtocolKind};
 
 /// The health checker's RPC protocol.
-pub const HEALTH_PROTOCOL: ProtocolId = ProtocolId::new("/net/health/1");
+/// Version 2: a response over the payload limit is answered with the failure code
+/// `TOO_LARGE` (docs/WIRE.md).
+pub const HEALTH_PROTOCOL: ProtocolId = ProtocolId::new("/net/health/2");
 /// What to pass to `NetworkBuilder::register` for the health checker.
 pub const PROTOCOLS: &[(ProtocolId, ProtocolKind)] = &[(HEALTH_PROTOCOL, ProtocolKind::Rpc)];
 
@@ -276,7 +278,10 @@ fn answer_ping(peer: PeerId, data: &Bytes, responder: RpcResponder) {
         return;
     }
     match Ping::decode(data.clone()) {
-        Ok(ping) => responder.respond(Bytes::from(Pong { nonce: ping.nonce }.encode_to_vec())),
+        Ok(ping) => {
+            // A pong is a few bytes, far below any message limit.
+            let _ = responder.respond(Bytes::from(Pong { nonce: ping.nonce }.encode_to_vec()));
+        }
         Err(e) => {
             debug!(peer = %peer.short_str(), error = %e, "malformed ping");
             responder.fail("malformed ping");

@@ -24,7 +24,7 @@ use tracing::debug;
 use super::{OpenError, connection_closed, is_refusal, open_substream};
 use crate::channel::QueueError;
 use crate::error::{InvalidResponse, RemoteFailure, RpcError};
-use crate::interface::{Event, Queued, RpcResponder, RpcResult};
+use crate::interface::{Event, Queued, RpcResponder};
 use crate::peer::Deadline;
 use crate::protocol_id::ProtocolId;
 use crate::reputation::Misbehaviour;
@@ -32,6 +32,36 @@ use crate::shared::{PeerHandle, Route, Shared};
 
 /// Answers up to this size, with their length prefix, are framed on the stack.
 const SMALL_ANSWER: usize = 512;
+
+/// The most bytes the response envelope adds to a payload: `RpcResponse.ok`'s key and
+/// its length as a varint (at most 10 bytes). The payload limit is the same both ways,
+/// so a response frame may be this much longer than a request frame.
+pub(crate) const ENVELOPE_OVERHEAD: usize = 11;
+
+/// The longest explanation a failure carries; the rest of a longer one is cut, so that
+/// a failure always fits its frame.
+const MAX_FAILURE_MESSAGE: usize = 1024;
+
+/// The largest response frame for a payload limit of `max`.
+fn response_frame_limit(max: usize) -> usize {
+    max.saturating_add(ENVELOPE_OVERHEAD)
+}
+
+/// What the application answered, as the server writes it.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// The response payload.
+    Data(Bytes),
+    /// The application failed the request, with a short explanation.
+    Failed(String),
+    /// The application's response was over the payload limit.
+    TooLarge {
+        /// The response's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
 
 /// How long a server that ran out of time still spends telling the caller so: long
 /// enough for a healthy connection to carry one small frame each way.
@@ -115,14 +145,17 @@ async fn outbound_inner(
             .map_err(|e| stream_error(&handle, e.into()))?;
         route.metrics.messages_out.inc();
         route.metrics.bytes_out.inc_by(request_len);
-        let frame = match codec.read_message(&mut io).await {
+        let frame = match MessageCodec::new(response_frame_limit(max))
+            .read_message(&mut io)
+            .await
+        {
             Ok(Some(frame)) => frame,
             Err(e) => return Err(stream_error(&handle, e)),
             Ok(None) if connection_closed(&handle) => return Err(RpcError::Disconnected),
             Ok(None) => return Err(RpcError::InvalidResponse(InvalidResponse::Missing)),
         };
         route.metrics.bytes_in.inc_by(frame.len() as u64);
-        decode_response(frame).inspect_err(|e| {
+        decode_response(frame, max).inspect_err(|e| {
             if let RpcError::InvalidResponse(_) = e {
                 debug!(peer = %peer.short_str(), %protocol, error = %e, "invalid RPC response");
             }
@@ -155,14 +188,27 @@ fn stream_error(handle: &PeerHandle, err: FramingError) -> RpcError {
     }
 }
 
-fn decode_response(frame: Bytes) -> Result<Bytes, RpcError> {
+/// The payload of a response frame, or the failure it reports. A payload over `max`
+/// (the frame may be a little longer than `max`, for the envelope) is refused as the
+/// server should have refused it.
+fn decode_response(frame: Bytes, max: usize) -> Result<Bytes, RpcError> {
     let response = RpcResponse::decode(frame)
         .map_err(|_| RpcError::InvalidResponse(InvalidResponse::Undecodable))?;
     match response.result {
+        Some(rpc_response::Result::Ok(data)) if data.len() > max => Err(RpcError::TooLarge {
+            len: data.len(),
+            max,
+        }),
         Some(rpc_response::Result::Ok(data)) => Ok(data),
         Some(rpc_response::Result::Failure(failure)) => {
             let kind = match failure.code() {
                 Code::TooManyRequests => return Err(RpcError::TooManyRequests),
+                Code::TooLarge => {
+                    return Err(RpcError::TooLarge {
+                        len: usize::try_from(failure.size).unwrap_or(usize::MAX),
+                        max: usize::try_from(failure.limit).unwrap_or(usize::MAX),
+                    });
+                }
                 Code::NoResponse => RemoteFailure::NoResponse,
                 Code::Application => RemoteFailure::Application,
                 Code::Timeout => RemoteFailure::Timeout,
@@ -177,10 +223,28 @@ fn decode_response(frame: Bytes) -> Result<Bytes, RpcError> {
 }
 
 fn failure(code: Code, message: &str) -> RpcResponse {
+    let mut end = message.len().min(MAX_FAILURE_MESSAGE);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
     RpcResponse {
         result: Some(rpc_response::Result::Failure(RpcFailure {
             code: code.into(),
-            message: message.to_owned(),
+            message: message[..end].to_owned(),
+            size: 0,
+            limit: 0,
+        })),
+    }
+}
+
+/// The failure that tells the caller the response was over the payload limit.
+fn too_large(len: usize, max: usize) -> RpcResponse {
+    RpcResponse {
+        result: Some(rpc_response::Result::Failure(RpcFailure {
+            code: Code::TooLarge.into(),
+            message: format!("response of {len} bytes is over the limit of {max}"),
+            size: len as u64,
+            limit: max as u64,
         })),
     }
 }
@@ -243,14 +307,14 @@ fn record_inbound(shared: &Shared, route: &Route, label: &'static str) {
 #[derive(Debug)]
 pub(crate) enum Reply {
     /// To the substream's task, which waits for it.
-    Task(oneshot::Sender<RpcResult>),
+    Task(oneshot::Sender<Answer>),
     /// Straight into the substream (see [`Answering`]).
     Direct(DirectReply),
 }
 
 impl Reply {
     /// Answers the request; the caller may have given up, then nobody is told.
-    pub(crate) fn send(self, result: RpcResult) {
+    pub(crate) fn send(self, result: Answer) {
         match self {
             Reply::Task(tx) => {
                 let _ = tx.send(result);
@@ -313,7 +377,7 @@ struct AnswerState {
 
 impl Answering {
     /// Writes the application's answer, unless the timeout got there first.
-    fn answer(&self, result: RpcResult) {
+    fn answer(&self, result: Answer) {
         let Some(state) = self.take() else {
             return;
         };
@@ -349,7 +413,8 @@ impl AnswerState {
     /// Writes `response` and our FIN without waiting (the answer of a small request
     /// fits the substream's window); a task writes what the window did not take.
     fn write(mut self, response: &RpcResponse, label: &'static str) {
-        let max = MessageCodec::new(self.shared.config.max_message_size).max_message_size();
+        let max = MessageCodec::new(response_frame_limit(self.shared.config.max_message_size))
+            .max_message_size();
         let len = response.encoded_len();
         if len > max {
             // Dropping the substream resets it: the caller learns the answer is lost.
@@ -585,6 +650,8 @@ pub(crate) async fn serve_inbound(
     let peer = handle.metadata.peer_id;
     let protocol = route.protocol;
     let codec = MessageCodec::new(shared.config.max_message_size);
+    // Answers are framed with room for the envelope around a payload of the limit.
+    let answers = MessageCodec::new(response_frame_limit(codec.max_message_size()));
     let permit = Arc::clone(&handle.inbound_rpcs).try_acquire_owned();
     // The handle is not kept while this waits: it holds the connection open.
     let limiter = handle.message_limiter.clone();
@@ -621,7 +688,7 @@ pub(crate) async fn serve_inbound(
         Ok(request) => request,
         Err(Unread::Outcome(label)) => return record_inbound(shared, route, label),
         Err(Unread::TimedOut) => {
-            let label = Box::pin(time_out(&mut io, &codec)).await;
+            let label = Box::pin(time_out(&mut io, &answers)).await;
             return record_inbound(shared, route, label);
         }
     };
@@ -631,13 +698,13 @@ pub(crate) async fn serve_inbound(
             // Boxed, as the other paths that wait: the serving of every substream is
             // begun in a box as large as its future.
             let label = Box::pin(answer_in_task(
-                shared, route, peer, io, &codec, deadline, request,
+                shared, route, peer, io, &answers, deadline, request,
             ))
             .await;
             return record_inbound(shared, route, label);
         }
         Err(_) => {
-            let label = Box::pin(refuse(io, &codec, deadline)).await;
+            let label = Box::pin(refuse(io, &answers, deadline)).await;
             return record_inbound(shared, route, label);
         }
     };
@@ -658,7 +725,7 @@ pub(crate) async fn serve_inbound(
         // keeps its deadline here.
         if let Some(state) = answering.take() {
             let label = Box::pin(answer_in_task(
-                shared, route, peer, state.io, &codec, deadline, request,
+                shared, route, peer, state.io, &answers, deadline, request,
             ))
             .await;
             record_inbound(shared, route, label);
@@ -667,7 +734,7 @@ pub(crate) async fn serve_inbound(
     }
     drop(deadlines);
     let reply = Reply::Direct(DirectReply(Some(Arc::clone(&answering))));
-    let event = request_event(peer, protocol, request, reply);
+    let event = request_event(peer, protocol, request, reply, codec.max_message_size());
     let key = (peer, Some(protocol));
     let gone = match shared.apps[route.app].try_push(key, Queued::Event(event)) {
         Ok(()) => return,
@@ -712,12 +779,18 @@ async fn refuse(mut io: RpcStream, codec: &MessageCodec, deadline: &mut Deadline
 }
 
 /// An inbound request as the application sees it.
-fn request_event(peer: PeerId, protocol: ProtocolId, data: Bytes, reply: Reply) -> Event {
+fn request_event(
+    peer: PeerId,
+    protocol: ProtocolId,
+    data: Bytes,
+    reply: Reply,
+    max: usize,
+) -> Event {
     Event::RpcRequest {
         peer_id: peer,
         protocol,
         data,
-        responder: RpcResponder { reply },
+        responder: RpcResponder { reply, max },
     }
 }
 
@@ -737,7 +810,8 @@ async fn answer_in_task(
     let answering = AtomicBool::new(false);
     let serve = async {
         let (tx, rx) = oneshot::channel();
-        let event = request_event(peer, route.protocol, request, Reply::Task(tx));
+        let max = shared.config.max_message_size;
+        let event = request_event(peer, route.protocol, request, Reply::Task(tx), max);
         let (response, label) = answer(shared, route, peer, event, rx).await;
         answering.store(true, Ordering::Relaxed);
         if send_response(&mut io, codec, &response).await.is_err() {
@@ -775,7 +849,7 @@ async fn answer(
     route: &Route,
     peer: PeerId,
     event: Event,
-    rx: oneshot::Receiver<RpcResult>,
+    rx: oneshot::Receiver<Answer>,
 ) -> (RpcResponse, &'static str) {
     if shared.apps[route.app]
         .push((peer, Some(route.protocol)), Queued::Event(event))
@@ -794,16 +868,17 @@ async fn answer(
 }
 
 /// The response that carries the application's `result`, and its outcome label.
-fn response_to(route: &Route, result: RpcResult) -> (RpcResponse, &'static str) {
+fn response_to(route: &Route, result: Answer) -> (RpcResponse, &'static str) {
     match result {
-        Ok(data) => {
+        Answer::Data(data) => {
             route.metrics.bytes_out.inc_by(data.len() as u64);
             let response = RpcResponse {
                 result: Some(rpc_response::Result::Ok(data)),
             };
             (response, "ok")
         }
-        Err(reason) => (failure(Code::Application, &reason), "application_error"),
+        Answer::Failed(reason) => (failure(Code::Application, &reason), "application_error"),
+        Answer::TooLarge { len, max } => (too_large(len, max), "too_large"),
     }
 }
 

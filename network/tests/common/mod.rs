@@ -164,7 +164,7 @@ pub fn spawn_echo_server(mut events: NetworkEvents) -> tokio::task::JoinHandle<(
                 data, responder, ..
             } = event
             {
-                responder.respond(data);
+                responder.respond(data).unwrap();
             }
         }
     })
