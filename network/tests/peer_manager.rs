@@ -112,31 +112,39 @@ async fn simultaneous_dials_keep_exactly_one_connection_without_stray_lost_peer(
     );
 }
 
-/// What an application that follows each peer's live connection believes, fed the
-/// events in order: the peers it saw go up and down.
+/// What an application that follows each peer's live connection sees of `events`,
+/// starting with the peer up on a connection announced before them: the changes it
+/// sees (`up`, `down`) and the live connection at the end.
 fn live_view(events: &[Event]) -> (Vec<&'static str>, Option<network::ConnectionId>) {
-    let mut live = None;
-    // `connect` took the first NewPeer: the peer is up on some connection.
-    let mut live_before = true;
+    enum State {
+        UpBefore,
+        Up(network::ConnectionId),
+        Down,
+    }
+    let mut state = State::UpBefore;
     let mut seen = Vec::new();
     for event in events {
-        match event {
-            Event::NewPeer(meta) => {
-                if live.replace(meta.connection_id).is_none() && !live_before {
-                    seen.push("up");
-                }
-                live_before = false;
+        match (event, &state) {
+            (Event::NewPeer(meta), State::Down) => {
+                seen.push("up");
+                state = State::Up(meta.connection_id);
             }
-            Event::LostPeer { connection_id, .. } => {
-                if live == Some(*connection_id) || (live.is_none() && live_before) {
-                    live = None;
-                    live_before = false;
-                    seen.push("down");
-                }
+            (Event::NewPeer(meta), _) => state = State::Up(meta.connection_id),
+            (Event::LostPeer { .. }, State::UpBefore) => {
+                seen.push("down");
+                state = State::Down;
+            }
+            (Event::LostPeer { connection_id, .. }, State::Up(live)) if live == connection_id => {
+                seen.push("down");
+                state = State::Down;
             }
             _ => {}
         }
     }
+    let live = match state {
+        State::Up(id) => Some(id),
+        _ => None,
+    };
     (seen, live)
 }
 

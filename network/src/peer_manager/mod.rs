@@ -402,13 +402,13 @@ impl PeerManager {
             .read()
             .get(&peer)
             .map(|h| h.metadata.origin);
-        if let Some(existing) = existing_origin {
-            if !new_connection_wins(self.shared.local_peer_id, peer, existing, origin) {
-                debug!(peer = %peer.short_str(), %origin, "keeping the existing connection");
-                self.count_event("duplicate_closed");
-                close_connection(conn.control);
-                return;
-            }
+        if let Some(existing) = existing_origin
+            && !new_connection_wins(self.shared.local_peer_id, peer, existing, origin)
+        {
+            debug!(peer = %peer.short_str(), %origin, "keeping the existing connection");
+            self.count_event("duplicate_closed");
+            close_connection(conn.control);
+            return;
         }
         // The connection this one replaces: applications hear of its end only after the
         // new one's arrival, so that one that follows the live connection of each peer
