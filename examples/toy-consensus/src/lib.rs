@@ -5,17 +5,23 @@
 //! - the leader of a round proposes a block of transaction ids pulled from the mempool
 //!   and broadcasts it; each validator votes for it (once per round) if it extends the
 //!   chain it has committed;
-//! - the leader commits on 2f+1 votes (of n = 3f+1) and broadcasts a `SyncInfo`; the
+//! - the leader commits on a quorum of `n - f` votes, where `f = (n - 1) / 3` ([`quorum`]:
+//!   three of three, three of four, four of five), and broadcasts a `SyncInfo`; the
 //!   others commit the block they voted for when they hear it, and the next leader
-//!   proposes;
+//!   proposes. A minority never commits alone, and a validator cut off from the
+//!   majority catches up with the majority's chain once it hears of it again;
 //! - a round that makes no progress times out and the next leader takes over;
 //! - a validator that learns it is behind (a proposal or `SyncInfo` above its height)
 //!   catches up with `request_block`, from the peer that told it.
 //!
 //! The rules are in [`Core`], which does no I/O; [`ToyConsensus`] drives it with the
 //! typed consensus API of `validator-network` and nothing else of the network. It is an
-//! example: there are no signatures, and a validator may vote in two rounds at one
-//! height, so a chain can fork under adversarial timing.
+//! example: there are no signatures, and no locks (as Tendermint's or HotStuff's). A
+//! validator may vote in two rounds at one height, so a leader cut off right after its
+//! quorum formed, before the news of its commit left it, may have committed a block
+//! that the others never see; they can then commit another at that height, and the
+//! cut-off validator stays on its fork. Quorums of `n - f` keep any minority from
+//! committing alone; the fork needs that narrow timing.
 
 mod rules;
 
@@ -32,7 +38,7 @@ use tracing::{debug, info, warn};
 use validator_network::proto::consensus::{BlockRetrievalRequest, BlockRetrievalResponse};
 use validator_network::{ConsensusNetworkEvents, ConsensusNetworkSender, Event, PeerId};
 
-pub use crate::rules::{Action, Core, MAX_BLOCKS_PER_REQUEST, Timing, block_id};
+pub use crate::rules::{Action, Core, MAX_BLOCKS_PER_REQUEST, Timing, block_id, quorum};
 
 /// Time a round may take: on loopback or a LAN a round takes milliseconds, so one second
 /// means a leader is gone, not slow.

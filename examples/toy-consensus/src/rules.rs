@@ -67,6 +67,15 @@ pub struct Core {
     best_known: Option<(u64, PeerId)>,
 }
 
+/// The votes that commit a block among `n` validators: `n - f`, where `f = (n - 1) / 3`
+/// is how many may fail. Any two such quorums share at least `f + 1` validators, so at
+/// least one honest validator, who votes once per round; and `n - f` is at least
+/// `floor(2n/3) + 1`, more than half, so a minority never commits alone. (`2f + 1` is
+/// the same number only when `n = 3f + 1`: for three validators it is one.)
+pub fn quorum(n: usize) -> usize {
+    n - n.saturating_sub(1) / 3
+}
+
 /// The id of the block proposed at `height` in `round` by `proposer`: unique, since a
 /// leader proposes once per round.
 pub fn block_id(height: u64, round: u64, proposer: &PeerId) -> Bytes {
@@ -95,11 +104,10 @@ impl Core {
         validators.sort();
         validators.dedup();
         let n = validators.len();
-        let f = n.saturating_sub(1) / 3;
         let mut core = Self {
             me,
             validators,
-            quorum: 2 * f + 1,
+            quorum: quorum(n),
             timing,
             max_blocks_kept: max_blocks_kept.max(1),
             chain: VecDeque::new(),
@@ -119,7 +127,7 @@ impl Core {
         core
     }
 
-    /// Votes needed to commit: 2f+1 of n = 3f+1.
+    /// Votes needed to commit: `n - f` (see [`quorum`]).
     pub fn quorum(&self) -> usize {
         self.quorum
     }
@@ -390,5 +398,7 @@ impl Core {
     }
 }
 
+#[cfg(test)]
+mod sim;
 #[cfg(test)]
 mod tests;
