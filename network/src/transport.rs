@@ -105,7 +105,9 @@ impl UpgradeError {
             UpgradeError::Transport(_) => "transport",
             UpgradeError::Noise(NoiseError::SelfDial) => "self_dial",
             UpgradeError::Noise(NoiseError::UntrustedPeer(_)) => "untrusted_peer",
-            UpgradeError::Noise(NoiseError::Replay { .. }) => "replay",
+            UpgradeError::Noise(NoiseError::Replay { .. } | NoiseError::TimestampTooOld { .. }) => {
+                "replay"
+            }
             UpgradeError::Noise(NoiseError::TooManyHandshakes { .. }) => "too_many_handshakes",
             UpgradeError::Noise(NoiseError::Timeout(_)) => "noise_timeout",
             UpgradeError::Noise(_) => "noise",

@@ -21,6 +21,9 @@ pub struct ConsensusSection {
     pub min_block_interval_ms: u64,
     /// Transactions per block at most.
     pub max_block_transactions: usize,
+    /// Committed blocks kept to serve validators that fall behind; the node's memory
+    /// grows until this many are kept, then stays flat.
+    pub max_blocks_kept: usize,
 }
 
 impl Default for ConsensusSection {
@@ -30,6 +33,7 @@ impl Default for ConsensusSection {
             round_timeout_ms: millis(d.round_timeout),
             min_block_interval_ms: millis(d.min_block_interval),
             max_block_transactions: d.max_block_transactions,
+            max_blocks_kept: d.max_blocks_kept,
         }
     }
 }
@@ -134,6 +138,7 @@ impl NodeConfig {
             round_timeout: Duration::from_millis(self.consensus.round_timeout_ms),
             min_block_interval: Duration::from_millis(self.consensus.min_block_interval_ms),
             max_block_transactions: self.consensus.max_block_transactions,
+            max_blocks_kept: self.consensus.max_blocks_kept,
             ..ConsensusConfig::new(validators)
         }
     }

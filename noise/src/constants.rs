@@ -61,6 +61,13 @@ pub const REPLAY_GUARD_CAPACITY: usize = 16 * 1024;
 /// flood of fresh keys with future timestamps can lock new keys out (see `replay`).
 pub const MAX_TIMESTAMP_FUTURE_SKEW: Duration = Duration::from_secs(60);
 
+/// How far in the past (by our clock) a dialer's timestamp may be. An honest dialer
+/// sends its clock at the moment it dials, so only a clock this far behind ours, or a
+/// captured message replayed later, is older. With the guard's start (a listener
+/// refuses every timestamp from before it started), this is what keeps replays refused
+/// across restarts without any stored state.
+pub const MAX_TIMESTAMP_AGE: Duration = Duration::from_secs(60);
+
 /// The suite every upgrader uses unless configured otherwise, chosen by the figures in
 /// the crate documentation (see "Choice of suite").
 pub const DEFAULT_SUITE: crate::NoiseSuite = crate::NoiseSuite {

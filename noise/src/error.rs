@@ -135,6 +135,17 @@ pub enum NoiseError {
         /// Our clock (ms since the Unix epoch).
         now: u64,
     },
+    /// The dialer's timestamp is older than the allowed age, or from before this
+    /// listener started: a replay of a captured message, or a dialer's clock far behind.
+    #[error(
+        "handshake timestamp {timestamp} is older than our clock ({now}) allows, or from before we started"
+    )]
+    TimestampTooOld {
+        /// The timestamp it sent (ms since the Unix epoch).
+        timestamp: u64,
+        /// Our clock (ms since the Unix epoch).
+        now: u64,
+    },
     /// The first message's payload is not an 8-byte timestamp.
     #[error("handshake payload is {0} bytes, expected an 8-byte timestamp")]
     BadPayload(usize),

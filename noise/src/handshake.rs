@@ -216,6 +216,7 @@ pub(crate) fn respond(
                 last_accepted,
             },
             ReplayRefusal::InFuture { now } => NoiseError::TimestampInFuture { timestamp, now },
+            ReplayRefusal::TooOld { now } => NoiseError::TimestampTooOld { timestamp, now },
         })?;
     let mut reply = [0u8; HANDSHAKE_WRITE_BUFFER_LEN];
     let len = state.write_message(&[], &mut reply)?;

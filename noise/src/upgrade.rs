@@ -167,7 +167,7 @@ impl NoiseUpgrader {
                 static_keys: StaticKeys::new(&identity),
                 identity,
                 config,
-                replay: Mutex::new(ReplayGuard::default()),
+                replay: Mutex::new(ReplayGuard::starting_at(system_ms())),
                 inbound_permits: Arc::new(Semaphore::new(permits)),
                 last_timestamp: AtomicU64::new(0),
                 fixed: None,
@@ -182,6 +182,7 @@ impl NoiseUpgrader {
     pub fn with_fixed_inputs(identity: Identity, config: NoiseConfig, inputs: FixedInputs) -> Self {
         let mut upgrader = Self::new(identity, config);
         if let Some(inner) = Arc::get_mut(&mut upgrader.inner) {
+            inner.replay = Mutex::new(ReplayGuard::starting_at(inputs.clock_ms));
             inner.fixed = Some(Fixed {
                 inputs,
                 handshakes: AtomicU64::new(0),

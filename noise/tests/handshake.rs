@@ -173,6 +173,57 @@ async fn a_replayed_first_message_is_refused() {
     );
 }
 
+fn system_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test]
+async fn a_first_message_replayed_after_the_listener_restarts_is_refused() {
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    let a = upgrader(&alice, NoiseConfig::open());
+    let b = upgrader(&bob, NoiseConfig::open());
+    let (a_sock, mut tap) = MemorySocket::new_pair();
+    let (b_sock, mut b_side) = MemorySocket::new_pair();
+    let relay = async {
+        let mut first = vec![0u8; 64 + 2 + 104];
+        tap.read_exact(&mut first).await.unwrap();
+        b_side.write_all(&first).await.unwrap();
+        let mut reply = vec![0u8; 2 + 48];
+        b_side.read_exact(&mut reply).await.unwrap();
+        tap.write_all(&reply).await.unwrap();
+        first
+    };
+    let (out, inb, first) = tokio::join!(
+        a.upgrade_outbound(a_sock, bob.peer_id()),
+        b.upgrade_inbound(b_sock),
+        relay
+    );
+    out.unwrap();
+    inb.unwrap();
+    // Bob restarts: a new upgrader with the same key and no memory of Alice. (The
+    // clock first moves past the handshake, as any restart takes longer.)
+    let handshake_done = system_ms();
+    while system_ms() <= handshake_done {
+        tokio::task::yield_now().await;
+    }
+    drop(b);
+    let restarted = upgrader(&bob, NoiseConfig::open());
+    let (mut attacker, b_sock) = MemorySocket::new_pair();
+    attacker.write_all(&first).await.unwrap();
+    let result = restarted.upgrade_inbound(b_sock).await;
+    assert!(
+        matches!(result, Err(NoiseError::Replay { peer, .. }) if peer == alice.peer_id()),
+        "{result:?}"
+    );
+    // Alice herself connects to the restarted Bob at once.
+    let (out, inb) = handshake(&a, &restarted, bob.peer_id()).await;
+    out.unwrap();
+    inb.unwrap();
+}
+
 #[tokio::test]
 async fn quick_successive_dials_are_not_taken_for_replays() {
     let (alice, bob) = (Identity::generate(), Identity::generate());

@@ -50,8 +50,11 @@ pub const DEFAULT_MIN_BLOCK_INTERVAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_MAX_BLOCK_TRANSACTIONS: usize = 2_000;
 /// Time a block retrieval may take.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Committed blocks kept to serve validators that fall behind: a few minutes of chain.
-pub const DEFAULT_MAX_BLOCKS_KEPT: usize = 10_000;
+/// Committed blocks kept to serve validators that fall behind: about three minutes of
+/// chain at the default pace, a few megabytes. A validator further behind cannot catch
+/// up from its peers' recent blocks (that is state sync's work); a node keeps its memory
+/// flat once this many are kept.
+pub const DEFAULT_MAX_BLOCKS_KEPT: usize = 2_000;
 
 /// Where a block's transactions come from and where committed ones go.
 pub trait TransactionSource: Send + Sync + 'static {

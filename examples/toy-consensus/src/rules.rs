@@ -76,6 +76,19 @@ pub fn quorum(n: usize) -> usize {
     n - n.saturating_sub(1) / 3
 }
 
+/// `block` with its byte fields copied out of the buffer it was decoded from. A message
+/// received from the network decodes its `bytes` fields as slices of the receive buffer,
+/// which holds other messages too: a block kept for minutes would keep that whole buffer.
+fn owned(block: Block) -> Block {
+    let copy = |b: &Bytes| Bytes::copy_from_slice(b);
+    Block {
+        id: copy(&block.id),
+        parent_id: copy(&block.parent_id),
+        proposer: copy(&block.proposer),
+        ..block
+    }
+}
+
 /// The id of the block proposed at `height` in `round` by `proposer`: unique, since a
 /// leader proposes once per round.
 pub fn block_id(height: u64, round: u64, proposer: &PeerId) -> Bytes {
@@ -386,6 +399,7 @@ impl Core {
     }
 
     fn commit(&mut self, block: Block, now: Instant) -> Vec<Action> {
+        let block = owned(block);
         self.committed_height = block.height;
         self.head_id = block.id.clone();
         self.last_commit = now;

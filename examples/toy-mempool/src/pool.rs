@@ -67,7 +67,9 @@ impl Pool {
             Entry {
                 seq,
                 origin,
-                payload,
+                // A received payload is a slice of the buffer its batch was read into:
+                // a copy keeps one pending transaction from holding the whole batch.
+                payload: Bytes::copy_from_slice(&payload),
             },
         );
         Insert::Added
