@@ -48,6 +48,7 @@ pub mod interface;
 pub mod peer_manager;
 pub mod protocol_id;
 pub mod rate_limit;
+pub mod refusal_log;
 pub mod reputation;
 pub mod transport;
 

@@ -43,6 +43,7 @@ use crate::interface::{Event, Queued};
 use crate::peer;
 use crate::protocols::rpc::{self, AnswerDeadlines};
 use crate::rate_limit::MessageLimiter;
+use crate::refusal_log::{Flaps, LogLimiter, host};
 use crate::reputation::Misbehaviour;
 use crate::shared::{PeerHandle, Shared};
 use crate::transport::{UpgradeError, UpgradedConnection};
@@ -98,6 +99,10 @@ pub(crate) struct PeerManager {
     is_trusted: TrustPredicate,
     /// Inbound connections from peers outside the trusted set.
     untrusted_inbound: HashMap<PeerId, ConnectionId>,
+    /// Which refusals are written to the log.
+    refusals: LogLimiter,
+    /// Recent replacements of inbound connections, per peer.
+    flaps: Flaps,
     shutdown: watch::Receiver<bool>,
     /// Tells each connection's task to stop.
     peer_shutdown: watch::Sender<bool>,
@@ -132,6 +137,8 @@ impl PeerManager {
             next_connection_id: 1,
             is_trusted,
             untrusted_inbound: HashMap::new(),
+            refusals: LogLimiter::new(),
+            flaps: Flaps::default(),
             shutdown,
             peer_shutdown,
         }
@@ -179,6 +186,8 @@ impl PeerManager {
                 oldest.abort();
                 self.count_failure("too_many_upgrades");
                 self.shared.metrics.upgrades_evicted.inc();
+                self.refusals
+                    .log_eviction(limit, tokio::time::Instant::now());
             }
         }
         let id = self.next_upgrade_id;
@@ -341,6 +350,8 @@ impl PeerManager {
             }
             Err(e) => {
                 debug!(peer = %peer.short_str(), error = %e, "dial failed");
+                self.refusals
+                    .log_dial_failure(peer, &e, tokio::time::Instant::now());
                 if matches!(e, UpgradeError::Banned(_)) {
                     self.count_ban_refusal(ConnectionOrigin::Outbound);
                 }
@@ -363,7 +374,8 @@ impl PeerManager {
             Ok(conn) => conn,
             Err(e) => {
                 if origin == ConnectionOrigin::Inbound {
-                    debug!(%addr, error = %e, "inbound upgrade failed");
+                    self.refusals
+                        .log_inbound_refusal(&addr, &e, tokio::time::Instant::now());
                     if matches!(e, UpgradeError::Banned(_)) {
                         self.count_ban_refusal(origin);
                     }
@@ -396,12 +408,18 @@ impl PeerManager {
             return;
         }
 
-        let existing_origin = self
+        let existing = self
             .shared
             .peers
             .read()
             .get(&peer)
-            .map(|h| h.metadata.origin);
+            .map(|h| (h.metadata.origin, h.metadata.addr.clone()));
+        if let Some((ConnectionOrigin::Inbound, ref old_addr)) = existing
+            && origin == ConnectionOrigin::Inbound
+        {
+            self.check_shared_key(peer, old_addr, &addr);
+        }
+        let existing_origin = existing.map(|(origin, _)| origin);
         if let Some(existing) = existing_origin
             && !new_connection_wins(self.shared.local_peer_id, peer, existing, origin)
         {
@@ -523,6 +541,16 @@ impl PeerManager {
             .dec();
         self.count_event("closed");
         Some(handle)
+    }
+
+    /// Counts and logs a peer whose inbound connection is replaced by another inbound one
+    /// from a second host, or over and over from any: two nodes running with one key.
+    fn check_shared_key(&mut self, peer: PeerId, old: &NetworkAddress, new: &NetworkAddress) {
+        let now = tokio::time::Instant::now();
+        if self.flaps.record(peer, now) || host(old) != host(new) {
+            self.count_event("same_key_two_hosts");
+            self.refusals.log_shared_key(peer, old, new, now);
+        }
     }
 
     fn notify_lost(&self, handle: &PeerHandle, reason: DisconnectReason) {
