@@ -75,6 +75,10 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<DemoSummary> {
     anyhow::ensure!(options.validators >= 1, "--validators must be at least 1");
+    anyhow::ensure!(
+        !options.duration.is_zero(),
+        "--duration must be more than 0 (e.g. 10s)"
+    );
     let identities: Vec<Identity> = (0..options.validators)
         .map(|_| Identity::generate())
         .collect();
@@ -107,8 +111,8 @@ pub async fn run(
     let (stop_metrics, stop_metrics_rx) = watch::channel(false);
     writeln!(
         out,
-        "demo: {} validators on loopback TCP, fresh keys, for {} s",
-        validators.len(),
+        "demo: {} on loopback TCP, fresh keys, for {} s",
+        count(validators.len(), "validator"),
         options.duration.as_secs()
     )?;
     for (i, v) in validators.iter().enumerate() {
@@ -212,8 +216,8 @@ fn print_summary(out: &mut impl Write, s: &DemoSummary) -> std::io::Result<()> {
     let all_committed = s.heights.iter().all(|h| *h > 0);
     writeln!(
         out,
-        "summary after {secs:.1} s with {} validators:",
-        s.heights.len()
+        "summary after {secs:.1} s with {}:",
+        count(s.heights.len(), "validator")
     )?;
     writeln!(
         out,
@@ -296,4 +300,13 @@ pub fn human_bytes(bytes: f64) -> String {
         unit += 1;
     }
     format!("{value:.1} {}", UNITS[unit])
+}
+
+/// `n` and `noun`, plural when `n` is not one.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }

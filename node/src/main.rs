@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use node::demo::{self, DemoOptions};
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 use validator_network::Identity;
 
@@ -94,6 +96,8 @@ async fn run() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,node=info")),
         )
         .with_writer(std::io::stderr)
+        // Colours for a terminal only: a log written to a file or a pipe stays plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     match cli.command {

@@ -124,6 +124,45 @@ pub struct Snapshot {
     pub connections_closed: u64,
 }
 
+/// Connections refused or failed in all, by reason (`network_handshake_failures_total`).
+pub fn refusals(registry: &Registry) -> std::collections::BTreeMap<String, u64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for family in registry.gather() {
+        if family.name() != "network_handshake_failures_total" {
+            continue;
+        }
+        for metric in family.get_metric() {
+            let reason = metric
+                .get_label()
+                .iter()
+                .find(|l| l.name() == "reason")
+                .map_or_else(String::new, |l| l.value().to_owned());
+            *counts.entry(reason).or_default() += metric.get_counter().get_value() as u64;
+        }
+    }
+    counts
+}
+
+/// The refusals between two readings of [`refusals`], as `reason=count` pairs, or
+/// `none`.
+pub fn describe_refusals(
+    now: &std::collections::BTreeMap<String, u64>,
+    before: &std::collections::BTreeMap<String, u64>,
+) -> String {
+    let parts: Vec<String> = now
+        .iter()
+        .filter_map(|(reason, n)| {
+            let delta = n.saturating_sub(before.get(reason).copied().unwrap_or(0));
+            (delta > 0).then(|| format!("{reason}={delta}"))
+        })
+        .collect();
+    if parts.is_empty() {
+        "none".to_owned()
+    } else {
+        parts.join(",")
+    }
+}
+
 impl Snapshot {
     /// Reads the figures from `registry`.
     pub fn read(registry: &Registry) -> Self {
@@ -250,5 +289,21 @@ mod tests {
         assert_eq!(quantile(&buckets, 0.5), Some(0.002));
         assert_eq!(quantile(&buckets, 0.75), Some(0.003));
         assert_eq!(quantile(&[(0.001, 0)], 0.5), None);
+    }
+
+    #[test]
+    fn the_status_line_counts_the_refusals_since_the_last_one() {
+        let before = [("untrusted_peer".to_owned(), 3), ("replay".to_owned(), 1)].into();
+        let now = [
+            ("untrusted_peer".to_owned(), 10),
+            ("replay".to_owned(), 1),
+            ("chain_mismatch".to_owned(), 2),
+        ]
+        .into();
+        assert_eq!(
+            describe_refusals(&now, &before),
+            "chain_mismatch=2,untrusted_peer=7"
+        );
+        assert_eq!(describe_refusals(&now, &now), "none");
     }
 }

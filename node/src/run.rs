@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
-use tracing::info;
+use tracing::{info, warn};
 use validator_network::{Identity, Registry};
 
 use crate::config::NodeConfig;
@@ -33,6 +33,7 @@ pub async fn run(
         .context("network.identity_key: must be set (node keygen --out PATH makes one)")?;
     let identity = Identity::load(&key).context("network.identity_key")?;
     let validators = config.validators(identity.peer_id())?;
+    warn_of_gaps(&config, identity.peer_id());
     let registry = Registry::new();
     let (listener, bound) = metrics::bind(config.metrics_address)
         .await
@@ -44,9 +45,10 @@ pub async fn run(
         config.mempool(),
         registry.clone(),
     )?;
+    let addrs: Vec<String> = node.listen_addrs.iter().map(ToString::to_string).collect();
     info!(
         peer = %node.peer_id,
-        addrs = ?node.listen_addrs,
+        addrs = %addrs.join(", "),
         validators = validators.len(),
         metrics = %format!("http://{bound}/metrics"),
         "node started"
@@ -64,16 +66,21 @@ pub async fn run(
     let mut ticker = tokio::time::interval(STATUS_INTERVAL);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     tokio::pin!(stop);
+    let mut refused_before = metrics::refusals(&registry);
     loop {
         tokio::select! {
             () = &mut stop => break,
             _ = ticker.tick() => {
                 let snap = Snapshot::read(&registry);
+                let refused_now = metrics::refusals(&registry);
+                let refused = metrics::describe_refusals(&refused_now, &refused_before);
+                refused_before = refused_now;
                 info!(
                     connected = snap.connected,
                     height = snap.height,
                     committed_transactions = snap.committed_transactions,
                     pending = node.mempool.pending(),
+                    refused = %refused,
                     "status"
                 );
             }
@@ -83,4 +90,28 @@ pub async fn run(
     let _ = stop_metrics.send(true);
     node.shutdown().await;
     Ok(())
+}
+
+/// Warns of a configuration that runs but cannot do what a validator should: no other
+/// validator to talk to, or one that this node cannot dial.
+fn warn_of_gaps(config: &NodeConfig, me: validator_network::PeerId) {
+    let others: Vec<_> = config
+        .network
+        .trusted_peers
+        .iter()
+        .filter(|p| p.peer_id.parse().ok() != Some(me))
+        .collect();
+    if others.is_empty() {
+        warn!(
+            "network.trusted_peers names no other validator: this node will accept no \
+             connection and dial none"
+        );
+    }
+    for peer in others.iter().filter(|p| p.addresses.is_empty()) {
+        warn!(
+            peer = %peer.peer_id,
+            "network.trusted_peers: no addresses for this validator: this node will not \
+             dial it and only connects when it dials us (or discovery finds it)"
+        );
+    }
 }

@@ -10,8 +10,9 @@ use netcore::{NetworkAddress, PeerId};
 /// Why an identity key, a key file, a peer id or a signature was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    /// Reading or writing the key file failed.
-    #[error("key file {path}: {source}")]
+    /// Reading or writing the key file failed (the file system's error is the source,
+    /// which error reports print after this).
+    #[error("key file {path}")]
     Io {
         /// The key file.
         path: PathBuf,
