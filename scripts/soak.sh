@@ -27,8 +27,12 @@ while [[ $# -gt 0 ]]; do
 done
 
 cargo build --release -p node
+if curl -s -o /dev/null "http://$metrics/metrics"; then
+    echo "something already serves http://$metrics: stop it or pass --metrics-address" >&2
+    exit 2
+fi
 seconds=$((minutes * 60))
-./target/release/node demo --duration "${seconds}s" --metrics-address "$metrics" > soak-demo.log 2>&1 &
+./target/release/node demo --duration "${seconds}s" --metrics-address "$metrics" > "$out.demo.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 
