@@ -26,8 +26,8 @@ use tokio_util::codec::{Decoder, Encoder};
 pub use live_peer::{LIVE_DIRECT, LIVE_RPC, live_peer};
 pub use netcore::fuzzing::{mux_frames, mux_session, negotiate_dialer, negotiate_listener};
 pub use noise_targets::{
-    INITIATOR_SECRET, RESPONDER_SECRET, noise_initiator, noise_responder, noise_stream,
-    responder_peer_id,
+    FUZZ_CLOCK_MS, INITIATOR_SECRET, RESPONDER_SECRET, fuzz_upgrader, noise_initiator,
+    noise_responder, noise_stream, responder_peer_id,
 };
 
 /// A fuzz target: its name (the directory of its corpus) and its entry function.

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 
 use futures::FutureExt;
 use netcore::PeerId;
-use noise::{Identity, NoiseConfig, NoiseUpgrader};
+use noise::{FixedInputs, Identity, NoiseConfig, NoiseUpgrader};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
 
@@ -17,6 +17,24 @@ pub const RESPONDER_SECRET: [u8; 32] = [0x11; 32];
 
 /// The secret key of the dialer the fuzzed initiator plays.
 pub const INITIATOR_SECRET: [u8; 32] = [0x22; 32];
+
+/// The clock every fuzzed handshake reads (2026-01-01T00:00:00Z): fixed, so a seed's
+/// first message, stamped with it, is accepted by the fuzzed responder at any time, and
+/// a run's inputs give the same handshakes.
+pub const FUZZ_CLOCK_MS: u64 = 1_767_225_600_000;
+
+/// An upgrader for `secret` in open mode, with the fixed clock and ephemeral keys
+/// seeded from the secret itself.
+pub fn fuzz_upgrader(secret: &[u8; 32]) -> NoiseUpgrader {
+    NoiseUpgrader::with_fixed_inputs(
+        Identity::from_secret_bytes(secret),
+        NoiseConfig::open(),
+        FixedInputs {
+            clock_ms: FUZZ_CLOCK_MS,
+            ephemeral_seed: *secret,
+        },
+    )
+}
 
 /// Bytes read from a stream per read: small, so frames are read in several pieces.
 const READ_PIECE: usize = 700;
@@ -67,10 +85,7 @@ pub(crate) fn respond(data: &[u8]) -> bool {
         let (ours, theirs) = pipe();
         theirs.tx.inject(data);
         theirs.tx.close();
-        let upgrader = NoiseUpgrader::new(
-            Identity::from_secret_bytes(&RESPONDER_SECRET),
-            NoiseConfig::open(),
-        );
+        let upgrader = fuzz_upgrader(&RESPONDER_SECRET);
         match upgrader.upgrade_inbound(ours).await {
             Ok((mut stream, _)) => {
                 drain(&mut stream).await;
@@ -88,10 +103,7 @@ pub fn noise_initiator(data: &[u8]) {
         let (ours, theirs) = pipe();
         theirs.tx.inject(data);
         theirs.tx.close();
-        let upgrader = NoiseUpgrader::new(
-            Identity::from_secret_bytes(&INITIATOR_SECRET),
-            NoiseConfig::open(),
-        );
+        let upgrader = fuzz_upgrader(&INITIATOR_SECRET);
         if let Ok((mut stream, _)) = upgrader.upgrade_outbound(ours, responder_peer_id()).await {
             drain(&mut stream).await;
         }
@@ -105,14 +117,8 @@ pub fn noise_stream(data: &[u8]) {
     block_on(async {
         let (a, b) = pipe();
         let wire = b.rx.clone();
-        let initiator = NoiseUpgrader::new(
-            Identity::from_secret_bytes(&INITIATOR_SECRET),
-            NoiseConfig::open(),
-        );
-        let responder = NoiseUpgrader::new(
-            Identity::from_secret_bytes(&RESPONDER_SECRET),
-            NoiseConfig::open(),
-        );
+        let initiator = fuzz_upgrader(&INITIATOR_SECRET);
+        let responder = fuzz_upgrader(&RESPONDER_SECRET);
         let (dialed, accepted) = futures::join!(
             initiator.upgrade_outbound(a, responder_peer_id()),
             responder.upgrade_inbound(b)

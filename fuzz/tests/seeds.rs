@@ -6,8 +6,7 @@
 
 use std::path::Path;
 
-use fuzz_entries::{INITIATOR_SECRET, LIVE_DIRECT, LIVE_RPC, responder_peer_id};
-use noise::{Identity, NoiseConfig, NoiseUpgrader};
+use fuzz_entries::{INITIATOR_SECRET, LIVE_DIRECT, LIVE_RPC, fuzz_upgrader, responder_peer_id};
 use prost::Message;
 use tokio::io::AsyncReadExt;
 
@@ -59,10 +58,7 @@ fn with_selector(selector: u8, body: Vec<u8>) -> Vec<u8> {
 
 async fn first_noise_message() -> Vec<u8> {
     let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
-    let upgrader = NoiseUpgrader::new(
-        Identity::from_secret_bytes(&INITIATOR_SECRET),
-        NoiseConfig::open(),
-    );
+    let upgrader = fuzz_upgrader(&INITIATOR_SECRET);
     let dial = tokio::spawn(async move {
         let _ = upgrader.upgrade_outbound(ours, responder_peer_id()).await;
     });
