@@ -1,0 +1,161 @@
+//! DirectSend: one long-lived substream per (peer, protocol) carrying one-way,
+//! length-delimited messages, and acknowledgements the other way.
+//!
+//! Outbound, each (peer, protocol) has a bounded queue, its [`Outbox`], drained by one
+//! writer task, which opens the substream on the first message, writes everything
+//! queued and flushes once per batch. `send_to` encodes a small message straight into
+//! the outbox's packed buffer, so the writer takes runs of frames ready for the wire,
+//! not one buffer per message. When the queue is full the new message is dropped and
+//! counted (the sender learns it from `SendError::QueueFull`): the messages already
+//! queued are older and were accepted first. Inbound, one reader task per substream
+//! pushes the frames it read into the application's fair queue, as they came off the
+//! wire, waiting while that peer's queue is full, so a flooding peer is slowed by reading
+//! less rather than by losing messages; the application's side splits them into events.
+//!
+//! Every message the network accepts is delivered or counted in
+//! `network_queue_drops_total{queue=<protocol>}`: `queue_full` when its queue was full,
+//! `stream_failed` when it was never written (no substream could be opened, or the
+//! connection closed while it waited), `unconfirmed` when it was written to a
+//! substream that ended before the receiver acknowledged it. The receiver acknowledges
+//! with a cumulative count (`proto::direct_send::DirectSendAck`) whenever it waits, for
+//! the sender or for room in the application's queue, and at least every [`ACK_EVERY`]
+//! messages, so `unconfirmed` is
+//! an upper bound of the messages lost in flight when a connection is cut, close to the
+//! truth: a handful of messages, not a window.
+
+use std::sync::Arc;
+use std::task::Waker;
+
+use bytes::Bytes;
+use netcore::PeerId;
+
+use crate::channel::QueueError;
+use crate::error::SendError;
+use crate::protocol_id::ProtocolId;
+use crate::shared::{PeerHandle, Route, Shared};
+
+mod outbox;
+mod reader;
+#[cfg(test)]
+mod tests;
+mod writer;
+
+pub(crate) use outbox::Outbox;
+use outbox::{LastOutbox, NotKept, outbox, push_to};
+pub(crate) use reader::{MessageBatch, serve_inbound};
+use writer::Writer;
+
+/// Small messages are packed into runs of about this many bytes (each run one write to
+/// the substream); this is also the size of each packing buffer an outbox allocates.
+const WRITE_CHUNK: usize = 16 * 1024;
+
+/// A message of up to this many bytes is copied into its outbox's packed run by
+/// `send_to`; a larger one is queued as its own buffer (only its prefix is packed), so
+/// no large copy happens under the outbox's lock.
+const PACK_MAX: usize = 4 * 1024;
+
+/// The outbound depth gauge (`direct_send_outbound`) is moved in steps of this many
+/// messages per queue, not one atomic update per message on a gauge every sender
+/// shares: it is exact when the writers have taken everything and lower than the truth
+/// by less than this per (peer, protocol) while messages wait.
+const DEPTH_STEP: usize = 16;
+
+/// Messages one reader hands to the application's queue at a time, at most.
+const DELIVER_BATCH: usize = 64;
+
+/// A reader stops gathering a batch past this many payload bytes: what it holds outside
+/// the application's queue stays small (it has already given the sender the window
+/// back for it).
+const DELIVER_BATCH_BYTES: u64 = 16 * 1024;
+
+/// The receiver acknowledges at least once per this many messages, even when the sender
+/// keeps it busy.
+const ACK_EVERY: u64 = 256;
+
+/// The largest acknowledgement frame accepted: a `DirectSendAck` is at most 11 bytes.
+const MAX_ACK_SIZE: usize = 16;
+
+/// Queues `msg` for `peer`; see `NetworkSender::send_to`.
+pub(crate) fn send(
+    shared: &Arc<Shared>,
+    peer: PeerId,
+    protocol: ProtocolId,
+    msg: Bytes,
+) -> Result<(), SendError> {
+    // Capped at the length prefix's range, as `MessageCodec` caps it: the outbox
+    // writes the prefix of an accepted message without another check.
+    let max = shared.config.max_message_size.min(u32::MAX as usize);
+    if msg.len() > max {
+        return Err(SendError::TooLarge {
+            len: msg.len(),
+            max,
+        });
+    }
+    let msg = match LastOutbox::push(shared, peer, protocol, msg) {
+        Ok(waker) => {
+            if let Some(w) = waker {
+                w.wake();
+            }
+            return Ok(());
+        }
+        Err(NotKept::Full(route)) => {
+            if let Some(route) = shared.routes.get(route) {
+                route.metrics.queue_drops.inc();
+            }
+            return Err(SendError::QueueFull);
+        }
+        Err(NotKept::Miss(msg)) => msg,
+    };
+    // Everything below is done under the peers' read lock, which nothing holds for
+    // long: no lookup result is cloned out of it.
+    let peers = shared.peers.read();
+    let handle = peers.get(&peer).ok_or(SendError::NotConnected(peer))?;
+    let (index, route) = shared
+        .route_index(protocol)
+        .ok_or(SendError::UnregisteredProtocol(protocol))?;
+    let queue = handle.direct_send[index].get_or_init(|| spawn_writer(shared, handle, route));
+    LastOutbox::looked_up(shared, peer, protocol, index, queue);
+    finish(push_to(&queue.shared, msg), route, peer)
+}
+
+/// What `send_to` returns for a push's outcome, counting a full queue's drop.
+fn finish(
+    pushed: Result<Option<Waker>, QueueError<Bytes>>,
+    route: &Route,
+    peer: PeerId,
+) -> Result<(), SendError> {
+    match pushed {
+        Ok(waker) => {
+            if let Some(w) = waker {
+                w.wake();
+            }
+            Ok(())
+        }
+        Err(QueueError::Full(_)) => {
+            route.metrics.queue_drops.inc();
+            Err(SendError::QueueFull)
+        }
+        // The writer found the connection closed and stopped; the peer is about to be
+        // removed.
+        Err(QueueError::Closed(_)) => Err(SendError::NotConnected(peer)),
+    }
+}
+
+/// Starts the writer task of (peer, protocol) and returns its queue.
+fn spawn_writer(shared: &Arc<Shared>, handle: &PeerHandle, route: &Route) -> Outbox {
+    let protocol = route.protocol;
+    let (tx, rx) = outbox(
+        shared.config.direct_send_queue_size,
+        handle.direct_send_depth.clone(),
+    );
+    let writer = Writer {
+        shared: Arc::downgrade(shared),
+        peer: handle.metadata.peer_id,
+        control: handle.control.clone(),
+        remote_supports: handle.metadata.supports(protocol),
+        protocol,
+        route: route.clone(),
+    };
+    tokio::spawn(writer.run(rx));
+    tx
+}

@@ -1,0 +1,311 @@
+//! The outbound queue of one (peer, protocol), its writer's side, and each thread's
+//! memory of the last queue it sent to.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::sync::{Arc, Weak};
+use std::task::{Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+use netcore::PeerId;
+use netcore::framing::LENGTH_FIELD_BYTES;
+use parking_lot::Mutex;
+use prometheus::IntGauge;
+
+use super::{DEPTH_STEP, PACK_MAX, WRITE_CHUNK};
+use crate::channel::QueueError;
+use crate::protocol_id::ProtocolId;
+use crate::shared::Shared;
+
+thread_local! {
+    /// The queue this thread's `send_to` calls went to last; see [`LastOutbox`].
+    static LAST_OUTBOX: RefCell<LastOutbox> = const { RefCell::new(LastOutbox::Empty) };
+}
+
+/// A thread's memory of its last `send_to`, so that a run of messages to one (peer,
+/// protocol) (a stream of proposals or votes to one validator, a benchmark) goes
+/// straight to its queue, without the peer table's lock and lookup. It is kept from the
+/// second lookup of the same (node, peer, protocol) in a row on: a loop over many peers
+/// (a broadcast) costs it one comparison per message and no reference counting. A
+/// queue closed with its connection is never used: the call goes through the table.
+pub(super) enum LastOutbox {
+    Empty,
+    /// Looked up once: the node (by address, only compared), peer and protocol.
+    Seen(usize, PeerId, ProtocolId),
+    /// Looked up twice in a row: the queue, and its route's index.
+    Kept {
+        /// The node; a weak reference, so its address is not reused by another node.
+        node: Weak<Shared>,
+        peer: PeerId,
+        protocol: ProtocolId,
+        route: usize,
+        queue: OutboxShared,
+    },
+}
+
+/// Why [`LastOutbox::push`] did not queue a message.
+pub(super) enum NotKept {
+    /// The kept queue is full; the index of its route.
+    Full(usize),
+    /// No live queue of (peer, protocol) is kept: look it up.
+    Miss(Bytes),
+}
+
+impl LastOutbox {
+    /// Pushes `msg` to the kept queue if it is (peer, protocol)'s of this node and
+    /// open; returns the writer's waker, to wake.
+    pub(super) fn push(
+        shared: &Arc<Shared>,
+        peer: PeerId,
+        protocol: ProtocolId,
+        msg: Bytes,
+    ) -> Result<Option<Waker>, NotKept> {
+        let mut msg = Some(msg);
+        let pushed = LAST_OUTBOX.try_with(|last| {
+            let mut last = last.try_borrow_mut().ok()?;
+            let LastOutbox::Kept {
+                node,
+                peer: kept_peer,
+                protocol: kept_protocol,
+                route,
+                queue,
+            } = &*last
+            else {
+                return None;
+            };
+            if node.as_ptr() != Arc::as_ptr(shared)
+                || *kept_peer != peer
+                || *kept_protocol != protocol
+            {
+                return None;
+            }
+            let route = *route;
+            Some(match push_to(queue, msg.take()?) {
+                Ok(waker) => Ok(waker),
+                Err(QueueError::Full(_)) => Err(NotKept::Full(route)),
+                Err(QueueError::Closed(msg)) => {
+                    *last = LastOutbox::Empty;
+                    Err(NotKept::Miss(msg))
+                }
+            })
+        });
+        match (pushed, msg) {
+            (Ok(Some(pushed)), _) => pushed,
+            // Not kept (or the thread is exiting): `msg` was not taken.
+            (_, Some(msg)) => Err(NotKept::Miss(msg)),
+            // Not reached: the message is taken only to be pushed, which gives an
+            // outcome.
+            (_, None) => Ok(None),
+        }
+    }
+
+    /// Records a lookup of (peer, protocol)'s queue, keeping the queue if the last
+    /// lookup on this thread was the same.
+    pub(super) fn looked_up(
+        shared: &Arc<Shared>,
+        peer: PeerId,
+        protocol: ProtocolId,
+        route: usize,
+        queue: &Outbox,
+    ) {
+        let node = Arc::as_ptr(shared) as usize;
+        let _ = LAST_OUTBOX.try_with(|last| {
+            let Ok(mut last) = last.try_borrow_mut() else {
+                return;
+            };
+            *last = match &*last {
+                LastOutbox::Seen(n, p, pr) if (*n, *p, *pr) == (node, peer, protocol) => {
+                    LastOutbox::Kept {
+                        node: Arc::downgrade(shared),
+                        peer,
+                        protocol,
+                        route,
+                        queue: Arc::clone(&queue.shared),
+                    }
+                }
+                _ => LastOutbox::Seen(node, peer, protocol),
+            };
+        });
+    }
+}
+
+/// The state an [`Outbox`] shares with its writer.
+pub(super) struct OutboxState {
+    /// Encoded messages ready to write, in order: packed runs of small messages, and
+    /// large messages in their own buffers (each after a run ending with its prefix).
+    runs: VecDeque<Bytes>,
+    /// The run being packed, after `runs`.
+    packing: BytesMut,
+    /// Messages queued, and their payload bytes.
+    messages: usize,
+    bytes: u64,
+    /// Of `messages`, those counted in the depth gauge.
+    reported: usize,
+    capacity: usize,
+    depth: IntGauge,
+    /// The writer, waiting for messages.
+    waker: Option<Waker>,
+    /// The writer or the peer's handle is gone: no more messages are accepted.
+    closed: bool,
+}
+
+pub(super) type OutboxShared = Arc<Mutex<OutboxState>>;
+
+/// The queue of one (peer, protocol): at most `capacity` messages, encoded as they are
+/// queued. Dropping it closes the queue: the writer takes what is left, then ends.
+pub(crate) struct Outbox {
+    pub(super) shared: OutboxShared,
+}
+
+/// What a writer took from its outbox at once.
+pub(super) struct Taken {
+    /// Wire bytes, in order.
+    pub(super) runs: Vec<Bytes>,
+    pub(super) messages: usize,
+    pub(super) bytes: u64,
+}
+
+/// The writer's side of an [`Outbox`]; dropping it closes the queue.
+pub(super) struct OutboxReader {
+    shared: OutboxShared,
+}
+
+/// Creates an outbox of `capacity` messages and its writer's side.
+pub(super) fn outbox(capacity: usize, depth: IntGauge) -> (Outbox, OutboxReader) {
+    let shared = Arc::new(Mutex::new(OutboxState {
+        runs: VecDeque::new(),
+        packing: BytesMut::new(),
+        messages: 0,
+        bytes: 0,
+        reported: 0,
+        capacity: capacity.max(1),
+        depth,
+        waker: None,
+        closed: false,
+    }));
+    (
+        Outbox {
+            shared: Arc::clone(&shared),
+        },
+        OutboxReader { shared },
+    )
+}
+
+/// Queues `msg` (within the maximum message size, checked by the caller) in an outbox
+/// if there is room; never waits. Returns the writer's waker, to wake once the lock is
+/// released.
+pub(super) fn push_to(
+    shared: &OutboxShared,
+    msg: Bytes,
+) -> Result<Option<Waker>, QueueError<Bytes>> {
+    let len = msg.len();
+    let mut guard = shared.lock();
+    let state = &mut *guard;
+    if state.closed {
+        return Err(QueueError::Closed(msg));
+    }
+    if state.messages >= state.capacity {
+        return Err(QueueError::Full(msg));
+    }
+    let packed = len <= PACK_MAX;
+    let need = LENGTH_FIELD_BYTES + if packed { len } else { 0 };
+    if state.packing.capacity() - state.packing.len() < need {
+        if !state.packing.is_empty() {
+            state.runs.push_back(state.packing.split().freeze());
+        }
+        state.packing.reserve(WRITE_CHUNK);
+    }
+    // The length passed the maximum message size, which fits the prefix.
+    state.packing.extend_from_slice(&(len as u32).to_be_bytes());
+    if packed {
+        state.packing.extend_from_slice(&msg);
+        if state.packing.len() >= WRITE_CHUNK {
+            state.runs.push_back(state.packing.split().freeze());
+        }
+    } else {
+        state.runs.push_back(state.packing.split().freeze());
+        state.runs.push_back(msg);
+    }
+    state.messages += 1;
+    state.bytes += len as u64;
+    if state.messages - state.reported >= DEPTH_STEP {
+        state.depth.add((state.messages - state.reported) as i64);
+        state.reported = state.messages;
+    }
+    Ok(state.waker.take())
+}
+
+impl Outbox {
+    /// Closes the queue: later messages are refused (`send_to` then looks the peer up
+    /// again), and the writer takes what is queued, then ends. Done when the connection
+    /// leaves the peer table, so that no thread's kept queue outlives it there.
+    pub(crate) fn close(&self) {
+        let waker = {
+            let mut state = self.shared.lock();
+            state.closed = true;
+            state.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl OutboxState {
+    /// Takes the messages counted in the depth gauge out of it.
+    fn unreport(&mut self) {
+        self.depth.sub(self.reported as i64);
+        self.reported = 0;
+    }
+}
+
+impl OutboxReader {
+    /// Waits for messages and takes everything queued into `into` (emptied first);
+    /// `false` once the queue is closed and empty. Cancel-safe: nothing is taken
+    /// unless it returns.
+    pub(super) async fn take(&mut self, into: &mut Taken) -> bool {
+        into.runs.clear();
+        std::future::poll_fn(|cx| {
+            let mut guard = self.shared.lock();
+            let state = &mut *guard;
+            if state.messages == 0 {
+                if state.closed {
+                    return Poll::Ready(false);
+                }
+                state.waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            into.runs.extend(state.runs.drain(..));
+            if !state.packing.is_empty() {
+                into.runs.push(state.packing.split().freeze());
+            }
+            into.messages = std::mem::take(&mut state.messages);
+            into.bytes = std::mem::take(&mut state.bytes);
+            state.unreport();
+            Poll::Ready(true)
+        })
+        .await
+    }
+
+    /// Closes the queue and drops what it holds; returns how many messages that was.
+    pub(super) fn close_and_clear(&mut self) -> usize {
+        let mut state = self.shared.lock();
+        state.closed = true;
+        state.runs.clear();
+        state.packing = BytesMut::new();
+        state.unreport();
+        std::mem::take(&mut state.messages)
+    }
+}
+
+impl Drop for OutboxReader {
+    fn drop(&mut self) {
+        self.close_and_clear();
+    }
+}

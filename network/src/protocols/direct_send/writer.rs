@@ -1,0 +1,216 @@
+//! The writer task of one (peer, protocol): drains its outbox onto a substream and
+//! reads the receiver's acknowledgements.
+
+use std::sync::Weak;
+
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
+use netcore::PeerId;
+use netcore::framing::{FramingError, MessageCodec};
+use netcore::multiplexing::{Control, Substream};
+use netcore::negotiate::Negotiated;
+use proto::Message;
+use proto::direct_send::DirectSendAck;
+use tokio::io::AsyncWriteExt;
+use tokio_util::codec::FramedRead;
+use tracing::debug;
+
+use super::MAX_ACK_SIZE;
+use super::outbox::{OutboxReader, Taken};
+use crate::protocol_id::ProtocolId;
+use crate::protocols::open_substream;
+use crate::reputation::Misbehaviour;
+use crate::shared::{Route, Shared};
+
+/// An open outbound substream and what it has carried.
+struct OutboundStream {
+    /// Messages go out through `io.get_mut()`; acknowledgements come in through `io`
+    /// (frames of at most [`MAX_ACK_SIZE`]).
+    io: FramedRead<Negotiated<Substream>, MessageCodec>,
+    /// Messages written to it.
+    written: u64,
+    /// Of those, the messages the receiver acknowledged.
+    acked: u64,
+}
+
+impl OutboundStream {
+    /// Applies one acknowledgement frame; an error means the receiver broke the
+    /// protocol.
+    fn on_ack(&mut self, frame: Bytes) -> Result<(), AckError> {
+        let ack = DirectSendAck::decode(frame).map_err(|_| AckError::Malformed)?;
+        if ack.delivered < self.acked || ack.delivered > self.written {
+            return Err(AckError::OutOfRange {
+                delivered: ack.delivered,
+                acked: self.acked,
+                written: self.written,
+            });
+        }
+        self.acked = ack.delivered;
+        Ok(())
+    }
+
+    /// Writes `runs` in order and flushes.
+    async fn write_runs(&mut self, runs: &mut Vec<Bytes>) -> std::io::Result<()> {
+        let io = self.io.get_mut();
+        for run in runs.drain(..) {
+            io.write_all(&run).await?;
+        }
+        io.flush().await
+    }
+
+    /// Takes every acknowledgement that has already arrived, without waiting.
+    fn take_arrived_acks(&mut self) {
+        while let Some(Some(Ok(frame))) = self.io.next().now_or_never() {
+            if self.on_ack(frame).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The messages written and never acknowledged; the stream is about to be dropped.
+    fn unconfirmed(mut self) -> u64 {
+        self.take_arrived_acks();
+        self.written - self.acked
+    }
+}
+
+/// Why an acknowledgement was refused.
+#[derive(Debug, thiserror::Error)]
+enum AckError {
+    #[error("acknowledgement does not decode")]
+    Malformed,
+    #[error(
+        "acknowledgement of {delivered} messages after {acked} acknowledged and {written} written"
+    )]
+    OutOfRange {
+        delivered: u64,
+        acked: u64,
+        written: u64,
+    },
+}
+
+/// Drains one (peer, protocol) queue onto its substream.
+pub(super) struct Writer {
+    /// For reporting a receiver that breaks the protocol; weak, as the writer lives as
+    /// long as the connection.
+    pub(super) shared: Weak<Shared>,
+    pub(super) peer: PeerId,
+    pub(super) control: Control,
+    pub(super) remote_supports: bool,
+    pub(super) protocol: ProtocolId,
+    pub(super) route: Route,
+}
+
+impl Writer {
+    /// Holds `misbehaviour` against the receiver, while the node runs.
+    fn report(&self, misbehaviour: Misbehaviour) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.report(self.peer, misbehaviour);
+        }
+    }
+
+    /// Runs until the queue closes (when the connection leaves the peer table, or its
+    /// handle is dropped) and what it held is written.
+    pub(super) async fn run(self, mut queue: OutboxReader) {
+        let mut stream: Option<OutboundStream> = None;
+        let mut batch = Taken {
+            runs: Vec::new(),
+            messages: 0,
+            bytes: 0,
+        };
+        loop {
+            let taken = match stream.as_mut() {
+                None => queue.take(&mut batch).await,
+                // Acknowledgements are read while the queue is empty; under load they
+                // wait in the substream's buffer, where the latest supersedes the rest.
+                Some(s) => tokio::select! {
+                    biased;
+                    taken = queue.take(&mut batch) => taken,
+                    ack = s.io.next() => {
+                        let failure = match ack {
+                            Some(Ok(frame)) => match s.on_ack(frame) {
+                                Ok(()) => continue,
+                                Err(e) => {
+                                    self.route.metrics.decode_failures.inc();
+                                    self.report(Misbehaviour::ProtocolViolation);
+                                    e.to_string()
+                                }
+                            },
+                            Some(Err(e)) => {
+                                if let FramingError::TooLarge { .. } = e {
+                                    // An acknowledgement over its size is no acknowledgement.
+                                    self.route.metrics.decode_failures.inc();
+                                    self.report(Misbehaviour::OversizedMessage);
+                                }
+                                e.to_string()
+                            }
+                            None => "receiver closed the substream".to_owned(),
+                        };
+                        debug!(protocol = %self.protocol, error = %failure, "DirectSend substream ended; reopening on the next message");
+                        if let Some(s) = stream.take() {
+                            self.route.metrics.unconfirmed.inc_by(s.unconfirmed());
+                        }
+                        continue;
+                    }
+                },
+            };
+            if !taken {
+                break;
+            }
+            if stream.is_none() {
+                match open_substream(&self.control, self.remote_supports, self.protocol).await {
+                    Ok(io) => {
+                        stream = Some(OutboundStream {
+                            io: FramedRead::new(io, MessageCodec::new(MAX_ACK_SIZE)),
+                            written: 0,
+                            acked: 0,
+                        });
+                    }
+                    Err(e) => {
+                        debug!(protocol = %self.protocol, error = ?e, "DirectSend substream failed to open");
+                        self.route
+                            .metrics
+                            .stream_drops
+                            .inc_by(batch.messages as u64);
+                        batch.runs.clear();
+                        if self.control.is_closed() {
+                            self.drop_queued(&mut queue);
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
+            let Some(s) = stream.as_mut() else { continue };
+            let count = batch.messages as u64;
+            // Counted as written before the write: if the substream fails part way, the
+            // receiver may still acknowledge some of the batch, and what it does not is
+            // counted as unconfirmed.
+            s.written += count;
+            self.route.metrics.messages_out.inc_by(count);
+            self.route.metrics.bytes_out.inc_by(batch.bytes);
+            let sent = s.write_runs(&mut batch.runs).await;
+            if let Err(e) = sent {
+                debug!(protocol = %self.protocol, error = %e, "DirectSend substream failed; reopening on the next message");
+                if let Some(s) = stream.take() {
+                    self.route.metrics.unconfirmed.inc_by(s.unconfirmed());
+                }
+                if self.control.is_closed() {
+                    self.drop_queued(&mut queue);
+                    return;
+                }
+            }
+        }
+        if let Some(mut s) = stream {
+            let _ = s.io.get_mut().shutdown().await;
+            self.route.metrics.unconfirmed.inc_by(s.unconfirmed());
+        }
+    }
+
+    /// The connection is gone: closes the queue and counts what it still holds as
+    /// dropped, so every accepted message is delivered or counted.
+    fn drop_queued(&self, queue: &mut OutboxReader) {
+        let dropped = queue.close_and_clear();
+        self.route.metrics.stream_drops.inc_by(dropped as u64);
+    }
+}
