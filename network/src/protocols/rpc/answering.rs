@@ -1,0 +1,201 @@
+//! Where an inbound RPC's answer goes: to its substream's task, or straight into the
+//! substream when no task waits with it.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
+
+use netcore::framing::{LENGTH_FIELD_BYTES, MessageCodec};
+use proto::Message;
+use proto::rpc::RpcResponse;
+use proto::rpc::rpc_failure::Code;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
+
+use super::inbound::response_to;
+use super::{Answer, RpcStream, failure, record_inbound, response_frame_limit};
+use crate::shared::Shared;
+
+/// Answers up to this size, with their length prefix, are framed on the stack.
+const SMALL_ANSWER: usize = 512;
+
+/// Where an inbound RPC's answer goes: what an [`RpcResponder`] holds.
+///
+/// [`RpcResponder`]: crate::interface::RpcResponder
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// To the substream's task, which waits for it.
+    Task(oneshot::Sender<Answer>),
+    /// Straight into the substream (see [`Answering`]).
+    Direct(DirectReply),
+}
+
+impl Reply {
+    /// Answers the request; the caller may have given up, then nobody is told.
+    pub(crate) fn send(self, result: Answer) {
+        match self {
+            Reply::Task(tx) => {
+                let _ = tx.send(result);
+            }
+            Reply::Direct(mut reply) => {
+                if let Some(answering) = reply.0.take() {
+                    answering.answer(result);
+                }
+            }
+        }
+    }
+}
+
+/// A reply written straight into the substream. Dropped without an answer, it tells
+/// the caller that the request got no response; that drop may run under an
+/// application queue's lock (a queue dropping its events), which is fine: writing takes
+/// only the multiplexer's lock, which never waits for a queue's.
+#[derive(Debug)]
+pub(crate) struct DirectReply(pub(super) Option<Arc<Answering>>);
+
+impl Drop for DirectReply {
+    fn drop(&mut self) {
+        if let Some(answering) = self.0.take() {
+            answering.finish(&failure(Code::NoResponse, "no response"), "no_response");
+        }
+    }
+}
+
+/// An inbound RPC whose request and FIN are both in, waiting for its answer. No task
+/// waits with it: whoever gets there first writes into its substream, the
+/// application's responder (the answer) or the connection's task once the inbound
+/// timeout passed ([`AnswerDeadlines`]). Saves the substream's task a wake-up and a
+/// poll per request, and the hand-over of the answer through a channel.
+///
+/// [`AnswerDeadlines`]: super::AnswerDeadlines
+pub(crate) struct Answering {
+    /// Taken by the first of the answer and the timeout.
+    pub(super) state: parking_lot::Mutex<Option<AnswerState>>,
+    /// `state` was taken; read without the lock by the deadline queue.
+    pub(super) done: AtomicBool,
+}
+
+impl fmt::Debug for Answering {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Answering")
+            .field("done", &self.is_done())
+            .finish()
+    }
+}
+
+/// What writing an inbound RPC's answer takes.
+pub(super) struct AnswerState {
+    pub(super) io: RpcStream,
+    pub(super) shared: Arc<Shared>,
+    /// The route's index in [`Shared::routes`].
+    pub(super) route: usize,
+    /// The inbound timeout's deadline, which also bounds a write that must wait.
+    pub(super) deadline: tokio::time::Instant,
+    /// The peer's inbound RPC permit, released with the answer.
+    pub(super) _permit: OwnedSemaphorePermit,
+}
+
+impl Answering {
+    /// Writes the application's answer, unless the timeout got there first.
+    fn answer(&self, result: Answer) {
+        let Some(state) = self.take() else {
+            return;
+        };
+        let (response, label) = response_to(&state.shared.routes[state.route], result);
+        state.write(&response, label);
+    }
+
+    /// Writes `response` and counts the outcome as `label`, unless it is answered.
+    pub(super) fn finish(&self, response: &RpcResponse, label: &'static str) {
+        if let Some(state) = self.take() {
+            state.write(response, label);
+        }
+    }
+
+    /// Tells the caller the server ran out of time, unless it is answered.
+    pub(super) fn time_out(&self) {
+        self.finish(&failure(Code::Timeout, "server timed out"), "timeout");
+    }
+
+    pub(super) fn take(&self) -> Option<AnswerState> {
+        let state = self.state.lock().take();
+        self.done.store(true, Ordering::Release);
+        state
+    }
+
+    /// Whether it is answered (or timed out).
+    pub(super) fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+}
+
+impl AnswerState {
+    /// Writes `response` and our FIN without waiting (the answer of a small request
+    /// fits the substream's window); a task writes what the window did not take.
+    fn write(mut self, response: &RpcResponse, label: &'static str) {
+        let max = MessageCodec::new(response_frame_limit(self.shared.config.max_message_size))
+            .max_message_size();
+        let len = response.encoded_len();
+        if len > max {
+            // Dropping the substream resets it: the caller learns the answer is lost.
+            return self.record("write_failed");
+        }
+        // A small answer is framed on the stack.
+        let mut small = [0u8; SMALL_ANSWER];
+        let mut large = Vec::new();
+        let whole = LENGTH_FIELD_BYTES + len;
+        let frame = if whole <= SMALL_ANSWER {
+            &mut small[..whole]
+        } else {
+            large.resize(whole, 0);
+            &mut large[..]
+        };
+        // `max` is at most `u32::MAX`, so the length fits the field.
+        frame[..LENGTH_FIELD_BYTES].copy_from_slice(&(len as u32).to_be_bytes());
+        // The slice is exactly the encoded length, so encoding cannot fail.
+        let _ = response.encode_into(&mut &mut frame[LENGTH_FIELD_BYTES..]);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut written = 0;
+        while written < whole {
+            match Pin::new(&mut self.io).poll_write(&mut cx, &frame[written..]) {
+                Poll::Ready(Ok(n)) if n > 0 => written += n,
+                Poll::Pending => break,
+                Poll::Ready(_) => return self.record("write_failed"),
+            }
+        }
+        if written == whole {
+            match Pin::new(&mut self.io).poll_shutdown(&mut cx) {
+                Poll::Ready(Ok(())) => return self.record(label),
+                Poll::Ready(Err(_)) => return self.record("write_failed"),
+                Poll::Pending => {}
+            }
+        }
+        // The caller's window is short: a task writes the rest, until the deadline (the
+        // substream is then dropped, which resets it, as on the task path).
+        let rest = if whole <= SMALL_ANSWER {
+            frame[written..].to_vec()
+        } else {
+            large.drain(..written);
+            large
+        };
+        let runtime = self.shared.runtime.clone();
+        runtime.spawn(async move {
+            let finish = async {
+                self.io.write_all(&rest).await?;
+                self.io.shutdown().await
+            };
+            let label = match tokio::time::timeout_at(self.deadline, finish).await {
+                Ok(Ok(())) => label,
+                Ok(Err(_)) => "write_failed",
+                Err(_) => "timeout",
+            };
+            self.record(label);
+        });
+    }
+
+    fn record(&self, label: &'static str) {
+        record_inbound(&self.shared, &self.shared.routes[self.route], label);
+    }
+}
