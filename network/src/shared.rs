@@ -112,6 +112,38 @@ pub(crate) struct PeerHandle {
 }
 
 impl PeerHandle {
+    /// The handle of a new connection described by `metadata`, with the limits of
+    /// `shared`'s configuration; `trusted` peers are not rate limited by default.
+    pub(crate) fn new(
+        shared: &Shared,
+        metadata: ConnectionMetadata,
+        control: Control,
+        trusted: bool,
+    ) -> Self {
+        let config = &shared.config;
+        let message_limiter = config
+            .rate_limit
+            .for_peer(trusted)
+            .and_then(|limit| limit.messages)
+            .map(|rate| {
+                let waits = shared.metrics.rate_limited.with_label_values(&["messages"]);
+                Arc::new(MessageLimiter::new(rate, waits))
+            });
+        Self {
+            metadata,
+            control,
+            outbound_rpcs: Arc::new(Semaphore::new(config.max_concurrent_outbound_rpcs)),
+            inbound_rpcs: Arc::new(Semaphore::new(config.max_concurrent_inbound_rpcs)),
+            direct_send: shared.routes.iter().map(|_| OnceLock::new()).collect(),
+            direct_send_depth: shared.metrics.queue("direct_send_outbound"),
+            message_limiter,
+            answer_deadlines: Arc::new(AnswerDeadlines::new(crate::protocols::rpc::later(
+                tokio::time::Instant::now(),
+                config.inbound_rpc_timeout,
+            ))),
+        }
+    }
+
     /// Closes the connection's DirectSend queues: it is leaving the peer table.
     pub(crate) fn close_direct_send(&self) {
         for queue in self.direct_send.iter().filter_map(OnceLock::get) {

@@ -21,7 +21,7 @@ mod rules;
 mod types;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures::future::{AbortHandle, Aborted, BoxFuture, abortable};
@@ -29,11 +29,12 @@ use futures::stream::{FuturesUnordered, SelectAll};
 use futures::{FutureExt, StreamExt};
 use netcore::transport::{BoxedListener, BoxedTransport, ConnectionOrigin, Transport};
 use netcore::{NetworkAddress, PeerId};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use self::notifications::coalesce_notifications;
 pub use rules::new_connection_wins;
+pub(crate) use types::{Closed, Request};
 pub use types::{ConnectionId, ConnectionMetadata, DisconnectReason};
 
 use crate::channel::MeteredReceiver;
@@ -41,33 +42,10 @@ use crate::config::MAX_QUEUED_NOTIFICATIONS_PER_PEER;
 use crate::error::{DialError, DisconnectError};
 use crate::interface::{Event, Queued};
 use crate::peer;
-use crate::protocols::rpc::{self, AnswerDeadlines};
-use crate::rate_limit::MessageLimiter;
 use crate::refusal_log::{Flaps, LogLimiter, host};
 use crate::reputation::Misbehaviour;
 use crate::shared::{PeerHandle, Shared};
 use crate::transport::{UpgradeError, UpgradedConnection};
-
-/// Requests to the peer manager.
-#[derive(Debug)]
-pub(crate) enum Request {
-    /// Dial an address that names its peer.
-    Dial(NetworkAddress, oneshot::Sender<Result<(), DialError>>),
-    /// Close the connection to a peer: its live one, or only the one named.
-    Disconnect {
-        peer: PeerId,
-        connection: Option<ConnectionId>,
-        reason: DisconnectReason,
-        reply: oneshot::Sender<Result<(), DisconnectError>>,
-    },
-}
-
-/// A connection's task ended.
-#[derive(Debug)]
-pub(crate) struct Closed {
-    pub(crate) peer_id: PeerId,
-    pub(crate) connection_id: ConnectionId,
-}
 
 /// Whether a peer id is in the trusted set.
 pub type TrustPredicate = Arc<dyn Fn(&PeerId) -> bool + Send + Sync>;
@@ -384,30 +362,11 @@ impl PeerManager {
                 return;
             }
         };
+        let Some(trusted) = self.admit(conn.peer_id, origin) else {
+            close_connection(conn.control);
+            return;
+        };
         let peer = conn.peer_id;
-        if self.shared.is_banned(&peer) {
-            // Banned while its upgrade was in flight.
-            self.count_ban_refusal(origin);
-            self.count_failure("banned");
-            close_connection(conn.control);
-            return;
-        }
-        if peer == self.shared.local_peer_id {
-            self.count_failure("self_dial");
-            close_connection(conn.control);
-            return;
-        }
-        let trusted = (self.is_trusted)(&peer);
-        if !trusted
-            && origin == ConnectionOrigin::Inbound
-            && !self.untrusted_inbound.contains_key(&peer)
-            && self.untrusted_inbound.len() >= self.shared.config.max_inbound_untrusted
-        {
-            self.count_event("refused_untrusted");
-            close_connection(conn.control);
-            return;
-        }
-
         let existing = self
             .shared
             .peers
@@ -432,12 +391,54 @@ impl PeerManager {
         // new one's arrival, so that one that follows the live connection of each peer
         // sees the peer stay up throughout.
         let replaced = existing_origin.and_then(|_| self.remove_peer(&peer));
+        self.register(conn, addr, origin, trusted);
+        if let Some(old) = replaced {
+            self.count_event("replaced");
+            self.notify_lost(&old, DisconnectReason::Replaced);
+            close_gracefully(old);
+        }
+    }
 
+    /// Whether an upgraded connection from `peer` may stay, before the tie-break with
+    /// an existing one: `Some(trusted)` if so, `None` (counted) if it must close.
+    fn admit(&mut self, peer: PeerId, origin: ConnectionOrigin) -> Option<bool> {
+        if self.shared.is_banned(&peer) {
+            // Banned while its upgrade was in flight.
+            self.count_ban_refusal(origin);
+            self.count_failure("banned");
+            return None;
+        }
+        if peer == self.shared.local_peer_id {
+            self.count_failure("self_dial");
+            return None;
+        }
+        let trusted = (self.is_trusted)(&peer);
+        if !trusted
+            && origin == ConnectionOrigin::Inbound
+            && !self.untrusted_inbound.contains_key(&peer)
+            && self.untrusted_inbound.len() >= self.shared.config.max_inbound_untrusted
+        {
+            self.count_event("refused_untrusted");
+            return None;
+        }
+        Some(trusted)
+    }
+
+    /// Makes `conn` the live connection of its peer: the table, the metrics, its task,
+    /// and the applications' `NewPeer`.
+    fn register(
+        &mut self,
+        conn: UpgradedConnection,
+        addr: NetworkAddress,
+        origin: ConnectionOrigin,
+        trusted: bool,
+    ) {
+        let peer = conn.peer_id;
         let connection_id = ConnectionId(self.next_connection_id);
         self.next_connection_id += 1;
-        let config = &self.shared.config;
-        let local_protocols = &self.shared.routes;
-        let protocols = local_protocols
+        let protocols = self
+            .shared
+            .routes
             .iter()
             .map(|r| r.protocol)
             .filter(|p| conn.remote_protocols.iter().any(|rp| rp == p.as_str()))
@@ -450,30 +451,12 @@ impl PeerManager {
             protocols,
             client_version: conn.client_version,
         };
-        let handle = Arc::new(PeerHandle {
-            metadata: metadata.clone(),
-            control: conn.control,
-            outbound_rpcs: Arc::new(Semaphore::new(config.max_concurrent_outbound_rpcs)),
-            inbound_rpcs: Arc::new(Semaphore::new(config.max_concurrent_inbound_rpcs)),
-            direct_send: self.shared.routes.iter().map(|_| OnceLock::new()).collect(),
-            direct_send_depth: self.shared.metrics.queue("direct_send_outbound"),
-            message_limiter: config
-                .rate_limit
-                .for_peer(trusted)
-                .and_then(|limit| limit.messages)
-                .map(|rate| {
-                    let waits = self
-                        .shared
-                        .metrics
-                        .rate_limited
-                        .with_label_values(&["messages"]);
-                    Arc::new(MessageLimiter::new(rate, waits))
-                }),
-            answer_deadlines: Arc::new(AnswerDeadlines::new(rpc::later(
-                tokio::time::Instant::now(),
-                config.inbound_rpc_timeout,
-            ))),
-        });
+        let handle = Arc::new(PeerHandle::new(
+            &self.shared,
+            metadata.clone(),
+            conn.control,
+            trusted,
+        ));
         if !trusted && origin == ConnectionOrigin::Inbound {
             self.untrusted_inbound.insert(peer, connection_id);
         }
@@ -496,11 +479,6 @@ impl PeerManager {
         ));
         let metadata = Arc::new(metadata);
         self.broadcast_with(peer, || Event::NewPeer(Arc::clone(&metadata)));
-        if let Some(old) = replaced {
-            self.count_event("replaced");
-            self.notify_lost(&old, DisconnectReason::Replaced);
-            close_gracefully(old);
-        }
     }
 
     fn on_closed(&mut self, closed: Closed) {

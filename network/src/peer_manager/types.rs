@@ -4,7 +4,9 @@ use std::fmt;
 
 use netcore::transport::ConnectionOrigin;
 use netcore::{NetworkAddress, PeerId};
+use tokio::sync::oneshot;
 
+use crate::error::{DialError, DisconnectError};
 use crate::protocol_id::ProtocolId;
 
 /// Names one connection of this node. Ids grow with each connection, so a stale
@@ -80,4 +82,25 @@ impl fmt::Display for DisconnectReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// Requests to the peer manager.
+#[derive(Debug)]
+pub(crate) enum Request {
+    /// Dial an address that names its peer.
+    Dial(NetworkAddress, oneshot::Sender<Result<(), DialError>>),
+    /// Close the connection to a peer: its live one, or only the one named.
+    Disconnect {
+        peer: PeerId,
+        connection: Option<ConnectionId>,
+        reason: DisconnectReason,
+        reply: oneshot::Sender<Result<(), DisconnectError>>,
+    },
+}
+
+/// A connection's task ended.
+#[derive(Debug)]
+pub(crate) struct Closed {
+    pub(crate) peer_id: PeerId,
+    pub(crate) connection_id: ConnectionId,
 }
