@@ -15,9 +15,10 @@ use tokio::task::JoinHandle;
 
 use crate::channel::{fair_queue, metered};
 use crate::config::NetworkConfig;
+use crate::connection::TrustPredicate;
 use crate::counters::NetworkMetrics;
 use crate::interface::{NetworkEvents, NetworkSender};
-use crate::peer_manager::{PeerManager, TrustPredicate};
+use crate::peer_manager::PeerManager;
 use crate::protocol_id::{ProtocolId, ProtocolKind};
 use crate::reputation::Reputation;
 use crate::shared::{ProtocolMetrics, Route, Shared};

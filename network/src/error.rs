@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use netcore::PeerId;
 
-use crate::peer_manager::ConnectionId;
+use crate::connection::ConnectionId;
 use crate::protocol_id::ProtocolId;
 use crate::transport::UpgradeError;
 

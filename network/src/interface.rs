@@ -11,11 +11,12 @@ use netcore::{NetworkAddress, PeerId};
 use tokio::sync::oneshot;
 
 use crate::channel::{FairQueue, Weighted};
+use crate::connection::{ConnectionId, ConnectionMetadata, DisconnectReason};
 use crate::error::{DialError, DisconnectError, ResponseTooLarge, RpcError, SendError};
-use crate::peer_manager::{ConnectionId, ConnectionMetadata, DisconnectReason, Request};
 use crate::protocol_id::ProtocolId;
 use crate::protocols::{direct_send, rpc};
 use crate::reputation::Misbehaviour;
+use crate::requests::Request;
 use crate::shared::Shared;
 
 /// Something that happened on the network that an application registered for.

@@ -38,6 +38,7 @@
 pub mod builder;
 pub mod channel;
 pub mod config;
+pub mod connection;
 pub mod connectivity_manager;
 pub mod counters;
 pub mod discovery;
@@ -54,6 +55,7 @@ pub mod transport;
 
 mod peer;
 mod protocols;
+mod requests;
 mod shared;
 
 pub use builder::{AppId, BuildError, Network, NetworkBuilder};

@@ -23,10 +23,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Sleep;
 use tracing::debug;
 
-use crate::peer_manager::Closed;
 use crate::protocol_id::ProtocolKind;
 use crate::protocols::{direct_send, rpc};
 use crate::reputation::Misbehaviour;
+use crate::requests::Closed;
 use crate::shared::{PeerHandle, Shared};
 
 /// How often a connection's multiplexer counters are copied into the metrics: often

@@ -14,14 +14,15 @@ use tracing::{debug, warn};
 
 use crate::channel::{FairSender, MeteredSender};
 use crate::config::NetworkConfig;
+use crate::connection::{ConnectionMetadata, DisconnectReason, TrustPredicate};
 use crate::counters::NetworkMetrics;
 use crate::interface::{EventKey, Queued};
-use crate::peer_manager::{ConnectionMetadata, DisconnectReason, Request, TrustPredicate};
 use crate::protocol_id::{ProtocolId, ProtocolKind};
 use crate::protocols::direct_send::Outbox;
 use crate::protocols::rpc::AnswerDeadlines;
 use crate::rate_limit::MessageLimiter;
 use crate::reputation::{Misbehaviour, Reputation, Verdict};
+use crate::requests::Request;
 
 /// The metrics of one protocol, resolved once so the message path does no label lookup.
 #[derive(Clone, Debug)]

@@ -22,8 +22,8 @@ use prometheus::IntCounter;
 use proto::handshake::HandshakeMsg;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+use crate::connection::TrustPredicate;
 use crate::handshake::{self, HandshakeError};
-use crate::peer_manager::TrustPredicate;
 use crate::rate_limit::{RateLimitConfig, RateLimitedRead};
 use crate::reputation::Reputation;
 

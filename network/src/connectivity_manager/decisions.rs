@@ -12,7 +12,7 @@ use rand::seq::SliceRandom;
 use tokio::time::Instant;
 
 use super::config::ConnectivityConfig;
-use crate::peer_manager::ConnectionId;
+use crate::connection::ConnectionId;
 
 /// What the driver should do.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -41,10 +41,10 @@ pub use self::config::{
 };
 pub use self::decisions::{Action, Backoff, ConnectivityCore};
 pub use self::error::ConnectivityError;
+use crate::connection::DisconnectReason;
 use crate::counters::register;
 use crate::error::DialError;
 use crate::interface::{Event, NetworkEvents, NetworkSender};
-use crate::peer_manager::DisconnectReason;
 
 /// Requests to the manager's task.
 #[derive(Debug)]

@@ -43,10 +43,10 @@ pub use self::config::{
 };
 pub use self::error::NoteError;
 pub use self::note::{NOTE_DOMAIN, SignedNote, now_millis, signing_bytes};
+use crate::connection::ConnectionId;
 use crate::connectivity_manager::ConnectivityHandle;
 use crate::counters::register;
 use crate::interface::{Event, NetworkEvents, NetworkSender};
-use crate::peer_manager::ConnectionId;
 use crate::protocol_id::{ProtocolId, ProtocolKind};
 
 /// Discovery's DirectSend protocol. Version 2: DirectSend acknowledgements travel back

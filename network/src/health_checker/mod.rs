@@ -35,9 +35,9 @@ pub use self::config::{
     MAX_PING_MESSAGE_SIZE,
 };
 pub use self::state::{HealthState, Verdict};
+use crate::connection::{ConnectionId, DisconnectReason};
 use crate::counters::register;
 use crate::interface::{Event, NetworkEvents, NetworkSender, RpcResponder};
-use crate::peer_manager::{ConnectionId, DisconnectReason};
 use crate::protocol_id::{ProtocolId, ProtocolKind};
 
 /// The health checker's RPC protocol.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use netcore::PeerId;
 
-use crate::peer_manager::ConnectionId;
+use crate::connection::ConnectionId;
 
 /// What a ping's outcome means for its peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -18,7 +18,6 @@
 
 mod notifications;
 mod rules;
-mod types;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -33,9 +32,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use self::notifications::coalesce_notifications;
+pub use crate::connection::{ConnectionId, ConnectionMetadata, DisconnectReason, TrustPredicate};
+use crate::requests::{Closed, Request};
 pub use rules::new_connection_wins;
-pub(crate) use types::{Closed, Request};
-pub use types::{ConnectionId, ConnectionMetadata, DisconnectReason};
 
 use crate::channel::MeteredReceiver;
 use crate::config::MAX_QUEUED_NOTIFICATIONS_PER_PEER;
@@ -46,9 +45,6 @@ use crate::refusal_log::{Flaps, LogLimiter, host};
 use crate::reputation::Misbehaviour;
 use crate::shared::{PeerHandle, Shared};
 use crate::transport::{UpgradeError, UpgradedConnection};
-
-/// Whether a peer id is in the trusted set.
-pub type TrustPredicate = Arc<dyn Fn(&PeerId) -> bool + Send + Sync>;
 
 type Upgrade = BoxFuture<'static, Result<UpgradedConnection, UpgradeError>>;
 type DialResult = (PeerId, Instant, Result<UpgradedConnection, UpgradeError>);

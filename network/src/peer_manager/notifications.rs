@@ -3,8 +3,8 @@
 
 use std::collections::{HashSet, VecDeque};
 
+use crate::connection::ConnectionId;
 use crate::interface::{Event, Queued};
-use crate::peer_manager::ConnectionId;
 
 /// Reduces one peer's queued connection notifications to what they amount to for an
 /// application that has not read them: the loss of each connection it knew before them
@@ -47,7 +47,7 @@ mod tests {
     use netcore::transport::ConnectionOrigin;
 
     use super::*;
-    use crate::peer_manager::{ConnectionMetadata, DisconnectReason};
+    use crate::connection::{ConnectionMetadata, DisconnectReason};
 
     const PEER: PeerId = PeerId::new([3; 32]);
 

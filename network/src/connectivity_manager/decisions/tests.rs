@@ -8,8 +8,8 @@ use rand::rngs::StdRng;
 use tokio::time::Instant;
 
 use super::{Action, Backoff, ConnectivityCore};
+use crate::connection::ConnectionId;
 use crate::connectivity_manager::config::ConnectivityConfig;
-use crate::peer_manager::ConnectionId;
 
 fn peer(n: u8) -> PeerId {
     PeerId::new([n; 32])

@@ -1,12 +1,13 @@
-//! What the peer manager tells the rest of the node about connections.
+//! The vocabulary of connections that every part of the network speaks: connection
+//! ids, what is known of a live connection, why one ended, and the trust check. A leaf:
+//! it names nothing else of the crate but protocol ids.
 
 use std::fmt;
 
 use netcore::transport::ConnectionOrigin;
 use netcore::{NetworkAddress, PeerId};
-use tokio::sync::oneshot;
+use std::sync::Arc;
 
-use crate::error::{DialError, DisconnectError};
 use crate::protocol_id::ProtocolId;
 
 /// Names one connection of this node. Ids grow with each connection, so a stale
@@ -84,23 +85,5 @@ impl fmt::Display for DisconnectReason {
     }
 }
 
-/// Requests to the peer manager.
-#[derive(Debug)]
-pub(crate) enum Request {
-    /// Dial an address that names its peer.
-    Dial(NetworkAddress, oneshot::Sender<Result<(), DialError>>),
-    /// Close the connection to a peer: its live one, or only the one named.
-    Disconnect {
-        peer: PeerId,
-        connection: Option<ConnectionId>,
-        reason: DisconnectReason,
-        reply: oneshot::Sender<Result<(), DisconnectError>>,
-    },
-}
-
-/// A connection's task ended.
-#[derive(Debug)]
-pub(crate) struct Closed {
-    pub(crate) peer_id: PeerId,
-    pub(crate) connection_id: ConnectionId,
-}
+/// Whether a peer id is in the trusted set.
+pub type TrustPredicate = Arc<dyn Fn(&PeerId) -> bool + Send + Sync>;
