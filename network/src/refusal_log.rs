@@ -236,6 +236,17 @@ pub fn hint(error: &UpgradeError) -> &'static str {
         UpgradeError::Noise(NoiseError::TimestampInFuture { .. }) => {
             "the dialer's clock is over a minute ahead of ours: check both clocks"
         }
+        UpgradeError::Noise(NoiseError::Io(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            "the remote closed the connection during the handshake: it may not trust our \
+             key (is our peer id in its trusted peers?) or expect another key at this address"
+        }
         UpgradeError::Noise(NoiseError::Truncated) => {
             "the remote closed the connection during the handshake: it may not trust our \
              key (is our peer id in its trusted peers?) or expect another key at this address"
