@@ -114,24 +114,23 @@ async fn a_chain_id_mismatch_is_one_line_saying_what_to_check() {
 
 #[tokio::test]
 async fn an_untrusted_dialer_is_named_with_what_to_check() {
+    untrusted_dialer_over(Net::Memory).await;
+}
+
+#[tokio::test]
+async fn an_untrusted_dialer_over_tcp_is_named_with_what_to_check() {
+    untrusted_dialer_over(Net::Tcp).await;
+}
+
+async fn untrusted_dialer_over(net: Net) {
     let log = Captured::default();
     let _guard = log.install();
     let (mut ids, trusted) = identities(1);
-    let listener = start_node(
-        Net::Memory,
-        ids.remove(0),
-        trusted,
-        NetworkConfig::default(),
-    );
+    let listener = start_node(net, ids.remove(0), trusted, NetworkConfig::default());
     let stranger = Identity::generate();
     let stranger_id = stranger.peer_id();
     let trusts_listener = TrustedPeers::from_peers([listener.peer_id]).unwrap();
-    let dialer = start_node(
-        Net::Memory,
-        stranger,
-        trusts_listener,
-        NetworkConfig::default(),
-    );
+    let dialer = start_node(net, stranger, trusts_listener, NetworkConfig::default());
     dialer.sender.dial(listener.addr.clone()).await.unwrap_err();
     let lines = wait_for(&log, |l| !refusals(l).is_empty()).await;
     let refused = refusals(&lines);
