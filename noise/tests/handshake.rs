@@ -138,16 +138,12 @@ async fn listener_refuses_a_dialer_claiming_its_own_peer_id() {
     ));
 }
 
-#[tokio::test]
-async fn a_replayed_first_message_is_refused() {
-    let (alice, bob) = (Identity::generate(), Identity::generate());
-    let a = upgrader(&alice, NoiseConfig::open());
-    let b = upgrader(&bob, NoiseConfig::open());
-    // Record what Alice sends on a successful handshake.
+/// Runs a successful handshake from `a` to `b` (whose peer id is `b_id`) through a tap,
+/// and returns what `a` sent: the prologue and message 1 (64 + 2 + 104 bytes).
+async fn recorded_first_flight(a: &NoiseUpgrader, b: &NoiseUpgrader, b_id: PeerId) -> Vec<u8> {
     let (a_sock, mut tap) = MemorySocket::new_pair();
     let (b_sock, mut b_side) = MemorySocket::new_pair();
     let relay = async {
-        // Alice -> Bob: the prologue and message 1 (64 + 2 + 104 bytes), recorded.
         let mut first = vec![0u8; 64 + 2 + 104];
         tap.read_exact(&mut first).await.unwrap();
         b_side.write_all(&first).await.unwrap();
@@ -157,12 +153,21 @@ async fn a_replayed_first_message_is_refused() {
         first
     };
     let (out, inb, first) = tokio::join!(
-        a.upgrade_outbound(a_sock, bob.peer_id()),
+        a.upgrade_outbound(a_sock, b_id),
         b.upgrade_inbound(b_sock),
         relay
     );
     out.unwrap();
     inb.unwrap();
+    first
+}
+
+#[tokio::test]
+async fn a_replayed_first_message_is_refused() {
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    let a = upgrader(&alice, NoiseConfig::open());
+    let b = upgrader(&bob, NoiseConfig::open());
+    let first = recorded_first_flight(&a, &b, bob.peer_id()).await;
     // An eavesdropper replays it.
     let (mut attacker, b_sock) = MemorySocket::new_pair();
     attacker.write_all(&first).await.unwrap();
@@ -185,24 +190,7 @@ async fn a_first_message_replayed_after_the_listener_restarts_is_refused() {
     let (alice, bob) = (Identity::generate(), Identity::generate());
     let a = upgrader(&alice, NoiseConfig::open());
     let b = upgrader(&bob, NoiseConfig::open());
-    let (a_sock, mut tap) = MemorySocket::new_pair();
-    let (b_sock, mut b_side) = MemorySocket::new_pair();
-    let relay = async {
-        let mut first = vec![0u8; 64 + 2 + 104];
-        tap.read_exact(&mut first).await.unwrap();
-        b_side.write_all(&first).await.unwrap();
-        let mut reply = vec![0u8; 2 + 48];
-        b_side.read_exact(&mut reply).await.unwrap();
-        tap.write_all(&reply).await.unwrap();
-        first
-    };
-    let (out, inb, first) = tokio::join!(
-        a.upgrade_outbound(a_sock, bob.peer_id()),
-        b.upgrade_inbound(b_sock),
-        relay
-    );
-    out.unwrap();
-    inb.unwrap();
+    let first = recorded_first_flight(&a, &b, bob.peer_id()).await;
     // Bob restarts: a new upgrader with the same key and no memory of Alice. (The
     // clock first moves past the handshake, as any restart takes longer.)
     let handshake_done = system_ms();
