@@ -2,8 +2,10 @@
 //! several nodes in one process keep separate figures.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Registry, register_histogram_vec_with_registry, register_histogram_with_registry,
+    register_int_counter_vec_with_registry, register_int_counter_with_registry,
+    register_int_gauge_vec_with_registry, register_int_gauge_with_registry,
 };
 
 /// Buckets of the RPC latency histogram, in seconds: from 50 µs (in-process) to 10 s
@@ -12,16 +14,6 @@ const RPC_LATENCY_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5, 5.0, 10.0,
 ];
-
-/// Registers `metric` in `registry` and returns it, so a metric is made and registered
-/// in one expression.
-pub fn register<M>(registry: &Registry, metric: M) -> Result<M, prometheus::Error>
-where
-    M: prometheus::core::Collector + Clone + 'static,
-{
-    registry.register(Box::new(metric.clone()))?;
-    Ok(metric)
-}
 
 /// Every metric of one node's network.
 #[derive(Clone, Debug)]
@@ -82,152 +74,137 @@ pub struct NetworkMetrics {
 impl NetworkMetrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
-        fn counter(
-            registry: &Registry,
-            name: &str,
-            help: &str,
-            labels: &[&str],
-        ) -> Result<IntCounterVec, prometheus::Error> {
-            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(c.clone()))?;
-            Ok(c)
-        }
-        fn gauge(
-            registry: &Registry,
-            name: &str,
-            help: &str,
-            labels: &[&str],
-        ) -> Result<IntGaugeVec, prometheus::Error> {
-            let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(g.clone()))?;
-            Ok(g)
-        }
-        let rpc_latency = HistogramVec::new(
-            HistogramOpts::new(
-                "network_rpc_latency_seconds",
-                "Outbound RPC round-trip time",
-            )
-            .buckets(RPC_LATENCY_BUCKETS.to_vec()),
-            &["protocol"],
-        )?;
-        registry.register(Box::new(rpc_latency.clone()))?;
-        let dial_latency = Histogram::with_opts(
-            HistogramOpts::new(
-                "network_dial_latency_seconds",
-                "Time to dial and upgrade an outbound connection",
-            )
-            .buckets(RPC_LATENCY_BUCKETS.to_vec()),
-        )?;
-        registry.register(Box::new(dial_latency.clone()))?;
-        let banned_peers = IntGauge::new("network_banned_peers", "Peers banned now")?;
-        registry.register(Box::new(banned_peers.clone()))?;
-        let upgrades_evicted = IntCounter::new(
-            "network_upgrades_evicted_total",
-            "Inbound upgrades evicted to make room for a newer socket",
-        )?;
-        registry.register(Box::new(upgrades_evicted.clone()))?;
-        let mux_protocol_errors = IntCounter::new(
-            "network_mux_protocol_errors_total",
-            "Connections closed because the remote broke the multiplexer protocol",
-        )?;
-        registry.register(Box::new(mux_protocol_errors.clone()))?;
+        let r = registry;
+        let latency = |name: &str, help: &str| {
+            HistogramOpts::new(name, help).buckets(RPC_LATENCY_BUCKETS.to_vec())
+        };
         Ok(Self {
-            connections: gauge(
-                registry,
+            connections: register_int_gauge_vec_with_registry!(
                 "network_connections",
                 "Live connections",
                 &["origin"],
+                r
             )?,
-            connection_events: counter(
-                registry,
+            connection_events: register_int_counter_vec_with_registry!(
                 "network_connection_events_total",
                 "Connection events",
                 &["event"],
+                r
             )?,
-            handshake_failures: counter(
-                registry,
+            handshake_failures: register_int_counter_vec_with_registry!(
                 "network_handshake_failures_total",
                 "Failed connection upgrades",
                 &["reason"],
+                r
             )?,
-            bytes_in: counter(
-                registry,
+            bytes_in: register_int_counter_vec_with_registry!(
                 "network_bytes_in_total",
                 "Payload bytes received",
                 &["protocol"],
+                r
             )?,
-            bytes_out: counter(
-                registry,
+            bytes_out: register_int_counter_vec_with_registry!(
                 "network_bytes_out_total",
                 "Payload bytes sent",
                 &["protocol"],
+                r
             )?,
-            messages_in: counter(
-                registry,
+            messages_in: register_int_counter_vec_with_registry!(
                 "network_messages_in_total",
                 "Messages received",
                 &["protocol"],
+                r
             )?,
-            messages_out: counter(
-                registry,
+            messages_out: register_int_counter_vec_with_registry!(
                 "network_messages_out_total",
                 "Messages sent",
                 &["protocol"],
+                r
             )?,
-            rpc_latency,
-            rpc_outcomes: counter(
-                registry,
+            rpc_latency: register_histogram_vec_with_registry!(
+                latency(
+                    "network_rpc_latency_seconds",
+                    "Outbound RPC round-trip time"
+                ),
+                &["protocol"],
+                r
+            )?,
+            rpc_outcomes: register_int_counter_vec_with_registry!(
                 "network_rpc_outcomes_total",
                 "RPC outcomes",
                 &["protocol", "direction", "outcome"],
+                r
             )?,
-            queue_depth: gauge(
-                registry,
+            queue_depth: register_int_gauge_vec_with_registry!(
                 "network_queue_depth",
                 "Items waiting in internal queues (direct_send_outbound: in steps of 16 per peer and protocol)",
                 &["queue"],
+                r
             )?,
-            queue_drops: counter(
-                registry,
+            queue_drops: register_int_counter_vec_with_registry!(
                 "network_queue_drops_total",
                 "Items dropped from queues",
                 &["queue", "reason"],
+                r
             )?,
-            substreams_refused: counter(
-                registry,
+            substreams_refused: register_int_counter_vec_with_registry!(
                 "network_substreams_refused_total",
                 "Inbound substreams refused",
                 &["reason"],
+                r
             )?,
-            decode_failures: counter(
-                registry,
+            decode_failures: register_int_counter_vec_with_registry!(
                 "network_decode_failures_total",
                 "Inbound messages that failed to decode",
                 &["protocol"],
+                r
             )?,
-            dial_latency,
-            penalties: counter(
-                registry,
+            dial_latency: register_histogram_with_registry!(
+                latency(
+                    "network_dial_latency_seconds",
+                    "Time to dial and upgrade an outbound connection"
+                ),
+                r
+            )?,
+            penalties: register_int_counter_vec_with_registry!(
                 "network_penalties_total",
                 "Reputation penalties given",
                 &["misbehaviour"],
+                r
             )?,
-            bans: counter(registry, "network_bans_total", "Bans imposed", &["peer"])?,
-            ban_refusals: counter(
-                registry,
+            bans: register_int_counter_vec_with_registry!(
+                "network_bans_total",
+                "Bans imposed",
+                &["peer"],
+                r
+            )?,
+            ban_refusals: register_int_counter_vec_with_registry!(
                 "network_ban_refusals_total",
                 "Connections and dials refused because the peer is banned",
                 &["origin"],
+                r
             )?,
-            banned_peers,
-            rate_limited: counter(
-                registry,
+            banned_peers: register_int_gauge_with_registry!(
+                "network_banned_peers",
+                "Peers banned now",
+                r
+            )?,
+            rate_limited: register_int_counter_vec_with_registry!(
                 "network_rate_limited_total",
                 "Times an inbound reader was held back by its rate limit",
                 &["kind"],
+                r
             )?,
-            upgrades_evicted,
-            mux_protocol_errors,
+            upgrades_evicted: register_int_counter_with_registry!(
+                "network_upgrades_evicted_total",
+                "Inbound upgrades evicted to make room for a newer socket",
+                r
+            )?,
+            mux_protocol_errors: register_int_counter_with_registry!(
+                "network_mux_protocol_errors_total",
+                "Connections closed because the remote broke the multiplexer protocol",
+                r
+            )?,
         })
     }
 

@@ -27,7 +27,10 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use netcore::{NetworkAddress, PeerId};
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    IntCounter, IntCounterVec, IntGauge, Registry, register_int_counter_vec_with_registry,
+    register_int_counter_with_registry, register_int_gauge_with_registry,
+};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::mpsc;
@@ -42,7 +45,6 @@ pub use self::config::{
 pub use self::decisions::{Action, Backoff, ConnectivityCore};
 pub use self::error::ConnectivityError;
 use crate::connection::DisconnectReason;
-use crate::counters::register;
 use crate::error::DialError;
 use crate::interface::{Event, NetworkEvents, NetworkSender};
 
@@ -93,29 +95,21 @@ struct Metrics {
 
 impl Metrics {
     fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let dials = register(
-            registry,
-            IntCounterVec::new(
-                Opts::new(
-                    "network_connectivity_dials_total",
-                    "Dials by the connectivity manager, by outcome",
-                ),
-                &["outcome"],
-            )?,
+        let dials = register_int_counter_vec_with_registry!(
+            "network_connectivity_dials_total",
+            "Dials by the connectivity manager, by outcome",
+            &["outcome"],
+            registry
         )?;
-        let disconnects = register(
-            registry,
-            IntCounter::new(
-                "network_connectivity_disconnects_total",
-                "Peers disconnected for leaving the eligible set",
-            )?,
+        let disconnects = register_int_counter_with_registry!(
+            "network_connectivity_disconnects_total",
+            "Peers disconnected for leaving the eligible set",
+            registry
         )?;
-        let connected = register(
-            registry,
-            IntGauge::new(
-                "network_connectivity_connected_peers",
-                "Peers the connectivity manager sees connected",
-            )?,
+        let connected = register_int_gauge_with_registry!(
+            "network_connectivity_connected_peers",
+            "Peers the connectivity manager sees connected",
+            registry
         )?;
         Ok(Self {
             dials,

@@ -25,7 +25,10 @@ use bytes::Bytes;
 use futures::StreamExt;
 use netcore::{NetworkAddress, PeerId};
 use noise::{Identity, TrustedPeers};
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    IntCounter, IntCounterVec, IntGauge, Registry, register_int_counter_vec_with_registry,
+    register_int_counter_with_registry, register_int_gauge_with_registry,
+};
 use proto::Message;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -45,7 +48,6 @@ pub use self::error::NoteError;
 pub use self::note::{NOTE_DOMAIN, SignedNote, now_millis, signing_bytes};
 use crate::connection::ConnectionId;
 use crate::connectivity_manager::ConnectivityHandle;
-use crate::counters::register;
 use crate::interface::{Event, NetworkEvents, NetworkSender};
 use crate::protocol_id::{ProtocolId, ProtocolKind};
 
@@ -97,33 +99,26 @@ struct Metrics {
 
 impl Metrics {
     fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let dropped = register(
-            registry,
-            IntCounterVec::new(
-                Opts::new(
-                    "network_discovery_notes_dropped_total",
-                    "Discovery notes or messages dropped, by reason",
-                ),
-                &["reason"],
-            )?,
+        let dropped = register_int_counter_vec_with_registry!(
+            "network_discovery_notes_dropped_total",
+            "Discovery notes or messages dropped, by reason",
+            &["reason"],
+            registry
         )?;
-        let accepted = register(
-            registry,
-            IntCounter::new(
-                "network_discovery_notes_accepted_total",
-                "Discovery notes that were new or newer than the one held",
-            )?,
+        let accepted = register_int_counter_with_registry!(
+            "network_discovery_notes_accepted_total",
+            "Discovery notes that were new or newer than the one held",
+            registry
         )?;
-        let pushes = register(
-            registry,
-            IntCounter::new("network_discovery_pushes_total", "Discovery pushes sent")?,
+        let pushes = register_int_counter_with_registry!(
+            "network_discovery_pushes_total",
+            "Discovery pushes sent",
+            registry
         )?;
-        let held = register(
-            registry,
-            IntGauge::new(
-                "network_discovery_notes_held",
-                "Discovery notes held, this node's own included",
-            )?,
+        let held = register_int_gauge_with_registry!(
+            "network_discovery_notes_held",
+            "Discovery notes held, this node's own included",
+            registry
         )?;
         held.set(1);
         Ok(Self {

@@ -22,7 +22,10 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use netcore::PeerId;
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{
+    IntCounter, IntCounterVec, Registry, register_int_counter_vec_with_registry,
+    register_int_counter_with_registry,
+};
 use proto::Message;
 use proto::health::{Ping, Pong};
 use rand::Rng;
@@ -36,7 +39,6 @@ pub use self::config::{
 };
 pub use self::state::{HealthState, Verdict};
 use crate::connection::{ConnectionId, DisconnectReason};
-use crate::counters::register;
 use crate::interface::{Event, NetworkEvents, NetworkSender, RpcResponder};
 use crate::protocol_id::{ProtocolId, ProtocolKind};
 
@@ -89,29 +91,21 @@ struct Metrics {
 
 impl Metrics {
     fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let pings = register(
-            registry,
-            IntCounterVec::new(
-                Opts::new(
-                    "network_health_check_pings_total",
-                    "Health check pings sent, by outcome",
-                ),
-                &["outcome"],
-            )?,
+        let pings = register_int_counter_vec_with_registry!(
+            "network_health_check_pings_total",
+            "Health check pings sent, by outcome",
+            &["outcome"],
+            registry
         )?;
-        let failures = register(
-            registry,
-            IntCounter::new(
-                "network_health_check_failures_total",
-                "Health check pings that failed",
-            )?,
+        let failures = register_int_counter_with_registry!(
+            "network_health_check_failures_total",
+            "Health check pings that failed",
+            registry
         )?;
-        let disconnects = register(
-            registry,
-            IntCounter::new(
-                "network_health_check_disconnects_total",
-                "Peers disconnected after too many failed pings",
-            )?,
+        let disconnects = register_int_counter_with_registry!(
+            "network_health_check_disconnects_total",
+            "Peers disconnected after too many failed pings",
+            registry
         )?;
         Ok(Self {
             pings,
