@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use netcore::transport::{Transport, TransportError};
+use netcore::transport::{BoxedListener, BoxedTransport, Transport, TransportError};
 use netcore::{NetworkAddress, PeerId};
 use noise::{AuthMode, NoiseUpgrader, TrustedPeers};
 use parking_lot::Mutex;
@@ -22,7 +22,7 @@ use crate::peer_manager::PeerManager;
 use crate::protocol_id::{ProtocolId, ProtocolKind};
 use crate::reputation::Reputation;
 use crate::shared::{ProtocolMetrics, Route, Shared};
-use crate::transport::{self, PeerGuard, UpgradeError};
+use crate::transport::{self, PeerGuard, UpgradeError, UpgradedConnection};
 
 /// Requests queued for the peer manager: dials and disconnects are rare and the
 /// manager serves them in microseconds, so this only absorbs bursts.
@@ -114,6 +114,26 @@ impl NetworkBuilder {
         AppId(self.apps.len() - 1)
     }
 
+    /// The route of each registered protocol, in registration order; a protocol
+    /// registered twice is an error.
+    fn routes(&self, metrics: &NetworkMetrics) -> Result<Vec<Route>, BuildError> {
+        let mut routes: Vec<Route> = Vec::new();
+        for (app, protocols) in self.apps.iter().enumerate() {
+            for &(protocol, kind) in protocols {
+                if routes.iter().any(|r| r.protocol == protocol) {
+                    return Err(BuildError::DuplicateProtocol(protocol));
+                }
+                routes.push(Route {
+                    protocol,
+                    kind,
+                    app,
+                    metrics: ProtocolMetrics::new(metrics, protocol),
+                });
+            }
+        }
+        Ok(routes)
+    }
+
     /// Starts the network over `base` on the current tokio runtime.
     pub fn start<T>(self, base: T) -> Result<Network, BuildError>
     where
@@ -131,20 +151,7 @@ impl NetworkBuilder {
             });
         }
         let metrics = NetworkMetrics::new(&self.registry)?;
-        let mut routes: Vec<Route> = Vec::new();
-        for (app, protocols) in self.apps.iter().enumerate() {
-            for &(protocol, kind) in protocols {
-                if routes.iter().any(|r| r.protocol == protocol) {
-                    return Err(BuildError::DuplicateProtocol(protocol));
-                }
-                routes.push(Route {
-                    protocol,
-                    kind,
-                    app,
-                    metrics: ProtocolMetrics::new(&metrics, protocol),
-                });
-            }
-        }
+        let routes = self.routes(&metrics)?;
         let handshake = HandshakeMsg {
             chain_id: self.config.chain_id,
             network_id: self.config.network_id.clone(),
@@ -171,19 +178,7 @@ impl NetworkBuilder {
             Some(guard),
         );
 
-        let mut listeners = Vec::new();
-        let mut listen_addrs = Vec::new();
-        for addr in self.listen {
-            let (listener, bound) =
-                transport
-                    .listen_on(addr.clone())
-                    .map_err(|source| BuildError::Listen {
-                        addr,
-                        source: Box::new(source),
-                    })?;
-            listeners.push(listener);
-            listen_addrs.push(bound.with_peer_id(local_peer_id));
-        }
+        let (listeners, listen_addrs) = listen(&transport, self.listen, local_peer_id)?;
 
         let mut app_senders = Vec::new();
         let mut app_events = Vec::new();
@@ -287,4 +282,30 @@ impl Network {
             app.close();
         }
     }
+}
+
+/// A listener of the upgraded transport.
+type Listener = BoxedListener<UpgradedConnection, UpgradeError>;
+
+/// Listens on each of `addrs`; returns the listeners and the addresses bound, with our
+/// peer id.
+fn listen(
+    transport: &BoxedTransport<UpgradedConnection, UpgradeError>,
+    addrs: Vec<NetworkAddress>,
+    local_peer_id: PeerId,
+) -> Result<(Vec<Listener>, Vec<NetworkAddress>), BuildError> {
+    let mut listeners = Vec::new();
+    let mut bound_addrs = Vec::new();
+    for addr in addrs {
+        let (listener, bound) =
+            transport
+                .listen_on(addr.clone())
+                .map_err(|source| BuildError::Listen {
+                    addr,
+                    source: Box::new(source),
+                })?;
+        listeners.push(listener);
+        bound_addrs.push(bound.with_peer_id(local_peer_id));
+    }
+    Ok((listeners, bound_addrs))
 }
