@@ -114,6 +114,32 @@ impl NetworkBuilder {
         AppId(self.apps.len() - 1)
     }
 
+    /// Refuses an upgrade limit that Noise's own would undercut: past Noise's limit new
+    /// sockets would be refused instead of evicting the oldest upgrade.
+    fn check_limits(&self) -> Result<(), BuildError> {
+        let noise_limit = self.noise.config().max_concurrent_inbound;
+        if self.config.max_concurrent_inbound_upgrades > noise_limit {
+            return Err(BuildError::UpgradeLimitAboveNoise {
+                upgrades: self.config.max_concurrent_inbound_upgrades,
+                noise: noise_limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// The handshake message this node sends: its chain, network, protocols and version.
+    fn handshake(&self, routes: &[Route]) -> HandshakeMsg {
+        HandshakeMsg {
+            chain_id: self.config.chain_id,
+            network_id: self.config.network_id.clone(),
+            supported_protocols: routes
+                .iter()
+                .map(|r| r.protocol.as_str().to_owned())
+                .collect(),
+            client_version: self.config.client_version.clone(),
+        }
+    }
+
     /// The route of each registered protocol, in registration order; a protocol
     /// registered twice is an error.
     fn routes(&self, metrics: &NetworkMetrics) -> Result<Vec<Route>, BuildError> {
@@ -143,24 +169,10 @@ impl NetworkBuilder {
         T::Outbound: 'static,
         T::Listener: 'static,
     {
-        let noise_limit = self.noise.config().max_concurrent_inbound;
-        if self.config.max_concurrent_inbound_upgrades > noise_limit {
-            return Err(BuildError::UpgradeLimitAboveNoise {
-                upgrades: self.config.max_concurrent_inbound_upgrades,
-                noise: noise_limit,
-            });
-        }
+        self.check_limits()?;
         let metrics = NetworkMetrics::new(&self.registry)?;
         let routes = self.routes(&metrics)?;
-        let handshake = HandshakeMsg {
-            chain_id: self.config.chain_id,
-            network_id: self.config.network_id.clone(),
-            supported_protocols: routes
-                .iter()
-                .map(|r| r.protocol.as_str().to_owned())
-                .collect(),
-            client_version: self.config.client_version.clone(),
-        };
+        let handshake = self.handshake(&routes);
         let local_peer_id = self.noise.peer_id();
         let reputation = Arc::new(Mutex::new(Reputation::new(self.config.reputation.clone())));
         let guard = PeerGuard {
@@ -180,16 +192,16 @@ impl NetworkBuilder {
 
         let (listeners, listen_addrs) = listen(&transport, self.listen, local_peer_id)?;
 
-        let mut app_senders = Vec::new();
-        let mut app_events = Vec::new();
-        for _ in &self.apps {
-            let (tx, rx) = fair_queue(
-                self.config.inbound_queue_size,
-                metrics.queue("inbound_events"),
-            );
-            app_senders.push(tx);
-            app_events.push(rx);
-        }
+        let (app_senders, app_events): (Vec<_>, Vec<_>) = self
+            .apps
+            .iter()
+            .map(|_| {
+                fair_queue(
+                    self.config.inbound_queue_size,
+                    metrics.queue("inbound_events"),
+                )
+            })
+            .unzip();
         let (requests_tx, requests_rx) =
             metered(REQUEST_QUEUE_SIZE, metrics.queue("peer_manager_requests"));
         let shared = Arc::new(Shared {
@@ -216,17 +228,13 @@ impl NetworkBuilder {
         );
         let task = tokio::spawn(manager.run());
         let sender = NetworkSender { shared };
+        let events = |queue| NetworkEvents {
+            queue,
+            messages: None,
+        };
         let apps = app_events
             .into_iter()
-            .map(|queue| {
-                Some((
-                    sender.clone(),
-                    NetworkEvents {
-                        queue,
-                        messages: None,
-                    },
-                ))
-            })
+            .map(|queue| Some((sender.clone(), events(queue))))
             .collect();
         Ok(Network {
             local_peer_id,
