@@ -79,44 +79,7 @@ pub(crate) async fn run(
     let peer_id = handle.metadata.peer_id;
     let connection_id = handle.metadata.connection_id;
     let mut stats = MuxStatsExport::new(&shared, &handle);
-    // Each inbound substream's serving begins on the multiplexer's task (not after a
-    // wake-up of this one); what must wait goes on in a waiting substream task, or in a
-    // new one. Weak references: the multiplexer holds the acceptor until the
-    // connection ends, and the peer handle holds the multiplexer.
-    let refs = Refs {
-        shared: Arc::downgrade(&shared),
-        handle: Arc::downgrade(&handle),
-    };
-    let handoff = HandoffGuard(Arc::new(Handoff::default()));
-    // The box of the last serving that completed at once, for the next one.
-    let mut spare = None;
-    incoming.accept_with(move |substream| {
-        let (Some(shared), Some(handle)) = (refs.shared.upgrade(), refs.handle.upgrade()) else {
-            return;
-        };
-        // Polled once here, on the multiplexer's task: an RPC whose request and FIN
-        // came in its opening frame is handed to the application now, with nothing
-        // left to wait for (its answer is written where it is given). Anything that
-        // must wait goes on in a substream task, which polls it again with its own
-        // waker (this poll's wakers are no-ops, replaced by that poll).
-        let serving = route_substream(shared, handle, substream);
-        let mut serving = match spare.take() {
-            Some(mut boxed) => {
-                Pin::set(&mut boxed, serving);
-                boxed
-            }
-            None => Box::pin(serving),
-        };
-        let mut cx = Context::from_waker(Waker::noop());
-        if serving.as_mut().poll(&mut cx).is_ready() {
-            spare = Some(serving);
-            return;
-        }
-        let serving: Serving = serving;
-        if let Some(serving) = handoff.0.offer(serving) {
-            tokio::spawn(serve_substreams(Arc::clone(&handoff.0), serving));
-        }
-    });
+    incoming.accept_with(acceptor(&shared, &handle));
     let mut tick = tokio::time::interval(MUX_STATS_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // One shutdown wait for the connection's life, not one registered and dropped per
@@ -171,6 +134,51 @@ pub(crate) async fn run(
     // learn of the connection's end from the connection itself).
     drop(shared);
     deadlines.drain().await;
+}
+
+/// What the multiplexer calls with each substream the remote opens, on its own task.
+fn acceptor(
+    shared: &Arc<Shared>,
+    handle: &Arc<PeerHandle>,
+) -> impl FnMut(Substream) + Send + 'static {
+    // Each inbound substream's serving begins on the multiplexer's task (not after a
+    // wake-up of this one); what must wait goes on in a waiting substream task, or in a
+    // new one. Weak references: the multiplexer holds the acceptor until the
+    // connection ends, and the peer handle holds the multiplexer.
+    let refs = Refs {
+        shared: Arc::downgrade(shared),
+        handle: Arc::downgrade(handle),
+    };
+    let handoff = HandoffGuard(Arc::new(Handoff::default()));
+    // The box of the last serving that completed at once, for the next one.
+    let mut spare = None;
+    move |substream: Substream| {
+        let (Some(shared), Some(handle)) = (refs.shared.upgrade(), refs.handle.upgrade()) else {
+            return;
+        };
+        // Polled once here, on the multiplexer's task: an RPC whose request and FIN
+        // came in its opening frame is handed to the application now, with nothing
+        // left to wait for (its answer is written where it is given). Anything that
+        // must wait goes on in a substream task, which polls it again with its own
+        // waker (this poll's wakers are no-ops, replaced by that poll).
+        let serving = route_substream(shared, handle, substream);
+        let mut serving = match spare.take() {
+            Some(mut boxed) => {
+                Pin::set(&mut boxed, serving);
+                boxed
+            }
+            None => Box::pin(serving),
+        };
+        let mut cx = Context::from_waker(Waker::noop());
+        if serving.as_mut().poll(&mut cx).is_ready() {
+            spare = Some(serving);
+            return;
+        }
+        let serving: Serving = serving;
+        if let Some(serving) = handoff.0.offer(serving) {
+            tokio::spawn(serve_substreams(Arc::clone(&handoff.0), serving));
+        }
+    }
 }
 
 /// Weak references to what serving a substream needs, upgraded as each arrives: the
