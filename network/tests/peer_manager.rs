@@ -6,7 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Net, Node, connect, identities, start_node, start_nodes, start_nodes_with};
+use common::{
+    Net, Node, connect, eventually, identities, start_node, start_nodes, start_nodes_with,
+};
 use futures::FutureExt;
 use futures::StreamExt;
 use netcore::transport::ConnectionOrigin;
@@ -329,11 +331,7 @@ async fn chain_id_mismatch_closes_the_connection_and_both_sides_count_it() {
         1
     );
     // The listener sees the same mismatch on its side.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(
-        b.counter("network_handshake_failures_total", "chain_mismatch"),
-        1
-    );
+    eventually(|| b.counter("network_handshake_failures_total", "chain_mismatch") == 1).await;
     assert!(a.sender.connected_peers().is_empty());
     assert!(b.sender.connected_peers().is_empty());
 }
@@ -351,11 +349,8 @@ async fn untrusted_dialer_is_refused_in_mutual_mode() {
     let stranger_id = noise::Identity::generate();
     let stranger = start_node(Net::Memory, stranger_id, trusted, NetworkConfig::default());
     assert!(stranger.sender.dial(listener.addr.clone()).await.is_err());
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(
-        listener.counter("network_handshake_failures_total", "untrusted_peer"),
-        1
-    );
+    eventually(|| listener.counter("network_handshake_failures_total", "untrusted_peer") == 1)
+        .await;
     assert!(listener.sender.connected_peers().is_empty());
 }
 
@@ -402,9 +397,8 @@ async fn five_peers_form_a_full_mesh() {
             node.sender.dial(addr.clone()).await.unwrap();
         }
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    eventually(|| nodes.iter().all(|n| n.sender.connected_peers().len() == 4)).await;
     for node in &mut nodes {
-        assert_eq!(node.sender.connected_peers().len(), 4);
         let new_peers = drain(node)
             .iter()
             .filter(|e| matches!(e, Event::NewPeer(_)))
@@ -472,7 +466,22 @@ async fn open_mode_bounds_untrusted_inbound_but_not_named_validators() {
     let (v, s) = (dial_from(validator), dial_from(stranger));
     v.sender().dial(addr.clone()).await.unwrap();
     let _ = s.sender().dial(addr).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The stranger's connection is refused once its upgrade is through.
+    let refused = || {
+        registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == "network_connection_events_total")
+            .flat_map(|f| f.get_metric().iter())
+            .filter(|m| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.value() == "refused_untrusted")
+            })
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum::<u64>()
+    };
+    eventually(|| refused() >= 1).await;
     let connected: Vec<_> = listener
         .sender()
         .connected_peers()

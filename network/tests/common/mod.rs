@@ -173,3 +173,15 @@ pub fn spawn_echo_server(mut events: NetworkEvents) -> tokio::task::JoinHandle<(
 pub fn bytes(s: &'static str) -> Bytes {
     Bytes::from_static(s.as_bytes())
 }
+
+/// Waits until `done` holds, checking every few milliseconds; fails after 10 s.
+pub async fn eventually(done: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the condition did not hold within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
