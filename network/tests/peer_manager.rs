@@ -7,7 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Net, Node, connect, eventually, identities, start_node, start_nodes, start_nodes_with,
+    Net, Node, connect, counter_in, eventually, identities, start_node, start_nodes,
+    start_nodes_with,
 };
 use futures::FutureExt;
 use futures::StreamExt;
@@ -468,18 +469,11 @@ async fn open_mode_bounds_untrusted_inbound_but_not_named_validators() {
     let _ = s.sender().dial(addr).await;
     // The stranger's connection is refused once its upgrade is through.
     let refused = || {
-        registry
-            .gather()
-            .iter()
-            .filter(|f| f.name() == "network_connection_events_total")
-            .flat_map(|f| f.get_metric().iter())
-            .filter(|m| {
-                m.get_label()
-                    .iter()
-                    .any(|l| l.value() == "refused_untrusted")
-            })
-            .map(|m| m.get_counter().get_value() as u64)
-            .sum::<u64>()
+        counter_in(
+            &registry,
+            "network_connection_events_total",
+            "refused_untrusted",
+        )
     };
     eventually(|| refused() >= 1).await;
     let connected: Vec<_> = listener
@@ -489,19 +483,7 @@ async fn open_mode_bounds_untrusted_inbound_but_not_named_validators() {
         .map(|m| m.peer_id)
         .collect();
     assert_eq!(connected, vec![v.local_peer_id()]);
-    let refused = registry
-        .gather()
-        .iter()
-        .filter(|f| f.name() == "network_connection_events_total")
-        .flat_map(|f| f.get_metric().iter())
-        .filter(|m| {
-            m.get_label()
-                .iter()
-                .any(|l| l.value() == "refused_untrusted")
-        })
-        .map(|m| m.get_counter().get_value())
-        .sum::<f64>();
-    assert_eq!(refused, 1.0);
+    assert_eq!(refused(), 1);
 }
 
 #[tokio::test]

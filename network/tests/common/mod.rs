@@ -57,15 +57,21 @@ impl Node {
 
     /// The value of a counter with the given label values, summed over other labels.
     pub fn counter(&self, name: &str, label_value: &str) -> u64 {
-        self.registry
-            .gather()
-            .iter()
-            .filter(|f| f.name() == name)
-            .flat_map(|f| f.get_metric().iter())
-            .filter(|m| m.get_label().iter().any(|l| l.value() == label_value))
-            .map(|m| m.get_counter().get_value() as u64)
-            .sum()
+        counter_in(&self.registry, name, label_value)
     }
+}
+
+/// The value of counter `name` in `registry` with `label_value` among its labels,
+/// summed over the other labels.
+pub fn counter_in(registry: &Registry, name: &str, label_value: &str) -> u64 {
+    registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric().iter())
+        .filter(|m| m.get_label().iter().any(|l| l.value() == label_value))
+        .map(|m| m.get_counter().get_value() as u64)
+        .sum()
 }
 
 /// Where nodes listen.
