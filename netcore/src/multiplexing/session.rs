@@ -6,20 +6,18 @@
 //! delivered and writes what it returns. Tests drive it with exact frames and instants.
 
 use std::collections::{HashMap, VecDeque};
-use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::ReadBuf;
+use bytes::BytesMut;
 use tokio::time::Instant;
 
 use super::Mode;
 use super::buffers::{OutQueue, RecvBuffer, SparePayloads, clear_if_small};
 use super::config::{MuxConfig, SPEC_INITIAL_WINDOW};
-use super::error::{MuxError, ProtocolError};
+use super::error::MuxError;
 use super::frame::{FrameType, Header, SESSION_ID, flags, go_away};
 
 /// The most a stream's send buffer grows by at a time (four 16 KiB frames).
@@ -326,35 +324,6 @@ impl Session {
         }
     }
 
-    // ---- The handles' side. ----
-
-    /// Opens a stream: its SYN rides on its first frame, so this costs no round trip.
-    pub(crate) fn open_stream(&mut self, now: Instant) -> Result<u32, MuxError> {
-        self.check_open()?;
-        if let Some(code) = self.remote_go_away {
-            return Err(MuxError::RemoteGoAway(code));
-        }
-        if self.streams.len() >= self.config.max_streams {
-            return Err(MuxError::TooManyStreams(self.config.max_streams));
-        }
-        let id = self.next_id;
-        self.next_id = id.checked_add(2).ok_or(MuxError::StreamIdsExhausted)?;
-        let window = self.config.initial_window;
-        self.granted += window as usize;
-        self.streams.insert(
-            id,
-            StreamState::new(
-                SPEC_INITIAL_WINDOW,
-                window,
-                flags::SYN,
-                now,
-                &mut self.spare,
-            ),
-        );
-        self.schedule(id);
-        Ok(id)
-    }
-
     fn check_open(&self) -> Result<(), MuxError> {
         match &self.state {
             ConnState::Open => Ok(()),
@@ -369,225 +338,6 @@ impl Session {
             ConnState::Closed(Err(e)) => e.clone(),
             _ => MuxError::Closed,
         }
-    }
-
-    /// The next inbound stream; `None` once the connection closed or went away.
-    pub(crate) fn poll_accept(&mut self, waker: &Waker) -> Poll<Option<u32>> {
-        if let Some(id) = self.inbound.pop_front() {
-            return Poll::Ready(Some(id));
-        }
-        if !matches!(self.state, ConnState::Open) || self.remote_go_away.is_some() {
-            return Poll::Ready(None);
-        }
-        self.incoming = Some(waker.clone());
-        Poll::Pending
-    }
-
-    /// Inbound streams go to an acceptor the connection task calls, not to whoever
-    /// polls `Incoming`: a new stream no longer wakes that poller.
-    pub(crate) fn set_direct_accept(&mut self, on: bool) {
-        self.direct_accept = on;
-    }
-
-    /// Whether inbound streams wait for the acceptor.
-    pub(crate) fn direct_inbound_waiting(&self) -> bool {
-        self.direct_accept && !self.inbound.is_empty()
-    }
-
-    /// The oldest inbound stream not yet accepted.
-    pub(crate) fn take_inbound(&mut self) -> Option<u32> {
-        self.inbound.pop_front()
-    }
-
-    /// Nobody accepts inbound streams any more: refuse new ones, reset queued ones.
-    pub(crate) fn close_incoming(&mut self) {
-        self.incoming_open = false;
-        while let Some(id) = self.inbound.pop_front() {
-            self.drop_handle(id);
-        }
-    }
-
-    /// Reads buffered data of stream `id` into `out`; EOF after the remote's FIN.
-    pub(crate) fn poll_read(
-        &mut self,
-        id: u32,
-        waker: &Waker,
-        out: &mut ReadBuf<'_>,
-        now: impl FnOnce() -> Instant,
-    ) -> Poll<io::Result<()>> {
-        let closed = !matches!(self.state, ConnState::Open | ConnState::Closing { .. });
-        let closed_error = if closed {
-            Some(self.closed_error())
-        } else {
-            None
-        };
-        let Some(s) = self.streams.get_mut(&id) else {
-            return Poll::Ready(Err(MuxError::StreamReset.into_io()));
-        };
-        if s.read_failed {
-            return Poll::Ready(Err(MuxError::StreamReset.into_io()));
-        }
-        if s.recv_buf.is_empty() {
-            if s.read_closed {
-                return Poll::Ready(Ok(()));
-            }
-            if let Some(e) = closed_error {
-                return Poll::Ready(Err(e.into_io()));
-            }
-            s.reader = Some(waker.clone());
-            return Poll::Pending;
-        }
-        let (spare, max) = (
-            &mut self.spare_payloads,
-            self.config.max_frame_size as usize,
-        );
-        s.recv_buf
-            .read_into(out, |payload| spare.keep(payload, max));
-        if !closed {
-            self.maybe_update_window(id, now);
-        }
-        Poll::Ready(Ok(()))
-    }
-
-    /// Sends a window update once half the window was read, growing the window first
-    /// when it was read within two RTTs (the link is faster than the window allows).
-    fn maybe_update_window(&mut self, id: u32, now: impl FnOnce() -> Instant) {
-        let (rtt, max_window, cap) = (
-            self.rtt,
-            self.config.max_window,
-            self.config.max_connection_window,
-        );
-        let Some(s) = self.streams.get_mut(&id) else {
-            return;
-        };
-        if s.read_closed || s.reset {
-            return;
-        }
-        let freed = s.recv_window - s.recv_credit - s.recv_buf.len() as u32;
-        if freed < s.recv_window / 2 {
-            return;
-        }
-        // Read the clock only when an update is due: reads are the hot path.
-        let now = now();
-        if let Some(rtt) = rtt
-            && now.saturating_duration_since(s.epoch) < rtt * 2
-        {
-            let grown = s.recv_window.saturating_mul(2).min(max_window);
-            let extra = (grown - s.recv_window) as usize;
-            if extra > 0 && self.granted + extra <= cap {
-                self.granted += extra;
-                s.recv_window = grown;
-                self.stats.window_grows.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        let delta = s.recv_window - s.recv_credit - s.recv_buf.len() as u32;
-        s.recv_credit += delta;
-        s.epoch = now;
-        // A pending ACK (or SYN) goes with it.
-        let fl = std::mem::take(&mut s.flags_pending);
-        self.queue_control(Header::new(FrameType::WindowUpdate, fl, id, delta));
-    }
-
-    /// Takes as much of `data` as the send window and buffer allow.
-    pub(crate) fn poll_write(
-        &mut self,
-        id: u32,
-        waker: &Waker,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        if let Err(e) = self.check_open() {
-            return Poll::Ready(Err(e.into_io()));
-        }
-        let send_buffer = self.config.send_buffer;
-        let Some(s) = self.streams.get_mut(&id) else {
-            return Poll::Ready(Err(MuxError::StreamReset.into_io()));
-        };
-        if s.reset {
-            return Poll::Ready(Err(MuxError::StreamReset.into_io()));
-        }
-        if s.write_closed {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "write after shutdown",
-            )));
-        }
-        if data.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        let buffered = s.send_buf.len();
-        let room = (s.send_credit as usize)
-            .saturating_sub(buffered)
-            .min(send_buffer.saturating_sub(buffered));
-        if room == 0 {
-            s.writer = Some(waker.clone());
-            return Poll::Pending;
-        }
-        let n = room.min(data.len());
-        if s.send_buf.capacity() - s.send_buf.len() < n {
-            // Grow in steps, larger each time up to several frames: the frames split
-            // off share the buffer, so small steps would mean an allocation per write
-            // for a busy stream, and large first steps a waste for a short one.
-            s.send_buf.reserve(n.max(s.send_step));
-            s.send_step = (s.send_step * 2).min(SEND_BUF_STEP);
-        }
-        crate::copy::extend_bytes(&mut s.send_buf, &data[..n]);
-        self.schedule(id);
-        Poll::Ready(Ok(n))
-    }
-
-    /// Half-closes stream `id`: a FIN follows what is buffered.
-    pub(crate) fn shutdown(&mut self, id: u32) -> io::Result<()> {
-        let Some(s) = self.streams.get_mut(&id) else {
-            return Err(MuxError::StreamReset.into_io());
-        };
-        if s.reset {
-            return Err(MuxError::StreamReset.into_io());
-        }
-        s.write_closed = true;
-        self.schedule(id);
-        Ok(())
-    }
-
-    /// Resets stream `id`: buffered data is dropped both ways and the remote gets RST.
-    pub(crate) fn reset(&mut self, id: u32) {
-        let Some(s) = self.streams.get_mut(&id) else {
-            return;
-        };
-        if s.reset {
-            return;
-        }
-        s.reset = true;
-        s.read_failed = true;
-        s.send_buf = BytesMut::new();
-        s.recv_buf.clear();
-        let fl = flags::RST | std::mem::take(&mut s.flags_pending);
-        self.wake_stream(id);
-        self.queue_control(Header::new(FrameType::WindowUpdate, fl, id, 0));
-        self.remove_if_finished(id);
-    }
-
-    /// The handle of stream `id` is gone: unless the stream is closed both ways (or
-    /// closed for writing, when the FIN still goes out first) it is reset.
-    pub(crate) fn drop_handle(&mut self, id: u32) {
-        let Some(s) = self.streams.get_mut(&id) else {
-            return;
-        };
-        s.handle = false;
-        s.reader = None;
-        s.writer = None;
-        if !s.reset {
-            if !s.write_closed {
-                self.reset(id);
-            } else if !s.read_closed {
-                s.recv_buf.clear();
-                if s.fin_sent {
-                    self.reset(id);
-                } else {
-                    s.rst_after_fin = true;
-                }
-            }
-        }
-        self.remove_if_finished(id);
     }
 
     /// Begins a graceful close: what is buffered goes out, then GoAway(normal), within
@@ -643,198 +393,6 @@ impl Session {
         self.control.len()
     }
 
-    /// Takes a decoded header. Handles it whole unless it is a data frame, in which case
-    /// it says what to do with the payload; errors are the remote's protocol violations.
-    pub(crate) fn on_header(&mut self, h: &Header, now: Instant) -> Result<Payload, ProtocolError> {
-        match h.ty {
-            FrameType::Ping | FrameType::GoAway if h.stream_id != SESSION_ID => {
-                return Err(ProtocolError::WrongStreamId(
-                    if h.ty == FrameType::Ping {
-                        "Ping"
-                    } else {
-                        "GoAway"
-                    },
-                    h.stream_id,
-                ));
-            }
-            FrameType::Data | FrameType::WindowUpdate if h.stream_id == SESSION_ID => {
-                return Err(ProtocolError::WrongStreamId("stream", SESSION_ID));
-            }
-            FrameType::Ping => {
-                self.on_ping(h, now);
-                return Ok(Payload::None);
-            }
-            FrameType::GoAway => {
-                self.remote_go_away = Some(h.length);
-                self.to_wake.extend(self.incoming.take());
-                return Ok(Payload::None);
-            }
-            FrameType::Data | FrameType::WindowUpdate => {}
-        }
-        let id = h.stream_id;
-        let is_data = h.ty == FrameType::Data;
-        let len = if is_data { h.length } else { 0 };
-        if h.has(flags::SYN) && !self.accept_syn(h, now)? {
-            return Ok(if len > 0 {
-                Payload::Skip(len as usize)
-            } else {
-                Payload::None
-            });
-        }
-        let Some(s) = self.streams.get_mut(&id) else {
-            // A stream we have forgotten (reset or finished): frames in flight still come.
-            return Ok(if len > 0 {
-                Payload::Skip(len as usize)
-            } else {
-                Payload::None
-            });
-        };
-        if !is_data {
-            s.send_credit = s
-                .send_credit
-                .checked_add(h.length)
-                .ok_or(ProtocolError::WindowOverflow(id))?;
-            self.to_wake.extend(s.writer.take());
-            self.schedule(id);
-            self.on_stream_flags(id, h.flags);
-            return Ok(Payload::None);
-        }
-        if len > s.recv_credit {
-            return Err(ProtocolError::WindowExceeded {
-                stream: id,
-                len,
-                credit: s.recv_credit,
-            });
-        }
-        if len == 0 {
-            self.on_stream_flags(id, h.flags);
-            return Ok(Payload::None);
-        }
-        if s.reset || s.read_closed || !s.handle {
-            // Data nobody will read: still counted against the window, then dropped.
-            s.recv_credit -= len;
-            return Ok(Payload::Skip(len as usize));
-        }
-        Ok(Payload::Deliver(len as usize))
-    }
-
-    /// The payload of a data frame [`on_header`](Self::on_header) asked to deliver.
-    pub(crate) fn on_data(&mut self, h: &Header, payload: &[u8]) {
-        let id = h.stream_id;
-        if let Some(s) = self.streams.get_mut(&id) {
-            s.recv_credit -= payload.len() as u32;
-            s.recv_buf.push_slice(payload);
-            self.to_wake.extend(s.reader.take());
-        }
-        self.on_stream_flags(id, h.flags);
-    }
-
-    /// Like [`on_data`](Self::on_data) for a payload read into its own buffer.
-    pub(crate) fn on_data_bytes(&mut self, h: &Header, payload: Bytes) {
-        let id = h.stream_id;
-        if let Some(s) = self.streams.get_mut(&id) {
-            s.recv_credit -= payload.len() as u32;
-            s.recv_buf.push(payload);
-            self.to_wake.extend(s.reader.take());
-        }
-        self.on_stream_flags(id, h.flags);
-    }
-
-    /// The flags of a skipped data frame still count (FIN, RST).
-    pub(crate) fn on_skipped(&mut self, h: &Header) {
-        self.on_stream_flags(h.stream_id, h.flags);
-    }
-
-    fn on_stream_flags(&mut self, id: u32, fl: u16) {
-        let Some(s) = self.streams.get_mut(&id) else {
-            return;
-        };
-        if fl & flags::RST != 0 && !s.reset {
-            s.reset = true;
-            s.send_buf = BytesMut::new();
-            if !s.read_closed {
-                s.recv_buf.clear();
-                s.read_failed = true;
-            }
-            s.read_closed = true;
-            self.wake_stream(id);
-        } else if fl & flags::FIN != 0 && !s.read_closed {
-            s.read_closed = true;
-            self.to_wake.extend(s.reader.take());
-        }
-        self.remove_if_finished(id);
-    }
-
-    /// A SYN: accept the stream (true) or refuse it with RST (false).
-    fn accept_syn(&mut self, h: &Header, now: Instant) -> Result<bool, ProtocolError> {
-        let id = h.stream_id;
-        if self.is_ours(id) || self.streams.contains_key(&id) {
-            return Err(ProtocolError::InvalidStreamId(id));
-        }
-        let len = if h.ty == FrameType::Data { h.length } else { 0 };
-        if len > SPEC_INITIAL_WINDOW {
-            return Err(ProtocolError::WindowExceeded {
-                stream: id,
-                len,
-                credit: SPEC_INITIAL_WINDOW,
-            });
-        }
-        if !matches!(self.state, ConnState::Open)
-            || !self.incoming_open
-            || self.streams.len() >= self.config.max_streams
-        {
-            self.stats.streams_refused.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(stream = id, "refusing inbound stream");
-            self.queue_control(Header::new(FrameType::WindowUpdate, flags::RST, id, 0));
-            return Ok(false);
-        }
-        // The spec's window; a window update's extra credit is added by the caller
-        // like that of any other window update.
-        let window = self.config.initial_window;
-        self.granted += window as usize;
-        let stream = StreamState::new(
-            SPEC_INITIAL_WINDOW,
-            window,
-            flags::ACK,
-            now,
-            &mut self.spare,
-        );
-        let announce = stream.announce > 0;
-        self.streams.insert(id, stream);
-        // The ACK rides on the stream's first frame, as in rust-yamux: a response
-        // carries it, with no frame of its own. A window larger than the spec's is
-        // announced at once, so the remote can use it.
-        if announce {
-            self.schedule(id);
-        }
-        self.inbound.push_back(id);
-        if !self.direct_accept {
-            self.to_wake.extend(self.incoming.take());
-        }
-        Ok(true)
-    }
-
-    fn on_ping(&mut self, h: &Header, now: Instant) {
-        if h.has(flags::SYN) {
-            self.queue_control(Header::new(
-                FrameType::Ping,
-                flags::ACK,
-                SESSION_ID,
-                h.length,
-            ));
-        } else if h.has(flags::ACK) {
-            match self.ping {
-                PingState::Awaiting { nonce, sent_at } if nonce == h.length => {
-                    self.rtt = Some(now.saturating_duration_since(sent_at));
-                    self.ping = PingState::Idle {
-                        next: now + self.config.rtt_probe_interval,
-                    };
-                }
-                _ => tracing::debug!(nonce = h.length, "ignoring unexpected pong"),
-            }
-        }
-    }
-
     /// When [`handle_timeout`](Self::handle_timeout) has work next.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let spare_check = self.spare_payloads.check_at();
@@ -876,26 +434,6 @@ impl Session {
     /// [`SparePayloads::take`]).
     pub(crate) fn payload_buffer(&mut self, len: usize, now: Instant) -> BytesMut {
         self.spare_payloads.take(len, now)
-    }
-
-    /// The remote broke the protocol: drop pending data, send GoAway(protocol error)
-    /// within the close timeout from `now`.
-    pub(crate) fn on_protocol_error(&mut self, e: ProtocolError, now: Instant) {
-        tracing::debug!(error = %e, "yamux protocol error");
-        self.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-        self.ready.clear();
-        self.control.clear();
-        self.state = ConnState::Closing {
-            code: go_away::PROTOCOL_ERROR,
-        };
-        self.go_away_sent = false;
-        // A close already under way keeps its earlier deadline.
-        if self.close_deadline.is_none() {
-            self.close_deadline = now.checked_add(self.config.close_timeout);
-        }
-        self.pending_reason = Some(MuxError::Protocol(e));
-        self.close_incoming();
-        self.wake_all();
     }
 
     /// Appends frames to `out` until it holds at least `budget` bytes or nothing is
@@ -1010,6 +548,9 @@ impl Session {
         self.streams.get(&id)
     }
 }
+
+mod receive;
+mod streams;
 
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,7 @@
 //! The core fed exact frames and instants.
 
+use std::io;
+use std::sync::atomic::Ordering;
 use std::task::Waker;
 use std::time::Duration;
 
@@ -8,6 +10,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::multiplexing::buffers::{OutQueue, SPARE_CHECK};
+use crate::multiplexing::error::ProtocolError;
 use crate::multiplexing::frame::HEADER_LEN;
 use crate::multiplexing::reader::FrameReader;
 
