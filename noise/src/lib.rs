@@ -35,9 +35,9 @@
 //! # Choice of suite
 //!
 //! [`DEFAULT_SUITE`] is `Noise_IK_25519_AESGCM_SHA256` computed with ring: on CPUs with
-//! AES instructions ring's AES-GCM seals and opens frames several times faster than
+//! hardware AES ring's AES-GCM seals and opens frames several times faster than
 //! either ChaChaPoly backend (`cargo bench -p benches --bench noise`; the figures are
-//! in benches/README.md). On a CPU without AES instructions ChaChaPoly would win; the
+//! in benches/README.md). On a CPU without hardware AES ChaChaPoly would win; the
 //! protocol is then a per-network configuration ([`NoiseConfig::suite`]), and the
 //! backend a per-node one. The X25519 work is curve25519-dalek's with every suite.
 //!

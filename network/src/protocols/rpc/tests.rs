@@ -25,7 +25,7 @@ async fn only_a_deadline_before_the_armed_one_wakes_the_connection_task() {
         .unwrap();
     let woken = tokio::time::timeout(Duration::from_millis(1), deadlines.earlier()).await;
     assert!(woken.is_err(), "no earlier deadline was queued");
-    // One read slowly, queued after the task looked, is due before: it wakes it.
+    // One read slowly, queued after the task looked, is due earlier, so it wakes it.
     let slow = entry(false);
     deadlines
         .push(now + Duration::from_secs(3), Arc::clone(&slow), 64)
