@@ -20,8 +20,11 @@ use crate::counters::NetworkMetrics;
 use crate::interface::{NetworkEvents, NetworkSender};
 use crate::peer_manager::PeerManager;
 use crate::protocol_id::{ProtocolId, ProtocolKind};
+use crate::protocols::Protocols;
+use crate::reporter::Reporter;
 use crate::reputation::Reputation;
-use crate::shared::{ProtocolMetrics, Route, Shared};
+use crate::routes::{ProtocolMetrics, Route, Routes};
+use crate::shared::Shared;
 use crate::transport::{self, PeerGuard, UpgradeError, UpgradedConnection};
 
 /// Requests queued for the peer manager: dials and disconnects are rare and the
@@ -204,18 +207,24 @@ impl NetworkBuilder {
             .unzip();
         let (requests_tx, requests_rx) =
             metered(REQUEST_QUEUE_SIZE, metrics.queue("peer_manager_requests"));
+        let reporter = Reporter::new(
+            reputation,
+            Arc::clone(&self.is_trusted),
+            &metrics,
+            requests_tx.clone(),
+        );
         let shared = Arc::new(Shared {
             local_peer_id,
-            protocol_names: routes.iter().map(|r| r.protocol.as_str()).collect(),
-            routes,
-            config: self.config,
-            metrics,
-            apps: app_senders,
+            protocols: Arc::new(Protocols {
+                config: self.config,
+                metrics,
+                routes: Routes::new(routes),
+                apps: app_senders,
+                reporter,
+                runtime: tokio::runtime::Handle::current(),
+            }),
             peers: Default::default(),
             requests: requests_tx,
-            reputation,
-            is_trusted: Arc::clone(&self.is_trusted),
-            runtime: tokio::runtime::Handle::current(),
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let manager = PeerManager::new(
@@ -286,7 +295,7 @@ impl Network {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
         // The applications' streams end once they have read the last `LostPeer`.
-        for app in &self.sender.shared.apps {
+        for app in &self.sender.shared.protocols.apps {
             app.close();
         }
     }

@@ -1,4 +1,5 @@
 //! What an application holds: a cloneable [`NetworkSender`] and a stream of [`Event`]s.
+//! The events and the RPC responder are the protocols'; this module hands them out.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,123 +11,17 @@ use futures::Stream;
 use netcore::{NetworkAddress, PeerId};
 use tokio::sync::oneshot;
 
-use crate::channel::{FairQueue, Weighted};
+use crate::channel::FairQueue;
 use crate::connection::{ConnectionId, ConnectionMetadata, DisconnectReason};
-use crate::error::{DialError, DisconnectError, ResponseTooLarge, RpcError, SendError};
+use crate::error::{DialError, DisconnectError, RpcError, SendError};
 use crate::protocol_id::ProtocolId;
+pub use crate::protocols::events::Event;
+use crate::protocols::events::{EventKey, Queued};
+pub use crate::protocols::rpc::RpcResponder;
 use crate::protocols::{direct_send, rpc};
 use crate::reputation::Misbehaviour;
 use crate::requests::Request;
 use crate::shared::Shared;
-
-/// Something that happened on the network that an application registered for.
-#[derive(Debug)]
-pub enum Event {
-    /// A connection to a peer is up. The metadata is shared by every application's
-    /// copy of the event (and keeps events small: they move through queues by value).
-    /// When it replaces the peer's live connection, this event comes first and the old
-    /// connection's `LostPeer` with [`DisconnectReason::Replaced`] after it, so an
-    /// application that tracks each peer's live connection sees the peer stay up.
-    NewPeer(Arc<ConnectionMetadata>),
-    /// The connection to a peer is gone.
-    LostPeer {
-        /// The peer.
-        peer_id: PeerId,
-        /// The connection that ended (a newer one may already be up).
-        connection_id: ConnectionId,
-        /// Why it ended.
-        reason: DisconnectReason,
-    },
-    /// A DirectSend message.
-    Message {
-        /// The sender.
-        peer_id: PeerId,
-        /// The protocol it came on.
-        protocol: ProtocolId,
-        /// The payload.
-        data: Bytes,
-    },
-    /// An RPC request; answer it through `responder`.
-    RpcRequest {
-        /// The caller.
-        peer_id: PeerId,
-        /// The protocol it came on.
-        protocol: ProtocolId,
-        /// The request payload.
-        data: Bytes,
-        /// Sends the answer back.
-        responder: RpcResponder,
-    },
-}
-
-/// Answers one inbound RPC. Dropping it without answering tells the caller the request
-/// got no response.
-///
-/// The answer of a request whose caller had finished sending is written into the
-/// substream by `respond` or `fail` itself (or by the drop), on the calling thread,
-/// without waiting; only a response larger than the caller's flow-control window leaves
-/// the rest to a task.
-#[derive(Debug)]
-pub struct RpcResponder {
-    pub(crate) reply: rpc::Reply,
-    /// The payload limit (`max_message_size`), the same as for requests.
-    pub(crate) max: usize,
-}
-
-impl RpcResponder {
-    /// Sends `response` to the caller. A response over the network's
-    /// `max_message_size` is not sent: the caller gets [`RpcError::TooLarge`] with its
-    /// size, and so does this call.
-    ///
-    /// [`RpcError::TooLarge`]: crate::RpcError::TooLarge
-    pub fn respond(self, response: Bytes) -> Result<(), ResponseTooLarge> {
-        let (len, max) = (response.len(), self.max);
-        if len > max {
-            self.reply.send(rpc::Answer::TooLarge { len, max });
-            return Err(ResponseTooLarge { len, max });
-        }
-        self.reply.send(rpc::Answer::Data(response));
-        Ok(())
-    }
-
-    /// Tells the caller the request failed, with a short explanation (cut at 1 KiB).
-    pub fn fail(self, reason: impl Into<String>) {
-        self.reply.send(rpc::Answer::Failed(reason.into()));
-    }
-}
-
-/// The key events are queued under: a peer and, for data, the protocol. Connection
-/// events use `None`, so they never wait in a queue behind a peer's messages; like
-/// every key, only for the other keys' turns, each at most
-/// [`crate::channel::TURN_WEIGHT`] messages (or, arriving while the application takes
-/// one reader's batch alone, for the rest of that batch).
-pub(crate) type EventKey = (PeerId, Option<ProtocolId>);
-
-/// What an application's queue holds: events, and DirectSend messages as their reader
-/// read them, turned into events only when the application takes them (moving one
-/// buffer between tasks rather than an event per message).
-pub(crate) enum Queued {
-    /// An event as it is handed out.
-    Event(Event),
-    /// Messages of one DirectSend substream.
-    Messages(direct_send::MessageBatch),
-}
-
-impl Weighted for Queued {
-    fn weight(&self) -> usize {
-        match self {
-            Queued::Event(_) => 1,
-            Queued::Messages(batch) => batch.len().max(1),
-        }
-    }
-
-    fn split_off(&mut self, weight: usize) -> Option<Self> {
-        match self {
-            Queued::Event(_) => None,
-            Queued::Messages(batch) => batch.split_off(weight).map(Queued::Messages),
-        }
-    }
-}
 
 /// The stream of an application's events, served round-robin across peers so that one
 /// flooding peer cannot starve the others.
@@ -173,7 +68,16 @@ impl NetworkSender {
         request: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, RpcError> {
-        rpc::outbound(&self.shared, peer, protocol, request, timeout).await
+        let handle = self.shared.peer(&peer);
+        rpc::outbound(
+            &self.shared.protocols,
+            peer,
+            handle,
+            protocol,
+            request,
+            timeout,
+        )
+        .await
     }
 
     /// Queues `msg` for `peer` over `protocol`. Messages to one peer on one protocol
@@ -183,7 +87,13 @@ impl NetworkSender {
     /// `network_queue_drops_total{queue=<protocol>}` (`stream_failed`, or `unconfirmed`
     /// when the connection ended before the peer acknowledged it).
     pub fn send_to(&self, peer: PeerId, protocol: ProtocolId, msg: Bytes) -> Result<(), SendError> {
-        direct_send::send(&self.shared, peer, protocol, msg)
+        direct_send::send(
+            &self.shared.protocols,
+            &self.shared.peers,
+            peer,
+            protocol,
+            msg,
+        )
     }
 
     /// Queues `msg` for each of `peers`; returns the peers it could not be queued for.
@@ -196,9 +106,15 @@ impl NetworkSender {
         peers
             .into_iter()
             .filter_map(|peer| {
-                direct_send::send(&self.shared, peer, protocol, msg.clone())
-                    .err()
-                    .map(|e| (peer, e))
+                direct_send::send(
+                    &self.shared.protocols,
+                    &self.shared.peers,
+                    peer,
+                    protocol,
+                    msg.clone(),
+                )
+                .err()
+                .map(|e| (peer, e))
             })
             .collect()
     }
@@ -290,13 +206,15 @@ impl NetworkSender {
     /// threshold the peer is disconnected (`LostPeer` with [`DisconnectReason::Banned`])
     /// and its connections and dials are refused until the ban ends. Never waits.
     pub fn report(&self, peer: PeerId, misbehaviour: Misbehaviour) {
-        self.shared.report(peer, misbehaviour);
+        self.shared.protocols.reporter.report(peer, misbehaviour);
     }
 
     /// How long `peer` stays banned, or `None` if it is not banned.
     pub fn ban_remaining(&self, peer: &PeerId) -> Option<Duration> {
         let now = tokio::time::Instant::now().into_std();
         self.shared
+            .protocols
+            .reporter
             .reputation
             .lock()
             .banned_until(peer, now)
@@ -307,6 +225,11 @@ impl NetworkSender {
     /// [`crate::reputation::ReputationConfig::ban_threshold`]).
     pub fn reputation_score(&self, peer: &PeerId) -> u32 {
         let now = tokio::time::Instant::now().into_std();
-        self.shared.reputation.lock().score(peer, now)
+        self.shared
+            .protocols
+            .reporter
+            .reputation
+            .lock()
+            .score(peer, now)
     }
 }

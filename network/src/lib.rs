@@ -55,7 +55,9 @@ pub mod transport;
 
 mod peer;
 mod protocols;
+mod reporter;
 mod requests;
+mod routes;
 mod shared;
 
 pub use builder::{AppId, BuildError, Network, NetworkBuilder};

@@ -4,7 +4,7 @@
 //! an RPC whose request and FIN came in its opening frame is handed to the application
 //! there and then, and its answer is written where it is given. Serving that must wait
 //! goes on in a task of the connection that finished its last one and waits (see
-//! [`Handoff`]), or in a new one. The connection's task times out the RPCs answered
+//! [`IdleTask`]), or in a new one. The connection's task times out the RPCs answered
 //! that way, exports the multiplexer's counters and tells the peer manager when the
 //! connection ends.
 
@@ -20,14 +20,13 @@ use netcore::multiplexing::{Incoming, MuxStats, Substream};
 use netcore::negotiate::{NegotiateError, negotiate_inbound};
 use prometheus::IntCounter;
 use tokio::sync::{mpsc, watch};
-use tokio::time::Sleep;
 use tracing::debug;
 
 use crate::protocol_id::ProtocolKind;
-use crate::protocols::{direct_send, rpc};
+use crate::protocols::deadline::{Deadline, deadline_after};
+use crate::protocols::{PeerHandle, Protocols, direct_send, rpc};
 use crate::reputation::Misbehaviour;
 use crate::requests::Closed;
-use crate::shared::{PeerHandle, Shared};
 
 /// How often a connection's multiplexer counters are copied into the metrics: often
 /// enough for a dashboard, rare enough to cost nothing.
@@ -43,14 +42,14 @@ struct MuxStatsExport {
 }
 
 impl MuxStatsExport {
-    fn new(shared: &Shared, handle: &PeerHandle) -> Self {
+    fn new(protocols: &Protocols, handle: &PeerHandle) -> Self {
         Self {
             stats: handle.control.stats(),
-            refused: shared
+            refused: protocols
                 .metrics
                 .substreams_refused
                 .with_label_values(&["mux_refused"]),
-            errors: shared.metrics.mux_protocol_errors.clone(),
+            errors: protocols.metrics.mux_protocol_errors.clone(),
             seen_refused: 0,
             seen_errors: 0,
         }
@@ -70,7 +69,7 @@ impl MuxStatsExport {
 /// Sets up the routing of the remote's substreams, then runs until the connection closes
 /// or the network shuts down, and tells the peer manager.
 pub(crate) async fn run(
-    shared: Arc<Shared>,
+    protocols: Arc<Protocols>,
     handle: Arc<PeerHandle>,
     mut incoming: Incoming,
     closed: mpsc::Sender<Closed>,
@@ -78,8 +77,8 @@ pub(crate) async fn run(
 ) {
     let peer_id = handle.metadata.peer_id;
     let connection_id = handle.metadata.connection_id;
-    let mut stats = MuxStatsExport::new(&shared, &handle);
-    incoming.accept_with(acceptor(&shared, &handle));
+    let mut stats = MuxStatsExport::new(&protocols, &handle);
+    incoming.accept_with(acceptor(&protocols, &handle));
     let mut tick = tokio::time::interval(MUX_STATS_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // One shutdown wait for the connection's life, not one registered and dropped per
@@ -90,7 +89,7 @@ pub(crate) async fn run(
     let mut shutdown = pin!(shutdown);
     // Times out the inbound RPCs answered without their task (see `AnswerDeadlines`).
     let deadlines = Arc::clone(&handle.answer_deadlines);
-    let timeout = shared.config.inbound_rpc_timeout;
+    let timeout = protocols.config.inbound_rpc_timeout;
     let mut due = pin!(tokio::time::sleep_until(deadlines.armed()));
     loop {
         tokio::select! {
@@ -99,7 +98,7 @@ pub(crate) async fn run(
             biased;
             substream = incoming.next() => match substream {
                 Some(substream) => {
-                    tokio::spawn(route_substream(Arc::clone(&shared), Arc::clone(&handle), substream));
+                    tokio::spawn(route_substream(Arc::clone(&protocols), Arc::clone(&handle), substream));
                 }
                 None => break,
             },
@@ -121,7 +120,9 @@ pub(crate) async fn run(
     // peer, so repeated violations across reconnections end in a ban.
     stats.sync();
     if stats.stats.protocol_errors.load(Ordering::Relaxed) > 0 {
-        shared.report(peer_id, Misbehaviour::ProtocolViolation);
+        protocols
+            .reporter
+            .report(peer_id, Misbehaviour::ProtocolViolation);
     }
     drop(handle);
     let _ = closed
@@ -132,28 +133,29 @@ pub(crate) async fn run(
         .await;
     // The RPCs that still wait for their answer keep their deadlines (their callers
     // learn of the connection's end from the connection itself).
-    drop(shared);
+    drop(protocols);
     deadlines.drain().await;
 }
 
 /// What the multiplexer calls with each substream the remote opens, on its own task.
 fn acceptor(
-    shared: &Arc<Shared>,
+    protocols: &Arc<Protocols>,
     handle: &Arc<PeerHandle>,
 ) -> impl FnMut(Substream) + Send + 'static {
     // Each inbound substream's serving begins on the multiplexer's task (not after a
     // wake-up of this one); what must wait goes on in a waiting substream task, or in a
     // new one. Weak references: the multiplexer holds the acceptor until the
     // connection ends, and the peer handle holds the multiplexer.
-    let refs = Refs {
-        shared: Arc::downgrade(shared),
+    let refs = ServingRefs {
+        protocols: Arc::downgrade(protocols),
         handle: Arc::downgrade(handle),
     };
-    let handoff = HandoffGuard(Arc::new(Handoff::default()));
+    let idle_task = IdleTaskGuard(Arc::new(IdleTask::default()));
     // The box of the last serving that completed at once, for the next one.
     let mut spare = None;
     move |substream: Substream| {
-        let (Some(shared), Some(handle)) = (refs.shared.upgrade(), refs.handle.upgrade()) else {
+        let (Some(protocols), Some(handle)) = (refs.protocols.upgrade(), refs.handle.upgrade())
+        else {
             return;
         };
         // Polled once here, on the multiplexer's task: an RPC whose request and FIN
@@ -161,7 +163,7 @@ fn acceptor(
         // left to wait for (its answer is written where it is given). Anything that
         // must wait goes on in a substream task, which polls it again with its own
         // waker (this poll's wakers are no-ops, replaced by that poll).
-        let serving = route_substream(shared, handle, substream);
+        let serving = route_substream(protocols, handle, substream);
         let mut serving = match spare.take() {
             Some(mut boxed) => {
                 Pin::set(&mut boxed, serving);
@@ -175,8 +177,8 @@ fn acceptor(
             return;
         }
         let serving: Serving = serving;
-        if let Some(serving) = handoff.0.offer(serving) {
-            tokio::spawn(serve_substreams(Arc::clone(&handoff.0), serving));
+        if let Some(serving) = idle_task.0.offer(serving) {
+            tokio::spawn(serve_substreams(Arc::clone(&idle_task.0), serving));
         }
     }
 }
@@ -184,22 +186,21 @@ fn acceptor(
 /// Weak references to what serving a substream needs, upgraded as each arrives: the
 /// acceptor that holds them does not keep the node or the connection alive.
 #[derive(Clone)]
-struct Refs {
-    shared: Weak<Shared>,
+struct ServingRefs {
+    protocols: Weak<Protocols>,
     handle: Weak<PeerHandle>,
 }
 
-/// Where the multiplexer's task hands the serving of an inbound substream that must
-/// wait to a task of the connection that finished serving one and waits for the next,
-/// instead of spawning a task per substream: a task's spawn and its allocation
-/// (cache-line aligned, so not from the allocator's fast path) were a tenth of an RPC's
-/// time in user space. At most one task waits per connection; others end when they
-/// finish their substream.
-struct Handoff<T = Serving> {
-    state: Mutex<HandoffState<T>>,
+/// A substream task of the connection that finished serving its substream and waits
+/// for the next: the multiplexer's task hands it the serving of an inbound substream
+/// that must wait, rather than spawning a task (a spawn and a cache-line-aligned
+/// allocation) per substream. At most one task waits per connection; others end when
+/// they finish their substream.
+struct IdleTask<T = Serving> {
+    state: Mutex<IdleTaskState<T>>,
 }
 
-struct HandoffState<T> {
+struct IdleTaskState<T> {
     /// The waiting task, if one waits.
     idle: Option<Waker>,
     /// A substream handed to the waiting task, not yet taken.
@@ -208,10 +209,10 @@ struct HandoffState<T> {
     closed: bool,
 }
 
-impl<T> Default for Handoff<T> {
+impl<T> Default for IdleTask<T> {
     fn default() -> Self {
         Self {
-            state: Mutex::new(HandoffState {
+            state: Mutex::new(IdleTaskState {
                 idle: None,
                 handed: None,
                 closed: false,
@@ -220,8 +221,8 @@ impl<T> Default for Handoff<T> {
     }
 }
 
-impl<T> Handoff<T> {
-    fn state(&self) -> std::sync::MutexGuard<'_, HandoffState<T>> {
+impl<T> IdleTask<T> {
+    fn state(&self) -> std::sync::MutexGuard<'_, IdleTaskState<T>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -280,9 +281,9 @@ impl<T> Handoff<T> {
 }
 
 /// Held by the acceptor, which the multiplexer drops when the connection ends.
-struct HandoffGuard<T = Serving>(Arc<Handoff<T>>);
+struct IdleTaskGuard<T = Serving>(Arc<IdleTask<T>>);
 
-impl<T> Drop for HandoffGuard<T> {
+impl<T> Drop for IdleTaskGuard<T> {
     fn drop(&mut self) {
         self.0.close();
     }
@@ -293,58 +294,22 @@ type Serving = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A substream task: finishes serving `first`, then each substream handed to it, until
 /// another task already waits or the connection ends.
-async fn serve_substreams(handoff: Arc<Handoff<Serving>>, first: Serving) {
+async fn serve_substreams(idle_task: Arc<IdleTask<Serving>>, first: Serving) {
     let mut next = Some(first);
     while let Some(serving) = next.take() {
         serving.await;
-        next = handoff.next().await;
-    }
-}
-
-/// An inbound substream's deadline. Its timer is made only when something has to wait
-/// for it: serving that completes at once needs none, and the serving's future (begun
-/// in a box) stays small and free of the timer's alignment.
-pub(crate) struct Deadline {
-    at: tokio::time::Instant,
-    timer: Option<Pin<Box<Sleep>>>,
-}
-
-impl Deadline {
-    /// A deadline at `at`.
-    pub(crate) fn new(at: tokio::time::Instant) -> Self {
-        Self { at, timer: None }
-    }
-
-    /// When it passes.
-    pub(crate) fn at(&self) -> tokio::time::Instant {
-        self.at
-    }
-
-    /// `fut`'s output, or `None` once the deadline passed first.
-    pub(crate) async fn bound<F: Future>(&mut self, fut: F) -> Option<F::Output> {
-        let mut fut = pin!(fut);
-        poll_fn(|cx| {
-            if let Poll::Ready(output) = fut.as_mut().poll(cx) {
-                return Poll::Ready(Some(output));
-            }
-            let at = self.at;
-            let timer = self
-                .timer
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-            timer.as_mut().poll(cx).map(|()| None)
-        })
-        .await
+        next = idle_task.next().await;
     }
 }
 
 /// Negotiates the protocol of an inbound substream and serves it.
-async fn route_substream(shared: Arc<Shared>, handle: Arc<PeerHandle>, substream: Substream) {
+async fn route_substream(protocols: Arc<Protocols>, handle: Arc<PeerHandle>, substream: Substream) {
     // One deadline for negotiating and, for an RPC, answering.
-    let mut deadline = Deadline::new(rpc::later(
+    let mut deadline = Deadline::new(deadline_after(
         tokio::time::Instant::now(),
-        shared.config.inbound_rpc_timeout,
+        protocols.config.inbound_rpc_timeout,
     ));
-    let negotiation = negotiate_inbound(substream, &shared.protocol_names);
+    let negotiation = negotiate_inbound(substream, protocols.routes.names());
     let (io, index) = match deadline.bound(negotiation).await {
         Some(Ok(negotiated)) => negotiated,
         Some(Err(e)) => {
@@ -354,9 +319,11 @@ async fn route_substream(shared: Arc<Shared>, handle: Arc<PeerHandle>, substream
             };
             debug!(peer = %handle.metadata.peer_id.short_str(), error = %e, "inbound substream refused");
             if is_garbage(&e) {
-                shared.report(handle.metadata.peer_id, Misbehaviour::NegotiationGarbage);
+                protocols
+                    .reporter
+                    .report(handle.metadata.peer_id, Misbehaviour::NegotiationGarbage);
             }
-            shared
+            protocols
                 .metrics
                 .substreams_refused
                 .with_label_values(&[reason])
@@ -364,7 +331,7 @@ async fn route_substream(shared: Arc<Shared>, handle: Arc<PeerHandle>, substream
             return;
         }
         None => {
-            shared
+            protocols
                 .metrics
                 .substreams_refused
                 .with_label_values(&["negotiation_timeout"])
@@ -373,15 +340,15 @@ async fn route_substream(shared: Arc<Shared>, handle: Arc<PeerHandle>, substream
         }
     };
     // Borrowed, not cloned: a route holds a dozen metric handles.
-    let Some(route) = shared.routes.get(index) else {
+    let Some(route) = protocols.routes.at(index) else {
         return;
     };
     match route.kind {
-        ProtocolKind::Rpc => rpc::serve_inbound(&shared, handle, index, io, &mut deadline).await,
+        ProtocolKind::Rpc => rpc::serve_inbound(&protocols, handle, index, io, &mut deadline).await,
         // Boxed: it lives as long as its substream, and would make every substream's
         // serving (begun in a box of this size) as large.
         ProtocolKind::DirectSend => {
-            Box::pin(direct_send::serve_inbound(&shared, handle, route, io)).await;
+            Box::pin(direct_send::serve_inbound(&protocols, handle, route, io)).await;
         }
     }
 }
@@ -440,61 +407,61 @@ mod tests {
 
     #[test]
     fn a_substream_goes_to_the_waiting_task_or_back_to_the_acceptor() {
-        let handoff = Handoff::<u32>::default();
+        let idle_task = IdleTask::<u32>::default();
         let (a, b) = (Task::new(), Task::new());
         // No task waits: the acceptor keeps it (and spawns one).
-        assert_eq!(handoff.offer(1), Some(1));
-        let mut waiting = pin!(handoff.next());
+        assert_eq!(idle_task.offer(1), Some(1));
+        let mut waiting = pin!(idle_task.next());
         assert!(a.poll(waiting.as_mut()).is_pending());
         // A second task that finishes while one waits ends.
-        assert_eq!(b.poll(pin!(handoff.next())), Poll::Ready(None));
+        assert_eq!(b.poll(pin!(idle_task.next())), Poll::Ready(None));
         // The waiting task takes the next one; a second offer before it runs goes back.
-        assert_eq!(handoff.offer(2), None);
+        assert_eq!(idle_task.offer(2), None);
         assert!(a.woken());
-        assert_eq!(handoff.offer(3), Some(3));
+        assert_eq!(idle_task.offer(3), Some(3));
         assert_eq!(a.poll(waiting.as_mut()), Poll::Ready(Some(2)));
         // Nobody waits again until a task asks.
-        assert_eq!(handoff.offer(4), Some(4));
+        assert_eq!(idle_task.offer(4), Some(4));
     }
 
     #[test]
     fn a_woken_task_that_finds_another_waiting_ends_rather_than_hide_it() {
-        let handoff = Handoff::<u32>::default();
+        let idle_task = IdleTask::<u32>::default();
         let (a, c, d) = (Task::new(), Task::new(), Task::new());
-        let mut task_a = pin!(handoff.next());
+        let mut task_a = pin!(idle_task.next());
         assert!(a.poll(task_a.as_mut()).is_pending());
-        assert_eq!(handoff.offer(1), None);
+        assert_eq!(idle_task.offer(1), None);
         // Task C, finishing before A runs, serves it; then D finishes and waits.
-        assert_eq!(c.poll(pin!(handoff.next())), Poll::Ready(Some(1)));
-        let mut task_d = pin!(handoff.next());
+        assert_eq!(c.poll(pin!(idle_task.next())), Poll::Ready(Some(1)));
+        let mut task_d = pin!(idle_task.next());
         assert!(d.poll(task_d.as_mut()).is_pending());
         // A runs at last: D waits, so A ends, and the next substream reaches D.
         assert_eq!(a.poll(task_a.as_mut()), Poll::Ready(None));
-        assert_eq!(handoff.offer(2), None);
+        assert_eq!(idle_task.offer(2), None);
         assert!(d.woken());
         assert_eq!(d.poll(task_d.as_mut()), Poll::Ready(Some(2)));
     }
 
     #[test]
     fn a_waiting_task_polled_again_keeps_waiting() {
-        let handoff = Handoff::<u32>::default();
+        let idle_task = IdleTask::<u32>::default();
         let a = Task::new();
-        let mut waiting = pin!(handoff.next());
+        let mut waiting = pin!(idle_task.next());
         assert!(a.poll(waiting.as_mut()).is_pending());
         assert!(a.poll(waiting.as_mut()).is_pending());
-        assert_eq!(handoff.offer(1), None);
+        assert_eq!(idle_task.offer(1), None);
         assert_eq!(a.poll(waiting.as_mut()), Poll::Ready(Some(1)));
     }
 
     #[test]
     fn the_end_of_the_connection_ends_the_waiting_task_and_drops_a_handed_substream() {
-        let handoff = Arc::new(Handoff::<Arc<()>>::default());
+        let idle_task = Arc::new(IdleTask::<Arc<()>>::default());
         let (a, b) = (Task::new(), Task::new());
-        let mut waiting = pin!(handoff.next());
+        let mut waiting = pin!(idle_task.next());
         assert!(a.poll(waiting.as_mut()).is_pending());
         let substream = Arc::new(());
-        assert!(handoff.offer(Arc::clone(&substream)).is_none());
-        drop(HandoffGuard(Arc::clone(&handoff)));
+        assert!(idle_task.offer(Arc::clone(&substream)).is_none());
+        drop(IdleTaskGuard(Arc::clone(&idle_task)));
         assert_eq!(
             Arc::strong_count(&substream),
             1,
@@ -502,7 +469,7 @@ mod tests {
         );
         assert!(matches!(a.poll(waiting.as_mut()), Poll::Ready(None)));
         // After the end, nothing is handed over and no task waits.
-        assert!(handoff.offer(Arc::clone(&substream)).is_some());
-        assert!(matches!(b.poll(pin!(handoff.next())), Poll::Ready(None)));
+        assert!(idle_task.offer(Arc::clone(&substream)).is_some());
+        assert!(matches!(b.poll(pin!(idle_task.next())), Poll::Ready(None)));
     }
 }

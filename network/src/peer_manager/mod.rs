@@ -39,11 +39,11 @@ pub use rules::new_connection_wins;
 use crate::channel::MeteredReceiver;
 use crate::config::MAX_QUEUED_NOTIFICATIONS_PER_PEER;
 use crate::error::{DialError, DisconnectError};
-use crate::interface::{Event, Queued};
 use crate::peer;
+use crate::protocols::{Event, PeerHandle, Queued};
 use crate::refusal_log::{Flaps, LogLimiter, host};
 use crate::reputation::Misbehaviour;
-use crate::shared::{PeerHandle, Shared};
+use crate::shared::Shared;
 use crate::transport::{UpgradeError, UpgradedConnection};
 
 type Upgrade = BoxFuture<'static, Result<UpgradedConnection, UpgradeError>>;
@@ -120,7 +120,7 @@ impl PeerManager {
 
     /// Runs until shutdown is signalled, then closes every connection.
     pub(crate) async fn run(mut self) {
-        let limit = self.shared.config.max_concurrent_inbound_upgrades;
+        let limit = self.shared.protocols.config.max_concurrent_inbound_upgrades;
         loop {
             tokio::select! {
                 biased;
@@ -159,7 +159,7 @@ impl PeerManager {
             if let Some((_, oldest)) = self.upgrades_in_flight.pop_front() {
                 oldest.abort();
                 self.count_failure("too_many_upgrades");
-                self.shared.metrics.upgrades_evicted.inc();
+                self.shared.protocols.metrics.upgrades_evicted.inc();
                 self.refusals
                     .log_eviction(limit, tokio::time::Instant::now());
             }
@@ -175,17 +175,29 @@ impl PeerManager {
     /// Counts a connection or dial refused because the peer is banned.
     fn count_ban_refusal(&self, origin: ConnectionOrigin) {
         self.shared
+            .protocols
             .metrics
             .ban_refusals
             .with_label_values(&[origin.as_str()])
             .inc();
         let now = tokio::time::Instant::now().into_std();
-        let banned = self.shared.reputation.lock().banned_count(now);
-        self.shared.metrics.banned_peers.set(banned as i64);
+        let banned = self
+            .shared
+            .protocols
+            .reporter
+            .reputation
+            .lock()
+            .banned_count(now);
+        self.shared
+            .protocols
+            .metrics
+            .banned_peers
+            .set(banned as i64);
     }
 
     fn count_failure(&self, reason: &str) {
         self.shared
+            .protocols
             .metrics
             .handshake_failures
             .with_label_values(&[reason])
@@ -194,6 +206,7 @@ impl PeerManager {
 
     fn count_event(&self, event: &str) {
         self.shared
+            .protocols
             .metrics
             .connection_events
             .with_label_values(&[event])
@@ -212,7 +225,10 @@ impl PeerManager {
                 let result = self.disconnect(peer, connection, reason);
                 // Only a verdict that closed the connection it was about counts.
                 if result.is_ok() && reason == DisconnectReason::HealthCheckFailed {
-                    self.shared.report(peer, Misbehaviour::FailedHealthCheck);
+                    self.shared
+                        .protocols
+                        .reporter
+                        .report(peer, Misbehaviour::FailedHealthCheck);
                 }
                 let _ = reply.send(result);
             }
@@ -260,7 +276,7 @@ impl PeerManager {
             let _ = reply.send(Err(DialError::SelfDial));
             return;
         }
-        if self.shared.is_banned(&peer) {
+        if self.shared.protocols.reporter.is_banned(&peer) {
             self.count_ban_refusal(ConnectionOrigin::Outbound);
             let _ = reply.send(Err(DialError::Banned(peer)));
             return;
@@ -273,7 +289,7 @@ impl PeerManager {
             waiting.push(reply);
             return;
         }
-        if self.dials.len() >= self.shared.config.max_concurrent_dials {
+        if self.dials.len() >= self.shared.protocols.config.max_concurrent_dials {
             let _ = reply.send(Err(DialError::TooManyDials));
             return;
         }
@@ -288,7 +304,7 @@ impl PeerManager {
         self.pending_dials.insert(peer, vec![reply]);
         let started = Instant::now();
         // The transport bounds the upgrade; this also bounds the connect before it.
-        let timeout = self.shared.config.upgrade_timeout;
+        let timeout = self.shared.protocols.config.upgrade_timeout;
         let dial = async move {
             let result = tokio::time::timeout(timeout, dial)
                 .await
@@ -315,6 +331,7 @@ impl PeerManager {
             }
             Ok(conn) => {
                 self.shared
+                    .protocols
                     .metrics
                     .dial_latency
                     .observe(started.elapsed().as_secs_f64());
@@ -398,7 +415,7 @@ impl PeerManager {
     /// Whether an upgraded connection from `peer` may stay, before the tie-break with
     /// an existing one: `Some(trusted)` if so, `None` (counted) if it must close.
     fn admit(&mut self, peer: PeerId, origin: ConnectionOrigin) -> Option<bool> {
-        if self.shared.is_banned(&peer) {
+        if self.shared.protocols.reporter.is_banned(&peer) {
             // Banned while its upgrade was in flight.
             self.count_ban_refusal(origin);
             self.count_failure("banned");
@@ -412,7 +429,7 @@ impl PeerManager {
         if !trusted
             && origin == ConnectionOrigin::Inbound
             && !self.untrusted_inbound.contains_key(&peer)
-            && self.untrusted_inbound.len() >= self.shared.config.max_inbound_untrusted
+            && self.untrusted_inbound.len() >= self.shared.protocols.config.max_inbound_untrusted
         {
             self.count_event("refused_untrusted");
             return None;
@@ -434,6 +451,7 @@ impl PeerManager {
         self.next_connection_id += 1;
         let protocols = self
             .shared
+            .protocols
             .routes
             .iter()
             .map(|r| r.protocol)
@@ -448,7 +466,7 @@ impl PeerManager {
             client_version: conn.client_version,
         };
         let handle = Arc::new(PeerHandle::new(
-            &self.shared,
+            &self.shared.protocols,
             metadata.clone(),
             conn.control,
             trusted,
@@ -460,6 +478,7 @@ impl PeerManager {
             replaced.close_direct_send();
         }
         self.shared
+            .protocols
             .metrics
             .connections
             .with_label_values(&[origin.as_str()])
@@ -467,7 +486,7 @@ impl PeerManager {
         self.count_event("opened");
         info!(peer = %peer.short_str(), %origin, %connection_id, "connected");
         tokio::spawn(peer::run(
-            Arc::clone(&self.shared),
+            Arc::clone(&self.shared.protocols),
             handle,
             conn.incoming,
             self.closed_tx.clone(),
@@ -509,6 +528,7 @@ impl PeerManager {
             self.untrusted_inbound.remove(peer);
         }
         self.shared
+            .protocols
             .metrics
             .connections
             .with_label_values(&[handle.metadata.origin.as_str()])
@@ -537,7 +557,7 @@ impl PeerManager {
     }
 
     fn broadcast_with(&self, peer: PeerId, event: impl Fn() -> Event) {
-        for app in &self.shared.apps {
+        for app in &self.shared.protocols.apps {
             if app
                 .push_control(
                     (peer, None),
@@ -548,6 +568,7 @@ impl PeerManager {
                 .is_err()
             {
                 self.shared
+                    .protocols
                     .metrics
                     .queue_drops
                     .with_label_values(&["notifications", "queue_full"])

@@ -4,7 +4,7 @@
 use std::collections::{HashSet, VecDeque};
 
 use crate::connection::ConnectionId;
-use crate::interface::{Event, Queued};
+use crate::protocols::{Event, Queued};
 
 /// Reduces one peer's queued connection notifications to what they amount to for an
 /// application that has not read them: the loss of each connection it knew before them

@@ -1,6 +1,14 @@
-//! The messaging protocols: RPC and DirectSend.
+//! The messaging protocols, RPC and DirectSend, and what they share: the events they
+//! hand to applications, the state of a live connection they keep ([`PeerHandle`]),
+//! substream deadlines, and [`Protocols`], what they need from the node.
+//!
+//! Nothing here names the peer manager, the connection task or the application
+//! interface: those sit above and pass in what a protocol needs.
 
+pub(crate) mod deadline;
 pub(crate) mod direct_send;
+pub(crate) mod events;
+pub(crate) mod handle;
 pub(crate) mod rpc;
 
 use std::io;
@@ -10,8 +18,30 @@ use netcore::negotiate::{
     NegotiateError, Negotiated, negotiate_outbound_interactive, negotiate_outbound_select,
 };
 
+use crate::config::NetworkConfig;
+use crate::counters::NetworkMetrics;
 use crate::protocol_id::ProtocolId;
-use crate::shared::PeerHandle;
+use crate::reporter::Reporter;
+use crate::routes::Routes;
+
+pub(crate) use events::{AppQueue, Event, Queued};
+pub(crate) use handle::{PeerHandle, PeerTable};
+
+/// What serving and sending on the protocols needs from the node, each part owned by
+/// one component: the configuration, the metrics, the registered protocols, the
+/// applications' queues, where misbehaviour goes, and the runtime.
+pub(crate) struct Protocols {
+    pub(crate) config: NetworkConfig,
+    pub(crate) metrics: NetworkMetrics,
+    pub(crate) routes: Routes,
+    /// Each application's event queue, indexed like `Route::app`.
+    pub(crate) apps: Vec<AppQueue>,
+    /// Penalizes peers that break a protocol, and bans them.
+    pub(crate) reporter: Reporter,
+    /// The runtime the network started on, for work begun outside it (an answer that
+    /// could not be written at once).
+    pub(crate) runtime: tokio::runtime::Handle,
+}
 
 /// Why an outbound substream could not be opened for a protocol.
 #[derive(Debug)]
@@ -51,9 +81,4 @@ pub(crate) async fn open_substream(
 /// Whether an I/O error on a substream of `peer` means the remote refused the protocol.
 pub(crate) fn is_refusal(err: &io::Error) -> bool {
     matches!(NegotiateError::from_io(err), Some(NegotiateError::Refused))
-}
-
-/// Whether the handle's connection is gone.
-pub(crate) fn connection_closed(peer: &PeerHandle) -> bool {
-    peer.control.is_closed()
 }

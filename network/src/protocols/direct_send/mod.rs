@@ -32,7 +32,8 @@ use netcore::PeerId;
 use crate::channel::QueueError;
 use crate::error::SendError;
 use crate::protocol_id::ProtocolId;
-use crate::shared::{PeerHandle, Route, Shared};
+use crate::protocols::{PeerHandle, PeerTable, Protocols};
+use crate::routes::Route;
 
 mod outbox;
 mod reader;
@@ -75,23 +76,25 @@ const ACK_EVERY: u64 = 256;
 /// The largest acknowledgement frame accepted: a `DirectSendAck` is at most 11 bytes.
 const MAX_ACK_SIZE: usize = 16;
 
-/// Queues `msg` for `peer`; see `NetworkSender::send_to`.
+/// Queues `msg` for `peer`, looked up in `peers` unless this thread sent to it last;
+/// see `NetworkSender::send_to`.
 pub(crate) fn send(
-    shared: &Arc<Shared>,
+    protocols: &Arc<Protocols>,
+    peers: &PeerTable,
     peer: PeerId,
     protocol: ProtocolId,
     msg: Bytes,
 ) -> Result<(), SendError> {
     // Capped at the length prefix's range, as `MessageCodec` caps it: the outbox
     // writes the prefix of an accepted message without another check.
-    let max = shared.config.max_message_size.min(u32::MAX as usize);
+    let max = protocols.config.max_message_size.min(u32::MAX as usize);
     if msg.len() > max {
         return Err(SendError::TooLarge {
             len: msg.len(),
             max,
         });
     }
-    let msg = match LastOutbox::push(shared, peer, protocol, msg) {
+    let msg = match LastOutbox::push(protocols, peer, protocol, msg) {
         Ok(waker) => {
             if let Some(w) = waker {
                 w.wake();
@@ -99,7 +102,7 @@ pub(crate) fn send(
             return Ok(());
         }
         Err(NotKept::Full(route)) => {
-            if let Some(route) = shared.routes.get(route) {
+            if let Some(route) = protocols.routes.at(route) {
                 route.metrics.queue_drops.inc();
             }
             return Err(SendError::QueueFull);
@@ -108,13 +111,14 @@ pub(crate) fn send(
     };
     // Everything below is done under the peers' read lock, which nothing holds for
     // long: no lookup result is cloned out of it.
-    let peers = shared.peers.read();
+    let peers = peers.read();
     let handle = peers.get(&peer).ok_or(SendError::NotConnected(peer))?;
-    let (index, route) = shared
-        .route_index(protocol)
+    let (index, route) = protocols
+        .routes
+        .index_of(protocol)
         .ok_or(SendError::UnregisteredProtocol(protocol))?;
-    let queue = handle.direct_send[index].get_or_init(|| spawn_writer(shared, handle, route));
-    LastOutbox::looked_up(shared, peer, protocol, index, queue);
+    let queue = handle.direct_send[index].get_or_init(|| spawn_writer(protocols, handle, route));
+    LastOutbox::looked_up(protocols, peer, protocol, index, queue);
     finish(push_to(&queue.shared, msg), route, peer)
 }
 
@@ -142,14 +146,14 @@ fn finish(
 }
 
 /// Starts the writer task of (peer, protocol) and returns its queue.
-fn spawn_writer(shared: &Arc<Shared>, handle: &PeerHandle, route: &Route) -> Outbox {
+fn spawn_writer(protocols: &Arc<Protocols>, handle: &PeerHandle, route: &Route) -> Outbox {
     let protocol = route.protocol;
     let (tx, rx) = outbox(
-        shared.config.direct_send_queue_size,
+        protocols.config.direct_send_queue_size,
         handle.direct_send_depth.clone(),
     );
     let writer = Writer {
-        shared: Arc::downgrade(shared),
+        protocols: Arc::downgrade(protocols),
         peer: handle.metadata.peer_id,
         control: handle.control.clone(),
         remote_supports: handle.metadata.supports(protocol),

@@ -15,7 +15,7 @@ use prometheus::IntGauge;
 use super::{DEPTH_STEP, PACK_MAX, WRITE_CHUNK};
 use crate::channel::QueueError;
 use crate::protocol_id::ProtocolId;
-use crate::shared::Shared;
+use crate::protocols::Protocols;
 
 thread_local! {
     /// The queue this thread's `send_to` calls went to last; see [`LastOutbox`].
@@ -35,7 +35,7 @@ pub(super) enum LastOutbox {
     /// Looked up twice in a row: the queue, and its route's index.
     Kept {
         /// The node; a weak reference, so its address is not reused by another node.
-        node: Weak<Shared>,
+        node: Weak<Protocols>,
         peer: PeerId,
         protocol: ProtocolId,
         route: usize,
@@ -55,7 +55,7 @@ impl LastOutbox {
     /// Pushes `msg` to the kept queue if it is (peer, protocol)'s of this node and
     /// open; returns the writer's waker, to wake.
     pub(super) fn push(
-        shared: &Arc<Shared>,
+        protocols: &Arc<Protocols>,
         peer: PeerId,
         protocol: ProtocolId,
         msg: Bytes,
@@ -73,7 +73,7 @@ impl LastOutbox {
             else {
                 return None;
             };
-            if node.as_ptr() != Arc::as_ptr(shared)
+            if node.as_ptr() != Arc::as_ptr(protocols)
                 || *kept_peer != peer
                 || *kept_protocol != protocol
             {
@@ -102,13 +102,13 @@ impl LastOutbox {
     /// Records a lookup of (peer, protocol)'s queue, keeping the queue if the last
     /// lookup on this thread was the same.
     pub(super) fn looked_up(
-        shared: &Arc<Shared>,
+        protocols: &Arc<Protocols>,
         peer: PeerId,
         protocol: ProtocolId,
         route: usize,
         queue: &Outbox,
     ) {
-        let node = Arc::as_ptr(shared) as usize;
+        let node = Arc::as_ptr(protocols) as usize;
         let _ = LAST_OUTBOX.try_with(|last| {
             let Ok(mut last) = last.try_borrow_mut() else {
                 return;
@@ -116,7 +116,7 @@ impl LastOutbox {
             *last = match &*last {
                 LastOutbox::Seen(n, p, pr) if (*n, *p, *pr) == (node, peer, protocol) => {
                     LastOutbox::Kept {
-                        node: Arc::downgrade(shared),
+                        node: Arc::downgrade(protocols),
                         peer,
                         protocol,
                         route,

@@ -19,11 +19,11 @@ use tracing::debug;
 
 use super::{ACK_EVERY, DELIVER_BATCH, DELIVER_BATCH_BYTES, MAX_ACK_SIZE};
 use crate::channel::QueueError;
-use crate::interface::{Event, Queued};
 use crate::protocol_id::ProtocolId;
+use crate::protocols::{Event, PeerHandle, Protocols, Queued};
 use crate::rate_limit::MessageLimiter;
 use crate::reputation::Misbehaviour;
-use crate::shared::{PeerHandle, Route, Shared};
+use crate::routes::Route;
 
 /// Sends the receiver's acknowledgements without ever waiting for the sender to read
 /// them: an acknowledgement that finds the substream's window full stays pending, and
@@ -228,17 +228,17 @@ pub(super) fn scan(
 /// for the rate limiter), and at least every [`ACK_EVERY`] messages. The messages are
 /// not decoded here: each batch is the frames' bytes, split by the application's side.
 pub(crate) async fn serve_inbound(
-    shared: &Shared,
+    protocols: &Protocols,
     handle: Arc<PeerHandle>,
     route: &Route,
     mut io: Negotiated<Substream>,
 ) {
     let peer = handle.metadata.peer_id;
-    let codec = MessageCodec::new(shared.config.max_message_size);
+    let codec = MessageCodec::new(protocols.config.max_message_size);
     let limiter = handle.message_limiter.clone();
     // Release the handle: a long-lived reader must not keep a closed peer's state alive.
     drop(handle);
-    let queue = shared.apps[route.app].slot((peer, Some(route.protocol)));
+    let queue = protocols.apps[route.app].slot((peer, Some(route.protocol)));
     let mut acks = AckWriter::new();
     let mut delivered = 0u64;
     let mut buf = BytesMut::new();
@@ -324,7 +324,9 @@ pub(crate) async fn serve_inbound(
             route.metrics.decode_failures.inc();
             debug!(peer = %peer.short_str(), protocol = %route.protocol, error = %e, "bad DirectSend stream; closing it");
             if let FramingError::TooLarge { .. } = e {
-                shared.report(peer, Misbehaviour::OversizedMessage);
+                protocols
+                    .reporter
+                    .report(peer, Misbehaviour::OversizedMessage);
             }
         }
         End::Failed(e) => {

@@ -18,9 +18,10 @@ use tracing::debug;
 use super::MAX_ACK_SIZE;
 use super::outbox::{OutboxReader, Taken};
 use crate::protocol_id::ProtocolId;
+use crate::protocols::Protocols;
 use crate::protocols::open_substream;
 use crate::reputation::Misbehaviour;
-use crate::shared::{Route, Shared};
+use crate::routes::Route;
 
 /// An open outbound substream and what it has carried.
 struct OutboundStream {
@@ -93,7 +94,7 @@ enum AckError {
 pub(super) struct Writer {
     /// For reporting a receiver that breaks the protocol; weak, as the writer lives as
     /// long as the connection.
-    pub(super) shared: Weak<Shared>,
+    pub(super) protocols: Weak<Protocols>,
     pub(super) peer: PeerId,
     pub(super) control: Control,
     pub(super) remote_supports: bool,
@@ -104,8 +105,8 @@ pub(super) struct Writer {
 impl Writer {
     /// Holds `misbehaviour` against the receiver, while the node runs.
     fn report(&self, misbehaviour: Misbehaviour) {
-        if let Some(shared) = self.shared.upgrade() {
-            shared.report(self.peer, misbehaviour);
+        if let Some(protocols) = self.protocols.upgrade() {
+            protocols.reporter.report(self.peer, misbehaviour);
         }
     }
 

@@ -7,23 +7,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 
-use netcore::framing::{LENGTH_FIELD_BYTES, MessageCodec};
-use proto::Message;
 use proto::rpc::RpcResponse;
 use proto::rpc::rpc_failure::Code;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
-use super::inbound::response_to;
-use super::{Answer, RpcStream, failure, record_inbound, response_frame_limit};
-use crate::shared::Shared;
+use super::core::{self, Answer, failure};
+use super::{RpcStream, record_inbound};
+use crate::protocols::Protocols;
 
 /// Answers up to this size, with their length prefix, are framed on the stack.
 const SMALL_ANSWER: usize = 512;
 
 /// Where an inbound RPC's answer goes: what an [`RpcResponder`] holds.
 ///
-/// [`RpcResponder`]: crate::interface::RpcResponder
+/// [`RpcResponder`]: super::RpcResponder
 #[derive(Debug)]
 pub(crate) enum Reply {
     /// To the substream's task, which waits for it.
@@ -88,8 +86,8 @@ impl fmt::Debug for Answering {
 /// What writing an inbound RPC's answer takes.
 pub(super) struct AnswerState {
     pub(super) io: RpcStream,
-    pub(super) shared: Arc<Shared>,
-    /// The route's index in [`Shared::routes`].
+    pub(super) protocols: Arc<Protocols>,
+    /// The route's index in the node's routes.
     pub(super) route: usize,
     /// The inbound timeout's deadline, which also bounds a write that must wait.
     pub(super) deadline: tokio::time::Instant,
@@ -103,7 +101,11 @@ impl Answering {
         let Some(state) = self.take() else {
             return;
         };
-        let (response, label) = response_to(&state.shared.routes[state.route], result);
+        let route = &state.protocols.routes[state.route];
+        if let Answer::Data(data) = &result {
+            route.metrics.bytes_out.inc_by(data.len() as u64);
+        }
+        let (response, label) = core::response_to(result);
         state.write(&response, label);
     }
 
@@ -135,27 +137,20 @@ impl AnswerState {
     /// Writes `response` and our FIN without waiting (the answer of a small request
     /// fits the substream's window); a task writes what the window did not take.
     fn write(mut self, response: &RpcResponse, label: &'static str) {
-        let max = MessageCodec::new(response_frame_limit(self.shared.config.max_message_size))
-            .max_message_size();
-        let len = response.encoded_len();
-        if len > max {
+        let Some(whole) = core::frame_len(response, self.protocols.config.max_message_size) else {
             // Dropping the substream resets it: the caller learns the answer is lost.
             return self.record("write_failed");
-        }
+        };
         // A small answer is framed on the stack.
         let mut small = [0u8; SMALL_ANSWER];
         let mut large = Vec::new();
-        let whole = LENGTH_FIELD_BYTES + len;
         let frame = if whole <= SMALL_ANSWER {
             &mut small[..whole]
         } else {
             large.resize(whole, 0);
             &mut large[..]
         };
-        // `max` is at most `u32::MAX`, so the length fits the field.
-        frame[..LENGTH_FIELD_BYTES].copy_from_slice(&(len as u32).to_be_bytes());
-        // The slice is exactly the encoded length, so encoding cannot fail.
-        let _ = response.encode_into(&mut &mut frame[LENGTH_FIELD_BYTES..]);
+        core::write_frame(response, frame);
         let mut cx = Context::from_waker(Waker::noop());
         let mut written = 0;
         while written < whole {
@@ -180,7 +175,7 @@ impl AnswerState {
             large.drain(..written);
             large
         };
-        let runtime = self.shared.runtime.clone();
+        let runtime = self.protocols.runtime.clone();
         runtime.spawn(async move {
             let finish = async {
                 self.io.write_all(&rest).await?;
@@ -196,6 +191,6 @@ impl AnswerState {
     }
 
     fn record(&self, label: &'static str) {
-        record_inbound(&self.shared, &self.shared.routes[self.route], label);
+        record_inbound(&self.protocols.routes[self.route], label);
     }
 }

@@ -1,35 +1,133 @@
-//! The deadlines of a connection's directly answered RPCs, which its task times out,
-//! and the clock arithmetic they share.
+//! The deadlines of a connection's directly answered RPCs, which its task times out: a
+//! queue fed deadlines and the time, returning what is due and when to look next
+//! ([`DeadlineQueue`]), and the connection's shared, locked copy of it
+//! ([`AnswerDeadlines`]).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::answering::Answering;
+use crate::protocols::deadline::deadline_after;
+
+/// What waits in a [`DeadlineQueue`]: something that may be settled (answered) before
+/// its deadline, and then needs no timing out.
+pub(crate) trait Settled {
+    /// Whether it no longer needs timing out.
+    fn is_settled(&self) -> bool;
+}
+
+impl Settled for Arc<Answering> {
+    fn is_settled(&self) -> bool {
+        self.is_done()
+    }
+}
+
+/// Deadlines of waiting entries, without I/O or a clock: fed deadlines and the time,
+/// it returns what is due and when to look next.
+///
+/// A deadline is a substream's arrival plus the inbound timeout, so entries arrive
+/// nearly in deadline order (one read slowly, or held by its peer's message rate, goes
+/// in before later arrivals): pushing is an append but for those, and a tokio
+/// `DelayQueue` (a timer wheel with a key per entry, removed on answer) would do more
+/// work per RPC for an order that is already there. An entry that arrives after the
+/// owner armed its timer is due no earlier than that timer, so queueing it needs no
+/// wake-up; [`DeadlineQueue::push`] says when one does.
+pub(crate) struct DeadlineQueue<T> {
+    /// By deadline, earliest first.
+    queue: VecDeque<(Instant, T)>,
+    /// The deadline the owner's timer waits for.
+    armed: Instant,
+    /// Nothing more is queued.
+    closed: bool,
+}
+
+impl<T: Settled> DeadlineQueue<T> {
+    /// An empty queue whose owner first looks at `armed`.
+    pub(crate) fn new(armed: Instant) -> Self {
+        Self {
+            queue: VecDeque::new(),
+            armed,
+            closed: false,
+        }
+    }
+
+    /// Queues `entry`, due at `deadline`; gives it back once the queue is closed.
+    /// Returns whether the deadline is earlier than the armed one (the owner must be
+    /// woken to wait for it). Settled entries leave from the front, and all of them once
+    /// the queue reaches `compact_at`, so it stays that short behind one that waits long.
+    pub(crate) fn push(
+        &mut self,
+        deadline: Instant,
+        entry: T,
+        compact_at: usize,
+    ) -> Result<bool, T> {
+        if self.closed {
+            return Err(entry);
+        }
+        while self.queue.front().is_some_and(|(_, e)| e.is_settled()) {
+            self.queue.pop_front();
+        }
+        if self.queue.len() >= compact_at {
+            self.queue.retain(|(_, e)| !e.is_settled());
+        }
+        if self.queue.back().is_none_or(|(last, _)| *last <= deadline) {
+            self.queue.push_back((deadline, entry));
+        } else {
+            let at = self.queue.partition_point(|(due, _)| *due <= deadline);
+            self.queue.insert(at, (deadline, entry));
+        }
+        Ok(deadline < self.armed)
+    }
+
+    /// Moves the unsettled entries due at `now` into `due`, dropping settled ones at the
+    /// front on the way; returns the earliest deadline left, which is then armed.
+    pub(crate) fn take_due(&mut self, now: Instant, due: &mut Vec<T>) -> Option<Instant> {
+        while let Some((at, entry)) = self.queue.front() {
+            if entry.is_settled() {
+                self.queue.pop_front();
+            } else if *at <= now {
+                if let Some((_, entry)) = self.queue.pop_front() {
+                    due.push(entry);
+                }
+            } else {
+                break;
+            }
+        }
+        let next = self.queue.front().map(|(at, _)| *at);
+        if let Some(next) = next {
+            self.armed = next;
+        }
+        next
+    }
+
+    /// The deadline the owner's timer waits for.
+    pub(crate) fn armed(&self) -> Instant {
+        self.armed
+    }
+
+    /// Nothing more is queued; what waits keeps its deadline.
+    pub(crate) fn close(&mut self) {
+        self.closed = true;
+    }
+
+    /// Entries queued, settled ones included.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len()
+    }
+}
 
 /// A connection's directly answered RPCs that still wait, by deadline, for the
-/// connection's task to time out. A deadline is the substream's arrival plus the
-/// inbound timeout, so requests queue nearly in deadline order (one read slowly, or
-/// held by its peer's message rate, goes in before later arrivals); and one that
-/// arrives after the task looked is due no earlier than the task waits for, so queueing
-/// it wakes nobody.
+/// connection's task to time out.
 pub(crate) struct AnswerDeadlines {
-    pub(super) inner: parking_lot::Mutex<DeadlineQueue>,
+    pub(super) inner: parking_lot::Mutex<DeadlineQueue<Arc<Answering>>>,
     /// Wakes the connection's task for a deadline earlier than the one it waits for (a
     /// request that arrived before the task last looked, queued after).
     earlier: Notify,
-}
-
-pub(super) struct DeadlineQueue {
-    /// By deadline, earliest first.
-    pub(super) queue: VecDeque<(tokio::time::Instant, Arc<Answering>)>,
-    /// The deadline the connection's task waits for.
-    armed: tokio::time::Instant,
-    /// The connection ended: nothing more is queued (its requests are served by their
-    /// substream tasks, which keep their own deadlines).
-    closed: bool,
 }
 
 /// How long an idle connection's task waits at least before it looks again, however
@@ -38,45 +136,23 @@ pub(super) const MIN_LOOK_INTERVAL: Duration = Duration::from_secs(1);
 
 impl AnswerDeadlines {
     /// An empty queue whose task first looks at `armed`.
-    pub(crate) fn new(armed: tokio::time::Instant) -> Self {
+    pub(crate) fn new(armed: Instant) -> Self {
         Self {
-            inner: parking_lot::Mutex::new(DeadlineQueue {
-                queue: VecDeque::new(),
-                armed,
-                closed: false,
-            }),
+            inner: parking_lot::Mutex::new(DeadlineQueue::new(armed)),
             earlier: Notify::new(),
         }
     }
 
     /// Queues `answering`, due at `deadline`; gives it back once the connection has
-    /// ended. Answered ones leave from the front, and all of them once the queue
-    /// reaches `compact_at` (twice the RPCs a peer may have waiting), so it stays that
-    /// short behind one that waits long.
+    /// ended. `compact_at` is twice the RPCs a peer may have waiting (see
+    /// [`DeadlineQueue::push`]).
     pub(super) fn push(
         &self,
-        deadline: tokio::time::Instant,
+        deadline: Instant,
         answering: Arc<Answering>,
         compact_at: usize,
     ) -> Result<(), Arc<Answering>> {
-        let mut inner = self.inner.lock();
-        if inner.closed {
-            return Err(answering);
-        }
-        while inner.queue.front().is_some_and(|(_, a)| a.is_done()) {
-            inner.queue.pop_front();
-        }
-        if inner.queue.len() >= compact_at {
-            inner.queue.retain(|(_, a)| !a.is_done());
-        }
-        if inner.queue.back().is_none_or(|(last, _)| *last <= deadline) {
-            inner.queue.push_back((deadline, answering));
-        } else {
-            let at = inner.queue.partition_point(|(due, _)| *due <= deadline);
-            inner.queue.insert(at, (deadline, answering));
-        }
-        let earlier = deadline < inner.armed;
-        drop(inner);
+        let earlier = self.inner.lock().push(deadline, answering, compact_at)?;
         if earlier {
             self.earlier.notify_one();
         }
@@ -84,8 +160,8 @@ impl AnswerDeadlines {
     }
 
     /// The deadline the connection's task should wait for.
-    pub(crate) fn armed(&self) -> tokio::time::Instant {
-        self.inner.lock().armed
+    pub(crate) fn armed(&self) -> Instant {
+        self.inner.lock().armed()
     }
 
     /// Waits until a deadline earlier than the armed one was queued.
@@ -96,38 +172,15 @@ impl AnswerDeadlines {
     /// Times out what is due at `now`; returns when to look next: at the earliest
     /// deadline left, or (nothing left) one `timeout` from now, at least
     /// [`MIN_LOOK_INTERVAL`].
-    pub(crate) fn expire(
-        &self,
-        now: tokio::time::Instant,
-        timeout: Duration,
-    ) -> tokio::time::Instant {
+    pub(crate) fn expire(&self, now: Instant, timeout: Duration) -> Instant {
         self.time_out_due(now)
-            .unwrap_or_else(|| later(now, timeout.max(MIN_LOOK_INTERVAL)))
+            .unwrap_or_else(|| deadline_after(now, timeout.max(MIN_LOOK_INTERVAL)))
     }
 
-    /// Times out what is due at `now`, dropping the answered ones at the front on the
-    /// way; returns the earliest deadline left, then armed.
-    fn time_out_due(&self, now: tokio::time::Instant) -> Option<tokio::time::Instant> {
+    /// Times out what is due at `now`; returns the earliest deadline left.
+    fn time_out_due(&self, now: Instant) -> Option<Instant> {
         let mut due = Vec::new();
-        let next = {
-            let mut inner = self.inner.lock();
-            while let Some((at, answering)) = inner.queue.front() {
-                if answering.is_done() {
-                    inner.queue.pop_front();
-                } else if *at <= now {
-                    if let Some((_, answering)) = inner.queue.pop_front() {
-                        due.push(answering);
-                    }
-                } else {
-                    break;
-                }
-            }
-            let next = inner.queue.front().map(|(at, _)| *at);
-            if let Some(next) = next {
-                inner.armed = next;
-            }
-            next
-        };
+        let next = self.inner.lock().take_due(now, &mut due);
         // Written outside the lock.
         for answering in due {
             answering.time_out();
@@ -138,21 +191,15 @@ impl AnswerDeadlines {
     /// The connection ended: nothing more is queued. What waits keeps its deadline:
     /// drive [`Self::drain`] until it returns.
     pub(crate) fn close(&self) {
-        self.inner.lock().closed = true;
+        self.inner.lock().close();
     }
 
     /// After [`Self::close`]: times out what waits as its deadlines pass, answered or
     /// not by then, and returns once nothing waits. Its substreams are not reset
     /// early, so their callers learn of the connection's end from the connection.
     pub(crate) async fn drain(&self) {
-        while let Some(next) = self.time_out_due(tokio::time::Instant::now()) {
+        while let Some(next) = self.time_out_due(Instant::now()) {
             tokio::time::sleep_until(next).await;
         }
     }
-}
-
-/// `now + timeout`, or a year from now for a timeout too large to add.
-pub(crate) fn later(now: tokio::time::Instant, timeout: Duration) -> tokio::time::Instant {
-    const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
-    now.checked_add(timeout).unwrap_or(now + FAR)
 }

@@ -8,22 +8,21 @@ use std::time::Duration;
 use bytes::Bytes;
 use netcore::PeerId;
 use netcore::framing::{FramingError, MessageCodec};
+use proto::rpc::RpcResponse;
 use proto::rpc::rpc_failure::Code;
-use proto::rpc::{RpcResponse, rpc_response};
 use tokio::sync::oneshot;
 use tracing::debug;
 
+use super::RpcResponder;
 use super::answering::{AnswerState, Answering, DirectReply, Reply};
-use super::{
-    Answer, RpcStream, await_fin, failure, record_inbound, remote_finished, response_frame_limit,
-    send_response, too_large,
-};
+use super::core::{self, Answer, failure, response_frame_limit};
+use super::{RpcStream, await_fin, record_inbound, remote_finished, send_response};
 use crate::channel::QueueError;
-use crate::interface::{Event, Queued, RpcResponder};
-use crate::peer::Deadline;
 use crate::protocol_id::ProtocolId;
+use crate::protocols::deadline::Deadline;
+use crate::protocols::{Event, PeerHandle, Protocols, Queued};
 use crate::reputation::Misbehaviour;
-use crate::shared::{PeerHandle, Route, Shared};
+use crate::routes::Route;
 
 /// How long a server that ran out of time still spends telling the caller so: long
 /// enough for a healthy connection to carry one small frame each way.
@@ -43,16 +42,16 @@ enum Unread {
 /// request, the answer is written where it is given ([`Answering`]) and this returns
 /// once the application has the request.
 pub(crate) async fn serve_inbound(
-    shared: &Arc<Shared>,
+    protocols: &Arc<Protocols>,
     handle: Arc<PeerHandle>,
     route_index: usize,
     mut io: RpcStream,
     deadline: &mut Deadline,
 ) {
-    let route = &shared.routes[route_index];
+    let route = &protocols.routes[route_index];
     let peer = handle.metadata.peer_id;
     let protocol = route.protocol;
-    let codec = MessageCodec::new(shared.config.max_message_size);
+    let codec = MessageCodec::new(protocols.config.max_message_size);
     // Answers are framed with room for the envelope around a payload of the limit.
     let answers = MessageCodec::new(response_frame_limit(codec.max_message_size()));
     let permit = Arc::clone(&handle.inbound_rpcs).try_acquire_owned();
@@ -67,7 +66,9 @@ pub(crate) async fn serve_inbound(
                 route.metrics.decode_failures.inc();
                 debug!(peer = %peer.short_str(), %protocol, error = %e, "bad inbound RPC request");
                 if let FramingError::TooLarge { .. } = e {
-                    shared.report(peer, Misbehaviour::OversizedMessage);
+                    protocols
+                        .reporter
+                        .report(peer, Misbehaviour::OversizedMessage);
                 }
                 return Err(Unread::Outcome("bad_request"));
             }
@@ -89,10 +90,10 @@ pub(crate) async fn serve_inbound(
     let read = deadline.bound(read).await.unwrap_or(Err(Unread::TimedOut));
     let request = match read {
         Ok(request) => request,
-        Err(Unread::Outcome(label)) => return record_inbound(shared, route, label),
+        Err(Unread::Outcome(label)) => return record_inbound(route, label),
         Err(Unread::TimedOut) => {
             let label = Box::pin(time_out(&mut io, &answers)).await;
-            return record_inbound(shared, route, label);
+            return record_inbound(route, label);
         }
     };
     let permit = match permit {
@@ -101,37 +102,37 @@ pub(crate) async fn serve_inbound(
             // Boxed, as the other paths that wait: the serving of every substream is
             // begun in a box as large as its future.
             let label = Box::pin(answer_in_task(
-                shared, route, peer, io, &answers, deadline, request,
+                protocols, route, peer, io, &answers, deadline, request,
             ))
             .await;
-            return record_inbound(shared, route, label);
+            return record_inbound(route, label);
         }
         Err(_) => {
             let label = Box::pin(refuse(io, &answers, deadline)).await;
-            return record_inbound(shared, route, label);
+            return record_inbound(route, label);
         }
     };
     let due = deadline.at();
     let answering = Arc::new(Answering {
         state: parking_lot::Mutex::new(Some(AnswerState {
             io,
-            shared: Arc::clone(shared),
+            protocols: Arc::clone(protocols),
             route: route_index,
             deadline: due,
             _permit: permit,
         })),
         done: AtomicBool::new(false),
     });
-    let compact_at = 2 * shared.config.max_concurrent_inbound_rpcs.max(16);
+    let compact_at = 2 * protocols.config.max_concurrent_inbound_rpcs.max(16);
     if let Err(answering) = deadlines.push(due, Arc::clone(&answering), compact_at) {
         // The connection ended meanwhile: its task times out nothing more, so this one
         // keeps its deadline here.
         if let Some(state) = answering.take() {
             let label = Box::pin(answer_in_task(
-                shared, route, peer, state.io, &answers, deadline, request,
+                protocols, route, peer, state.io, &answers, deadline, request,
             ))
             .await;
-            record_inbound(shared, route, label);
+            record_inbound(route, label);
         }
         return;
     }
@@ -139,13 +140,13 @@ pub(crate) async fn serve_inbound(
     let reply = Reply::Direct(DirectReply(Some(Arc::clone(&answering))));
     let event = request_event(peer, protocol, request, reply, codec.max_message_size());
     let key = (peer, Some(protocol));
-    let gone = match shared.apps[route.app].try_push(key, Queued::Event(event)) {
+    let gone = match protocols.apps[route.app].try_push(key, Queued::Event(event)) {
         Ok(()) => return,
         Err(QueueError::Full(event)) => {
             // Boxed, as the other paths that wait; and kept when the deadline passes, so
             // the caller is told of the timeout before the request (with its responder)
             // is dropped.
-            let mut push = Box::pin(shared.apps[route.app].push(key, event));
+            let mut push = Box::pin(protocols.apps[route.app].push(key, event));
             match deadline.bound(push.as_mut()).await {
                 Some(Ok(())) => return,
                 // `push` waits while full: it fails only when closed.
@@ -201,7 +202,7 @@ fn request_event(
 /// application, writes the answer, waits for the caller's FIN. Returns the outcome's
 /// label.
 async fn answer_in_task(
-    shared: &Shared,
+    protocols: &Protocols,
     route: &Route,
     peer: PeerId,
     mut io: RpcStream,
@@ -213,9 +214,9 @@ async fn answer_in_task(
     let answering = AtomicBool::new(false);
     let serve = async {
         let (tx, rx) = oneshot::channel();
-        let max = shared.config.max_message_size;
+        let max = protocols.config.max_message_size;
         let event = request_event(peer, route.protocol, request, Reply::Task(tx), max);
-        let (response, label) = answer(shared, route, peer, event, rx).await;
+        let (response, label) = answer(protocols, route, peer, event, rx).await;
         answering.store(true, Ordering::Relaxed);
         if send_response(&mut io, codec, &response).await.is_err() {
             return "write_failed";
@@ -248,13 +249,13 @@ async fn time_out(io: &mut RpcStream, codec: &MessageCodec) -> &'static str {
 /// Hands `event` (a request) to the application and returns its answer, as it comes
 /// on `rx`, and an outcome label.
 async fn answer(
-    shared: &Shared,
+    protocols: &Protocols,
     route: &Route,
     peer: PeerId,
     event: Event,
     rx: oneshot::Receiver<Answer>,
 ) -> (RpcResponse, &'static str) {
-    if shared.apps[route.app]
+    if protocols.apps[route.app]
         .push((peer, Some(route.protocol)), Queued::Event(event))
         .await
         .is_err()
@@ -265,22 +266,12 @@ async fn answer(
         );
     }
     match rx.await {
-        Ok(result) => response_to(route, result),
-        Err(_) => (failure(Code::NoResponse, "no response"), "no_response"),
-    }
-}
-
-/// The response that carries the application's `result`, and its outcome label.
-pub(super) fn response_to(route: &Route, result: Answer) -> (RpcResponse, &'static str) {
-    match result {
-        Answer::Data(data) => {
-            route.metrics.bytes_out.inc_by(data.len() as u64);
-            let response = RpcResponse {
-                result: Some(rpc_response::Result::Ok(data)),
-            };
-            (response, "ok")
+        Ok(result) => {
+            if let Answer::Data(data) = &result {
+                route.metrics.bytes_out.inc_by(data.len() as u64);
+            }
+            core::response_to(result)
         }
-        Answer::Failed(reason) => (failure(Code::Application, &reason), "application_error"),
-        Answer::TooLarge { len, max } => (too_large(len, max), "too_large"),
+        Err(_) => (failure(Code::NoResponse, "no response"), "no_response"),
     }
 }

@@ -1,88 +1,40 @@
 //! RPC: one substream per request; the caller sends one length-delimited message, the
 //! server answers with one `RpcResponse`.
+//!
+//! `core` holds the wire rules without I/O (limits, the response an answer becomes,
+//! frame layout, what a caller makes of a response) and `deadlines` the queue of
+//! answers due, fed the time; `outbound`, `inbound` and `answering` are the drivers
+//! that move the bytes; the helpers below are the substream I/O they share.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use bytes::Bytes;
 use netcore::framing::{FramingError, MessageCodec};
 use netcore::multiplexing::Substream;
 use netcore::negotiate::Negotiated;
 use proto::Message;
-use proto::rpc::rpc_failure::Code;
-use proto::rpc::{RpcFailure, RpcResponse, rpc_response};
+use proto::rpc::RpcResponse;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
-use crate::shared::{Route, Shared};
+use crate::routes::Route;
 
 mod answering;
+mod core;
+#[cfg(test)]
+mod core_tests;
 mod deadlines;
 mod inbound;
 mod outbound;
+mod responder;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use answering::Reply;
-pub(crate) use deadlines::{AnswerDeadlines, later};
+pub(crate) use core::Answer;
+pub(crate) use deadlines::AnswerDeadlines;
 pub(crate) use inbound::serve_inbound;
 pub(crate) use outbound::outbound;
-
-/// The most bytes the response envelope adds to a payload: `RpcResponse.ok`'s key and
-/// its length as a varint (at most 10 bytes). The payload limit is the same both ways,
-/// so a response frame may be this much longer than a request frame.
-pub(crate) const ENVELOPE_OVERHEAD: usize = 11;
-
-/// The longest explanation a failure carries; the rest of a longer one is cut, so that
-/// a failure always fits its frame.
-const MAX_FAILURE_MESSAGE: usize = 1024;
-
-/// The largest response frame for a payload limit of `max`.
-fn response_frame_limit(max: usize) -> usize {
-    max.saturating_add(ENVELOPE_OVERHEAD)
-}
-
-/// What the application answered, as the server writes it.
-#[derive(Debug)]
-pub(crate) enum Answer {
-    /// The response payload.
-    Data(Bytes),
-    /// The application failed the request, with a short explanation.
-    Failed(String),
-    /// The application's response was over the payload limit.
-    TooLarge {
-        /// The response's length.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-}
-
-fn failure(code: Code, message: &str) -> RpcResponse {
-    let mut end = message.len().min(MAX_FAILURE_MESSAGE);
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    RpcResponse {
-        result: Some(rpc_response::Result::Failure(RpcFailure {
-            code: code.into(),
-            message: message[..end].to_owned(),
-            size: 0,
-            limit: 0,
-        })),
-    }
-}
-
-/// The failure that tells the caller the response was over the payload limit.
-fn too_large(len: usize, max: usize) -> RpcResponse {
-    RpcResponse {
-        result: Some(rpc_response::Result::Failure(RpcFailure {
-            code: Code::TooLarge.into(),
-            message: format!("response of {len} bytes is over the limit of {max}"),
-            size: len as u64,
-            limit: max as u64,
-        })),
-    }
-}
+pub use responder::RpcResponder;
 
 /// An inbound RPC's substream.
 type RpcStream = Negotiated<Substream>;
@@ -126,14 +78,6 @@ fn remote_finished(io: &mut RpcStream) -> bool {
 }
 
 /// Counts an inbound RPC's outcome.
-fn record_inbound(shared: &Shared, route: &Route, label: &'static str) {
-    if label == "ok" {
-        route.metrics.rpc_inbound_ok.inc();
-    } else {
-        shared
-            .metrics
-            .rpc_outcomes
-            .with_label_values(&[route.protocol.as_str(), "inbound", label])
-            .inc();
-    }
+fn record_inbound(route: &Route, label: &'static str) {
+    route.metrics.rpc_outcome(route.protocol, "inbound", label);
 }

@@ -8,30 +8,28 @@ use bytes::Bytes;
 use netcore::PeerId;
 use netcore::framing::{FramingError, MessageCodec};
 use netcore::negotiate::NegotiateError;
-use proto::Message;
-use proto::rpc::rpc_failure::Code;
-use proto::rpc::{RpcResponse, rpc_response};
 use tokio::io::AsyncWriteExt;
 use tracing::debug;
 
-use super::response_frame_limit;
-use crate::error::{InvalidResponse, RemoteFailure, RpcError};
+use super::core::{self, response_frame_limit};
+use crate::error::{InvalidResponse, RpcError};
 use crate::protocol_id::ProtocolId;
-use crate::protocols::{OpenError, connection_closed, is_refusal, open_substream};
-use crate::shared::{PeerHandle, Shared};
+use crate::protocols::{OpenError, PeerHandle, Protocols, is_refusal, open_substream};
 
-/// Sends one request and waits for its response; see `NetworkSender::rpc`.
+/// Sends one request to `peer`, whose live connection is `handle`, and waits for its
+/// response; see `NetworkSender::rpc`.
 pub(crate) async fn outbound(
-    shared: &Shared,
+    protocols: &Protocols,
     peer: PeerId,
+    handle: Option<Arc<PeerHandle>>,
     protocol: ProtocolId,
     request: Bytes,
     timeout: Duration,
 ) -> Result<Bytes, RpcError> {
     // One clock read serves the deadline and the latency.
     let start = tokio::time::Instant::now();
-    let result = outbound_inner(shared, peer, protocol, request, start + timeout).await;
-    match (&result, shared.route(protocol)) {
+    let result = outbound_inner(protocols, peer, handle, protocol, request, start + timeout).await;
+    match (&result, protocols.routes.get(protocol)) {
         (Ok(_), Some(route)) => {
             route
                 .metrics
@@ -41,7 +39,7 @@ pub(crate) async fn outbound(
         }
         (result, _) => {
             let outcome = result.as_ref().map_or_else(RpcError::as_str, |_| "ok");
-            shared
+            protocols
                 .metrics
                 .rpc_outcomes
                 .with_label_values(&[protocol.as_str(), "outbound", outcome])
@@ -52,25 +50,22 @@ pub(crate) async fn outbound(
 }
 
 async fn outbound_inner(
-    shared: &Shared,
+    protocols: &Protocols,
     peer: PeerId,
+    handle: Option<Arc<PeerHandle>>,
     protocol: ProtocolId,
     request: Bytes,
     deadline: tokio::time::Instant,
 ) -> Result<Bytes, RpcError> {
-    let max = shared.config.max_message_size;
-    if request.len() > max {
-        return Err(RpcError::TooLarge {
-            len: request.len(),
-            max,
-        });
-    }
-    let handle = shared.peer(&peer).ok_or(RpcError::NotConnected(peer))?;
+    let max = protocols.config.max_message_size;
+    core::check_request(request.len(), max)?;
+    let handle = handle.ok_or(RpcError::NotConnected(peer))?;
     let _permit = Arc::clone(&handle.outbound_rpcs)
         .try_acquire_owned()
         .map_err(|_| RpcError::TooManyRequests)?;
-    let route = shared
-        .route(protocol)
+    let route = protocols
+        .routes
+        .get(protocol)
         .ok_or(RpcError::UnregisteredProtocol(protocol))?;
     let request_len = request.len() as u64;
     let exchange = async {
@@ -104,11 +99,11 @@ async fn outbound_inner(
         {
             Ok(Some(frame)) => frame,
             Err(e) => return Err(stream_error(&handle, e)),
-            Ok(None) if connection_closed(&handle) => return Err(RpcError::Disconnected),
+            Ok(None) if handle.is_closed() => return Err(RpcError::Disconnected),
             Ok(None) => return Err(RpcError::InvalidResponse(InvalidResponse::Missing)),
         };
         route.metrics.bytes_in.inc_by(frame.len() as u64);
-        decode_response(frame, max).inspect_err(|e| {
+        core::decode_response(frame, max).inspect_err(|e| {
             if let RpcError::InvalidResponse(_) = e {
                 debug!(peer = %peer.short_str(), %protocol, error = %e, "invalid RPC response");
             }
@@ -126,7 +121,7 @@ fn stream_error(handle: &PeerHandle, err: FramingError) -> RpcError {
     match err {
         FramingError::TooLarge { len, max } => RpcError::TooLarge { len, max },
         FramingError::Io(e) if is_refusal(&e) => RpcError::ProtocolNotSupported,
-        FramingError::Io(_) | FramingError::Truncated(_) if connection_closed(handle) => {
+        FramingError::Io(_) | FramingError::Truncated(_) if handle.is_closed() => {
             RpcError::Disconnected
         }
         // An optimistic proposal's answer is read with the response.
@@ -138,39 +133,5 @@ fn stream_error(handle: &PeerHandle, err: FramingError) -> RpcError {
             debug!(peer = %handle.metadata.peer_id.short_str(), error = %other, "RPC substream failed");
             RpcError::InvalidResponse(InvalidResponse::Stream)
         }
-    }
-}
-
-/// The payload of a response frame, or the failure it reports. A payload over `max`
-/// (the frame may be a little longer than `max`, for the envelope) is refused as the
-/// server should have refused it.
-fn decode_response(frame: Bytes, max: usize) -> Result<Bytes, RpcError> {
-    let response = RpcResponse::decode(frame)
-        .map_err(|_| RpcError::InvalidResponse(InvalidResponse::Undecodable))?;
-    match response.result {
-        Some(rpc_response::Result::Ok(data)) if data.len() > max => Err(RpcError::TooLarge {
-            len: data.len(),
-            max,
-        }),
-        Some(rpc_response::Result::Ok(data)) => Ok(data),
-        Some(rpc_response::Result::Failure(failure)) => {
-            let kind = match failure.code() {
-                Code::TooManyRequests => return Err(RpcError::TooManyRequests),
-                Code::TooLarge => {
-                    return Err(RpcError::TooLarge {
-                        len: usize::try_from(failure.size).unwrap_or(usize::MAX),
-                        max: usize::try_from(failure.limit).unwrap_or(usize::MAX),
-                    });
-                }
-                Code::NoResponse => RemoteFailure::NoResponse,
-                Code::Application => RemoteFailure::Application,
-                Code::Timeout => RemoteFailure::Timeout,
-            };
-            Err(RpcError::Remote {
-                failure: kind,
-                message: failure.message,
-            })
-        }
-        None => Err(RpcError::InvalidResponse(InvalidResponse::Empty)),
     }
 }

@@ -95,7 +95,7 @@ fn answered_rpcs_behind_a_waiting_one_are_dropped_in_bulk() {
     deadlines.push(far, entry(false), compact_at).unwrap();
     for _ in 0..1000 {
         deadlines.push(far, entry(true), compact_at).unwrap();
-        let len = deadlines.inner.lock().queue.len();
+        let len = deadlines.inner.lock().len();
         assert!(len <= compact_at, "{len} queued");
     }
     // Answered ones at the front leave on the next push.
@@ -103,5 +103,5 @@ fn answered_rpcs_behind_a_waiting_one_are_dropped_in_bulk() {
     for _ in 0..10 {
         deadlines.push(far, entry(true), compact_at).unwrap();
     }
-    assert_eq!(deadlines.inner.lock().queue.len(), 1);
+    assert_eq!(deadlines.inner.lock().len(), 1);
 }

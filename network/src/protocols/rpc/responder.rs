@@ -1,0 +1,42 @@
+//! What an application answers an inbound RPC with.
+
+use bytes::Bytes;
+
+use super::{Answer, Reply};
+use crate::error::ResponseTooLarge;
+
+/// Answers one inbound RPC. Dropping it without answering tells the caller the request
+/// got no response.
+///
+/// The answer of a request whose caller had finished sending is written into the
+/// substream by `respond` or `fail` itself (or by the drop), on the calling thread,
+/// without waiting; only a response larger than the caller's flow-control window leaves
+/// the rest to a task.
+#[derive(Debug)]
+pub struct RpcResponder {
+    pub(crate) reply: Reply,
+    /// The payload limit (`max_message_size`), the same as for requests.
+    pub(crate) max: usize,
+}
+
+impl RpcResponder {
+    /// Sends `response` to the caller. A response over the network's
+    /// `max_message_size` is not sent: the caller gets [`RpcError::TooLarge`] with its
+    /// size, and so does this call.
+    ///
+    /// [`RpcError::TooLarge`]: crate::RpcError::TooLarge
+    pub fn respond(self, response: Bytes) -> Result<(), ResponseTooLarge> {
+        let (len, max) = (response.len(), self.max);
+        if len > max {
+            self.reply.send(Answer::TooLarge { len, max });
+            return Err(ResponseTooLarge { len, max });
+        }
+        self.reply.send(Answer::Data(response));
+        Ok(())
+    }
+
+    /// Tells the caller the request failed, with a short explanation (cut at 1 KiB).
+    pub fn fail(self, reason: impl Into<String>) {
+        self.reply.send(Answer::Failed(reason.into()));
+    }
+}

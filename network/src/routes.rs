@@ -1,0 +1,143 @@
+//! The registered protocols: each one's kind, the application it belongs to and its
+//! metrics, resolved once at start so the message path does no label lookup.
+
+use prometheus::{Histogram, IntCounter, IntCounterVec};
+
+use crate::counters::NetworkMetrics;
+use crate::protocol_id::{ProtocolId, ProtocolKind};
+
+/// The metrics of one protocol, resolved once so the message path does no label lookup.
+#[derive(Clone, Debug)]
+pub(crate) struct ProtocolMetrics {
+    pub(crate) bytes_in: IntCounter,
+    pub(crate) bytes_out: IntCounter,
+    pub(crate) messages_in: IntCounter,
+    pub(crate) messages_out: IntCounter,
+    /// DirectSend messages refused because their queue was full.
+    pub(crate) queue_drops: IntCounter,
+    /// DirectSend messages accepted and never written: no substream could be opened for
+    /// them, or the connection closed while they waited in the queue.
+    pub(crate) stream_drops: IntCounter,
+    /// DirectSend messages written to a substream that ended before the receiver
+    /// acknowledged them: each was delivered or lost, and the sender cannot tell which.
+    pub(crate) unconfirmed: IntCounter,
+    pub(crate) decode_failures: IntCounter,
+    /// Latency of this protocol's successful outbound RPCs.
+    pub(crate) rpc_latency: Histogram,
+    /// Outbound and inbound RPCs of this protocol that ended well (the other outcomes
+    /// are rare and looked up by label when they happen).
+    pub(crate) rpc_outbound_ok: IntCounter,
+    pub(crate) rpc_inbound_ok: IntCounter,
+    /// Every RPC outcome, by protocol, direction and outcome.
+    pub(crate) rpc_outcomes: IntCounterVec,
+}
+
+impl ProtocolMetrics {
+    pub(crate) fn new(metrics: &NetworkMetrics, protocol: ProtocolId) -> Self {
+        let p = [protocol.as_str()];
+        Self {
+            bytes_in: metrics.bytes_in.with_label_values(&p),
+            bytes_out: metrics.bytes_out.with_label_values(&p),
+            messages_in: metrics.messages_in.with_label_values(&p),
+            messages_out: metrics.messages_out.with_label_values(&p),
+            queue_drops: metrics
+                .queue_drops
+                .with_label_values(&[protocol.as_str(), "queue_full"]),
+            stream_drops: metrics
+                .queue_drops
+                .with_label_values(&[protocol.as_str(), "stream_failed"]),
+            unconfirmed: metrics
+                .queue_drops
+                .with_label_values(&[protocol.as_str(), "unconfirmed"]),
+            decode_failures: metrics.decode_failures.with_label_values(&p),
+            rpc_latency: metrics.rpc_latency.with_label_values(&p),
+            rpc_outbound_ok: metrics.rpc_outcomes.with_label_values(&[
+                protocol.as_str(),
+                "outbound",
+                "ok",
+            ]),
+            rpc_inbound_ok: metrics.rpc_outcomes.with_label_values(&[
+                protocol.as_str(),
+                "inbound",
+                "ok",
+            ]),
+            rpc_outcomes: metrics.rpc_outcomes.clone(),
+        }
+    }
+
+    /// Counts an RPC of this protocol that ended with `outcome`, `direction` being
+    /// `"inbound"` or `"outbound"`.
+    pub(crate) fn rpc_outcome(&self, protocol: ProtocolId, direction: &str, outcome: &str) {
+        match (direction, outcome) {
+            ("inbound", "ok") => self.rpc_inbound_ok.inc(),
+            ("outbound", "ok") => self.rpc_outbound_ok.inc(),
+            _ => self
+                .rpc_outcomes
+                .with_label_values(&[protocol.as_str(), direction, outcome])
+                .inc(),
+        }
+    }
+}
+
+/// A registered protocol: its kind, the application it belongs to, its metrics.
+#[derive(Clone, Debug)]
+pub(crate) struct Route {
+    pub(crate) protocol: ProtocolId,
+    pub(crate) kind: ProtocolKind,
+    pub(crate) app: usize,
+    pub(crate) metrics: ProtocolMetrics,
+}
+
+/// Every registered protocol, in registration order: a protocol's index here is its
+/// index in the list negotiated on inbound substreams.
+#[derive(Debug)]
+pub(crate) struct Routes {
+    routes: Vec<Route>,
+    names: Vec<&'static str>,
+}
+
+impl Routes {
+    /// The routes of `routes`, in that order.
+    pub(crate) fn new(routes: Vec<Route>) -> Self {
+        let names = routes.iter().map(|r| r.protocol.as_str()).collect();
+        Self { routes, names }
+    }
+
+    /// The route of a registered protocol.
+    pub(crate) fn get(&self, protocol: ProtocolId) -> Option<&Route> {
+        self.index_of(protocol).map(|(_, route)| route)
+    }
+
+    /// The route of a registered protocol, with its index.
+    pub(crate) fn index_of(&self, protocol: ProtocolId) -> Option<(usize, &Route)> {
+        self.routes
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.protocol == protocol)
+    }
+
+    /// The route at `index`.
+    pub(crate) fn at(&self, index: usize) -> Option<&Route> {
+        self.routes.get(index)
+    }
+
+    /// The protocol ids, by index, as inbound negotiation offers them.
+    pub(crate) fn names(&self) -> &[&'static str] {
+        &self.names
+    }
+
+    /// Every route, by index.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter()
+    }
+}
+
+impl std::ops::Index<usize> for Routes {
+    type Output = Route;
+
+    /// The route at `index`, an index this node handed out (negotiation's, or
+    /// [`Routes::index_of`]'s).
+    fn index(&self, index: usize) -> &Route {
+        &self.routes[index]
+    }
+}
