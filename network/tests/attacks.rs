@@ -108,6 +108,15 @@ impl TestNode {
         }
     }
 
+    /// Waits until `peer`'s ban ends, at most `bound`, and checks that it did.
+    async fn wait_ban_end(&self, peer: &PeerId, bound: Duration) {
+        let deadline = Instant::now() + bound;
+        while self.sender.ban_remaining(peer).is_some() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(self.sender.ban_remaining(peer), None, "the ban ended");
+    }
+
     /// Dials `to` and waits until this node sees it connected.
     async fn connect_to(&self, to: &TestNode) {
         self.sender.dial(to.addr.clone()).await.unwrap();
@@ -759,8 +768,12 @@ async fn two_direct_send_substreams_of_one_peer_share_its_queue_and_both_get_thr
         io.flush().await.unwrap();
         streams.push(io);
     }
-    // Both readers fill the queue and wait for room.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The readers fill the queue (and then wait for room).
+    let depth = scene
+        .victim
+        .wait_metric("network_queue_depth", Some("inbound_events"), 8)
+        .await;
+    assert!(depth >= 8, "the application's queue filled: {depth}");
     go.send(()).unwrap();
     let mut next = [0u32; 2];
     while next != [EACH, EACH] {
@@ -900,7 +913,12 @@ async fn a_caller_that_stops_reading_an_answer_gets_it_cut_not_mixed_with_a_time
         .unwrap();
     io.write_all(&request).await.unwrap();
     io.shutdown().await.unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The victim's inbound timeout passes while the answer waits on our window.
+    let timed_out = scene
+        .victim
+        .wait_metric("network_rpc_outcomes_total", Some("timeout"), 1)
+        .await;
+    assert_eq!(timed_out, 1, "the victim gave up on the unread answer");
     let mut got = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let ended = loop {
@@ -984,8 +1002,9 @@ async fn repeated_misbehaviour_leads_to_a_growing_ban() {
                 .await,
             refusals + 1
         );
-        tokio::time::sleep(remaining + Duration::from_millis(50)).await;
-        assert_eq!(victim.sender.ban_remaining(&attacker.peer_id()), None);
+        victim
+            .wait_ban_end(&attacker.peer_id(), remaining + REACTION)
+            .await;
     }
     // The second ban is twice the first (less the few ms spent measuring it).
     assert!(bans[0] <= Duration::from_millis(400), "{bans:?}");
@@ -1031,7 +1050,9 @@ async fn a_trusted_validators_ban_stays_capped() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert!(!victim.sender.is_connected(&validator.peer_id));
-        tokio::time::sleep(remaining + Duration::from_millis(20)).await;
+        victim
+            .wait_ban_end(&validator.peer_id, remaining + REACTION)
+            .await;
     }
     validator.connect_to(victim).await;
     scene.assert_honest_unaffected(prober).await;
