@@ -2,7 +2,7 @@
 //!
 //! It listens, dials on request, upgrades connections (through the transport built in
 //! [`crate::transport`]), and keeps **at most one connection per peer**: when two
-//! connections to a peer exist, [`rules::new_connection_wins`] picks the survivor the
+//! connections to a peer exist, [`new_connection_wins`] picks the survivor the
 //! same way on both ends. Every connection carries a [`ConnectionId`]; a connection that
 //! closes after it was replaced produces no `LostPeer`.
 //!
@@ -12,14 +12,17 @@
 //! it, and dials to it fail with `DialError::Banned`; each refusal is counted in
 //! `network_ban_refusals_total`.
 //!
+//! Its decisions (admission, the tie-break, replacement, eviction, dial limits) are an
+//! I/O-free core, [`decisions::Decisions`], which this task feeds and obeys.
+//!
 //! The manager never waits on anything but its own inputs: events to applications are
 //! queued with `push_control`, which does not block, and closing a connection is
 //! spawned. So no other task can stall it, and it cannot deadlock with a peer task.
 
+mod decisions;
 mod notifications;
-mod rules;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,7 +37,8 @@ use tracing::{debug, info, warn};
 use self::notifications::coalesce_notifications;
 pub use crate::connection::{ConnectionId, ConnectionMetadata, DisconnectReason, TrustPredicate};
 use crate::requests::{Closed, Request};
-pub use rules::new_connection_wins;
+pub use decisions::new_connection_wins;
+use decisions::{Decisions, Dial, DialRefusal, Limits, Refusal, UpgradeId, Upgraded};
 
 use crate::channel::MeteredReceiver;
 use crate::config::MAX_QUEUED_NOTIFICATIONS_PER_PEER;
@@ -63,16 +67,14 @@ pub(crate) struct PeerManager {
     closed_tx: mpsc::Sender<Closed>,
     closed_rx: mpsc::Receiver<Closed>,
     inbound_upgrades: FuturesUnordered<BoxFuture<'static, InboundResult>>,
-    /// The inbound upgrades in flight, oldest first, to evict the oldest when full.
-    upgrades_in_flight: VecDeque<(u64, AbortHandle)>,
-    next_upgrade_id: u64,
+    /// How to abort each inbound upgrade in flight, when it is evicted.
+    upgrade_aborts: HashMap<UpgradeId, AbortHandle>,
+    /// Who is live, and what happens to each connection, dial and upgrade.
+    decisions: Decisions,
     dials: FuturesUnordered<BoxFuture<'static, DialResult>>,
     /// Callers waiting on the dial in flight to each peer.
     pending_dials: HashMap<PeerId, Vec<oneshot::Sender<Result<(), DialError>>>>,
-    next_connection_id: u64,
     is_trusted: TrustPredicate,
-    /// Inbound connections from peers outside the trusted set.
-    untrusted_inbound: HashMap<PeerId, ConnectionId>,
     /// Which refusals are written to the log.
     refusals: LogLimiter,
     /// Recent replacements of inbound connections, per peer.
@@ -96,6 +98,15 @@ impl PeerManager {
         // its loop and never waits on it, so the bound only paces connection tasks.
         let (closed_tx, closed_rx) = mpsc::channel(1024);
         let (peer_shutdown, _) = watch::channel(false);
+        let config = &shared.protocols.config;
+        let decisions = Decisions::new(
+            shared.local_peer_id,
+            Limits {
+                max_inbound_upgrades: config.max_concurrent_inbound_upgrades,
+                max_dials: config.max_concurrent_dials,
+                max_inbound_untrusted: config.max_inbound_untrusted,
+            },
+        );
         Self {
             shared,
             transport,
@@ -104,13 +115,11 @@ impl PeerManager {
             closed_tx,
             closed_rx,
             inbound_upgrades: FuturesUnordered::new(),
-            upgrades_in_flight: VecDeque::new(),
-            next_upgrade_id: 0,
+            upgrade_aborts: HashMap::new(),
+            decisions,
             dials: FuturesUnordered::new(),
             pending_dials: HashMap::new(),
-            next_connection_id: 1,
             is_trusted,
-            untrusted_inbound: HashMap::new(),
             refusals: LogLimiter::new(),
             flaps: Flaps::default(),
             shutdown,
@@ -120,7 +129,6 @@ impl PeerManager {
 
     /// Runs until shutdown is signalled, then closes every connection.
     pub(crate) async fn run(mut self) {
-        let limit = self.shared.protocols.config.max_concurrent_inbound_upgrades;
         loop {
             tokio::select! {
                 biased;
@@ -128,7 +136,8 @@ impl PeerManager {
                 Some(closed) = self.closed_rx.recv() => self.on_closed(closed),
                 Some(request) = self.requests.recv() => self.on_request(request),
                 Some((id, addr, result)) = self.inbound_upgrades.next(), if !self.inbound_upgrades.is_empty() => {
-                    self.upgrades_in_flight.retain(|(i, _)| *i != id);
+                    self.decisions.on_upgrade_finished(id);
+                    self.upgrade_aborts.remove(&id);
                     // An evicted upgrade (`Aborted`) dropped its socket already.
                     if let Ok(result) = result {
                         self.on_upgraded(addr, ConnectionOrigin::Inbound, result);
@@ -138,7 +147,7 @@ impl PeerManager {
                     self.on_dialed(peer, started, result);
                 }
                 Some(item) = self.listeners.next(), if !self.listeners.is_empty() => match item {
-                    Ok((upgrade, addr)) => self.start_inbound_upgrade(upgrade, addr, limit),
+                    Ok((upgrade, addr)) => self.start_inbound_upgrade(upgrade, addr),
                     Err(e) => debug!(error = %e, "accept failed"),
                 },
             }
@@ -146,28 +155,27 @@ impl PeerManager {
         self.close_all().await;
     }
 
-    /// Starts upgrading an inbound socket. When `limit` upgrades are in flight, the
-    /// oldest is evicted (its socket closed): connections that connect and stall hold a
-    /// slot until newer sockets push them out, while an honest handshake, done in a
-    /// round trip or two, finishes long before `limit` newer sockets arrive.
-    fn start_inbound_upgrade(&mut self, upgrade: Upgrade, addr: NetworkAddress, limit: usize) {
-        if limit == 0 {
+    /// Starts upgrading an inbound socket. When the limit of upgrades in flight is
+    /// reached, the oldest is evicted (its socket closed): connections that connect and
+    /// stall hold a slot until newer sockets push them out, while an honest handshake,
+    /// done in a round trip or two, finishes long before that many newer sockets arrive.
+    fn start_inbound_upgrade(&mut self, upgrade: Upgrade, addr: NetworkAddress) {
+        let Some((id, evicted)) = self.decisions.on_inbound_socket() else {
             self.count_failure("too_many_upgrades");
             return;
-        }
-        while self.upgrades_in_flight.len() >= limit {
-            if let Some((_, oldest)) = self.upgrades_in_flight.pop_front() {
-                oldest.abort();
-                self.count_failure("too_many_upgrades");
-                self.shared.protocols.metrics.upgrades_evicted.inc();
-                self.refusals
-                    .log_eviction(limit, tokio::time::Instant::now());
+        };
+        for oldest in evicted {
+            if let Some(abort) = self.upgrade_aborts.remove(&oldest) {
+                abort.abort();
             }
+            self.count_failure("too_many_upgrades");
+            self.shared.protocols.metrics.upgrades_evicted.inc();
+            let limit = self.shared.protocols.config.max_concurrent_inbound_upgrades;
+            self.refusals
+                .log_eviction(limit, tokio::time::Instant::now());
         }
-        let id = self.next_upgrade_id;
-        self.next_upgrade_id += 1;
-        let (upgrade, handle) = abortable(upgrade);
-        self.upgrades_in_flight.push_back((id, handle));
+        let (upgrade, abort) = abortable(upgrade);
+        self.upgrade_aborts.insert(id, abort);
         self.inbound_upgrades
             .push(upgrade.map(move |r| (id, addr, r)).boxed());
     }
@@ -242,22 +250,7 @@ impl PeerManager {
         connection: Option<ConnectionId>,
         reason: DisconnectReason,
     ) -> Result<(), DisconnectError> {
-        let live = self
-            .shared
-            .peers
-            .read()
-            .get(&peer)
-            .map(|h| h.metadata.connection_id);
-        match (live, connection) {
-            (None, _) => return Err(DisconnectError::NotConnected(peer)),
-            (Some(live), Some(named)) if live != named => {
-                return Err(DisconnectError::StaleConnection {
-                    peer,
-                    connection: named,
-                });
-            }
-            _ => {}
-        }
+        self.decisions.disconnect(peer, connection)?;
         let handle = self
             .remove_peer(&peer)
             .ok_or(DisconnectError::NotConnected(peer))?;
@@ -271,31 +264,31 @@ impl PeerManager {
             let _ = reply.send(Err(DialError::MissingPeerId));
             return;
         };
-        if peer == self.shared.local_peer_id {
-            self.count_failure("self_dial");
-            let _ = reply.send(Err(DialError::SelfDial));
-            return;
-        }
-        if self.shared.protocols.reporter.is_banned(&peer) {
-            self.count_ban_refusal(ConnectionOrigin::Outbound);
-            let _ = reply.send(Err(DialError::Banned(peer)));
-            return;
-        }
-        if self.shared.peers.read().contains_key(&peer) {
-            let _ = reply.send(Ok(()));
-            return;
-        }
-        if let Some(waiting) = self.pending_dials.get_mut(&peer) {
-            waiting.push(reply);
-            return;
-        }
-        if self.dials.len() >= self.shared.protocols.config.max_concurrent_dials {
-            let _ = reply.send(Err(DialError::TooManyDials));
-            return;
+        let banned = self.shared.protocols.reporter.is_banned(&peer);
+        match self.decisions.dial(peer, banned) {
+            Dial::Start => {}
+            Dial::Connected => {
+                let _ = reply.send(Ok(()));
+                return;
+            }
+            Dial::Join => {
+                self.pending_dials.entry(peer).or_default().push(reply);
+                return;
+            }
+            Dial::Refuse(refusal) => {
+                match refusal {
+                    DialRefusal::SelfDial => self.count_failure("self_dial"),
+                    DialRefusal::Banned => self.count_ban_refusal(ConnectionOrigin::Outbound),
+                    DialRefusal::TooManyDials => {}
+                }
+                let _ = reply.send(Err(refusal.error(peer)));
+                return;
+            }
         }
         let dial = match self.transport.dial(addr) {
             Ok(dial) => dial,
             Err(e) => {
+                self.decisions.on_dialed(&peer);
                 self.count_failure(e.reason());
                 let _ = reply.send(Err(DialError::Failed(Arc::new(e))));
                 return;
@@ -320,6 +313,7 @@ impl PeerManager {
         started: Instant,
         result: Result<UpgradedConnection, UpgradeError>,
     ) {
+        self.decisions.on_dialed(&peer);
         let waiting = self.pending_dials.remove(&peer).unwrap_or_default();
         let reply: Result<(), DialError> = match result {
             Ok(conn) if conn.peer_id != peer => {
@@ -375,36 +369,36 @@ impl PeerManager {
                 return;
             }
         };
-        let Some(trusted) = self.admit(conn.peer_id, origin) else {
-            close_connection(conn.control);
-            return;
-        };
         let peer = conn.peer_id;
-        let existing = self
-            .shared
-            .peers
-            .read()
-            .get(&peer)
-            .map(|h| (h.metadata.origin, h.metadata.addr.clone()));
-        if let Some((ConnectionOrigin::Inbound, ref old_addr)) = existing
+        let trusted = (self.is_trusted)(&peer);
+        let banned = self.shared.protocols.reporter.is_banned(&peer);
+        let previous = self.decisions.live(&peer);
+        let (id, replaces) = match self.decisions.on_upgraded(peer, origin, trusted, banned) {
+            Upgraded::Register { id, replaces } => (id, replaces),
+            Upgraded::KeepExisting => {
+                debug!(peer = %peer.short_str(), %origin, "keeping the existing connection");
+                self.count_event("duplicate_closed");
+                close_connection(conn.control);
+                return;
+            }
+            Upgraded::Refuse(refusal) => {
+                self.count_refusal(refusal, origin);
+                close_connection(conn.control);
+                return;
+            }
+        };
+        if let Some(previous) = previous
+            && previous.origin == ConnectionOrigin::Inbound
             && origin == ConnectionOrigin::Inbound
+            && let Some(old) = self.shared.peer(&peer)
         {
-            self.check_shared_key(peer, old_addr, &addr);
-        }
-        let existing_origin = existing.map(|(origin, _)| origin);
-        if let Some(existing) = existing_origin
-            && !new_connection_wins(self.shared.local_peer_id, peer, existing, origin)
-        {
-            debug!(peer = %peer.short_str(), %origin, "keeping the existing connection");
-            self.count_event("duplicate_closed");
-            close_connection(conn.control);
-            return;
+            self.check_shared_key(peer, &old.metadata.addr, &addr);
         }
         // The connection this one replaces: applications hear of its end only after the
         // new one's arrival, so that one that follows the live connection of each peer
         // sees the peer stay up throughout.
-        let replaced = existing_origin.and_then(|_| self.remove_peer(&peer));
-        self.register(conn, addr, origin, trusted);
+        let replaced = replaces.and_then(|_| self.remove_peer(&peer));
+        self.register(conn, id, addr, origin, trusted);
         if let Some(old) = replaced {
             self.count_event("replaced");
             self.notify_lost(&old, DisconnectReason::Replaced);
@@ -412,29 +406,17 @@ impl PeerManager {
         }
     }
 
-    /// Whether an upgraded connection from `peer` may stay, before the tie-break with
-    /// an existing one: `Some(trusted)` if so, `None` (counted) if it must close.
-    fn admit(&mut self, peer: PeerId, origin: ConnectionOrigin) -> Option<bool> {
-        if self.shared.protocols.reporter.is_banned(&peer) {
-            // Banned while its upgrade was in flight.
-            self.count_ban_refusal(origin);
-            self.count_failure("banned");
-            return None;
+    /// Counts an upgraded connection refused before the tie-break.
+    fn count_refusal(&self, refusal: Refusal, origin: ConnectionOrigin) {
+        match refusal {
+            Refusal::Banned => {
+                // Banned while its upgrade was in flight.
+                self.count_ban_refusal(origin);
+                self.count_failure("banned");
+            }
+            Refusal::SelfConnection => self.count_failure("self_dial"),
+            Refusal::TooManyUntrusted => self.count_event("refused_untrusted"),
         }
-        if peer == self.shared.local_peer_id {
-            self.count_failure("self_dial");
-            return None;
-        }
-        let trusted = (self.is_trusted)(&peer);
-        if !trusted
-            && origin == ConnectionOrigin::Inbound
-            && !self.untrusted_inbound.contains_key(&peer)
-            && self.untrusted_inbound.len() >= self.shared.protocols.config.max_inbound_untrusted
-        {
-            self.count_event("refused_untrusted");
-            return None;
-        }
-        Some(trusted)
     }
 
     /// Makes `conn` the live connection of its peer: the table, the metrics, its task,
@@ -442,13 +424,12 @@ impl PeerManager {
     fn register(
         &mut self,
         conn: UpgradedConnection,
+        connection_id: ConnectionId,
         addr: NetworkAddress,
         origin: ConnectionOrigin,
         trusted: bool,
     ) {
         let peer = conn.peer_id;
-        let connection_id = ConnectionId(self.next_connection_id);
-        self.next_connection_id += 1;
         let protocols = self
             .shared
             .protocols
@@ -471,9 +452,6 @@ impl PeerManager {
             conn.control,
             trusted,
         ));
-        if !trusted && origin == ConnectionOrigin::Inbound {
-            self.untrusted_inbound.insert(peer, connection_id);
-        }
         if let Some(replaced) = self.shared.peers.write().insert(peer, Arc::clone(&handle)) {
             replaced.close_direct_send();
         }
@@ -497,13 +475,10 @@ impl PeerManager {
     }
 
     fn on_closed(&mut self, closed: Closed) {
-        let current = self
-            .shared
-            .peers
-            .read()
-            .get(&closed.peer_id)
-            .map(|h| h.metadata.connection_id);
-        if current != Some(closed.connection_id) {
+        if !self
+            .decisions
+            .on_closed(&closed.peer_id, closed.connection_id)
+        {
             // A replaced or already removed connection: its LostPeer was sent, if due.
             return;
         }
@@ -514,7 +489,8 @@ impl PeerManager {
         }
     }
 
-    /// Removes the live connection of `peer` from the shared map and the counters.
+    /// Removes the live connection of `peer` from the peer table and the counters (the
+    /// decisions have forgotten it already).
     fn remove_peer(&mut self, peer: &PeerId) -> Option<Arc<PeerHandle>> {
         // Its queues close before the table's lock is released: no `send_to` finds
         // the connection gone from the table with one of its queues still open.
@@ -524,9 +500,6 @@ impl PeerManager {
             handle.close_direct_send();
             handle
         };
-        if self.untrusted_inbound.get(peer) == Some(&handle.metadata.connection_id) {
-            self.untrusted_inbound.remove(peer);
-        }
         self.shared
             .protocols
             .metrics
@@ -579,6 +552,7 @@ impl PeerManager {
 
     async fn close_all(&mut self) {
         let _ = self.peer_shutdown.send(true);
+        self.decisions.clear();
         let handles: Vec<_> = {
             let mut peers = self.shared.peers.write();
             let handles: Vec<_> = peers.drain().map(|(_, h)| h).collect();
