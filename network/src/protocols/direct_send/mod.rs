@@ -18,10 +18,12 @@
 //! connection closed while it waited), `unconfirmed` when it was written to a
 //! substream that ended before the receiver acknowledged it. The receiver acknowledges
 //! with a cumulative count (`proto::direct_send::DirectSendAck`) whenever it waits, for
-//! the sender or for room in the application's queue, and at least every [`ACK_EVERY`]
-//! messages, so `unconfirmed` is
-//! an upper bound of the messages lost in flight when a connection is cut, close to the
-//! truth: a handful of messages, not a window.
+//! the sender or for room in the application's queue, and at least every `ACK_EVERY`
+//! messages, so `unconfirmed` is an upper bound of the messages lost in flight when a
+//! connection is cut, close to the truth: a handful of messages, not a window.
+//!
+//! The rules (packing, acknowledgement counts, which frames a batch takes) live in
+//! [`core`](self::core), free of I/O; the outbox, the writer and the reader drive it.
 
 use std::sync::Arc;
 use std::task::Waker;
@@ -35,6 +37,7 @@ use crate::protocol_id::ProtocolId;
 use crate::protocols::{PeerHandle, PeerTable, Protocols};
 use crate::routes::Route;
 
+mod core;
 mod outbox;
 mod reader;
 #[cfg(test)]
@@ -46,35 +49,11 @@ use outbox::{LastOutbox, NotKept, outbox, push_to};
 pub(crate) use reader::{MessageBatch, serve_inbound};
 use writer::Writer;
 
-/// Small messages are packed into runs of about this many bytes (each run one write to
-/// the substream); this is also the size of each packing buffer an outbox allocates.
-const WRITE_CHUNK: usize = 16 * 1024;
-
-/// A message of up to this many bytes is copied into its outbox's packed run by
-/// `send_to`; a larger one is queued as its own buffer (only its prefix is packed), so
-/// no large copy happens under the outbox's lock.
-const PACK_MAX: usize = 4 * 1024;
-
 /// The outbound depth gauge (`direct_send_outbound`) is moved in steps of this many
 /// messages per queue, not one atomic update per message on a gauge every sender
 /// shares: it is exact when the writers have taken everything and lower than the truth
 /// by less than this per (peer, protocol) while messages wait.
 const DEPTH_STEP: usize = 16;
-
-/// Messages one reader hands to the application's queue at a time, at most.
-const DELIVER_BATCH: usize = 64;
-
-/// A reader stops gathering a batch past this many payload bytes: what it holds outside
-/// the application's queue stays small (it has already given the sender the window
-/// back for it).
-const DELIVER_BATCH_BYTES: u64 = 16 * 1024;
-
-/// The receiver acknowledges at least once per this many messages, even when the sender
-/// keeps it busy.
-const ACK_EVERY: u64 = 256;
-
-/// The largest acknowledgement frame accepted: a `DirectSendAck` is at most 11 bytes.
-const MAX_ACK_SIZE: usize = 16;
 
 /// Queues `msg` for `peer`, looked up in `peers` unless this thread sent to it last;
 /// see `NetworkSender::send_to`.

@@ -2,17 +2,16 @@
 //! memory of the last queue it sent to.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
 use std::task::{Poll, Waker};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use netcore::PeerId;
-use netcore::framing::LENGTH_FIELD_BYTES;
 use parking_lot::Mutex;
 use prometheus::IntGauge;
 
-use super::{DEPTH_STEP, PACK_MAX, WRITE_CHUNK};
+use super::DEPTH_STEP;
+use super::core::Packer;
 use crate::channel::QueueError;
 use crate::protocol_id::ProtocolId;
 use crate::protocols::Protocols;
@@ -129,17 +128,12 @@ impl LastOutbox {
     }
 }
 
-/// The state an [`Outbox`] shares with its writer.
+/// The state an [`Outbox`] shares with its writer: the messages, encoded, and what
+/// the lock guards around them (the bound, the writer's waker, the depth gauge).
 pub(super) struct OutboxState {
-    /// Encoded messages ready to write, in order: packed runs of small messages, and
-    /// large messages in their own buffers (each after a run ending with its prefix).
-    runs: VecDeque<Bytes>,
-    /// The run being packed, after `runs`.
-    packing: BytesMut,
-    /// Messages queued, and their payload bytes.
-    messages: usize,
-    bytes: u64,
-    /// Of `messages`, those counted in the depth gauge.
+    /// The messages queued, as the wire bytes the writer takes.
+    packer: Packer,
+    /// Of the messages queued, those counted in the depth gauge.
     reported: usize,
     capacity: usize,
     depth: IntGauge,
@@ -173,10 +167,7 @@ pub(super) struct OutboxReader {
 /// Creates an outbox of `capacity` messages and its writer's side.
 pub(super) fn outbox(capacity: usize, depth: IntGauge) -> (Outbox, OutboxReader) {
     let shared = Arc::new(Mutex::new(OutboxState {
-        runs: VecDeque::new(),
-        packing: BytesMut::new(),
-        messages: 0,
-        bytes: 0,
+        packer: Packer::new(),
         reported: 0,
         capacity: capacity.max(1),
         depth,
@@ -198,39 +189,19 @@ pub(super) fn push_to(
     shared: &OutboxShared,
     msg: Bytes,
 ) -> Result<Option<Waker>, QueueError<Bytes>> {
-    let len = msg.len();
     let mut guard = shared.lock();
     let state = &mut *guard;
     if state.closed {
         return Err(QueueError::Closed(msg));
     }
-    if state.messages >= state.capacity {
+    if state.packer.messages() >= state.capacity {
         return Err(QueueError::Full(msg));
     }
-    let packed = len <= PACK_MAX;
-    let need = LENGTH_FIELD_BYTES + if packed { len } else { 0 };
-    if state.packing.capacity() - state.packing.len() < need {
-        if !state.packing.is_empty() {
-            state.runs.push_back(state.packing.split().freeze());
-        }
-        state.packing.reserve(WRITE_CHUNK);
-    }
-    // The length passed the maximum message size, which fits the prefix.
-    state.packing.extend_from_slice(&(len as u32).to_be_bytes());
-    if packed {
-        state.packing.extend_from_slice(&msg);
-        if state.packing.len() >= WRITE_CHUNK {
-            state.runs.push_back(state.packing.split().freeze());
-        }
-    } else {
-        state.runs.push_back(state.packing.split().freeze());
-        state.runs.push_back(msg);
-    }
-    state.messages += 1;
-    state.bytes += len as u64;
-    if state.messages - state.reported >= DEPTH_STEP {
-        state.depth.add((state.messages - state.reported) as i64);
-        state.reported = state.messages;
+    state.packer.push(msg);
+    let queued = state.packer.messages();
+    if queued - state.reported >= DEPTH_STEP {
+        state.depth.add((queued - state.reported) as i64);
+        state.reported = queued;
     }
     Ok(state.waker.take())
 }
@@ -274,19 +245,16 @@ impl OutboxReader {
         std::future::poll_fn(|cx| {
             let mut guard = self.shared.lock();
             let state = &mut *guard;
-            if state.messages == 0 {
+            if state.packer.is_empty() {
                 if state.closed {
                     return Poll::Ready(false);
                 }
                 state.waker = Some(cx.waker().clone());
                 return Poll::Pending;
             }
-            into.runs.extend(state.runs.drain(..));
-            if !state.packing.is_empty() {
-                into.runs.push(state.packing.split().freeze());
-            }
-            into.messages = std::mem::take(&mut state.messages);
-            into.bytes = std::mem::take(&mut state.bytes);
+            let taken = state.packer.take_into(&mut into.runs);
+            into.messages = taken.messages;
+            into.bytes = taken.bytes;
             state.unreport();
             Poll::Ready(true)
         })
@@ -297,10 +265,8 @@ impl OutboxReader {
     pub(super) fn close_and_clear(&mut self) -> usize {
         let mut state = self.shared.lock();
         state.closed = true;
-        state.runs.clear();
-        state.packing = BytesMut::new();
         state.unreport();
-        std::mem::take(&mut state.messages)
+        state.packer.clear()
     }
 }
 

@@ -5,19 +5,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use netcore::PeerId;
 use netcore::framing::{FramingError, LENGTH_FIELD_BYTES, MessageCodec};
 use netcore::multiplexing::Substream;
 use netcore::negotiate::Negotiated;
-use proto::Message;
-use proto::direct_send::DirectSendAck;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_util::codec::Encoder;
 use tracing::debug;
 
-use super::{ACK_EVERY, DELIVER_BATCH, DELIVER_BATCH_BYTES, MAX_ACK_SIZE};
+use super::core::{DELIVER_BATCH, ReceiverAcks, frames_end, scan};
 use crate::channel::QueueError;
 use crate::protocol_id::ProtocolId;
 use crate::protocols::{Event, PeerHandle, Protocols, Queued};
@@ -26,45 +23,37 @@ use crate::reputation::Misbehaviour;
 use crate::routes::Route;
 
 /// Sends the receiver's acknowledgements without ever waiting for the sender to read
-/// them: an acknowledgement that finds the substream's window full stays pending, and
-/// is replaced by a newer count once it has gone out whole.
+/// them: one write attempt per offer; what [`ReceiverAcks`] has to send and did not go
+/// out waits there for the next offer.
 pub(super) struct AckWriter {
-    /// The encoded acknowledgement being written.
-    pending: BytesMut,
-    /// The count last encoded.
-    encoded: u64,
-    codec: MessageCodec,
+    /// The count to acknowledge, and what is left to write of its frame.
+    acks: ReceiverAcks,
 }
 
 impl AckWriter {
+    /// Nothing acknowledged yet.
     pub(super) fn new() -> Self {
         Self {
-            pending: BytesMut::new(),
-            encoded: 0,
-            codec: MessageCodec::new(MAX_ACK_SIZE),
+            acks: ReceiverAcks::new(),
         }
+    }
+
+    /// Whether `delivered` messages call for an acknowledgement though the reader is
+    /// not about to wait; see [`ReceiverAcks::due`].
+    pub(super) fn due(&self, delivered: u64) -> bool {
+        self.acks.due(delivered)
     }
 
     /// Acknowledges `delivered` messages, as far as `io` takes it now.
     pub(super) async fn offer<W: AsyncWrite + Unpin>(&mut self, io: &mut W, delivered: u64) {
-        if self.pending.is_empty() && delivered > self.encoded {
-            let ack = DirectSendAck { delivered }.encode_to_vec();
-            if self
-                .codec
-                .encode(Bytes::from(ack), &mut self.pending)
-                .is_err()
-            {
-                return;
-            }
-            self.encoded = delivered;
-        }
-        if self.pending.is_empty() {
+        let frame = self.acks.outgoing(delivered);
+        if frame.is_empty() {
             return;
         }
         // One attempt: a sender that does not read its acknowledgements fills only its
         // own window, and this reader goes on.
         let written = std::future::poll_fn(|cx| {
-            let written = match Pin::new(&mut *io).poll_write(cx, &self.pending) {
+            let written = match Pin::new(&mut *io).poll_write(cx, frame) {
                 Poll::Ready(Ok(n)) => n,
                 Poll::Ready(Err(_)) | Poll::Pending => 0,
             };
@@ -73,7 +62,7 @@ impl AckWriter {
             Poll::Ready(written)
         })
         .await;
-        self.pending.advance(written);
+        self.acks.sent(written);
     }
 }
 
@@ -102,17 +91,7 @@ impl MessageBatch {
         if count == 0 || count >= self.len {
             return None;
         }
-        let mut end = 0;
-        for _ in 0..count {
-            let prefix = self
-                .frames
-                .get(end..)?
-                .first_chunk::<LENGTH_FIELD_BYTES>()?;
-            end += LENGTH_FIELD_BYTES + u32::from_be_bytes(*prefix) as usize;
-        }
-        if end > self.frames.len() {
-            return None;
-        }
+        let end = frames_end(&self.frames, count)?;
         self.len -= count;
         Some(Self {
             peer_id: self.peer_id,
@@ -156,76 +135,23 @@ enum End {
     Failed(std::io::Error),
 }
 
-/// What a scan of the read buffer found.
-pub(super) struct Scan {
-    /// Whole frames at its front, admitted for delivery.
-    pub(super) count: usize,
-    /// Their bytes, prefixes included.
-    pub(super) end: usize,
-    /// Their messages' bytes.
-    pub(super) payload: u64,
-    /// The next frame is over the maximum size.
-    pub(super) failure: Option<FramingError>,
-    /// The rate limiter refused the next whole frame.
-    pub(super) limited: bool,
-    /// The next frame's length (prefix included), when its prefix has arrived.
-    pub(super) next_len: Option<usize>,
-}
-
-/// Counts the whole frames at the front of `buf` to deliver in one batch: at most
-/// `limit` messages and about [`DELIVER_BATCH_BYTES`], each admitted by `limiter`
-/// (the first without asking it when `admitted`: the reader waited for its permit).
-pub(super) fn scan(
-    codec: &MessageCodec,
-    buf: &[u8],
-    limit: usize,
-    limiter: Option<&MessageLimiter>,
-    mut admitted: bool,
-) -> Scan {
-    let mut scan = Scan {
-        count: 0,
-        end: 0,
-        payload: 0,
-        failure: None,
-        limited: false,
-        next_len: None,
-    };
-    while scan.count < limit && scan.payload < DELIVER_BATCH_BYTES {
-        let rest = &buf[scan.end..];
-        let whole = match codec.frame_len(rest) {
-            Ok(Some(whole)) => whole,
-            Ok(None) => break,
-            Err(e) => {
-                scan.failure = Some(e);
-                break;
-            }
-        };
-        scan.next_len = Some(whole);
-        if rest.len() < whole {
-            break;
-        }
-        // Over its message rate, the peer waits: its stream is not read meanwhile, so
-        // its window fills and it stops sending. Nothing is dropped.
-        if let Some(limiter) = limiter
-            && !std::mem::take(&mut admitted)
-            && !limiter.try_acquire()
-        {
-            scan.limited = true;
-            break;
-        }
-        scan.count += 1;
-        scan.end += whole;
-        scan.payload += (whole - LENGTH_FIELD_BYTES) as u64;
-        scan.next_len = None;
-    }
-    scan
+/// The reader's admission of its next whole frame: the peer's message limiter decides,
+/// except for the first frame after the reader waited for its permit (`admitted`, which
+/// this spends). Without a limiter every frame is admitted.
+pub(super) fn admission<'a>(
+    limiter: Option<&'a MessageLimiter>,
+    admitted: &'a mut bool,
+) -> impl FnMut() -> bool + 'a {
+    // Over its message rate, the peer waits: its stream is not read meanwhile, so its
+    // window fills and it stops sending. Nothing is dropped.
+    move || limiter.is_none_or(|limiter| std::mem::take(admitted) || limiter.try_acquire())
 }
 
 /// Reads one inbound DirectSend substream into the application's queue until it ends,
 /// in batches of what has arrived (at most [`DELIVER_BATCH`] messages, what the queue
-/// has room for, and about [`DELIVER_BATCH_BYTES`]), acknowledging what it
+/// has room for, and about `DELIVER_BATCH_BYTES`: see [`scan`]), acknowledging what it
 /// delivered whenever it waits (for the sender, for room in the application's queue or
-/// for the rate limiter), and at least every [`ACK_EVERY`] messages. The messages are
+/// for the rate limiter), and when [`ReceiverAcks::due`]. The messages are
 /// not decoded here: each batch is the frames' bytes, split by the application's side.
 pub(crate) async fn serve_inbound(
     protocols: &Protocols,
@@ -246,9 +172,13 @@ pub(crate) async fn serve_inbound(
     let mut admitted = false;
     let end = loop {
         let limit = queue.free().clamp(1, DELIVER_BATCH);
-        let found = scan(&codec, &buf, limit, limiter.as_deref(), admitted);
+        let found = scan(
+            &codec,
+            &buf,
+            limit,
+            admission(limiter.as_deref(), &mut admitted),
+        );
         if found.count > 0 {
-            admitted = false;
             let mut item = Queued::Messages(MessageBatch {
                 peer_id: peer,
                 protocol: route.protocol,
@@ -274,7 +204,7 @@ pub(crate) async fn serve_inbound(
                 }
             }
             delivered += found.count as u64;
-            if delivered - acks.encoded >= ACK_EVERY {
+            if acks.due(delivered) {
                 acks.offer(&mut io, delivered).await;
             }
             continue;
@@ -290,28 +220,58 @@ pub(crate) async fn serve_inbound(
             admitted = true;
             continue;
         }
-        // No whole frame buffered: read more, with room for the frame begun (its length
-        // passed the check) and a chunk past it.
-        let missing = found.next_len.map_or(0, |n| n.saturating_sub(buf.len()));
-        buf.reserve(missing.max(READ_CHUNK));
-        let read = match futures::poll!(std::pin::pin!(io.read_buf(&mut buf))) {
-            Poll::Ready(read) => read,
-            Poll::Pending => {
-                acks.offer(&mut io, delivered).await;
-                io.read_buf(&mut buf).await
-            }
-        };
-        match read {
-            Ok(0) if buf.is_empty() => break End::Closed,
-            Ok(0) => {
-                // Past a whole prefix, what follows it is the message's received part.
-                let received = buf.len().checked_sub(LENGTH_FIELD_BYTES);
-                break End::Bad(FramingError::Truncated(received.unwrap_or(buf.len())));
-            }
-            Ok(_) => {}
-            Err(e) => break End::Failed(e),
+        if let Some(end) = read_more(&mut io, &mut buf, found.next_len, &mut acks, delivered).await
+        {
+            break end;
         }
     };
+    finish(protocols, route, peer, end, io, &mut acks, delivered).await;
+}
+
+/// Reads more into `buf` (no whole frame is buffered), with room for the frame begun
+/// (`next_len`, whose length passed the check) and a chunk past it. Acknowledges
+/// `delivered` first if the read would wait. `None` while the stream goes on.
+async fn read_more(
+    io: &mut Negotiated<Substream>,
+    buf: &mut BytesMut,
+    next_len: Option<usize>,
+    acks: &mut AckWriter,
+    delivered: u64,
+) -> Option<End> {
+    let missing = next_len.map_or(0, |n| n.saturating_sub(buf.len()));
+    buf.reserve(missing.max(READ_CHUNK));
+    let read = match futures::poll!(std::pin::pin!(io.read_buf(buf))) {
+        Poll::Ready(read) => read,
+        Poll::Pending => {
+            acks.offer(io, delivered).await;
+            io.read_buf(buf).await
+        }
+    };
+    match read {
+        Ok(0) if buf.is_empty() => Some(End::Closed),
+        Ok(0) => {
+            // Past a whole prefix, what follows it is the message's received part.
+            let received = buf.len().checked_sub(LENGTH_FIELD_BYTES);
+            Some(End::Bad(FramingError::Truncated(
+                received.unwrap_or(buf.len()),
+            )))
+        }
+        Ok(_) => None,
+        Err(e) => Some(End::Failed(e)),
+    }
+}
+
+/// Ends a substream's reading: on the sender's close, the last count goes out ahead of
+/// our FIN; a framing error is counted (and an oversized frame reported).
+async fn finish(
+    protocols: &Protocols,
+    route: &Route,
+    peer: PeerId,
+    end: End,
+    mut io: Negotiated<Substream>,
+    acks: &mut AckWriter,
+    delivered: u64,
+) {
     match end {
         End::Closed => {
             // The last count goes out ahead of our FIN (a plain drop would reset the

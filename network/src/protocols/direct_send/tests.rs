@@ -1,19 +1,24 @@
+//! The drivers' tests: acknowledgements written to a substream that takes little or
+//! nothing, the outbox's bound, gauge and closing, the rate limiter's admission, and
+//! the application's side of a batch. The rules they drive are tested in `core`.
+
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use netcore::PeerId;
-use netcore::framing::{FramingError, MessageCodec};
+use netcore::framing::MessageCodec;
 use prometheus::IntGauge;
 use proto::Message;
 use proto::direct_send::DirectSendAck;
 use tokio::io::AsyncWrite;
 use tokio_util::codec::Decoder;
 
+use super::DEPTH_STEP;
+use super::core::{MAX_ACK_SIZE, scan};
 use super::outbox::{OutboxReader, Taken, outbox, push_to};
-use super::reader::{AckWriter, MessageBatch, scan};
-use super::{DELIVER_BATCH_BYTES, DEPTH_STEP, MAX_ACK_SIZE, PACK_MAX, WRITE_CHUNK};
+use super::reader::{AckWriter, MessageBatch, admission};
 use crate::channel::QueueError;
 use crate::interface::Event;
 use crate::protocol_id::ProtocolId;
@@ -121,44 +126,6 @@ async fn take_all(reader: &mut OutboxReader) -> (Vec<Bytes>, usize, u64) {
 }
 
 #[tokio::test]
-async fn an_outbox_packs_small_messages_and_keeps_large_ones_whole() {
-    let (outbox, mut reader) = outbox(100, depth());
-    let large = Bytes::from(vec![9u8; PACK_MAX + 1]);
-    let small: Vec<Bytes> = (0..3u8).map(|i| Bytes::from(vec![i; 32])).collect();
-    for m in [&small[0], &small[1], &large, &small[2]] {
-        push_to(&outbox.shared, m.clone()).unwrap();
-    }
-    let (runs, messages, bytes) = take_all(&mut reader).await;
-    assert_eq!(messages, 4);
-    assert_eq!(bytes, 3 * 32 + large.len() as u64);
-    // Two small frames and the large one's prefix in one run, the large message
-    // itself not copied, then the last small frame.
-    assert_eq!(runs.len(), 3);
-    assert_eq!(
-        runs[1].as_ptr(),
-        large.as_ptr(),
-        "a large message is not copied"
-    );
-    let wire: Vec<u8> = runs.iter().flat_map(|r| r.iter().copied()).collect();
-    let expected = frames_of(&[&small[0], &small[1], &large, &small[2]]);
-    assert_eq!(wire, &expected[..]);
-}
-
-#[tokio::test]
-async fn an_outbox_cuts_runs_at_the_write_chunk() {
-    let (outbox, mut reader) = outbox(10_000, depth());
-    let msg = Bytes::from(vec![1u8; 1000]);
-    for _ in 0..40 {
-        push_to(&outbox.shared, msg.clone()).unwrap();
-    }
-    let (runs, messages, _) = take_all(&mut reader).await;
-    assert_eq!(messages, 40);
-    assert!(runs.iter().all(|r| r.len() <= WRITE_CHUNK + PACK_MAX + 4));
-    assert_eq!(runs.iter().map(Bytes::len).sum::<usize>(), 40 * 1004);
-    assert!(runs.len() >= 2, "40 KB is more than one run");
-}
-
-#[tokio::test]
 async fn an_outbox_refuses_past_capacity_and_moves_its_gauge_in_steps() {
     let gauge = depth();
     let (outbox, mut reader) = outbox(DEPTH_STEP * 2 + 3, gauge.clone());
@@ -207,32 +174,6 @@ async fn a_dropped_outbox_hands_over_what_it_holds_then_ends() {
     assert!(!reader.take(&mut taken).await, "closed and empty");
 }
 
-#[test]
-fn a_scan_stops_at_its_limits_and_at_a_frame_not_yet_whole() {
-    let codec = MessageCodec::new(64);
-    let wire = frames_of(&[b"aa", b"bbb", b"c", b"dddd"]);
-    let found = scan(&codec, &wire, 2, None, false);
-    assert_eq!((found.count, found.end, found.payload), (2, 13, 5));
-    // The last frame lacks a byte: its length is known, it is not counted.
-    let found = scan(&codec, &wire[..wire.len() - 1], 10, None, false);
-    assert_eq!((found.count, found.next_len), (3, Some(8)));
-    assert!(found.failure.is_none() && !found.limited);
-    // A frame over the maximum ends the scan with the frames before it counted.
-    let mut bad = frames_of(&[b"ok"]);
-    bad.extend_from_slice(&[0, 0, 1, 0]);
-    let found = scan(&codec, &bad, 10, None, false);
-    assert_eq!(found.count, 1);
-    assert!(matches!(
-        found.failure,
-        Some(FramingError::TooLarge { len: 256, max: 64 })
-    ));
-    // The byte budget: a batch stops once it holds that many payload bytes.
-    let big = vec![0u8; DELIVER_BATCH_BYTES as usize];
-    let wire = frames_of(&[&big, b"next"]);
-    let found = scan(&MessageCodec::new(1 << 20), &wire, 10, None, false);
-    assert_eq!(found.count, 1);
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_scan_admits_what_the_rate_limiter_allows() {
     let codec = MessageCodec::new(64);
@@ -244,13 +185,29 @@ async fn a_scan_admits_what_the_rate_limiter_allows() {
         },
         prometheus::IntCounter::new("waits", "test").unwrap(),
     );
-    let found = scan(&codec, &wire, 10, Some(&limiter), false);
+    let mut admitted = false;
+    let found = scan(&codec, &wire, 10, admission(Some(&limiter), &mut admitted));
     assert_eq!((found.count, found.limited), (2, true));
-    let found = scan(&codec, &wire[found.end..], 10, Some(&limiter), false);
+    let found = scan(
+        &codec,
+        &wire[found.end..],
+        10,
+        admission(Some(&limiter), &mut admitted),
+    );
     assert_eq!((found.count, found.limited), (0, true));
-    // A frame whose permit the reader waited for is admitted without asking again.
-    let found = scan(&codec, &wire[10..], 10, Some(&limiter), true);
-    assert_eq!((found.count, found.limited), (1, true));
+    // A frame whose permit the reader waited for is admitted without asking again,
+    // once.
+    admitted = true;
+    let found = scan(
+        &codec,
+        &wire[10..],
+        10,
+        admission(Some(&limiter), &mut admitted),
+    );
+    assert_eq!((found.count, found.limited, admitted), (1, true, false));
+    // Without a limiter, every whole frame is admitted.
+    let found = scan(&codec, &wire, 10, admission(None, &mut admitted));
+    assert_eq!((found.count, found.limited), (4, false));
 }
 
 #[test]

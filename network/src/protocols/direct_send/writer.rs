@@ -9,13 +9,11 @@ use netcore::PeerId;
 use netcore::framing::{FramingError, MessageCodec};
 use netcore::multiplexing::{Control, Substream};
 use netcore::negotiate::Negotiated;
-use proto::Message;
-use proto::direct_send::DirectSendAck;
 use tokio::io::AsyncWriteExt;
 use tokio_util::codec::FramedRead;
 use tracing::debug;
 
-use super::MAX_ACK_SIZE;
+use super::core::{MAX_ACK_SIZE, SenderAcks};
 use super::outbox::{OutboxReader, Taken};
 use crate::protocol_id::ProtocolId;
 use crate::protocols::Protocols;
@@ -28,28 +26,11 @@ struct OutboundStream {
     /// Messages go out through `io.get_mut()`; acknowledgements come in through `io`
     /// (frames of at most [`MAX_ACK_SIZE`]).
     io: FramedRead<Negotiated<Substream>, MessageCodec>,
-    /// Messages written to it.
-    written: u64,
-    /// Of those, the messages the receiver acknowledged.
-    acked: u64,
+    /// The messages written to it, and those the receiver acknowledged.
+    acks: SenderAcks,
 }
 
 impl OutboundStream {
-    /// Applies one acknowledgement frame; an error means the receiver broke the
-    /// protocol.
-    fn on_ack(&mut self, frame: Bytes) -> Result<(), AckError> {
-        let ack = DirectSendAck::decode(frame).map_err(|_| AckError::Malformed)?;
-        if ack.delivered < self.acked || ack.delivered > self.written {
-            return Err(AckError::OutOfRange {
-                delivered: ack.delivered,
-                acked: self.acked,
-                written: self.written,
-            });
-        }
-        self.acked = ack.delivered;
-        Ok(())
-    }
-
     /// Writes `runs` in order and flushes.
     async fn write_runs(&mut self, runs: &mut Vec<Bytes>) -> std::io::Result<()> {
         let io = self.io.get_mut();
@@ -62,7 +43,7 @@ impl OutboundStream {
     /// Takes every acknowledgement that has already arrived, without waiting.
     fn take_arrived_acks(&mut self) {
         while let Some(Some(Ok(frame))) = self.io.next().now_or_never() {
-            if self.on_ack(frame).is_err() {
+            if self.acks.on_ack(frame).is_err() {
                 return;
             }
         }
@@ -71,23 +52,8 @@ impl OutboundStream {
     /// The messages written and never acknowledged; the stream is about to be dropped.
     fn unconfirmed(mut self) -> u64 {
         self.take_arrived_acks();
-        self.written - self.acked
+        self.acks.unconfirmed()
     }
-}
-
-/// Why an acknowledgement was refused.
-#[derive(Debug, thiserror::Error)]
-enum AckError {
-    #[error("acknowledgement does not decode")]
-    Malformed,
-    #[error(
-        "acknowledgement of {delivered} messages after {acked} acknowledged and {written} written"
-    )]
-    OutOfRange {
-        delivered: u64,
-        acked: u64,
-        written: u64,
-    },
 }
 
 /// Drains one (peer, protocol) queue onto its substream.
@@ -127,30 +93,8 @@ impl Writer {
                 Some(s) => tokio::select! {
                     biased;
                     taken = queue.take(&mut batch) => taken,
-                    ack = s.io.next() => {
-                        let failure = match ack {
-                            Some(Ok(frame)) => match s.on_ack(frame) {
-                                Ok(()) => continue,
-                                Err(e) => {
-                                    self.route.metrics.decode_failures.inc();
-                                    self.report(Misbehaviour::ProtocolViolation);
-                                    e.to_string()
-                                }
-                            },
-                            Some(Err(e)) => {
-                                if let FramingError::TooLarge { .. } = e {
-                                    // An acknowledgement over its size is no acknowledgement.
-                                    self.route.metrics.decode_failures.inc();
-                                    self.report(Misbehaviour::OversizedMessage);
-                                }
-                                e.to_string()
-                            }
-                            None => "receiver closed the substream".to_owned(),
-                        };
-                        debug!(protocol = %self.protocol, error = %failure, "DirectSend substream ended; reopening on the next message");
-                        if let Some(s) = stream.take() {
-                            self.route.metrics.unconfirmed.inc_by(s.unconfirmed());
-                        }
+                    incoming = s.io.next() => {
+                        self.on_incoming(&mut stream, incoming);
                         continue;
                     }
                 },
@@ -163,8 +107,7 @@ impl Writer {
                     Ok(io) => {
                         stream = Some(OutboundStream {
                             io: FramedRead::new(io, MessageCodec::new(MAX_ACK_SIZE)),
-                            written: 0,
-                            acked: 0,
+                            acks: SenderAcks::default(),
                         });
                     }
                     Err(e) => {
@@ -187,15 +130,13 @@ impl Writer {
             // Counted as written before the write: if the substream fails part way, the
             // receiver may still acknowledge some of the batch, and what it does not is
             // counted as unconfirmed.
-            s.written += count;
+            s.acks.on_written(count);
             self.route.metrics.messages_out.inc_by(count);
             self.route.metrics.bytes_out.inc_by(batch.bytes);
             let sent = s.write_runs(&mut batch.runs).await;
             if let Err(e) = sent {
                 debug!(protocol = %self.protocol, error = %e, "DirectSend substream failed; reopening on the next message");
-                if let Some(s) = stream.take() {
-                    self.route.metrics.unconfirmed.inc_by(s.unconfirmed());
-                }
+                self.end_stream(&mut stream);
                 if self.control.is_closed() {
                     self.drop_queued(&mut queue);
                     return;
@@ -204,6 +145,46 @@ impl Writer {
         }
         if let Some(mut s) = stream {
             let _ = s.io.get_mut().shutdown().await;
+            self.route.metrics.unconfirmed.inc_by(s.unconfirmed());
+        }
+    }
+
+    /// Handles what the substream carried in while the queue was empty: an
+    /// acknowledgement is applied; a refused one, a framing error or the receiver's end
+    /// ends the substream (the next message opens another).
+    fn on_incoming(
+        &self,
+        stream: &mut Option<OutboundStream>,
+        incoming: Option<Result<Bytes, FramingError>>,
+    ) {
+        let Some(s) = stream.as_mut() else { return };
+        let failure = match incoming {
+            Some(Ok(frame)) => match s.acks.on_ack(frame) {
+                Ok(()) => return,
+                Err(e) => {
+                    self.route.metrics.decode_failures.inc();
+                    self.report(Misbehaviour::ProtocolViolation);
+                    e.to_string()
+                }
+            },
+            Some(Err(e)) => {
+                if let FramingError::TooLarge { .. } = e {
+                    // An acknowledgement over its size is no acknowledgement.
+                    self.route.metrics.decode_failures.inc();
+                    self.report(Misbehaviour::OversizedMessage);
+                }
+                e.to_string()
+            }
+            None => "receiver closed the substream".to_owned(),
+        };
+        debug!(protocol = %self.protocol, error = %failure, "DirectSend substream ended; reopening on the next message");
+        self.end_stream(stream);
+    }
+
+    /// Drops the substream, counting the messages it carried that the receiver did not
+    /// acknowledge.
+    fn end_stream(&self, stream: &mut Option<OutboundStream>) {
+        if let Some(s) = stream.take() {
             self.route.metrics.unconfirmed.inc_by(s.unconfirmed());
         }
     }
