@@ -20,7 +20,7 @@ use crate::counters::NetworkMetrics;
 use crate::interface::{NetworkEvents, NetworkSender};
 use crate::peer_manager::PeerManager;
 use crate::protocol_id::{ProtocolId, ProtocolKind};
-use crate::protocols::Protocols;
+use crate::protocols::{AppQueue, Protocols};
 use crate::reporter::Reporter;
 use crate::reputation::Reputation;
 use crate::routes::{ProtocolMetrics, Route, Routes};
@@ -57,10 +57,18 @@ pub enum BuildError {
         /// Noise's limit.
         noise: usize,
     },
+    /// `max_message_size` is over what the 4-byte length prefix of a frame can carry
+    /// (less the RPC response envelope).
+    #[error("max_message_size ({0}) is over the frame limit of {MAX_MESSAGE_SIZE_LIMIT} bytes")]
+    MessageSizeTooLarge(usize),
     /// The metrics could not be registered (e.g. registered twice in one registry).
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
+
+/// The largest `max_message_size`: a frame's length is a `u32`, and a response frame
+/// holds the payload in an envelope of up to 11 bytes.
+pub const MAX_MESSAGE_SIZE_LIMIT: usize = u32::MAX as usize - 11;
 
 /// Names an application registered with [`NetworkBuilder::register`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,6 +128,11 @@ impl NetworkBuilder {
     /// Refuses an upgrade limit that Noise's own would undercut: past Noise's limit new
     /// sockets would be refused instead of evicting the oldest upgrade.
     fn check_limits(&self) -> Result<(), BuildError> {
+        if self.config.max_message_size > MAX_MESSAGE_SIZE_LIMIT {
+            return Err(BuildError::MessageSizeTooLarge(
+                self.config.max_message_size,
+            ));
+        }
         let noise_limit = self.noise.config().max_concurrent_inbound;
         if self.config.max_concurrent_inbound_upgrades > noise_limit {
             return Err(BuildError::UpgradeLimitAboveNoise {
@@ -163,6 +176,25 @@ impl NetworkBuilder {
         Ok(routes)
     }
 
+    /// Each registered application's event queue: the protocols' side, and the
+    /// application's.
+    fn app_queues(&self, metrics: &NetworkMetrics) -> (Vec<AppQueue>, Vec<NetworkEvents>) {
+        self.apps
+            .iter()
+            .map(|_| {
+                let (sender, queue) = fair_queue(
+                    self.config.inbound_queue_size,
+                    metrics.queue("inbound_events"),
+                );
+                let events = NetworkEvents {
+                    queue,
+                    messages: None,
+                };
+                (sender, events)
+            })
+            .unzip()
+    }
+
     /// Starts the network over `base` on the current tokio runtime.
     pub fn start<T>(self, base: T) -> Result<Network, BuildError>
     where
@@ -175,6 +207,7 @@ impl NetworkBuilder {
         self.check_limits()?;
         let metrics = NetworkMetrics::new(&self.registry)?;
         let routes = self.routes(&metrics)?;
+        let (app_senders, app_events) = self.app_queues(&metrics);
         let handshake = self.handshake(&routes);
         let local_peer_id = self.noise.peer_id();
         let reputation = Arc::new(Mutex::new(Reputation::new(self.config.reputation.clone())));
@@ -182,7 +215,7 @@ impl NetworkBuilder {
             reputation: Arc::clone(&reputation),
             is_trusted: Arc::clone(&self.is_trusted),
             rate_limit: self.config.rate_limit.clone(),
-            rate_limited: metrics.rate_limited.with_label_values(&["bytes"]),
+            rate_limited: metrics.defence.rate_limited.with_label_values(&["bytes"]),
         };
         let transport = transport::upgrade_guarded(
             base,
@@ -194,17 +227,6 @@ impl NetworkBuilder {
         );
 
         let (listeners, listen_addrs) = listen(&transport, self.listen, local_peer_id)?;
-
-        let (app_senders, app_events): (Vec<_>, Vec<_>) = self
-            .apps
-            .iter()
-            .map(|_| {
-                fair_queue(
-                    self.config.inbound_queue_size,
-                    metrics.queue("inbound_events"),
-                )
-            })
-            .unzip();
         let (requests_tx, requests_rx) =
             metered(REQUEST_QUEUE_SIZE, metrics.queue("peer_manager_requests"));
         let reporter = Reporter::new(
@@ -237,13 +259,9 @@ impl NetworkBuilder {
         );
         let task = tokio::spawn(manager.run());
         let sender = NetworkSender { shared };
-        let events = |queue| NetworkEvents {
-            queue,
-            messages: None,
-        };
         let apps = app_events
             .into_iter()
-            .map(|queue| Some((sender.clone(), events(queue))))
+            .map(|events| Some((sender.clone(), events)))
             .collect();
         Ok(Network {
             local_peer_id,

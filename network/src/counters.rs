@@ -15,77 +15,73 @@ const RPC_LATENCY_BUCKETS: &[f64] = &[
     2.5, 5.0, 10.0,
 ];
 
-/// Every metric of one node's network.
+/// Every metric of one node's network, by concern.
 #[derive(Clone, Debug)]
 pub struct NetworkMetrics {
-    /// Live connections, by origin (`inbound` / `outbound`).
-    pub connections: IntGaugeVec,
-    /// Connection events, by event (`opened`, `closed`, `replaced`, `refused`).
-    pub connection_events: IntCounterVec,
-    /// Failed connection upgrades (Noise, handshake, mux), by reason.
-    pub handshake_failures: IntCounterVec,
-    /// Application payload bytes received, by protocol.
-    pub bytes_in: IntCounterVec,
-    /// Application payload bytes sent, by protocol.
-    pub bytes_out: IntCounterVec,
-    /// Messages and requests received, by protocol.
-    pub messages_in: IntCounterVec,
-    /// Messages and requests sent, by protocol.
-    pub messages_out: IntCounterVec,
-    /// Outbound RPC latency, by protocol (successful requests only).
-    pub rpc_latency: HistogramVec,
-    /// RPC outcomes, by protocol, direction and outcome.
-    pub rpc_outcomes: IntCounterVec,
-    /// Items waiting in internal queues, by queue. `inbound_events` counts DirectSend
-    /// messages one by one although they wait in batches; `direct_send_outbound` moves
-    /// in steps of 16 messages per (peer, protocol) queue, so it may read up to 15 per
-    /// queue low while messages wait, and is exact when the writers have taken them.
-    pub queue_depth: IntGaugeVec,
-    /// Items dropped, by queue and reason. For a DirectSend protocol the queue is the
-    /// protocol and the reason one of `queue_full`, `stream_failed` (never written: no
-    /// substream could be opened, or the connection closed while they waited) and `unconfirmed` (written to a substream that ended before the
-    /// receiver acknowledged it: lost or delivered, the sender cannot tell).
-    pub queue_drops: IntCounterVec,
-    /// Inbound substreams refused, by reason (`mux_refused`: over the multiplexer's
-    /// stream cap, answered with RST).
-    pub substreams_refused: IntCounterVec,
-    /// Inbound messages that failed to decode, by protocol.
-    pub decode_failures: IntCounterVec,
-    /// Time to dial and fully upgrade an outbound connection.
-    pub dial_latency: Histogram,
-    /// Penalties given, by misbehaviour.
-    pub penalties: IntCounterVec,
-    /// Bans imposed, by kind of peer (`trusted` / `untrusted`).
-    pub bans: IntCounterVec,
-    /// Connections and dials refused because the peer is banned, by origin.
-    pub ban_refusals: IntCounterVec,
-    /// Peers banned, as of the last penalty or ban refusal (an expired ban is taken
-    /// off at the next one).
-    pub banned_peers: IntGauge,
-    /// Times a peer's inbound reader was held back by its rate limit, by kind
-    /// (`bytes` / `messages`).
-    pub rate_limited: IntCounterVec,
-    /// Inbound upgrades evicted to make room for a newer socket.
-    pub upgrades_evicted: IntCounter,
-    /// Connections closed because the remote broke the multiplexer protocol.
-    pub mux_protocol_errors: IntCounter,
+    /// Connections and their upgrades.
+    pub connection: ConnectionMetrics,
+    /// What the protocols carry, and the queues it waits in.
+    pub traffic: TrafficMetrics,
+    /// RPC latency and outcomes.
+    pub rpc: RpcMetrics,
+    /// Penalties, bans and rate limits.
+    pub defence: DefenceMetrics,
 }
 
 impl NetworkMetrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let r = registry;
-        let latency = |name: &str, help: &str| {
-            HistogramOpts::new(name, help).buckets(RPC_LATENCY_BUCKETS.to_vec())
-        };
         Ok(Self {
-            connections: register_int_gauge_vec_with_registry!(
+            connection: ConnectionMetrics::new(registry)?,
+            traffic: TrafficMetrics::new(registry)?,
+            rpc: RpcMetrics::new(registry)?,
+            defence: DefenceMetrics::new(registry)?,
+        })
+    }
+
+    /// The depth gauge of the queue named `queue`.
+    pub fn queue(&self, queue: &str) -> IntGauge {
+        self.traffic.queue_depth.with_label_values(&[queue])
+    }
+}
+
+/// The RPC latency histogram's options: `name`, `help`, and [`RPC_LATENCY_BUCKETS`].
+fn latency(name: &str, help: &str) -> HistogramOpts {
+    HistogramOpts::new(name, help).buckets(RPC_LATENCY_BUCKETS.to_vec())
+}
+
+/// Connections and their upgrades.
+#[derive(Clone, Debug)]
+pub struct ConnectionMetrics {
+    /// Live connections, by origin (`inbound` / `outbound`).
+    pub live: IntGaugeVec,
+    /// Connection events, by event (`opened`, `closed`, `replaced`, `refused`).
+    pub events: IntCounterVec,
+    /// Failed connection upgrades (Noise, handshake, mux), by reason.
+    pub handshake_failures: IntCounterVec,
+    /// Time to dial and fully upgrade an outbound connection.
+    pub dial_latency: Histogram,
+    /// Inbound upgrades evicted to make room for a newer socket.
+    pub upgrades_evicted: IntCounter,
+    /// Connections closed because the remote broke the multiplexer protocol.
+    pub mux_protocol_errors: IntCounter,
+    /// Inbound substreams refused, by reason (`mux_refused`: over the multiplexer's
+    /// stream cap, answered with RST).
+    pub substreams_refused: IntCounterVec,
+}
+
+impl ConnectionMetrics {
+    /// Creates these metrics and registers them in `registry`.
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let r = registry;
+        Ok(Self {
+            live: register_int_gauge_vec_with_registry!(
                 "network_connections",
                 "Live connections",
                 &["origin"],
                 r
             )?,
-            connection_events: register_int_counter_vec_with_registry!(
+            events: register_int_counter_vec_with_registry!(
                 "network_connection_events_total",
                 "Connection events",
                 &["event"],
@@ -97,6 +93,63 @@ impl NetworkMetrics {
                 &["reason"],
                 r
             )?,
+            dial_latency: register_histogram_with_registry!(
+                latency(
+                    "network_dial_latency_seconds",
+                    "Time to dial and upgrade an outbound connection"
+                ),
+                r
+            )?,
+            upgrades_evicted: register_int_counter_with_registry!(
+                "network_upgrades_evicted_total",
+                "Inbound upgrades evicted to make room for a newer socket",
+                r
+            )?,
+            mux_protocol_errors: register_int_counter_with_registry!(
+                "network_mux_protocol_errors_total",
+                "Connections closed because the remote broke the multiplexer protocol",
+                r
+            )?,
+            substreams_refused: register_int_counter_vec_with_registry!(
+                "network_substreams_refused_total",
+                "Inbound substreams refused",
+                &["reason"],
+                r
+            )?,
+        })
+    }
+}
+
+/// What the protocols carry, and the queues it waits in.
+#[derive(Clone, Debug)]
+pub struct TrafficMetrics {
+    /// Application payload bytes received, by protocol.
+    pub bytes_in: IntCounterVec,
+    /// Application payload bytes sent, by protocol.
+    pub bytes_out: IntCounterVec,
+    /// Messages and requests received, by protocol.
+    pub messages_in: IntCounterVec,
+    /// Messages and requests sent, by protocol.
+    pub messages_out: IntCounterVec,
+    /// Inbound messages that failed to decode, by protocol.
+    pub decode_failures: IntCounterVec,
+    /// Items waiting in internal queues, by queue. `inbound_events` counts DirectSend
+    /// messages one by one although they wait in batches; `direct_send_outbound` moves
+    /// in steps of 16 messages per (peer, protocol) queue, so it may read up to 15 per
+    /// queue low while messages wait, and is exact when the writers have taken them.
+    pub queue_depth: IntGaugeVec,
+    /// Items dropped, by queue and reason. For a DirectSend protocol the queue is the
+    /// protocol and the reason one of `queue_full`, `stream_failed` (never written: no
+    /// substream could be opened, or the connection closed while they waited) and `unconfirmed` (written to a substream that ended before the
+    /// receiver acknowledged it: lost or delivered, the sender cannot tell).
+    pub queue_drops: IntCounterVec,
+}
+
+impl TrafficMetrics {
+    /// Creates these metrics and registers them in `registry`.
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let r = registry;
+        Ok(Self {
             bytes_in: register_int_counter_vec_with_registry!(
                 "network_bytes_in_total",
                 "Payload bytes received",
@@ -121,18 +174,10 @@ impl NetworkMetrics {
                 &["protocol"],
                 r
             )?,
-            rpc_latency: register_histogram_vec_with_registry!(
-                latency(
-                    "network_rpc_latency_seconds",
-                    "Outbound RPC round-trip time"
-                ),
+            decode_failures: register_int_counter_vec_with_registry!(
+                "network_decode_failures_total",
+                "Inbound messages that failed to decode",
                 &["protocol"],
-                r
-            )?,
-            rpc_outcomes: register_int_counter_vec_with_registry!(
-                "network_rpc_outcomes_total",
-                "RPC outcomes",
-                &["protocol", "direction", "outcome"],
                 r
             )?,
             queue_depth: register_int_gauge_vec_with_registry!(
@@ -147,25 +192,64 @@ impl NetworkMetrics {
                 &["queue", "reason"],
                 r
             )?,
-            substreams_refused: register_int_counter_vec_with_registry!(
-                "network_substreams_refused_total",
-                "Inbound substreams refused",
-                &["reason"],
-                r
-            )?,
-            decode_failures: register_int_counter_vec_with_registry!(
-                "network_decode_failures_total",
-                "Inbound messages that failed to decode",
+        })
+    }
+}
+
+/// RPC latency and outcomes.
+#[derive(Clone, Debug)]
+pub struct RpcMetrics {
+    /// Outbound RPC latency, by protocol (successful requests only).
+    pub latency: HistogramVec,
+    /// RPC outcomes, by protocol, direction and outcome.
+    pub outcomes: IntCounterVec,
+}
+
+impl RpcMetrics {
+    /// Creates these metrics and registers them in `registry`.
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let r = registry;
+        Ok(Self {
+            latency: register_histogram_vec_with_registry!(
+                latency(
+                    "network_rpc_latency_seconds",
+                    "Outbound RPC round-trip time"
+                ),
                 &["protocol"],
                 r
             )?,
-            dial_latency: register_histogram_with_registry!(
-                latency(
-                    "network_dial_latency_seconds",
-                    "Time to dial and upgrade an outbound connection"
-                ),
+            outcomes: register_int_counter_vec_with_registry!(
+                "network_rpc_outcomes_total",
+                "RPC outcomes",
+                &["protocol", "direction", "outcome"],
                 r
             )?,
+        })
+    }
+}
+
+/// Penalties, bans and rate limits.
+#[derive(Clone, Debug)]
+pub struct DefenceMetrics {
+    /// Penalties given, by misbehaviour.
+    pub penalties: IntCounterVec,
+    /// Bans imposed, by kind of peer (`trusted` / `untrusted`).
+    pub bans: IntCounterVec,
+    /// Connections and dials refused because the peer is banned, by origin.
+    pub ban_refusals: IntCounterVec,
+    /// Peers banned, as of the last penalty or ban refusal (an expired ban is taken
+    /// off at the next one).
+    pub banned_peers: IntGauge,
+    /// Times a peer's inbound reader was held back by its rate limit, by kind
+    /// (`bytes` / `messages`).
+    pub rate_limited: IntCounterVec,
+}
+
+impl DefenceMetrics {
+    /// Creates these metrics and registers them in `registry`.
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let r = registry;
+        Ok(Self {
             penalties: register_int_counter_vec_with_registry!(
                 "network_penalties_total",
                 "Reputation penalties given",
@@ -195,22 +279,7 @@ impl NetworkMetrics {
                 &["kind"],
                 r
             )?,
-            upgrades_evicted: register_int_counter_with_registry!(
-                "network_upgrades_evicted_total",
-                "Inbound upgrades evicted to make room for a newer socket",
-                r
-            )?,
-            mux_protocol_errors: register_int_counter_with_registry!(
-                "network_mux_protocol_errors_total",
-                "Connections closed because the remote broke the multiplexer protocol",
-                r
-            )?,
         })
-    }
-
-    /// The depth gauge of the queue named `queue`.
-    pub fn queue(&self, queue: &str) -> IntGauge {
-        self.queue_depth.with_label_values(&[queue])
     }
 }
 
@@ -223,7 +292,7 @@ mod tests {
         let (a, b) = (Registry::new(), Registry::new());
         let ma = NetworkMetrics::new(&a).unwrap();
         let _mb = NetworkMetrics::new(&b).unwrap();
-        ma.messages_in.with_label_values(&["/p"]).inc();
+        ma.traffic.messages_in.with_label_values(&["/p"]).inc();
         let count = |r: &Registry| {
             r.gather()
                 .iter()

@@ -47,9 +47,10 @@ impl MuxStatsExport {
             stats: handle.control.stats(),
             refused: protocols
                 .metrics
+                .connection
                 .substreams_refused
                 .with_label_values(&["mux_refused"]),
-            errors: protocols.metrics.mux_protocol_errors.clone(),
+            errors: protocols.metrics.connection.mux_protocol_errors.clone(),
             seen_refused: 0,
             seen_errors: 0,
         }
@@ -325,6 +326,7 @@ async fn route_substream(protocols: Arc<Protocols>, handle: Arc<PeerHandle>, sub
             }
             protocols
                 .metrics
+                .connection
                 .substreams_refused
                 .with_label_values(&[reason])
                 .inc();
@@ -333,6 +335,7 @@ async fn route_substream(protocols: Arc<Protocols>, handle: Arc<PeerHandle>, sub
         None => {
             protocols
                 .metrics
+                .connection
                 .substreams_refused
                 .with_label_values(&["negotiation_timeout"])
                 .inc();

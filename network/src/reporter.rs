@@ -40,9 +40,9 @@ impl Reporter {
         Self {
             reputation,
             is_trusted,
-            penalties: metrics.penalties.clone(),
-            bans: metrics.bans.clone(),
-            banned_peers: metrics.banned_peers.clone(),
+            penalties: metrics.defence.penalties.clone(),
+            bans: metrics.defence.bans.clone(),
+            banned_peers: metrics.defence.banned_peers.clone(),
             requests,
         }
     }

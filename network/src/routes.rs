@@ -36,32 +36,35 @@ impl ProtocolMetrics {
     pub(crate) fn new(metrics: &NetworkMetrics, protocol: ProtocolId) -> Self {
         let p = [protocol.as_str()];
         Self {
-            bytes_in: metrics.bytes_in.with_label_values(&p),
-            bytes_out: metrics.bytes_out.with_label_values(&p),
-            messages_in: metrics.messages_in.with_label_values(&p),
-            messages_out: metrics.messages_out.with_label_values(&p),
+            bytes_in: metrics.traffic.bytes_in.with_label_values(&p),
+            bytes_out: metrics.traffic.bytes_out.with_label_values(&p),
+            messages_in: metrics.traffic.messages_in.with_label_values(&p),
+            messages_out: metrics.traffic.messages_out.with_label_values(&p),
             queue_drops: metrics
+                .traffic
                 .queue_drops
                 .with_label_values(&[protocol.as_str(), "queue_full"]),
             stream_drops: metrics
+                .traffic
                 .queue_drops
                 .with_label_values(&[protocol.as_str(), "stream_failed"]),
             unconfirmed: metrics
+                .traffic
                 .queue_drops
                 .with_label_values(&[protocol.as_str(), "unconfirmed"]),
-            decode_failures: metrics.decode_failures.with_label_values(&p),
-            rpc_latency: metrics.rpc_latency.with_label_values(&p),
-            rpc_outbound_ok: metrics.rpc_outcomes.with_label_values(&[
+            decode_failures: metrics.traffic.decode_failures.with_label_values(&p),
+            rpc_latency: metrics.rpc.latency.with_label_values(&p),
+            rpc_outbound_ok: metrics.rpc.outcomes.with_label_values(&[
                 protocol.as_str(),
                 "outbound",
                 "ok",
             ]),
-            rpc_inbound_ok: metrics.rpc_outcomes.with_label_values(&[
+            rpc_inbound_ok: metrics.rpc.outcomes.with_label_values(&[
                 protocol.as_str(),
                 "inbound",
                 "ok",
             ]),
-            rpc_outcomes: metrics.rpc_outcomes.clone(),
+            rpc_outcomes: metrics.rpc.outcomes.clone(),
         }
     }
 

@@ -513,3 +513,22 @@ async fn an_upgrade_limit_above_noises_is_refused_at_build() {
         })
     ));
 }
+
+#[tokio::test]
+async fn a_message_size_past_the_frame_length_field_is_refused_at_build() {
+    use network::{BuildError, NetworkBuilder};
+    use noise::{Identity, NoiseConfig, NoiseUpgrader};
+
+    let too_large = network::builder::MAX_MESSAGE_SIZE_LIMIT + 1;
+    let config = NetworkConfig {
+        max_message_size: too_large,
+        ..NetworkConfig::default()
+    };
+    let builder = NetworkBuilder::new(
+        config,
+        NoiseUpgrader::new(Identity::generate(), NoiseConfig::open()),
+        prometheus::Registry::new(),
+    );
+    let result = builder.start(netcore::transport::MemoryTransport::default());
+    assert!(matches!(result, Err(BuildError::MessageSizeTooLarge(n)) if n == too_large));
+}

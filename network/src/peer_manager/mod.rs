@@ -169,7 +169,12 @@ impl PeerManager {
                 abort.abort();
             }
             self.count_failure("too_many_upgrades");
-            self.shared.protocols.metrics.upgrades_evicted.inc();
+            self.shared
+                .protocols
+                .metrics
+                .connection
+                .upgrades_evicted
+                .inc();
             let limit = self.shared.protocols.config.max_concurrent_inbound_upgrades;
             self.refusals
                 .log_eviction(limit, tokio::time::Instant::now());
@@ -185,6 +190,7 @@ impl PeerManager {
         self.shared
             .protocols
             .metrics
+            .defence
             .ban_refusals
             .with_label_values(&[origin.as_str()])
             .inc();
@@ -199,6 +205,7 @@ impl PeerManager {
         self.shared
             .protocols
             .metrics
+            .defence
             .banned_peers
             .set(banned as i64);
     }
@@ -207,6 +214,7 @@ impl PeerManager {
         self.shared
             .protocols
             .metrics
+            .connection
             .handshake_failures
             .with_label_values(&[reason])
             .inc();
@@ -216,7 +224,8 @@ impl PeerManager {
         self.shared
             .protocols
             .metrics
-            .connection_events
+            .connection
+            .events
             .with_label_values(&[event])
             .inc();
     }
@@ -327,6 +336,7 @@ impl PeerManager {
                 self.shared
                     .protocols
                     .metrics
+                    .connection
                     .dial_latency
                     .observe(started.elapsed().as_secs_f64());
                 let addr = conn.addr.clone();
@@ -458,7 +468,8 @@ impl PeerManager {
         self.shared
             .protocols
             .metrics
-            .connections
+            .connection
+            .live
             .with_label_values(&[origin.as_str()])
             .inc();
         self.count_event("opened");
@@ -503,7 +514,8 @@ impl PeerManager {
         self.shared
             .protocols
             .metrics
-            .connections
+            .connection
+            .live
             .with_label_values(&[handle.metadata.origin.as_str()])
             .dec();
         self.count_event("closed");
@@ -543,6 +555,7 @@ impl PeerManager {
                 self.shared
                     .protocols
                     .metrics
+                    .traffic
                     .queue_drops
                     .with_label_values(&["notifications", "queue_full"])
                     .inc();

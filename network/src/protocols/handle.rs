@@ -60,7 +60,10 @@ impl PeerHandle {
             .for_peer(trusted)
             .and_then(|limit| limit.messages)
             .map(|rate| {
-                let waits = metrics.rate_limited.with_label_values(&["messages"]);
+                let waits = metrics
+                    .defence
+                    .rate_limited
+                    .with_label_values(&["messages"]);
                 Arc::new(MessageLimiter::new(rate, waits))
             });
         let first_look = deadline_after(tokio::time::Instant::now(), config.inbound_rpc_timeout);

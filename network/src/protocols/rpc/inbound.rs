@@ -21,20 +21,13 @@ use crate::channel::QueueError;
 use crate::protocol_id::ProtocolId;
 use crate::protocols::deadline::Deadline;
 use crate::protocols::{Event, PeerHandle, Protocols, Queued};
+use crate::rate_limit::MessageLimiter;
 use crate::reputation::Misbehaviour;
 use crate::routes::Route;
 
 /// How long a server that ran out of time still spends telling the caller so: long
 /// enough for a healthy connection to carry one small frame each way.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
-
-/// How a request read ended, when it did not bring a request to serve.
-enum Unread {
-    /// Counted as this outcome.
-    Outcome(&'static str),
-    /// The deadline passed first.
-    TimedOut,
-}
 
 /// Serves one inbound request on `io`: reads it, hands it to the application, writes
 /// its answer. Bounded by the per-peer inbound limit and by `deadline` (set to the
@@ -50,48 +43,18 @@ pub(crate) async fn serve_inbound(
 ) {
     let route = &protocols.routes[route_index];
     let peer = handle.metadata.peer_id;
-    let protocol = route.protocol;
-    let codec = MessageCodec::new(protocols.config.max_message_size);
     // Answers are framed with room for the envelope around a payload of the limit.
-    let answers = MessageCodec::new(response_frame_limit(codec.max_message_size()));
+    let answers = MessageCodec::new(response_frame_limit(protocols.config.max_message_size));
     let permit = Arc::clone(&handle.inbound_rpcs).try_acquire_owned();
     // The handle is not kept while this waits: it holds the connection open.
     let limiter = handle.message_limiter.clone();
     let deadlines = Arc::clone(&handle.answer_deadlines);
     drop(handle);
-    let read = async {
-        let request = match codec.read_message(&mut io).await {
-            Ok(Some(request)) => request,
-            Err(e) => {
-                route.metrics.decode_failures.inc();
-                debug!(peer = %peer.short_str(), %protocol, error = %e, "bad inbound RPC request");
-                if let FramingError::TooLarge { .. } = e {
-                    protocols
-                        .reporter
-                        .report(peer, Misbehaviour::OversizedMessage);
-                }
-                return Err(Unread::Outcome("bad_request"));
-            }
-            Ok(None) => return Err(Unread::Outcome("cancelled")),
-        };
-        if permit.is_ok() {
-            // Over its message rate, the peer's request waits here (under the inbound
-            // timeout) before the application sees it.
-            if let Some(limiter) = &limiter
-                && !limiter.try_acquire()
-            {
-                Box::pin(limiter.acquire()).await;
-            }
-            route.metrics.messages_in.inc();
-            route.metrics.bytes_in.inc_by(request.len() as u64);
-        }
-        Ok(request)
-    };
-    let read = deadline.bound(read).await.unwrap_or(Err(Unread::TimedOut));
-    let request = match read {
-        Ok(request) => request,
-        Err(Unread::Outcome(label)) => return record_inbound(route, label),
-        Err(Unread::TimedOut) => {
+    let read = read_request(protocols, route, peer, &mut io, permit.is_ok(), limiter);
+    let request = match deadline.bound(read).await {
+        Some(Ok(request)) => request,
+        Some(Err(label)) => return record_inbound(route, label),
+        None => {
             let label = Box::pin(time_out(&mut io, &answers)).await;
             return record_inbound(route, label);
         }
@@ -112,19 +75,18 @@ pub(crate) async fn serve_inbound(
             return record_inbound(route, label);
         }
     };
-    let due = deadline.at();
     let answering = Arc::new(Answering {
         state: parking_lot::Mutex::new(Some(AnswerState {
             io,
             protocols: Arc::clone(protocols),
             route: route_index,
-            deadline: due,
+            deadline: deadline.at(),
             _permit: permit,
         })),
         done: AtomicBool::new(false),
     });
     let compact_at = 2 * protocols.config.max_concurrent_inbound_rpcs.max(16);
-    if let Err(answering) = deadlines.push(due, Arc::clone(&answering), compact_at) {
+    if let Err(answering) = deadlines.push(deadline.at(), Arc::clone(&answering), compact_at) {
         // The connection ended meanwhile: its task times out nothing more, so this one
         // keeps its deadline here.
         if let Some(state) = answering.take() {
@@ -137,9 +99,63 @@ pub(crate) async fn serve_inbound(
         return;
     }
     drop(deadlines);
+    deliver_for_direct_answer(protocols, route, peer, request, answering, deadline).await;
+}
+
+/// Reads the request; counts it when it will be served (`counted`: it holds a permit),
+/// after the peer's message rate let it through. Fails with the outcome's label.
+async fn read_request(
+    protocols: &Protocols,
+    route: &Route,
+    peer: PeerId,
+    io: &mut RpcStream,
+    counted: bool,
+    limiter: Option<Arc<MessageLimiter>>,
+) -> Result<Bytes, &'static str> {
+    let codec = MessageCodec::new(protocols.config.max_message_size);
+    let request = match codec.read_message(io).await {
+        Ok(Some(request)) => request,
+        Err(e) => {
+            route.metrics.decode_failures.inc();
+            debug!(peer = %peer.short_str(), protocol = %route.protocol, error = %e, "bad inbound RPC request");
+            if let FramingError::TooLarge { .. } = e {
+                protocols
+                    .reporter
+                    .report(peer, Misbehaviour::OversizedMessage);
+            }
+            return Err("bad_request");
+        }
+        Ok(None) => return Err("cancelled"),
+    };
+    if counted {
+        // Over its message rate, the peer's request waits here (under the inbound
+        // timeout) before the application sees it.
+        if let Some(limiter) = &limiter
+            && !limiter.try_acquire()
+        {
+            Box::pin(limiter.acquire()).await;
+        }
+        route.metrics.messages_in.inc();
+        route.metrics.bytes_in.inc_by(request.len() as u64);
+    }
+    Ok(request)
+}
+
+/// Hands a request to the application with a responder that writes the answer into
+/// `answering`'s substream. Waits (until the deadline) only while the application's
+/// queue is full; a gone application is told to the caller at once.
+async fn deliver_for_direct_answer(
+    protocols: &Protocols,
+    route: &Route,
+    peer: PeerId,
+    request: Bytes,
+    answering: Arc<Answering>,
+    deadline: &mut Deadline,
+) {
     let reply = Reply::Direct(DirectReply(Some(Arc::clone(&answering))));
-    let event = request_event(peer, protocol, request, reply, codec.max_message_size());
-    let key = (peer, Some(protocol));
+    let max = protocols.config.max_message_size;
+    let event = request_event(peer, route.protocol, request, reply, max);
+    let key = (peer, Some(route.protocol));
     let gone = match protocols.apps[route.app].try_push(key, Queued::Event(event)) {
         Ok(()) => return,
         Err(QueueError::Full(event)) => {

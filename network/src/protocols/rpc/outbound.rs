@@ -41,7 +41,8 @@ pub(crate) async fn outbound(
             let outcome = result.as_ref().map_or_else(RpcError::as_str, |_| "ok");
             protocols
                 .metrics
-                .rpc_outcomes
+                .rpc
+                .outcomes
                 .with_label_values(&[protocol.as_str(), "outbound", outcome])
                 .inc();
         }
