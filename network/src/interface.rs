@@ -16,7 +16,7 @@ use crate::connection::{ConnectionId, ConnectionMetadata, DisconnectReason};
 use crate::error::{DialError, DisconnectError, RpcError, SendError};
 use crate::protocol_id::ProtocolId;
 pub use crate::protocols::events::Event;
-use crate::protocols::events::{EventKey, Queued};
+use crate::protocols::events::{Delivery, EventKey};
 pub use crate::protocols::rpc::RpcResponder;
 use crate::protocols::{direct_send, rpc};
 use crate::reputation::Misbehaviour;
@@ -26,7 +26,7 @@ use crate::shared::Shared;
 /// The stream of an application's events, served round-robin across peers so that one
 /// flooding peer cannot starve the others.
 pub struct NetworkEvents {
-    pub(crate) queue: FairQueue<EventKey, Queued>,
+    pub(crate) queue: FairQueue<EventKey, Delivery>,
     /// The DirectSend messages being handed out, one event each.
     pub(crate) messages: Option<direct_send::MessageBatch>,
 }
@@ -44,8 +44,8 @@ impl Stream for NetworkEvents {
                 this.messages = None;
             }
             match std::task::ready!(Pin::new(&mut this.queue).poll_next(cx)) {
-                Some(Queued::Event(event)) => return Poll::Ready(Some(event)),
-                Some(Queued::Messages(batch)) => this.messages = Some(batch),
+                Some(Delivery::Event(event)) => return Poll::Ready(Some(event)),
+                Some(Delivery::Messages(batch)) => this.messages = Some(batch),
                 None => return Poll::Ready(None),
             }
         }

@@ -44,7 +44,7 @@ use crate::channel::MeteredReceiver;
 use crate::config::MAX_QUEUED_NOTIFICATIONS_PER_PEER;
 use crate::error::{DialError, DisconnectError};
 use crate::peer;
-use crate::protocols::{Event, PeerHandle, Queued};
+use crate::protocols::{Delivery, Event, PeerHandle};
 use crate::refusal_log::{Flaps, LogLimiter, host};
 use crate::reputation::Misbehaviour;
 use crate::shared::Shared;
@@ -546,7 +546,7 @@ impl PeerManager {
             if app
                 .push_control(
                     (peer, None),
-                    Queued::Event(event()),
+                    Delivery::Event(event()),
                     MAX_QUEUED_NOTIFICATIONS_PER_PEER,
                     coalesce_notifications,
                 )

@@ -4,37 +4,39 @@
 use std::collections::{HashSet, VecDeque};
 
 use crate::connection::ConnectionId;
-use crate::protocols::{Event, Queued};
+use crate::protocols::{Delivery, Event};
 
 /// Reduces one peer's queued connection notifications to what they amount to for an
 /// application that has not read them: the loss of each connection it knew before them
 /// (their `NewPeer` is not in the queue) and the arrival of the connection live at the
 /// end (its `NewPeer`, with no `LostPeer` after it), in their order. A connection that
 /// came and went inside the queue leaves nothing.
-pub(super) fn coalesce_notifications(queue: &mut VecDeque<Queued>) {
+pub(super) fn coalesce_notifications(queue: &mut VecDeque<Delivery>) {
     let announced: HashSet<ConnectionId> = queue
         .iter()
         .filter_map(|q| match q {
-            Queued::Event(Event::NewPeer(meta)) => Some(meta.connection_id),
+            Delivery::Event(Event::NewPeer(meta)) => Some(meta.connection_id),
             _ => None,
         })
         .collect();
     let lost: HashSet<ConnectionId> = queue
         .iter()
         .filter_map(|q| match q {
-            Queued::Event(Event::LostPeer { connection_id, .. }) => Some(*connection_id),
+            Delivery::Event(Event::LostPeer { connection_id, .. }) => Some(*connection_id),
             _ => None,
         })
         .collect();
     let live = queue.iter().rev().find_map(|q| match q {
-        Queued::Event(Event::NewPeer(meta)) if !lost.contains(&meta.connection_id) => {
+        Delivery::Event(Event::NewPeer(meta)) if !lost.contains(&meta.connection_id) => {
             Some(meta.connection_id)
         }
         _ => None,
     });
     queue.retain(|q| match q {
-        Queued::Event(Event::NewPeer(meta)) => Some(meta.connection_id) == live,
-        Queued::Event(Event::LostPeer { connection_id, .. }) => !announced.contains(connection_id),
+        Delivery::Event(Event::NewPeer(meta)) => Some(meta.connection_id) == live,
+        Delivery::Event(Event::LostPeer { connection_id, .. }) => {
+            !announced.contains(connection_id)
+        }
         _ => true,
     });
 }
@@ -51,8 +53,8 @@ mod tests {
 
     const PEER: PeerId = PeerId::new([3; 32]);
 
-    fn new(id: u64) -> Queued {
-        Queued::Event(Event::NewPeer(Arc::new(ConnectionMetadata {
+    fn new(id: u64) -> Delivery {
+        Delivery::Event(Event::NewPeer(Arc::new(ConnectionMetadata {
             peer_id: PEER,
             addr: "/memory/1".parse().expect("an address"),
             origin: ConnectionOrigin::Inbound,
@@ -62,8 +64,8 @@ mod tests {
         })))
     }
 
-    fn lost(id: u64) -> Queued {
-        Queued::Event(Event::LostPeer {
+    fn lost(id: u64) -> Delivery {
+        Delivery::Event(Event::LostPeer {
             peer_id: PEER,
             connection_id: ConnectionId(id),
             reason: DisconnectReason::ConnectionLost,
@@ -71,12 +73,12 @@ mod tests {
     }
 
     /// The queue as `+id` (up) and `-id` (down).
-    fn render(queue: &VecDeque<Queued>) -> Vec<String> {
+    fn render(queue: &VecDeque<Delivery>) -> Vec<String> {
         queue
             .iter()
             .map(|q| match q {
-                Queued::Event(Event::NewPeer(m)) => format!("+{}", m.connection_id.0),
-                Queued::Event(Event::LostPeer { connection_id, .. }) => {
+                Delivery::Event(Event::NewPeer(m)) => format!("+{}", m.connection_id.0),
+                Delivery::Event(Event::LostPeer { connection_id, .. }) => {
                     format!("-{}", connection_id.0)
                 }
                 _ => "other".to_owned(),
@@ -84,8 +86,8 @@ mod tests {
             .collect()
     }
 
-    fn coalesced(items: Vec<Queued>) -> Vec<String> {
-        let mut queue: VecDeque<Queued> = items.into();
+    fn coalesced(items: Vec<Delivery>) -> Vec<String> {
+        let mut queue: VecDeque<Delivery> = items.into();
         coalesce_notifications(&mut queue);
         render(&queue)
     }
@@ -156,14 +158,14 @@ mod tests {
         }
     }
 
-    fn clone_event(q: &Queued) -> Queued {
+    fn clone_event(q: &Delivery) -> Delivery {
         match q {
-            Queued::Event(Event::NewPeer(m)) => Queued::Event(Event::NewPeer(Arc::clone(m))),
-            Queued::Event(Event::LostPeer {
+            Delivery::Event(Event::NewPeer(m)) => Delivery::Event(Event::NewPeer(Arc::clone(m))),
+            Delivery::Event(Event::LostPeer {
                 peer_id,
                 connection_id,
                 reason,
-            }) => Queued::Event(Event::LostPeer {
+            }) => Delivery::Event(Event::LostPeer {
                 peer_id: *peer_id,
                 connection_id: *connection_id,
                 reason: *reason,

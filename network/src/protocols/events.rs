@@ -62,28 +62,28 @@ pub(crate) type EventKey = (PeerId, Option<ProtocolId>);
 /// What an application's queue holds: events, and DirectSend messages as their reader
 /// read them, turned into events only when the application takes them (moving one
 /// buffer between tasks rather than an event per message).
-pub(crate) enum Queued {
+pub(crate) enum Delivery {
     /// An event as it is handed out.
     Event(Event),
     /// Messages of one DirectSend substream.
     Messages(MessageBatch),
 }
 
-impl Weighted for Queued {
+impl Weighted for Delivery {
     fn weight(&self) -> usize {
         match self {
-            Queued::Event(_) => 1,
-            Queued::Messages(batch) => batch.len().max(1),
+            Delivery::Event(_) => 1,
+            Delivery::Messages(batch) => batch.len().max(1),
         }
     }
 
     fn split_off(&mut self, weight: usize) -> Option<Self> {
         match self {
-            Queued::Event(_) => None,
-            Queued::Messages(batch) => batch.split_off(weight).map(Queued::Messages),
+            Delivery::Event(_) => None,
+            Delivery::Messages(batch) => batch.split_off(weight).map(Delivery::Messages),
         }
     }
 }
 
 /// The sending side of one application's event queue.
-pub(crate) type AppQueue = FairSender<EventKey, Queued>;
+pub(crate) type AppQueue = FairSender<EventKey, Delivery>;

@@ -24,7 +24,7 @@ use crate::protocol_id::ProtocolId;
 use crate::reporter::Reporter;
 use crate::routes::Routes;
 
-pub(crate) use events::{AppQueue, Event, Queued};
+pub(crate) use events::{AppQueue, Delivery, Event};
 pub(crate) use handle::{PeerHandle, PeerTable};
 
 /// What serving and sending on the protocols needs from the node, each part owned by

@@ -45,7 +45,7 @@ mod tests;
 mod writer;
 
 pub(crate) use outbox::Outbox;
-use outbox::{LastOutbox, NotKept, outbox, push_to};
+use outbox::{NotPushed, OutboxCache, outbox, push_to};
 pub(crate) use reader::{MessageBatch, serve_inbound};
 use writer::Writer;
 
@@ -73,20 +73,20 @@ pub(crate) fn send(
             max,
         });
     }
-    let msg = match LastOutbox::push(protocols, peer, protocol, msg) {
+    let msg = match OutboxCache::push(protocols, peer, protocol, msg) {
         Ok(waker) => {
             if let Some(w) = waker {
                 w.wake();
             }
             return Ok(());
         }
-        Err(NotKept::Full(route)) => {
+        Err(NotPushed::Full(route)) => {
             if let Some(route) = protocols.routes.at(route) {
                 route.metrics.queue_drops.inc();
             }
             return Err(SendError::QueueFull);
         }
-        Err(NotKept::Miss(msg)) => msg,
+        Err(NotPushed::Uncached(msg)) => msg,
     };
     // Everything below is done under the peers' read lock, which nothing holds for
     // long: no lookup result is cloned out of it.
@@ -97,7 +97,7 @@ pub(crate) fn send(
         .index_of(protocol)
         .ok_or(SendError::UnregisteredProtocol(protocol))?;
     let queue = handle.direct_send[index].get_or_init(|| spawn_writer(protocols, handle, route));
-    LastOutbox::looked_up(protocols, peer, protocol, index, queue);
+    OutboxCache::looked_up(protocols, peer, protocol, index, queue);
     finish(push_to(&queue.shared, msg), route, peer)
 }
 

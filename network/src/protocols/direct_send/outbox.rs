@@ -17,8 +17,8 @@ use crate::protocol_id::ProtocolId;
 use crate::protocols::Protocols;
 
 thread_local! {
-    /// The queue this thread's `send_to` calls went to last; see [`LastOutbox`].
-    static LAST_OUTBOX: RefCell<LastOutbox> = const { RefCell::new(LastOutbox::Empty) };
+    /// The queue this thread's `send_to` calls went to last; see [`OutboxCache`].
+    static OUTBOX_CACHE: RefCell<OutboxCache> = const { RefCell::new(OutboxCache::Empty) };
 }
 
 /// A thread's memory of its last `send_to`, so that a run of messages to one (peer,
@@ -27,12 +27,12 @@ thread_local! {
 /// second lookup of the same (node, peer, protocol) in a row on: a loop over many peers
 /// (a broadcast) costs it one comparison per message and no reference counting. A
 /// queue closed with its connection is never used: the call goes through the table.
-pub(super) enum LastOutbox {
+pub(super) enum OutboxCache {
     Empty,
     /// Looked up once: the node (by address, only compared), peer and protocol.
-    Seen(usize, PeerId, ProtocolId),
+    LookedUpOnce(usize, PeerId, ProtocolId),
     /// Looked up twice in a row: the queue, and its route's index.
-    Kept {
+    Cached {
         /// The node; a weak reference, so its address is not reused by another node.
         node: Weak<Protocols>,
         peer: PeerId,
@@ -42,27 +42,27 @@ pub(super) enum LastOutbox {
     },
 }
 
-/// Why [`LastOutbox::push`] did not queue a message.
-pub(super) enum NotKept {
-    /// The kept queue is full; the index of its route.
+/// Why [`OutboxCache::push`] did not queue a message.
+pub(super) enum NotPushed {
+    /// The cached queue is full; the index of its route.
     Full(usize),
-    /// No live queue of (peer, protocol) is kept: look it up.
-    Miss(Bytes),
+    /// No live queue of (peer, protocol) is cached: look it up.
+    Uncached(Bytes),
 }
 
-impl LastOutbox {
-    /// Pushes `msg` to the kept queue if it is (peer, protocol)'s of this node and
+impl OutboxCache {
+    /// Pushes `msg` to the cached queue if it is (peer, protocol)'s of this node and
     /// open; returns the writer's waker, to wake.
     pub(super) fn push(
         protocols: &Arc<Protocols>,
         peer: PeerId,
         protocol: ProtocolId,
         msg: Bytes,
-    ) -> Result<Option<Waker>, NotKept> {
+    ) -> Result<Option<Waker>, NotPushed> {
         let mut msg = Some(msg);
-        let pushed = LAST_OUTBOX.try_with(|last| {
+        let pushed = OUTBOX_CACHE.try_with(|last| {
             let mut last = last.try_borrow_mut().ok()?;
-            let LastOutbox::Kept {
+            let OutboxCache::Cached {
                 node,
                 peer: kept_peer,
                 protocol: kept_protocol,
@@ -81,17 +81,17 @@ impl LastOutbox {
             let route = *route;
             Some(match push_to(queue, msg.take()?) {
                 Ok(waker) => Ok(waker),
-                Err(QueueError::Full(_)) => Err(NotKept::Full(route)),
+                Err(QueueError::Full(_)) => Err(NotPushed::Full(route)),
                 Err(QueueError::Closed(msg)) => {
-                    *last = LastOutbox::Empty;
-                    Err(NotKept::Miss(msg))
+                    *last = OutboxCache::Empty;
+                    Err(NotPushed::Uncached(msg))
                 }
             })
         });
         match (pushed, msg) {
             (Ok(Some(pushed)), _) => pushed,
-            // Not kept (or the thread is exiting): `msg` was not taken.
-            (_, Some(msg)) => Err(NotKept::Miss(msg)),
+            // Not cached (or the thread is exiting): `msg` was not taken.
+            (_, Some(msg)) => Err(NotPushed::Uncached(msg)),
             // Not reached: the message is taken only to be pushed, which gives an
             // outcome.
             (_, None) => Ok(None),
@@ -108,13 +108,13 @@ impl LastOutbox {
         queue: &Outbox,
     ) {
         let node = Arc::as_ptr(protocols) as usize;
-        let _ = LAST_OUTBOX.try_with(|last| {
+        let _ = OUTBOX_CACHE.try_with(|last| {
             let Ok(mut last) = last.try_borrow_mut() else {
                 return;
             };
             *last = match &*last {
-                LastOutbox::Seen(n, p, pr) if (*n, *p, *pr) == (node, peer, protocol) => {
-                    LastOutbox::Kept {
+                OutboxCache::LookedUpOnce(n, p, pr) if (*n, *p, *pr) == (node, peer, protocol) => {
+                    OutboxCache::Cached {
                         node: Arc::downgrade(protocols),
                         peer,
                         protocol,
@@ -122,7 +122,7 @@ impl LastOutbox {
                         queue: Arc::clone(&queue.shared),
                     }
                 }
-                _ => LastOutbox::Seen(node, peer, protocol),
+                _ => OutboxCache::LookedUpOnce(node, peer, protocol),
             };
         });
     }
@@ -209,7 +209,7 @@ pub(super) fn push_to(
 impl Outbox {
     /// Closes the queue: later messages are refused (`send_to` then looks the peer up
     /// again), and the writer takes what is queued, then ends. Done when the connection
-    /// leaves the peer table, so that no thread's kept queue outlives it there.
+    /// leaves the peer table, so that no thread's cached queue outlives it there.
     pub(crate) fn close(&self) {
         let waker = {
             let mut state = self.shared.lock();

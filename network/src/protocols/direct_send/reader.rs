@@ -17,7 +17,7 @@ use tracing::debug;
 use super::core::{DELIVER_BATCH, ReceiverAcks, frames_end, scan};
 use crate::channel::QueueError;
 use crate::protocol_id::ProtocolId;
-use crate::protocols::{Event, PeerHandle, Protocols, Queued};
+use crate::protocols::{Delivery, Event, PeerHandle, Protocols};
 use crate::rate_limit::MessageLimiter;
 use crate::reputation::Misbehaviour;
 use crate::routes::Route;
@@ -179,7 +179,7 @@ pub(crate) async fn serve_inbound(
             admission(limiter.as_deref(), &mut admitted),
         );
         if found.count > 0 {
-            let mut item = Queued::Messages(MessageBatch {
+            let mut item = Delivery::Messages(MessageBatch {
                 peer_id: peer,
                 protocol: route.protocol,
                 frames: buf.split_to(found.end).freeze(),

@@ -20,7 +20,7 @@ use super::{RpcStream, await_fin, record_inbound, remote_finished, send_response
 use crate::channel::QueueError;
 use crate::protocol_id::ProtocolId;
 use crate::protocols::deadline::Deadline;
-use crate::protocols::{Event, PeerHandle, Protocols, Queued};
+use crate::protocols::{Delivery, Event, PeerHandle, Protocols};
 use crate::rate_limit::MessageLimiter;
 use crate::reputation::Misbehaviour;
 use crate::routes::Route;
@@ -156,7 +156,7 @@ async fn deliver_for_direct_answer(
     let max = protocols.config.max_message_size;
     let event = request_event(peer, route.protocol, request, reply, max);
     let key = (peer, Some(route.protocol));
-    let gone = match protocols.apps[route.app].try_push(key, Queued::Event(event)) {
+    let gone = match protocols.apps[route.app].try_push(key, Delivery::Event(event)) {
         Ok(()) => return,
         Err(QueueError::Full(event)) => {
             // Boxed, as the other paths that wait; and kept when the deadline passes, so
@@ -272,7 +272,7 @@ async fn answer(
     rx: oneshot::Receiver<Answer>,
 ) -> (RpcResponse, &'static str) {
     if protocols.apps[route.app]
-        .push((peer, Some(route.protocol)), Queued::Event(event))
+        .push((peer, Some(route.protocol)), Delivery::Event(event))
         .await
         .is_err()
     {
