@@ -1,4 +1,4 @@
-//! The node's configuration file: the network (see `validator_network::NetworkConfig`),
+//! The node's configuration file: the network (see `validator_network::StackConfig`),
 //! the metrics address, and the example consensus and mempool.
 
 use std::net::SocketAddr;
@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use toy_consensus::ConsensusConfig;
 use toy_mempool::MempoolConfig;
-use validator_network::{ConfigError, NetworkConfig, PeerId};
+use validator_network::{ConfigError, PeerId, StackConfig};
 
 /// The example consensus's settings in the file (milliseconds for durations).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,7 +70,7 @@ pub struct NodeConfig {
     #[serde(default = "default_metrics_address")]
     pub metrics_address: SocketAddr,
     /// The network. `identity_key` is relative to the file's folder.
-    pub network: NetworkConfig,
+    pub network: StackConfig,
     /// The example consensus.
     #[serde(default)]
     pub consensus: ConsensusSection,
@@ -164,7 +164,7 @@ mod tests {
 
         assert_eq!(config.network.trusted_peers.len(), 3);
         // It says its values are the defaults: keep it true.
-        let defaults = NetworkConfig::default();
+        let defaults = StackConfig::default();
         assert_eq!(config.network.limits, defaults.limits);
         assert_eq!(config.network.intervals, defaults.intervals);
         assert_eq!(config.consensus, ConsensusSection::default());

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use toy_consensus::ConsensusConfig;
 use toy_mempool::MempoolConfig;
-use validator_network::{Identity, NetworkAddress, NetworkConfig, PeerId, Registry};
+use validator_network::{Identity, NetworkAddress, PeerId, Registry, StackConfig};
 
 use crate::metrics::{self, Snapshot, quantile};
 use crate::validator::{self, RunningValidator};
@@ -207,8 +207,8 @@ pub async fn run(
 
 /// The network configuration of a demo validator: loopback, trusting `all`, dialing
 /// those already started (`known`); the later ones dial it.
-fn network_config(all: &[PeerId], known: &[NetworkAddress]) -> NetworkConfig {
-    NetworkConfig::for_validator_set("/ip4/127.0.0.1/tcp/0", all, known)
+fn network_config(all: &[PeerId], known: &[NetworkAddress]) -> StackConfig {
+    StackConfig::for_validator_set("/ip4/127.0.0.1/tcp/0", all, known)
 }
 
 fn print_summary(out: &mut impl Write, s: &DemoSummary) -> std::io::Result<()> {

@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use toy_consensus::{ConsensusConfig, ConsensusStatus, ToyConsensus, TransactionSource};
-use toy_mempool::{Mempool, MempoolConfig, MempoolHandle};
+use toy_consensus::{
+    ConsensusApp, ConsensusConfig, ConsensusStatus, ToyConsensus, TransactionSource,
+};
+use toy_mempool::{Mempool, MempoolApp, MempoolConfig, MempoolHandle};
 use validator_network::{
-    Identity, NetworkAddress, NetworkBuilder, NetworkConfig, PeerId, Registry, ShutdownHandle,
+    Identity, NetworkAddress, PeerId, Registry, ShutdownHandle, StackBuilder, StackConfig,
 };
 
 /// Consensus takes its transactions from the mempool.
@@ -43,24 +45,17 @@ pub struct RunningValidator {
 /// Starts a validator with `identity` over `network`, its metrics in `registry`.
 pub fn start(
     identity: Identity,
-    network: NetworkConfig,
+    network: StackConfig,
     consensus: ConsensusConfig,
     mempool: MempoolConfig,
     registry: Registry,
 ) -> anyhow::Result<RunningValidator> {
-    let mut running = NetworkBuilder::new(network, registry.clone())
-        .with_identity(identity)
-        .with_consensus()
-        .with_mempool()
-        .start()?;
-    let (consensus_tx, consensus_events) = running
-        .consensus
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("consensus was not registered"))?;
-    let (mempool_tx, mempool_events) = running
-        .mempool
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("mempool was not registered"))?;
+    let mut builder = StackBuilder::new(network, registry.clone()).with_identity(identity);
+    let consensus_app = builder.register::<ConsensusApp>();
+    let mempool_app = builder.register::<MempoolApp>();
+    let mut running = builder.start()?;
+    let (consensus_tx, consensus_events) = running.take(consensus_app);
+    let (mempool_tx, mempool_events) = running.take(mempool_app);
     let (stop, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();

@@ -1,80 +1,145 @@
-//! The applications this crate types: which protocols each uses and which messages travel
-//! on them.
+//! What an application is to the stack: a name, the protocols it speaks, and the
+//! message types that travel on them. Applications are defined by their users (the
+//! example consensus and mempool define theirs in their own crates) and registered with
+//! [`StackBuilder::register`](crate::StackBuilder::register).
 
 use std::fmt;
 
+use bytes::Bytes;
 use network::{ProtocolId, ProtocolKind};
-use proto::Message;
-use proto::consensus::{BlockRetrievalRequest, BlockRetrievalResponse, ConsensusMsg};
-use proto::mempool::{BatchAck, TransactionBatch};
+use proto::{DecodeError, Message};
 
-/// Proposals, votes and sync info: one long-lived substream per peer. Version 2:
-/// DirectSend acknowledgements travel back on the substream (docs/WIRE.md); version 1
-/// had none.
-pub const CONSENSUS_DIRECT_SEND: ProtocolId = ProtocolId::new("/consensus/direct-send/2");
-/// Block retrieval: one substream per request.
-/// Version 2: a response over the payload limit is answered with the failure code
-/// `TOO_LARGE` (docs/WIRE.md).
-pub const CONSENSUS_RPC: ProtocolId = ProtocolId::new("/consensus/rpc/2");
-/// Transaction batches (requests) and their acks (responses).
-/// Version 2, as [`CONSENSUS_RPC`].
-pub const MEMPOOL_RPC: ProtocolId = ProtocolId::new("/mempool/rpc/2");
+/// A type with no values: the message type of a kind an application does not use. An
+/// application without one-way messages has `type Message = Never`, so its
+/// [`AppEvent::Message`](crate::AppEvent::Message) cannot be built (a `match` may leave
+/// it out) and its sender's `send_to` cannot be called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Never {}
 
-/// An application of the validator network: the message types of its protocols.
-///
-/// Implemented by the marker types [`Consensus`] and [`Mempool`]; it is what lets
-/// [`Event`](crate::Event), [`Sender`](crate::Sender) and [`Events`](crate::Events) name one
-/// generic parameter for all of an application's types.
-pub trait Application: fmt::Debug + Send + Sync + 'static {
-    /// The application's name, used in metric labels and logs.
-    const NAME: &'static str;
-    /// The protocol of one-way messages, if the application sends any.
-    const DIRECT_SEND: Option<ProtocolId>;
-    /// The protocol of requests and responses, if the application makes any.
-    const RPC: Option<ProtocolId>;
-    /// A one-way message.
-    type Message: Message + Default + fmt::Debug + Send + 'static;
-    /// An RPC request.
-    type Request: Message + Default + fmt::Debug + Send + 'static;
-    /// An RPC response.
-    type Response: Message + Default + fmt::Debug + Send + 'static;
+/// What travels on an application's protocol: any protobuf message, or [`Never`].
+pub trait Payload: Sized + Send + fmt::Debug + 'static {
+    /// Whether the type has values: `false` for [`Never`] alone.
+    const INHABITED: bool;
 
-    /// The protocols to register with the network.
-    fn protocols() -> Vec<(ProtocolId, ProtocolKind)> {
-        let mut protocols = Vec::new();
-        if let Some(p) = Self::DIRECT_SEND {
-            protocols.push((p, ProtocolKind::DirectSend));
-        }
-        if let Some(p) = Self::RPC {
-            protocols.push((p, ProtocolKind::Rpc));
-        }
-        protocols
+    /// The message's bytes on the wire.
+    fn to_bytes(&self) -> Bytes;
+
+    /// The message in `bytes`.
+    fn from_bytes(bytes: Bytes) -> Result<Self, DecodeError>;
+}
+
+impl<T: Message + Default + fmt::Debug + 'static> Payload for T {
+    const INHABITED: bool = true;
+
+    fn to_bytes(&self) -> Bytes {
+        Bytes::from(self.encode_to_vec())
+    }
+
+    fn from_bytes(bytes: Bytes) -> Result<Self, DecodeError> {
+        T::decode(bytes)
     }
 }
 
-/// The consensus application: [`ConsensusMsg`] over DirectSend, block retrieval over RPC.
-#[derive(Debug, Clone, Copy)]
-pub enum Consensus {}
+impl Payload for Never {
+    const INHABITED: bool = false;
 
-impl Application for Consensus {
-    const NAME: &'static str = "consensus";
-    const DIRECT_SEND: Option<ProtocolId> = Some(CONSENSUS_DIRECT_SEND);
-    const RPC: Option<ProtocolId> = Some(CONSENSUS_RPC);
-    type Message = ConsensusMsg;
-    type Request = BlockRetrievalRequest;
-    type Response = BlockRetrievalResponse;
+    fn to_bytes(&self) -> Bytes {
+        match *self {}
+    }
+
+    /// Always an error. Not reached: the stack delivers only what arrives on an
+    /// application's registered protocols, and a kind of type `Never` has none.
+    fn from_bytes(_: Bytes) -> Result<Self, DecodeError> {
+        // prost offers no public constructor of its error: a key announcing a
+        // length-delimited field, with no length after it, never decodes.
+        match proto::rpc::RpcResponse::decode(&[0x0a][..]) {
+            Err(error) => Err(error),
+            Ok(_) => unreachable!("a field key without its length does not decode"),
+        }
+    }
 }
 
-/// The mempool application: a [`TransactionBatch`] is an RPC answered by a [`BatchAck`];
-/// it sends no one-way messages.
-#[derive(Debug, Clone, Copy)]
-pub enum Mempool {}
+/// An application of the stack: its name, the protocols it speaks (each declared here
+/// once) and the types that travel on them.
+///
+/// A one-way protocol carries [`Self::Message`]; a request-response protocol carries
+/// [`Self::Request`] answered by [`Self::Response`]. A kind the application does not
+/// use has no protocol and the type [`Never`]; registering an application where the
+/// two disagree does not compile.
+///
+/// ```
+/// use validator_network::proto::mempool::{BatchAck, TransactionBatch};
+/// use validator_network::{Application, Never, ProtocolId};
+///
+/// /// Transaction batches by RPC, answered by acks; no one-way messages.
+/// enum Gossip {}
+///
+/// impl Application for Gossip {
+///     const NAME: &'static str = "gossip";
+///     const DIRECT_SEND: Option<ProtocolId> = None;
+///     const RPC: Option<ProtocolId> = Some(ProtocolId::new("/gossip/rpc/1"));
+///     type Message = Never;
+///     type Request = TransactionBatch;
+///     type Response = BatchAck;
+/// }
+/// ```
+///
+/// An application whose protocols and types disagree is refused when it is registered:
+///
+/// ```compile_fail
+/// use validator_network::proto::consensus::ConsensusMsg;
+/// use validator_network::{Application, Never, ProtocolId, StackBuilder, StackConfig};
+///
+/// /// Declares one-way messages but no protocol to carry them.
+/// enum Broken {}
+///
+/// impl Application for Broken {
+///     const NAME: &'static str = "broken";
+///     const DIRECT_SEND: Option<ProtocolId> = None;
+///     const RPC: Option<ProtocolId> = None;
+///     type Message = ConsensusMsg;
+///     type Request = Never;
+///     type Response = Never;
+/// }
+///
+/// let mut builder = StackBuilder::new(StackConfig::default(), prometheus::Registry::new());
+/// let _ = builder.register::<Broken>();
+/// ```
+pub trait Application: Send + Sync + 'static {
+    /// The application's name, used in metric labels and logs.
+    const NAME: &'static str;
+    /// The protocol of one-way messages; `None` exactly when `Message` is [`Never`].
+    const DIRECT_SEND: Option<ProtocolId>;
+    /// The protocol of requests and responses; `None` exactly when `Request` and
+    /// `Response` are [`Never`].
+    const RPC: Option<ProtocolId>;
+    /// A one-way message.
+    type Message: Payload;
+    /// An RPC request.
+    type Request: Payload;
+    /// An RPC response.
+    type Response: Payload;
+}
 
-impl Application for Mempool {
-    const NAME: &'static str = "mempool";
-    const DIRECT_SEND: Option<ProtocolId> = None;
-    const RPC: Option<ProtocolId> = Some(MEMPOOL_RPC);
-    type Message = ();
-    type Request = TransactionBatch;
-    type Response = BatchAck;
+/// The protocols to register for `A`, checked at compile time against its types.
+pub(crate) fn protocols<A: Application>() -> Vec<(ProtocolId, ProtocolKind)> {
+    const {
+        assert!(
+            A::DIRECT_SEND.is_some() == <A::Message as Payload>::INHABITED,
+            "an application has a DIRECT_SEND protocol exactly when its Message is not Never"
+        );
+        assert!(
+            A::RPC.is_some() == <A::Request as Payload>::INHABITED
+                && A::RPC.is_some() == <A::Response as Payload>::INHABITED,
+            "an application has an RPC protocol exactly when its Request and Response are not Never"
+        );
+    }
+    let mut protocols = Vec::new();
+    if let Some(p) = A::DIRECT_SEND {
+        protocols.push((p, ProtocolKind::DirectSend));
+    }
+    if let Some(p) = A::RPC {
+        protocols.push((p, ProtocolKind::Rpc));
+    }
+    protocols
 }

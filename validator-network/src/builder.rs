@@ -1,10 +1,12 @@
-//! From one [`NetworkConfig`] to a running network stack: transport, Noise, the peer
-//! manager, the typed applications, and the connectivity manager, health checker and
-//! discovery that keep the validators connected.
+//! From one [`StackConfig`] to a running network stack: transport, Noise, the peer
+//! manager, the applications registered with it, and the connectivity manager, health
+//! checker and discovery that keep the validators connected.
 
 use std::collections::HashSet;
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use netcore::address::{Endpoint, Host};
 use netcore::transport::{MemoryTransport, TcpTransport, Transport, TransportError};
@@ -20,20 +22,15 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use crate::app::{Application, Consensus, Mempool};
-use crate::config::{ConfigError, FieldError, Mode, NetworkConfig, Resolved};
+use crate::app::{self, Application};
+use crate::config::{ConfigError, FieldError, Mode, Resolved, StackConfig};
 use crate::event::Events;
 use crate::metrics::Metrics;
 use crate::sender::Sender;
 
-/// The consensus application's handles: its sender and its event stream.
-pub type ConsensusNetwork = (Sender<Consensus>, Events<Consensus>);
-/// The mempool application's handles: its sender and its event stream.
-pub type MempoolNetwork = (Sender<Mempool>, Events<Mempool>);
-
-/// Why the network could not start.
+/// Why the stack could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum BuildError {
+pub enum StartError {
     /// The configuration is invalid; the error names the field.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -52,58 +49,114 @@ pub enum BuildError {
 }
 
 /// Collects a configuration and the applications to run, then
-/// [`start`](NetworkBuilder::start)s the stack on the current tokio runtime.
+/// [`start`](StackBuilder::start)s the stack on the current tokio runtime.
 ///
 /// ```no_run
-/// # async fn example() -> Result<(), validator_network::BuildError> {
-/// use validator_network::{NetworkBuilder, NetworkConfig};
+/// # async fn example() -> Result<(), validator_network::StartError> {
+/// use validator_network::proto::mempool::{BatchAck, TransactionBatch};
+/// use validator_network::{Application, Never, ProtocolId, StackBuilder, StackConfig};
 ///
-/// let config = NetworkConfig::from_toml(&std::fs::read_to_string("node.toml").unwrap())?;
-/// let mut running = NetworkBuilder::new(config, prometheus::Registry::new())
-///     .with_consensus()
-///     .with_mempool()
-///     .start()?;
-/// let (consensus_tx, consensus_events) = running.consensus.take().unwrap();
-/// // ... run consensus ...
+/// enum Gossip {}
+///
+/// impl Application for Gossip {
+///     const NAME: &'static str = "gossip";
+///     const DIRECT_SEND: Option<ProtocolId> = None;
+///     const RPC: Option<ProtocolId> = Some(ProtocolId::new("/gossip/rpc/1"));
+///     type Message = Never;
+///     type Request = TransactionBatch;
+///     type Response = BatchAck;
+/// }
+///
+/// let config = StackConfig::from_toml(&std::fs::read_to_string("node.toml").unwrap())?;
+/// let mut builder = StackBuilder::new(config, prometheus::Registry::new());
+/// let gossip = builder.register::<Gossip>();
+/// let mut running = builder.start()?;
+/// let (sender, events) = running.take(gossip);
+/// // ... run the application ...
 /// running.shutdown.shutdown().await;
 /// # Ok(()) }
 /// ```
-pub struct NetworkBuilder {
-    config: NetworkConfig,
+pub struct StackBuilder {
+    config: StackConfig,
     identity: Option<Identity>,
     registry: Registry,
-    consensus: bool,
-    mempool: bool,
+    /// The registered applications: name and protocols, in registration order.
+    apps: Vec<RegisteredApp>,
+    /// Names this builder's registrations, so that one taken from another stack is
+    /// refused.
+    id: u64,
     transport: Option<StartWith>,
 }
 
+/// An application registered with a [`StackBuilder`].
+struct RegisteredApp {
+    name: &'static str,
+    protocols: Vec<(network::ProtocolId, network::ProtocolKind)>,
+}
+
+/// The receipt of [`StackBuilder::register`]: hand it to [`RunningStack::take`] for
+/// the application's typed handles. It is used once.
+#[must_use = "the application's handles are taken with it from the running stack"]
+pub struct Registration<A: Application> {
+    stack: u64,
+    index: usize,
+    _app: PhantomData<fn() -> A>,
+}
+
+impl<A: Application> fmt::Debug for Registration<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registration")
+            .field("app", &A::NAME)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Gives each builder its own id.
+static NEXT_STACK_ID: AtomicU64 = AtomicU64::new(0);
+
 /// Starts the lower network over a base transport chosen by
-/// [`NetworkBuilder::with_transport`].
+/// [`StackBuilder::with_transport`].
 type StartWith =
     Box<dyn FnOnce(network::NetworkBuilder) -> Result<Network, network::BuildError> + Send>;
 
-impl fmt::Debug for NetworkBuilder {
+impl fmt::Debug for StackBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NetworkBuilder")
+        let apps: Vec<_> = self.apps.iter().map(|app| app.name).collect();
+        f.debug_struct("StackBuilder")
             .field("config", &self.config)
             .field("identity", &self.identity.as_ref().map(Identity::peer_id))
-            .field("consensus", &self.consensus)
-            .field("mempool", &self.mempool)
+            .field("apps", &apps)
             .field("custom_transport", &self.transport.is_some())
             .finish_non_exhaustive()
     }
 }
 
-impl NetworkBuilder {
+impl StackBuilder {
     /// A builder for `config`; metrics go to `registry`.
-    pub fn new(config: NetworkConfig, registry: Registry) -> Self {
+    pub fn new(config: StackConfig, registry: Registry) -> Self {
         Self {
             config,
             identity: None,
             registry,
-            consensus: false,
-            mempool: false,
+            apps: Vec::new(),
+            id: NEXT_STACK_ID.fetch_add(1, Ordering::Relaxed),
             transport: None,
+        }
+    }
+
+    /// Runs application `A`: its protocols are registered, and its typed sender and
+    /// event stream are taken from the running stack with the returned
+    /// [`Registration`]. Two applications that declare one protocol fail the start
+    /// ([`network::BuildError::DuplicateProtocol`]).
+    pub fn register<A: Application>(&mut self) -> Registration<A> {
+        self.apps.push(RegisteredApp {
+            name: A::NAME,
+            protocols: app::protocols::<A>(),
+        });
+        Registration {
+            stack: self.id,
+            index: self.apps.len() - 1,
+            _app: PhantomData,
         }
     }
 
@@ -130,21 +183,9 @@ impl NetworkBuilder {
         self
     }
 
-    /// Runs the consensus application: [`RunningNetwork::consensus`] holds its handles.
-    pub fn with_consensus(mut self) -> Self {
-        self.consensus = true;
-        self
-    }
-
-    /// Runs the mempool application: [`RunningNetwork::mempool`] holds its handles.
-    pub fn with_mempool(mut self) -> Self {
-        self.mempool = true;
-        self
-    }
-
     /// Validates the configuration, loads the identity, and starts everything on the
     /// current tokio runtime (so it must be called inside one).
-    pub fn start(self) -> Result<RunningNetwork, BuildError> {
+    pub fn start(self) -> Result<RunningStack, StartError> {
         let resolved = self.config.resolve()?;
         let identity = match self.identity {
             Some(identity) => identity,
@@ -188,12 +229,11 @@ impl NetworkBuilder {
         for addr in &resolved.listen {
             builder.listen_on(addr.clone());
         }
-        let consensus_app = self
-            .consensus
-            .then(|| builder.register(&Consensus::protocols()));
-        let mempool_app = self
-            .mempool
-            .then(|| builder.register(&Mempool::protocols()));
+        let app_ids: Vec<AppId> = self
+            .apps
+            .iter()
+            .map(|app| builder.register(&app.protocols))
+            .collect();
         let connectivity_app = builder.register(&[]);
         let health_app = builder.register(hc::PROTOCOLS);
         let discovery_app = builder.register(discovery::PROTOCOLS);
@@ -232,25 +272,17 @@ impl NetworkBuilder {
         };
 
         let validators = (!trusted_ids.is_empty()).then(|| Arc::new(trusted_ids));
-        let consensus = consensus_app.map(|app| {
-            let (sender, events) = take(&mut network, app);
-            (
-                Sender::new(sender, metrics.clone(), validators.clone()),
-                Events::new(events, metrics.clone()),
-            )
-        });
-        let mempool = mempool_app.map(|app| {
-            let (sender, events) = take(&mut network, app);
-            (
-                Sender::new(sender, metrics.clone(), validators.clone()),
-                Events::new(events, metrics.clone()),
-            )
-        });
-        Ok(RunningNetwork {
+        let apps = app_ids
+            .into_iter()
+            .map(|app| Some(take(&mut network, app)))
+            .collect();
+        Ok(RunningStack {
             peer_id: local,
             listen_addrs,
-            consensus,
-            mempool,
+            apps,
+            stack: self.id,
+            metrics,
+            validators,
             shutdown: ShutdownHandle {
                 network,
                 stop: stop_tx,
@@ -281,7 +313,7 @@ impl Components<'_> {
         health_app: AppId,
         discovery_app: AppId,
         stop: watch::Receiver<bool>,
-    ) -> Result<(Vec<JoinHandle<()>>, DiscoveryHandle), BuildError> {
+    ) -> Result<(Vec<JoinHandle<()>>, DiscoveryHandle), StartError> {
         let stopped = move || {
             let mut rx = stop.clone();
             async move {
@@ -349,20 +381,60 @@ fn take(network: &mut Network, app: AppId) -> (network::NetworkSender, network::
         .unwrap_or_else(|| unreachable!("each application is registered and taken once"))
 }
 
-/// A running network stack: the typed handles of each application and the handle that
-/// stops it all.
-#[derive(Debug)]
-pub struct RunningNetwork {
+/// A running network stack: the handles of each registered application, to take with
+/// its [`Registration`], and the handle that stops it all.
+pub struct RunningStack {
     /// This node's peer id.
     pub peer_id: PeerId,
     /// The addresses bound, each ending with `/p2p/<peer id>`, ready to give to peers.
     pub listen_addrs: Vec<NetworkAddress>,
-    /// The consensus handles, if [`NetworkBuilder::with_consensus`] asked for them.
-    pub consensus: Option<ConsensusNetwork>,
-    /// The mempool handles, if [`NetworkBuilder::with_mempool`] asked for them.
-    pub mempool: Option<MempoolNetwork>,
     /// Stops the stack.
     pub shutdown: ShutdownHandle,
+    /// Each registered application's untyped handles, until taken.
+    apps: Vec<Option<(network::NetworkSender, network::NetworkEvents)>>,
+    /// The builder's id, which its registrations carry.
+    stack: u64,
+    metrics: Metrics,
+    /// The validators `broadcast` sends to: the configured trusted peers, or `None`
+    /// (every connected peer) when none are configured.
+    validators: Option<Arc<HashSet<PeerId>>>,
+}
+
+impl fmt::Debug for RunningStack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunningStack")
+            .field("peer_id", &self.peer_id)
+            .field("listen_addrs", &self.listen_addrs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningStack {
+    /// Application `A`'s typed sender and event stream.
+    ///
+    /// # Panics
+    ///
+    /// If `registration` came from another [`StackBuilder`]: a registration is good
+    /// only for the stack its builder started, and it is taken once (it is consumed).
+    pub fn take<A: Application>(
+        &mut self,
+        registration: Registration<A>,
+    ) -> (Sender<A>, Events<A>) {
+        assert_eq!(
+            registration.stack,
+            self.stack,
+            "the registration of {} is from another stack",
+            A::NAME
+        );
+        let Some((sender, events)) = self.apps.get_mut(registration.index).and_then(Option::take)
+        else {
+            unreachable!("a registration is consumed when its handles are taken");
+        };
+        (
+            Sender::new(sender, self.metrics.clone(), self.validators.clone()),
+            Events::new(events, self.metrics.clone()),
+        )
+    }
 }
 
 /// Stops a running stack: see [`shutdown`](ShutdownHandle::shutdown).

@@ -149,7 +149,7 @@ impl Default for Intervals {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct NetworkConfig {
+pub struct StackConfig {
     /// The identity key file (`node keygen --out PATH` writes one). Not needed when the
     /// builder is given an identity.
     pub identity_key: Option<PathBuf>,
@@ -173,7 +173,7 @@ pub struct NetworkConfig {
     pub intervals: Intervals,
 }
 
-impl Default for NetworkConfig {
+impl Default for StackConfig {
     fn default() -> Self {
         let base = net::NetworkConfig::default();
         Self {
@@ -288,7 +288,7 @@ pub(crate) struct Resolved {
     pub(crate) discovery: DiscoveryConfig,
 }
 
-impl NetworkConfig {
+impl StackConfig {
     /// The configuration of one validator of the set `validators`, listening on
     /// `listen_address` and knowing the addresses in `known` (each naming its peer with
     /// `/p2p/`): e.g. a cluster started one node at a time, where each dials those
@@ -316,7 +316,7 @@ impl NetworkConfig {
     }
 
     /// Parses a configuration from TOML text (it is not validated yet; see
-    /// [`validate`](NetworkConfig::validate)).
+    /// [`validate`](StackConfig::validate)).
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         Ok(toml::from_str(text)?)
     }

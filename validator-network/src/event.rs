@@ -1,4 +1,4 @@
-//! What an application receives: typed [`Event`]s on an [`Events`] stream.
+//! What an application receives: typed [`AppEvent`]s on an [`Events`] stream.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -6,18 +6,18 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use futures::Stream;
 use netcore::PeerId;
 use network::{ConnectionId, DisconnectReason, NetworkEvents, ResponseTooLarge, RpcResponder};
-use proto::Message;
 use tracing::debug;
 
-use crate::app::Application;
+use crate::app::{Application, Payload};
 use crate::metrics::Metrics;
 
-/// Something that happened on the network, for application `A`.
-pub enum Event<A: Application> {
+/// Something that happened on the network, for application `A`. The variants of a
+/// kind `A` does not use hold [`Never`](crate::Never): they cannot occur, and a `match`
+/// may leave them out.
+pub enum AppEvent<A: Application> {
     /// A peer is connected.
     NewPeer(PeerId),
     /// A peer is no longer connected.
@@ -45,21 +45,21 @@ pub enum Event<A: Application> {
     },
 }
 
-impl<A: Application> fmt::Debug for Event<A> {
+impl<A: Application> fmt::Debug for AppEvent<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Event::NewPeer(peer) => f.debug_tuple("NewPeer").field(peer).finish(),
-            Event::LostPeer { peer_id, reason } => f
+            AppEvent::NewPeer(peer) => f.debug_tuple("NewPeer").field(peer).finish(),
+            AppEvent::LostPeer { peer_id, reason } => f
                 .debug_struct("LostPeer")
                 .field("peer_id", peer_id)
                 .field("reason", reason)
                 .finish(),
-            Event::Message { peer_id, msg } => f
+            AppEvent::Message { peer_id, msg } => f
                 .debug_struct("Message")
                 .field("peer_id", peer_id)
                 .field("msg", msg)
                 .finish(),
-            Event::RpcRequest {
+            AppEvent::RpcRequest {
                 peer_id, request, ..
             } => f
                 .debug_struct("RpcRequest")
@@ -77,11 +77,11 @@ pub struct Responder<R> {
     _response: PhantomData<fn(R)>,
 }
 
-impl<R: Message> Responder<R> {
+impl<R: Payload> Responder<R> {
     /// Sends `response` to the caller. A response over the network's message limit is
     /// not sent: the caller gets `RpcError::TooLarge`, and so does this call.
     pub fn respond(self, response: R) -> Result<(), ResponseTooLarge> {
-        self.inner.respond(Bytes::from(response.encode_to_vec()))
+        self.inner.respond(response.to_bytes())
     }
 
     /// Tells the caller the request failed, with a short explanation.
@@ -149,12 +149,12 @@ impl<A: Application> Events<A> {
     }
 
     /// Turns a network event into a typed one, or `None` if it is dropped.
-    fn convert(&mut self, event: network::Event) -> Option<Event<A>> {
+    fn convert(&mut self, event: network::Event) -> Option<AppEvent<A>> {
         match event {
             network::Event::NewPeer(meta) => self
                 .live
                 .up(meta.peer_id, meta.connection_id)
-                .then_some(Event::NewPeer(meta.peer_id)),
+                .then_some(AppEvent::NewPeer(meta.peer_id)),
             network::Event::LostPeer {
                 peer_id,
                 connection_id,
@@ -162,9 +162,9 @@ impl<A: Application> Events<A> {
             } => self
                 .live
                 .down(peer_id, connection_id)
-                .then_some(Event::LostPeer { peer_id, reason }),
-            network::Event::Message { peer_id, data, .. } => match A::Message::decode(data) {
-                Ok(msg) => Some(Event::Message { peer_id, msg }),
+                .then_some(AppEvent::LostPeer { peer_id, reason }),
+            network::Event::Message { peer_id, data, .. } => match A::Message::from_bytes(data) {
+                Ok(msg) => Some(AppEvent::Message { peer_id, msg }),
                 Err(error) => {
                     self.metrics.decode_failure(A::NAME, "message");
                     debug!(app = A::NAME, peer = %peer_id.short_str(), %error, "dropped an undecodable message");
@@ -176,8 +176,8 @@ impl<A: Application> Events<A> {
                 data,
                 responder,
                 ..
-            } => match A::Request::decode(data) {
-                Ok(request) => Some(Event::RpcRequest {
+            } => match A::Request::from_bytes(data) {
+                Ok(request) => Some(AppEvent::RpcRequest {
                     peer_id,
                     request,
                     responder: Responder {
@@ -197,9 +197,9 @@ impl<A: Application> Events<A> {
 }
 
 impl<A: Application> Stream for Events<A> {
-    type Item = Event<A>;
+    type Item = AppEvent<A>;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event<A>>> {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<AppEvent<A>>> {
         let this = self.get_mut();
         for _ in 0..MAX_DROPS_PER_POLL {
             match Pin::new(&mut this.inner).poll_next(cx) {

@@ -6,16 +6,11 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use netcore::PeerId;
 use network::{NetworkSender, ProtocolId, RpcError, SendError};
-use proto::consensus::{BlockRetrievalRequest, BlockRetrievalResponse, ConsensusMsg};
-use proto::mempool::{BatchAck, TransactionBatch};
-use proto::{DecodeError, Message};
+use proto::DecodeError;
 
-use crate::app::{
-    Application, CONSENSUS_DIRECT_SEND, CONSENSUS_RPC, Consensus, MEMPOOL_RPC, Mempool,
-};
+use crate::app::{Application, Payload};
 use crate::metrics::Metrics;
 
 /// Why a typed request got no typed response.
@@ -31,8 +26,9 @@ pub enum RequestError {
 
 /// Application `A`'s handle to the network: cheap to clone, usable from any task.
 ///
-/// The application-specific operations are methods of [`ConsensusNetworkSender`] and
-/// [`MempoolNetworkSender`].
+/// [`send_to`](Sender::send_to) and [`broadcast`](Sender::broadcast) take `A`'s
+/// one-way message and [`request`](Sender::request) its request: for a kind `A` does
+/// not use, the type is [`Never`](crate::Never) and the method cannot be called.
 pub struct Sender<A: Application> {
     inner: NetworkSender,
     metrics: Metrics,
@@ -41,12 +37,6 @@ pub struct Sender<A: Application> {
     validators: Option<Arc<HashSet<PeerId>>>,
     _app: PhantomData<fn() -> A>,
 }
-
-/// The consensus application's sender: [`send_to`](Sender::send_to),
-/// [`broadcast`](Sender::broadcast), [`request_block`](Sender::request_block).
-pub type ConsensusNetworkSender = Sender<Consensus>;
-/// The mempool application's sender: [`send_batch`](Sender::send_batch).
-pub type MempoolNetworkSender = Sender<Mempool>;
 
 impl<A: Application> Clone for Sender<A> {
     fn clone(&self) -> Self {
@@ -101,18 +91,21 @@ impl<A: Application> Sender<A> {
         self.inner.is_connected(peer)
     }
 
-    fn send(
-        &self,
-        protocol: ProtocolId,
-        peer: PeerId,
-        msg: &impl Message,
-    ) -> Result<(), SendError> {
+    /// Queues `msg` for `peer` on `A`'s one-way protocol. Messages to one peer arrive
+    /// in order; when that peer's queue is full the message is dropped, counted, and
+    /// [`SendError::QueueFull`] returned.
+    pub fn send_to(&self, peer: PeerId, msg: &A::Message) -> Result<(), SendError> {
         self.inner
-            .send_to(peer, protocol, Bytes::from(msg.encode_to_vec()))
+            .send_to(peer, direct_send_protocol::<A>(), msg.to_bytes())
     }
 
-    fn broadcast_on(&self, protocol: ProtocolId, msg: &impl Message) -> Vec<(PeerId, SendError)> {
-        let bytes = Bytes::from(msg.encode_to_vec());
+    /// Queues `msg` for every connected validator (encoding it once); returns those it
+    /// could not be queued for. The validators are the configured trusted peers (in
+    /// open mode other peers may be connected too; they get nothing); with none
+    /// configured, every connected peer.
+    pub fn broadcast(&self, msg: &A::Message) -> Vec<(PeerId, SendError)> {
+        let protocol = direct_send_protocol::<A>();
+        let bytes = msg.to_bytes();
         let peers = self
             .connected_peers()
             .into_iter()
@@ -120,67 +113,42 @@ impl<A: Application> Sender<A> {
         self.inner.send_to_many(peers, protocol, bytes)
     }
 
-    async fn request<R: Message + Default>(
+    /// Sends `request` to `peer` on `A`'s request-response protocol and waits for the
+    /// typed response, at most `timeout`. Dropping the future cancels the request. The
+    /// requests in flight to one peer are bounded by the network's outbound RPC limit
+    /// (past it this fails at once with [`RpcError::TooManyRequests`]).
+    pub async fn request(
         &self,
-        protocol: ProtocolId,
         peer: PeerId,
-        request: &impl Message,
+        request: &A::Request,
         timeout: Duration,
-    ) -> Result<R, RequestError> {
+    ) -> Result<A::Response, RequestError> {
+        let Some(protocol) = A::RPC else {
+            unreachable!(
+                "a request of {} exists only if it has an RPC protocol",
+                A::NAME
+            )
+        };
         let response = self
             .inner
-            .rpc(
-                peer,
-                protocol,
-                Bytes::from(request.encode_to_vec()),
-                timeout,
-            )
+            .rpc(peer, protocol, request.to_bytes(), timeout)
             .await?;
-        R::decode(response).map_err(|e| {
+        A::Response::from_bytes(response).map_err(|e| {
             self.metrics.decode_failure(A::NAME, "response");
             RequestError::Decode(e)
         })
     }
 }
 
-impl Sender<Consensus> {
-    /// Queues `msg` for `peer`. Messages to one peer arrive in order; when that peer's
-    /// queue is full the message is dropped, counted, and [`SendError::QueueFull`]
-    /// returned.
-    pub fn send_to(&self, peer: PeerId, msg: &ConsensusMsg) -> Result<(), SendError> {
-        self.send(CONSENSUS_DIRECT_SEND, peer, msg)
-    }
-
-    /// Queues `msg` for every connected validator (encoding it once); returns those it
-    /// could not be queued for. The validators are the configured trusted peers (in
-    /// open mode other peers may be connected too; they get nothing); with none
-    /// configured, every connected peer.
-    pub fn broadcast(&self, msg: &ConsensusMsg) -> Vec<(PeerId, SendError)> {
-        self.broadcast_on(CONSENSUS_DIRECT_SEND, msg)
-    }
-
-    /// Asks `peer` for committed blocks and waits for its answer, at most `timeout`.
-    /// Dropping the future cancels the request.
-    pub async fn request_block(
-        &self,
-        peer: PeerId,
-        request: BlockRetrievalRequest,
-        timeout: Duration,
-    ) -> Result<BlockRetrievalResponse, RequestError> {
-        self.request(CONSENSUS_RPC, peer, &request, timeout).await
-    }
-}
-
-impl Sender<Mempool> {
-    /// Sends `batch` to `peer` and waits for its ack, at most `timeout`. The number of
-    /// batches in flight to one peer is bounded by the network's outbound RPC limit
-    /// (past it this fails at once with [`RpcError::TooManyRequests`]).
-    pub async fn send_batch(
-        &self,
-        peer: PeerId,
-        batch: TransactionBatch,
-        timeout: Duration,
-    ) -> Result<BatchAck, RequestError> {
-        self.request(MEMPOOL_RPC, peer, &batch, timeout).await
-    }
+/// `A`'s one-way protocol, called with one of its messages in hand. Registration checks
+/// at compile time that `A::Message` is [`Never`](crate::Never) exactly when
+/// `A::DIRECT_SEND` is `None`, and no `Never` exists: the protocol is always there.
+fn direct_send_protocol<A: Application>() -> ProtocolId {
+    let Some(protocol) = A::DIRECT_SEND else {
+        unreachable!(
+            "a message of {} exists only if it has a one-way protocol",
+            A::NAME
+        )
+    };
+    protocol
 }

@@ -30,9 +30,12 @@ use proto::consensus::{
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use validator_network::{
-    ConsensusNetworkSender, Event, Identity, Intervals, NetworkAddress, NetworkBuilder,
-    NetworkConfig, PeerId, Registry, RequestError, ShutdownHandle,
+    AppEvent, Identity, Intervals, NetworkAddress, PeerId, Registry, RequestError, ShutdownHandle,
+    StackBuilder, StackConfig,
 };
+
+mod common;
+use common::{Consensus, ConsensusEvents, ConsensusSender};
 
 /// Validators in the cluster.
 const N: usize = 7;
@@ -82,7 +85,7 @@ struct Seen {
 struct Validator {
     name: String,
     peer_id: PeerId,
-    sender: ConsensusNetworkSender,
+    sender: ConsensusSender,
     registry: Registry,
     seen: Arc<Seen>,
     events_task: JoinHandle<()>,
@@ -168,10 +171,10 @@ impl Cluster {
             .enumerate()
             .map(|(i, identity)| {
                 let name = format!("v{i}");
-                let mut config = NetworkConfig::for_validator_set(&listen[i], &peers, &addrs);
+                let mut config = StackConfig::for_validator_set(&listen[i], &peers, &addrs);
                 config.intervals = intervals();
                 let registry = Registry::new();
-                let builder = NetworkBuilder::new(config, registry.clone()).with_identity(identity);
+                let builder = StackBuilder::new(config, registry.clone()).with_identity(identity);
                 let builder = match net {
                     Net::Memory => {
                         builder.with_transport(faults.transport(MemoryTransport::default(), &name))
@@ -180,8 +183,10 @@ impl Cluster {
                         builder.with_transport(faults.transport(TcpTransport::default(), &name))
                     }
                 };
-                let mut running = builder.with_consensus().start().unwrap();
-                let (sender, events) = running.consensus.take().unwrap();
+                let mut builder = builder;
+                let consensus = builder.register::<Consensus>();
+                let mut running = builder.start().unwrap();
+                let (sender, events) = running.take(consensus);
                 let seen = Arc::new(Seen::default());
                 let events_task = tokio::spawn(serve(events, seen.clone()));
                 Validator {
@@ -242,10 +247,10 @@ impl Cluster {
 }
 
 /// Answers every block request and counts every message, for as long as the stack runs.
-async fn serve(mut events: validator_network::ConsensusNetworkEvents, seen: Arc<Seen>) {
+async fn serve(mut events: ConsensusEvents, seen: Arc<Seen>) {
     while let Some(event) = events.next().await {
         match event {
-            Event::RpcRequest {
+            AppEvent::RpcRequest {
                 request, responder, ..
             } => {
                 seen.rpcs_answered.fetch_add(1, Ordering::Relaxed);
@@ -257,7 +262,7 @@ async fn serve(mut events: validator_network::ConsensusNetworkEvents, seen: Arc<
                     .unwrap();
                 let _ = request;
             }
-            Event::Message { peer_id, .. } => {
+            AppEvent::Message { peer_id, .. } => {
                 *seen.messages.lock().unwrap().entry(peer_id).or_default() += 1;
             }
             _ => {}
@@ -279,7 +284,7 @@ fn rpc_load(
     stop: Arc<tokio::sync::Notify>,
     slack: Duration,
 ) -> JoinHandle<RpcTally> {
-    let senders: Vec<ConsensusNetworkSender> = cluster
+    let senders: Vec<ConsensusSender> = cluster
         .validators
         .iter()
         .map(|v| v.sender.clone())
@@ -299,9 +304,9 @@ fn rpc_load(
                     let stopped = stop.notified();
                     tokio::pin!(stopped);
                     loop {
-                        let call = sender.request_block(
+                        let call = sender.request(
                             peer,
-                            BlockRetrievalRequest {
+                            &BlockRetrievalRequest {
                                 from_height: 1,
                                 max_blocks: 1,
                             },
@@ -454,7 +459,7 @@ async fn during_a_partition_every_accepted_direct_send_message_is_delivered_or_c
                 .unwrap_or(0)
         })
         .sum();
-    let protocol = validator_network::CONSENSUS_DIRECT_SEND.as_str();
+    let protocol = common::CONSENSUS_DIRECT_SEND.as_str();
     let drops = |reason: &str| sender.counter("network_queue_drops_total", &[protocol, reason]);
     let (queue_full, stream_failed, unconfirmed) = (
         drops("queue_full"),

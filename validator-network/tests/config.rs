@@ -6,22 +6,22 @@
 use std::time::Duration;
 
 use validator_network::{
-    ConfigError, FieldError, Identity, Mode, NetworkBuilder, NetworkConfig, Registry, TrustedPeer,
+    ConfigError, FieldError, Identity, Mode, Registry, StackBuilder, StackConfig, TrustedPeer,
 };
 
-fn valid() -> NetworkConfig {
-    NetworkConfig {
+fn valid() -> StackConfig {
+    StackConfig {
         listen_addresses: vec!["/ip4/127.0.0.1/tcp/0".to_owned()],
         trusted_peers: vec![TrustedPeer {
             peer_id: Identity::generate().peer_id().to_string(),
             addresses: vec!["/ip4/127.0.0.1/tcp/6180".to_owned()],
         }],
-        ..NetworkConfig::default()
+        ..StackConfig::default()
     }
 }
 
 /// The field named by the error `config` fails validation with.
-fn invalid_field(config: &NetworkConfig) -> (String, FieldError) {
+fn invalid_field(config: &StackConfig) -> (String, FieldError) {
     match config.validate().unwrap_err() {
         ConfigError::Invalid { field, error } => (field, error),
         other => panic!("expected an invalid field, got {other}"),
@@ -30,7 +30,7 @@ fn invalid_field(config: &NetworkConfig) -> (String, FieldError) {
 
 #[test]
 fn defaults_are_the_network_crates_constants() {
-    let config = NetworkConfig::default();
+    let config = StackConfig::default();
 
     assert_eq!(
         config.limits.max_message_size,
@@ -49,7 +49,7 @@ fn defaults_are_the_network_crates_constants() {
 
 #[test]
 fn a_minimal_file_takes_every_other_value_from_the_defaults() {
-    let config = NetworkConfig::from_toml(
+    let config = StackConfig::from_toml(
         r#"
         identity_key = "validator.key"
         listen_addresses = ["/ip4/0.0.0.0/tcp/6180"]
@@ -59,8 +59,8 @@ fn a_minimal_file_takes_every_other_value_from_the_defaults() {
     .unwrap();
 
     assert_eq!(config.chain_id, 7);
-    assert_eq!(config.limits, NetworkConfig::default().limits);
-    assert_eq!(config.intervals, NetworkConfig::default().intervals);
+    assert_eq!(config.limits, StackConfig::default().limits);
+    assert_eq!(config.intervals, StackConfig::default().intervals);
     config.validate().unwrap();
 }
 
@@ -68,12 +68,12 @@ fn a_minimal_file_takes_every_other_value_from_the_defaults() {
 fn to_toml_and_from_toml_round_trip() {
     let config = valid();
 
-    assert_eq!(NetworkConfig::from_toml(&config.to_toml()).unwrap(), config);
+    assert_eq!(StackConfig::from_toml(&config.to_toml()).unwrap(), config);
 }
 
 #[test]
 fn an_unknown_key_is_refused_by_name() {
-    let err = NetworkConfig::from_toml("listen_adresses = []").unwrap_err();
+    let err = StackConfig::from_toml("listen_adresses = []").unwrap_err();
 
     assert!(err.to_string().contains("listen_adresses"), "{err}");
 }
@@ -156,7 +156,7 @@ fn a_backoff_base_above_its_cap_is_refused() {
 
 #[tokio::test]
 async fn starting_without_an_identity_names_the_identity_key_field() {
-    let err = NetworkBuilder::new(valid(), Registry::new())
+    let err = StackBuilder::new(valid(), Registry::new())
         .start()
         .unwrap_err();
 

@@ -16,10 +16,12 @@ use proto::consensus::{
     block_retrieval_response::Status, consensus_msg,
 };
 use validator_network::{
-    CONSENSUS_DIRECT_SEND, CONSENSUS_RPC, ConsensusNetworkEvents, ConsensusNetworkSender,
-    DisconnectReason, Event, Identity, NetworkAddress, NetworkBuilder, NetworkConfig, PeerId,
-    Registry, RemoteFailure, RpcError, ShutdownHandle,
+    AppEvent, DisconnectReason, Identity, NetworkAddress, PeerId, Registry, RemoteFailure,
+    RpcError, ShutdownHandle, StackBuilder, StackConfig,
 };
+
+mod common;
+use common::{CONSENSUS_DIRECT_SEND, CONSENSUS_RPC, Consensus, ConsensusEvents, ConsensusSender};
 
 /// Generous: paused time only advances when every task is idle.
 const WAIT: Duration = Duration::from_secs(30);
@@ -27,14 +29,14 @@ const WAIT: Duration = Duration::from_secs(30);
 struct Validator {
     peer_id: PeerId,
     addr: NetworkAddress,
-    sender: ConsensusNetworkSender,
-    events: ConsensusNetworkEvents,
+    sender: ConsensusSender,
+    events: ConsensusEvents,
     registry: Registry,
     shutdown: Option<ShutdownHandle>,
 }
 
 impl Validator {
-    async fn next_event(&mut self) -> Event<validator_network::Consensus> {
+    async fn next_event(&mut self) -> AppEvent<Consensus> {
         tokio::time::timeout(WAIT, self.events.next())
             .await
             .expect("no event in time")
@@ -45,7 +47,7 @@ impl Validator {
     async fn wait_for_peers(&mut self, n: usize) {
         let mut up = HashSet::new();
         while up.len() < n {
-            if let Event::NewPeer(peer) = self.next_event().await {
+            if let AppEvent::NewPeer(peer) = self.next_event().await {
                 up.insert(peer);
             }
         }
@@ -64,8 +66,8 @@ impl Validator {
 }
 
 /// A config over memsocket trusting `trusted`, dialing `known` (already listening).
-fn config(trusted: &[PeerId], known: &[NetworkAddress]) -> NetworkConfig {
-    NetworkConfig::for_validator_set("/memory/0", trusted, known)
+fn config(trusted: &[PeerId], known: &[NetworkAddress]) -> StackConfig {
+    StackConfig::for_validator_set("/memory/0", trusted, known)
 }
 
 /// Starts `n` validators that trust each other; each dials those started before it, so
@@ -78,12 +80,11 @@ fn start_validators(n: usize, extra_trusted: &[PeerId]) -> Vec<Validator> {
     for identity in identities {
         let known: Vec<NetworkAddress> = validators.iter().map(|v| v.addr.clone()).collect();
         let registry = Registry::new();
-        let mut running = NetworkBuilder::new(config(&trusted, &known), registry.clone())
-            .with_identity(identity)
-            .with_consensus()
-            .start()
-            .unwrap();
-        let (sender, events) = running.consensus.take().unwrap();
+        let mut builder =
+            StackBuilder::new(config(&trusted, &known), registry.clone()).with_identity(identity);
+        let consensus = builder.register::<Consensus>();
+        let mut running = builder.start().unwrap();
+        let (sender, events) = running.take(consensus);
         validators.push(Validator {
             peer_id: running.peer_id,
             addr: running.listen_addrs[0].clone(),
@@ -133,7 +134,7 @@ async fn broadcast_reaches_every_other_validator() {
     let leader = validators[0].peer_id;
     for v in &mut validators[1..] {
         match v.next_event().await {
-            Event::Message { peer_id, msg: got } => {
+            AppEvent::Message { peer_id, msg: got } => {
                 assert_eq!(peer_id, leader);
                 assert_eq!(got, msg);
             }
@@ -149,7 +150,7 @@ async fn request_block_returns_the_typed_response() {
     let server_id = server.peer_id;
     tokio::spawn(async move {
         while let Some(event) = server.events.next().await {
-            if let Event::RpcRequest {
+            if let AppEvent::RpcRequest {
                 request, responder, ..
             } = event
             {
@@ -169,9 +170,9 @@ async fn request_block_returns_the_typed_response() {
 
     let response = validators[0]
         .sender
-        .request_block(
+        .request(
             server_id,
-            BlockRetrievalRequest {
+            &BlockRetrievalRequest {
                 from_height: 5,
                 max_blocks: 3,
             },
@@ -193,7 +194,7 @@ async fn a_stopped_validator_is_reported_lost_to_the_others() {
 
     for v in &mut validators {
         loop {
-            if let Event::LostPeer { peer_id, reason } = v.next_event().await {
+            if let AppEvent::LostPeer { peer_id, reason } = v.next_event().await {
                 assert_eq!(peer_id, stopped.peer_id);
                 assert_eq!(reason, DisconnectReason::ConnectionLost);
                 break;
@@ -264,7 +265,7 @@ async fn undecodable_input_is_counted_and_dropped() {
     }
     assert_eq!(messages.len(), 1, "{messages:?}");
     match messages.pop().unwrap() {
-        Event::Message { peer_id, msg } => {
+        AppEvent::Message { peer_id, msg } => {
             assert_eq!(peer_id, raw_id);
             assert_eq!(msg, good);
         }

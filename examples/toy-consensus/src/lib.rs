@@ -12,7 +12,7 @@
 //!   majority catches up with the majority's chain once it hears of it again;
 //! - a round that makes no progress times out and the next leader takes over;
 //! - a validator that learns it is behind (a proposal or `SyncInfo` above its height)
-//!   catches up with `request_block`, from the peer that told it.
+//!   catches up by requesting blocks (`BlockRetrievalRequest`), from the peer that told it.
 //!
 //! The rules are in [`Core`], which does no I/O; [`ToyConsensus`] drives it with the
 //! typed consensus API of `validator-network` and nothing else of the network. It is an
@@ -35,10 +35,39 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
-use validator_network::proto::consensus::{BlockRetrievalRequest, BlockRetrievalResponse};
-use validator_network::{ConsensusNetworkEvents, ConsensusNetworkSender, Event, PeerId};
+use validator_network::proto::consensus::{
+    BlockRetrievalRequest, BlockRetrievalResponse, ConsensusMsg,
+};
+use validator_network::{AppEvent, Application, Events, PeerId, ProtocolId, Sender};
 
 pub use crate::rules::{Action, Core, MAX_BLOCKS_PER_REQUEST, Timing, block_id, quorum};
+
+/// Proposals, votes and sync info: one long-lived substream per peer. Version 2:
+/// DirectSend acknowledgements travel back on the substream (docs/WIRE.md); version 1
+/// had none.
+pub const CONSENSUS_DIRECT_SEND: ProtocolId = ProtocolId::new("/consensus/direct-send/2");
+/// Block retrieval: one substream per request. Version 2: a response over the payload
+/// limit is answered with the failure code `TOO_LARGE` (docs/WIRE.md).
+pub const CONSENSUS_RPC: ProtocolId = ProtocolId::new("/consensus/rpc/2");
+
+/// The consensus application: [`ConsensusMsg`] one way, block retrieval by request.
+/// Register it with `StackBuilder::register::<ConsensusApp>()`.
+#[derive(Debug, Clone, Copy)]
+pub enum ConsensusApp {}
+
+impl Application for ConsensusApp {
+    const NAME: &'static str = "consensus";
+    const DIRECT_SEND: Option<ProtocolId> = Some(CONSENSUS_DIRECT_SEND);
+    const RPC: Option<ProtocolId> = Some(CONSENSUS_RPC);
+    type Message = ConsensusMsg;
+    type Request = BlockRetrievalRequest;
+    type Response = BlockRetrievalResponse;
+}
+
+/// The consensus application's sender.
+pub type ConsensusSender = Sender<ConsensusApp>;
+/// The consensus application's event stream.
+pub type ConsensusEvents = Events<ConsensusApp>;
 
 /// Time a round may take: on loopback or a LAN a round takes milliseconds, so one second
 /// means a leader is gone, not slow.
@@ -163,8 +192,8 @@ impl Metrics {
 pub struct ToyConsensus {
     core: Core,
     config: ConsensusConfig,
-    sender: ConsensusNetworkSender,
-    events: ConsensusNetworkEvents,
+    sender: ConsensusSender,
+    events: ConsensusEvents,
     source: Arc<dyn TransactionSource>,
     metrics: Metrics,
     status: watch::Sender<ConsensusStatus>,
@@ -175,8 +204,8 @@ impl ToyConsensus {
     /// `source`. Metrics go to `registry`; the returned receiver follows its status.
     pub fn new(
         config: ConsensusConfig,
-        sender: ConsensusNetworkSender,
-        events: ConsensusNetworkEvents,
+        sender: ConsensusSender,
+        events: ConsensusEvents,
         source: Arc<dyn TransactionSource>,
         registry: &Registry,
     ) -> Result<(Self, watch::Receiver<ConsensusStatus>), prometheus::Error> {
@@ -250,10 +279,12 @@ impl ToyConsensus {
         }
     }
 
-    fn on_event(&mut self, event: Event<validator_network::Consensus>) -> Vec<Action> {
+    fn on_event(&mut self, event: AppEvent<ConsensusApp>) -> Vec<Action> {
         match event {
-            Event::Message { peer_id, msg } => self.core.on_message(peer_id, msg, Instant::now()),
-            Event::RpcRequest {
+            AppEvent::Message { peer_id, msg } => {
+                self.core.on_message(peer_id, msg, Instant::now())
+            }
+            AppEvent::RpcRequest {
                 request, responder, ..
             } => {
                 // Blocks are served one per request: a block over the message limit
@@ -263,12 +294,12 @@ impl ToyConsensus {
                 }
                 Vec::new()
             }
-            Event::NewPeer(peer) => {
+            AppEvent::NewPeer(peer) => {
                 // Tell it where this validator is, so it can catch up at once.
                 let _ = self.sender.send_to(peer, &self.core.sync_info());
                 Vec::new()
             }
-            Event::LostPeer { .. } => Vec::new(),
+            AppEvent::LostPeer { .. } => Vec::new(),
         }
     }
 
@@ -316,7 +347,7 @@ impl ToyConsensus {
         let sender = self.sender.clone();
         let timeout = self.config.request_timeout;
         tokio::spawn(async move {
-            let response = match sender.request_block(peer, request, timeout).await {
+            let response = match sender.request(peer, &request, timeout).await {
                 Ok(response) => Some(response),
                 Err(error) => {
                     debug!(peer = %peer.short_str(), %error, "block retrieval failed");

@@ -1,5 +1,5 @@
 //! Four validators of the example consensus over memsocket: they commit the same chain,
-//! and a validator that starts late catches up with `request_block`.
+//! and a validator that starts late catches up by requesting blocks.
 
 #![allow(clippy::unwrap_used)] // A panic in a test is a failed assertion.
 
@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use toy_consensus::{ConsensusConfig, ConsensusStatus, NoTransactions, ToyConsensus};
+use toy_consensus::{ConsensusApp, ConsensusConfig, ConsensusStatus, NoTransactions, ToyConsensus};
 use validator_network::{
-    Identity, NetworkAddress, NetworkBuilder, NetworkConfig, PeerId, Registry, ShutdownHandle,
+    Identity, NetworkAddress, PeerId, Registry, ShutdownHandle, StackBuilder, StackConfig,
 };
 
 struct Validator {
@@ -20,14 +20,12 @@ struct Validator {
 
 /// Starts a validator of `all` with `identity`, dialing the validators in `known`.
 fn start(identity: Identity, all: &[PeerId], known: &[NetworkAddress]) -> Validator {
-    let config = NetworkConfig::for_validator_set("/memory/0", all, known);
+    let config = StackConfig::for_validator_set("/memory/0", all, known);
     let registry = Registry::new();
-    let mut running = NetworkBuilder::new(config, registry.clone())
-        .with_identity(identity)
-        .with_consensus()
-        .start()
-        .unwrap();
-    let (sender, events) = running.consensus.take().unwrap();
+    let mut builder = StackBuilder::new(config, registry.clone()).with_identity(identity);
+    let consensus_app = builder.register::<ConsensusApp>();
+    let mut running = builder.start().unwrap();
+    let (sender, events) = running.take(consensus_app);
     let (consensus, status) = ToyConsensus::new(
         ConsensusConfig::new(all.to_vec()),
         sender,

@@ -23,9 +23,35 @@ use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use tokio::time::MissedTickBehavior;
 use tracing::{debug, warn};
 use validator_network::proto::mempool::{BatchAck, Transaction, TransactionBatch};
-use validator_network::{Event, MempoolNetworkEvents, MempoolNetworkSender, PeerId, RequestError};
+use validator_network::{
+    AppEvent, Application, Events, Never, PeerId, ProtocolId, RequestError, Sender,
+};
 
 pub use pool::{Insert, Pool};
+
+/// Transaction batches (requests) and their acks (responses). Version 2: a response
+/// over the payload limit is answered with the failure code `TOO_LARGE` (docs/WIRE.md).
+pub const MEMPOOL_RPC: ProtocolId = ProtocolId::new("/mempool/rpc/2");
+
+/// The mempool application: a [`TransactionBatch`] is a request answered by a
+/// [`BatchAck`]; it sends no one-way messages. Register it with
+/// `StackBuilder::register::<MempoolApp>()`.
+#[derive(Debug, Clone, Copy)]
+pub enum MempoolApp {}
+
+impl Application for MempoolApp {
+    const NAME: &'static str = "mempool";
+    const DIRECT_SEND: Option<ProtocolId> = None;
+    const RPC: Option<ProtocolId> = Some(MEMPOOL_RPC);
+    type Message = Never;
+    type Request = TransactionBatch;
+    type Response = BatchAck;
+}
+
+/// The mempool application's sender.
+pub type MempoolSender = Sender<MempoolApp>;
+/// The mempool application's event stream.
+pub type MempoolEvents = Events<MempoolApp>;
 
 /// Transactions this node creates per second: enough to fill blocks of a few hundred
 /// at ten blocks a second across four validators, little enough to idle on two cores.
@@ -160,8 +186,8 @@ struct PeerState {
 /// The mempool task; see the crate docs.
 pub struct Mempool {
     config: MempoolConfig,
-    sender: MempoolNetworkSender,
-    events: MempoolNetworkEvents,
+    sender: MempoolSender,
+    events: MempoolEvents,
     handle: MempoolHandle,
     peers: HashMap<PeerId, PeerState>,
     /// The high bits of this node's transaction ids (from its peer id), so ids made by
@@ -178,8 +204,8 @@ impl Mempool {
     /// A mempool over the mempool application's handles; metrics go to `registry`.
     pub fn new(
         config: MempoolConfig,
-        sender: MempoolNetworkSender,
-        events: MempoolNetworkEvents,
+        sender: MempoolSender,
+        events: MempoolEvents,
         registry: &Registry,
     ) -> Result<(Self, MempoolHandle), prometheus::Error> {
         let metrics = Metrics::new(registry)?;
@@ -245,15 +271,15 @@ impl Mempool {
         }
     }
 
-    fn on_event(&mut self, event: Event<validator_network::Mempool>) {
+    fn on_event(&mut self, event: AppEvent<MempoolApp>) {
         match event {
-            Event::NewPeer(peer) => {
+            AppEvent::NewPeer(peer) => {
                 self.peers.insert(peer, PeerState::default());
             }
-            Event::LostPeer { peer_id, .. } => {
+            AppEvent::LostPeer { peer_id, .. } => {
                 self.peers.remove(&peer_id);
             }
-            Event::RpcRequest {
+            AppEvent::RpcRequest {
                 peer_id,
                 request,
                 responder,
@@ -261,9 +287,8 @@ impl Mempool {
                 if let Err(e) = responder.respond(self.receive(peer_id, request)) {
                     warn!(peer = %peer_id.short_str(), error = %e, "batch acknowledgement not sent");
                 }
-            }
-            // The mempool sends no one-way messages.
-            Event::Message { .. } => {}
+            } // No `Message` arm: the mempool has no one-way messages (its type is
+              // `Never`), so none can arrive.
         }
     }
 
@@ -333,7 +358,7 @@ impl Mempool {
             let sender = self.sender.clone();
             let timeout = self.config.batch_timeout;
             batches
-                .push(async move { (peer, sender.send_batch(peer, batch, timeout).await) }.boxed());
+                .push(async move { (peer, sender.request(peer, &batch, timeout).await) }.boxed());
         }
     }
 

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use toy_mempool::{Mempool, MempoolConfig, MempoolHandle};
+use toy_mempool::{Mempool, MempoolApp, MempoolConfig, MempoolHandle};
 use validator_network::{
-    Identity, NetworkAddress, NetworkBuilder, NetworkConfig, PeerId, Registry, ShutdownHandle,
+    Identity, NetworkAddress, PeerId, Registry, ShutdownHandle, StackBuilder, StackConfig,
 };
 
 struct Node {
@@ -17,14 +17,12 @@ struct Node {
 }
 
 fn start(identity: Identity, all: &[PeerId], known: &[NetworkAddress], rate: u64) -> Node {
-    let config = NetworkConfig::for_validator_set("/memory/0", all, known);
+    let config = StackConfig::for_validator_set("/memory/0", all, known);
     let registry = Registry::new();
-    let mut running = NetworkBuilder::new(config, registry.clone())
-        .with_identity(identity)
-        .with_mempool()
-        .start()
-        .unwrap();
-    let (sender, events) = running.mempool.take().unwrap();
+    let mut builder = StackBuilder::new(config, registry.clone()).with_identity(identity);
+    let mempool_app = builder.register::<MempoolApp>();
+    let mut running = builder.start().unwrap();
+    let (sender, events) = running.take(mempool_app);
     let config = MempoolConfig {
         transactions_per_second: rate,
         ..MempoolConfig::default()
