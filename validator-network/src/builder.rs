@@ -5,13 +5,12 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use netcore::address::{Endpoint, Host};
 use netcore::transport::{MemoryTransport, TcpTransport, Transport, TransportError};
 use netcore::{NetworkAddress, PeerId};
-use network::connectivity_manager::ConnectivityManager;
+use network::connectivity_manager::{ConnectivityHandle, ConnectivityManager};
 use network::discovery::{self, Discovery, DiscoveryError, DiscoveryHandle};
 use network::health_checker::{self as hc, HealthChecker};
 use network::{AppId, Network};
@@ -24,6 +23,7 @@ use tracing::info;
 
 use crate::app::{self, Application};
 use crate::config::{ConfigError, FieldError, Mode, Resolved, StackConfig};
+use crate::epoch::EpochHandle;
 use crate::event::Events;
 use crate::metrics::Metrics;
 use crate::sender::Sender;
@@ -251,12 +251,12 @@ impl StackBuilder {
         let components = Components {
             resolved: &resolved,
             identity,
-            trusted,
+            trusted: trusted.clone(),
             trusted_ids: &trusted_ids,
             listen_addrs: &listen_addrs,
             registry: &self.registry,
         };
-        let (tasks, discovery_handle) = match components.start(
+        let (tasks, discovery_handle, connectivity_handle) = match components.start(
             &mut network,
             connectivity_app,
             health_app,
@@ -271,7 +271,14 @@ impl StackBuilder {
             }
         };
 
-        let validators = (!trusted_ids.is_empty()).then(|| Arc::new(trusted_ids));
+        let validators = (!trusted_ids.is_empty()).then(|| trusted.clone());
+        let epochs = EpochHandle::new(
+            local,
+            trusted,
+            connectivity_handle,
+            resolved.mode == Mode::Mutual,
+            resolved.epoch,
+        );
         let apps = app_ids
             .into_iter()
             .map(|app| Some(take(&mut network, app)))
@@ -279,6 +286,7 @@ impl StackBuilder {
         Ok(RunningStack {
             peer_id: local,
             listen_addrs,
+            epochs,
             apps,
             stack: self.id,
             metrics,
@@ -313,7 +321,7 @@ impl Components<'_> {
         health_app: AppId,
         discovery_app: AppId,
         stop: watch::Receiver<bool>,
-    ) -> Result<(Vec<JoinHandle<()>>, DiscoveryHandle), StartError> {
+    ) -> Result<(Vec<JoinHandle<()>>, DiscoveryHandle, ConnectivityHandle), StartError> {
         let stopped = move || {
             let mut rx = stop.clone();
             async move {
@@ -339,7 +347,7 @@ impl Components<'_> {
             self.identity,
             advertised(self.listen_addrs),
             mutual.then_some(self.trusted),
-            connectivity_handle,
+            connectivity_handle.clone(),
             sender,
             events,
             self.registry,
@@ -349,7 +357,7 @@ impl Components<'_> {
             health.spawn(stopped()),
             discovery.spawn(stopped()),
         ];
-        Ok((tasks, discovery_handle))
+        Ok((tasks, discovery_handle, connectivity_handle))
     }
 }
 
@@ -388,6 +396,8 @@ pub struct RunningStack {
     pub peer_id: PeerId,
     /// The addresses bound, each ending with `/p2p/<peer id>`, ready to give to peers.
     pub listen_addrs: Vec<NetworkAddress>,
+    /// Moves the stack to a new validator set at an epoch change.
+    pub epochs: EpochHandle,
     /// Stops the stack.
     pub shutdown: ShutdownHandle,
     /// Each registered application's untyped handles, until taken.
@@ -395,9 +405,9 @@ pub struct RunningStack {
     /// The builder's id, which its registrations carry.
     stack: u64,
     metrics: Metrics,
-    /// The validators `broadcast` sends to: the configured trusted peers, or `None`
-    /// (every connected peer) when none are configured.
-    validators: Option<Arc<HashSet<PeerId>>>,
+    /// The validators `broadcast` sends to: the trusted set, following epoch changes,
+    /// or `None` (every connected peer) when none were configured.
+    validators: Option<TrustedPeers>,
 }
 
 impl fmt::Debug for RunningStack {

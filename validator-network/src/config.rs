@@ -165,8 +165,11 @@ pub struct StackConfig {
     /// Addresses to dial at start, each naming its peer (`.../p2p/<peer id>`).
     pub seeds: Vec<String>,
     /// The peers this node trusts (in mutual mode, the only ones that may connect), with
-    /// their addresses.
+    /// their addresses: the validator set of `epoch`.
     pub trusted_peers: Vec<TrustedPeer>,
+    /// The epoch of `trusted_peers`; a later set replaces it at run time
+    /// (`EpochHandle::change_epoch`), an older one is refused.
+    pub epoch: u64,
     /// Limits.
     pub limits: Limits,
     /// Timeouts and intervals.
@@ -184,6 +187,7 @@ impl Default for StackConfig {
             mode: Mode::default(),
             seeds: Vec::new(),
             trusted_peers: Vec::new(),
+            epoch: 0,
             limits: Limits::default(),
             intervals: Intervals::default(),
         }
@@ -283,6 +287,7 @@ pub(crate) struct Resolved {
     pub(crate) mode: Mode,
     /// Each trusted peer and its addresses, completed with `/p2p/<peer id>`.
     pub(crate) trusted: Vec<(PeerId, Vec<NetworkAddress>)>,
+    pub(crate) epoch: u64,
     pub(crate) connectivity: ConnectivityConfig,
     pub(crate) health: HealthCheckerConfig,
     pub(crate) discovery: DiscoveryConfig,
@@ -493,6 +498,7 @@ impl StackConfig {
             memory,
             mode: self.mode,
             trusted,
+            epoch: self.epoch,
             connectivity,
             health,
             discovery,

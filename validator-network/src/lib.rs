@@ -61,6 +61,7 @@
 mod app;
 mod builder;
 mod config;
+mod epoch;
 mod event;
 mod metrics;
 mod sender;
@@ -68,6 +69,7 @@ mod sender;
 pub use app::{Application, Never, Payload};
 pub use builder::{Registration, RunningStack, ShutdownHandle, StackBuilder, StartError};
 pub use config::{ConfigError, FieldError, Intervals, Limits, Mode, StackConfig, TrustedPeer};
+pub use epoch::{EpochError, EpochHandle, ValidatorInfo};
 pub use event::{AppEvent, Events, Responder};
 pub use sender::{RequestError, Sender};
 

@@ -1,13 +1,12 @@
 //! What an application sends with: a typed [`Sender`].
 
-use std::collections::HashSet;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::Duration;
 
 use netcore::PeerId;
 use network::{NetworkSender, ProtocolId, RpcError, SendError};
+use noise::TrustedPeers;
 use proto::DecodeError;
 
 use crate::app::{Application, Payload};
@@ -32,9 +31,9 @@ pub enum RequestError {
 pub struct Sender<A: Application> {
     inner: NetworkSender,
     metrics: Metrics,
-    /// The validators (the configured trusted peers), or `None` when none are
-    /// configured: then every connected peer counts as one.
-    validators: Option<Arc<HashSet<PeerId>>>,
+    /// The validators: the trusted set, which follows epoch changes; `None` when none
+    /// were configured: then every connected peer counts as one.
+    validators: Option<TrustedPeers>,
     _app: PhantomData<fn() -> A>,
 }
 
@@ -62,7 +61,7 @@ impl<A: Application> Sender<A> {
     pub(crate) fn new(
         inner: NetworkSender,
         metrics: Metrics,
-        validators: Option<Arc<HashSet<PeerId>>>,
+        validators: Option<TrustedPeers>,
     ) -> Self {
         Self {
             inner,
@@ -100,9 +99,9 @@ impl<A: Application> Sender<A> {
     }
 
     /// Queues `msg` for every connected validator (encoding it once); returns those it
-    /// could not be queued for. The validators are the configured trusted peers (in
-    /// open mode other peers may be connected too; they get nothing); with none
-    /// configured, every connected peer.
+    /// could not be queued for. The validators are the trusted set of the current
+    /// epoch (in open mode other peers may be connected too; they get nothing); with
+    /// none configured, every connected peer.
     pub fn broadcast(&self, msg: &A::Message) -> Vec<(PeerId, SendError)> {
         let protocol = direct_send_protocol::<A>();
         let bytes = msg.to_bytes();

@@ -136,7 +136,8 @@ impl ConnectivityCore {
     }
 
     /// Replaces the eligible set (e.g. at an epoch change). Peers that left it are
-    /// disconnected at the next tick; new ones are dialed then.
+    /// disconnected at the next tick; new ones are dialed then (the manager ticks at
+    /// once after a change).
     pub fn set_eligible(&mut self, mut peers: HashSet<PeerId>) {
         peers.remove(&self.local);
         self.eligible = Some(peers);

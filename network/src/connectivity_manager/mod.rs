@@ -76,7 +76,7 @@ impl ConnectivityHandle {
     }
 
     /// Replaces the eligible set: new peers are dialed and removed ones disconnected at
-    /// the next check.
+    /// once (peers in backoff keep their retry time).
     pub async fn set_eligible(&self, peers: HashSet<PeerId>) -> Result<(), ConnectivityError> {
         self.tx
             .send(Request::Eligible(peers))
@@ -199,7 +199,14 @@ impl ConnectivityManager {
                             self.core.update_discovered(peer, addrs);
                         }
                     }
-                    Some(Request::Eligible(set)) => self.core.set_eligible(set),
+                    Some(Request::Eligible(set)) => {
+                        // Acted on at once (an epoch change): new peers are dialed and
+                        // peers that left are disconnected now, not at the next tick.
+                        self.core.set_eligible(set);
+                        for action in self.core.on_tick(Instant::now(), &mut self.rng) {
+                            self.perform(action, &mut dials);
+                        }
+                    }
                     // Every handle is gone: no more updates, keep connecting.
                     None => requests_open = false,
                 },

@@ -1,6 +1,9 @@
 //! An application defined the way a user defines one, for the tests: consensus
 //! messages one way, block retrieval by request.
 
+// Each test file uses part of this module.
+#![allow(dead_code)]
+
 use proto::consensus::{BlockRetrievalRequest, BlockRetrievalResponse, ConsensusMsg};
 use validator_network::{Application, Events, ProtocolId, Sender};
 

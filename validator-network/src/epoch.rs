@@ -1,0 +1,129 @@
+//! Validator-set changes at epochs: one call moves the whole stack to a new set.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use netcore::{NetworkAddress, PeerId};
+use network::connectivity_manager::ConnectivityHandle;
+use noise::{KeyError, TrustedPeers};
+use tokio::sync::Mutex;
+use tracing::info;
+
+/// A member of a validator set: its peer id and where it may be dialed (may be empty
+/// when it dials us, or discovery finds it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidatorInfo {
+    /// Its peer id.
+    pub peer_id: PeerId,
+    /// Addresses to dial it at.
+    pub addresses: Vec<NetworkAddress>,
+}
+
+/// Why an epoch change was refused; the stack stays in its current epoch.
+#[derive(Debug, thiserror::Error)]
+pub enum EpochError {
+    /// The epoch is older than the current one.
+    #[error("epoch {got} is older than the current epoch {current}")]
+    Stale {
+        /// The current epoch.
+        current: u64,
+        /// The epoch refused.
+        got: u64,
+    },
+    /// A peer id of the set is not a valid key.
+    #[error("validator set: {0}")]
+    Key(#[from] KeyError),
+    /// The stack is shutting down.
+    #[error("the stack is shutting down")]
+    Stopped,
+}
+
+/// Moves a running stack to a new validator set; cheap to clone. See
+/// [`EpochHandle::change_epoch`].
+#[derive(Clone, Debug)]
+pub struct EpochHandle {
+    local: PeerId,
+    /// The trusted set, shared with Noise, the peer manager, discovery and every
+    /// sender's `broadcast`.
+    trusted: TrustedPeers,
+    connectivity: ConnectivityHandle,
+    /// Mutual authentication: the validator set is also the set of peers to keep
+    /// connected. In open mode the connectivity manager keeps its own bound.
+    mutual: bool,
+    /// The current epoch; held across a change, so that changes apply in order.
+    current: Arc<Mutex<u64>>,
+}
+
+impl EpochHandle {
+    pub(crate) fn new(
+        local: PeerId,
+        trusted: TrustedPeers,
+        connectivity: ConnectivityHandle,
+        mutual: bool,
+        epoch: u64,
+    ) -> Self {
+        Self {
+            local,
+            trusted,
+            connectivity,
+            mutual,
+            current: Arc::new(Mutex::new(epoch)),
+        }
+    }
+
+    /// The current epoch.
+    pub async fn epoch(&self) -> u64 {
+        *self.current.lock().await
+    }
+
+    /// Moves the stack to `validators` as the set of `epoch`, which must not be older
+    /// than the current one (the same epoch again re-applies its set). Together:
+    /// - Noise's trusted set becomes the new set: a removed validator's next
+    ///   connection is refused (in mutual mode), a new one's accepted;
+    /// - the set every application's `broadcast` sends to becomes the new set;
+    /// - the connectivity manager learns the new validators' addresses and dials them
+    ///   at once, and (in mutual mode, where the set is who may be connected)
+    ///   disconnects removed validators at once (`LostPeer { reason: NotEligible }`).
+    ///
+    /// Connections between validators in both sets are not touched, so messages
+    /// between them are not lost across the change. This node may be in the set or not.
+    pub async fn change_epoch(
+        &self,
+        epoch: u64,
+        validators: Vec<ValidatorInfo>,
+    ) -> Result<(), EpochError> {
+        let mut current = self.current.lock().await;
+        if epoch < *current {
+            return Err(EpochError::Stale {
+                current: *current,
+                got: epoch,
+            });
+        }
+        let set: HashSet<PeerId> = validators
+            .iter()
+            .map(|v| v.peer_id)
+            .filter(|peer| *peer != self.local)
+            .collect();
+        self.trusted.replace(set.iter().copied())?;
+        let addresses = validators
+            .into_iter()
+            .filter(|v| v.peer_id != self.local && !v.addresses.is_empty())
+            .map(|v| (v.peer_id, v.addresses))
+            .collect();
+        // Addresses first: the eligible set's change dials at once, with them.
+        self.connectivity
+            .update_addresses(addresses)
+            .await
+            .map_err(|_| EpochError::Stopped)?;
+        let size = set.len();
+        if self.mutual {
+            self.connectivity
+                .set_eligible(set)
+                .await
+                .map_err(|_| EpochError::Stopped)?;
+        }
+        info!(epoch, validators = size, "moved to a new validator set");
+        *current = epoch;
+        Ok(())
+    }
+}
