@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use netcore::PeerId;
-use network::{NetworkSender, ProtocolId, RpcError, SendError};
+use network::{Misbehaviour, NetworkSender, ProtocolId, RpcError, SendError};
 use noise::TrustedPeers;
 use proto::DecodeError;
 
@@ -88,6 +88,13 @@ impl<A: Application> Sender<A> {
     /// Whether `peer` is connected.
     pub fn is_connected(&self, peer: &PeerId) -> bool {
         self.inner.is_connected(peer)
+    }
+
+    /// Reports that `peer` misbehaved at `A`'s level (e.g. answered blocks that do not
+    /// chain): its reputation drops, and past the ban threshold it is disconnected and
+    /// refused for a while. Never waits.
+    pub fn report(&self, peer: PeerId, misbehaviour: Misbehaviour) {
+        self.inner.report(peer, misbehaviour);
     }
 
     /// Queues `msg` for `peer` on `A`'s one-way protocol. Messages to one peer arrive
