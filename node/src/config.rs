@@ -62,6 +62,18 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// What a node is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// A validator: consensus and mempool on `[network]`, the validator network, and
+    /// the chain served to full nodes on `[public_network]` if there is one.
+    #[default]
+    Validator,
+    /// A full node: `[network]` is the public network it follows the chain on.
+    FullNode,
+}
+
 /// A node's configuration file (`node run --config node.toml`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,14 +81,45 @@ pub struct NodeConfig {
     /// Where to serve `/metrics`.
     #[serde(default = "default_metrics_address")]
     pub metrics_address: SocketAddr,
-    /// The network. `identity_key` is relative to the file's folder.
+    /// What this node is.
+    #[serde(default)]
+    pub role: Role,
+    /// The network: the validator network of a validator, the public network of a full
+    /// node. `identity_key` is relative to the file's folder.
     pub network: StackConfig,
+    /// A validator's public network, on which it serves the chain to full nodes (open
+    /// authentication, only the state-sync protocol). Its identity key defaults to
+    /// `[network]`'s.
+    #[serde(default)]
+    pub public_network: Option<StackConfig>,
     /// The example consensus.
     #[serde(default)]
     pub consensus: ConsensusSection,
     /// The example mempool.
     #[serde(default)]
     pub mempool: MempoolSection,
+}
+
+/// Takes a relative `identity_key` from the file's folder `dir`.
+fn resolve_key(network: &mut StackConfig, dir: Option<&Path>) {
+    if let Some(key) = &network.identity_key
+        && key.is_relative()
+        && let Some(dir) = dir
+    {
+        network.identity_key = Some(dir.join(key));
+    }
+}
+
+/// Validates one network section, naming a field as it appears in the file (under
+/// `[section]`).
+fn validate_section(network: &StackConfig, section: &str) -> Result<(), ConfigError> {
+    network.validate().map_err(|e| match e {
+        ConfigError::Invalid { field, error } => ConfigError::Invalid {
+            field: format!("{section}.{field}"),
+            error,
+        },
+        other => other,
+    })
 }
 
 /// Where `node run` serves `/metrics` unless the file says otherwise: loopback only, so
@@ -93,24 +136,24 @@ impl NodeConfig {
             .with_context(|| format!("cannot read {}", path.display()))?;
         let mut config: NodeConfig =
             toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
-        if let Some(key) = &config.network.identity_key
-            && key.is_relative()
-            && let Some(dir) = path.parent()
-        {
-            config.network.identity_key = Some(dir.join(key));
-        }
-        config
-            .network
-            .validate()
-            .map_err(|e| match e {
-                // Name the field as it appears in this file: under `[network]`.
-                ConfigError::Invalid { field, error } => ConfigError::Invalid {
-                    field: format!("network.{field}"),
-                    error,
-                },
-                other => other,
-            })
+        let dir = path.parent();
+        resolve_key(&mut config.network, dir);
+        validate_section(&config.network, "network")
             .with_context(|| format!("invalid config {}", path.display()))?;
+        if let Some(public) = &mut config.public_network {
+            if config.role == Role::FullNode {
+                bail!(
+                    "public_network: a full node runs one network, its public network, \
+                     under [network]"
+                );
+            }
+            if public.identity_key.is_none() {
+                public.identity_key = config.network.identity_key.clone();
+            }
+            resolve_key(public, dir);
+            validate_section(public, "public_network")
+                .with_context(|| format!("invalid config {}", path.display()))?;
+        }
         if config.consensus.round_timeout_ms == 0 {
             bail!("consensus.round_timeout_ms: must be greater than zero");
         }

@@ -1,5 +1,7 @@
-//! `node demo`: a validator set on loopback TCP in one process, with a status line per
-//! second and a summary at the end.
+//! `node demo`: a validator set and full nodes on loopback TCP in one process, with a
+//! status line per second and a summary at the end. Each validator runs the validator
+//! network and a public network; each full node runs only the public network and
+//! follows the chain by state sync from the validators.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -13,11 +15,14 @@ use toy_consensus::ConsensusConfig;
 use toy_mempool::MempoolConfig;
 use validator_network::{Identity, NetworkAddress, PeerId, Registry, StackConfig};
 
+use crate::full_node::{self, RunningFullNode};
 use crate::metrics::{self, Snapshot, quantile};
-use crate::validator::{self, RunningValidator};
+use crate::validator::{self, Networks, PublicNetwork, RunningValidator};
 
 /// Validators in the demo: the smallest set that tolerates one fault (n = 3f + 1).
 pub const DEFAULT_VALIDATORS: usize = 4;
+/// Full nodes in the demo: two, so that each has a peer that is not a validator too.
+pub const DEFAULT_FULL_NODES: usize = 2;
 /// How long the demo runs: long enough to see the chain grow steadily.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 /// Time between status lines.
@@ -28,6 +33,8 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 pub struct DemoOptions {
     /// Validators to run.
     pub validators: usize,
+    /// Full nodes to run.
+    pub full_nodes: usize,
     /// How long to run.
     pub duration: Duration,
     /// Where to serve `/metrics` of every validator (each labelled `validator="<i>"`);
@@ -41,6 +48,7 @@ impl Default for DemoOptions {
     fn default() -> Self {
         Self {
             validators: DEFAULT_VALIDATORS,
+            full_nodes: DEFAULT_FULL_NODES,
             duration: DEFAULT_DURATION,
             metrics_address: None,
             transactions_per_second: MempoolConfig::default().transactions_per_second,
@@ -55,6 +63,8 @@ pub struct DemoSummary {
     pub elapsed: Duration,
     /// The committed height of each validator at the end.
     pub heights: Vec<u64>,
+    /// The height each full node had followed the chain to at the end.
+    pub full_node_heights: Vec<u64>,
     /// Transactions committed (by the validator that committed most).
     pub committed_transactions: u64,
     /// Median and 99th percentile of outbound RPC latency, in seconds.
@@ -79,59 +89,21 @@ pub async fn run(
         !options.duration.is_zero(),
         "--duration must be more than 0 (e.g. 10s)"
     );
-    let identities: Vec<Identity> = (0..options.validators)
-        .map(|_| Identity::generate())
-        .collect();
-    let ids: Vec<PeerId> = identities.iter().map(Identity::peer_id).collect();
-    let mut validators: Vec<RunningValidator> = Vec::new();
-    for (i, identity) in identities.into_iter().enumerate() {
-        let known: Vec<NetworkAddress> = validators
-            .iter()
-            .flat_map(|v| v.listen_addrs.iter().cloned())
-            .collect();
-        let registry = Registry::new_custom(
-            None,
-            Some(HashMap::from([("validator".to_owned(), i.to_string())])),
-        )?;
-        let mempool = MempoolConfig {
-            transactions_per_second: options.transactions_per_second,
-            ..MempoolConfig::default()
-        };
-        let v = validator::start(
-            identity,
-            network_config(&ids, &known),
-            ConsensusConfig::new(ids.clone()),
-            mempool,
-            registry,
-        )
-        .with_context(|| format!("starting validator {i}"))?;
-        validators.push(v);
-    }
+    let validators = start_validators(options)?;
+    let full_nodes = start_full_nodes(options, &validators)?;
 
     let (stop_metrics, stop_metrics_rx) = watch::channel(false);
-    writeln!(
-        out,
-        "demo: {} on loopback TCP, fresh keys, for {} s",
-        count(validators.len(), "validator"),
-        options.duration.as_secs()
-    )?;
-    for (i, v) in validators.iter().enumerate() {
-        let addr = v
-            .listen_addrs
-            .first()
-            .map(|a| a.clone().without_peer_id().to_string());
-        writeln!(
-            out,
-            "  validator {i}: {} at {}",
-            v.peer_id.short_str(),
-            addr.unwrap_or_default()
-        )?;
-    }
+    print_header(out, options, &validators, &full_nodes)?;
     if let Some(addr) = options.metrics_address {
         match metrics::bind(addr).await {
             Ok((listener, bound)) => {
                 writeln!(out, "  metrics: http://{bound}/metrics")?;
-                let registries = validators.iter().map(|v| v.registry.clone()).collect();
+                let registries = validators
+                    .iter()
+                    .flat_map(|v| [Some(v.registry.clone()), v.public_registry.clone()])
+                    .flatten()
+                    .chain(full_nodes.iter().map(|f| f.registry.clone()))
+                    .collect();
                 let mut rx = stop_metrics_rx.clone();
                 tokio::spawn(metrics::serve(listener, registries, async move {
                     let _ = rx.wait_for(|s| *s).await;
@@ -163,13 +135,14 @@ pub async fn run(
         let delta: Vec<Snapshot> = now.iter().zip(&previous).map(|(n, p)| n.since(p)).collect();
         writeln!(
             out,
-            "{:>4}s  peers {}  blocks {}  {:>6.0} tx/s  rpc p50 {}  {:>7}/s",
+            "{:>4}s  peers {}  blocks {}  full nodes {}  {:>6.0} tx/s  rpc p50 {}  {:>7}/s",
             start.elapsed().as_secs(),
             now.iter()
                 .map(|s| s.connected.to_string())
                 .collect::<Vec<_>>()
                 .join(","),
             height_range(&now),
+            full_node_heights(&full_nodes),
             max_of(&delta, |s| s.committed_transactions) as f64 / dt,
             millis(quantile(&merged_buckets(&delta), 0.5)),
             human_bytes(delta.iter().map(|s| s.bytes).sum::<u64>() as f64 / dt),
@@ -190,6 +163,10 @@ pub async fn run(
     let summary = DemoSummary {
         elapsed,
         heights: last.iter().map(|s| s.height).collect(),
+        full_node_heights: full_nodes
+            .iter()
+            .map(|f| f.status.borrow().height)
+            .collect(),
         committed_transactions: max_of(&total, |s| s.committed_transactions),
         rpc_p50: quantile(&buckets, 0.5),
         rpc_p99: quantile(&buckets, 0.99),
@@ -199,16 +176,140 @@ pub async fn run(
     print_summary(out, &summary)?;
 
     let _ = stop_metrics.send(true);
+    for f in full_nodes {
+        f.shutdown().await;
+    }
     for v in validators {
         v.shutdown().await;
     }
     Ok(summary)
 }
 
+/// Starts the validators, each dialing those started before it; each also serves full
+/// nodes on a public network.
+pub fn start_validators(options: &DemoOptions) -> anyhow::Result<Vec<RunningValidator>> {
+    let identities: Vec<Identity> = (0..options.validators)
+        .map(|_| Identity::generate())
+        .collect();
+    let ids: Vec<PeerId> = identities.iter().map(Identity::peer_id).collect();
+    let mut validators: Vec<RunningValidator> = Vec::new();
+    for (i, identity) in identities.into_iter().enumerate() {
+        let known: Vec<NetworkAddress> = validators
+            .iter()
+            .flat_map(|v| v.listen_addrs.iter().cloned())
+            .collect();
+        let labels = |network: &str| {
+            HashMap::from([
+                ("validator".to_owned(), i.to_string()),
+                ("network".to_owned(), network.to_owned()),
+            ])
+        };
+        let networks = Networks {
+            validator: network_config(&ids, &known),
+            public: Some(PublicNetwork {
+                config: StackConfig::for_public_network(LOOPBACK, &ids, &[]),
+                registry: Registry::new_custom(None, Some(labels("public")))?,
+            }),
+        };
+        let mempool = MempoolConfig {
+            transactions_per_second: options.transactions_per_second,
+            ..MempoolConfig::default()
+        };
+        let v = validator::start(
+            identity,
+            networks,
+            ConsensusConfig::new(ids.clone()),
+            mempool,
+            Registry::new_custom(None, Some(labels("validator")))?,
+        )
+        .with_context(|| format!("starting validator {i}"))?;
+        validators.push(v);
+    }
+    Ok(validators)
+}
+
+/// Starts the full nodes, each dialing every validator's public network.
+pub fn start_full_nodes(
+    options: &DemoOptions,
+    validators: &[RunningValidator],
+) -> anyhow::Result<Vec<RunningFullNode>> {
+    let ids: Vec<PeerId> = validators.iter().map(|v| v.peer_id).collect();
+    let public: Vec<NetworkAddress> = validators
+        .iter()
+        .flat_map(|v| v.public_addrs.iter().cloned())
+        .collect();
+    (0..options.full_nodes)
+        .map(|i| {
+            let labels = HashMap::from([("full_node".to_owned(), i.to_string())]);
+            full_node::start(
+                Identity::generate(),
+                StackConfig::for_public_network(LOOPBACK, &ids, &public),
+                Registry::new_custom(None, Some(labels))?,
+            )
+            .with_context(|| format!("starting full node {i}"))
+        })
+        .collect()
+}
+
+/// What the demo runs and where, before the status lines.
+fn print_header(
+    out: &mut impl Write,
+    options: &DemoOptions,
+    validators: &[RunningValidator],
+    full_nodes: &[RunningFullNode],
+) -> std::io::Result<()> {
+    let first = |addrs: &[NetworkAddress]| {
+        addrs
+            .first()
+            .map(|a| a.clone().without_peer_id().to_string())
+            .unwrap_or_default()
+    };
+    writeln!(
+        out,
+        "demo: {} and {} on loopback TCP, fresh keys, for {} s",
+        count(validators.len(), "validator"),
+        count(full_nodes.len(), "full node"),
+        options.duration.as_secs()
+    )?;
+    for (i, v) in validators.iter().enumerate() {
+        writeln!(
+            out,
+            "  validator {i}: {} at {} (public network at {})",
+            v.peer_id.short_str(),
+            first(&v.listen_addrs),
+            first(&v.public_addrs)
+        )?;
+    }
+    for (i, f) in full_nodes.iter().enumerate() {
+        writeln!(
+            out,
+            "  full node {i}: {} at {} (public network only)",
+            f.peer_id.short_str(),
+            first(&f.listen_addrs)
+        )?;
+    }
+    Ok(())
+}
+
+/// Each full node's height, or `-` with none.
+fn full_node_heights(full_nodes: &[RunningFullNode]) -> String {
+    if full_nodes.is_empty() {
+        return "-".to_owned();
+    }
+    full_nodes
+        .iter()
+        .map(|f| f.status.borrow().height.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Where demo nodes listen: loopback, a port picked by the system.
+const LOOPBACK: &str = "/ip4/127.0.0.1/tcp/0";
+
 /// The network configuration of a demo validator: loopback, trusting `all`, dialing
 /// those already started (`known`); the later ones dial it.
 fn network_config(all: &[PeerId], known: &[NetworkAddress]) -> StackConfig {
-    StackConfig::for_validator_set("/ip4/127.0.0.1/tcp/0", all, known)
+    StackConfig::for_validator_set(LOOPBACK, all, known)
 }
 
 fn print_summary(out: &mut impl Write, s: &DemoSummary) -> std::io::Result<()> {
@@ -233,6 +334,17 @@ fn print_summary(out: &mut impl Write, s: &DemoSummary) -> std::io::Result<()> {
             "some validator committed nothing"
         }
     )?;
+    if !s.full_node_heights.is_empty() {
+        writeln!(
+            out,
+            "  height per full node: {} (followed by state sync over the public network)",
+            s.full_node_heights
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        )?;
+    }
     writeln!(
         out,
         "  transactions committed: {} ({:.0} tx/s)",

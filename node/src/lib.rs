@@ -1,14 +1,18 @@
 //! The node: a validator running the example consensus and mempool over
-//! `validator-network`, as a demo cluster in one process or one real node per machine,
-//! with prometheus metrics over HTTP.
+//! `validator-network`'s validator network, and serving the chain to full nodes over a
+//! public network; or a full node following the chain over the public network alone.
+//! As a demo cluster in one process or one real node per machine, with prometheus
+//! metrics over HTTP.
 //!
 //! This crate owns the command line (`src/main.rs`), the node's configuration file
-//! ([`config`]), the wiring of network, mempool and consensus ([`validator`]), the demo
-//! ([`demo`]), `node run` ([`run`]) and the `/metrics` endpoint ([`metrics`]). It owns
-//! no networking: that is `validator-network` and below.
+//! ([`config`]), the wiring of networks, mempool, consensus and state sync
+//! ([`validator`], [`full_node`]), the demo ([`demo`]), `node run` ([`run`]) and the
+//! `/metrics` endpoint ([`metrics`]). It owns no networking: that is
+//! `validator-network` and below.
 
 pub mod config;
 pub mod demo;
+pub mod full_node;
 pub mod metrics;
 pub mod run;
 pub mod validator;

@@ -57,10 +57,13 @@ struct DemoArgs {
     /// Validators to run.
     #[arg(long, default_value_t = demo::DEFAULT_VALIDATORS)]
     validators: usize,
+    /// Full nodes to run: each follows the chain over the validators' public network.
+    #[arg(long, default_value_t = demo::DEFAULT_FULL_NODES)]
+    full_nodes: usize,
     /// Transactions each validator creates per second.
     #[arg(long, default_value_t = DemoOptions::default().transactions_per_second)]
     tps: u64,
-    /// Where to serve /metrics of every validator.
+    /// Where to serve /metrics of every node.
     #[arg(long, default_value = "127.0.0.1:9100")]
     metrics_address: SocketAddr,
 }
@@ -128,6 +131,7 @@ async fn run() -> anyhow::Result<()> {
 async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     let options = DemoOptions {
         validators: args.validators,
+        full_nodes: args.full_nodes,
         duration: args.duration,
         metrics_address: Some(args.metrics_address),
         transactions_per_second: args.tps,

@@ -1,8 +1,9 @@
-//! One validator: the network stack, the example mempool and the example consensus,
-//! wired together.
+//! One validator: the validator network with the example mempool and consensus, and
+//! optionally a public network on which it serves the chain it commits to full nodes.
 
 use std::sync::Arc;
 
+use state_sync::{BlockStore, StateSync, StateSyncApp, StateSyncConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use toy_consensus::{
@@ -29,10 +30,14 @@ impl TransactionSource for PoolSource {
 pub struct RunningValidator {
     /// Its peer id.
     pub peer_id: PeerId,
-    /// The addresses it listens on, naming it.
+    /// The addresses its validator network listens on, naming it.
     pub listen_addrs: Vec<NetworkAddress>,
-    /// Its metrics.
+    /// The addresses its public network listens on, naming it (empty without one).
+    pub public_addrs: Vec<NetworkAddress>,
+    /// Its metrics: the validator network's, consensus and mempool.
     pub registry: Registry,
+    /// Its public network's metrics, if it runs one.
+    pub public_registry: Option<Registry>,
     /// Its consensus status.
     pub status: watch::Receiver<ConsensusStatus>,
     /// Its mempool.
@@ -40,17 +45,38 @@ pub struct RunningValidator {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     network: ShutdownHandle,
+    public: Option<ShutdownHandle>,
 }
 
-/// Starts a validator with `identity` over `network`, its metrics in `registry`.
+/// The networks a validator runs.
+pub struct Networks {
+    /// The validator network: mutual authentication, validators only.
+    pub validator: StackConfig,
+    /// The public network, if it serves full nodes.
+    pub public: Option<PublicNetwork>,
+}
+
+/// A validator's public network: open authentication, its own listen address and
+/// limits, and only the state-sync protocol.
+pub struct PublicNetwork {
+    /// Its configuration.
+    pub config: StackConfig,
+    /// Where its metrics go: a registry of its own, since both networks register the
+    /// same metric names (give it a label such as `network="public"`).
+    pub registry: Registry,
+}
+
+/// Starts a validator with `identity` over `networks`, its metrics in `registry`.
 pub fn start(
     identity: Identity,
-    network: StackConfig,
+    networks: Networks,
     consensus: ConsensusConfig,
     mempool: MempoolConfig,
     registry: Registry,
 ) -> anyhow::Result<RunningValidator> {
-    let mut builder = StackBuilder::new(network, registry.clone()).with_identity(identity);
+    let store = BlockStore::new(consensus.max_blocks_kept);
+    let mut builder =
+        StackBuilder::new(networks.validator, registry.clone()).with_identity(identity.clone());
     let consensus_app = builder.register::<ConsensusApp>();
     let mempool_app = builder.register::<MempoolApp>();
     let mut running = builder.start()?;
@@ -71,20 +97,57 @@ pub fn start(
         Arc::new(PoolSource(pool.clone())),
         &registry,
     )?;
-    let tasks = vec![
+    let committed = store.clone();
+    let consensus_task = consensus_task.on_commit(move |block| {
+        committed.append(block.clone());
+    });
+    let mut tasks = vec![
         mempool_task.spawn(stopped()),
         consensus_task.spawn(stopped()),
     ];
+    let (public, public_addrs, public_registry) = match networks.public {
+        Some(public) => {
+            let (handle, addrs, task) = serve_public(identity, &public, store)?;
+            tasks.push(task.spawn(stopped()));
+            (Some(handle), addrs, Some(public.registry))
+        }
+        None => (None, Vec::new(), None),
+    };
     Ok(RunningValidator {
         peer_id: running.peer_id,
         listen_addrs: running.listen_addrs,
         registry,
+        public_registry,
         status,
         mempool: pool,
         stop,
         tasks,
         network: running.shutdown,
+        public_addrs,
+        public,
     })
+}
+
+/// Starts the public network, on which this validator serves `store` by state sync
+/// and nothing else.
+fn serve_public(
+    identity: Identity,
+    public: &PublicNetwork,
+    store: BlockStore,
+) -> anyhow::Result<(ShutdownHandle, Vec<NetworkAddress>, StateSync)> {
+    let mut builder =
+        StackBuilder::new(public.config.clone(), public.registry.clone()).with_identity(identity);
+    let sync_app = builder.register::<StateSyncApp>();
+    let mut running = builder.start()?;
+    let (sender, events) = running.take(sync_app);
+    let (sync, _) = StateSync::new(
+        StateSyncConfig::new(false),
+        sender,
+        events,
+        store,
+        &public.registry,
+    )?;
+    Ok((running.shutdown, running.listen_addrs, sync))
 }
 
 impl RunningValidator {
@@ -93,6 +156,9 @@ impl RunningValidator {
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;
+        }
+        if let Some(public) = self.public {
+            public.shutdown().await;
         }
         self.network.shutdown().await;
     }

@@ -1,4 +1,5 @@
-//! The demo: four validators on loopback TCP commit blocks, every one of them.
+//! The demo: four validators on loopback TCP commit blocks, every one of them, and two
+//! full nodes follow the chain.
 
 #![allow(clippy::unwrap_used)] // A panic in a test is a failed assertion.
 
@@ -10,6 +11,7 @@ use node::demo::{self, DemoOptions};
 async fn the_demo_commits_blocks_on_every_validator() {
     let options = DemoOptions {
         validators: 4,
+        full_nodes: 2,
         duration: Duration::from_secs(3),
         metrics_address: None,
         transactions_per_second: 200,
@@ -26,4 +28,6 @@ async fn the_demo_commits_blocks_on_every_validator() {
     assert!(summary.committed_transactions > 0, "{text}");
     assert!(text.contains("peers 3,3,3,3"), "{text}");
     assert!(text.contains("every validator committed blocks"), "{text}");
+    assert_eq!(summary.full_node_heights.len(), 2);
+    assert!(summary.full_node_heights.iter().all(|h| *h > 0), "{text}");
 }

@@ -15,6 +15,11 @@ use network::discovery::{self, DiscoveryConfig};
 use network::health_checker::{self as hc, HealthCheckerConfig};
 use serde::{Deserialize, Serialize};
 
+/// The network id of a public network ([`StackConfig::for_public_network`]): a
+/// connection between a node of it and a node of the validator network (`validator`)
+/// is refused at the handshake, so the two cannot be mixed up by a wrong address.
+pub const PUBLIC_NETWORK_ID: &str = "public";
+
 /// Who may connect.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -294,6 +299,23 @@ pub(crate) struct Resolved {
 }
 
 impl StackConfig {
+    /// The configuration of a public network (open authentication: anyone may
+    /// connect, rate limited unless trusted) listening on `listen_address`, trusting
+    /// the validators in `validators` and dialing those of them whose addresses `known`
+    /// lists (each naming its peer with `/p2p/`). A validator serves full nodes on such
+    /// a network; a full node follows the chain on it.
+    pub fn for_public_network(
+        listen_address: &str,
+        validators: &[PeerId],
+        known: &[NetworkAddress],
+    ) -> Self {
+        Self {
+            mode: Mode::Open,
+            network_id: PUBLIC_NETWORK_ID.to_owned(),
+            ..Self::for_validator_set(listen_address, validators, known)
+        }
+    }
+
     /// The configuration of one validator of the set `validators`, listening on
     /// `listen_address` and knowing the addresses in `known` (each naming its peer with
     /// `/p2p/`): e.g. a cluster started one node at a time, where each dials those

@@ -68,7 +68,9 @@ mod sender;
 
 pub use app::{Application, Never, Payload};
 pub use builder::{Registration, RunningStack, ShutdownHandle, StackBuilder, StartError};
-pub use config::{ConfigError, FieldError, Intervals, Limits, Mode, StackConfig, TrustedPeer};
+pub use config::{
+    ConfigError, FieldError, Intervals, Limits, Mode, PUBLIC_NETWORK_ID, StackConfig, TrustedPeer,
+};
 pub use epoch::{EpochError, EpochHandle, ValidatorInfo};
 pub use event::{AppEvent, Events, Responder};
 pub use sender::{RequestError, Sender};

@@ -36,7 +36,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use validator_network::proto::consensus::{
-    BlockRetrievalRequest, BlockRetrievalResponse, ConsensusMsg,
+    Block, BlockRetrievalRequest, BlockRetrievalResponse, ConsensusMsg,
 };
 use validator_network::{AppEvent, Application, Events, PeerId, ProtocolId, Sender};
 
@@ -197,9 +197,21 @@ pub struct ToyConsensus {
     source: Arc<dyn TransactionSource>,
     metrics: Metrics,
     status: watch::Sender<ConsensusStatus>,
+    /// Called with each committed block (e.g. to keep it in a store that state sync
+    /// serves).
+    on_commit: Option<CommitObserver>,
 }
 
+/// Called with each block a validator commits.
+type CommitObserver = Box<dyn Fn(&Block) + Send + Sync>;
+
 impl ToyConsensus {
+    /// Calls `observer` with each block this validator commits, in order.
+    pub fn on_commit(mut self, observer: impl Fn(&Block) + Send + Sync + 'static) -> Self {
+        self.on_commit = Some(Box::new(observer));
+        self
+    }
+
     /// A validator over the consensus application's handles, taking transactions from
     /// `source`. Metrics go to `registry`; the returned receiver follows its status.
     pub fn new(
@@ -234,6 +246,7 @@ impl ToyConsensus {
                 source,
                 metrics,
                 status,
+                on_commit: None,
             },
             status_rx,
         ))
@@ -323,6 +336,9 @@ impl ToyConsensus {
                 Action::Fetch(peer, request) => self.fetch(peer, request, fetched.clone()),
                 Action::Committed(block) => {
                     self.source.committed(&block.transactions);
+                    if let Some(observer) = &self.on_commit {
+                        observer(&block);
+                    }
                     let txs = block.transactions.len() as u64;
                     self.metrics.blocks.inc();
                     self.metrics.transactions.inc_by(txs);

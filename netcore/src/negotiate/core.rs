@@ -57,6 +57,16 @@ impl ListenerCore {
         self.gave_up_or(NegotiateError::UnexpectedEof)
     }
 
+    /// The error for a stream whose read failed before a protocol was agreed: after an
+    /// `na`, a dialer that resets the stream (the usual way to drop it) has given up.
+    pub(crate) fn on_read_error(&self, err: std::io::Error) -> NegotiateError {
+        if self.sent_na {
+            NegotiateError::Refused
+        } else {
+            NegotiateError::Io(err)
+        }
+    }
+
     fn step<P: AsRef<str>>(
         &mut self,
         supported: &[P],

@@ -121,7 +121,8 @@ const fn varint_len(mut n: usize) -> usize {
 /// shutdown, so a response leaves together with it.
 ///
 /// # Errors
-/// [`NegotiateError::Refused`] if the dialer gave up after an `na`;
+/// [`NegotiateError::Refused`] if the dialer gave up after an `na` (closed or reset
+/// the stream, or sent something else);
 /// [`NegotiateError::TooManyProposals`] after [`MAX_PROPOSALS`] refused proposals; a
 /// protocol-violation variant for malformed or unexpected input;
 /// [`NegotiateError::UnexpectedEof`] or [`NegotiateError::Io`] if the stream ends or
@@ -154,11 +155,11 @@ where
         send(&mut io, &mut out).await?;
         match progress {
             ListenerProgress::Accepted(index) => return Ok((Negotiated::new(io, input), index)),
-            ListenerProgress::NeedInput => {
-                if read_more(&mut io, &mut input).await? == 0 {
-                    return Err(core.on_eof());
-                }
-            }
+            ListenerProgress::NeedInput => match read_more(&mut io, &mut input).await {
+                Ok(0) => return Err(core.on_eof()),
+                Ok(_) => {}
+                Err(e) => return Err(core.on_read_error(e)),
+            },
         }
     }
 }

@@ -131,6 +131,27 @@ fn listener_eof_is_unexpected_before_any_na_and_a_refusal_after() {
 }
 
 #[test]
+fn listener_read_failure_is_an_io_error_before_any_na_and_a_refusal_after() {
+    let reset = || std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+    let listener = ListenerCore::new();
+    assert!(matches!(
+        listener.on_read_error(reset()),
+        NegotiateError::Io(_)
+    ));
+
+    // A dialer that drops its stream after an `na` resets it: it gave up.
+    let mut listener = ListenerCore::new();
+    let mut input = wire(&[Message::Header, proto("/nope")]);
+    listener
+        .on_input(&SUPPORTED, &mut input, &mut BytesMut::new())
+        .unwrap();
+    assert!(matches!(
+        listener.on_read_error(reset()),
+        NegotiateError::Refused
+    ));
+}
+
+#[test]
 fn listener_reads_data_behind_a_refused_proposal_as_a_refusal() {
     let mut input = wire(&[Message::Header, proto("/nope")]);
     input.extend_from_slice(b"\x00\x00\x00\x05hello");
