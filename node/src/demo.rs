@@ -13,16 +13,19 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use toy_consensus::ConsensusConfig;
 use toy_mempool::MempoolConfig;
-use validator_network::{Identity, NetworkAddress, PeerId, Registry, StackConfig};
+use validator_network::{Identity, NetworkAddress, PeerId, Registry, StackConfig, ValidatorInfo};
 
 use crate::full_node::{self, RunningFullNode};
 use crate::metrics::{self, Snapshot, quantile};
-use crate::validator::{self, Networks, PublicNetwork, RunningValidator};
+use crate::validator::{self, Networks, PublicNetwork, RunningValidator, ScheduledEpoch};
 
 /// Validators in the demo: the smallest set that tolerates one fault (n = 3f + 1).
 pub const DEFAULT_VALIDATORS: usize = 4;
 /// Full nodes in the demo: two, so that each has a peer that is not a validator too.
 pub const DEFAULT_FULL_NODES: usize = 2;
+/// The height at which the demo's validator set changes: about half way through the
+/// default run.
+pub const DEFAULT_EPOCH_CHANGE_AT: u64 = 50;
 /// How long the demo runs: long enough to see the chain grow steadily.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 /// Time between status lines.
@@ -35,6 +38,8 @@ pub struct DemoOptions {
     pub validators: usize,
     /// Full nodes to run.
     pub full_nodes: usize,
+    /// The height at which one more validator replaces validator 0 (epoch 1), if any.
+    pub epoch_change_at: Option<u64>,
     /// How long to run.
     pub duration: Duration,
     /// Where to serve `/metrics` of every validator (each labelled `validator="<i>"`);
@@ -49,6 +54,7 @@ impl Default for DemoOptions {
         Self {
             validators: DEFAULT_VALIDATORS,
             full_nodes: DEFAULT_FULL_NODES,
+            epoch_change_at: Some(DEFAULT_EPOCH_CHANGE_AT),
             duration: DEFAULT_DURATION,
             metrics_address: None,
             transactions_per_second: MempoolConfig::default().transactions_per_second,
@@ -143,7 +149,7 @@ pub async fn run(
                 .join(","),
             height_range(&now),
             full_node_heights(&full_nodes),
-            max_of(&delta, |s| s.committed_transactions) as f64 / dt,
+            median_of(&delta, |s| s.committed_transactions) as f64 / dt,
             millis(quantile(&merged_buckets(&delta), 0.5)),
             human_bytes(delta.iter().map(|s| s.bytes).sum::<u64>() as f64 / dt),
         )?;
@@ -186,46 +192,102 @@ pub async fn run(
 }
 
 /// Starts the validators, each dialing those started before it; each also serves full
-/// nodes on a public network.
+/// nodes on a public network. With an epoch change scheduled, one more validator
+/// starts first, outside the set: at that height it replaces validator 0.
 pub fn start_validators(options: &DemoOptions) -> anyhow::Result<Vec<RunningValidator>> {
-    let identities: Vec<Identity> = (0..options.validators)
+    let standby = usize::from(options.epoch_change_at.is_some());
+    let identities: Vec<Identity> = (0..options.validators + standby)
         .map(|_| Identity::generate())
         .collect();
     let ids: Vec<PeerId> = identities.iter().map(Identity::peer_id).collect();
-    let mut validators: Vec<RunningValidator> = Vec::new();
-    for (i, identity) in identities.into_iter().enumerate() {
-        let known: Vec<NetworkAddress> = validators
+    let first_set = &ids[..options.validators];
+    let next_set = &ids[1..];
+    let mut started: Vec<(usize, RunningValidator)> = Vec::new();
+    // The newcomer first: the change needs its address.
+    let order: Vec<usize> = (options.validators..ids.len())
+        .chain(0..options.validators)
+        .collect();
+    let mut identities: Vec<Option<Identity>> = identities.into_iter().map(Some).collect();
+    for i in order {
+        let identity = identities[i].take().context("each identity is used once")?;
+        let known: Vec<NetworkAddress> = started
             .iter()
-            .flat_map(|v| v.listen_addrs.iter().cloned())
+            .filter(|(j, _)| *j < options.validators)
+            .flat_map(|(_, v)| v.listen_addrs.iter().cloned())
             .collect();
-        let labels = |network: &str| {
-            HashMap::from([
-                ("validator".to_owned(), i.to_string()),
-                ("network".to_owned(), network.to_owned()),
-            ])
+        let epoch_change = options.epoch_change_at.map(|at_height| ScheduledEpoch {
+            at_height,
+            epoch: 1,
+            validators: next_set
+                .iter()
+                .map(|peer| ValidatorInfo {
+                    peer_id: *peer,
+                    addresses: started
+                        .iter()
+                        .filter(|(_, v)| v.peer_id == *peer)
+                        .flat_map(|(_, v)| v.listen_addrs.iter().cloned())
+                        .collect(),
+                })
+                .collect(),
+        });
+        let validator_network = if i < options.validators {
+            network_config(first_set, &known)
+        } else {
+            // The newcomer belongs to the next epoch's set from the start.
+            StackConfig {
+                epoch: 1,
+                ..network_config(next_set, &known)
+            }
         };
-        let networks = Networks {
-            validator: network_config(&ids, &known),
-            public: Some(PublicNetwork {
-                config: StackConfig::for_public_network(LOOPBACK, &ids, &[]),
-                registry: Registry::new_custom(None, Some(labels("public")))?,
-            }),
-        };
-        let mempool = MempoolConfig {
-            transactions_per_second: options.transactions_per_second,
-            ..MempoolConfig::default()
-        };
-        let v = validator::start(
+        let v = start_validator(
+            options,
+            i,
             identity,
-            networks,
-            ConsensusConfig::new(ids.clone()),
-            mempool,
-            Registry::new_custom(None, Some(labels("validator")))?,
-        )
-        .with_context(|| format!("starting validator {i}"))?;
-        validators.push(v);
+            first_set,
+            validator_network,
+            epoch_change,
+        )?;
+        started.push((i, v));
     }
-    Ok(validators)
+    started.sort_by_key(|(i, _)| *i);
+    Ok(started.into_iter().map(|(_, v)| v).collect())
+}
+
+/// Starts demo validator `i` of the set `set` over `validator_network`.
+fn start_validator(
+    options: &DemoOptions,
+    i: usize,
+    identity: Identity,
+    set: &[PeerId],
+    validator_network: StackConfig,
+    epoch_change: Option<ScheduledEpoch>,
+) -> anyhow::Result<RunningValidator> {
+    let labels = |network: &str| {
+        HashMap::from([
+            ("validator".to_owned(), i.to_string()),
+            ("network".to_owned(), network.to_owned()),
+        ])
+    };
+    let networks = Networks {
+        validator: validator_network,
+        public: Some(PublicNetwork {
+            config: StackConfig::for_public_network(LOOPBACK, set, &[]),
+            registry: Registry::new_custom(None, Some(labels("public")))?,
+        }),
+        epoch_change,
+    };
+    let mempool = MempoolConfig {
+        transactions_per_second: options.transactions_per_second,
+        ..MempoolConfig::default()
+    };
+    validator::start(
+        identity,
+        networks,
+        ConsensusConfig::new(set.to_vec()),
+        mempool,
+        Registry::new_custom(None, Some(labels("validator")))?,
+    )
+    .with_context(|| format!("starting validator {i}"))
 }
 
 /// Starts the full nodes, each dialing every validator's public network.
@@ -278,6 +340,13 @@ fn print_header(
             v.peer_id.short_str(),
             first(&v.listen_addrs),
             first(&v.public_addrs)
+        )?;
+    }
+    if let Some(height) = options.epoch_change_at {
+        writeln!(
+            out,
+            "  epoch 1 after height {height}: validator {} replaces validator 0",
+            options.validators
         )?;
     }
     for (i, f) in full_nodes.iter().enumerate() {
@@ -378,6 +447,14 @@ fn merged_buckets(snaps: &[Snapshot]) -> Vec<(f64, u64)> {
     }
     out.sort_by(|a, b| a.0.total_cmp(&b.0));
     out
+}
+
+/// The median over the validators: a validator catching up (committing many blocks at
+/// once) or one that left the set does not move it.
+fn median_of(snaps: &[Snapshot], f: impl Fn(&Snapshot) -> u64) -> u64 {
+    let mut values: Vec<u64> = snaps.iter().map(f).collect();
+    values.sort_unstable();
+    values.get(values.len() / 2).copied().unwrap_or(0)
 }
 
 fn max_of(snaps: &[Snapshot], f: impl Fn(&Snapshot) -> u64) -> u64 {

@@ -60,6 +60,10 @@ struct DemoArgs {
     /// Full nodes to run: each follows the chain over the validators' public network.
     #[arg(long, default_value_t = demo::DEFAULT_FULL_NODES)]
     full_nodes: usize,
+    /// The height at which one more validator replaces validator 0 (epoch 1); 0: the
+    /// set never changes.
+    #[arg(long, default_value_t = demo::DEFAULT_EPOCH_CHANGE_AT)]
+    epoch_change_at: u64,
     /// Transactions each validator creates per second.
     #[arg(long, default_value_t = DemoOptions::default().transactions_per_second)]
     tps: u64,
@@ -132,6 +136,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     let options = DemoOptions {
         validators: args.validators,
         full_nodes: args.full_nodes,
+        epoch_change_at: (args.epoch_change_at > 0).then_some(args.epoch_change_at),
         duration: args.duration,
         metrics_address: Some(args.metrics_address),
         transactions_per_second: args.tps,

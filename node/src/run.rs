@@ -90,6 +90,7 @@ fn start_validator(config: &NodeConfig, identity: Identity) -> anyhow::Result<Ru
     let networks = Networks {
         validator: config.network.clone(),
         public,
+        epoch_change: None,
     };
     let node = validator::start(
         identity,

@@ -7,11 +7,14 @@ use state_sync::{BlockStore, StateSync, StateSyncApp, StateSyncConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use toy_consensus::{
-    ConsensusApp, ConsensusConfig, ConsensusStatus, ToyConsensus, TransactionSource,
+    ConsensusApp, ConsensusConfig, ConsensusStatus, Reconfiguration, ToyConsensus,
+    TransactionSource,
 };
 use toy_mempool::{Mempool, MempoolApp, MempoolConfig, MempoolHandle};
+use tracing::{info, warn};
 use validator_network::{
     Identity, NetworkAddress, PeerId, Registry, ShutdownHandle, StackBuilder, StackConfig,
+    ValidatorInfo,
 };
 
 /// Consensus takes its transactions from the mempool.
@@ -54,6 +57,21 @@ pub struct Networks {
     pub validator: StackConfig,
     /// The public network, if it serves full nodes.
     pub public: Option<PublicNetwork>,
+    /// A validator-set change scheduled at a height, if any.
+    pub epoch_change: Option<ScheduledEpoch>,
+}
+
+/// A validator-set change at a height: once the block at `at_height` is committed,
+/// consensus hands over to `validators` and the validator network moves to `epoch`
+/// with them (in a real chain the change would be a transaction of that block).
+#[derive(Clone, Debug)]
+pub struct ScheduledEpoch {
+    /// The height of the old set's last block.
+    pub at_height: u64,
+    /// The new epoch's number.
+    pub epoch: u64,
+    /// The new set, with addresses to dial.
+    pub validators: Vec<ValidatorInfo>,
 }
 
 /// A validator's public network: open authentication, its own listen address and
@@ -70,11 +88,17 @@ pub struct PublicNetwork {
 pub fn start(
     identity: Identity,
     networks: Networks,
-    consensus: ConsensusConfig,
+    mut consensus: ConsensusConfig,
     mempool: MempoolConfig,
     registry: Registry,
 ) -> anyhow::Result<RunningValidator> {
     let store = BlockStore::new(consensus.max_blocks_kept);
+    if let Some(change) = &networks.epoch_change {
+        consensus.reconfiguration = Some(Reconfiguration {
+            at_height: change.at_height,
+            validators: change.validators.iter().map(|v| v.peer_id).collect(),
+        });
+    }
     let mut builder =
         StackBuilder::new(networks.validator, registry.clone()).with_identity(identity.clone());
     let consensus_app = builder.register::<ConsensusApp>();
@@ -98,8 +122,25 @@ pub fn start(
         &registry,
     )?;
     let committed = store.clone();
+    let epochs = running.epochs.clone();
+    let epoch_change = networks.epoch_change;
     let consensus_task = consensus_task.on_commit(move |block| {
         committed.append(block.clone());
+        if let Some(change) = epoch_change
+            .as_ref()
+            .filter(|c| c.at_height == block.height)
+        {
+            let (epochs, change) = (epochs.clone(), change.clone());
+            tokio::spawn(async move {
+                match epochs.change_epoch(change.epoch, change.validators).await {
+                    Ok(()) => info!(
+                        epoch = change.epoch,
+                        "validator network moved to the new set"
+                    ),
+                    Err(error) => warn!(%error, "epoch change refused"),
+                }
+            });
+        }
     });
     let mut tasks = vec![
         mempool_task.spawn(stopped()),

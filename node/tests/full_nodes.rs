@@ -56,6 +56,7 @@ async fn full_nodes_follow_the_chain_and_cannot_do_what_only_validators_may() {
     let options = DemoOptions {
         validators: 4,
         full_nodes: 2,
+        epoch_change_at: None,
         ..DemoOptions::default()
     };
     let validators = demo::start_validators(&options).unwrap();

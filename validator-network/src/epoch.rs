@@ -86,7 +86,8 @@ impl EpochHandle {
     ///   disconnects removed validators at once (`LostPeer { reason: NotEligible }`).
     ///
     /// Connections between validators in both sets are not touched, so messages
-    /// between them are not lost across the change. This node may be in the set or not.
+    /// between them are not lost across the change. A node outside the new set leaves:
+    /// it trusts no one and (in mutual mode) disconnects from everyone.
     pub async fn change_epoch(
         &self,
         epoch: u64,
@@ -99,10 +100,13 @@ impl EpochHandle {
                 got: epoch,
             });
         }
+        let member = validators.iter().any(|v| v.peer_id == self.local);
+        // A node outside the new set leaves the validator network: it trusts and keeps
+        // no one there (it may follow the chain elsewhere, e.g. as a full node).
         let set: HashSet<PeerId> = validators
             .iter()
             .map(|v| v.peer_id)
-            .filter(|peer| *peer != self.local)
+            .filter(|peer| *peer != self.local && member)
             .collect();
         self.trusted.replace(set.iter().copied())?;
         let addresses = validators

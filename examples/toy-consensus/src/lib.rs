@@ -119,6 +119,18 @@ pub struct ConsensusConfig {
     pub request_timeout: Duration,
     /// Committed blocks kept to serve others.
     pub max_blocks_kept: usize,
+    /// A change of the validator set at a height, if one is scheduled.
+    pub reconfiguration: Option<Reconfiguration>,
+}
+
+/// A change of the validator set: `validators` take over once the block at `at_height`
+/// is committed (see [`Core::reconfigure_at`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reconfiguration {
+    /// The height of the last block of the old set.
+    pub at_height: u64,
+    /// The new set.
+    pub validators: Vec<PeerId>,
 }
 
 impl ConsensusConfig {
@@ -131,6 +143,7 @@ impl ConsensusConfig {
             max_block_transactions: DEFAULT_MAX_BLOCK_TRANSACTIONS,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_blocks_kept: DEFAULT_MAX_BLOCKS_KEPT,
+            reconfiguration: None,
         }
     }
 }
@@ -226,13 +239,16 @@ impl ToyConsensus {
             round_timeout: config.round_timeout,
             min_block_interval: config.min_block_interval,
         };
-        let core = Core::new(
+        let mut core = Core::new(
             sender.local_peer_id(),
             config.validators.clone(),
             timing,
             config.max_blocks_kept,
             Instant::now(),
         );
+        if let Some(change) = &config.reconfiguration {
+            core.reconfigure_at(change.at_height, change.validators.clone());
+        }
         let (status, status_rx) = watch::channel(ConsensusStatus {
             round: core.round(),
             ..ConsensusStatus::default()

@@ -65,6 +65,9 @@ pub struct Core {
     fetching: bool,
     /// The highest height some peer said it has committed, and that peer.
     best_known: Option<(u64, PeerId)>,
+    /// A validator-set change: the set that takes over once the block at this height
+    /// is committed.
+    reconfiguration: Option<(u64, Vec<PeerId>)>,
 }
 
 /// The votes that commit a block among `n` validators: `n - f`, where `f = (n - 1) / 3`
@@ -106,7 +109,9 @@ fn msg(message: consensus_msg::Message) -> ConsensusMsg {
 }
 
 impl Core {
-    /// A validator `me` among `validators` (which must include it), at height 0, round 1.
+    /// A node `me` with the validator set `validators`, at height 0, round 1. A node
+    /// outside the set follows the chain (it commits what the validators commit) but
+    /// neither proposes nor votes.
     pub fn new(
         me: PeerId,
         mut validators: Vec<PeerId>,
@@ -135,9 +140,34 @@ impl Core {
             last_commit: now,
             fetching: false,
             best_known: None,
+            reconfiguration: None,
         };
         core.enter_round(1, now);
         core
+    }
+
+    /// Hands the chain to `validators` after the block at `height` is committed: from
+    /// the next round on they lead in turn and their votes count, and the old set's no
+    /// longer do. Every node must be given the same change (in a real chain it would be
+    /// a transaction of the block at `height`).
+    pub fn reconfigure_at(&mut self, height: u64, mut validators: Vec<PeerId>) {
+        if validators.is_empty() {
+            // No set can take over from none: the change is ignored.
+            return;
+        }
+        validators.sort();
+        validators.dedup();
+        self.reconfiguration = Some((height, validators));
+    }
+
+    /// The current validator set.
+    pub fn validators(&self) -> &[PeerId] {
+        &self.validators
+    }
+
+    /// Whether this node is a validator now.
+    pub fn is_validator(&self) -> bool {
+        self.validators.contains(&self.me)
     }
 
     /// Votes needed to commit: `n - f` (see [`quorum`]).
@@ -239,6 +269,15 @@ impl Core {
     }
 
     fn on_proposal(&mut self, from: PeerId, block: Block, now: Instant) -> Vec<Action> {
+        if !self.is_validator() {
+            // A follower keeps the proposal, to commit it when a validator says so.
+            if block.height == self.committed_height + 1 && self.leader(block.round) == from {
+                self.pending.insert(block.id.clone(), block);
+            } else if block.height > self.committed_height + 1 {
+                return self.learn_of(block.height - 1, from);
+            }
+            return Vec::new();
+        }
         if block.proposer != from.as_bytes()[..]
             || self.leader(block.round) != from
             || block.id != block_id(block.height, block.round, &from)
@@ -407,6 +446,16 @@ impl Core {
         self.chain.push_back(block.clone());
         while self.chain.len() > self.max_blocks_kept {
             self.chain.pop_front();
+        }
+        if let Some((height, _)) = &self.reconfiguration
+            && *height == block.height
+            && let Some((_, validators)) = self.reconfiguration.take()
+        {
+            self.quorum = quorum(validators.len());
+            self.validators = validators;
+            self.votes.clear();
+            self.propose_at = (self.leader(self.round) == self.me)
+                .then(|| now.max(self.last_commit + self.timing.min_block_interval));
         }
         vec![Action::Committed(block)]
     }

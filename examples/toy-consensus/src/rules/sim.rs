@@ -41,11 +41,19 @@ pub(super) struct Sim {
 impl Sim {
     /// `n` validators, all on one side.
     pub(super) fn new(n: u8) -> Self {
+        let all: Vec<usize> = (0..n as usize).collect();
+        Self::with_validators(n, &all)
+    }
+
+    /// `n` nodes, all on one side, of which those at `validators` are the validator
+    /// set; the others follow.
+    pub(super) fn with_validators(n: u8, validators: &[usize]) -> Self {
         let now = Instant::now();
         let ids: Vec<PeerId> = (1..=n).map(|b| PeerId::new([b; 32])).collect();
+        let set: Vec<PeerId> = validators.iter().map(|&i| ids[i]).collect();
         let cores = ids
             .iter()
-            .map(|me| Core::new(*me, ids.clone(), SIM_TIMING, 10_000, now))
+            .map(|me| Core::new(*me, set.clone(), SIM_TIMING, 10_000, now))
             .collect();
         Self {
             side: vec![0; ids.len()],

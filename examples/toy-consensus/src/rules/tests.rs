@@ -245,3 +245,35 @@ fn a_partitioned_minority_never_commits_alone_and_rejoins_the_majority_after_the
         }
     }
 }
+
+#[test]
+fn a_reconfiguration_hands_the_chain_to_the_new_set_at_its_height() {
+    // Five nodes: the first four validate; at height 5 the set becomes the last four.
+    let mut sim = super::sim::Sim::with_validators(5, &[0, 1, 2, 3]);
+    let new_set: Vec<PeerId> = sim.ids[1..].to_vec();
+    for core in &mut sim.cores {
+        core.reconfigure_at(5, new_set.clone());
+    }
+    assert!(!sim.cores[4].is_validator());
+    sim.run_for(Duration::from_secs(5));
+    assert!(sim.one_chain());
+    // The chain went on past the change, on every node (the one that left follows).
+    for i in 0..5 {
+        assert!(sim.height(i) >= 15, "node {i} at {}", sim.height(i));
+    }
+    assert!(sim.cores[4].is_validator());
+    assert!(!sim.cores[0].is_validator());
+    // After the change only the new set proposes, the newcomer among them.
+    let proposers: HashSet<Bytes> = (6..=15).map(|h| proposer_at(&sim, h)).collect();
+    assert!(!proposers.contains(&Bytes::copy_from_slice(sim.ids[0].as_bytes())));
+    assert!(proposers.contains(&Bytes::copy_from_slice(sim.ids[4].as_bytes())));
+}
+
+/// Who proposed the block at `height`, as node 1 committed it.
+fn proposer_at(sim: &super::sim::Sim, height: u64) -> Bytes {
+    let block = sim.cores[1].serve(&BlockRetrievalRequest {
+        from_height: height,
+        max_blocks: 1,
+    });
+    block.blocks[0].proposer.clone()
+}
