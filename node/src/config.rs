@@ -217,4 +217,46 @@ mod tests {
             Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("validator.key"))
         );
     }
+
+    /// Writes `text` as a config file in a fresh folder and loads it.
+    fn load_text(name: &str, text: &str) -> anyhow::Result<NodeConfig> {
+        let dir = std::env::temp_dir().join(format!("node-config-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("node.toml");
+        std::fs::write(&path, text)?;
+        let loaded = NodeConfig::load(&path);
+        let _ = std::fs::remove_dir_all(&dir);
+        loaded
+    }
+
+    const NETWORK: &str = "[network]\nlisten_addresses = [\"/ip4/127.0.0.1/tcp/0\"]\n";
+
+    #[test]
+    fn an_error_in_the_public_network_names_its_section() {
+        let text =
+            format!("{NETWORK}[public_network]\nlisten_addresses = [\"/ip4/127.0.0.1/udp/1\"]\n");
+        let error = format!("{:#}", load_text("public", &text).unwrap_err());
+        assert!(error.contains("public_network.listen_addresses"), "{error}");
+    }
+
+    #[test]
+    fn a_full_node_runs_one_network() {
+        let text = format!("role = \"full_node\"\n{NETWORK}[public_network]\n");
+        let error = format!("{:#}", load_text("full", &text).unwrap_err());
+        assert!(
+            error.contains("public_network: a full node runs one network"),
+            "{error}"
+        );
+        let text = format!("role = \"full_node\"\n{NETWORK}");
+        assert_eq!(load_text("full-ok", &text).unwrap().role, Role::FullNode);
+    }
+
+    #[test]
+    fn the_public_network_takes_the_identity_key_of_the_validator_network() {
+        let text = "[network]\nidentity_key = \"v.key\"\nlisten_addresses = [\"/ip4/127.0.0.1/tcp/0\"]\n\
+             [public_network]\nlisten_addresses = [\"/ip4/127.0.0.1/tcp/0\"]\n";
+        let config = load_text("key", text).unwrap();
+        let public = config.public_network.unwrap();
+        assert_eq!(public.identity_key, config.network.identity_key);
+    }
 }

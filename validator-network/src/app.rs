@@ -7,6 +7,8 @@ use std::fmt;
 
 use bytes::Bytes;
 use network::{ProtocolId, ProtocolKind};
+
+use crate::compression::Compression;
 use proto::{DecodeError, Message};
 
 /// A type with no values: the message type of a kind an application does not use. An
@@ -119,6 +121,9 @@ pub trait Application: Send + Sync + 'static {
     type Request: Payload;
     /// An RPC response.
     type Response: Payload;
+    /// How its payloads travel: as encoded (the default) or compressed. A change of it
+    /// changes what travels on the application's protocols: change their ids with it.
+    const COMPRESSION: Compression = Compression::None;
 }
 
 /// The protocols to register for `A`, checked at compile time against its types.

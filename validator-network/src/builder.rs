@@ -290,6 +290,7 @@ impl StackBuilder {
             apps,
             stack: self.id,
             metrics,
+            max_message_size: resolved.network.max_message_size,
             validators,
             shutdown: ShutdownHandle {
                 network,
@@ -405,6 +406,8 @@ pub struct RunningStack {
     /// The builder's id, which its registrations carry.
     stack: u64,
     metrics: Metrics,
+    /// The largest payload, decompressed.
+    max_message_size: usize,
     /// The validators `broadcast` sends to: the trusted set, following epoch changes,
     /// or `None` (every connected peer) when none were configured.
     validators: Option<TrustedPeers>,
@@ -441,8 +444,13 @@ impl RunningStack {
             unreachable!("a registration is consumed when its handles are taken");
         };
         (
-            Sender::new(sender, self.metrics.clone(), self.validators.clone()),
-            Events::new(events, self.metrics.clone()),
+            Sender::new(
+                sender,
+                self.metrics.clone(),
+                self.validators.clone(),
+                self.max_message_size,
+            ),
+            Events::new(events, self.metrics.clone(), self.max_message_size),
         )
     }
 }

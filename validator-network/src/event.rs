@@ -6,12 +6,14 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use futures::Stream;
 use netcore::PeerId;
 use network::{ConnectionId, DisconnectReason, NetworkEvents, ResponseTooLarge, RpcResponder};
 use tracing::debug;
 
 use crate::app::{Application, Payload};
+use crate::compression::Compression;
 use crate::metrics::Metrics;
 
 /// Something that happened on the network, for application `A`. The variants of a
@@ -74,6 +76,8 @@ impl<A: Application> fmt::Debug for AppEvent<A> {
 /// caller the request failed.
 pub struct Responder<R> {
     inner: RpcResponder,
+    /// How the response travels: as the request did.
+    compression: Compression,
     _response: PhantomData<fn(R)>,
 }
 
@@ -81,7 +85,8 @@ impl<R: Payload> Responder<R> {
     /// Sends `response` to the caller. A response over the network's message limit is
     /// not sent: the caller gets `RpcError::TooLarge`, and so does this call.
     pub fn respond(self, response: R) -> Result<(), ResponseTooLarge> {
-        self.inner.respond(response.to_bytes())
+        self.inner
+            .respond(self.compression.compress(response.to_bytes()))
     }
 
     /// Tells the caller the request failed, with a short explanation.
@@ -135,15 +140,18 @@ pub struct Events<A: Application> {
     inner: NetworkEvents,
     live: LivePeers,
     metrics: Metrics,
+    /// The largest payload, decompressed.
+    max_message_size: usize,
     _app: PhantomData<fn() -> A>,
 }
 
 impl<A: Application> Events<A> {
-    pub(crate) fn new(inner: NetworkEvents, metrics: Metrics) -> Self {
+    pub(crate) fn new(inner: NetworkEvents, metrics: Metrics, max_message_size: usize) -> Self {
         Self {
             inner,
             live: LivePeers::default(),
             metrics,
+            max_message_size,
             _app: PhantomData,
         }
     }
@@ -163,25 +171,28 @@ impl<A: Application> Events<A> {
                 .live
                 .down(peer_id, connection_id)
                 .then_some(AppEvent::LostPeer { peer_id, reason }),
-            network::Event::Message { peer_id, data, .. } => match A::Message::from_bytes(data) {
-                Ok(msg) => Some(AppEvent::Message { peer_id, msg }),
-                Err(error) => {
-                    self.metrics.decode_failure(A::NAME, "message");
-                    debug!(app = A::NAME, peer = %peer_id.short_str(), %error, "dropped an undecodable message");
-                    None
+            network::Event::Message { peer_id, data, .. } => {
+                match self.payload::<A::Message>(data) {
+                    Ok(msg) => Some(AppEvent::Message { peer_id, msg }),
+                    Err(error) => {
+                        self.metrics.decode_failure(A::NAME, "message");
+                        debug!(app = A::NAME, peer = %peer_id.short_str(), %error, "dropped an undecodable message");
+                        None
+                    }
                 }
-            },
+            }
             network::Event::RpcRequest {
                 peer_id,
                 data,
                 responder,
                 ..
-            } => match A::Request::from_bytes(data) {
+            } => match self.payload::<A::Request>(data) {
                 Ok(request) => Some(AppEvent::RpcRequest {
                     peer_id,
                     request,
                     responder: Responder {
                         inner: responder,
+                        compression: A::COMPRESSION,
                         _response: PhantomData,
                     },
                 }),
@@ -193,6 +204,14 @@ impl<A: Application> Events<A> {
                 }
             },
         }
+    }
+
+    /// The payload in `data`, decompressed if `A` compresses.
+    fn payload<P: Payload>(&self, data: Bytes) -> Result<P, String> {
+        let data = A::COMPRESSION
+            .decompress(data, self.max_message_size)
+            .map_err(|e| e.to_string())?;
+        P::from_bytes(data).map_err(|e| e.to_string())
     }
 }
 

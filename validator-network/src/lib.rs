@@ -60,6 +60,7 @@
 
 mod app;
 mod builder;
+mod compression;
 mod config;
 mod epoch;
 mod event;
@@ -68,6 +69,7 @@ mod sender;
 
 pub use app::{Application, Never, Payload};
 pub use builder::{Registration, RunningStack, ShutdownHandle, StackBuilder, StartError};
+pub use compression::{Compression, CompressionError};
 pub use config::{
     ConfigError, FieldError, Intervals, Limits, Mode, PUBLIC_NETWORK_ID, StackConfig, TrustedPeer,
 };

@@ -10,6 +10,7 @@ use noise::TrustedPeers;
 use proto::DecodeError;
 
 use crate::app::{Application, Payload};
+use crate::compression::CompressionError;
 use crate::metrics::Metrics;
 
 /// Why a typed request got no typed response.
@@ -21,6 +22,9 @@ pub enum RequestError {
     /// The remote answered with bytes that are not a response; counted and dropped.
     #[error("undecodable response: {0}")]
     Decode(#[from] DecodeError),
+    /// The remote's compressed response did not decompress within the message limit.
+    #[error("response: {0}")]
+    Decompress(#[from] CompressionError),
 }
 
 /// Application `A`'s handle to the network: cheap to clone, usable from any task.
@@ -34,6 +38,8 @@ pub struct Sender<A: Application> {
     /// The validators: the trusted set, which follows epoch changes; `None` when none
     /// were configured: then every connected peer counts as one.
     validators: Option<TrustedPeers>,
+    /// The largest payload, decompressed.
+    max_message_size: usize,
     _app: PhantomData<fn() -> A>,
 }
 
@@ -43,6 +49,7 @@ impl<A: Application> Clone for Sender<A> {
             inner: self.inner.clone(),
             metrics: self.metrics.clone(),
             validators: self.validators.clone(),
+            max_message_size: self.max_message_size,
             _app: PhantomData,
         }
     }
@@ -62,11 +69,13 @@ impl<A: Application> Sender<A> {
         inner: NetworkSender,
         metrics: Metrics,
         validators: Option<TrustedPeers>,
+        max_message_size: usize,
     ) -> Self {
         Self {
             inner,
             metrics,
             validators,
+            max_message_size,
             _app: PhantomData,
         }
     }
@@ -101,8 +110,8 @@ impl<A: Application> Sender<A> {
     /// in order; when that peer's queue is full the message is dropped, counted, and
     /// [`SendError::QueueFull`] returned.
     pub fn send_to(&self, peer: PeerId, msg: &A::Message) -> Result<(), SendError> {
-        self.inner
-            .send_to(peer, direct_send_protocol::<A>(), msg.to_bytes())
+        let bytes = A::COMPRESSION.compress(msg.to_bytes());
+        self.inner.send_to(peer, direct_send_protocol::<A>(), bytes)
     }
 
     /// Queues `msg` for every connected validator (encoding it once); returns those it
@@ -111,7 +120,7 @@ impl<A: Application> Sender<A> {
     /// none configured, every connected peer.
     pub fn broadcast(&self, msg: &A::Message) -> Vec<(PeerId, SendError)> {
         let protocol = direct_send_protocol::<A>();
-        let bytes = msg.to_bytes();
+        let bytes = A::COMPRESSION.compress(msg.to_bytes());
         let peers = self
             .connected_peers()
             .into_iter()
@@ -135,10 +144,11 @@ impl<A: Application> Sender<A> {
                 A::NAME
             )
         };
-        let response = self
-            .inner
-            .rpc(peer, protocol, request.to_bytes(), timeout)
-            .await?;
+        let request = A::COMPRESSION.compress(request.to_bytes());
+        let response = self.inner.rpc(peer, protocol, request, timeout).await?;
+        let response = A::COMPRESSION
+            .decompress(response, self.max_message_size)
+            .inspect_err(|_| self.metrics.decode_failure(A::NAME, "response"))?;
         A::Response::from_bytes(response).map_err(|e| {
             self.metrics.decode_failure(A::NAME, "response");
             RequestError::Decode(e)

@@ -319,7 +319,11 @@ fn rpc_load(
                         };
                         match outcome {
                             Ok(Ok(_)) => tally.ok += 1,
-                            Ok(Err(RequestError::Rpc(_) | RequestError::Decode(_))) => {
+                            Ok(Err(
+                                RequestError::Rpc(_)
+                                | RequestError::Decode(_)
+                                | RequestError::Decompress(_),
+                            )) => {
                                 tally.typed_errors += 1;
                             }
                             Err(_) => panic!(
