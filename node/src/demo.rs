@@ -101,29 +101,64 @@ pub async fn run(
     let (stop_metrics, stop_metrics_rx) = watch::channel(false);
     print_header(out, options, &validators, &full_nodes)?;
     if let Some(addr) = options.metrics_address {
-        match metrics::bind(addr).await {
-            Ok((listener, bound)) => {
-                writeln!(out, "  metrics: http://{bound}/metrics")?;
-                let registries = validators
-                    .iter()
-                    .flat_map(|v| [Some(v.registry.clone()), v.public_registry.clone()])
-                    .flatten()
-                    .chain(full_nodes.iter().map(|f| f.registry.clone()))
-                    .collect();
-                let mut rx = stop_metrics_rx.clone();
-                tokio::spawn(metrics::serve(listener, registries, async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                }));
-            }
-            Err(error) => writeln!(out, "  metrics: not served, cannot bind {addr}: {error}")?,
-        }
+        serve_metrics(out, addr, &validators, &full_nodes, stop_metrics_rx).await?;
     }
+    let summary = report(options, out, stop, &validators, &full_nodes).await?;
+    print_summary(out, &summary)?;
 
+    let _ = stop_metrics.send(true);
+    for f in full_nodes {
+        f.shutdown().await;
+    }
+    for v in validators {
+        v.shutdown().await;
+    }
+    Ok(summary)
+}
+
+/// Serves every node's metrics on `addr` until `stop` turns true.
+async fn serve_metrics(
+    out: &mut impl Write,
+    addr: SocketAddr,
+    validators: &[RunningValidator],
+    full_nodes: &[RunningFullNode],
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    match metrics::bind(addr).await {
+        Ok((listener, bound)) => {
+            writeln!(out, "  metrics: http://{bound}/metrics")?;
+            let registries = validators
+                .iter()
+                .flat_map(|v| [Some(v.registry.clone()), v.public_registry.clone()])
+                .flatten()
+                .chain(full_nodes.iter().map(|f| f.registry.clone()))
+                .collect();
+            tokio::spawn(metrics::serve(listener, registries, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }));
+            Ok(())
+        }
+        Err(error) => writeln!(out, "  metrics: not served, cannot bind {addr}: {error}"),
+    }
+}
+
+/// Writes a status line every second until `options.duration` has passed or `stop`
+/// completes; returns what the run saw.
+async fn report(
+    options: &DemoOptions,
+    out: &mut impl Write,
+    stop: impl std::future::Future<Output = ()>,
+    validators: &[RunningValidator],
+    full_nodes: &[RunningFullNode],
+) -> anyhow::Result<DemoSummary> {
+    let read = || -> Vec<Snapshot> {
+        validators
+            .iter()
+            .map(|v| Snapshot::read(&v.registry))
+            .collect()
+    };
     let start = Instant::now();
-    let first: Vec<Snapshot> = validators
-        .iter()
-        .map(|v| Snapshot::read(&v.registry))
-        .collect();
+    let first = read();
     let mut previous = first.clone();
     let mut ticker = tokio::time::interval_at(start + STATUS_INTERVAL, STATUS_INTERVAL);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -133,10 +168,7 @@ pub async fn run(
             () = &mut stop => break,
             _ = ticker.tick() => {}
         }
-        let now: Vec<Snapshot> = validators
-            .iter()
-            .map(|v| Snapshot::read(&v.registry))
-            .collect();
+        let now = read();
         let dt = STATUS_INTERVAL.as_secs_f64();
         let delta: Vec<Snapshot> = now.iter().zip(&previous).map(|(n, p)| n.since(p)).collect();
         writeln!(
@@ -148,7 +180,7 @@ pub async fn run(
                 .collect::<Vec<_>>()
                 .join(","),
             height_range(&now),
-            full_node_heights(&full_nodes),
+            full_node_heights(full_nodes),
             median_of(&delta, |s| s.committed_transactions) as f64 / dt,
             millis(quantile(&merged_buckets(&delta), 0.5)),
             human_bytes(delta.iter().map(|s| s.bytes).sum::<u64>() as f64 / dt),
@@ -158,16 +190,11 @@ pub async fn run(
             break;
         }
     }
-
-    let elapsed = start.elapsed();
-    let last: Vec<Snapshot> = validators
-        .iter()
-        .map(|v| Snapshot::read(&v.registry))
-        .collect();
+    let last = read();
     let total: Vec<Snapshot> = last.iter().zip(&first).map(|(l, f)| l.since(f)).collect();
     let buckets = merged_buckets(&total);
-    let summary = DemoSummary {
-        elapsed,
+    Ok(DemoSummary {
+        elapsed: start.elapsed(),
         heights: last.iter().map(|s| s.height).collect(),
         full_node_heights: full_nodes
             .iter()
@@ -178,17 +205,7 @@ pub async fn run(
         rpc_p99: quantile(&buckets, 0.99),
         rpcs: buckets.last().map_or(0, |b| b.1),
         bytes: total.iter().map(|s| s.bytes).sum(),
-    };
-    print_summary(out, &summary)?;
-
-    let _ = stop_metrics.send(true);
-    for f in full_nodes {
-        f.shutdown().await;
-    }
-    for v in validators {
-        v.shutdown().await;
-    }
-    Ok(summary)
+    })
 }
 
 /// Starts the validators, each dialing those started before it; each also serves full

@@ -12,9 +12,10 @@ use toy_consensus::{
 };
 use toy_mempool::{Mempool, MempoolApp, MempoolConfig, MempoolHandle};
 use tracing::{info, warn};
+use validator_network::proto::consensus::Block;
 use validator_network::{
-    Identity, NetworkAddress, PeerId, Registry, ShutdownHandle, StackBuilder, StackConfig,
-    ValidatorInfo,
+    EpochHandle, Identity, NetworkAddress, PeerId, Registry, ShutdownHandle, StackBuilder,
+    StackConfig, ValidatorInfo,
 };
 
 /// Consensus takes its transactions from the mempool.
@@ -121,27 +122,11 @@ pub fn start(
         Arc::new(PoolSource(pool.clone())),
         &registry,
     )?;
-    let committed = store.clone();
-    let epochs = running.epochs.clone();
-    let epoch_change = networks.epoch_change;
-    let consensus_task = consensus_task.on_commit(move |block| {
-        committed.append(block.clone());
-        if let Some(change) = epoch_change
-            .as_ref()
-            .filter(|c| c.at_height == block.height)
-        {
-            let (epochs, change) = (epochs.clone(), change.clone());
-            tokio::spawn(async move {
-                match epochs.change_epoch(change.epoch, change.validators).await {
-                    Ok(()) => info!(
-                        epoch = change.epoch,
-                        "validator network moved to the new set"
-                    ),
-                    Err(error) => warn!(%error, "epoch change refused"),
-                }
-            });
-        }
-    });
+    let consensus_task = consensus_task.on_commit(commit_observer(
+        store.clone(),
+        running.epochs.clone(),
+        networks.epoch_change,
+    ));
     let mut tasks = vec![
         mempool_task.spawn(stopped()),
         consensus_task.spawn(stopped()),
@@ -167,6 +152,35 @@ pub fn start(
         public_addrs,
         public,
     })
+}
+
+/// What a validator does with each block it commits: keeps it in `store` (for state
+/// sync to serve) and, at a scheduled change's height, moves the validator network to
+/// the new epoch.
+fn commit_observer(
+    store: BlockStore,
+    epochs: EpochHandle,
+    epoch_change: Option<ScheduledEpoch>,
+) -> impl Fn(&Block) + Send + Sync + 'static {
+    move |block| {
+        store.append(block.clone());
+        let Some(change) = epoch_change
+            .as_ref()
+            .filter(|c| c.at_height == block.height)
+        else {
+            return;
+        };
+        let (epochs, change) = (epochs.clone(), change.clone());
+        tokio::spawn(async move {
+            match epochs.change_epoch(change.epoch, change.validators).await {
+                Ok(()) => info!(
+                    epoch = change.epoch,
+                    "validator network moved to the new set"
+                ),
+                Err(error) => warn!(%error, "epoch change refused"),
+            }
+        });
+    }
 }
 
 /// Starts the public network, on which this validator serves `store` by state sync

@@ -187,43 +187,16 @@ impl StackBuilder {
     /// current tokio runtime (so it must be called inside one).
     pub fn start(self) -> Result<RunningStack, StartError> {
         let resolved = self.config.resolve()?;
-        let identity = match self.identity {
-            Some(identity) => identity,
-            None => {
-                let path =
-                    self.config
-                        .identity_key
-                        .as_ref()
-                        .ok_or_else(|| ConfigError::Invalid {
-                            field: "identity_key".to_owned(),
-                            error: FieldError::Empty,
-                        })?;
-                Identity::load(path)?
-            }
-        };
+        let identity = self.identity()?;
         let local = identity.peer_id();
-        let trusted_ids: HashSet<PeerId> = resolved
-            .trusted
-            .iter()
-            .map(|(peer, _)| *peer)
-            .filter(|peer| *peer != local)
-            .collect();
+        let trusted_ids = resolved.trusted_ids(local);
         let trusted = TrustedPeers::from_peers(trusted_ids.iter().copied())?;
-        let noise_config = match resolved.mode {
-            Mode::Mutual => NoiseConfig::mutual(trusted.clone()),
-            Mode::Open => NoiseConfig::open(),
-        };
-        // One limit for both layers: Noise admits as many handshakes as the peer manager
-        // keeps upgrades in flight, so a full slot table evicts rather than refuses.
-        let noise_config = NoiseConfig {
-            max_concurrent_inbound: resolved.network.max_concurrent_inbound_upgrades,
-            ..noise_config
-        };
-        let upgrader = NoiseUpgrader::new(identity.clone(), noise_config);
-
         let metrics = Metrics::new(&self.registry)?;
-        let mut builder =
-            network::NetworkBuilder::new(resolved.network.clone(), upgrader, self.registry.clone());
+        let mut builder = network::NetworkBuilder::new(
+            resolved.network.clone(),
+            noise_upgrader(&resolved, &identity, &trusted),
+            self.registry.clone(),
+        );
         // In open mode Noise admits anyone; the configured validators stay trusted.
         builder.trusted_peers(trusted.clone());
         for addr in &resolved.listen {
@@ -234,15 +207,15 @@ impl StackBuilder {
             .iter()
             .map(|app| builder.register(&app.protocols))
             .collect();
-        let connectivity_app = builder.register(&[]);
-        let health_app = builder.register(hc::PROTOCOLS);
-        let discovery_app = builder.register(discovery::PROTOCOLS);
-        let mut network = if let Some(start) = self.transport {
-            start(builder)?
-        } else if resolved.memory {
-            builder.start(MemoryTransport::default())?
-        } else {
-            builder.start(TcpTransport::default())?
+        let component_apps = [
+            builder.register(&[]),
+            builder.register(hc::PROTOCOLS),
+            builder.register(discovery::PROTOCOLS),
+        ];
+        let mut network = match self.transport {
+            Some(start) => start(builder)?,
+            None if resolved.memory => builder.start(MemoryTransport::default())?,
+            None => builder.start(TcpTransport::default())?,
         };
         let listen_addrs = network.listen_addrs().to_vec();
         info!(peer = %local, addrs = ?listen_addrs, "network started");
@@ -256,29 +229,18 @@ impl StackBuilder {
             listen_addrs: &listen_addrs,
             registry: &self.registry,
         };
-        let (tasks, discovery_handle, connectivity_handle) = match components.start(
-            &mut network,
-            connectivity_app,
-            health_app,
-            discovery_app,
-            stop_rx,
-        ) {
-            Ok(started) => started,
-            Err(error) => {
-                // Do not leave a half-started network running.
-                tokio::spawn(network.shutdown());
-                return Err(error);
-            }
-        };
-
+        let (tasks, discovery_handle, connectivity_handle) =
+            match components.start(&mut network, component_apps, stop_rx) {
+                Ok(started) => started,
+                Err(error) => {
+                    // Do not leave a half-started network running.
+                    tokio::spawn(network.shutdown());
+                    return Err(error);
+                }
+            };
         let validators = (!trusted_ids.is_empty()).then(|| trusted.clone());
-        let epochs = EpochHandle::new(
-            local,
-            trusted,
-            connectivity_handle,
-            resolved.mode == Mode::Mutual,
-            resolved.epoch,
-        );
+        let mutual = resolved.mode == Mode::Mutual;
+        let epochs = EpochHandle::new(local, trusted, connectivity_handle, mutual, resolved.epoch);
         let apps = app_ids
             .into_iter()
             .map(|app| Some(take(&mut network, app)))
@@ -300,6 +262,41 @@ impl StackBuilder {
             },
         })
     }
+
+    /// The identity given, or the one `identity_key` names.
+    fn identity(&self) -> Result<Identity, StartError> {
+        if let Some(identity) = &self.identity {
+            return Ok(identity.clone());
+        }
+        let path = self
+            .config
+            .identity_key
+            .as_ref()
+            .ok_or_else(|| ConfigError::Invalid {
+                field: "identity_key".to_owned(),
+                error: FieldError::Empty,
+            })?;
+        Ok(Identity::load(path)?)
+    }
+}
+
+/// Noise for `resolved`'s mode: the trusted set alone in mutual mode, anyone in open
+/// mode. One limit for both layers: Noise admits as many handshakes as the peer manager
+/// keeps upgrades in flight, so a full slot table evicts rather than refuses.
+fn noise_upgrader(
+    resolved: &Resolved,
+    identity: &Identity,
+    trusted: &TrustedPeers,
+) -> NoiseUpgrader {
+    let config = match resolved.mode {
+        Mode::Mutual => NoiseConfig::mutual(trusted.clone()),
+        Mode::Open => NoiseConfig::open(),
+    };
+    let config = NoiseConfig {
+        max_concurrent_inbound: resolved.network.max_concurrent_inbound_upgrades,
+        ..config
+    };
+    NoiseUpgrader::new(identity.clone(), config)
 }
 
 /// What the connectivity manager, health checker and discovery are started from.
@@ -315,12 +312,11 @@ struct Components<'a> {
 impl Components<'_> {
     /// Starts the three components on their registered applications; they stop when
     /// `stop` turns true (or its sender is dropped).
+    /// `apps` are the connectivity manager's, the health checker's and discovery's.
     fn start(
         self,
         network: &mut Network,
-        connectivity_app: AppId,
-        health_app: AppId,
-        discovery_app: AppId,
+        apps: [AppId; 3],
         stop: watch::Receiver<bool>,
     ) -> Result<(Vec<JoinHandle<()>>, DiscoveryHandle, ConnectivityHandle), StartError> {
         let stopped = move || {
@@ -331,6 +327,7 @@ impl Components<'_> {
             }
         };
         let mutual = self.resolved.mode == Mode::Mutual;
+        let [connectivity_app, health_app, discovery_app] = apps;
         let (sender, events) = take(network, connectivity_app);
         let (connectivity, connectivity_handle) = ConnectivityManager::new(
             self.resolved.connectivity.clone(),

@@ -283,6 +283,9 @@ impl ConfigError {
     }
 }
 
+/// Peers and their addresses.
+pub(crate) type PeerAddresses = Vec<(PeerId, Vec<NetworkAddress>)>;
+
 /// A validated configuration, in the types the network's components take.
 #[derive(Clone, Debug)]
 pub(crate) struct Resolved {
@@ -291,11 +294,22 @@ pub(crate) struct Resolved {
     pub(crate) memory: bool,
     pub(crate) mode: Mode,
     /// Each trusted peer and its addresses, completed with `/p2p/<peer id>`.
-    pub(crate) trusted: Vec<(PeerId, Vec<NetworkAddress>)>,
+    pub(crate) trusted: PeerAddresses,
     pub(crate) epoch: u64,
     pub(crate) connectivity: ConnectivityConfig,
     pub(crate) health: HealthCheckerConfig,
     pub(crate) discovery: DiscoveryConfig,
+}
+
+impl Resolved {
+    /// The trusted peers other than `local`.
+    pub(crate) fn trusted_ids(&self, local: PeerId) -> HashSet<PeerId> {
+        self.trusted
+            .iter()
+            .map(|(peer, _)| *peer)
+            .filter(|peer| *peer != local)
+            .collect()
+    }
 }
 
 impl StackConfig {
@@ -360,128 +374,14 @@ impl StackConfig {
     }
 
     pub(crate) fn resolve(&self) -> Result<Resolved, ConfigError> {
-        if self.listen_addresses.is_empty() {
-            return Err(ConfigError::invalid("listen_addresses", FieldError::Empty));
-        }
-        let mut listen = Vec::new();
-        for (i, text) in self.listen_addresses.iter().enumerate() {
-            let field = format!("listen_addresses[{i}]");
-            let addr: NetworkAddress = text
-                .parse()
-                .map_err(|e: AddressError| ConfigError::invalid(&field, e))?;
-            if addr.peer_id().is_some() {
-                return Err(ConfigError::invalid(field, FieldError::UnexpectedPeerId));
-            }
-            listen.push(addr);
-        }
-        let memory = is_memory(&listen[0]);
-        let same_transport = |field: String, addr: &NetworkAddress| {
-            if is_memory(addr) == memory {
-                Ok(())
-            } else {
-                Err(ConfigError::invalid(field, FieldError::MixedTransports))
-            }
-        };
-        for (i, addr) in listen.iter().enumerate() {
-            same_transport(format!("listen_addresses[{i}]"), addr)?;
-        }
+        let (listen, memory) = self.resolve_listen()?;
         if self.network_id.is_empty() {
             return Err(ConfigError::invalid("network_id", FieldError::Empty));
         }
-
-        let mut trusted = Vec::new();
-        let mut seen = HashSet::new();
-        for (i, peer) in self.trusted_peers.iter().enumerate() {
-            let field = format!("trusted_peers[{i}].peer_id");
-            let peer_id: PeerId = peer
-                .peer_id
-                .parse()
-                .map_err(|e: PeerIdError| ConfigError::invalid(&field, e))?;
-            if noise::x25519_public_key(&peer_id).is_err() {
-                return Err(ConfigError::invalid(field, FieldError::NotAKey));
-            }
-            if !seen.insert(peer_id) {
-                return Err(ConfigError::invalid(field, FieldError::Duplicate));
-            }
-            let mut addrs = Vec::new();
-            for (j, text) in peer.addresses.iter().enumerate() {
-                let field = format!("trusted_peers[{i}].addresses[{j}]");
-                let addr = parse_peer_address(&field, text, Some(peer_id))?;
-                same_transport(field, &addr)?;
-                addrs.push(addr);
-            }
-            trusted.push((peer_id, addrs));
-        }
-        let mut seeds = Vec::new();
-        for (i, text) in self.seeds.iter().enumerate() {
-            let field = format!("seeds[{i}]");
-            let addr = parse_peer_address(&field, text, None)?;
-            same_transport(field, &addr)?;
-            seeds.push(addr);
-        }
-        seeds.extend(trusted.iter().flat_map(|(_, addrs)| addrs.iter().cloned()));
-
-        let l = &self.limits;
-        let limits = [
-            ("limits.max_message_size", l.max_message_size),
-            (
-                "limits.max_concurrent_inbound_upgrades",
-                l.max_concurrent_inbound_upgrades,
-            ),
-            ("limits.max_concurrent_dials", l.max_concurrent_dials),
-            (
-                "limits.max_concurrent_outbound_rpcs",
-                l.max_concurrent_outbound_rpcs,
-            ),
-            (
-                "limits.max_concurrent_inbound_rpcs",
-                l.max_concurrent_inbound_rpcs,
-            ),
-            ("limits.direct_send_queue_size", l.direct_send_queue_size),
-            ("limits.inbound_queue_size", l.inbound_queue_size),
-            ("limits.max_outbound_open", l.max_outbound_open),
-            ("limits.max_discovery_notes", l.max_discovery_notes),
-        ];
-        for (field, value) in limits {
-            if value == 0 {
-                return Err(ConfigError::invalid(field, FieldError::Zero));
-            }
-        }
-        if l.ping_failures_threshold == 0 {
-            return Err(ConfigError::invalid(
-                "limits.ping_failures_threshold",
-                FieldError::Zero,
-            ));
-        }
-        let t = &self.intervals;
-        let intervals = [
-            ("intervals.upgrade_timeout_ms", t.upgrade_timeout_ms),
-            ("intervals.inbound_rpc_timeout_ms", t.inbound_rpc_timeout_ms),
-            ("intervals.connectivity_check_ms", t.connectivity_check_ms),
-            ("intervals.backoff_base_ms", t.backoff_base_ms),
-            ("intervals.backoff_cap_ms", t.backoff_cap_ms),
-            ("intervals.ping_interval_ms", t.ping_interval_ms),
-            ("intervals.ping_timeout_ms", t.ping_timeout_ms),
-            ("intervals.discovery_push_ms", t.discovery_push_ms),
-        ];
-        for (field, value) in intervals {
-            if value == 0 {
-                return Err(ConfigError::invalid(field, FieldError::Zero));
-            }
-        }
-        if t.backoff_base_ms > t.backoff_cap_ms {
-            return Err(ConfigError::invalid(
-                "intervals.backoff_base_ms",
-                FieldError::GreaterThan("intervals.backoff_cap_ms"),
-            ));
-        }
-        if t.ping_timeout_ms > t.ping_interval_ms {
-            return Err(ConfigError::invalid(
-                "intervals.ping_timeout_ms",
-                FieldError::GreaterThan("intervals.ping_interval_ms"),
-            ));
-        }
-
+        let (trusted, seeds) = self.resolve_peers(memory)?;
+        self.check_limits()?;
+        self.check_intervals()?;
+        let (l, t) = (&self.limits, &self.intervals);
         let network = net::NetworkConfig {
             chain_id: self.chain_id,
             network_id: self.network_id.clone(),
@@ -525,6 +425,149 @@ impl StackConfig {
             health,
             discovery,
         })
+    }
+
+    /// The listen addresses, and whether they are memory addresses (all one kind).
+    fn resolve_listen(&self) -> Result<(Vec<NetworkAddress>, bool), ConfigError> {
+        if self.listen_addresses.is_empty() {
+            return Err(ConfigError::invalid("listen_addresses", FieldError::Empty));
+        }
+        let mut listen = Vec::new();
+        for (i, text) in self.listen_addresses.iter().enumerate() {
+            let field = format!("listen_addresses[{i}]");
+            let addr: NetworkAddress = text
+                .parse()
+                .map_err(|e: AddressError| ConfigError::invalid(&field, e))?;
+            if addr.peer_id().is_some() {
+                return Err(ConfigError::invalid(field, FieldError::UnexpectedPeerId));
+            }
+            listen.push(addr);
+        }
+        let memory = is_memory(&listen[0]);
+        for (i, addr) in listen.iter().enumerate() {
+            same_transport(memory, format!("listen_addresses[{i}]"), addr)?;
+        }
+        Ok((listen, memory))
+    }
+
+    /// The trusted peers with their addresses, and every address to dial (the seeds,
+    /// then the trusted peers'), each of the listen addresses' kind.
+    fn resolve_peers(
+        &self,
+        memory: bool,
+    ) -> Result<(PeerAddresses, Vec<NetworkAddress>), ConfigError> {
+        let mut trusted = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, peer) in self.trusted_peers.iter().enumerate() {
+            let field = format!("trusted_peers[{i}].peer_id");
+            let peer_id: PeerId = peer
+                .peer_id
+                .parse()
+                .map_err(|e: PeerIdError| ConfigError::invalid(&field, e))?;
+            if noise::x25519_public_key(&peer_id).is_err() {
+                return Err(ConfigError::invalid(field, FieldError::NotAKey));
+            }
+            if !seen.insert(peer_id) {
+                return Err(ConfigError::invalid(field, FieldError::Duplicate));
+            }
+            let mut addrs = Vec::new();
+            for (j, text) in peer.addresses.iter().enumerate() {
+                let field = format!("trusted_peers[{i}].addresses[{j}]");
+                let addr = parse_peer_address(&field, text, Some(peer_id))?;
+                same_transport(memory, field, &addr)?;
+                addrs.push(addr);
+            }
+            trusted.push((peer_id, addrs));
+        }
+        let mut seeds = Vec::new();
+        for (i, text) in self.seeds.iter().enumerate() {
+            let field = format!("seeds[{i}]");
+            let addr = parse_peer_address(&field, text, None)?;
+            same_transport(memory, field, &addr)?;
+            seeds.push(addr);
+        }
+        seeds.extend(trusted.iter().flat_map(|(_, addrs)| addrs.iter().cloned()));
+        Ok((trusted, seeds))
+    }
+
+    /// Every limit that must not be zero.
+    fn check_limits(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let limits = [
+            ("limits.max_message_size", l.max_message_size),
+            (
+                "limits.max_concurrent_inbound_upgrades",
+                l.max_concurrent_inbound_upgrades,
+            ),
+            ("limits.max_concurrent_dials", l.max_concurrent_dials),
+            (
+                "limits.max_concurrent_outbound_rpcs",
+                l.max_concurrent_outbound_rpcs,
+            ),
+            (
+                "limits.max_concurrent_inbound_rpcs",
+                l.max_concurrent_inbound_rpcs,
+            ),
+            ("limits.direct_send_queue_size", l.direct_send_queue_size),
+            ("limits.inbound_queue_size", l.inbound_queue_size),
+            ("limits.max_outbound_open", l.max_outbound_open),
+            ("limits.max_discovery_notes", l.max_discovery_notes),
+        ];
+        for (field, value) in limits {
+            if value == 0 {
+                return Err(ConfigError::invalid(field, FieldError::Zero));
+            }
+        }
+        if l.ping_failures_threshold == 0 {
+            return Err(ConfigError::invalid(
+                "limits.ping_failures_threshold",
+                FieldError::Zero,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every interval that must not be zero, and their order.
+    fn check_intervals(&self) -> Result<(), ConfigError> {
+        let t = &self.intervals;
+        let intervals = [
+            ("intervals.upgrade_timeout_ms", t.upgrade_timeout_ms),
+            ("intervals.inbound_rpc_timeout_ms", t.inbound_rpc_timeout_ms),
+            ("intervals.connectivity_check_ms", t.connectivity_check_ms),
+            ("intervals.backoff_base_ms", t.backoff_base_ms),
+            ("intervals.backoff_cap_ms", t.backoff_cap_ms),
+            ("intervals.ping_interval_ms", t.ping_interval_ms),
+            ("intervals.ping_timeout_ms", t.ping_timeout_ms),
+            ("intervals.discovery_push_ms", t.discovery_push_ms),
+        ];
+        for (field, value) in intervals {
+            if value == 0 {
+                return Err(ConfigError::invalid(field, FieldError::Zero));
+            }
+        }
+        if t.backoff_base_ms > t.backoff_cap_ms {
+            return Err(ConfigError::invalid(
+                "intervals.backoff_base_ms",
+                FieldError::GreaterThan("intervals.backoff_cap_ms"),
+            ));
+        }
+        if t.ping_timeout_ms > t.ping_interval_ms {
+            return Err(ConfigError::invalid(
+                "intervals.ping_timeout_ms",
+                FieldError::GreaterThan("intervals.ping_interval_ms"),
+            ));
+        }
+
+        Ok(())
+    }
+}
+
+/// `addr` is of the listen addresses' kind (`memory` or not), or `field` is refused.
+fn same_transport(memory: bool, field: String, addr: &NetworkAddress) -> Result<(), ConfigError> {
+    if is_memory(addr) == memory {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(field, FieldError::MixedTransports))
     }
 }
 
