@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::admission::ValidatorAddresses;
 use crate::channel::{fair_queue, metered};
 use crate::config::NetworkConfig;
 use crate::connection::TrustPredicate;
@@ -82,6 +83,7 @@ pub struct NetworkBuilder {
     listen: Vec<NetworkAddress>,
     apps: Vec<Vec<(ProtocolId, ProtocolKind)>>,
     is_trusted: TrustPredicate,
+    validator_addresses: ValidatorAddresses,
 }
 
 impl NetworkBuilder {
@@ -101,6 +103,7 @@ impl NetworkBuilder {
             listen: Vec::new(),
             apps: Vec::new(),
             is_trusted,
+            validator_addresses: ValidatorAddresses::default(),
         }
     }
 
@@ -110,6 +113,14 @@ impl NetworkBuilder {
     /// names the validators among them.
     pub fn trusted_peers(&mut self, trusted: TrustedPeers) -> &mut Self {
         self.is_trusted = Arc::new(move |peer: &PeerId| trusted.contains(peer));
+        self
+    }
+
+    /// The IPs of known validators: their sockets get the handshake slots kept for
+    /// validators and pass the per-IP and per-subnet pending limits (see
+    /// [`crate::admission`]). Shared: a later `replace` (an epoch change) applies at once.
+    pub fn validator_addresses(&mut self, addresses: ValidatorAddresses) -> &mut Self {
+        self.validator_addresses = addresses;
         self
     }
 
@@ -255,6 +266,7 @@ impl NetworkBuilder {
             listeners,
             requests_rx,
             self.is_trusted,
+            self.validator_addresses,
             shutdown_rx,
         );
         let task = tokio::spawn(manager.run());

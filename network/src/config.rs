@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use netcore::multiplexing::MuxConfig;
 
+use crate::admission::AdmissionConfig;
 use crate::rate_limit::RateLimitConfig;
 use crate::reputation::ReputationConfig;
 
@@ -83,6 +84,8 @@ pub struct NetworkConfig {
     /// Inbound rate limits per peer (trusted validators exempt by default; see
     /// [`crate::rate_limit`]).
     pub rate_limit: RateLimitConfig,
+    /// Limits on inbound sockets applied at accept, before any cryptography.
+    pub admission: AdmissionConfig,
 }
 
 impl Default for NetworkConfig {
@@ -104,6 +107,7 @@ impl Default for NetworkConfig {
             mux: MuxConfig::default(),
             reputation: ReputationConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            admission: AdmissionConfig::default(),
         }
     }
 }

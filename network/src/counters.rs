@@ -61,6 +61,8 @@ pub struct ConnectionMetrics {
     pub handshake_failures: IntCounterVec,
     /// Time to dial and fully upgrade an outbound connection.
     pub dial_latency: Histogram,
+    /// Inbound sockets refused at accept, before any cryptography, by reason.
+    pub admission_refusals: IntCounterVec,
     /// Inbound upgrades evicted to make room for a newer socket.
     pub upgrades_evicted: IntCounter,
     /// Connections closed because the remote broke the multiplexer protocol.
@@ -98,6 +100,12 @@ impl ConnectionMetrics {
                     "network_dial_latency_seconds",
                     "Time to dial and upgrade an outbound connection"
                 ),
+                r
+            )?,
+            admission_refusals: register_int_counter_vec_with_registry!(
+                "network_admission_refusals_total",
+                "Inbound sockets refused at accept, before any cryptography",
+                &["reason"],
                 r
             )?,
             upgrades_evicted: register_int_counter_with_registry!(

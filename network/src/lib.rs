@@ -35,6 +35,7 @@
 //! writer task per (peer, protocol) we send on and one reader task per substream the
 //! peer opened. docs/ARCHITECTURE.md draws the whole model.
 
+pub mod admission;
 pub mod builder;
 pub mod channel;
 pub mod config;

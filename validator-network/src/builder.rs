@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use netcore::address::{Endpoint, Host};
 use netcore::transport::{MemoryTransport, TcpTransport, Transport, TransportError};
 use netcore::{NetworkAddress, PeerId};
+use network::admission::ValidatorAddresses;
 use network::connectivity_manager::{ConnectivityHandle, ConnectivityManager};
 use network::discovery::{self, Discovery, DiscoveryError, DiscoveryHandle};
 use network::health_checker::{self as hc, HealthChecker};
@@ -23,7 +24,7 @@ use tracing::info;
 
 use crate::app::{self, Application};
 use crate::config::{ConfigError, FieldError, Mode, Resolved, StackConfig};
-use crate::epoch::EpochHandle;
+use crate::epoch::{self, EpochHandle};
 use crate::event::Events;
 use crate::metrics::Metrics;
 use crate::sender::Sender;
@@ -192,16 +193,11 @@ impl StackBuilder {
         let trusted_ids = resolved.trusted_ids(local);
         let trusted = TrustedPeers::from_peers(trusted_ids.iter().copied())?;
         let metrics = Metrics::new(&self.registry)?;
-        let mut builder = network::NetworkBuilder::new(
-            resolved.network.clone(),
-            noise_upgrader(&resolved, &identity, &trusted),
-            self.registry.clone(),
-        );
-        // In open mode Noise admits anyone; the configured validators stay trusted.
-        builder.trusted_peers(trusted.clone());
-        for addr in &resolved.listen {
-            builder.listen_on(addr.clone());
-        }
+        let validator_addresses = ValidatorAddresses::default();
+        validator_addresses.replace(epoch::ips(
+            resolved.trusted.iter().flat_map(|(_, addrs)| addrs),
+        ));
+        let mut builder = self.lower_builder(&resolved, &identity, &trusted, &validator_addresses);
         let app_ids: Vec<AppId> = self
             .apps
             .iter()
@@ -240,7 +236,14 @@ impl StackBuilder {
             };
         let validators = (!trusted_ids.is_empty()).then(|| trusted.clone());
         let mutual = resolved.mode == Mode::Mutual;
-        let epochs = EpochHandle::new(local, trusted, connectivity_handle, mutual, resolved.epoch);
+        let epochs = EpochHandle::new(
+            local,
+            trusted,
+            connectivity_handle,
+            mutual,
+            validator_addresses,
+            resolved.epoch,
+        );
         let apps = app_ids
             .into_iter()
             .map(|app| Some(take(&mut network, app)))
@@ -261,6 +264,29 @@ impl StackBuilder {
                 _discovery: discovery_handle,
             },
         })
+    }
+
+    /// The `network` builder of this stack: Noise for its mode, the trusted set, the
+    /// validators' addresses and the listen addresses.
+    fn lower_builder(
+        &self,
+        resolved: &Resolved,
+        identity: &Identity,
+        trusted: &TrustedPeers,
+        validator_addresses: &ValidatorAddresses,
+    ) -> network::NetworkBuilder {
+        let mut builder = network::NetworkBuilder::new(
+            resolved.network.clone(),
+            noise_upgrader(resolved, identity, trusted),
+            self.registry.clone(),
+        );
+        // In open mode Noise admits anyone; the configured validators stay trusted.
+        builder.trusted_peers(trusted.clone());
+        builder.validator_addresses(validator_addresses.clone());
+        for addr in &resolved.listen {
+            builder.listen_on(addr.clone());
+        }
+        builder
     }
 
     /// The identity given, or the one `identity_key` names.

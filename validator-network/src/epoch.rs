@@ -3,7 +3,11 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use std::net::IpAddr;
+
+use netcore::address::{Endpoint, Host};
 use netcore::{NetworkAddress, PeerId};
+use network::admission::ValidatorAddresses;
 use network::connectivity_manager::ConnectivityHandle;
 use noise::{KeyError, TrustedPeers};
 use tokio::sync::Mutex;
@@ -50,6 +54,8 @@ pub struct EpochHandle {
     /// Mutual authentication: the validator set is also the set of peers to keep
     /// connected. In open mode the connectivity manager keeps its own bound.
     mutual: bool,
+    /// The validators' IPs, which admission keeps handshake room for.
+    addresses: ValidatorAddresses,
     /// The current epoch; held across a change, so that changes apply in order.
     current: Arc<Mutex<u64>>,
 }
@@ -60,6 +66,7 @@ impl EpochHandle {
         trusted: TrustedPeers,
         connectivity: ConnectivityHandle,
         mutual: bool,
+        addresses: ValidatorAddresses,
         epoch: u64,
     ) -> Self {
         Self {
@@ -67,6 +74,7 @@ impl EpochHandle {
             trusted,
             connectivity,
             mutual,
+            addresses,
             current: Arc::new(Mutex::new(epoch)),
         }
     }
@@ -109,6 +117,10 @@ impl EpochHandle {
             .filter(|peer| *peer != self.local && member)
             .collect();
         self.trusted.replace(set.iter().copied())?;
+        self.addresses.replace(ips(validators
+            .iter()
+            .filter(|v| member && v.peer_id != self.local)
+            .flat_map(|v| &v.addresses)));
         let addresses = validators
             .into_iter()
             .filter(|v| v.peer_id != self.local && !v.addresses.is_empty())
@@ -130,4 +142,23 @@ impl EpochHandle {
         *current = epoch;
         Ok(())
     }
+}
+
+/// The IPs among `addresses` (names are not resolved here: a validator known by a DNS
+/// name gets no reserved room until it is known by an IP).
+pub(crate) fn ips<'a>(addresses: impl IntoIterator<Item = &'a NetworkAddress>) -> Vec<IpAddr> {
+    addresses
+        .into_iter()
+        .filter_map(|addr| match addr.endpoint() {
+            Endpoint::Tcp {
+                host: Host::Ip4(ip),
+                ..
+            } => Some(IpAddr::V4(*ip)),
+            Endpoint::Tcp {
+                host: Host::Ip6(ip),
+                ..
+            } => Some(IpAddr::V6(*ip)),
+            _ => None,
+        })
+        .collect()
 }

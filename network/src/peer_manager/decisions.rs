@@ -17,6 +17,9 @@ use crate::error::{DialError, DisconnectError};
 pub(crate) struct Limits {
     /// Inbound upgrades in flight; past it, the oldest is evicted.
     pub(crate) max_inbound_upgrades: usize,
+    /// Of those, the most sockets from strangers (not from a known validator's
+    /// address) may hold; the rest is kept for validators.
+    pub(crate) max_stranger_upgrades: usize,
     /// Dials in flight.
     pub(crate) max_dials: usize,
     /// Live inbound connections from peers outside the trusted set.
@@ -104,8 +107,9 @@ pub(crate) struct Decisions {
     untrusted_inbound: usize,
     next_connection_id: u64,
     dialing: HashSet<PeerId>,
-    /// Inbound upgrades in flight, oldest first.
-    upgrades: VecDeque<UpgradeId>,
+    /// Inbound upgrades in flight, oldest first, each marked when it comes from a known
+    /// validator's address.
+    upgrades: VecDeque<(UpgradeId, bool)>,
     next_upgrade_id: UpgradeId,
 }
 
@@ -129,24 +133,52 @@ impl Decisions {
         self.live.get(peer).copied()
     }
 
-    /// A socket arrived: the id of its upgrade, and the upgrades to evict (oldest
-    /// first) to stay within the limit; `None` when the limit is zero (refuse it).
-    pub(crate) fn on_inbound_socket(&mut self) -> Option<(UpgradeId, Vec<UpgradeId>)> {
+    /// A socket arrived, from a known validator's address (`validator`) or not: the id
+    /// of its upgrade, and the upgrades to evict (oldest first) to stay within the
+    /// limits; `None` to refuse it. A stranger's socket evicts only strangers' (the
+    /// oldest), and strangers hold at most `max_stranger_upgrades` slots; a validator's
+    /// socket evicts a stranger's first, another validator's only when validators hold
+    /// every slot.
+    pub(crate) fn on_inbound_socket(
+        &mut self,
+        validator: bool,
+    ) -> Option<(UpgradeId, Vec<UpgradeId>)> {
         let limit = self.limits.max_inbound_upgrades;
-        if limit == 0 {
+        let stranger_limit = self.limits.max_stranger_upgrades.min(limit);
+        if limit == 0 || (!validator && stranger_limit == 0) {
             return None;
         }
-        let excess = (self.upgrades.len() + 1).saturating_sub(limit);
-        let evicted = self.upgrades.drain(..excess).collect();
+        let validators = self.upgrades.iter().filter(|(_, v)| *v).count();
+        if !validator && validators >= limit {
+            // Validators hold every slot: a stranger evicts none of them.
+            return None;
+        }
+        let mut evicted = Vec::new();
+        if !validator {
+            while self.upgrades.len() - validators >= stranger_limit {
+                evicted.extend(self.evict_oldest(false));
+            }
+        }
+        while self.upgrades.len() >= limit {
+            // A stranger's first; a validator's only for a validator, when no stranger
+            // is left (checked above for a stranger).
+            evicted.extend(self.evict_oldest(false).or_else(|| self.evict_oldest(true)));
+        }
         let id = self.next_upgrade_id;
         self.next_upgrade_id += 1;
-        self.upgrades.push_back(id);
+        self.upgrades.push_back((id, validator));
         Some((id, evicted))
+    }
+
+    /// Removes the oldest upgrade of a stranger, or (`any`) the oldest of all.
+    fn evict_oldest(&mut self, any: bool) -> Option<UpgradeId> {
+        let at = self.upgrades.iter().position(|(_, v)| any || !v)?;
+        self.upgrades.remove(at).map(|(id, _)| id)
     }
 
     /// Inbound upgrade `id` finished (or was evicted).
     pub(crate) fn on_upgrade_finished(&mut self, id: UpgradeId) {
-        self.upgrades.retain(|u| *u != id);
+        self.upgrades.retain(|(u, _)| *u != id);
     }
 
     /// Inbound upgrades in flight.

@@ -19,14 +19,16 @@
 //! queued with `push_control`, which does not block, and closing a connection is
 //! spawned. So no other task can stall it, and it cannot deadlock with a peer task.
 
+mod accept;
 mod decisions;
 mod notifications;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::future::{AbortHandle, Aborted, BoxFuture, abortable};
+use futures::future::{AbortHandle, Aborted, BoxFuture};
 use futures::stream::{FuturesUnordered, SelectAll};
 use futures::{FutureExt, StreamExt};
 use netcore::transport::{BoxedListener, BoxedTransport, ConnectionOrigin, Transport};
@@ -40,6 +42,7 @@ use crate::requests::{Closed, Request};
 pub use decisions::new_connection_wins;
 use decisions::{Decisions, Dial, DialRefusal, Limits, Refusal, UpgradeId, Upgraded};
 
+use crate::admission::{Admission, ValidatorAddresses};
 use crate::channel::MeteredReceiver;
 use crate::config::MAX_QUEUED_NOTIFICATIONS_PER_PEER;
 use crate::error::{DialError, DisconnectError};
@@ -69,6 +72,10 @@ pub(crate) struct PeerManager {
     inbound_upgrades: FuturesUnordered<BoxFuture<'static, InboundResult>>,
     /// How to abort each inbound upgrade in flight, when it is evicted.
     upgrade_aborts: HashMap<UpgradeId, AbortHandle>,
+    /// Limits on inbound sockets at accept, before any cryptography.
+    admission: Admission,
+    /// The source IP of each inbound upgrade in flight that admission counts.
+    upgrade_sources: HashMap<UpgradeId, IpAddr>,
     /// Who is live, and what happens to each connection, dial and upgrade.
     decisions: Decisions,
     dials: FuturesUnordered<BoxFuture<'static, DialResult>>,
@@ -92,6 +99,7 @@ impl PeerManager {
         listeners: Vec<BoxedListener<UpgradedConnection, UpgradeError>>,
         requests: MeteredReceiver<Request>,
         is_trusted: TrustPredicate,
+        validator_addresses: ValidatorAddresses,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         // Every live connection task may report once; the manager drains this queue in
@@ -99,10 +107,14 @@ impl PeerManager {
         let (closed_tx, closed_rx) = mpsc::channel(1024);
         let (peer_shutdown, _) = watch::channel(false);
         let config = &shared.protocols.config;
+        let admission = Admission::new(config.admission, validator_addresses);
         let decisions = Decisions::new(
             shared.local_peer_id,
             Limits {
                 max_inbound_upgrades: config.max_concurrent_inbound_upgrades,
+                max_stranger_upgrades: config
+                    .max_concurrent_inbound_upgrades
+                    .saturating_sub(config.admission.reserved_for_validators),
                 max_dials: config.max_concurrent_dials,
                 max_inbound_untrusted: config.max_inbound_untrusted,
             },
@@ -116,6 +128,8 @@ impl PeerManager {
             closed_rx,
             inbound_upgrades: FuturesUnordered::new(),
             upgrade_aborts: HashMap::new(),
+            admission,
+            upgrade_sources: HashMap::new(),
             decisions,
             dials: FuturesUnordered::new(),
             pending_dials: HashMap::new(),
@@ -136,8 +150,7 @@ impl PeerManager {
                 Some(closed) = self.closed_rx.recv() => self.on_closed(closed),
                 Some(request) = self.requests.recv() => self.on_request(request),
                 Some((id, addr, result)) = self.inbound_upgrades.next(), if !self.inbound_upgrades.is_empty() => {
-                    self.decisions.on_upgrade_finished(id);
-                    self.upgrade_aborts.remove(&id);
+                    self.on_upgrade_ended(id);
                     // An evicted upgrade (`Aborted`) dropped its socket already.
                     if let Ok(result) = result {
                         self.on_upgraded(addr, ConnectionOrigin::Inbound, result);
@@ -153,36 +166,6 @@ impl PeerManager {
             }
         }
         self.close_all().await;
-    }
-
-    /// Starts upgrading an inbound socket. When the limit of upgrades in flight is
-    /// reached, the oldest is evicted (its socket closed): connections that connect and
-    /// stall hold a slot until newer sockets push them out, while an honest handshake,
-    /// done in a round trip or two, finishes long before that many newer sockets arrive.
-    fn start_inbound_upgrade(&mut self, upgrade: Upgrade, addr: NetworkAddress) {
-        let Some((id, evicted)) = self.decisions.on_inbound_socket() else {
-            self.count_failure("too_many_upgrades");
-            return;
-        };
-        for oldest in evicted {
-            if let Some(abort) = self.upgrade_aborts.remove(&oldest) {
-                abort.abort();
-            }
-            self.count_failure("too_many_upgrades");
-            self.shared
-                .protocols
-                .metrics
-                .connection
-                .upgrades_evicted
-                .inc();
-            let limit = self.shared.protocols.config.max_concurrent_inbound_upgrades;
-            self.refusals
-                .log_eviction(limit, tokio::time::Instant::now());
-        }
-        let (upgrade, abort) = abortable(upgrade);
-        self.upgrade_aborts.insert(id, abort);
-        self.inbound_upgrades
-            .push(upgrade.map(move |r| (id, addr, r)).boxed());
     }
 
     /// Counts a connection or dial refused because the peer is banned.

@@ -29,6 +29,7 @@ use proptest::prelude::*;
 
 const LIMITS: Limits = Limits {
     max_inbound_upgrades: 4,
+    max_stranger_upgrades: 4,
     max_dials: 3,
     max_inbound_untrusted: 2,
 };
@@ -204,7 +205,7 @@ proptest! {
             match op {
                 // A socket arrives.
                 None => {
-                    let (id, evicted) = d.on_inbound_socket().unwrap();
+                    let (id, evicted) = d.on_inbound_socket(false).unwrap();
                     let mut expected = Vec::new();
                     while model.len() >= LIMITS.max_inbound_upgrades {
                         expected.extend(model.pop_front());
@@ -235,7 +236,7 @@ fn no_room_for_upgrades_refuses_every_socket() {
             ..LIMITS
         },
     );
-    assert_eq!(d.on_inbound_socket(), None);
+    assert_eq!(d.on_inbound_socket(false), None);
 }
 
 #[test]
@@ -273,4 +274,36 @@ fn a_ban_during_the_upgrade_refuses_even_a_trusted_peer_and_keeps_the_live_one()
         Upgraded::Refuse(Refusal::Banned)
     );
     assert_eq!(d.live(&peer(1)).map(|l| l.id), Some(id));
+}
+
+proptest! {
+    /// Strangers' and validators' sockets arrive in any order: strangers never hold
+    /// more than their share, and never evict a validator's socket.
+    #[test]
+    fn strangers_never_evict_a_validators_handshake(
+        arrivals in prop::collection::vec(prop::bool::weighted(0.2), 0..200),
+    ) {
+        let limits = Limits { max_inbound_upgrades: 6, max_stranger_upgrades: 4, ..LIMITS };
+        let mut d = Decisions::new(peer(0), limits);
+        let mut validators_pending: Vec<UpgradeId> = Vec::new();
+        let mut strangers_pending: VecDeque<UpgradeId> = VecDeque::new();
+        for validator in arrivals {
+            let Some((id, evicted)) = d.on_inbound_socket(validator) else {
+                // Refused: only a stranger, with every slot held by validators.
+                prop_assert!(!validator && validators_pending.len() >= 6);
+                continue;
+            };
+            for gone in &evicted {
+                if !validator {
+                    prop_assert!(!validators_pending.contains(gone), "a stranger evicted a validator");
+                }
+                validators_pending.retain(|v| v != gone);
+                strangers_pending.retain(|s| s != gone);
+            }
+            if validator { validators_pending.push(id) } else { strangers_pending.push_back(id) }
+            prop_assert!(strangers_pending.len() <= 4);
+            prop_assert!(validators_pending.len() + strangers_pending.len() <= 6);
+            prop_assert_eq!(d.upgrades_in_flight(), validators_pending.len() + strangers_pending.len());
+        }
+    }
 }

@@ -1,0 +1,298 @@
+//! Admission of inbound sockets, before any cryptography: how many handshakes may be
+//! pending in total, per source IP and per subnet (/24 for IPv4, /64 for IPv6), and how
+//! fast new ones may start per IP and per subnet, with room kept for the addresses of
+//! known validators.
+//!
+//! [`Admission`] is an I/O-free core: the peer manager asks it about each socket as it
+//! is accepted (its source IP and the time) and tells it when the socket's upgrade
+//! ends. A refused socket is closed before Noise reads a byte of it, so refusing costs
+//! a hash lookup or two, no Diffie-Hellman. Its memory is bounded: pending counts exist
+//! only for pending sockets, and at most [`MAX_TRACKED_SOURCES`] rate buckets per kind
+//! are kept, the idle ones forgotten first.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+
+use crate::rate_limit::{Rate, TokenBucket};
+
+/// Default handshakes pending at once from one IP: a node dials once, a redial or a
+/// simultaneous dial makes two or three.
+pub const DEFAULT_MAX_PENDING_PER_IP: usize = 4;
+/// Default handshakes pending at once from one subnet: a few nodes behind one NAT or in
+/// one data-centre range.
+pub const DEFAULT_MAX_PENDING_PER_SUBNET: usize = 16;
+/// Default handshakes started per second from one IP, and its burst.
+pub const DEFAULT_RATE_PER_IP: Rate = Rate {
+    per_second: 4,
+    burst: 8,
+};
+/// Default handshakes started per second from one subnet, and its burst.
+pub const DEFAULT_RATE_PER_SUBNET: Rate = Rate {
+    per_second: 16,
+    burst: 32,
+};
+/// Default handshake slots kept for the addresses of known validators, out of
+/// `max_concurrent_inbound_upgrades`: a quarter of the default 128, so that many
+/// validators can reconnect at once while strangers share the rest.
+pub const DEFAULT_RESERVED_FOR_VALIDATORS: usize = 32;
+/// Rate buckets kept per kind (IPs, subnets) at most: a flood from more sources than
+/// this forgets the idlest ones, so memory stays bounded whatever the source count.
+pub const MAX_TRACKED_SOURCES: usize = 16_384;
+
+/// The limits applied at accept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdmissionConfig {
+    /// Handshakes pending at once from one IP.
+    pub max_pending_per_ip: usize,
+    /// Handshakes pending at once from one subnet.
+    pub max_pending_per_subnet: usize,
+    /// Handshakes started per second from one IP.
+    pub rate_per_ip: Rate,
+    /// Handshakes started per second from one subnet.
+    pub rate_per_subnet: Rate,
+    /// Of all pending slots, those only sockets from known validators' addresses may
+    /// take.
+    pub reserved_for_validators: usize,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        Self {
+            max_pending_per_ip: DEFAULT_MAX_PENDING_PER_IP,
+            max_pending_per_subnet: DEFAULT_MAX_PENDING_PER_SUBNET,
+            rate_per_ip: DEFAULT_RATE_PER_IP,
+            rate_per_subnet: DEFAULT_RATE_PER_SUBNET,
+            reserved_for_validators: DEFAULT_RESERVED_FOR_VALIDATORS,
+        }
+    }
+}
+
+/// Why a socket was refused at accept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its IP has as many handshakes pending as allowed.
+    PendingPerIp,
+    /// Its subnet has as many handshakes pending as allowed.
+    PendingPerSubnet,
+    /// Its IP starts handshakes faster than allowed.
+    RatePerIp,
+    /// Its subnet starts handshakes faster than allowed.
+    RatePerSubnet,
+}
+
+impl Refusal {
+    /// The label of the refusal in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::PendingPerIp => "pending_per_ip",
+            Refusal::PendingPerSubnet => "pending_per_subnet",
+            Refusal::RatePerIp => "rate_per_ip",
+            Refusal::RatePerSubnet => "rate_per_subnet",
+        }
+    }
+}
+
+/// A subnet: the /24 of an IPv4 address, the /64 of an IPv6 one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Subnet {
+    /// The first three bytes of an IPv4 address.
+    V4([u8; 3]),
+    /// The first eight bytes of an IPv6 address.
+    V6([u8; 8]),
+}
+
+impl Subnet {
+    /// The subnet of `ip` (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => {
+                let [a, b, c, _] = v4.octets();
+                Subnet::V4([a, b, c])
+            }
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Self::of(IpAddr::V4(v4)),
+                None => {
+                    let o = v6.octets();
+                    Subnet::V6([o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7]])
+                }
+            },
+        }
+    }
+}
+
+/// The IPs of known validators, shared with whoever learns them (configuration, epoch
+/// changes). Cheap to clone: clones share the set.
+#[derive(Clone, Debug, Default)]
+pub struct ValidatorAddresses(Arc<RwLock<HashSet<IpAddr>>>);
+
+impl ValidatorAddresses {
+    /// Replaces the set.
+    pub fn replace(&self, ips: impl IntoIterator<Item = IpAddr>) {
+        *self.0.write() = ips.into_iter().collect();
+    }
+
+    /// Whether `ip` is a known validator's.
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        self.0.read().contains(ip)
+    }
+}
+
+/// Rate buckets by source, at most [`MAX_TRACKED_SOURCES`].
+#[derive(Debug)]
+struct Buckets<K> {
+    rate: Rate,
+    buckets: HashMap<K, TokenBucket>,
+}
+
+impl<K: std::hash::Hash + Eq + Copy> Buckets<K> {
+    fn new(rate: Rate) -> Self {
+        Self {
+            rate,
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// Takes a token for `key` at `now`; false when its bucket is empty.
+    fn take(&mut self, key: K, now: Instant) -> bool {
+        if !self.buckets.contains_key(&key) && self.buckets.len() >= MAX_TRACKED_SOURCES {
+            self.forget_idle(now);
+        }
+        let rate = self.rate;
+        let bucket = self
+            .buckets
+            .entry(key)
+            .or_insert_with(|| TokenBucket::new(rate, now));
+        bucket.try_take(1, now).is_ok()
+    }
+
+    /// Forgets the buckets that are full again (their sources are idle), and if that is
+    /// not enough, half of them: a forgotten source starts again with a full burst,
+    /// which only lets a flood of very many sources pace itself at the burst.
+    fn forget_idle(&mut self, now: Instant) {
+        let full = self.rate.burst.max(1);
+        self.buckets.retain(|_, b| b.available(now) < full);
+        if self.buckets.len() >= MAX_TRACKED_SOURCES {
+            let mut keep = false;
+            self.buckets.retain(|_, _| {
+                keep = !keep;
+                keep
+            });
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
+/// The admission state: pending handshakes by IP and subnet, and the rate buckets.
+#[derive(Debug)]
+pub struct Admission {
+    config: AdmissionConfig,
+    validators: ValidatorAddresses,
+    pending_ip: HashMap<IpAddr, usize>,
+    pending_subnet: HashMap<Subnet, usize>,
+    rate_ip: Buckets<IpAddr>,
+    rate_subnet: Buckets<Subnet>,
+}
+
+/// A socket let in: whether it comes from a known validator's address (then the slots
+/// kept for validators are open to it, and strangers never evict it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admitted {
+    /// From a known validator's address.
+    pub validator: bool,
+}
+
+impl Admission {
+    /// Nothing pending; `validators` are the addresses given reserved room.
+    pub fn new(config: AdmissionConfig, validators: ValidatorAddresses) -> Self {
+        Self {
+            rate_ip: Buckets::new(config.rate_per_ip),
+            rate_subnet: Buckets::new(config.rate_per_subnet),
+            config,
+            validators,
+            pending_ip: HashMap::new(),
+            pending_subnet: HashMap::new(),
+        }
+    }
+
+    /// A socket from `ip` arrived at `now`: let in (its handshake counted as pending
+    /// until [`Self::release`]) or refused. Known validators' addresses pass every limit
+    /// here (TCP's handshake means a socket from such an address comes from that
+    /// machine; several validators may share one address, e.g. on loopback): their
+    /// handshakes are bounded by the slots of the peer manager alone, and Noise refuses
+    /// a key outside the set.
+    pub fn admit(&mut self, ip: IpAddr, now: Instant) -> Result<Admitted, Refusal> {
+        let validator = self.validators.contains(&ip);
+        let subnet = Subnet::of(ip);
+        if !validator {
+            if self.pending_ip.get(&ip).copied().unwrap_or(0) >= self.config.max_pending_per_ip {
+                return Err(Refusal::PendingPerIp);
+            }
+            let in_subnet = self.pending_subnet.get(&subnet).copied().unwrap_or(0);
+            if in_subnet >= self.config.max_pending_per_subnet {
+                return Err(Refusal::PendingPerSubnet);
+            }
+            if !self.rate_ip.take(ip, now) {
+                return Err(Refusal::RatePerIp);
+            }
+            if !self.rate_subnet.take(subnet, now) {
+                return Err(Refusal::RatePerSubnet);
+            }
+        }
+        *self.pending_ip.entry(ip).or_default() += 1;
+        *self.pending_subnet.entry(subnet).or_default() += 1;
+        Ok(Admitted { validator })
+    }
+
+    /// The handshake of a socket from `ip` let in by [`Self::admit`] ended (upgraded,
+    /// failed or evicted).
+    pub fn release(&mut self, ip: IpAddr) {
+        if let Some(n) = self.pending_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.pending_ip.remove(&ip);
+            }
+        }
+        let subnet = Subnet::of(ip);
+        if let Some(n) = self.pending_subnet.get_mut(&subnet) {
+            *n -= 1;
+            if *n == 0 {
+                self.pending_subnet.remove(&subnet);
+            }
+        }
+    }
+
+    /// Slots of `total` that sockets from strangers may hold.
+    pub fn stranger_slots(&self, total: usize) -> usize {
+        total.saturating_sub(self.config.reserved_for_validators)
+    }
+
+    /// Handshakes pending from `ip`.
+    pub fn pending_from(&self, ip: &IpAddr) -> usize {
+        self.pending_ip.get(ip).copied().unwrap_or(0)
+    }
+
+    /// Sources with a rate bucket, IPs and subnets: what the state holds besides the
+    /// pending sockets.
+    pub fn tracked_sources(&self) -> usize {
+        self.rate_ip.len() + self.rate_subnet.len()
+    }
+
+    /// How long rate buckets take to refill completely: a source idle that long is as
+    /// good as new.
+    pub fn refill_time(&self) -> Duration {
+        let slowest = |r: Rate| r.burst.max(1) as f64 / r.per_second.max(1) as f64;
+        Duration::from_secs_f64(
+            slowest(self.config.rate_per_ip).max(slowest(self.config.rate_per_subnet)),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

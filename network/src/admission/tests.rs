@@ -1,0 +1,170 @@
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+}
+
+fn admission(config: AdmissionConfig) -> Admission {
+    Admission::new(config, ValidatorAddresses::default())
+}
+
+/// Rates high enough not to matter.
+const FAST: Rate = Rate {
+    per_second: 1_000_000,
+    burst: 1_000_000,
+};
+
+#[test]
+fn one_ip_holds_at_most_its_pending_handshakes_until_one_ends() {
+    let mut a = admission(AdmissionConfig {
+        rate_per_ip: FAST,
+        rate_per_subnet: FAST,
+        ..AdmissionConfig::default()
+    });
+    let now = Instant::now();
+    let ip = v4(10, 0, 0, 1);
+    for _ in 0..DEFAULT_MAX_PENDING_PER_IP {
+        assert!(a.admit(ip, now).is_ok());
+    }
+    assert_eq!(a.admit(ip, now), Err(Refusal::PendingPerIp));
+    // Another address of the same /24 still gets in.
+    assert!(a.admit(v4(10, 0, 0, 2), now).is_ok());
+    a.release(ip);
+    assert!(a.admit(ip, now).is_ok());
+}
+
+#[test]
+fn one_subnet_holds_at_most_its_pending_handshakes() {
+    let mut a = admission(AdmissionConfig {
+        rate_per_ip: FAST,
+        rate_per_subnet: FAST,
+        ..AdmissionConfig::default()
+    });
+    let now = Instant::now();
+    for d in 0..DEFAULT_MAX_PENDING_PER_SUBNET as u8 {
+        assert!(a.admit(v4(192, 0, 2, d), now).is_ok());
+    }
+    assert_eq!(
+        a.admit(v4(192, 0, 2, 200), now),
+        Err(Refusal::PendingPerSubnet)
+    );
+    assert!(
+        a.admit(v4(192, 0, 3, 1), now).is_ok(),
+        "the next /24 is another subnet"
+    );
+}
+
+#[test]
+fn rates_refill_with_time() {
+    let mut a = admission(AdmissionConfig {
+        max_pending_per_ip: 1_000,
+        max_pending_per_subnet: 1_000,
+        ..AdmissionConfig::default()
+    });
+    let start = Instant::now();
+    let ip = v4(10, 1, 1, 1);
+    for _ in 0..DEFAULT_RATE_PER_IP.burst {
+        a.admit(ip, start).unwrap();
+        a.release(ip);
+    }
+    assert_eq!(a.admit(ip, start), Err(Refusal::RatePerIp));
+    let later = start + Duration::from_secs(1);
+    assert!(a.admit(ip, later).is_ok(), "a second refills the rate");
+    // The subnet's rate stops many addresses of one /24 however few each opens.
+    let mut refused = None;
+    for d in 0..=255u8 {
+        if let Err(e) = a.admit(v4(10, 2, 2, d), start) {
+            refused = Some(e);
+            break;
+        }
+    }
+    assert_eq!(refused, Some(Refusal::RatePerSubnet));
+}
+
+#[test]
+fn known_validators_pass_every_limit() {
+    let validators = ValidatorAddresses::default();
+    let ip = v4(198, 51, 100, 7);
+    validators.replace([ip]);
+    let mut a = Admission::new(
+        AdmissionConfig {
+            max_pending_per_ip: 1,
+            max_pending_per_subnet: 1,
+            ..AdmissionConfig::default()
+        },
+        validators,
+    );
+    let now = Instant::now();
+    // A stranger fills the subnet; a validator of it still gets in, again and again.
+    a.admit(v4(198, 51, 100, 8), now).unwrap();
+    assert_eq!(
+        a.admit(v4(198, 51, 100, 9), now),
+        Err(Refusal::PendingPerSubnet)
+    );
+    for _ in 0..100 {
+        assert!(a.admit(ip, now).unwrap().validator);
+    }
+}
+
+#[test]
+fn ipv6_subnets_are_slash_64_and_mapped_ipv4_is_ipv4() {
+    let a = IpAddr::V6("2001:db8:1:2:aaaa::1".parse::<Ipv6Addr>().unwrap());
+    let b = IpAddr::V6("2001:db8:1:2:bbbb::9".parse::<Ipv6Addr>().unwrap());
+    let c = IpAddr::V6("2001:db8:1:3::1".parse::<Ipv6Addr>().unwrap());
+    assert_eq!(Subnet::of(a), Subnet::of(b));
+    assert_ne!(Subnet::of(a), Subnet::of(c));
+    let mapped = IpAddr::V6(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped());
+    assert_eq!(Subnet::of(mapped), Subnet::of(v4(10, 0, 0, 99)));
+}
+
+#[test]
+fn a_flood_from_more_sources_than_tracked_keeps_memory_bounded() {
+    let mut a = admission(AdmissionConfig::default());
+    let now = Instant::now();
+    for i in 0..(MAX_TRACKED_SOURCES as u32 * 3) {
+        let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+        if a.admit(ip, now).is_ok() {
+            a.release(ip);
+        }
+    }
+    assert!(a.tracked_sources() <= 2 * MAX_TRACKED_SOURCES);
+}
+
+proptest! {
+    /// Whatever arrives and ends in whatever order: the pending counts are exact, never
+    /// over the limits for strangers, and nothing is left once every handshake ended.
+    #[test]
+    fn pending_counts_stay_within_the_limits_and_return_to_zero(
+        ops in prop::collection::vec((0u8..4, 0u8..6, any::<bool>(), 0u64..300), 0..400),
+    ) {
+        let mut a = admission(AdmissionConfig::default());
+        let start = Instant::now();
+        let mut now = start;
+        let mut pending: Vec<IpAddr> = Vec::new();
+        for (subnet, host, release, ms) in ops {
+            now += Duration::from_millis(ms);
+            let ip = v4(10, 9, subnet, host);
+            if release && !pending.is_empty() {
+                let i = (host as usize) % pending.len();
+                a.release(pending.swap_remove(i));
+                continue;
+            }
+            if a.admit(ip, now).is_ok() {
+                pending.push(ip);
+            }
+            let from_ip = pending.iter().filter(|p| **p == ip).count();
+            prop_assert_eq!(a.pending_from(&ip), from_ip);
+            prop_assert!(from_ip <= DEFAULT_MAX_PENDING_PER_IP);
+            let in_subnet = pending.iter().filter(|p| Subnet::of(**p) == Subnet::of(ip)).count();
+            prop_assert!(in_subnet <= DEFAULT_MAX_PENDING_PER_SUBNET);
+        }
+        for ip in pending.drain(..) {
+            a.release(ip);
+        }
+        prop_assert!(a.pending_ip.is_empty() && a.pending_subnet.is_empty());
+    }
+}

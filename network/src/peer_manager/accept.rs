@@ -1,0 +1,95 @@
+//! The accept side of the peer manager: admission of each inbound socket before any
+//! cryptography, and the inbound upgrades in flight.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use futures::FutureExt;
+use futures::future::abortable;
+use netcore::NetworkAddress;
+use netcore::address::{Endpoint, Host};
+use tracing::debug;
+
+use super::decisions::UpgradeId;
+use super::{PeerManager, Upgrade};
+
+impl PeerManager {
+    /// Starts upgrading an inbound socket. When the limit of upgrades in flight is
+    /// reached, the oldest is evicted (its socket closed): connections that connect and
+    /// stall hold a slot until newer sockets push them out, while an honest handshake,
+    /// done in a round trip or two, finishes long before that many newer sockets arrive.
+    pub(super) fn start_inbound_upgrade(&mut self, upgrade: Upgrade, addr: NetworkAddress) {
+        let source = source_ip(&addr);
+        let validator = match source.map(|ip| self.admission.admit(ip, Instant::now())) {
+            Some(Err(refusal)) => {
+                // Dropping the upgrade closes the socket: Noise never read from it.
+                self.shared
+                    .protocols
+                    .metrics
+                    .connection
+                    .admission_refusals
+                    .with_label_values(&[refusal.as_str()])
+                    .inc();
+                debug!(from = %addr, reason = refusal.as_str(), "socket refused at accept");
+                return;
+            }
+            Some(Ok(admitted)) => admitted.validator,
+            // A memory address has no source IP: nothing to count it under.
+            None => false,
+        };
+        let Some((id, evicted)) = self.decisions.on_inbound_socket(validator) else {
+            if let Some(ip) = source {
+                self.admission.release(ip);
+            }
+            self.count_failure("too_many_upgrades");
+            return;
+        };
+        if let Some(ip) = source {
+            self.upgrade_sources.insert(id, ip);
+        }
+        for oldest in evicted {
+            if let Some(abort) = self.upgrade_aborts.remove(&oldest) {
+                abort.abort();
+            }
+            self.count_failure("too_many_upgrades");
+            self.shared
+                .protocols
+                .metrics
+                .connection
+                .upgrades_evicted
+                .inc();
+            let limit = self.shared.protocols.config.max_concurrent_inbound_upgrades;
+            self.refusals
+                .log_eviction(limit, tokio::time::Instant::now());
+        }
+        let (upgrade, abort) = abortable(upgrade);
+        self.upgrade_aborts.insert(id, abort);
+        self.inbound_upgrades
+            .push(upgrade.map(move |r| (id, addr, r)).boxed());
+    }
+
+    /// Inbound upgrade `id` ended (upgraded, failed or evicted): its slot and its
+    /// source's count are free.
+    pub(super) fn on_upgrade_ended(&mut self, id: UpgradeId) {
+        self.decisions.on_upgrade_finished(id);
+        self.upgrade_aborts.remove(&id);
+        if let Some(ip) = self.upgrade_sources.remove(&id) {
+            self.admission.release(ip);
+        }
+    }
+}
+
+/// The IP a socket came from, when it came over IP.
+fn source_ip(addr: &NetworkAddress) -> Option<IpAddr> {
+    match addr.endpoint() {
+        Endpoint::Tcp {
+            host: Host::Ip4(ip),
+            ..
+        } => Some(IpAddr::V4(*ip)),
+        Endpoint::Tcp {
+            host: Host::Ip6(ip),
+            ..
+        } => Some(IpAddr::V6(*ip)),
+        _ => None,
+    }
+}

@@ -1,0 +1,150 @@
+//! Admission at accept, over loopback TCP: sockets past the per-IP and per-subnet limits
+//! are closed before Noise reads a byte; a stranger flood from many loopback addresses
+//! does not lock a validator out.
+
+#![allow(clippy::unwrap_used)] // A panic in a test is a failed assertion.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use common::{Net, counter_in, eventually, identities, start_node};
+use netcore::address::{Endpoint, Host};
+use network::NetworkConfig;
+use network::admission::AdmissionConfig;
+use network::rate_limit::Rate;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpSocket, TcpStream};
+
+/// Rates high enough not to matter.
+const FAST: Rate = Rate {
+    per_second: 1_000_000,
+    burst: 1_000_000,
+};
+
+fn socket_addr(addr: &netcore::NetworkAddress) -> SocketAddr {
+    match addr.endpoint() {
+        Endpoint::Tcp {
+            host: Host::Ip4(ip),
+            port,
+        } => SocketAddr::from((*ip, *port)),
+        other => panic!("not a TCP address: {other:?}"),
+    }
+}
+
+/// Connects to `to` from the loopback address `from`, sending nothing.
+async fn connect_from(from: Ipv4Addr, to: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((from, 0))).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// Whether the node closed `stream` (it reads the end, or a reset).
+async fn closed_by_node(stream: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test]
+async fn sockets_over_the_pending_limits_are_closed_before_noise_reads_them() {
+    let config = NetworkConfig {
+        admission: AdmissionConfig {
+            max_pending_per_ip: 2,
+            max_pending_per_subnet: 3,
+            rate_per_ip: FAST,
+            rate_per_subnet: FAST,
+            ..AdmissionConfig::default()
+        },
+        ..NetworkConfig::default()
+    };
+    let (mut ids, trusted) = identities(1);
+    let node = start_node(Net::Tcp, ids.remove(0), trusted, config);
+    let to = socket_addr(&node.addr);
+    let refusals =
+        |reason: &str| counter_in(&node.registry, "network_admission_refusals_total", reason);
+
+    // Two stalled sockets from 127.0.0.2 are let in; the third is refused.
+    let mut held = vec![
+        connect_from(Ipv4Addr::new(127, 0, 0, 2), to).await,
+        connect_from(Ipv4Addr::new(127, 0, 0, 2), to).await,
+    ];
+    let mut third = connect_from(Ipv4Addr::new(127, 0, 0, 2), to).await;
+    assert!(closed_by_node(&mut third).await);
+    eventually(|| refusals("pending_per_ip") == 1).await;
+    // One more from the same /24 fits the subnet's three; the next does not.
+    held.push(connect_from(Ipv4Addr::new(127, 0, 0, 3), to).await);
+    let mut fifth = connect_from(Ipv4Addr::new(127, 0, 0, 4), to).await;
+    assert!(closed_by_node(&mut fifth).await);
+    eventually(|| refusals("pending_per_subnet") == 1).await;
+    // Refused before Noise: no handshake failed, none was started for them.
+    assert_eq!(
+        counter_in(&node.registry, "network_handshake_failures_total", "noise"),
+        0
+    );
+    // Another subnet is not held up.
+    held.push(connect_from(Ipv4Addr::new(127, 0, 1, 2), to).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        refusals("pending_per_ip") + refusals("pending_per_subnet"),
+        2
+    );
+    drop(held);
+}
+
+#[tokio::test]
+async fn a_stranger_flood_from_many_addresses_does_not_keep_a_validator_out() {
+    let config = NetworkConfig {
+        max_concurrent_inbound_upgrades: 16,
+        admission: AdmissionConfig {
+            reserved_for_validators: 4,
+            ..AdmissionConfig::default()
+        },
+        ..NetworkConfig::default()
+    };
+    let (mut ids, trusted) = identities(2);
+    let mut victim = start_node(Net::Tcp, ids.remove(0), trusted.clone(), config.clone());
+    let to = socket_addr(&victim.addr);
+    // Strangers from 200 loopback addresses open and hold sockets as fast as they can.
+    let mut flood = Vec::new();
+    for i in 0..200u32 {
+        let from = Ipv4Addr::from(0x7f02_0000 + i * 3);
+        for _ in 0..2 {
+            flood.push(connect_from(from, to).await);
+        }
+    }
+    // More strangers got in than their share of slots: the oldest were evicted, and
+    // most sockets were refused at accept (three /24s, sixteen pending each at most).
+    eventually(|| victim_evictions(&victim.registry) > 0).await;
+    let refused: u64 = [
+        "pending_per_ip",
+        "pending_per_subnet",
+        "rate_per_ip",
+        "rate_per_subnet",
+    ]
+    .iter()
+    .map(|r| counter_in(&victim.registry, "network_admission_refusals_total", r))
+    .sum();
+    assert!(refused > 0);
+    // A validator connects through it all.
+    let mut validator = start_node(Net::Tcp, ids.remove(0), trusted, config);
+    validator.sender.dial(victim.addr.clone()).await.unwrap();
+    victim.expect_new_peer().await;
+    drop(flood);
+    validator.shutdown().await;
+    victim.shutdown().await;
+}
+
+/// Upgrades evicted to make room, on `registry`.
+fn victim_evictions(registry: &prometheus::Registry) -> u64 {
+    registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == "network_upgrades_evicted_total")
+        .flat_map(|f| f.get_metric().iter())
+        .map(|m| m.get_counter().get_value() as u64)
+        .sum()
+}
