@@ -15,6 +15,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use netcore::{NetworkAddress, PeerId};
 use parking_lot::RwLock;
 
 use crate::rate_limit::{Rate, TokenBucket};
@@ -138,6 +139,66 @@ impl ValidatorAddresses {
     /// Whether `ip` is a known validator's.
     pub fn contains(&self, ip: &IpAddr) -> bool {
         self.0.read().contains(ip)
+    }
+}
+
+/// Inbound handshakes pending at once that may be protected by the one claimed
+/// trusted peer: a stranger who writes a validator's id in its prologue (it is clear
+/// text, anyone can) protects at most this many of its sockets from eviction, and
+/// Noise fails them at the key exchange.
+pub const MAX_CLAIMS_PER_PEER: usize = 2;
+
+/// Inbound handshakes whose clear prologue names a trusted peer, by source address:
+/// strangers' sockets do not evict them (the peer manager treats them as a validator's
+/// from then on). Filled by the transport as it reads each prologue, before any
+/// Diffie-Hellman; cleared by the peer manager as each upgrade ends. Cheap to clone:
+/// clones share the board.
+#[derive(Clone, Debug, Default)]
+pub struct ClaimBoard(Arc<parking_lot::Mutex<Claims>>);
+
+#[derive(Debug, Default)]
+struct Claims {
+    by_addr: HashMap<NetworkAddress, PeerId>,
+    per_peer: HashMap<PeerId, usize>,
+}
+
+impl ClaimBoard {
+    /// The handshake from `addr` names the trusted peer `peer`; whether it is now
+    /// protected (no more than [`MAX_CLAIMS_PER_PEER`] per peer are).
+    pub fn mark(&self, addr: NetworkAddress, peer: PeerId) -> bool {
+        let mut claims = self.0.lock();
+        let count = claims.per_peer.entry(peer).or_default();
+        if *count >= MAX_CLAIMS_PER_PEER {
+            return false;
+        }
+        *count += 1;
+        if let Some(old) = claims.by_addr.insert(addr, peer) {
+            // The same source address twice: the older claim is replaced.
+            release(&mut claims.per_peer, old);
+        }
+        true
+    }
+
+    /// Whether the handshake from `addr` is protected by a claim.
+    pub fn is_claimed(&self, addr: &NetworkAddress) -> bool {
+        self.0.lock().by_addr.contains_key(addr)
+    }
+
+    /// The handshake from `addr` ended.
+    pub fn clear(&self, addr: &NetworkAddress) {
+        let mut claims = self.0.lock();
+        if let Some(peer) = claims.by_addr.remove(addr) {
+            release(&mut claims.per_peer, peer);
+        }
+    }
+}
+
+fn release(per_peer: &mut HashMap<PeerId, usize>, peer: PeerId) {
+    if let Some(n) = per_peer.get_mut(&peer) {
+        *n -= 1;
+        if *n == 0 {
+            per_peer.remove(&peer);
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::admission::ValidatorAddresses;
+use crate::admission::{ClaimBoard, ValidatorAddresses};
 use crate::channel::{fair_queue, metered};
 use crate::config::NetworkConfig;
 use crate::connection::TrustPredicate;
@@ -222,7 +222,9 @@ impl NetworkBuilder {
         let handshake = self.handshake(&routes);
         let local_peer_id = self.noise.peer_id();
         let reputation = Arc::new(Mutex::new(Reputation::new(self.config.reputation.clone())));
+        let claims = ClaimBoard::default();
         let guard = PeerGuard {
+            claims: claims.clone(),
             reputation: Arc::clone(&reputation),
             is_trusted: Arc::clone(&self.is_trusted),
             rate_limit: self.config.rate_limit.clone(),
@@ -267,6 +269,7 @@ impl NetworkBuilder {
             requests_rx,
             self.is_trusted,
             self.validator_addresses,
+            claims,
             shutdown_rx,
         );
         let task = tokio::spawn(manager.run());

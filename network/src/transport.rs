@@ -7,7 +7,9 @@
 //! multiplexer without waiting (optimistic negotiation), and reads the listener's
 //! confirmation with its first multiplexer read (docs/WIRE.md).
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use netcore::multiplexing::{self, Control, Incoming, Mode, MuxConfig};
@@ -20,8 +22,9 @@ use noise::{NoiseError, NoiseUpgrader};
 use parking_lot::Mutex;
 use prometheus::IntCounter;
 use proto::handshake::HandshakeMsg;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use crate::admission::ClaimBoard;
 use crate::connection::TrustPredicate;
 use crate::handshake::{self, HandshakeError};
 use crate::rate_limit::{RateLimitConfig, RateLimitedRead};
@@ -30,6 +33,9 @@ use crate::reputation::Reputation;
 /// What the network's transport checks of each authenticated peer before going on.
 #[derive(Clone)]
 pub(crate) struct PeerGuard {
+    /// Where inbound handshakes that name a trusted peer in their prologue are marked,
+    /// for the peer manager to keep them from eviction.
+    pub(crate) claims: ClaimBoard,
     /// Banned peers are refused right after Noise.
     pub(crate) reputation: Arc<Mutex<Reputation>>,
     /// Whether a peer is in the trusted set (for its rate limit).
@@ -160,6 +166,12 @@ where
     base.and_then(move |socket, addr, origin| {
         let guard = guard.clone();
         let steps = async move {
+            let socket = match (&guard, origin) {
+                (Some(guard), ConnectionOrigin::Inbound) => {
+                    peek_claim(socket, &addr, guard).await?
+                }
+                _ => Prefixed::new(Vec::new(), socket),
+            };
             let (stream, remote) = noise.upgrade(socket, addr.clone(), origin).await?;
             let peer_id = remote.peer_id;
             let (rate, waits) = match &guard {
@@ -207,4 +219,98 @@ where
         }
     })
     .boxed()
+}
+
+/// Bytes at the start of a Noise prologue that name the dialer: its peer id, in clear
+/// (docs/WIRE.md §5.3).
+const CLAIMED_ID_LEN: usize = 32;
+
+/// Reads the peer id the dialer names at the start of its prologue and, if it is a
+/// trusted peer's, marks the handshake on the guard's claim board, before any
+/// Diffie-Hellman; gives back a socket that reads those bytes again, for Noise.
+async fn peek_claim<IO: AsyncRead + Unpin>(
+    mut socket: IO,
+    addr: &NetworkAddress,
+    guard: &PeerGuard,
+) -> Result<Prefixed<IO>, UpgradeError> {
+    let mut claimed = vec![0u8; CLAIMED_ID_LEN];
+    socket
+        .read_exact(&mut claimed)
+        .await
+        .map_err(|e| UpgradeError::Noise(NoiseError::Io(e)))?;
+    if let Ok(peer) = PeerId::from_slice(&claimed)
+        && (guard.is_trusted)(&peer)
+    {
+        guard.claims.mark(addr.clone(), peer);
+    }
+    Ok(Prefixed::new(claimed, socket))
+}
+
+/// A stream that yields `prefix` before what `inner` reads; writes go to `inner`.
+pub(crate) struct Prefixed<IO> {
+    prefix: Vec<u8>,
+    read: usize,
+    inner: IO,
+}
+
+impl<IO> Prefixed<IO> {
+    fn new(prefix: Vec<u8>, inner: IO) -> Self {
+        Self {
+            prefix,
+            read: 0,
+            inner,
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.read < this.prefix.len() {
+            let rest = &this.prefix[this.read..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.read += n;
+            if this.read == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.read = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }

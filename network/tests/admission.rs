@@ -14,7 +14,7 @@ use netcore::address::{Endpoint, Host};
 use network::NetworkConfig;
 use network::admission::AdmissionConfig;
 use network::rate_limit::Rate;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 /// Rates high enough not to matter.
@@ -147,4 +147,40 @@ fn victim_evictions(registry: &prometheus::Registry) -> u64 {
         .flat_map(|f| f.get_metric().iter())
         .map(|m| m.get_counter().get_value() as u64)
         .sum()
+}
+
+#[tokio::test]
+async fn a_handshake_naming_a_trusted_peer_is_not_evicted_by_strangers() {
+    let config = NetworkConfig {
+        max_concurrent_inbound_upgrades: 4,
+        admission: AdmissionConfig {
+            max_pending_per_ip: 1_000,
+            max_pending_per_subnet: 1_000,
+            rate_per_ip: FAST,
+            rate_per_subnet: FAST,
+            reserved_for_validators: 0,
+        },
+        ..NetworkConfig::default()
+    };
+    let (mut ids, trusted) = identities(2);
+    let validator = ids.pop().unwrap().peer_id();
+    let node = start_node(Net::Tcp, ids.remove(0), trusted, config);
+    let to = socket_addr(&node.addr);
+    // A slow validator: its prologue's first bytes (its peer id, in clear) are in.
+    let mut slow = connect_from(Ipv4Addr::new(127, 0, 0, 1), to).await;
+    slow.write_all(validator.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Strangers take every other slot, over and over.
+    let mut strangers = Vec::new();
+    for _ in 0..40 {
+        let mut s = connect_from(Ipv4Addr::new(127, 0, 0, 1), to).await;
+        s.write_all(&[0u8; 32]).await.unwrap();
+        strangers.push(s);
+    }
+    eventually(|| victim_evictions(&node.registry) >= 36).await;
+    // The validator's handshake is still waiting for the rest of its prologue.
+    let mut byte = [0u8; 1];
+    let still_open = tokio::time::timeout(Duration::from_millis(200), slow.read(&mut byte)).await;
+    assert!(still_open.is_err(), "evicted: {still_open:?}");
+    drop(strangers);
 }

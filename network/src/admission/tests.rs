@@ -168,3 +168,20 @@ proptest! {
         prop_assert!(a.pending_ip.is_empty() && a.pending_subnet.is_empty());
     }
 }
+
+#[test]
+fn a_claimed_trusted_id_protects_at_most_two_handshakes() {
+    let board = ClaimBoard::default();
+    let addr =
+        |port: u16| -> NetworkAddress { format!("/ip4/10.0.0.1/tcp/{port}").parse().unwrap() };
+    let validator = PeerId::new([9; 32]);
+    assert!(board.mark(addr(1), validator));
+    assert!(board.mark(addr(2), validator));
+    assert!(
+        !board.mark(addr(3), validator),
+        "a third claim of one peer protects nothing"
+    );
+    assert!(board.is_claimed(&addr(1)) && !board.is_claimed(&addr(3)));
+    board.clear(&addr(1));
+    assert!(board.mark(addr(3), validator));
+}

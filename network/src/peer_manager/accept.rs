@@ -37,7 +37,9 @@ impl PeerManager {
             // A memory address has no source IP: nothing to count it under.
             None => false,
         };
-        let Some((id, evicted)) = self.decisions.on_inbound_socket(validator) else {
+        let (claims, addrs) = (&self.claims, &self.upgrade_addrs);
+        let claimed = |id| addrs.get(&id).is_some_and(|addr| claims.is_claimed(addr));
+        let Some((id, evicted)) = self.decisions.on_inbound_socket(validator, claimed) else {
             if let Some(ip) = source {
                 self.admission.release(ip);
             }
@@ -47,6 +49,7 @@ impl PeerManager {
         if let Some(ip) = source {
             self.upgrade_sources.insert(id, ip);
         }
+        self.upgrade_addrs.insert(id, addr.clone());
         for oldest in evicted {
             if let Some(abort) = self.upgrade_aborts.remove(&oldest) {
                 abort.abort();
@@ -75,6 +78,9 @@ impl PeerManager {
         self.upgrade_aborts.remove(&id);
         if let Some(ip) = self.upgrade_sources.remove(&id) {
             self.admission.release(ip);
+        }
+        if let Some(addr) = self.upgrade_addrs.remove(&id) {
+            self.claims.clear(&addr);
         }
     }
 }

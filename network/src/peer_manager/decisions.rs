@@ -139,14 +139,21 @@ impl Decisions {
     /// oldest), and strangers hold at most `max_stranger_upgrades` slots; a validator's
     /// socket evicts a stranger's first, another validator's only when validators hold
     /// every slot.
+    ///
+    /// `claimed` says which upgrades in flight have since shown a trusted peer's id in
+    /// their clear prologue: they count as validators' too.
     pub(crate) fn on_inbound_socket(
         &mut self,
         validator: bool,
+        claimed: impl Fn(UpgradeId) -> bool,
     ) -> Option<(UpgradeId, Vec<UpgradeId>)> {
         let limit = self.limits.max_inbound_upgrades;
         let stranger_limit = self.limits.max_stranger_upgrades.min(limit);
         if limit == 0 || (!validator && stranger_limit == 0) {
             return None;
+        }
+        for (id, v) in &mut self.upgrades {
+            *v = *v || claimed(*id);
         }
         let validators = self.upgrades.iter().filter(|(_, v)| *v).count();
         if !validator && validators >= limit {

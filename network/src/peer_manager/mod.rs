@@ -42,7 +42,7 @@ use crate::requests::{Closed, Request};
 pub use decisions::new_connection_wins;
 use decisions::{Decisions, Dial, DialRefusal, Limits, Refusal, UpgradeId, Upgraded};
 
-use crate::admission::{Admission, ValidatorAddresses};
+use crate::admission::{Admission, ClaimBoard, ValidatorAddresses};
 use crate::channel::MeteredReceiver;
 use crate::config::MAX_QUEUED_NOTIFICATIONS_PER_PEER;
 use crate::error::{DialError, DisconnectError};
@@ -76,6 +76,11 @@ pub(crate) struct PeerManager {
     admission: Admission,
     /// The source IP of each inbound upgrade in flight that admission counts.
     upgrade_sources: HashMap<UpgradeId, IpAddr>,
+    /// The source address of each inbound upgrade in flight.
+    upgrade_addrs: HashMap<UpgradeId, NetworkAddress>,
+    /// Inbound upgrades that named a trusted peer in their prologue (filled by the
+    /// transport).
+    claims: ClaimBoard,
     /// Who is live, and what happens to each connection, dial and upgrade.
     decisions: Decisions,
     dials: FuturesUnordered<BoxFuture<'static, DialResult>>,
@@ -100,6 +105,7 @@ impl PeerManager {
         requests: MeteredReceiver<Request>,
         is_trusted: TrustPredicate,
         validator_addresses: ValidatorAddresses,
+        claims: ClaimBoard,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         // Every live connection task may report once; the manager drains this queue in
@@ -130,6 +136,8 @@ impl PeerManager {
             upgrade_aborts: HashMap::new(),
             admission,
             upgrade_sources: HashMap::new(),
+            upgrade_addrs: HashMap::new(),
+            claims,
             decisions,
             dials: FuturesUnordered::new(),
             pending_dials: HashMap::new(),

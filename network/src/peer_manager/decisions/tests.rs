@@ -205,7 +205,7 @@ proptest! {
             match op {
                 // A socket arrives.
                 None => {
-                    let (id, evicted) = d.on_inbound_socket(false).unwrap();
+                    let (id, evicted) = d.on_inbound_socket(false, |_| false).unwrap();
                     let mut expected = Vec::new();
                     while model.len() >= LIMITS.max_inbound_upgrades {
                         expected.extend(model.pop_front());
@@ -236,7 +236,7 @@ fn no_room_for_upgrades_refuses_every_socket() {
             ..LIMITS
         },
     );
-    assert_eq!(d.on_inbound_socket(false), None);
+    assert_eq!(d.on_inbound_socket(false, |_| false), None);
 }
 
 #[test]
@@ -288,7 +288,7 @@ proptest! {
         let mut validators_pending: Vec<UpgradeId> = Vec::new();
         let mut strangers_pending: VecDeque<UpgradeId> = VecDeque::new();
         for validator in arrivals {
-            let Some((id, evicted)) = d.on_inbound_socket(validator) else {
+            let Some((id, evicted)) = d.on_inbound_socket(validator, |_| false) else {
                 // Refused: only a stranger, with every slot held by validators.
                 prop_assert!(!validator && validators_pending.len() >= 6);
                 continue;
@@ -306,4 +306,23 @@ proptest! {
             prop_assert_eq!(d.upgrades_in_flight(), validators_pending.len() + strangers_pending.len());
         }
     }
+}
+
+#[test]
+fn a_handshake_that_shows_a_trusted_id_is_not_evicted_by_strangers() {
+    let limits = Limits {
+        max_inbound_upgrades: 3,
+        max_stranger_upgrades: 3,
+        ..LIMITS
+    };
+    let mut d = Decisions::new(peer(0), limits);
+    let (first, _) = d.on_inbound_socket(false, |_| false).unwrap();
+    d.on_inbound_socket(false, |_| false).unwrap();
+    d.on_inbound_socket(false, |_| false).unwrap();
+    // The first has since shown a trusted peer's id: the next stranger evicts the
+    // second, not it.
+    let (_, evicted) = d.on_inbound_socket(false, |id| id == first).unwrap();
+    assert_eq!(evicted, vec![first + 1]);
+    let (_, evicted) = d.on_inbound_socket(false, |_| false).unwrap();
+    assert_eq!(evicted, vec![first + 2]);
 }
