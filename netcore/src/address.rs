@@ -13,7 +13,7 @@
 //! uses it to know the listener's key before dialing.
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 use crate::peer_id::{PeerId, PeerIdError};
@@ -204,6 +204,22 @@ impl NetworkAddress {
         })
     }
 
+    /// The IP of a TCP address given by IP (`None` for a DNS name or a memory
+    /// address: nothing is resolved here).
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self.endpoint() {
+            Endpoint::Tcp {
+                host: Host::Ip4(ip),
+                ..
+            } => Some(IpAddr::V4(*ip)),
+            Endpoint::Tcp {
+                host: Host::Ip6(ip),
+                ..
+            } => Some(IpAddr::V6(*ip)),
+            _ => None,
+        }
+    }
+
     /// The endpoint.
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
@@ -382,6 +398,16 @@ fn static_name(protocol: &str) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn ip_is_given_for_ip_addresses_only() {
+        let ip = |text: &str| text.parse::<NetworkAddress>().unwrap().ip();
+        assert_eq!(ip("/ip4/10.0.0.1/tcp/1"), Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(ip("/ip6/::1/tcp/1"), Some("::1".parse().unwrap()));
+        assert_eq!(ip("/dns/example.com/tcp/1"), None);
+        assert_eq!(ip("/memory/5"), None);
+    }
+
     use super::*;
     use proptest::prelude::*;
 

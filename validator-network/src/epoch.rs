@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use std::net::IpAddr;
 
-use netcore::address::{Endpoint, Host};
 use netcore::{NetworkAddress, PeerId};
 use network::admission::ValidatorAddresses;
 use network::connectivity_manager::ConnectivityHandle;
@@ -149,16 +148,6 @@ impl EpochHandle {
 pub(crate) fn ips<'a>(addresses: impl IntoIterator<Item = &'a NetworkAddress>) -> Vec<IpAddr> {
     addresses
         .into_iter()
-        .filter_map(|addr| match addr.endpoint() {
-            Endpoint::Tcp {
-                host: Host::Ip4(ip),
-                ..
-            } => Some(IpAddr::V4(*ip)),
-            Endpoint::Tcp {
-                host: Host::Ip6(ip),
-                ..
-            } => Some(IpAddr::V6(*ip)),
-            _ => None,
-        })
+        .filter_map(NetworkAddress::ip)
         .collect()
 }

@@ -1,13 +1,11 @@
 //! The accept side of the peer manager: admission of each inbound socket before any
 //! cryptography, and the inbound upgrades in flight.
 
-use std::net::IpAddr;
 use std::time::Instant;
 
 use futures::FutureExt;
 use futures::future::abortable;
 use netcore::NetworkAddress;
-use netcore::address::{Endpoint, Host};
 use tracing::debug;
 
 use super::decisions::UpgradeId;
@@ -19,7 +17,7 @@ impl PeerManager {
     /// stall hold a slot until newer sockets push them out, while an honest handshake,
     /// done in a round trip or two, finishes long before that many newer sockets arrive.
     pub(super) fn start_inbound_upgrade(&mut self, upgrade: Upgrade, addr: NetworkAddress) {
-        let source = source_ip(&addr);
+        let source = addr.ip();
         let validator = match source.map(|ip| self.admission.admit(ip, Instant::now())) {
             Some(Err(refusal)) => {
                 // Dropping the upgrade closes the socket: Noise never read from it.
@@ -82,20 +80,5 @@ impl PeerManager {
         if let Some(addr) = self.upgrade_addrs.remove(&id) {
             self.claims.clear(&addr);
         }
-    }
-}
-
-/// The IP a socket came from, when it came over IP.
-fn source_ip(addr: &NetworkAddress) -> Option<IpAddr> {
-    match addr.endpoint() {
-        Endpoint::Tcp {
-            host: Host::Ip4(ip),
-            ..
-        } => Some(IpAddr::V4(*ip)),
-        Endpoint::Tcp {
-            host: Host::Ip6(ip),
-            ..
-        } => Some(IpAddr::V6(*ip)),
-        _ => None,
     }
 }
