@@ -56,7 +56,7 @@ pub struct AdmissionConfig {
     /// Handshakes started per second from one subnet.
     pub rate_per_subnet: Rate,
     /// Of all pending slots, those only sockets from known validators' addresses may
-    /// take.
+    /// take (at most half of them are: strangers keep the rest).
     pub reserved_for_validators: usize,
 }
 

@@ -238,7 +238,10 @@ async fn peek_claim<IO: AsyncRead + Unpin>(
         .read_exact(&mut claimed)
         .await
         .map_err(|e| UpgradeError::Noise(NoiseError::Io(e)))?;
-    if let Ok(peer) = PeerId::from_slice(&claimed)
+    // Only an IP address names one socket (a memory listener names every socket
+    // alike): claims are kept for those.
+    if addr.ip().is_some()
+        && let Ok(peer) = PeerId::from_slice(&claimed)
         && (guard.is_trusted)(&peer)
     {
         guard.claims.mark(addr.clone(), peer);

@@ -88,9 +88,13 @@ impl EpochHandle {
     /// - Noise's trusted set becomes the new set: a removed validator's next
     ///   connection is refused (in mutual mode), a new one's accepted;
     /// - the set every application's `broadcast` sends to becomes the new set;
-    /// - the connectivity manager learns the new validators' addresses and dials them
-    ///   at once, and (in mutual mode, where the set is who may be connected)
-    ///   disconnects removed validators at once (`LostPeer { reason: NotEligible }`).
+    /// - the connectivity manager learns the new validators' addresses; in mutual mode,
+    ///   where the set is who may be connected, it dials them and disconnects removed
+    ///   validators at once (`LostPeer { reason: NotEligible }`); in open mode it dials
+    ///   them at its next check.
+    ///
+    /// Not cancel-safe: a change dropped part way may leave the trusted set moved and
+    /// the rest not; call it again with the same epoch to finish it.
     ///
     /// Connections between validators in both sets are not touched, so messages
     /// between them are not lost across the change. A node outside the new set leaves:

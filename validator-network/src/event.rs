@@ -85,8 +85,13 @@ impl<R: Payload> Responder<R> {
     /// Sends `response` to the caller. A response over the network's message limit is
     /// not sent: the caller gets `RpcError::TooLarge`, and so does this call.
     pub fn respond(self, response: R) -> Result<(), ResponseTooLarge> {
-        self.inner
-            .respond(self.compression.compress(response.to_bytes()))
+        let encoded = response.to_bytes();
+        if self.compression == Compression::None || encoded.len() > self.inner.max_len() {
+            // Over the limit, it goes uncompressed to be refused as such: the caller is
+            // told `TooLarge`, as this call is.
+            return self.inner.respond(encoded);
+        }
+        self.inner.respond(self.compression.compress(encoded))
     }
 
     /// Tells the caller the request failed, with a short explanation.

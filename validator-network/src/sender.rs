@@ -4,6 +4,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
 
+use bytes::Bytes;
 use netcore::PeerId;
 use network::{Misbehaviour, NetworkSender, ProtocolId, RpcError, SendError};
 use noise::TrustedPeers;
@@ -110,7 +111,7 @@ impl<A: Application> Sender<A> {
     /// in order; when that peer's queue is full the message is dropped, counted, and
     /// [`SendError::QueueFull`] returned.
     pub fn send_to(&self, peer: PeerId, msg: &A::Message) -> Result<(), SendError> {
-        let bytes = A::COMPRESSION.compress(msg.to_bytes());
+        let bytes = self.encode(msg.to_bytes())?;
         self.inner.send_to(peer, direct_send_protocol::<A>(), bytes)
     }
 
@@ -120,7 +121,12 @@ impl<A: Application> Sender<A> {
     /// none configured, every connected peer.
     pub fn broadcast(&self, msg: &A::Message) -> Vec<(PeerId, SendError)> {
         let protocol = direct_send_protocol::<A>();
-        let bytes = A::COMPRESSION.compress(msg.to_bytes());
+        let bytes = match self.encode(msg.to_bytes()) {
+            Ok(bytes) => bytes,
+            Err(TooLarge { len, max }) => {
+                return vec![(self.local_peer_id(), SendError::TooLarge { len, max })];
+            }
+        };
         let peers = self
             .connected_peers()
             .into_iter()
@@ -144,7 +150,9 @@ impl<A: Application> Sender<A> {
                 A::NAME
             )
         };
-        let request = A::COMPRESSION.compress(request.to_bytes());
+        let request = self
+            .encode(request.to_bytes())
+            .map_err(|TooLarge { len, max }| RpcError::TooLarge { len, max })?;
         let response = self.inner.rpc(peer, protocol, request, timeout).await?;
         let response = A::COMPRESSION
             .decompress(response, self.max_message_size)
@@ -153,6 +161,32 @@ impl<A: Application> Sender<A> {
             self.metrics.decode_failure(A::NAME, "response");
             RequestError::Decode(e)
         })
+    }
+}
+
+/// A payload over the message limit, before compression.
+struct TooLarge {
+    len: usize,
+    max: usize,
+}
+
+impl From<TooLarge> for SendError {
+    fn from(TooLarge { len, max }: TooLarge) -> Self {
+        SendError::TooLarge { len, max }
+    }
+}
+
+impl<A: Application> Sender<A> {
+    /// `encoded` as it travels: checked against the message limit as the application
+    /// sees it (before compression), then compressed if `A` compresses.
+    fn encode(&self, encoded: Bytes) -> Result<Bytes, TooLarge> {
+        if encoded.len() > self.max_message_size {
+            return Err(TooLarge {
+                len: encoded.len(),
+                max: self.max_message_size,
+            });
+        }
+        Ok(A::COMPRESSION.compress(encoded))
     }
 }
 

@@ -135,3 +135,27 @@ async fn compressed_payloads_arrive_as_sent_and_travel_smaller() {
     a_running.shutdown.shutdown().await;
     b_running.shutdown.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_message_limit_is_on_the_payload_before_compression() {
+    let (a, b) = (Identity::generate(), Identity::generate());
+    let set: Vec<PeerId> = vec![a.peer_id(), b.peer_id()];
+    let mut config = StackConfig::for_validator_set("/memory/0", &set, &[]);
+    config.limits.max_message_size = 4096;
+    let mut builder = StackBuilder::new(config, Registry::new()).with_identity(a);
+    let app = builder.register::<Blocks>();
+    let mut running = builder.start().unwrap();
+    let (sender, _events) = running.take(app);
+    // It would compress far below the limit, but the application's message is over it.
+    let proposal = ConsensusMsg {
+        message: Some(consensus_msg::Message::Proposal(Proposal {
+            block: Some(big_block(1)),
+        })),
+    };
+    let len = proto::Message::encoded_len(&proposal);
+    assert!(matches!(
+        sender.send_to(b.peer_id(), &proposal),
+        Err(validator_network::SendError::TooLarge { len: l, max: 4096 }) if l == len
+    ));
+    running.shutdown.shutdown().await;
+}

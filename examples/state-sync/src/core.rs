@@ -20,6 +20,9 @@ pub struct Fetch {
     pub from: u64,
     /// How many blocks, at most.
     pub count: u64,
+    /// Names this request: an answer to an older request for the same chunk (its
+    /// peer left, it was asked again) is told apart.
+    pub request: u64,
 }
 
 /// What an answer to a [`Fetch`] was.
@@ -55,8 +58,10 @@ pub struct SyncCore {
     head_id: Bytes,
     /// Heights below this are applied, in flight, received or queued for a retry.
     planned_to: u64,
-    /// Chunks in flight, by first height: the peer and the count.
-    in_flight: BTreeMap<u64, (PeerId, u64)>,
+    /// Chunks in flight, by first height: the peer, the count and the request.
+    in_flight: BTreeMap<u64, (PeerId, u64, u64)>,
+    /// The next request's name.
+    next_request: u64,
     /// Chunks received ahead of `next`, by first height, with the peer that sent each.
     received: BTreeMap<u64, (PeerId, Vec<Block>)>,
     /// Chunks to ask (again) now (first height, count).
@@ -92,6 +97,7 @@ impl SyncCore {
             head_id,
             planned_to: height + 1,
             in_flight: BTreeMap::new(),
+            next_request: 0,
             received: BTreeMap::new(),
             retry: BTreeSet::new(),
             parked: BTreeSet::new(),
@@ -126,8 +132,8 @@ impl SyncCore {
         let lost: Vec<(u64, u64)> = self
             .in_flight
             .iter()
-            .filter(|(_, (p, _))| p == peer)
-            .map(|(from, (_, count))| (*from, *count))
+            .filter(|(_, (p, _, _))| p == peer)
+            .map(|(from, (_, count, _))| (*from, *count))
             .collect();
         for (from, count) in lost {
             self.in_flight.remove(&from);
@@ -136,7 +142,7 @@ impl SyncCore {
     }
 
     /// The requests to send now, keeping at most `max_in_flight` chunks in flight or
-    /// waiting to be applied. Each chunk goes to the next peer in turn whose chain is
+    /// waiting to be applied (one more while the chunk at the head is asked again). Each chunk goes to the next peer in turn whose chain is
     /// not known to end before it; a chunk no peer has is parked until the pause ends.
     pub fn poll(&mut self, now: Instant) -> Vec<Fetch> {
         if self.idle_until.is_some_and(|until| now >= until) {
@@ -146,9 +152,7 @@ impl SyncCore {
             self.retry.append(&mut self.parked);
         }
         let mut out = Vec::new();
-        while self.in_flight.len() + self.received.len() < self.max_in_flight
-            && !self.peers.is_empty()
-        {
+        while !self.peers.is_empty() && (self.has_room() || self.head_is_missing()) {
             let (from, count) = if let Some(first) = self.retry.pop_first() {
                 first
             } else if self.idle_until.is_none() {
@@ -163,10 +167,30 @@ impl SyncCore {
                 self.idle_until.get_or_insert(now + self.poll_interval);
                 continue;
             };
-            self.in_flight.insert(from, (peer, count));
-            out.push(Fetch { peer, from, count });
+            let request = self.next_request;
+            self.next_request += 1;
+            self.in_flight.insert(from, (peer, count, request));
+            out.push(Fetch {
+                peer,
+                from,
+                count,
+                request,
+            });
         }
         out
+    }
+
+    /// Whether fewer than `max_in_flight` chunks are in flight or waiting.
+    fn has_room(&self) -> bool {
+        self.in_flight.len() + self.received.len() < self.max_in_flight
+    }
+
+    /// Whether the chunk at the head must be asked again: it always may be, past the
+    /// limit (by one), or the chunks received after it would wait for it forever.
+    fn head_is_missing(&self) -> bool {
+        self.retry
+            .first()
+            .is_some_and(|(from, _)| *from <= self.next)
     }
 
     /// The next peer in turn whose chain is not known to end below `from`.
@@ -187,15 +211,27 @@ impl SyncCore {
         self.idle_until
     }
 
-    /// The answer to the request for the chunk at `from`.
-    pub fn on_answer(&mut self, from: u64, answer: Answer) -> Progress {
-        let Some((peer, count)) = self.in_flight.remove(&from) else {
-            // Not asked, or given up on (its peer left): nothing to do.
+    /// The answer to `fetch`, at `now`. A failed request is asked again after the
+    /// pause (not at once: a chunk every peer has pruned would otherwise be asked in a
+    /// loop).
+    pub fn on_answer(&mut self, fetch: &Fetch, answer: Answer, now: Instant) -> Progress {
+        let from = fetch.from;
+        if self
+            .in_flight
+            .get(&from)
+            .is_none_or(|(_, _, r)| *r != fetch.request)
+        {
+            // Given up on (its peer left) and perhaps asked again since: the answer to
+            // the newer request is the one that counts.
+            return Progress::default();
+        }
+        let Some((peer, count, _)) = self.in_flight.remove(&from) else {
             return Progress::default();
         };
         let blocks = match answer {
             Answer::Failed => {
-                self.retry.insert((from, count));
+                self.parked.insert((from, count));
+                self.idle_until.get_or_insert(now + self.poll_interval);
                 return Progress::default();
             }
             Answer::Blocks(blocks) => blocks,
@@ -219,7 +255,7 @@ impl SyncCore {
             self.tips.insert(peer, from + got - 1);
             self.retry.insert((from + got, count - got));
         }
-        if from + got > self.next {
+        if got > 0 && from + got > self.next {
             self.received.insert(from, (peer, blocks));
         }
         self.apply_ready()

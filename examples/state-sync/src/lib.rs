@@ -139,9 +139,9 @@ impl Metrics {
     }
 }
 
-/// A chunk request in flight: the height it starts at, and its outcome.
+/// A chunk request in flight, and its outcome.
 type Pending =
-    futures::future::BoxFuture<'static, (u64, Result<BlockRetrievalResponse, RequestError>)>;
+    futures::future::BoxFuture<'static, (Fetch, Result<BlockRetrievalResponse, RequestError>)>;
 
 /// The state-sync task: serves the blocks of its [`BlockStore`] and, if it fetches,
 /// fills the store from its peers.
@@ -166,10 +166,12 @@ impl StateSync {
         registry: &Registry,
     ) -> Result<(Self, watch::Receiver<SyncStatus>), prometheus::Error> {
         let metrics = Metrics::new(registry)?;
+        // A chunk past what one answer carries would read as the end of every chain.
+        let chunk = config.chunk.min(u64::from(MAX_BLOCKS_PER_ANSWER));
         let core = SyncCore::new(
             store.height(),
             store.head_id(),
-            config.chunk,
+            chunk,
             config.max_in_flight,
             config.poll_interval,
         );
@@ -209,8 +211,8 @@ impl StateSync {
                     Some(event) => self.on_event(event),
                     None => break,
                 },
-                Some((from, result)) = pending.next(), if !pending.is_empty() => {
-                    self.on_answer(from, result);
+                Some((fetch, result)) = pending.next(), if !pending.is_empty() => {
+                    self.on_answer(&fetch, result);
                 }
                 _ = ticker.tick() => {}
             }
@@ -249,12 +251,12 @@ impl StateSync {
         };
         async move {
             let result = sender.request(fetch.peer, &request, timeout).await;
-            (fetch.from, result)
+            (fetch, result)
         }
         .boxed()
     }
 
-    fn on_answer(&mut self, from: u64, result: Result<BlockRetrievalResponse, RequestError>) {
+    fn on_answer(&mut self, fetch: &Fetch, result: Result<BlockRetrievalResponse, RequestError>) {
         let (answer, outcome) = match result {
             Ok(response) => match response.status() {
                 Status::Ok => (Answer::Blocks(response.blocks), "ok"),
@@ -263,12 +265,12 @@ impl StateSync {
                 Status::Pruned => (Answer::Failed, "pruned"),
             },
             Err(error) => {
-                debug!(from, %error, "chunk request failed");
+                debug!(from = fetch.from, %error, "chunk request failed");
                 (Answer::Failed, "failed")
             }
         };
         self.metrics.requests.with_label_values(&[outcome]).inc();
-        let progress = self.core.on_answer(from, answer);
+        let progress = self.core.on_answer(fetch, answer, Instant::now());
         if let Some(peer) = progress.misbehaved {
             warn!(peer = %peer.short_str(), "blocks that do not chain");
             self.sender.report(peer, Misbehaviour::ProtocolViolation);

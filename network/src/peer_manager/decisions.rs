@@ -141,7 +141,9 @@ impl Decisions {
     /// every slot.
     ///
     /// `claimed` says which upgrades in flight have since shown a trusted peer's id in
-    /// their clear prologue: they count as validators' too.
+    /// their clear prologue. Anyone can write such an id, so a claimed upgrade stays a
+    /// stranger's (within the strangers' share of slots) but is evicted after the
+    /// unclaimed ones.
     pub(crate) fn on_inbound_socket(
         &mut self,
         validator: bool,
@@ -152,9 +154,6 @@ impl Decisions {
         if limit == 0 || (!validator && stranger_limit == 0) {
             return None;
         }
-        for (id, v) in &mut self.upgrades {
-            *v = *v || claimed(*id);
-        }
         let validators = self.upgrades.iter().filter(|(_, v)| *v).count();
         if !validator && validators >= limit {
             // Validators hold every slot: a stranger evicts none of them.
@@ -163,18 +162,32 @@ impl Decisions {
         let mut evicted = Vec::new();
         if !validator {
             while self.upgrades.len() - validators >= stranger_limit {
-                evicted.extend(self.evict_oldest(false));
+                evicted.extend(self.evict_stranger(&claimed));
             }
         }
         while self.upgrades.len() >= limit {
             // A stranger's first; a validator's only for a validator, when no stranger
             // is left (checked above for a stranger).
-            evicted.extend(self.evict_oldest(false).or_else(|| self.evict_oldest(true)));
+            evicted.extend(
+                self.evict_stranger(&claimed)
+                    .or_else(|| self.evict_oldest(true)),
+            );
         }
         let id = self.next_upgrade_id;
         self.next_upgrade_id += 1;
         self.upgrades.push_back((id, validator));
         Some((id, evicted))
+    }
+
+    /// Removes the oldest stranger's upgrade that has not `claimed` a trusted id, or
+    /// else the oldest stranger's.
+    fn evict_stranger(&mut self, claimed: &impl Fn(UpgradeId) -> bool) -> Option<UpgradeId> {
+        let at = self
+            .upgrades
+            .iter()
+            .position(|(id, v)| !v && !claimed(*id))
+            .or_else(|| self.upgrades.iter().position(|(_, v)| !v))?;
+        self.upgrades.remove(at).map(|(id, _)| id)
     }
 
     /// Removes the oldest upgrade of a stranger, or (`any`) the oldest of all.

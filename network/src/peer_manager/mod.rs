@@ -118,9 +118,13 @@ impl PeerManager {
             shared.local_peer_id,
             Limits {
                 max_inbound_upgrades: config.max_concurrent_inbound_upgrades,
-                max_stranger_upgrades: config
-                    .max_concurrent_inbound_upgrades
-                    .saturating_sub(config.admission.reserved_for_validators),
+                // At most half the slots are kept for validators, whatever the config
+                // says: strangers (full nodes, validators known by name) keep the rest.
+                max_stranger_upgrades: config.max_concurrent_inbound_upgrades
+                    - config
+                        .admission
+                        .reserved_for_validators
+                        .min(config.max_concurrent_inbound_upgrades / 2),
                 max_dials: config.max_concurrent_dials,
                 max_inbound_untrusted: config.max_inbound_untrusted,
             },

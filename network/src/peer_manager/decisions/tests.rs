@@ -321,8 +321,13 @@ fn a_handshake_that_shows_a_trusted_id_is_not_evicted_by_strangers() {
     d.on_inbound_socket(false, |_| false).unwrap();
     // The first has since shown a trusted peer's id: the next stranger evicts the
     // second, not it.
-    let (_, evicted) = d.on_inbound_socket(false, |id| id == first).unwrap();
+    let claimed = |id| id == first;
+    let (_, evicted) = d.on_inbound_socket(false, claimed).unwrap();
     assert_eq!(evicted, vec![first + 1]);
-    let (_, evicted) = d.on_inbound_socket(false, |_| false).unwrap();
+    let (_, evicted) = d.on_inbound_socket(false, claimed).unwrap();
     assert_eq!(evicted, vec![first + 2]);
+    // Claims protect among strangers only: when every stranger's upgrade claims, the
+    // oldest goes, so forged claims cannot lock strangers out.
+    let (_, evicted) = d.on_inbound_socket(false, |_| true).unwrap();
+    assert_eq!(evicted, vec![first]);
 }

@@ -109,6 +109,11 @@ impl<T: Settled> DeadlineQueue<T> {
         self.armed
     }
 
+    /// The owner's timer now waits for `at` (with nothing queued, a look later on).
+    pub(crate) fn arm(&mut self, at: Instant) {
+        self.armed = at;
+    }
+
     /// Nothing more is queued; what waits keeps its deadline.
     pub(crate) fn close(&mut self) {
         self.closed = true;
@@ -173,8 +178,16 @@ impl AnswerDeadlines {
     /// deadline left, or (nothing left) one `timeout` from now, at least
     /// [`MIN_LOOK_INTERVAL`].
     pub(crate) fn expire(&self, now: Instant, timeout: Duration) -> Instant {
-        self.time_out_due(now)
-            .unwrap_or_else(|| deadline_after(now, timeout.max(MIN_LOOK_INTERVAL)))
+        match self.time_out_due(now) {
+            Some(next) => next,
+            None => {
+                // Armed at the later look, so that a request queued meanwhile with an
+                // earlier deadline wakes the task.
+                let look = deadline_after(now, timeout.max(MIN_LOOK_INTERVAL));
+                self.inner.lock().arm(look);
+                look
+            }
+        }
     }
 
     /// Times out what is due at `now`; returns the earliest deadline left.

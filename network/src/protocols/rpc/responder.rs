@@ -20,6 +20,11 @@ pub struct RpcResponder {
 }
 
 impl RpcResponder {
+    /// The largest response payload: the network's `max_message_size`.
+    pub fn max_len(&self) -> usize {
+        self.max
+    }
+
     /// Sends `response` to the caller. A response over the network's
     /// `max_message_size` is not sent: the caller gets [`RpcError::TooLarge`] with its
     /// size, and so does this call.

@@ -59,6 +59,8 @@ async fn expiring_takes_what_is_due_and_arms_the_next() {
     // least interval.
     let at = start + Duration::from_secs(6);
     assert_eq!(deadlines.expire(at, t), at + t);
+    // Armed at that later look: a request due before it must wake the task.
+    assert_eq!(deadlines.armed(), at + t);
     assert!(second.is_done());
     assert_eq!(deadlines.expire(at, Duration::ZERO), at + MIN_LOOK_INTERVAL);
     // Answered ones are not waited for.
