@@ -93,7 +93,6 @@ pub fn start(
     mempool: MempoolConfig,
     registry: Registry,
 ) -> anyhow::Result<RunningValidator> {
-    let store = BlockStore::new(consensus.max_blocks_kept);
     if let Some(change) = &networks.epoch_change {
         consensus.reconfiguration = Some(Reconfiguration {
             at_height: change.at_height,
@@ -122,8 +121,8 @@ pub fn start(
         Arc::new(PoolSource(pool.clone())),
         &registry,
     )?;
-    let consensus_task = consensus_task.on_commit(commit_observer(
-        store.clone(),
+    let store = consensus_task.blocks();
+    let consensus_task = consensus_task.on_commit(epoch_change_at(
         running.epochs.clone(),
         networks.epoch_change,
     ));
@@ -154,16 +153,13 @@ pub fn start(
     })
 }
 
-/// What a validator does with each block it commits: keeps it in `store` (for state
-/// sync to serve) and, at a scheduled change's height, moves the validator network to
-/// the new epoch.
-fn commit_observer(
-    store: BlockStore,
+/// Moves the validator network to the new epoch when the block at a scheduled change's
+/// height is committed.
+fn epoch_change_at(
     epochs: EpochHandle,
     epoch_change: Option<ScheduledEpoch>,
 ) -> impl Fn(&Block) + Send + Sync + 'static {
     move |block| {
-        store.append(block.clone());
         let Some(change) = epoch_change
             .as_ref()
             .filter(|c| c.at_height == block.height)

@@ -219,6 +219,12 @@ pub struct ToyConsensus {
 type CommitObserver = Box<dyn Fn(&Block) + Send + Sync>;
 
 impl ToyConsensus {
+    /// The committed blocks this validator keeps (`max_blocks_kept` of them), shared:
+    /// state sync serves from the same store, so blocks are kept once.
+    pub fn blocks(&self) -> state_sync::BlockStore {
+        self.core.store()
+    }
+
     /// Calls `observer` with each block this validator commits, in order.
     pub fn on_commit(mut self, observer: impl Fn(&Block) + Send + Sync + 'static) -> Self {
         self.on_commit = Some(Box::new(observer));

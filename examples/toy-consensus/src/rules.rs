@@ -1,9 +1,10 @@
 //! The consensus rules, with no I/O: messages and instants go in, [`Action`]s come out.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use bytes::Bytes;
+use state_sync::{BlockStore, MAX_BLOCKS_PER_ANSWER};
 use tokio::time::Instant;
 use validator_network::PeerId;
 use validator_network::proto::consensus::block_retrieval_response::Status;
@@ -14,7 +15,7 @@ use validator_network::proto::consensus::{
 
 /// Blocks asked for in one retrieval request, and served at most per request: a few
 /// hundred kilobytes of transaction ids, far below the message limit.
-pub const MAX_BLOCKS_PER_REQUEST: u32 = 100;
+pub const MAX_BLOCKS_PER_REQUEST: u32 = MAX_BLOCKS_PER_ANSWER;
 
 /// What the driver must do.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,9 +46,8 @@ pub struct Core {
     validators: Vec<PeerId>,
     quorum: usize,
     timing: Timing,
-    max_blocks_kept: usize,
-    /// Recent committed blocks, oldest first.
-    chain: VecDeque<Block>,
+    /// Recent committed blocks, oldest first, shared with whoever serves them.
+    store: BlockStore,
     committed_height: u64,
     head_id: Bytes,
     round: u64,
@@ -127,8 +127,7 @@ impl Core {
             validators,
             quorum: quorum(n),
             timing,
-            max_blocks_kept: max_blocks_kept.max(1),
-            chain: VecDeque::new(),
+            store: BlockStore::new(max_blocks_kept),
             committed_height: 0,
             head_id: Bytes::new(),
             round: 1,
@@ -407,25 +406,12 @@ impl Core {
 
     /// Answers a block retrieval request from the recent committed blocks.
     pub fn serve(&self, request: &BlockRetrievalRequest) -> BlockRetrievalResponse {
-        let oldest = self.chain.front().map_or(1, |b| b.height);
-        let status = if request.from_height == 0 || request.from_height > self.committed_height {
-            Status::NotFound
-        } else if request.from_height < oldest {
-            Status::Pruned
-        } else {
-            Status::Ok
-        };
-        let blocks = if status == Status::Ok {
-            let skip = (request.from_height - oldest) as usize;
-            let max = request.max_blocks.min(MAX_BLOCKS_PER_REQUEST) as usize;
-            self.chain.iter().skip(skip).take(max).cloned().collect()
-        } else {
-            Vec::new()
-        };
-        BlockRetrievalResponse {
-            status: status.into(),
-            blocks,
-        }
+        self.store.serve(request)
+    }
+
+    /// The committed blocks this core keeps, shared: what state sync serves too.
+    pub fn store(&self) -> BlockStore {
+        self.store.clone()
     }
 
     /// What this validator has committed and the round it is in.
@@ -443,10 +429,8 @@ impl Core {
         self.head_id = block.id.clone();
         self.last_commit = now;
         self.pending.clear();
-        self.chain.push_back(block.clone());
-        while self.chain.len() > self.max_blocks_kept {
-            self.chain.pop_front();
-        }
+        // It extends the chain (the next height, the head as parent), so it is kept.
+        self.store.append(block.clone());
         if let Some((height, _)) = &self.reconfiguration
             && *height == block.height
             && let Some((_, validators)) = self.reconfiguration.take()
