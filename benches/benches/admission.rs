@@ -1,15 +1,18 @@
 //! The cost of refusing a socket at accept: CPU time of the node's thread per refused
 //! connection, over loopback TCP, with every socket refused by admission (before any
-//! cryptography); and the admission check alone.
+//! cryptography); beside it the floor, a bare thread that accepts each socket and
+//! resets it; and the admission check alone.
 //!
 //! `cargo bench -p benches --bench admission`
 //!
 //! The node runs on a thread of its own (a current-thread runtime); a second thread
 //! connects and closes as fast as it can. The node thread's CPU time comes from
-//! `/proc/self/task/<tid>/stat` (user and system, in clock ticks), read before and after.
+//! `/proc/self/task/<tid>/schedstat` (the scheduler's count, in nanoseconds), read
+//! before and after.
 #![allow(missing_docs)] // A bench binary's `main` needs no doc.
 #![allow(clippy::unwrap_used)] // A panic in a bench is a failed run.
 
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -17,22 +20,19 @@ use std::time::{Duration, Instant};
 use netcore::address::{Endpoint, Host};
 use netcore::transport::TcpTransport;
 use network::admission::{Admission, AdmissionConfig, ValidatorAddresses};
+use network::rate_limit::Rate;
 use network::{NetworkBuilder, NetworkConfig};
-use noise::{Identity, NoiseConfig, NoiseUpgrader};
+use noise::{Identity, NoiseConfig, NoiseUpgrader, TrustedPeers};
 
 /// Sockets refused per run.
 const SOCKETS: u64 = 20_000;
 
-/// The node thread's CPU time (user + system), from its `/proc` stat line.
+/// A thread's CPU time, from the scheduler's count in nanoseconds (the first field
+/// of its `/proc` schedstat line).
 fn thread_cpu(tid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // The kernel's USER_HZ is 100 on Linux.
-    Duration::from_millis(ticks * 10)
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).unwrap();
+    let nanos = stat.split_whitespace().next().unwrap().parse().unwrap();
+    Duration::from_nanos(nanos)
 }
 
 /// This thread's id, as `/proc` names it.
@@ -47,9 +47,11 @@ fn current_tid() -> u32 {
         .unwrap()
 }
 
-/// Starts a node that refuses every socket from a stranger; returns its address and its
-/// thread's id.
-fn start_refusing_node() -> (SocketAddr, u32) {
+/// Starts a node with `admission` and Noise's `mode` on a thread of its own; returns its
+/// address, its thread's id and its static key.
+fn start_node(admission: AdmissionConfig, mutual: bool) -> (SocketAddr, u32, [u8; 32]) {
+    let identity = Identity::generate();
+    let key = *identity.x25519_public().as_bytes();
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
         .name("node".into())
@@ -60,13 +62,14 @@ fn start_refusing_node() -> (SocketAddr, u32) {
                 .unwrap();
             runtime.block_on(async move {
                 let config = NetworkConfig {
-                    admission: AdmissionConfig {
-                        max_pending_per_ip: 0,
-                        ..AdmissionConfig::default()
-                    },
+                    admission,
                     ..NetworkConfig::default()
                 };
-                let upgrader = NoiseUpgrader::new(Identity::generate(), NoiseConfig::open());
+                let noise = match mutual {
+                    true => NoiseConfig::mutual(TrustedPeers::new()),
+                    false => NoiseConfig::open(),
+                };
+                let upgrader = NoiseUpgrader::new(identity, noise);
                 let mut builder =
                     NetworkBuilder::new(config, upgrader, prometheus::Registry::new());
                 builder.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap());
@@ -83,29 +86,101 @@ fn start_refusing_node() -> (SocketAddr, u32) {
             });
         })
         .unwrap();
-    rx.recv().unwrap()
+    let (addr, tid) = rx.recv().unwrap();
+    (addr, tid, key)
 }
 
-fn main() {
-    let (addr, tid) = start_refusing_node();
-    std::thread::sleep(Duration::from_millis(200));
+/// Starts the floor: a thread that only accepts each socket and resets it, with
+/// blocking system calls and no runtime, as cheap as refusing after an accept can be.
+fn start_bare_acceptor() -> (SocketAddr, u32) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("floor".into())
+        .spawn(move || {
+            tx.send(current_tid()).unwrap();
+            for socket in listener.incoming().flatten() {
+                socket2::SockRef::from(&socket)
+                    .set_linger(Some(Duration::ZERO))
+                    .unwrap();
+            }
+        })
+        .unwrap();
+    (addr, rx.recv().unwrap())
+}
+
+/// Connects, writes `first` and waits for the close, `SOCKETS` times, three runs, and
+/// prints the CPU time of the accepting thread `tid` per socket.
+fn measure(what: &str, addr: SocketAddr, tid: u32, first: &[u8]) {
     for run in 1..=3 {
         let cpu_before = thread_cpu(tid);
         let start = Instant::now();
         for _ in 0..SOCKETS {
-            // Connect, then close: the node accepts and refuses it.
-            drop(TcpStream::connect(addr).unwrap());
+            // The other end accepts and refuses it. A reset that arrives while
+            // connecting or writing is a refusal too.
+            if let Ok(mut socket) = TcpStream::connect(addr)
+                && !first.is_empty()
+                && socket.write_all(first).is_ok()
+            {
+                let _ = socket.read(&mut [0u8; 64]);
+            }
         }
-        // Let the node drain its accept queue.
+        // Let the acceptor drain its accept queue.
         std::thread::sleep(Duration::from_millis(300));
         let cpu = thread_cpu(tid) - cpu_before;
         println!(
-            "run {run}: {SOCKETS} sockets refused in {:.2} s; node thread CPU {:.3} s = {:.2} µs per refused socket",
+            "{what}, run {run}: {SOCKETS} sockets in {:.2} s; accepting thread CPU {:.3} s = {:.2} µs per socket",
             start.elapsed().as_secs_f64(),
             cpu.as_secs_f64(),
             cpu.as_secs_f64() * 1e6 / SOCKETS as f64
         );
     }
+}
+
+fn main() {
+    let (addr, tid) = start_bare_acceptor();
+    measure(
+        "floor: accept and reset, blocking, no runtime",
+        addr,
+        tid,
+        &[],
+    );
+
+    // Every socket refused at accept: a stranger's IP may have no handshake pending.
+    let refuse_all = AdmissionConfig {
+        max_pending_per_ip: 0,
+        ..AdmissionConfig::default()
+    };
+    let (addr, tid, _) = start_node(refuse_all, false);
+    std::thread::sleep(Duration::from_millis(200));
+    measure("node: socket refused by admission", addr, tid, &[]);
+
+    // Every socket admitted, every handshake refused at its clear prologue: it names a
+    // peer the node does not trust (mutual authentication, nobody trusted).
+    let admit_all = AdmissionConfig {
+        max_pending_per_ip: 1 << 20,
+        max_pending_per_subnet: 1 << 20,
+        rate_per_ip: Rate {
+            per_second: 1 << 30,
+            burst: 1 << 30,
+        },
+        rate_per_subnet: Rate {
+            per_second: 1 << 30,
+            burst: 1 << 30,
+        },
+        ..AdmissionConfig::default()
+    };
+    let (addr, tid, key) = start_node(admit_all, true);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut prologue = [7u8; 64];
+    prologue[32..].copy_from_slice(&key);
+    measure(
+        "node: handshake refused at the prologue",
+        addr,
+        tid,
+        &prologue,
+    );
 
     // The admission check alone, refusing (the pending limit of a stranger's IP).
     let mut admission = Admission::new(

@@ -84,6 +84,43 @@ async fn tcp_listener_reports_the_remote_address() {
 }
 
 #[tokio::test]
+async fn an_inbound_tcp_socket_dropped_before_its_upgrade_is_reset() {
+    let transport = TcpTransport::default();
+    let (mut listener, bound) = transport.listen_on(addr("/ip4/127.0.0.1/tcp/0")).unwrap();
+    let (client, accepted) = tokio::join!(transport.dial(bound).unwrap(), listener.next());
+    let mut client = client.unwrap();
+    // Refused on its address alone: the upgrade is dropped without being polled.
+    drop(accepted.unwrap().unwrap());
+    let read = client.read(&mut [0u8; 8]).await;
+    assert_eq!(
+        read.unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionReset,
+        "a refused socket is reset, not closed with a FIN"
+    );
+}
+
+#[tokio::test]
+async fn an_inbound_tcp_socket_gets_the_configured_options_when_upgraded() {
+    let transport = TcpTransport::default();
+    let (mut listener, bound) = transport.listen_on(addr("/ip4/127.0.0.1/tcp/0")).unwrap();
+    let (client, accepted) = tokio::join!(transport.dial(bound).unwrap(), listener.next());
+    let (inbound, _) = accepted.unwrap().unwrap();
+    let mut server = inbound.await.unwrap();
+    assert!(
+        server.nodelay().unwrap(),
+        "the default config disables Nagle"
+    );
+    let mut client = client.unwrap();
+    client.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    server.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"ping");
+    // An upgraded socket closes gracefully: the client reads the end, not a reset.
+    drop(server);
+    assert_eq!(client.read(&mut buf).await.unwrap(), 0);
+}
+
+#[tokio::test]
 async fn transports_refuse_addresses_of_the_other_kind() {
     let tcp = TcpTransport::default();
     assert!(matches!(

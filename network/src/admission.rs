@@ -230,13 +230,23 @@ impl<K: std::hash::Hash + Eq + Copy> Buckets<K> {
         bucket.try_take(1, now).is_ok()
     }
 
-    /// Forgets the buckets that are full again (their sources are idle), and if that is
-    /// not enough, half of them: a forgotten source starts again with a full burst,
-    /// which only lets a flood of very many sources pace itself at the burst.
+    /// Whether `key` could take a token at `now` (a source not tracked has a full
+    /// bucket).
+    fn has_token(&mut self, key: K, now: Instant) -> bool {
+        self.buckets
+            .get_mut(&key)
+            .is_none_or(|b| b.available(now) >= 1)
+    }
+
+    /// Forgets the buckets that are full again (their sources are idle), and if that
+    /// leaves more than three quarters of [`MAX_TRACKED_SOURCES`], half of them: a
+    /// forgotten source starts again with a full burst, which only lets a flood of very
+    /// many sources pace itself at the burst. Each scan leaves room for at least a
+    /// quarter of the limit of new sources, so scans cost O(1) per source, amortised.
     fn forget_idle(&mut self, now: Instant) {
         let full = self.rate.burst.max(1);
         self.buckets.retain(|_, b| b.available(now) < full);
-        if self.buckets.len() >= MAX_TRACKED_SOURCES {
+        if self.buckets.len() > MAX_TRACKED_SOURCES / 4 * 3 {
             let mut keep = false;
             self.buckets.retain(|_, _| {
                 keep = !keep;
@@ -299,12 +309,17 @@ impl Admission {
             if in_subnet >= self.config.max_pending_per_subnet {
                 return Err(Refusal::PendingPerSubnet);
             }
-            if !self.rate_ip.take(ip, now) {
+            // The IP's token is taken only once the subnet gave one: a socket refused
+            // for its subnet does not also use up its own IP's budget. The subnet's is
+            // taken only for an IP within its own rate, so one fast IP cannot spend its
+            // neighbours' budget.
+            if !self.rate_ip.has_token(ip, now) {
                 return Err(Refusal::RatePerIp);
             }
             if !self.rate_subnet.take(subnet, now) {
                 return Err(Refusal::RatePerSubnet);
             }
+            self.rate_ip.take(ip, now);
         }
         *self.pending_ip.entry(ip).or_default() += 1;
         *self.pending_subnet.entry(subnet).or_default() += 1;

@@ -1,7 +1,9 @@
 //! A connection flood from 1,000 loopback source addresses (127.1.0.0/22) against a
-//! cluster of four validators on 127.0.0.1, in one process: attackers open sockets as
-//! fast as they can and hold them, each sending half a Noise first message; meanwhile
-//! validators answer RPCs, and one restarts and reconnects. It prints what it measured
+//! cluster of four validators on 127.0.0.1, in one process: attackers, on a thread of
+//! their own at the lowest scheduling priority (in a real attack their CPU is not the
+//! validators'), open sockets as fast as they can and hold them, each sending half a
+//! Noise first message; meanwhile validators answer RPCs, and one restarts and
+//! reconnects. It prints what it measured
 //! and checks issue 24's bounds: reconnection within 1 s of the restart, RPC p99 at
 //! most twice its value without the flood, resident memory within a stated bound.
 //!
@@ -102,13 +104,33 @@ fn resident_bytes() -> u64 {
     pages * 4096
 }
 
+/// What the flood did: connects tried, and sockets the validators' kernels accepted.
+#[derive(Default)]
+struct FloodCounts {
+    attempted: AtomicU64,
+    opened: AtomicU64,
+}
+
+/// Gives the calling thread the lowest scheduling priority (nice 19): `renice` takes a
+/// thread id on Linux.
+fn lowest_priority() {
+    let tid = std::fs::read_link("/proc/thread-self").unwrap();
+    let tid = tid.file_name().unwrap().to_str().unwrap();
+    let status = std::process::Command::new("renice")
+        .args(["-n", "19", "-p", tid])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "renice failed");
+}
+
 /// One source of the flood: holds up to [`PER_SOURCE`] sockets to `targets` from `ip`,
 /// each with half a Noise first message sent, reopening as they are closed.
 async fn attacker(
     ip: Ipv4Addr,
     targets: Arc<Vec<SocketAddr>>,
     stop: Arc<AtomicBool>,
-    opened: Arc<AtomicU64>,
+    counts: Arc<FloodCounts>,
 ) {
     let mut held = Vec::new();
     let mut turn = 0usize;
@@ -123,9 +145,10 @@ async fn attacker(
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         }
+        counts.attempted.fetch_add(1, Ordering::Relaxed);
         match socket.connect(target).await {
             Ok(mut stream) => {
-                opened.fetch_add(1, Ordering::Relaxed);
+                counts.opened.fetch_add(1, Ordering::Relaxed);
                 // Half of a 64-byte prologue: the handshake never completes.
                 let _ = stream.write_all(&[0u8; 32]).await;
                 held.push(stream);
@@ -160,13 +183,14 @@ async fn a_flood_from_1000_addresses_locks_no_validator_out() {
     let targets: Arc<Vec<SocketAddr>> =
         Arc::new(validators.iter().map(|v| socket_addr(&v.addr)).collect());
     let stop = Arc::new(AtomicBool::new(false));
-    let opened = Arc::new(AtomicU64::new(0));
+    let counts = Arc::new(FloodCounts::default());
     // The flood runs on a runtime and thread of its own, as it would in another
     // process: the validators' tasks do not queue behind its tasks.
     let flood = {
-        let (targets, stop, opened) =
-            (Arc::clone(&targets), Arc::clone(&stop), Arc::clone(&opened));
+        let (targets, stop, counts) =
+            (Arc::clone(&targets), Arc::clone(&stop), Arc::clone(&counts));
         std::thread::spawn(move || {
+            lowest_priority();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -175,9 +199,9 @@ async fn a_flood_from_1000_addresses_locks_no_validator_out() {
                 let tasks: Vec<_> = (0..SOURCES)
                     .map(|i| {
                         let ip = Ipv4Addr::from(0x7f01_0000 + (i / 250) * 256 + i % 250 + 1);
-                        let (targets, stop, opened) =
-                            (Arc::clone(&targets), Arc::clone(&stop), Arc::clone(&opened));
-                        tokio::spawn(attacker(ip, targets, stop, opened))
+                        let (targets, stop, counts) =
+                            (Arc::clone(&targets), Arc::clone(&stop), Arc::clone(&counts));
+                        tokio::spawn(attacker(ip, targets, stop, counts))
                     })
                     .collect();
                 for task in tasks {
@@ -214,9 +238,10 @@ async fn a_flood_from_1000_addresses_locks_no_validator_out() {
         .await
         .unwrap();
     eprintln!(
-        "flood: {} sockets opened from {SOURCES} addresses; rpc p99 {baseline:?} without, {during:?} during; \
+        "flood: {} connects from {SOURCES} addresses, {} sockets opened; rpc p99 {baseline:?} without, {during:?} during; \
          restarted validator reconnected to all in {reconnected:?}; resident memory +{} MiB",
-        opened.load(Ordering::Relaxed),
+        counts.attempted.load(Ordering::Relaxed),
+        counts.opened.load(Ordering::Relaxed),
         memory_during.saturating_sub(memory_before) >> 20
     );
     assert!(reconnected < Duration::from_secs(1), "{reconnected:?}");

@@ -6,8 +6,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::future::Future;
+use std::os::fd::AsFd;
+
 use futures::Stream;
-use futures::future::{BoxFuture, Ready, ready};
+use futures::future::BoxFuture;
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -46,9 +49,9 @@ impl Default for TcpConfig {
 }
 
 impl TcpConfig {
-    fn apply(&self, stream: &TcpStream) -> io::Result<()> {
-        stream.set_nodelay(self.nodelay)?;
+    fn apply(&self, stream: &impl AsFd) -> io::Result<()> {
         let sock = SockRef::from(stream);
+        sock.set_nodelay(self.nodelay)?;
         if let Some(idle) = self.keepalive {
             sock.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
         }
@@ -99,7 +102,7 @@ fn bind(addr: SocketAddr, config: &TcpConfig) -> io::Result<TcpListener> {
 impl Transport for TcpTransport {
     type Output = TcpStream;
     type Error = TransportError;
-    type Inbound = Ready<Result<TcpStream, TransportError>>;
+    type Inbound = TcpInbound;
     type Outbound = BoxFuture<'static, Result<TcpStream, TransportError>>;
     type Listener = TcpListenerStream;
 
@@ -186,7 +189,7 @@ pub struct TcpListenerStream {
 }
 
 impl Stream for TcpListenerStream {
-    type Item = Result<(Ready<Result<TcpStream, TransportError>>, NetworkAddress), TransportError>;
+    type Item = Result<(TcpInbound, NetworkAddress), TransportError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let (stream, remote) = match self.listener.poll_accept(cx) {
@@ -194,13 +197,50 @@ impl Stream for TcpListenerStream {
             Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(Ok(accepted)) => accepted,
         };
-        let upgrade = match self.config.apply(&stream) {
-            Ok(()) => Ok(stream),
-            Err(e) => Err(e.into()),
+        let inbound = TcpInbound {
+            stream: Some(stream),
+            config: self.config.clone(),
         };
         Poll::Ready(Some(Ok((
-            ready(upgrade),
+            inbound,
             NetworkAddress::from_socket_addr(remote),
         ))))
+    }
+}
+
+/// An accepted TCP socket; [`TcpConfig`] is applied when it is first polled.
+///
+/// Dropped before that, it resets the connection (`SO_LINGER` of zero): a socket
+/// refused on its address alone (admission) gets no socket options, no FIN exchange and
+/// leaves no `TIME_WAIT` behind, which keeps the cost of refusing a flood of sockets
+/// to the accept and the close.
+#[derive(Debug)]
+pub struct TcpInbound {
+    stream: Option<TcpStream>,
+    config: TcpConfig,
+}
+
+impl Future for TcpInbound {
+    type Output = Result<TcpStream, TransportError>;
+
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(stream) = self.stream.take() else {
+            return Poll::Ready(Err(TransportError::Io(io::Error::other(
+                "inbound TCP socket polled after completion",
+            ))));
+        };
+        Poll::Ready(match self.config.apply(&stream) {
+            Ok(()) => Ok(stream),
+            Err(e) => Err(e.into()),
+        })
+    }
+}
+
+impl Drop for TcpInbound {
+    fn drop(&mut self) {
+        if let Some(stream) = &self.stream {
+            // Best effort: if the option cannot be set, the close is a graceful one.
+            let _ = SockRef::from(stream).set_linger(Some(Duration::ZERO));
+        }
     }
 }

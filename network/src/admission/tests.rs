@@ -134,6 +134,47 @@ fn a_flood_from_more_sources_than_tracked_keeps_memory_bounded() {
     assert!(a.tracked_sources() <= 2 * MAX_TRACKED_SOURCES);
 }
 
+#[test]
+fn forgetting_leaves_room_for_a_quarter_of_the_limit_of_new_sources() {
+    let mut a = admission(AdmissionConfig::default());
+    let now = Instant::now();
+    // Every source keeps a bucket that is not full, so none is idle to forget.
+    for i in 0..MAX_TRACKED_SOURCES as u32 {
+        let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + (i << 8)));
+        assert!(a.admit(ip, now).is_ok());
+        a.release(ip);
+    }
+    // One source more makes both kinds scan and halve: three quarters at most remain.
+    a.admit(v4(11, 0, 0, 1), now).unwrap();
+    assert!(a.tracked_sources() <= 2 * (MAX_TRACKED_SOURCES / 4 * 3) + 2);
+    assert!(a.tracked_sources() >= MAX_TRACKED_SOURCES / 2);
+}
+
+#[test]
+fn a_socket_refused_for_its_subnet_keeps_its_ips_budget() {
+    // The subnet refills in half a second, an IP in a whole one.
+    let mut a = admission(AdmissionConfig {
+        rate_per_ip: Rate {
+            per_second: 1,
+            burst: 1,
+        },
+        rate_per_subnet: Rate {
+            per_second: 2,
+            burst: 1,
+        },
+        ..AdmissionConfig::default()
+    });
+    let now = Instant::now();
+    let (first, second) = (v4(10, 1, 1, 1), v4(10, 1, 1, 2));
+    a.admit(first, now).unwrap();
+    a.release(first);
+    // The subnet's one token is spent: the neighbour is refused for the subnet...
+    assert_eq!(a.admit(second, now), Err(Refusal::RatePerSubnet));
+    // ...and once the subnet refills, its own token is still there.
+    let later = now + Duration::from_millis(500);
+    assert!(a.admit(second, later).is_ok());
+}
+
 proptest! {
     /// Whatever arrives and ends in whatever order: the pending counts are exact, never
     /// over the limits for strangers, and nothing is left once every handshake ended.
