@@ -1,8 +1,10 @@
 //! Assembles a running network from a configuration, a base transport and the
 //! applications' protocols.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use netcore::multiplexing::Priority;
 use netcore::transport::{BoxedListener, BoxedTransport, Transport, TransportError};
 use netcore::{NetworkAddress, PeerId};
 use noise::{AuthMode, NoiseUpgrader, TrustedPeers};
@@ -82,6 +84,7 @@ pub struct NetworkBuilder {
     registry: Registry,
     listen: Vec<NetworkAddress>,
     apps: Vec<Vec<(ProtocolId, ProtocolKind)>>,
+    priorities: HashMap<ProtocolId, Priority>,
     is_trusted: TrustPredicate,
     validator_addresses: ValidatorAddresses,
 }
@@ -102,6 +105,7 @@ impl NetworkBuilder {
             registry,
             listen: Vec::new(),
             apps: Vec::new(),
+            priorities: HashMap::new(),
             is_trusted,
             validator_addresses: ValidatorAddresses::default(),
         }
@@ -134,6 +138,15 @@ impl NetworkBuilder {
     pub fn register(&mut self, protocols: &[(ProtocolId, ProtocolKind)]) -> AppId {
         self.apps.push(protocols.to_vec());
         AppId(self.apps.len() - 1)
+    }
+
+    /// Sends the substreams of `protocol` in class `priority` on every connection: its
+    /// requests, responses and messages go out before those of lower classes waiting on
+    /// the same connection (see [`Priority`]). A protocol not named here is
+    /// [`Priority::Normal`].
+    pub fn set_priority(&mut self, protocol: ProtocolId, priority: Priority) -> &mut Self {
+        self.priorities.insert(protocol, priority);
+        self
     }
 
     /// Refuses an upgrade limit that Noise's own would undercut: past Noise's limit new
@@ -179,6 +192,7 @@ impl NetworkBuilder {
                 routes.push(Route {
                     protocol,
                     kind,
+                    priority: self.priorities.get(&protocol).copied().unwrap_or_default(),
                     app,
                     metrics: ProtocolMetrics::new(metrics, protocol),
                 });

@@ -68,6 +68,7 @@ pub use error::{
     SendError,
 };
 pub use interface::{Event, NetworkEvents, NetworkSender, RpcResponder};
+pub use netcore::multiplexing::Priority;
 pub use peer_manager::{ConnectionId, ConnectionMetadata, DisconnectReason};
 pub use protocol_id::{ProtocolId, ProtocolKind};
 pub use reputation::Misbehaviour;

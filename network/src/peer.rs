@@ -346,6 +346,8 @@ async fn route_substream(protocols: Arc<Protocols>, handle: Arc<PeerHandle>, sub
     let Some(route) = protocols.routes.at(index) else {
         return;
     };
+    // Responses and acknowledgements go out in the protocol's class too.
+    io.get_ref().set_priority(route.priority);
     match route.kind {
         ProtocolKind::Rpc => rpc::serve_inbound(&protocols, handle, index, io, &mut deadline).await,
         // Boxed: it lives as long as its substream, and would make every substream's

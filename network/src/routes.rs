@@ -1,6 +1,7 @@
 //! The registered protocols: each one's kind, the application it belongs to and its
 //! metrics, resolved once at start so the message path does no label lookup.
 
+use netcore::multiplexing::Priority;
 use prometheus::{Histogram, IntCounter, IntCounterVec};
 
 use crate::counters::NetworkMetrics;
@@ -87,6 +88,8 @@ impl ProtocolMetrics {
 pub(crate) struct Route {
     pub(crate) protocol: ProtocolId,
     pub(crate) kind: ProtocolKind,
+    /// The class its substreams are sent in, both ways.
+    pub(crate) priority: Priority,
     pub(crate) app: usize,
     pub(crate) metrics: ProtocolMetrics,
 }

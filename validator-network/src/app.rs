@@ -6,7 +6,7 @@
 use std::fmt;
 
 use bytes::Bytes;
-use network::{ProtocolId, ProtocolKind};
+use network::{Priority, ProtocolId, ProtocolKind};
 
 use crate::compression::Compression;
 use proto::{DecodeError, Message};
@@ -124,6 +124,10 @@ pub trait Application: Send + Sync + 'static {
     /// How its payloads travel: as encoded (the default) or compressed. A change of it
     /// changes what travels on the application's protocols: change their ids with it.
     const COMPRESSION: Compression = Compression::None;
+    /// The class its messages, requests and responses are sent in on each connection
+    /// ([`Priority`]): consensus is [`Priority::Urgent`], large transfers such as state
+    /// sync [`Priority::Bulk`]. Local to this node: it changes nothing on the wire.
+    const PRIORITY: Priority = Priority::Normal;
 }
 
 /// The protocols to register for `A`, checked at compile time against its types.

@@ -14,7 +14,7 @@ use network::admission::ValidatorAddresses;
 use network::connectivity_manager::{ConnectivityHandle, ConnectivityManager};
 use network::discovery::{self, Discovery, DiscoveryError, DiscoveryHandle};
 use network::health_checker::{self as hc, HealthChecker};
-use network::{AppId, Network};
+use network::{AppId, Network, Priority};
 use noise::{Identity, KeyError, NoiseConfig, NoiseUpgrader, TrustedPeers};
 use prometheus::Registry;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -93,6 +93,7 @@ pub struct StackBuilder {
 struct RegisteredApp {
     name: &'static str,
     protocols: Vec<(network::ProtocolId, network::ProtocolKind)>,
+    priority: Priority,
 }
 
 /// The receipt of [`StackBuilder::register`]: hand it to [`RunningStack::take`] for
@@ -153,6 +154,7 @@ impl StackBuilder {
         self.apps.push(RegisteredApp {
             name: A::NAME,
             protocols: app::protocols::<A>(),
+            priority: A::PRIORITY,
         });
         Registration {
             stack: self.id,
@@ -201,13 +203,20 @@ impl StackBuilder {
         let app_ids: Vec<AppId> = self
             .apps
             .iter()
-            .map(|app| builder.register(&app.protocols))
+            .map(|app| {
+                for &(protocol, _) in &app.protocols {
+                    builder.set_priority(protocol, app.priority);
+                }
+                builder.register(&app.protocols)
+            })
             .collect();
         let component_apps = [
             builder.register(&[]),
             builder.register(hc::PROTOCOLS),
             builder.register(discovery::PROTOCOLS),
         ];
+        // A ping that waits behind bulk would report a busy peer as dead.
+        builder.set_priority(hc::HEALTH_PROTOCOL, Priority::Urgent);
         let mut network = match self.transport {
             Some(start) => start(builder)?,
             None if resolved.memory => builder.start(MemoryTransport::default())?,

@@ -79,8 +79,8 @@ pub use sender::{RequestError, Sender};
 
 pub use netcore::{NetworkAddress, PeerId};
 pub use network::{
-    DisconnectReason, InvalidResponse, Misbehaviour, ProtocolId, RemoteFailure, ResponseTooLarge,
-    RpcError, SendError,
+    DisconnectReason, InvalidResponse, Misbehaviour, Priority, ProtocolId, RemoteFailure,
+    ResponseTooLarge, RpcError, SendError,
 };
 pub use noise::Identity;
 pub use prometheus::Registry;

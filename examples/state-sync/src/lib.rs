@@ -27,7 +27,7 @@ use tracing::{debug, warn};
 use validator_network::proto::consensus::block_retrieval_response::Status;
 use validator_network::proto::consensus::{BlockRetrievalRequest, BlockRetrievalResponse};
 use validator_network::{
-    AppEvent, Application, Events, Misbehaviour, Never, ProtocolId, RequestError, Sender,
+    AppEvent, Application, Events, Misbehaviour, Never, Priority, ProtocolId, RequestError, Sender,
 };
 
 pub use crate::core::{Answer, Fetch, Progress, SyncCore};
@@ -48,6 +48,8 @@ impl Application for StateSyncApp {
     type Message = Never;
     type Request = BlockRetrievalRequest;
     type Response = BlockRetrievalResponse;
+    /// Chunks of old blocks can wait behind anything live.
+    const PRIORITY: Priority = Priority::Bulk;
 }
 
 /// Blocks asked for per request: a few KB each in the example chain, so a chunk is a

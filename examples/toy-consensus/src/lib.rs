@@ -38,7 +38,7 @@ use tracing::{debug, info, warn};
 use validator_network::proto::consensus::{
     Block, BlockRetrievalRequest, BlockRetrievalResponse, ConsensusMsg,
 };
-use validator_network::{AppEvent, Application, Events, PeerId, ProtocolId, Sender};
+use validator_network::{AppEvent, Application, Events, PeerId, Priority, ProtocolId, Sender};
 
 pub use crate::rules::{Action, Core, MAX_BLOCKS_PER_REQUEST, Timing, block_id, quorum};
 
@@ -62,6 +62,9 @@ impl Application for ConsensusApp {
     type Message = ConsensusMsg;
     type Request = BlockRetrievalRequest;
     type Response = BlockRetrievalResponse;
+    /// Votes and proposals go before anything else waiting on a connection: a round
+    /// waits for the slowest of its quorum's messages.
+    const PRIORITY: Priority = Priority::Urgent;
 }
 
 /// The consensus application's sender.

@@ -24,6 +24,13 @@ use super::session::Session;
 /// to fill a few Noise frames per flush, small enough to interleave reading.
 const WRITE_BATCH: usize = 256 * 1024;
 
+/// The batch while the socket pushes back. Frames taken from the session are committed
+/// to their order: when the socket cannot take them at once they wait in front of any
+/// frame of a higher class that arrives meanwhile. So while the socket is the
+/// bottleneck, the task takes four frames at a time, and an urgent frame waits behind
+/// at most those (plus what the kernel holds unsent, see `TCP_NOTSENT_LOWAT`).
+const CONGESTED_BATCH: usize = 64 * 1024;
+
 /// Control frames (mostly pongs and RSTs answering the remote) allowed to wait before
 /// the task stops reading from the remote: local work goes before new remote work.
 const CONTROL_BACKLOG_LIMIT: usize = 64 * 1024;
@@ -141,6 +148,9 @@ pub(crate) struct Driver<IO> {
     /// Encoded frames not yet written.
     out: OutQueue,
     unflushed: bool,
+    /// The socket last refused to take more; batches are [`CONGESTED_BATCH`] until the
+    /// task runs out of frames to send.
+    congested: bool,
     timer: Pin<Box<Sleep>>,
     timer_at: Option<Instant>,
     /// The waker the timer holds since its last reset: while it is this task's and the
@@ -161,6 +171,7 @@ where
             backlogged: false,
             out: OutQueue::default(),
             unflushed: false,
+            congested: false,
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
             timer_at: None,
             timer_waker: None,
@@ -239,14 +250,19 @@ where
             if self.out.is_empty() {
                 let out = &mut self.out;
                 let waker = cx.waker();
+                let batch = match self.congested {
+                    true => CONGESTED_BATCH,
+                    false => WRITE_BATCH,
+                };
                 let deadline = self.shared.with(|s| {
                     s.set_driver(waker);
-                    s.poll_transmit(out, WRITE_BATCH);
+                    s.poll_transmit(out, batch);
                     s.poll_timeout()
                 });
                 self.set_timer(deadline);
             }
             if self.out.is_empty() {
+                self.congested = false;
                 break;
             }
             let written = if self.io.is_write_vectored() {
@@ -269,6 +285,7 @@ where
                 }
                 Poll::Ready(Err(e)) => return Err(e.into()),
                 Poll::Pending => {
+                    self.congested = true;
                     self.refresh(cx.waker());
                     return Ok(());
                 }

@@ -7,6 +7,7 @@ use tokio::io::ReadBuf;
 use tokio::time::Instant;
 
 use super::buffers::OutQueue;
+use super::priority::Priority;
 use super::reader::FrameReader;
 use super::session::Session;
 use super::{Mode, MuxConfig};
@@ -86,7 +87,7 @@ pub fn mux_session(data: &[u8]) {
                 }
             }
             1 => {
-                if let Ok(id) = session.open_stream(now) {
+                if let Ok(id) = session.open_stream(now, Priority::default()) {
                     ids.push(id);
                 }
             }

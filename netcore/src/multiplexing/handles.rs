@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use super::driver::Shared;
 use super::error::MuxError;
+use super::priority::Priority;
 use super::session::MuxStats;
 
 /// Closes the connection when the last [`Control`] clone is dropped.
@@ -54,7 +55,18 @@ impl Control {
     /// Fails when the connection is closed, the remote sent GoAway, or the streams are
     /// at [`MuxConfig::max_streams`](super::MuxConfig::max_streams).
     pub async fn open_stream(&self) -> Result<Substream, MuxError> {
-        let id = self.shared.with(|s| s.open_stream(Instant::now()))?;
+        self.open_stream_with_priority(Priority::default()).await
+    }
+
+    /// Opens a stream whose frames go out in class `priority` from its first, the SYN
+    /// included (see [`Priority`]). Fails as [`Self::open_stream`] does.
+    pub async fn open_stream_with_priority(
+        &self,
+        priority: Priority,
+    ) -> Result<Substream, MuxError> {
+        let id = self
+            .shared
+            .with(|s| s.open_stream(Instant::now(), priority))?;
         Ok(Substream::new(id, self.shared.clone()))
     }
 
@@ -167,6 +179,13 @@ impl Substream {
     /// The stream id: odd for streams the client opened, even for the server's.
     pub fn id(&self) -> u32 {
         self.id
+    }
+
+    /// Sends this stream's frames in class `priority` from now on (see [`Priority`]);
+    /// an inbound stream starts in [`Priority::Normal`].
+    pub fn set_priority(&self, priority: Priority) {
+        let id = self.id;
+        self.shared.with(|s| s.set_priority(id, priority));
     }
 
     /// Resets the stream: buffered data is dropped both ways, the remote gets RST, and

@@ -53,6 +53,7 @@ mod frame;
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzzing;
 mod handles;
+mod priority;
 mod reader;
 mod session;
 
@@ -64,6 +65,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub use config::{MuxConfig, SPEC_INITIAL_WINDOW};
 pub use error::{MuxError, ProtocolError};
 pub use handles::{Control, Incoming, Substream};
+pub use priority::Priority;
 pub use session::MuxStats;
 
 /// Which end of the connection we are: the client opens odd stream ids, the server

@@ -19,6 +19,7 @@ use super::buffers::{OutQueue, RecvBuffer, SparePayloads, clear_if_small};
 use super::config::{MuxConfig, SPEC_INITIAL_WINDOW};
 use super::error::MuxError;
 use super::frame::{FrameType, Header, SESSION_ID, flags, go_away};
+use super::priority::{Priority, ReadyQueue};
 
 /// The most a stream's send buffer grows by at a time (four 16 KiB frames).
 const SEND_BUF_STEP: usize = 64 * 1024;
@@ -76,8 +77,10 @@ struct StreamState {
     fin_sent: bool,
     /// The handle is gone while the remote still writes: RST right after the FIN.
     rst_after_fin: bool,
-    /// In the round-robin queue.
+    /// In the ready queue.
     queued: bool,
+    /// Its class in the ready queue.
+    priority: Priority,
     writer: Option<Waker>,
     /// Data received, not yet read by the handle.
     recv_buf: RecvBuffer,
@@ -123,6 +126,7 @@ impl StreamState {
             fin_sent: false,
             rst_after_fin: false,
             queued: false,
+            priority: Priority::default(),
             writer: None,
             recv_buf,
             recv_window,
@@ -192,8 +196,8 @@ pub(crate) struct Session {
     spare_payloads: SparePayloads,
     /// Encoded control frames (window updates, pings, RSTs), sent before data.
     control: BytesMut,
-    /// Streams with frames to send, served round-robin.
-    ready: VecDeque<u32>,
+    /// Streams with frames to send: by class, round-robin within one.
+    ready: ReadyQueue,
     /// Sum of the receive windows of all streams.
     granted: usize,
     rtt: Option<Duration>,
@@ -235,7 +239,7 @@ impl Session {
             spare: Vec::new(),
             spare_payloads: SparePayloads::default(),
             control: BytesMut::new(),
-            ready: VecDeque::new(),
+            ready: ReadyQueue::default(),
             granted: 0,
             rtt: None,
             ping: PingState::Idle { next: now },
@@ -285,7 +289,7 @@ impl Session {
             && s.sendable()
         {
             s.queued = true;
-            self.ready.push_back(id);
+            self.ready.push(id, s.priority);
             self.notify_driver();
         }
     }
@@ -438,7 +442,8 @@ impl Session {
 
     /// Appends frames to `out` until it holds at least `budget` bytes or nothing is
     /// left: control frames first, then one data frame (at most `max_frame_size`) per
-    /// ready stream in turn, then the GoAway of a closing connection.
+    /// ready stream in turn, higher classes first ([`Priority`]), then the GoAway of a
+    /// closing connection.
     pub(crate) fn poll_transmit(&mut self, out: &mut OutQueue, budget: usize) {
         if matches!(self.state, ConnState::Closed(_)) {
             return;
@@ -449,7 +454,7 @@ impl Session {
         }
         let max_frame = self.config.max_frame_size as usize;
         while out.len() < budget {
-            let Some(id) = self.ready.pop_front() else {
+            let Some(id) = self.ready.pop() else {
                 break;
             };
             let Some(s) = self.streams.get_mut(&id) else {
@@ -489,7 +494,7 @@ impl Session {
             }
             if s.sendable() {
                 s.queued = true;
-                self.ready.push_back(id);
+                self.ready.push(id, s.priority);
             }
             self.remove_if_finished(id);
         }
@@ -552,5 +557,7 @@ impl Session {
 mod receive;
 mod streams;
 
+#[cfg(test)]
+mod priority_tests;
 #[cfg(test)]
 mod tests;

@@ -51,7 +51,7 @@ pub use fault::{
 };
 pub use map::{Map, MapFuture, MapListener};
 pub use memory::{MemoryListenerStream, MemoryTransport};
-pub use tcp::{TcpConfig, TcpInbound, TcpListenerStream, TcpTransport};
+pub use tcp::{DEFAULT_NOTSENT_LOWAT, TcpConfig, TcpInbound, TcpListenerStream, TcpTransport};
 pub use timeout::{TimeoutError, TimeoutFuture, TimeoutListener, WithTimeout};
 
 /// Which side opened a connection.

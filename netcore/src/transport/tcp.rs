@@ -35,7 +35,20 @@ pub struct TcpConfig {
     pub recv_buffer_size: Option<usize>,
     /// `SO_SNDBUF`; `None` keeps the kernel's auto-tuning.
     pub send_buffer_size: Option<usize>,
+    /// `TCP_NOTSENT_LOWAT`: the kernel takes more bytes only while fewer than this are
+    /// waiting to be sent (bytes sent and not yet acknowledged do not count). `None`
+    /// keeps the kernel's default (no limit: the autotuned send buffer, megabytes, may
+    /// queue in front of the next message). Default [`DEFAULT_NOTSENT_LOWAT`].
+    pub notsent_lowat: Option<u32>,
 }
+
+/// Default [`TcpConfig::notsent_lowat`]. Bytes the kernel has not sent yet sit in front
+/// of every message written after them, whatever its priority; the multiplexer orders
+/// frames by priority only while they are still its own. With this much unsent at
+/// most, a consensus message waits behind about 1 ms of bulk at 1 Gbit/s (10 ms at 100
+/// Mbit/s) in the kernel, and the kernel still always has a frame ready when the
+/// congestion window opens.
+pub const DEFAULT_NOTSENT_LOWAT: u32 = 128 * 1024;
 
 impl Default for TcpConfig {
     fn default() -> Self {
@@ -44,6 +57,7 @@ impl Default for TcpConfig {
             keepalive: None,
             recv_buffer_size: None,
             send_buffer_size: None,
+            notsent_lowat: Some(DEFAULT_NOTSENT_LOWAT),
         }
     }
 }
@@ -51,7 +65,10 @@ impl Default for TcpConfig {
 impl TcpConfig {
     fn apply(&self, stream: &impl AsFd) -> io::Result<()> {
         let sock = SockRef::from(stream);
-        sock.set_nodelay(self.nodelay)?;
+        sock.set_tcp_nodelay(self.nodelay)?;
+        if let Some(lowat) = self.notsent_lowat {
+            sock.set_tcp_notsent_lowat(lowat)?;
+        }
         if let Some(idle) = self.keepalive {
             sock.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
         }

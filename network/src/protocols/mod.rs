@@ -20,9 +20,8 @@ use netcore::negotiate::{
 
 use crate::config::NetworkConfig;
 use crate::counters::NetworkMetrics;
-use crate::protocol_id::ProtocolId;
 use crate::reporter::Reporter;
-use crate::routes::Routes;
+use crate::routes::{Route, Routes};
 
 pub(crate) use events::{AppQueue, Delivery, Event};
 pub(crate) use handle::{PeerHandle, PeerTable};
@@ -54,15 +53,19 @@ pub(crate) enum OpenError {
     Negotiation(NegotiateError),
 }
 
-/// Opens a substream to the peer of `control` for `protocol`. When the remote's
-/// handshake listed the protocol, negotiation is optimistic: no round trip, and the
-/// request data rides with the protocol name.
+/// Opens a substream to the peer of `control` for the protocol of `route`, in its
+/// class. When the remote's handshake listed the protocol, negotiation is optimistic:
+/// no round trip, and the request data rides with the protocol name.
 pub(crate) async fn open_substream(
     control: &Control,
     remote_supports: bool,
-    protocol: ProtocolId,
+    route: &Route,
 ) -> Result<Negotiated<Substream>, OpenError> {
-    let substream = control.open_stream().await.map_err(|_| OpenError::Closed)?;
+    let protocol = route.protocol;
+    let substream = control
+        .open_stream_with_priority(route.priority)
+        .await
+        .map_err(|_| OpenError::Closed)?;
     if remote_supports {
         return negotiate_outbound_select(substream, protocol.as_str())
             .map_err(OpenError::Negotiation);

@@ -13,12 +13,18 @@ use super::{ConnState, SEND_BUF_STEP, Session, StreamState};
 use crate::multiplexing::config::SPEC_INITIAL_WINDOW;
 use crate::multiplexing::error::MuxError;
 use crate::multiplexing::frame::{FrameType, Header, flags};
+use crate::multiplexing::priority::Priority;
 
 impl Session {
     // ---- The handles' side. ----
 
-    /// Opens a stream: its SYN rides on its first frame, so this costs no round trip.
-    pub(crate) fn open_stream(&mut self, now: Instant) -> Result<u32, MuxError> {
+    /// Opens a stream of class `priority`: its SYN rides on its first frame, so this
+    /// costs no round trip.
+    pub(crate) fn open_stream(
+        &mut self,
+        now: Instant,
+        priority: Priority,
+    ) -> Result<u32, MuxError> {
         self.check_open()?;
         if let Some(code) = self.remote_go_away {
             return Err(MuxError::RemoteGoAway(code));
@@ -30,18 +36,28 @@ impl Session {
         self.next_id = id.checked_add(2).ok_or(MuxError::StreamIdsExhausted)?;
         let window = self.config.initial_window;
         self.granted += window as usize;
-        self.streams.insert(
-            id,
-            StreamState::new(
-                SPEC_INITIAL_WINDOW,
-                window,
-                flags::SYN,
-                now,
-                &mut self.spare,
-            ),
+        let mut stream = StreamState::new(
+            SPEC_INITIAL_WINDOW,
+            window,
+            flags::SYN,
+            now,
+            &mut self.spare,
         );
+        stream.priority = priority;
+        self.streams.insert(id, stream);
         self.schedule(id);
         Ok(id)
+    }
+
+    /// Puts stream `id` in class `priority`; if it waits to send, it waits there.
+    pub(crate) fn set_priority(&mut self, id: u32, priority: Priority) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        let from = std::mem::replace(&mut s.priority, priority);
+        if s.queued && from != priority {
+            self.ready.requeue(id, from, priority);
+        }
     }
 
     /// The next inbound stream; `None` once the connection closed or went away.

@@ -16,18 +16,18 @@ use crate::multiplexing::reader::FrameReader;
 
 const KIB: u32 = 1024;
 
-fn hdr(ty: FrameType, fl: u16, id: u32, len: u32) -> Vec<u8> {
+pub(super) fn hdr(ty: FrameType, fl: u16, id: u32, len: u32) -> Vec<u8> {
     let mut v = Vec::new();
     Header::new(ty, fl, id, len).encode(&mut v);
     v
 }
 
-fn waker() -> Waker {
+pub(super) fn waker() -> Waker {
     futures::task::noop_waker()
 }
 
 /// A session whose initial RTT probe has been taken off the wire.
-fn session(mode: Mode, config: MuxConfig, now: Instant) -> Session {
+pub(super) fn session(mode: Mode, config: MuxConfig, now: Instant) -> Session {
     let mut s = Session::new(mode, config, now);
     let mut out = OutQueue::default();
     s.poll_transmit(&mut out, usize::MAX);
@@ -35,7 +35,7 @@ fn session(mode: Mode, config: MuxConfig, now: Instant) -> Session {
     s
 }
 
-fn transmit(s: &mut Session) -> Vec<u8> {
+pub(super) fn transmit(s: &mut Session) -> Vec<u8> {
     let mut out = OutQueue::default();
     s.poll_transmit(&mut out, usize::MAX);
     out.take_all()
@@ -54,7 +54,7 @@ fn read_n(s: &mut Session, id: u32, n: usize, now: Instant) -> Vec<u8> {
     }
 }
 
-fn write(s: &mut Session, id: u32, data: &[u8]) -> usize {
+pub(super) fn write(s: &mut Session, id: u32, data: &[u8]) -> usize {
     match s.poll_write(id, &waker(), data) {
         Poll::Ready(Ok(n)) => n,
         other => panic!("write gave {other:?}"),
@@ -65,7 +65,7 @@ fn write(s: &mut Session, id: u32, data: &[u8]) -> usize {
 fn syn_rides_on_the_first_data_frame() {
     let now = Instant::now();
     let mut s = session(Mode::Client, MuxConfig::default(), now);
-    let id = s.open_stream(now).unwrap();
+    let id = s.open_stream(now, Priority::default()).unwrap();
     assert_eq!(id, 1, "client streams are odd, starting at 1");
     assert_eq!(write(&mut s, id, b"hi"), 2);
     let mut expected = hdr(FrameType::Data, flags::SYN, 1, 2);
@@ -77,7 +77,11 @@ fn syn_rides_on_the_first_data_frame() {
 fn a_stream_opened_without_data_sends_syn_on_a_window_update() {
     let now = Instant::now();
     let mut s = session(Mode::Server, MuxConfig::default(), now);
-    assert_eq!(s.open_stream(now).unwrap(), 2, "server streams are even");
+    assert_eq!(
+        s.open_stream(now, Priority::default()).unwrap(),
+        2,
+        "server streams are even"
+    );
     assert_eq!(
         transmit(&mut s),
         hdr(FrameType::WindowUpdate, flags::SYN, 2, 0)
@@ -92,7 +96,7 @@ fn a_larger_initial_window_is_announced_with_the_syn() {
         ..MuxConfig::default()
     };
     let mut s = session(Mode::Client, config, now);
-    let id = s.open_stream(now).unwrap();
+    let id = s.open_stream(now, Priority::default()).unwrap();
     write(&mut s, id, b"x");
     let mut expected = hdr(FrameType::WindowUpdate, flags::SYN, 1, 768 * KIB);
     expected.extend(hdr(FrameType::Data, 0, 1, 1));
@@ -148,7 +152,7 @@ fn a_larger_initial_window_is_announced_with_the_ack_at_once() {
 fn fin_follows_the_last_data_in_a_frame_of_its_own_and_the_reader_then_sees_eof() {
     let now = Instant::now();
     let mut s = session(Mode::Client, MuxConfig::default(), now);
-    let id = s.open_stream(now).unwrap();
+    let id = s.open_stream(now, Priority::default()).unwrap();
     write(&mut s, id, b"bye");
     s.shutdown(id).unwrap();
     let mut expected = hdr(FrameType::Data, flags::SYN, 1, 3);
@@ -177,7 +181,7 @@ fn fin_follows_the_last_data_in_a_frame_of_its_own_and_the_reader_then_sees_eof(
 fn dropping_an_open_stream_resets_it() {
     let now = Instant::now();
     let mut s = session(Mode::Client, MuxConfig::default(), now);
-    let id = s.open_stream(now).unwrap();
+    let id = s.open_stream(now, Priority::default()).unwrap();
     transmit(&mut s);
     s.drop_handle(id);
     assert_eq!(
@@ -194,7 +198,7 @@ fn dropping_an_open_stream_resets_it() {
 fn a_received_rst_fails_reads_and_writes_with_reset() {
     let now = Instant::now();
     let mut s = session(Mode::Client, MuxConfig::default(), now);
-    let id = s.open_stream(now).unwrap();
+    let id = s.open_stream(now, Priority::default()).unwrap();
     feed(&mut s, &hdr(FrameType::WindowUpdate, flags::RST, 1, 0), now).unwrap();
     let mut storage = [0u8; 4];
     let mut rb = ReadBuf::new(&mut storage);
@@ -411,8 +415,8 @@ fn ready_streams_take_turns_one_capped_frame_each() {
         ..MuxConfig::default()
     };
     let mut s = session(Mode::Client, config, now);
-    let a = s.open_stream(now).unwrap();
-    let b = s.open_stream(now).unwrap();
+    let a = s.open_stream(now, Priority::default()).unwrap();
+    let b = s.open_stream(now, Priority::default()).unwrap();
     write(&mut s, a, &vec![1u8; (40 * KIB) as usize]);
     write(&mut s, b, &[2u8; 100]);
     let wire = transmit(&mut s);
@@ -439,7 +443,7 @@ fn ready_streams_take_turns_one_capped_frame_each() {
 fn writes_wait_when_the_send_window_is_used_up() {
     let now = Instant::now();
     let mut s = session(Mode::Client, MuxConfig::default(), now);
-    let id = s.open_stream(now).unwrap();
+    let id = s.open_stream(now, Priority::default()).unwrap();
     let big = vec![0u8; (300 * KIB) as usize];
     assert_eq!(write(&mut s, id, &big), (256 * KIB) as usize);
     assert!(s.poll_write(id, &waker(), &big).is_pending());
@@ -470,14 +474,14 @@ fn frames_of_forgotten_streams_are_skipped() {
 fn close_sends_buffered_data_then_go_away() {
     let now = Instant::now();
     let mut s = session(Mode::Client, MuxConfig::default(), now);
-    let id = s.open_stream(now).unwrap();
+    let id = s.open_stream(now, Priority::default()).unwrap();
     write(&mut s, id, b"z");
     s.close(now);
     let mut expected = hdr(FrameType::Data, flags::SYN, 1, 1);
     expected.push(b'z');
     expected.extend(hdr(FrameType::GoAway, 0, 0, go_away::NORMAL));
     assert_eq!(transmit(&mut s), expected);
-    assert!(s.open_stream(now).is_err());
+    assert!(s.open_stream(now, Priority::default()).is_err());
 }
 
 #[test]

@@ -103,7 +103,7 @@ impl Writer {
                 break;
             }
             if stream.is_none() {
-                match open_substream(&self.control, self.remote_supports, self.protocol).await {
+                match open_substream(&self.control, self.remote_supports, &self.route).await {
                     Ok(io) => {
                         stream = Some(OutboundStream {
                             io: FramedRead::new(io, MessageCodec::new(MAX_ACK_SIZE)),

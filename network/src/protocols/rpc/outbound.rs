@@ -71,7 +71,7 @@ async fn outbound_inner(
     let request_len = request.len() as u64;
     let exchange = async {
         let supported = handle.metadata.supports(protocol);
-        let mut io = open_substream(&handle.control, supported, protocol)
+        let mut io = open_substream(&handle.control, supported, route)
             .await
             .map_err(|e| match e {
                 OpenError::Closed => RpcError::Disconnected,
