@@ -210,6 +210,7 @@ mod tests {
         let defaults = StackConfig::default();
         assert_eq!(config.network.limits, defaults.limits);
         assert_eq!(config.network.intervals, defaults.intervals);
+        assert_eq!(config.network.socket, defaults.socket);
         assert_eq!(config.consensus, ConsensusSection::default());
         assert_eq!(config.mempool, MempoolSection::default());
         assert_eq!(

@@ -220,7 +220,7 @@ impl StackBuilder {
         let mut network = match self.transport {
             Some(start) => start(builder)?,
             None if resolved.memory => builder.start(MemoryTransport::default())?,
-            None => builder.start(TcpTransport::default())?,
+            None => builder.start(TcpTransport::new(self.config.socket.tcp_config()))?,
         };
         let listen_addrs = network.listen_addrs().to_vec();
         info!(peer = %local, addrs = ?listen_addrs, "network started");

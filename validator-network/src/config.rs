@@ -15,6 +15,9 @@ use network::discovery::{self, DiscoveryConfig};
 use network::health_checker::{self as hc, HealthCheckerConfig};
 use serde::{Deserialize, Serialize};
 
+mod socket;
+pub use socket::Socket;
+
 /// The network id of a public network ([`StackConfig::for_public_network`]): a
 /// connection between a node of it and a node of the validator network (`validator`)
 /// is refused at the handshake, so the two cannot be mixed up by a wrong address.
@@ -179,6 +182,8 @@ pub struct StackConfig {
     pub limits: Limits,
     /// Timeouts and intervals.
     pub intervals: Intervals,
+    /// TCP options of every connection.
+    pub socket: Socket,
 }
 
 impl Default for StackConfig {
@@ -195,6 +200,7 @@ impl Default for StackConfig {
             epoch: 0,
             limits: Limits::default(),
             intervals: Intervals::default(),
+            socket: Socket::default(),
         }
     }
 }

@@ -71,7 +71,8 @@ pub use app::{Application, Never, Payload};
 pub use builder::{Registration, RunningStack, ShutdownHandle, StackBuilder, StartError};
 pub use compression::{Compression, CompressionError};
 pub use config::{
-    ConfigError, FieldError, Intervals, Limits, Mode, PUBLIC_NETWORK_ID, StackConfig, TrustedPeer,
+    ConfigError, FieldError, Intervals, Limits, Mode, PUBLIC_NETWORK_ID, Socket, StackConfig,
+    TrustedPeer,
 };
 pub use epoch::{EpochError, EpochHandle, ValidatorInfo};
 pub use event::{AppEvent, Events, Responder};
