@@ -85,6 +85,7 @@ pub struct NetworkBuilder {
     listen: Vec<NetworkAddress>,
     apps: Vec<Vec<(ProtocolId, ProtocolKind)>>,
     priorities: HashMap<ProtocolId, Priority>,
+    message_sizes: HashMap<ProtocolId, usize>,
     is_trusted: TrustPredicate,
     validator_addresses: ValidatorAddresses,
 }
@@ -106,6 +107,7 @@ impl NetworkBuilder {
             listen: Vec::new(),
             apps: Vec::new(),
             priorities: HashMap::new(),
+            message_sizes: HashMap::new(),
             is_trusted,
             validator_addresses: ValidatorAddresses::default(),
         }
@@ -149,13 +151,25 @@ impl NetworkBuilder {
         self
     }
 
+    /// Sets the largest payload of one message, request or response of `protocol`, in
+    /// place of [`NetworkConfig::max_message_size`] (for a protocol of large transfers,
+    /// such as state sync, or of small messages only). A message over it is refused by
+    /// the sender and ends the substream of a receiver it reaches. Checked at
+    /// [`Self::start`] against [`MAX_MESSAGE_SIZE_LIMIT`].
+    pub fn set_max_message_size(&mut self, protocol: ProtocolId, bytes: usize) -> &mut Self {
+        self.message_sizes.insert(protocol, bytes);
+        self
+    }
+
     /// Refuses an upgrade limit that Noise's own would undercut: past Noise's limit new
     /// sockets would be refused instead of evicting the oldest upgrade.
     fn check_limits(&self) -> Result<(), BuildError> {
-        if self.config.max_message_size > MAX_MESSAGE_SIZE_LIMIT {
-            return Err(BuildError::MessageSizeTooLarge(
-                self.config.max_message_size,
-            ));
+        let sizes = self.message_sizes.values();
+        if let Some(&size) = std::iter::once(&self.config.max_message_size)
+            .chain(sizes)
+            .find(|&&size| size > MAX_MESSAGE_SIZE_LIMIT)
+        {
+            return Err(BuildError::MessageSizeTooLarge(size));
         }
         let noise_limit = self.noise.config().max_concurrent_inbound;
         if self.config.max_concurrent_inbound_upgrades > noise_limit {
@@ -193,6 +207,9 @@ impl NetworkBuilder {
                     protocol,
                     kind,
                     priority: self.priorities.get(&protocol).copied().unwrap_or_default(),
+                    max_message_size: (self.message_sizes.get(&protocol))
+                        .copied()
+                        .unwrap_or(self.config.max_message_size),
                     app,
                     metrics: ProtocolMetrics::new(metrics, protocol),
                 });

@@ -90,6 +90,8 @@ pub(crate) struct Route {
     pub(crate) kind: ProtocolKind,
     /// The class its substreams are sent in, both ways.
     pub(crate) priority: Priority,
+    /// The largest payload of one of its messages, requests or responses.
+    pub(crate) max_message_size: usize,
     pub(crate) app: usize,
     pub(crate) metrics: ProtocolMetrics,
 }
@@ -100,13 +102,21 @@ pub(crate) struct Route {
 pub(crate) struct Routes {
     routes: Vec<Route>,
     names: Vec<&'static str>,
+    /// The smallest `max_message_size` of any route: a message no larger is within
+    /// every protocol's limit, with no lookup.
+    smallest_limit: usize,
 }
 
 impl Routes {
     /// The routes of `routes`, in that order.
     pub(crate) fn new(routes: Vec<Route>) -> Self {
         let names = routes.iter().map(|r| r.protocol.as_str()).collect();
-        Self { routes, names }
+        let smallest_limit = routes.iter().map(|r| r.max_message_size).min();
+        Self {
+            routes,
+            names,
+            smallest_limit: smallest_limit.unwrap_or(0),
+        }
     }
 
     /// The route of a registered protocol.
@@ -120,6 +130,18 @@ impl Routes {
             .iter()
             .enumerate()
             .find(|(_, r)| r.protocol == protocol)
+    }
+
+    /// Whether a payload of `len` bytes is within `protocol`'s limit; `Err` gives the
+    /// limit. An unregistered protocol has none here (its caller refuses it).
+    pub(crate) fn check_size(&self, protocol: ProtocolId, len: usize) -> Result<(), usize> {
+        if len <= self.smallest_limit {
+            return Ok(());
+        }
+        match self.get(protocol) {
+            Some(route) if len > route.max_message_size => Err(route.max_message_size),
+            _ => Ok(()),
+        }
     }
 
     /// The route at `index`.

@@ -531,4 +531,15 @@ async fn a_message_size_past_the_frame_length_field_is_refused_at_build() {
     );
     let result = builder.start(netcore::transport::MemoryTransport::default());
     assert!(matches!(result, Err(BuildError::MessageSizeTooLarge(n)) if n == too_large));
+
+    // A protocol's own limit is held to the same bound.
+    let mut builder = NetworkBuilder::new(
+        NetworkConfig::default(),
+        NoiseUpgrader::new(Identity::generate(), NoiseConfig::open()),
+        prometheus::Registry::new(),
+    );
+    builder.register(common::PROTOCOLS);
+    builder.set_max_message_size(common::RPC, too_large);
+    let result = builder.start(netcore::transport::MemoryTransport::default());
+    assert!(matches!(result, Err(BuildError::MessageSizeTooLarge(n)) if n == too_large));
 }

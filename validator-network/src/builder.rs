@@ -94,6 +94,7 @@ struct RegisteredApp {
     name: &'static str,
     protocols: Vec<(network::ProtocolId, network::ProtocolKind)>,
     priority: Priority,
+    max_message_size: Option<usize>,
 }
 
 /// The receipt of [`StackBuilder::register`]: hand it to [`RunningStack::take`] for
@@ -155,6 +156,7 @@ impl StackBuilder {
             name: A::NAME,
             protocols: app::protocols::<A>(),
             priority: A::PRIORITY,
+            max_message_size: A::MAX_MESSAGE_SIZE,
         });
         Registration {
             stack: self.id,
@@ -206,6 +208,9 @@ impl StackBuilder {
             .map(|app| {
                 for &(protocol, _) in &app.protocols {
                     builder.set_priority(protocol, app.priority);
+                    if let Some(size) = app.max_message_size {
+                        builder.set_max_message_size(protocol, size);
+                    }
                 }
                 builder.register(&app.protocols)
             })
@@ -438,7 +443,7 @@ pub struct RunningStack {
     /// The builder's id, which its registrations carry.
     stack: u64,
     metrics: Metrics,
-    /// The largest payload, decompressed.
+    /// The largest payload, decompressed, of an application that does not set its own.
     max_message_size: usize,
     /// The validators `broadcast` sends to: the trusted set, following epoch changes,
     /// or `None` (every connected peer) when none were configured.
@@ -475,14 +480,15 @@ impl RunningStack {
         else {
             unreachable!("a registration is consumed when its handles are taken");
         };
+        let max_message_size = A::MAX_MESSAGE_SIZE.unwrap_or(self.max_message_size);
         (
             Sender::new(
                 sender,
                 self.metrics.clone(),
                 self.validators.clone(),
-                self.max_message_size,
+                max_message_size,
             ),
-            Events::new(events, self.metrics.clone(), self.max_message_size),
+            Events::new(events, self.metrics.clone(), max_message_size),
         )
     }
 }

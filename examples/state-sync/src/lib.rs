@@ -50,7 +50,14 @@ impl Application for StateSyncApp {
     type Response = BlockRetrievalResponse;
     /// Chunks of old blocks can wait behind anything live.
     const PRIORITY: Priority = Priority::Bulk;
+    /// A chunk of blocks may be large: [`MAX_CHUNK_BYTES`].
+    const MAX_MESSAGE_SIZE: Option<usize> = Some(MAX_CHUNK_BYTES);
 }
+
+/// The largest response (a chunk of blocks) state sync sends or accepts: the large
+/// messages of a validator network, which travel at [`Priority::Bulk`] beside
+/// consensus without holding it up.
+pub const MAX_CHUNK_BYTES: usize = 64 * 1024 * 1024;
 
 /// Blocks asked for per request: a few KB each in the example chain, so a chunk is a
 /// few hundred KB at most, well under the message limit.

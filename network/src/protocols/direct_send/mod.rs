@@ -64,10 +64,9 @@ pub(crate) fn send(
     protocol: ProtocolId,
     msg: Bytes,
 ) -> Result<(), SendError> {
-    // Capped at the length prefix's range, as `MessageCodec` caps it: the outbox
+    // Within the length prefix's range (the builder checks every limit): the outbox
     // writes the prefix of an accepted message without another check.
-    let max = protocols.config.max_message_size.min(u32::MAX as usize);
-    if msg.len() > max {
+    if let Err(max) = protocols.routes.check_size(protocol, msg.len()) {
         return Err(SendError::TooLarge {
             len: msg.len(),
             max,

@@ -160,7 +160,7 @@ pub(crate) async fn serve_inbound(
     mut io: Negotiated<Substream>,
 ) {
     let peer = handle.metadata.peer_id;
-    let codec = MessageCodec::new(protocols.config.max_message_size);
+    let codec = MessageCodec::new(route.max_message_size);
     let limiter = handle.message_limiter.clone();
     // Release the handle: a long-lived reader must not keep a closed peer's state alive.
     drop(handle);

@@ -137,7 +137,8 @@ impl AnswerState {
     /// Writes `response` and our FIN without waiting (the answer of a small request
     /// fits the substream's window); a task writes what the window did not take.
     fn write(mut self, response: &RpcResponse, label: &'static str) {
-        let Some(whole) = core::frame_len(response, self.protocols.config.max_message_size) else {
+        let max = self.protocols.routes[self.route].max_message_size;
+        let Some(whole) = core::frame_len(response, max) else {
             // Dropping the substream resets it: the caller learns the answer is lost.
             return self.record("write_failed");
         };

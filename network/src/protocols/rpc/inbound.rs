@@ -44,7 +44,7 @@ pub(crate) async fn serve_inbound(
     let route = &protocols.routes[route_index];
     let peer = handle.metadata.peer_id;
     // Answers are framed with room for the envelope around a payload of the limit.
-    let answers = MessageCodec::new(response_frame_limit(protocols.config.max_message_size));
+    let answers = MessageCodec::new(response_frame_limit(route.max_message_size));
     let permit = Arc::clone(&handle.inbound_rpcs).try_acquire_owned();
     // The handle is not kept while this waits: it holds the connection open.
     let limiter = handle.message_limiter.clone();
@@ -112,7 +112,7 @@ async fn read_request(
     counted: bool,
     limiter: Option<Arc<MessageLimiter>>,
 ) -> Result<Bytes, &'static str> {
-    let codec = MessageCodec::new(protocols.config.max_message_size);
+    let codec = MessageCodec::new(route.max_message_size);
     let request = match codec.read_message(io).await {
         Ok(Some(request)) => request,
         Err(e) => {
@@ -153,7 +153,7 @@ async fn deliver_for_direct_answer(
     deadline: &mut Deadline,
 ) {
     let reply = Reply::Direct(DirectReply(Some(Arc::clone(&answering))));
-    let max = protocols.config.max_message_size;
+    let max = route.max_message_size;
     let event = request_event(peer, route.protocol, request, reply, max);
     let key = (peer, Some(route.protocol));
     let gone = match protocols.apps[route.app].try_push(key, Delivery::Event(event)) {
@@ -230,7 +230,7 @@ async fn answer_in_task(
     let answering = AtomicBool::new(false);
     let serve = async {
         let (tx, rx) = oneshot::channel();
-        let max = protocols.config.max_message_size;
+        let max = route.max_message_size;
         let event = request_event(peer, route.protocol, request, Reply::Task(tx), max);
         let (response, label) = answer(protocols, route, peer, event, rx).await;
         answering.store(true, Ordering::Relaxed);

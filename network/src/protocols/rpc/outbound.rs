@@ -58,16 +58,16 @@ async fn outbound_inner(
     request: Bytes,
     deadline: tokio::time::Instant,
 ) -> Result<Bytes, RpcError> {
-    let max = protocols.config.max_message_size;
+    let route = protocols
+        .routes
+        .get(protocol)
+        .ok_or(RpcError::UnregisteredProtocol(protocol))?;
+    let max = route.max_message_size;
     core::check_request(request.len(), max)?;
     let handle = handle.ok_or(RpcError::NotConnected(peer))?;
     let _permit = Arc::clone(&handle.outbound_rpcs)
         .try_acquire_owned()
         .map_err(|_| RpcError::TooManyRequests)?;
-    let route = protocols
-        .routes
-        .get(protocol)
-        .ok_or(RpcError::UnregisteredProtocol(protocol))?;
     let request_len = request.len() as u64;
     let exchange = async {
         let supported = handle.metadata.supports(protocol);
