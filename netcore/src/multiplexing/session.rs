@@ -200,6 +200,9 @@ pub(crate) struct Session {
     ready: ReadyQueue,
     /// Sum of the receive windows of all streams.
     granted: usize,
+    /// The largest window a stream of this connection grew to: what the path's
+    /// bandwidth-delay product asked for so far.
+    learned_window: u32,
     rtt: Option<Duration>,
     ping: PingState,
     next_nonce: u32,
@@ -241,6 +244,7 @@ impl Session {
             control: BytesMut::new(),
             ready: ReadyQueue::default(),
             granted: 0,
+            learned_window: 0,
             rtt: None,
             ping: PingState::Idle { next: now },
             next_nonce: 1,
@@ -281,6 +285,22 @@ impl Session {
                 self.to_wake.push(w);
             }
         }
+    }
+
+    /// The receive window a new stream starts with: the configured initial window or,
+    /// once a stream of this connection grew its own (the path holds more than the
+    /// initial window), the largest grown so far, as far as the connection's cap leaves
+    /// room. A transfer on a new stream then does not ramp up from the initial window
+    /// again: each RPC is a new stream.
+    fn new_stream_window(&self) -> u32 {
+        let room = self
+            .config
+            .max_connection_window
+            .saturating_sub(self.granted);
+        let learned = self
+            .learned_window
+            .min(u32::try_from(room).unwrap_or(u32::MAX));
+        learned.max(self.config.initial_window)
     }
 
     fn schedule(&mut self, id: u32) {
@@ -561,3 +581,5 @@ mod streams;
 mod priority_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod window_tests;

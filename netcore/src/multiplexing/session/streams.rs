@@ -34,7 +34,7 @@ impl Session {
         }
         let id = self.next_id;
         self.next_id = id.checked_add(2).ok_or(MuxError::StreamIdsExhausted)?;
-        let window = self.config.initial_window;
+        let window = self.new_stream_window();
         self.granted += window as usize;
         let mut stream = StreamState::new(
             SPEC_INITIAL_WINDOW,
@@ -166,6 +166,7 @@ impl Session {
             if extra > 0 && self.granted + extra <= cap {
                 self.granted += extra;
                 s.recv_window = grown;
+                self.learned_window = self.learned_window.max(grown);
                 self.stats.window_grows.fetch_add(1, Ordering::Relaxed);
             }
         }

@@ -41,11 +41,11 @@ pub(super) fn transmit(s: &mut Session) -> Vec<u8> {
     out.take_all()
 }
 
-fn feed(s: &mut Session, wire: &[u8], now: Instant) -> Result<(), ProtocolError> {
+pub(super) fn feed(s: &mut Session, wire: &[u8], now: Instant) -> Result<(), ProtocolError> {
     FrameReader::default().feed(s, wire, now)
 }
 
-fn read_n(s: &mut Session, id: u32, n: usize, now: Instant) -> Vec<u8> {
+pub(super) fn read_n(s: &mut Session, id: u32, n: usize, now: Instant) -> Vec<u8> {
     let mut storage = vec![0u8; n];
     let mut rb = ReadBuf::new(&mut storage);
     match s.poll_read(id, &waker(), &mut rb, || now) {
