@@ -114,6 +114,7 @@ impl AsyncRead for SimSocket {
             match s.core.readable(flow) {
                 Readable::Bytes(n) => {
                     let Some(bytes) = s.data.get_mut(&flow) else {
+                        debug_assert!(false, "bytes arrived that were never stored");
                         return Poll::Ready(Ok(()));
                     };
                     let n = (n as usize).min(buf.remaining()).min(bytes.len());

@@ -250,3 +250,29 @@ async fn a_writer_keeps_a_gigabit_link_busy_with_the_default_send_buffer() {
     let expected = ms(50) + transmission(16 * MIB, mbit(1000));
     assert_near(done - start, expected, TICK);
 }
+
+#[tokio::test]
+async fn in_real_time_an_exchange_takes_its_latencies() {
+    let net = SimNetwork::new(SimConfig::default(), LatencyMatrix::new(ms(10)));
+    let a = net.add_node(NodeConfig::new("a", mbit(100)));
+    let b = net.add_node(NodeConfig::new("b", mbit(100)));
+    let start = Instant::now();
+    let (mut client, mut server) = connect(&a, &b).await;
+
+    client.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    server.read_exact(&mut buf).await.unwrap();
+    server.write_all(b"pong").await.unwrap();
+    client.read_exact(&mut buf).await.unwrap();
+
+    // Connect, accept (the request goes with the ACK), and the answer back.
+    assert_eq!(&buf, b"pong");
+    assert!(start.elapsed() >= ms(40), "{:?}", start.elapsed());
+}
+
+/// What the stack asks of a socket type, as of `memsocket::MemorySocket`.
+#[test]
+fn a_socket_is_what_the_stack_needs() {
+    fn stack_socket<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static>() {}
+    stack_socket::<SimSocket>();
+}
