@@ -109,6 +109,16 @@ impl SimNetwork {
         self.shared.with(|s| s.core.latency(from, to))
     }
 
+    /// Bytes that arrived at `node` so far over all its connections (what its downlink
+    /// carried): sampled over time, the progress of a transfer.
+    ///
+    /// # Panics
+    ///
+    /// If the node is not in this network.
+    pub fn received(&self, node: NodeId) -> u64 {
+        self.shared.with(|s| s.core.received(node))
+    }
+
     /// Cuts apart every two nodes of different groups (adding to the cuts already made;
     /// nodes in no group keep their links).
     pub fn partition<G: AsRef<[NodeId]>>(&self, groups: &[G]) {

@@ -107,6 +107,26 @@ async fn a_megabyte_over_100_mbit_and_50_ms_takes_the_latency_plus_its_size_over
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_nodes_received_bytes_follow_a_transfer_and_outlive_its_connection() {
+    let net = network();
+    let a = net.add_node(NodeConfig::new("a", mbit(100)));
+    let b = net.add_node(NodeConfig::new("b", mbit(100)));
+    let (client, server) = connect(&a, &b).await;
+    let start = Instant::now();
+    let transfer = tokio::spawn(transfer(client, server, MIB));
+    // A latency and half the transmission in, about half has arrived.
+    tokio::time::sleep_until(start + ms(50) + transmission(MIB / 2, mbit(100))).await;
+    let halfway = net.received(b.node()) as f64 / MIB as f64;
+    assert!((0.45..0.55).contains(&halfway), "{halfway}");
+    transfer.await.unwrap();
+    assert_eq!(net.received(b.node()), MIB as u64);
+    assert_eq!(net.received(a.node()), 0);
+    // The sockets are gone: the count stays.
+    tokio::time::sleep(ms(200)).await;
+    assert_eq!(net.received(b.node()), MIB as u64);
+}
+
+#[tokio::test(start_paused = true)]
 async fn two_flows_from_one_node_share_its_uplink_equally() {
     let net = network();
     let a = net.add_node(NodeConfig::new("a", mbit(100)));

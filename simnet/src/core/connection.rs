@@ -290,6 +290,10 @@ impl Core {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
+        for flow in &c.flows {
+            let arrived = flow.arrived(self.clock);
+            self.nodes[flow.dst.index()].received_before += arrived;
+        }
         if matches!(self.ports.ports.get(&c.source_port), Some(Port::Source(_))) {
             self.ports.ports.remove(&c.source_port);
         }

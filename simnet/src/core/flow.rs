@@ -123,7 +123,7 @@ impl Flow {
     }
 
     /// Bytes arrived at the receiver by `now`.
-    fn arrived(&self, now: Duration) -> u64 {
+    pub(crate) fn arrived(&self, now: Duration) -> u64 {
         let Some(left) = now.checked_sub(self.latency) else {
             return 0;
         };

@@ -58,6 +58,8 @@ pub(crate) struct Params {
 struct Node {
     uplink: f64,
     downlink: f64,
+    /// Bytes that arrived at this node over connections since forgotten.
+    received_before: u64,
 }
 
 /// The state of the simulated network.
@@ -113,6 +115,7 @@ impl Core {
         self.nodes.push(Node {
             uplink: per_ns(uplink),
             downlink: per_ns(downlink),
+            received_before: 0,
         });
         let local = self.params.local_latency;
         for row in &mut self.latency {
@@ -125,6 +128,17 @@ impl Core {
     /// Sets the one-way latency from `from` to `to`, for connections opened from now on.
     pub(crate) fn set_latency(&mut self, from: NodeId, to: NodeId, one_way: Duration) {
         self.latency[from.index()][to.index()] = one_way;
+    }
+
+    /// Bytes that arrived at `node` by the clock, over all its connections ever: what
+    /// its downlink carried.
+    pub(crate) fn received(&self, node: NodeId) -> u64 {
+        let live: u64 = (self.conns.values())
+            .flat_map(|c| c.flows.iter())
+            .filter(|f| f.dst == node)
+            .map(|f| f.arrived(self.clock))
+            .sum();
+        self.nodes[node.index()].received_before + live
     }
 
     pub(crate) fn latency(&self, from: NodeId, to: NodeId) -> Duration {
