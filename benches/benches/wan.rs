@@ -22,6 +22,7 @@ use futures::stream::FuturesUnordered;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
+/// Nodes of the proposal and vote scenarios.
 const NODES: usize = 100;
 const LEADER: usize = 0;
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -194,11 +195,20 @@ async fn large_response(cluster: &Cluster, to: usize, from: usize) {
     let before = cluster.net.received(receiver);
     let start = Instant::now();
     let samples = Arc::new(Mutex::new(Vec::new()));
+    let back = cluster.nodes[from].id;
     let sampler = {
         let (net, samples) = (cluster.net.clone(), Arc::clone(&samples));
         tokio::spawn(async move {
             loop {
                 let got = net.received(receiver) - before;
+                if std::env::var_os("WAN_BACK").is_some() {
+                    println!(
+                        "  {} back {} fwd {}",
+                        ms(start.elapsed()),
+                        net.received(back),
+                        got
+                    );
+                }
                 samples.lock().push((start.elapsed(), got));
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -227,6 +237,11 @@ async fn large_response(cluster: &Cluster, to: usize, from: usize) {
     );
     let after = rtt * 5;
     let samples = samples.lock();
+    if std::env::var_os("WAN_PROGRESS").is_some() {
+        for (t, got) in samples.iter().step_by(20) {
+            println!("  {} {:.1} MiB", ms(*t), *got as f64 / (1 << 20) as f64);
+        }
+    }
     match samples.iter().rev().find(|(t, _)| *t <= after) {
         Some(&(t, got)) if took > after + rtt => {
             let rate = (size as u64).saturating_sub(got) as f64 / (took - t).as_secs_f64();
@@ -264,7 +279,14 @@ async fn burst_after_idle(cluster: &Cluster, to: usize, from: usize) {
     );
 }
 
+/// Runs the scenarios named in the arguments (`proposal`, `votes`, `large`, `burst`),
+/// or all of them. The large-transfer scenarios run on a cluster of one node per region.
 fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
@@ -272,21 +294,36 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         let wall = std::time::Instant::now();
-        let cluster = Cluster::start(NODES, sim_config()).await;
-        println!(
-            "{NODES} nodes connected (full mesh) at {} simulated, {:.1} s wall",
-            ms(Instant::now().elapsed()),
-            wall.elapsed().as_secs_f64()
-        );
-        proposal_all_at_once(&cluster, 1 << 20, 10).await;
-        proposal_all_at_once(&cluster, 8 << 20, 11).await;
-        proposal_nearest_first(&cluster, 1 << 20, 12, 8).await;
-        proposal_nearest_first(&cluster, 8 << 20, 13, 8).await;
-        votes_during_proposal(&cluster).await;
-        // Node 0 is in us-east-1, node 4 in ap-southeast-2: 230 ms apart.
-        large_response(&cluster, 0, 4).await;
-        burst_after_idle(&cluster, 0, 4).await;
+        if wanted("proposal") || wanted("votes") {
+            let start = Instant::now();
+            let cluster = Cluster::start(NODES, sim_config()).await;
+            println!(
+                "{NODES} nodes connected (full mesh) in {} simulated, {:.1} s wall",
+                ms(start.elapsed()),
+                wall.elapsed().as_secs_f64()
+            );
+            if wanted("proposal") {
+                proposal_all_at_once(&cluster, 1 << 20, 10).await;
+                proposal_all_at_once(&cluster, 8 << 20, 11).await;
+                proposal_nearest_first(&cluster, 1 << 20, 12, 8).await;
+                proposal_nearest_first(&cluster, 8 << 20, 13, 8).await;
+            }
+            if wanted("votes") {
+                votes_during_proposal(&cluster).await;
+            }
+            cluster.shutdown().await;
+        }
+        if wanted("large") || wanted("burst") {
+            // Node 0 is in us-east-1, node 4 in ap-southeast-2: 230 ms apart.
+            let cluster = Cluster::start(5, sim_config()).await;
+            if wanted("large") {
+                large_response(&cluster, 0, 4).await;
+            }
+            if wanted("burst") {
+                burst_after_idle(&cluster, 0, 4).await;
+            }
+            cluster.shutdown().await;
+        }
         println!("wall time {:.1} s", wall.elapsed().as_secs_f64());
-        cluster.shutdown().await;
     });
 }

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use netcore::transport::{DEFAULT_NOTSENT_LOWAT, TransportExt};
 use netcore::{NetworkAddress, PeerId};
 use network::{
     Event, Network, NetworkBuilder, NetworkConfig, NetworkSender, Priority, ProtocolId,
     ProtocolKind,
 };
-use netcore::transport::{DEFAULT_NOTSENT_LOWAT, TransportExt};
-use noise::{Identity, NoiseConfig, NoiseUpgrader};
+use noise::{Identity, NoiseConfig, NoiseUpgrader, TrustedPeers};
 use parking_lot::Mutex;
 use simnet::{LatencyMatrix, NodeConfig, NodeId, SimConfig, SimNetwork};
 use tokio::time::Instant;
@@ -138,10 +138,15 @@ impl Cluster {
     pub async fn start(n: usize, config: SimConfig) -> Self {
         let net = SimNetwork::new(config, latency());
         let arrivals = Arc::new(Mutex::new(Vec::new()));
+        // A validator set: every node trusts every other (mutual authentication, no
+        // limits for untrusted peers).
+        let identities: Vec<Identity> = (0..n).map(|_| Identity::generate()).collect();
+        let trusted = TrustedPeers::from_peers(identities.iter().map(Identity::peer_id))
+            .expect("generated identities have keys");
         let mut nodes = Vec::new();
-        for i in 0..n {
+        for (i, identity) in identities.into_iter().enumerate() {
             let transport = net.add_node(NodeConfig::new(REGIONS[i % REGIONS.len()], LINK));
-            nodes.push(start_node(i, transport, &arrivals));
+            nodes.push(start_node(i, identity, &trusted, transport, &arrivals));
         }
         let index = nodes.iter().enumerate().map(|(i, n)| (n.peer, i)).collect();
         let cluster = Self {
@@ -205,17 +210,19 @@ impl Cluster {
 
 fn start_node(
     index: usize,
+    identity: Identity,
+    trusted: &TrustedPeers,
     transport: simnet::SimTransport,
     arrivals: &Arc<Mutex<Vec<Arrival>>>,
 ) -> Node {
-    let identity = Identity::generate();
     let peer = identity.peer_id();
     let config = NetworkConfig {
         max_message_size: MAX_MESSAGE,
         ..NetworkConfig::default()
     };
-    let upgrader = NoiseUpgrader::new(identity, NoiseConfig::open());
+    let upgrader = NoiseUpgrader::new(identity, NoiseConfig::mutual(trusted.clone()));
     let mut builder = NetworkBuilder::new(config, upgrader, prometheus::Registry::new());
+    builder.trusted_peers(trusted.clone());
     builder.listen_on(NetworkAddress::memory(0));
     let app = builder.register(&[
         (PROPOSAL, ProtocolKind::DirectSend),
@@ -227,12 +234,21 @@ fn start_node(
         .set_priority(PROPOSAL, Priority::Urgent)
         .set_priority(PROPOSAL_RPC, Priority::Urgent)
         .set_priority(VOTE, Priority::Urgent)
-        .set_priority(BULK, Priority::Bulk);
+        .set_priority(
+            BULK,
+            if std::env::var_os("WAN_NORMAL").is_some() {
+                Priority::Normal
+            } else {
+                Priority::Bulk
+            },
+        );
     let id = transport.node();
     // As the TCP transport does by default: at most this much waits unsent in the
     // "kernel" in front of the next frame.
     let transport = transport.map(|socket: simnet::SimSocket, _| {
-        socket.set_notsent_lowat(Some(DEFAULT_NOTSENT_LOWAT as usize));
+        if std::env::var_os("WAN_NO_LOWAT").is_none() {
+            socket.set_notsent_lowat(Some(DEFAULT_NOTSENT_LOWAT as usize));
+        }
         socket
     });
     let mut network = builder.start(transport).expect("a node starts");

@@ -6,9 +6,11 @@ use std::time::Duration;
 /// this much on a new stream before any window update.
 pub const SPEC_INITIAL_WINDOW: u32 = 256 * 1024;
 
-/// Default largest receive window of one stream: enough for 1 Gbit/s at ~130 ms RTT, the
-/// bandwidth-delay product of a validator network spread over continents.
-const DEFAULT_MAX_WINDOW: u32 = 16 * 1024 * 1024;
+/// Default largest receive window of one stream: twice the bandwidth-delay product of
+/// 1 Gbit/s at 230 ms RTT (US east to Sydney), since a receiver that returns credit at
+/// half its window keeps a link full only with a window of about twice what the path
+/// holds.
+const DEFAULT_MAX_WINDOW: u32 = 64 * 1024 * 1024;
 
 /// Default cap on concurrent streams per connection. RPCs open a stream each and carry
 /// a bounded number of requests in flight per peer (tens); 256 leaves ample room and
@@ -17,8 +19,8 @@ const DEFAULT_MAX_STREAMS: usize = 256;
 
 /// Default cap on the receive windows granted over all streams of a connection: every
 /// stream at the cap gets its spec window (256 × 256 KiB = 64 MiB), plus 64 MiB for
-/// a few bulk streams to grow toward [`DEFAULT_MAX_WINDOW`]. This is the most a peer
-/// can make us buffer for one connection.
+/// a bulk stream to grow to [`DEFAULT_MAX_WINDOW`]. This is the most a peer can make us
+/// buffer for one connection.
 const DEFAULT_MAX_CONNECTION_WINDOW: usize = 128 * 1024 * 1024;
 
 /// Default largest data-frame payload we send. Small enough that a 4 KiB message on one
@@ -44,7 +46,7 @@ pub struct MuxConfig {
     /// The receive window a new stream gets. Never below [`SPEC_INITIAL_WINDOW`], which
     /// the spec grants implicitly; a larger value is announced with the SYN/ACK.
     pub initial_window: u32,
-    /// The largest receive window a stream grows to (default 16 MiB).
+    /// The largest receive window a stream grows to (default 64 MiB).
     pub max_window: u32,
     /// Total receive windows granted over all streams: the memory a peer can make us
     /// hold for this connection (default 128 MiB). Windows grow only within it.

@@ -249,8 +249,8 @@ fn window_doubles_when_consumed_within_two_rtts() {
     wire.extend(vec![0u8; (128 * KIB) as usize]);
     feed(&mut s, &wire, t1).unwrap();
     transmit(&mut s);
-    // Half the window read 5 ms after the stream began (< 2 RTT): grow to 512 KiB, so
-    // the update gives back the 128 KiB read plus the 256 KiB of growth.
+    // Half the window read 5 ms after the stream began (< 2 RTT): grow to 2 MiB, so
+    // the update gives back the 128 KiB read plus the 1792 KiB of growth.
     read_n(
         &mut s,
         1,
@@ -259,7 +259,7 @@ fn window_doubles_when_consumed_within_two_rtts() {
     );
     assert_eq!(
         transmit(&mut s),
-        hdr(FrameType::WindowUpdate, flags::ACK, 1, 384 * KIB)
+        hdr(FrameType::WindowUpdate, flags::ACK, 1, 1920 * KIB)
     );
     assert_eq!(s.stats().window_grows.load(Ordering::Relaxed), 1);
 }

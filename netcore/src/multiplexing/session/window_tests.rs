@@ -8,7 +8,7 @@ use super::*;
 
 const KIB: u32 = 1024;
 
-/// A server session whose RTT is 10 ms and whose stream 1 grew its window to 512 KiB.
+/// A server session whose RTT is 10 ms and whose stream 1 grew its window to 2 MiB.
 fn session_with_a_grown_stream(config: MuxConfig, t0: Instant) -> Session {
     let mut s = session(Mode::Server, config, t0);
     let t1 = t0 + Duration::from_millis(10);
@@ -32,26 +32,26 @@ fn session_with_a_grown_stream(config: MuxConfig, t0: Instant) -> Session {
 fn a_new_stream_starts_with_the_largest_window_grown_on_the_connection() {
     let t0 = Instant::now();
     let mut s = session_with_a_grown_stream(MuxConfig::default(), t0);
-    // A stream we open announces the 512 KiB with its SYN.
+    // A stream we open announces the 2 MiB with its SYN.
     let id = s.open_stream(t0, Priority::default()).unwrap();
     assert_eq!(
         transmit(&mut s),
-        hdr(FrameType::WindowUpdate, flags::SYN, id, 256 * KIB)
+        hdr(FrameType::WindowUpdate, flags::SYN, id, 1792 * KIB)
     );
     // So does a stream the remote opens, with its ACK; and the remote may use it.
     feed(&mut s, &hdr(FrameType::WindowUpdate, flags::SYN, 3, 0), t0).unwrap();
     assert_eq!(
         transmit(&mut s),
-        hdr(FrameType::WindowUpdate, flags::ACK, 3, 256 * KIB)
+        hdr(FrameType::WindowUpdate, flags::ACK, 3, 1792 * KIB)
     );
 }
 
 #[test]
 fn a_new_streams_window_stays_within_the_connection_cap() {
     let t0 = Instant::now();
-    // Room for the grown stream's 512 KiB and 384 KiB more.
+    // Room for the grown stream's 2 MiB and 384 KiB more.
     let config = MuxConfig {
-        max_connection_window: (896 * KIB) as usize,
+        max_connection_window: (2432 * KIB) as usize,
         ..MuxConfig::default()
     };
     let mut s = session_with_a_grown_stream(config, t0);
