@@ -9,7 +9,8 @@
 //!    hold it, beside the bounds for direct sends;
 //! 2. a 32 B vote from every validator to the leader while an 8 MiB proposal goes out;
 //! 3. a 64 MiB response across a 230 ms round trip;
-//! 4. a 2 MiB response after 10 s idle against the same right after a transfer.
+//! 4. a 2 MiB response after 10 s idle against the same right after a transfer;
+//! 5. the example consensus on 100 validators: blocks per second, commit spread.
 #![allow(missing_docs)] // A bench binary's `main` needs no doc.
 #![allow(clippy::unwrap_used)] // A panic in a bench is a failed run.
 
@@ -92,9 +93,16 @@ async fn proposal_all_at_once(cluster: &Cluster, size: usize, tag: u64) {
 }
 
 /// Scenario 1, nearest first: the leader sends the proposal as requests, nearest
-/// validator first, at most `window` unanswered.
-async fn proposal_nearest_first(cluster: &Cluster, size: usize, tag: u64, window: usize) {
+/// validator first, with as many unanswered as keep its uplink busy for the longest
+/// round trip (the bandwidth-delay product in proposals, plus one).
+async fn proposal_nearest_first(cluster: &Cluster, size: usize, tag: u64) {
     let order = nearest_first(cluster);
+    let farthest = order
+        .iter()
+        .map(|i| cluster.one_way(LEADER, *i) * 2)
+        .max()
+        .unwrap();
+    let window = (farthest.as_secs_f64() * LINK as f64 / size as f64).ceil() as usize + 1;
     let start = Instant::now();
     let leader = cluster.nodes[LEADER].sender.clone();
     let mut in_flight: FuturesUnordered<_> = FuturesUnordered::new();
@@ -279,8 +287,49 @@ async fn burst_after_idle(cluster: &Cluster, to: usize, from: usize) {
     );
 }
 
-/// Runs the scenarios named in the arguments (`proposal`, `votes`, `large`, `burst`),
-/// or all of them. The large-transfer scenarios run on a cluster of one node per region.
+/// Scenario 5: the example consensus on 100 validators for a simulated minute:
+/// blocks per second after the first 10 s, and how long a block takes from its first
+/// commit (the leader's, on its quorum of votes) to the quorum's (the 67th validator's).
+async fn consensus() {
+    let wall = std::time::Instant::now();
+    let (_net, commits, handles) = benches::wan::start_consensus(NODES);
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(70)).await;
+    let commits = commits.lock().clone();
+    let (from, to) = (
+        start + Duration::from_secs(10),
+        start + Duration::from_secs(70),
+    );
+    let mut first: std::collections::BTreeMap<u64, Vec<Instant>> = Default::default();
+    for c in &commits {
+        first.entry(c.height).or_default().push(c.at);
+    }
+    let heights: Vec<(u64, Instant, Instant)> = first
+        .into_iter()
+        .filter_map(|(h, mut at)| {
+            at.sort();
+            (at.len() >= 67).then(|| (h, at[0], at[66]))
+        })
+        .filter(|(_, t, _)| *t >= from && *t < to)
+        .collect();
+    let blocks = heights.len();
+    let per_second = blocks as f64 / (to - from).as_secs_f64();
+    let mut spread: Vec<Duration> = heights.iter().map(|(_, a, b)| *b - *a).collect();
+    spread.sort();
+    let intervals: Vec<Duration> = heights.windows(2).map(|w| w[1].1 - w[0].1).collect();
+    let mean = |v: &[Duration]| v.iter().sum::<Duration>() / v.len().max(1) as u32;
+    println!(
+        "example consensus, {NODES} validators: {per_second:.2} blocks/s; a block every {} on average \
+         (first commit to first commit); the 67th validator commits {} after the first (median)",
+        ms(mean(&intervals)),
+        ms(spread.get(spread.len() / 2).copied().unwrap_or_default()),
+    );
+    println!("  ({:.1} s wall)", wall.elapsed().as_secs_f64());
+    drop(handles);
+}
+
+/// Runs the scenarios named in the arguments (`proposal`, `votes`, `large`, `burst`,
+/// `consensus`), or all of them. The large-transfer scenarios run on a cluster of one node per region.
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -305,8 +354,8 @@ fn main() {
             if wanted("proposal") {
                 proposal_all_at_once(&cluster, 1 << 20, 10).await;
                 proposal_all_at_once(&cluster, 8 << 20, 11).await;
-                proposal_nearest_first(&cluster, 1 << 20, 12, 8).await;
-                proposal_nearest_first(&cluster, 8 << 20, 13, 8).await;
+                proposal_nearest_first(&cluster, 1 << 20, 12).await;
+                proposal_nearest_first(&cluster, 8 << 20, 13).await;
             }
             if wanted("votes") {
                 votes_during_proposal(&cluster).await;
@@ -323,6 +372,9 @@ fn main() {
                 burst_after_idle(&cluster, 0, 4).await;
             }
             cluster.shutdown().await;
+        }
+        if wanted("consensus") {
+            consensus().await;
         }
         println!("wall time {:.1} s", wall.elapsed().as_secs_f64());
     });

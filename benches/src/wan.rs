@@ -292,3 +292,75 @@ fn start_node(
         network,
     }
 }
+
+/// A commit seen by a validator of [`start_consensus`]: its index, the height, when.
+#[derive(Clone, Copy, Debug)]
+pub struct Commit {
+    /// The validator's index.
+    pub node: usize,
+    /// The committed height.
+    pub height: u64,
+    /// When it committed.
+    pub at: Instant,
+}
+
+/// Starts `n` validators of the example consensus (`toy-consensus`) over a simulated
+/// network of its own, validator `i` in region `REGIONS[i % 5]`, each proposing as soon
+/// as the previous block committed; returns the network, the commits as they happen,
+/// and the handles that keep the validators running.
+pub fn start_consensus(
+    n: usize,
+) -> (
+    SimNetwork,
+    Arc<Mutex<Vec<Commit>>>,
+    Vec<validator_network::ShutdownHandle>,
+) {
+    use toy_consensus::{ConsensusApp, ConsensusConfig, NoTransactions, ToyConsensus};
+    use validator_network::{StackBuilder, StackConfig};
+
+    let net = SimNetwork::new(sim_config(), latency());
+    let commits = Arc::new(Mutex::new(Vec::new()));
+    let identities: Vec<Identity> = (0..n).map(|_| Identity::generate()).collect();
+    let all: Vec<PeerId> = identities.iter().map(Identity::peer_id).collect();
+    let mut known: Vec<NetworkAddress> = Vec::new();
+    let mut handles = Vec::new();
+    for (i, identity) in identities.into_iter().enumerate() {
+        let transport = net.add_node(NodeConfig::new(REGIONS[i % REGIONS.len()], LINK));
+        let transport = transport.map(|socket: simnet::SimSocket, _| {
+            socket.set_notsent_lowat(Some(DEFAULT_NOTSENT_LOWAT as usize));
+            socket
+        });
+        let config = StackConfig::for_validator_set("/memory/0", &all, &known);
+        let registry = prometheus::Registry::new();
+        let mut builder = StackBuilder::new(config, registry.clone())
+            .with_identity(identity)
+            .with_transport(transport);
+        let app = builder.register::<ConsensusApp>();
+        let mut running = builder.start().expect("a validator starts");
+        let (sender, events) = running.take(app);
+        let mut consensus = ConsensusConfig::new(all.clone());
+        consensus.min_block_interval = Duration::ZERO;
+        // A round crosses the widest round trip (324 ms) about twice.
+        consensus.round_timeout = Duration::from_secs(3);
+        let (consensus, _status) = ToyConsensus::new(
+            consensus,
+            sender,
+            events,
+            Arc::new(NoTransactions),
+            &registry,
+        )
+        .expect("metrics register");
+        let seen = Arc::clone(&commits);
+        let consensus = consensus.on_commit(move |block| {
+            seen.lock().push(Commit {
+                node: i,
+                height: block.height,
+                at: Instant::now(),
+            });
+        });
+        consensus.spawn(std::future::pending());
+        known.push(running.listen_addrs[0].clone());
+        handles.push(running.shutdown);
+    }
+    (net, commits, handles)
+}
