@@ -7,7 +7,8 @@
 //!
 //! 1. proposals of 1 and 8 MiB from a leader to the 99 others: time until 67 and 99
 //!    hold it, beside the bounds for direct sends;
-//! 2. a 32 B vote from every validator to the leader while an 8 MiB proposal goes out;
+//! 2. a 32 B vote from every validator to the leader while an 8 MiB proposal goes out,
+//!    and a 32 B urgent message from the leader to each beside 8 MiB of bulk to each;
 //! 3. a 64 MiB response across a 230 ms round trip;
 //! 4. a 2 MiB response after 10 s idle against the same right after a transfer;
 //! 5. the example consensus on 100 validators: blocks per second, commit spread.
@@ -17,7 +18,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use benches::wan::{BULK, Cluster, LINK, PROPOSAL, PROPOSAL_RPC, VOTE, sim_config, tagged};
+use benches::wan::{BLOCKS, BULK, Cluster, LINK, PROPOSAL, PROPOSAL_RPC, VOTE, sim_config, tagged};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use parking_lot::Mutex;
@@ -193,6 +194,42 @@ async fn votes_during_proposal(cluster: &Cluster) {
     wait_arrivals(cluster, proposal, NODES - 1, sent).await;
 }
 
+/// Scenario 2, the other way: 20 ms into sending 8 MiB of bulk blocks to every
+/// validator, the leader sends each a 32 B urgent message on the same connection; the
+/// message's latency beyond the one-way latency, p50 and p99.
+async fn urgent_beside_bulk(cluster: &Cluster) {
+    let (blocks, urgent) = (40, 2_000_000);
+    let leader = &cluster.nodes[LEADER];
+    let others: Vec<usize> = (1..cluster.nodes.len()).collect();
+    for &i in &others {
+        leader
+            .sender
+            .send_to(cluster.nodes[i].peer, BLOCKS, tagged(blocks, 8 << 20))
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let sent = Instant::now();
+    for &i in &others {
+        leader
+            .sender
+            .send_to(cluster.nodes[i].peer, VOTE, tagged(urgent + i as u64, 32))
+            .unwrap();
+    }
+    let mut excess = Vec::new();
+    for &i in &others {
+        let (_, t) = wait_arrivals(cluster, urgent + i as u64, 1, sent).await[0];
+        excess.push(t.saturating_sub(cluster.one_way(LEADER, i)));
+    }
+    excess.sort();
+    let p = |q: usize| excess[(excess.len() * q / 100).min(excess.len() - 1)];
+    println!(
+        "urgent 32 B from the leader beside 8 MiB of bulk to each: beyond the one-way latency p50 {} p99 {}",
+        ms(p(50)),
+        ms(p(99)),
+    );
+    wait_arrivals(cluster, blocks, others.len(), sent).await;
+}
+
 /// Scenario 3: a 64 MiB response from node `from` to node `to`; prints its time and
 /// its throughput after the first 5 round trips, from samples of the bytes `to`'s
 /// downlink carried.
@@ -359,6 +396,7 @@ fn main() {
             }
             if wanted("votes") {
                 votes_during_proposal(&cluster).await;
+                urgent_beside_bulk(&cluster).await;
             }
             cluster.shutdown().await;
         }

@@ -57,6 +57,7 @@ pub const LINK: u64 = simnet::mbit(1000);
 pub fn sim_config() -> SimConfig {
     SimConfig {
         send_buffer: 4 << 20,
+        local_latency: LOCAL_ONE_WAY,
         ..SimConfig::default()
     }
 }
@@ -67,6 +68,8 @@ pub const PROPOSAL: ProtocolId = ProtocolId::new("/wan/proposal/1");
 pub const PROPOSAL_RPC: ProtocolId = ProtocolId::new("/wan/proposal-rpc/1");
 /// Votes, sent one way: the consensus class.
 pub const VOTE: ProtocolId = ProtocolId::new("/wan/vote/1");
+/// Blocks sent one way, in the bulk class.
+pub const BLOCKS: ProtocolId = ProtocolId::new("/wan/blocks/1");
 /// Requests for bulk data: the request is the size wanted (8 bytes, little-endian).
 pub const BULK: ProtocolId = ProtocolId::new("/wan/bulk/1");
 
@@ -228,12 +231,14 @@ fn start_node(
         (PROPOSAL, ProtocolKind::DirectSend),
         (PROPOSAL_RPC, ProtocolKind::Rpc),
         (VOTE, ProtocolKind::DirectSend),
+        (BLOCKS, ProtocolKind::DirectSend),
         (BULK, ProtocolKind::Rpc),
     ]);
     builder
         .set_priority(PROPOSAL, Priority::Urgent)
         .set_priority(PROPOSAL_RPC, Priority::Urgent)
         .set_priority(VOTE, Priority::Urgent)
+        .set_priority(BLOCKS, Priority::Bulk)
         .set_priority(
             BULK,
             if std::env::var_os("WAN_NORMAL").is_some() {

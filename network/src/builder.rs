@@ -151,11 +151,13 @@ impl NetworkBuilder {
         self
     }
 
-    /// Sets the largest payload of one message, request or response of `protocol`, in
-    /// place of [`NetworkConfig::max_message_size`] (for a protocol of large transfers,
-    /// such as state sync, or of small messages only). A message over it is refused by
-    /// the sender and ends the substream of a receiver it reaches. Checked at
-    /// [`Self::start`] against [`MAX_MESSAGE_SIZE_LIMIT`].
+    /// Sets the largest payload of one message or response of `protocol`, in place of
+    /// [`NetworkConfig::max_message_size`] (for a protocol of large transfers, such as
+    /// state sync, or of small messages only). Its RPC requests are held to the smaller
+    /// of this and `max_message_size`: a peer may have many requests in flight, and
+    /// large transfers are responses. A message over its limit is refused by the sender
+    /// and ends the substream of a receiver it reaches. Checked at [`Self::start`]
+    /// against [`MAX_MESSAGE_SIZE_LIMIT`].
     pub fn set_max_message_size(&mut self, protocol: ProtocolId, bytes: usize) -> &mut Self {
         self.message_sizes.insert(protocol, bytes);
         self
@@ -203,13 +205,15 @@ impl NetworkBuilder {
                 if routes.iter().any(|r| r.protocol == protocol) {
                     return Err(BuildError::DuplicateProtocol(protocol));
                 }
+                let max_message_size = (self.message_sizes.get(&protocol))
+                    .copied()
+                    .unwrap_or(self.config.max_message_size);
                 routes.push(Route {
                     protocol,
                     kind,
                     priority: self.priorities.get(&protocol).copied().unwrap_or_default(),
-                    max_message_size: (self.message_sizes.get(&protocol))
-                        .copied()
-                        .unwrap_or(self.config.max_message_size),
+                    max_message_size,
+                    max_request_size: max_message_size.min(self.config.max_message_size),
                     app,
                     metrics: ProtocolMetrics::new(metrics, protocol),
                 });

@@ -170,7 +170,7 @@ pub enum DisconnectError {
     Shutdown,
 }
 
-/// An RPC response over the network's `max_message_size`: it was not sent, and the
+/// An RPC response over its protocol's message limit: it was not sent, and the
 /// caller was told [`RpcError::TooLarge`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("response of {len} bytes is over the maximum of {max}; the caller was told")]

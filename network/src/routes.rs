@@ -90,8 +90,12 @@ pub(crate) struct Route {
     pub(crate) kind: ProtocolKind,
     /// The class its substreams are sent in, both ways.
     pub(crate) priority: Priority,
-    /// The largest payload of one of its messages, requests or responses.
+    /// The largest payload of one of its messages or responses.
     pub(crate) max_message_size: usize,
+    /// The largest RPC request: the smaller of `max_message_size` and the network's
+    /// default limit, so that a protocol of large responses does not let each of a
+    /// peer's concurrent requests be as large.
+    pub(crate) max_request_size: usize,
     pub(crate) app: usize,
     pub(crate) metrics: ProtocolMetrics,
 }

@@ -128,10 +128,11 @@ pub trait Application: Send + Sync + 'static {
     /// ([`Priority`]): consensus is [`Priority::Urgent`], large transfers such as state
     /// sync [`Priority::Bulk`]. Local to this node: it changes nothing on the wire.
     const PRIORITY: Priority = Priority::Normal;
-    /// The largest payload of one of its messages, requests or responses (decompressed),
-    /// or `None` for the stack's `limits.max_message_size`. A protocol of large
-    /// transfers (state sync: tens of MiB) raises it; one of small messages may lower
-    /// it, so that a peer cannot make this node buffer more than its messages need.
+    /// The largest payload of one of its messages or responses (decompressed), or
+    /// `None` for the stack's `limits.max_message_size`. A protocol of large transfers
+    /// (state sync: tens of MiB) raises it; one of small messages may lower it, so that
+    /// a peer cannot make this node buffer more than its messages need. Its requests
+    /// are held to the smaller of this and `limits.max_message_size`.
     const MAX_MESSAGE_SIZE: Option<usize> = None;
 }
 

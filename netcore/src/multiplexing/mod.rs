@@ -13,13 +13,14 @@
 //! - substreams write into shared per-stream buffers and wake the connection task; the
 //!   task takes every ready frame at once, writes them and flushes **once per batch**,
 //!   so the Noise layer below sees full frames;
-//! - frames of ready streams are sent round-robin, at most
-//!   [`MuxConfig::max_frame_size`] each, so a small message never waits behind a bulk
-//!   transfer;
-//! - receive windows start at the spec's 256 KiB and double when a window is consumed
-//!   within two RTTs (measured with Ping frames), up to [`MuxConfig::max_window`] per
-//!   stream and [`MuxConfig::max_connection_window`] over the connection; window
-//!   updates are sent once half a window was read, not per read.
+//! - frames of ready streams are sent by [`Priority`] class, higher first, and
+//!   round-robin within a class, at most [`MuxConfig::max_frame_size`] each, so a small
+//!   message never waits behind a bulk transfer of its class or a lower one;
+//! - receive windows start at the spec's 256 KiB and grow eightfold (or at once to the
+//!   largest window grown on the connection) when half a window is consumed within two
+//!   RTTs (measured with Ping frames), up to [`MuxConfig::max_window`] per stream and
+//!   [`MuxConfig::max_connection_window`] over the connection; window updates are sent
+//!   once half a window was read, not per read.
 //!
 //! The protocol rules live in an I/O-free core (`session.rs`) fed exact frames and
 //! instants by its tests; `driver.rs` is the task around it.

@@ -42,7 +42,7 @@ pub struct MuxStats {
     pub streams_refused: AtomicU64,
     /// Protocol errors of the remote (each closed the connection).
     pub protocol_errors: AtomicU64,
-    /// Times a stream's receive window was doubled by auto-tuning.
+    /// Times a stream's receive window was grown by auto-tuning.
     pub window_grows: AtomicU64,
 }
 
@@ -201,7 +201,8 @@ pub(crate) struct Session {
     /// Sum of the receive windows of all streams.
     granted: usize,
     /// The largest window a stream of this connection grew to: what the path's
-    /// bandwidth-delay product asked for so far.
+    /// bandwidth-delay product asked for so far. A stream that keeps up grows to it at
+    /// its first window update.
     learned_window: u32,
     rtt: Option<Duration>,
     ping: PingState,
@@ -285,22 +286,6 @@ impl Session {
                 self.to_wake.push(w);
             }
         }
-    }
-
-    /// The receive window a new stream starts with: the configured initial window or,
-    /// once a stream of this connection grew its own (the path holds more than the
-    /// initial window), the largest grown so far, as far as the connection's cap leaves
-    /// room. A transfer on a new stream then does not ramp up from the initial window
-    /// again: each RPC is a new stream.
-    fn new_stream_window(&self) -> u32 {
-        let room = self
-            .config
-            .max_connection_window
-            .saturating_sub(self.granted);
-        let learned = self
-            .learned_window
-            .min(u32::try_from(room).unwrap_or(u32::MAX));
-        learned.max(self.config.initial_window)
     }
 
     fn schedule(&mut self, id: u32) {

@@ -1,13 +1,11 @@
 //! TCP: listens on IPv4 and IPv6, dials IPv4, IPv6 and DNS names.
 
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
-
-use std::future::Future;
-use std::os::fd::AsFd;
 
 use futures::Stream;
 use futures::future::BoxFuture;
@@ -35,9 +33,9 @@ pub struct TcpConfig {
     pub recv_buffer_size: Option<usize>,
     /// `SO_SNDBUF`; `None` keeps the kernel's auto-tuning.
     pub send_buffer_size: Option<usize>,
-    /// `TCP_NOTSENT_LOWAT`: the kernel takes more bytes only while fewer than this are
-    /// waiting to be sent (bytes sent and not yet acknowledged do not count). `None`
-    /// keeps the kernel's default (no limit: the autotuned send buffer, megabytes, may
+    /// `TCP_NOTSENT_LOWAT` (Linux and Android): the kernel takes more bytes only while
+    /// fewer than this are waiting to be sent (bytes sent and not yet acknowledged do
+    /// not count). `None` keeps the kernel's default (no limit: the autotuned send buffer, megabytes, may
     /// queue in front of the next message). Default [`DEFAULT_NOTSENT_LOWAT`].
     pub notsent_lowat: Option<u32>,
 }
@@ -63,9 +61,12 @@ impl Default for TcpConfig {
 }
 
 impl TcpConfig {
-    fn apply(&self, stream: &impl AsFd) -> io::Result<()> {
+    fn apply(&self, stream: &TcpStream) -> io::Result<()> {
         let sock = SockRef::from(stream);
         sock.set_tcp_nodelay(self.nodelay)?;
+        // Linux and Android only (where socket2 offers it); elsewhere the kernel's
+        // default stands.
+        #[cfg(any(target_os = "linux", target_os = "android"))]
         if let Some(lowat) = self.notsent_lowat {
             sock.set_tcp_notsent_lowat(lowat)?;
         }

@@ -159,7 +159,7 @@ impl Session {
         }
         // The spec's window; a window update's extra credit is added by the caller
         // like that of any other window update.
-        let window = self.new_stream_window();
+        let window = self.config.initial_window;
         self.granted += window as usize;
         let stream = StreamState::new(
             SPEC_INITIAL_WINDOW,

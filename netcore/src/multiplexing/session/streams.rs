@@ -39,7 +39,7 @@ impl Session {
         }
         let id = self.next_id;
         self.next_id = id.checked_add(2).ok_or(MuxError::StreamIdsExhausted)?;
-        let window = self.new_stream_window();
+        let window = self.config.initial_window;
         self.granted += window as usize;
         let mut stream = StreamState::new(
             SPEC_INITIAL_WINDOW,
@@ -144,13 +144,15 @@ impl Session {
     }
 
     /// Sends a window update once half the window was read, growing the window first
-    /// ([`WINDOW_GROWTH`]) when it was read within two RTTs (the link is faster than the
-    /// window allows).
+    /// when it was read within two RTTs (the link is faster than the window allows): by
+    /// [`WINDOW_GROWTH`], or at once to the largest window grown on the connection, as
+    /// far as the connection's cap leaves room.
     fn maybe_update_window(&mut self, id: u32, now: impl FnOnce() -> Instant) {
-        let (rtt, max_window, cap) = (
+        let (rtt, max_window, cap, learned) = (
             self.rtt,
             self.config.max_window,
             self.config.max_connection_window,
+            self.learned_window,
         );
         let Some(s) = self.streams.get_mut(&id) else {
             return;
@@ -167,9 +169,16 @@ impl Session {
         if let Some(rtt) = rtt
             && now.saturating_duration_since(s.epoch) < rtt * 2
         {
-            let grown = s.recv_window.saturating_mul(WINDOW_GROWTH).min(max_window);
-            let extra = (grown - s.recv_window) as usize;
-            if extra > 0 && self.granted + extra <= cap {
+            // A stream that shows it keeps up goes straight to the largest window
+            // grown on its connection: the path is known, so each new stream (each RPC)
+            // does not ramp up again. Streams that never read fast stay small.
+            let grown = (s.recv_window.saturating_mul(WINDOW_GROWTH))
+                .max(learned)
+                .min(max_window);
+            let room = cap.saturating_sub(self.granted);
+            let extra = ((grown - s.recv_window) as usize).min(room);
+            if extra > 0 {
+                let grown = s.recv_window + extra as u32;
                 self.granted += extra;
                 s.recv_window = grown;
                 self.learned_window = self.learned_window.max(grown);

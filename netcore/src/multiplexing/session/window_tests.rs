@@ -1,4 +1,5 @@
-//! New streams start with the window the connection's path asked for.
+//! A stream that keeps up grows at once to the window its connection's path asked for;
+//! one that does not stays small.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -8,8 +9,9 @@ use super::*;
 
 const KIB: u32 = 1024;
 
-/// A server session whose RTT is 10 ms and whose stream 1 grew its window to 2 MiB.
-fn session_with_a_grown_stream(config: MuxConfig, t0: Instant) -> Session {
+/// A server session whose RTT is 10 ms and whose stream 1 grew its window to 2 MiB;
+/// returns it and the instant after the growth.
+fn session_with_a_grown_stream(config: MuxConfig, t0: Instant) -> (Session, Instant) {
     let mut s = session(Mode::Server, config, t0);
     let t1 = t0 + Duration::from_millis(10);
     feed(&mut s, &hdr(FrameType::Ping, flags::ACK, 0, 1), t1).unwrap();
@@ -25,45 +27,59 @@ fn session_with_a_grown_stream(config: MuxConfig, t0: Instant) -> Session {
     );
     transmit(&mut s);
     assert_eq!(s.stats().window_grows.load(Ordering::Relaxed), 1);
-    s
+    (s, t1 + Duration::from_millis(5))
+}
+
+/// Opens inbound stream `id` with half the initial window of data, then reads it
+/// `after` later; returns the frames the session sends.
+fn half_window_read_after(s: &mut Session, id: u32, now: Instant, after: Duration) -> Vec<u8> {
+    let mut wire = hdr(FrameType::Data, flags::SYN, id, 128 * KIB);
+    wire.extend(vec![0u8; (128 * KIB) as usize]);
+    feed(s, &wire, now).unwrap();
+    assert!(
+        transmit(s).is_empty(),
+        "a new stream starts with the initial window"
+    );
+    read_n(s, id, (128 * KIB) as usize, now + after);
+    transmit(s)
 }
 
 #[test]
-fn a_new_stream_starts_with_the_largest_window_grown_on_the_connection() {
+fn a_new_stream_that_keeps_up_grows_at_once_to_the_connections_largest_window() {
     let t0 = Instant::now();
-    let mut s = session_with_a_grown_stream(MuxConfig::default(), t0);
-    // A stream we open announces the 2 MiB with its SYN.
-    let id = s.open_stream(t0, Priority::default()).unwrap();
+    let (mut s, now) = session_with_a_grown_stream(MuxConfig::default(), t0);
+    // Read within 2 RTTs: from 256 KiB straight to 2 MiB, not to 256 KiB × 8 later.
+    let update = half_window_read_after(&mut s, 3, now, Duration::from_millis(5));
     assert_eq!(
-        transmit(&mut s),
-        hdr(FrameType::WindowUpdate, flags::SYN, id, 1792 * KIB)
-    );
-    // So does a stream the remote opens, with its ACK; and the remote may use it.
-    feed(&mut s, &hdr(FrameType::WindowUpdate, flags::SYN, 3, 0), t0).unwrap();
-    assert_eq!(
-        transmit(&mut s),
-        hdr(FrameType::WindowUpdate, flags::ACK, 3, 1792 * KIB)
+        update,
+        hdr(FrameType::WindowUpdate, flags::ACK, 3, 1920 * KIB)
     );
 }
 
 #[test]
-fn a_new_streams_window_stays_within_the_connection_cap() {
+fn a_new_stream_that_does_not_keep_up_stays_at_the_initial_window() {
     let t0 = Instant::now();
-    // Room for the grown stream's 2 MiB and 384 KiB more.
+    let (mut s, now) = session_with_a_grown_stream(MuxConfig::default(), t0);
+    // Read after 3 RTTs: the reader, not the window, is what holds the stream.
+    let update = half_window_read_after(&mut s, 3, now, Duration::from_millis(30));
+    assert_eq!(
+        update,
+        hdr(FrameType::WindowUpdate, flags::ACK, 3, 128 * KIB)
+    );
+}
+
+#[test]
+fn growth_stops_at_the_connection_cap_with_what_room_is_left() {
+    let t0 = Instant::now();
+    // Room for stream 1's 2 MiB, stream 3's initial 256 KiB and 384 KiB more.
     let config = MuxConfig {
-        max_connection_window: (2432 * KIB) as usize,
+        max_connection_window: (2688 * KIB) as usize,
         ..MuxConfig::default()
     };
-    let mut s = session_with_a_grown_stream(config, t0);
-    let id = s.open_stream(t0, Priority::default()).unwrap();
+    let (mut s, now) = session_with_a_grown_stream(config, t0);
+    let update = half_window_read_after(&mut s, 3, now, Duration::from_millis(5));
     assert_eq!(
-        transmit(&mut s),
-        hdr(FrameType::WindowUpdate, flags::SYN, id, 128 * KIB)
-    );
-    // The cap is reached: the next stream gets the initial window, never less.
-    let id = s.open_stream(t0, Priority::default()).unwrap();
-    assert_eq!(
-        transmit(&mut s),
-        hdr(FrameType::WindowUpdate, flags::SYN, id, 0)
+        update,
+        hdr(FrameType::WindowUpdate, flags::ACK, 3, 512 * KIB)
     );
 }

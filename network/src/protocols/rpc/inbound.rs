@@ -112,7 +112,7 @@ async fn read_request(
     counted: bool,
     limiter: Option<Arc<MessageLimiter>>,
 ) -> Result<Bytes, &'static str> {
-    let codec = MessageCodec::new(route.max_message_size);
+    let codec = MessageCodec::new(route.max_request_size);
     let request = match codec.read_message(io).await {
         Ok(Some(request)) => request,
         Err(e) => {

@@ -62,8 +62,8 @@ async fn outbound_inner(
         .routes
         .get(protocol)
         .ok_or(RpcError::UnregisteredProtocol(protocol))?;
+    core::check_request(request.len(), route.max_request_size)?;
     let max = route.max_message_size;
-    core::check_request(request.len(), max)?;
     let handle = handle.ok_or(RpcError::NotConnected(peer))?;
     let _permit = Arc::clone(&handle.outbound_rpcs)
         .try_acquire_owned()

@@ -15,18 +15,19 @@ use crate::error::ResponseTooLarge;
 #[derive(Debug)]
 pub struct RpcResponder {
     pub(crate) reply: Reply,
-    /// The payload limit (`max_message_size`), the same as for requests.
+    /// The protocol's payload limit for responses.
     pub(crate) max: usize,
 }
 
 impl RpcResponder {
-    /// The largest response payload: the network's `max_message_size`.
+    /// The largest response payload: the protocol's message limit
+    /// (`NetworkBuilder::set_max_message_size`, else `max_message_size`).
     pub fn max_len(&self) -> usize {
         self.max
     }
 
-    /// Sends `response` to the caller. A response over the network's
-    /// `max_message_size` is not sent: the caller gets [`RpcError::TooLarge`] with its
+    /// Sends `response` to the caller. A response over the protocol's message limit
+    /// is not sent: the caller gets [`RpcError::TooLarge`] with its
     /// size, and so does this call.
     ///
     /// [`RpcError::TooLarge`]: crate::RpcError::TooLarge
