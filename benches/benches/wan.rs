@@ -1,5 +1,5 @@
 //! The WAN benchmark: 100 nodes in five regions over a simulated network (`simnet`),
-//! 1 Gbit/s links, round-trip times from a published table (`benches::wan::RTT_MS`).
+//! 1 Gbit/s links, round-trip times from a published table (`simnet::RTT_MS`).
 //! Everything runs on tokio's paused clock: the figures are simulated time, the same on
 //! any machine, and CPU time does not count.
 //!

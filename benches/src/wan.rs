@@ -1,5 +1,6 @@
 //! A cluster of nodes over a simulated WAN ([`simnet`]), for the WAN benchmark: five
-//! regions with measured round-trip times, 1 Gbit/s links, the full stack on each node.
+//! regions with measured round-trip times ([`simnet::five_regions`]), 1 Gbit/s links,
+//! the full stack on each node.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,37 +16,11 @@ use network::{
 };
 use noise::{Identity, NoiseConfig, NoiseUpgrader, TrustedPeers};
 use parking_lot::Mutex;
-use simnet::{LatencyMatrix, NodeConfig, NodeId, SimConfig, SimNetwork};
+use simnet::{NodeConfig, NodeId, REGIONS, SimConfig, SimNetwork, five_regions};
 use tokio::time::Instant;
 
-/// The regions, in the order of [`RTT_MS`].
-pub const REGIONS: [&str; 5] = [
-    "us-east-1",
-    "us-west-2",
-    "eu-central-1",
-    "ap-northeast-1",
-    "ap-southeast-2",
-];
-
-/// Average round-trip times between the regions, in milliseconds: the table "Latency
-/// Between AWS Global Regions" as reproduced in
-/// <https://acomputerscientistlearnsaws.blogspot.com/2017/04/aws-regions.html>
-/// (N. Virginia, Oregon, Frankfurt, Tokyo, Sydney).
-pub const RTT_MS: [(usize, usize, f64); 10] = [
-    (0, 1, 86.98),
-    (0, 2, 88.66),
-    (0, 3, 145.3),
-    (0, 4, 230.0),
-    (1, 2, 159.5),
-    (1, 3, 89.1),
-    (1, 4, 162.2),
-    (2, 3, 236.5),
-    (2, 4, 323.5),
-    (3, 4, 103.9),
-];
-
 /// One-way latency within a region: half of a 2 ms round trip between data centers of
-/// one region (the table gives none).
+/// one region (`simnet::RTT_MS`'s table gives none).
 pub const LOCAL_ONE_WAY: Duration = Duration::from_millis(1);
 
 /// Every node's uplink and downlink.
@@ -75,17 +50,6 @@ pub const BULK: ProtocolId = ProtocolId::new("/wan/bulk/1");
 
 /// The largest message of any protocol here: a 64 MiB response and its tag.
 const MAX_MESSAGE: usize = 65 << 20;
-
-/// The latency model of [`RTT_MS`].
-pub fn latency() -> LatencyMatrix {
-    RTT_MS.iter().fold(
-        LatencyMatrix::new(Duration::from_millis(100)),
-        |m, &(a, b, rtt)| {
-            let one_way = Duration::from_secs_f64(rtt / 2_000.0);
-            m.with(REGIONS[a], REGIONS[b], one_way)
-        },
-    )
-}
 
 /// A message that reached a node: which node, its tag (first 8 bytes), when.
 #[derive(Clone, Copy, Debug)]
@@ -139,7 +103,7 @@ impl Cluster {
     /// Starts `n` nodes, node `i` in region `REGIONS[i % 5]`, and connects every pair.
     /// Must run on a runtime with paused time.
     pub async fn start(n: usize, config: SimConfig) -> Self {
-        let net = SimNetwork::new(config, latency());
+        let net = SimNetwork::new(config, five_regions());
         let arrivals = Arc::new(Mutex::new(Vec::new()));
         // A validator set: every node trusts every other (mutual authentication, no
         // limits for untrusted peers).
@@ -323,7 +287,7 @@ pub fn start_consensus(
     use toy_consensus::{ConsensusApp, ConsensusConfig, NoTransactions, ToyConsensus};
     use validator_network::{StackBuilder, StackConfig};
 
-    let net = SimNetwork::new(sim_config(), latency());
+    let net = SimNetwork::new(sim_config(), five_regions());
     let commits = Arc::new(Mutex::new(Vec::new()));
     let identities: Vec<Identity> = (0..n).map(|_| Identity::generate()).collect();
     let all: Vec<PeerId> = identities.iter().map(Identity::peer_id).collect();

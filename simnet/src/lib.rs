@@ -65,6 +65,7 @@ mod config;
 mod core;
 mod driver;
 mod network;
+mod regions;
 mod shared;
 mod socket;
 mod transport;
@@ -74,5 +75,6 @@ pub use config::{
     LatencyMatrix, LatencyModel, NodeConfig, NodeId, SimConfig, mbit,
 };
 pub use network::SimNetwork;
+pub use regions::{REGIONS, RTT_MS, five_regions};
 pub use socket::SimSocket;
 pub use transport::{SimConnect, SimListener, SimTransport};

@@ -1,5 +1,5 @@
-//! 100 validators of the example consensus over a simulated WAN (five regions, round
-//! trips of 87 to 324 ms, 1 Gbit/s links): 33 of them are cut off; the other 67, a
+//! 100 validators of the example consensus over a simulated WAN
+//! (`simnet::five_regions`: round trips of 87 to 324 ms; 1 Gbit/s links): 33 of them are cut off; the other 67, a
 //! quorum, go on committing; once the cut heals, every validator commits again within
 //! [`AFTER_HEAL`].
 
@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use simnet::{LatencyMatrix, NodeConfig, NodeId, SimConfig, SimNetwork};
+use simnet::{NodeConfig, NodeId, REGIONS, SimConfig, SimNetwork};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use toy_consensus::{ConsensusApp, ConsensusConfig, ConsensusStatus, NoTransactions, ToyConsensus};
@@ -27,21 +27,6 @@ const PARTITION: Duration = Duration::from_secs(30);
 /// then fetch what they missed.
 const AFTER_HEAL: Duration = Duration::from_secs(45);
 
-/// The five regions and their round trips in ms (`benches::wan::RTT_MS`'s table).
-const REGIONS: [&str; 5] = ["use1", "usw2", "euc1", "apne1", "apse2"];
-const RTT_MS: [(usize, usize, u64); 10] = [
-    (0, 1, 87),
-    (0, 2, 89),
-    (0, 3, 145),
-    (0, 4, 230),
-    (1, 2, 160),
-    (1, 3, 89),
-    (1, 4, 162),
-    (2, 3, 237),
-    (2, 4, 324),
-    (3, 4, 104),
-];
-
 struct Validator {
     node: NodeId,
     addr: NetworkAddress,
@@ -50,11 +35,7 @@ struct Validator {
 }
 
 fn network() -> SimNetwork {
-    let latency = RTT_MS.iter().fold(
-        LatencyMatrix::new(Duration::from_millis(100)),
-        |m, &(a, b, rtt)| m.with(REGIONS[a], REGIONS[b], Duration::from_millis(rtt / 2)),
-    );
-    SimNetwork::new(SimConfig::default(), latency)
+    SimNetwork::new(SimConfig::default(), simnet::five_regions())
 }
 
 fn start(
