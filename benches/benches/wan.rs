@@ -240,20 +240,11 @@ async fn large_response(cluster: &Cluster, to: usize, from: usize) {
     let before = cluster.net.received(receiver);
     let start = Instant::now();
     let samples = Arc::new(Mutex::new(Vec::new()));
-    let back = cluster.nodes[from].id;
     let sampler = {
         let (net, samples) = (cluster.net.clone(), Arc::clone(&samples));
         tokio::spawn(async move {
             loop {
                 let got = net.received(receiver) - before;
-                if std::env::var_os("WAN_BACK").is_some() {
-                    println!(
-                        "  {} back {} fwd {}",
-                        ms(start.elapsed()),
-                        net.received(back),
-                        got
-                    );
-                }
                 samples.lock().push((start.elapsed(), got));
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -282,6 +273,7 @@ async fn large_response(cluster: &Cluster, to: usize, from: usize) {
     );
     let after = rtt * 5;
     let samples = samples.lock();
+    // `WAN_PROGRESS=1` prints the transfer's progress every 100 ms.
     if std::env::var_os("WAN_PROGRESS").is_some() {
         for (t, got) in samples.iter().step_by(20) {
             println!("  {} {:.1} MiB", ms(*t), *got as f64 / (1 << 20) as f64);

@@ -203,21 +203,12 @@ fn start_node(
         .set_priority(PROPOSAL_RPC, Priority::Urgent)
         .set_priority(VOTE, Priority::Urgent)
         .set_priority(BLOCKS, Priority::Bulk)
-        .set_priority(
-            BULK,
-            if std::env::var_os("WAN_NORMAL").is_some() {
-                Priority::Normal
-            } else {
-                Priority::Bulk
-            },
-        );
+        .set_priority(BULK, Priority::Bulk);
     let id = transport.node();
     // As the TCP transport does by default: at most this much waits unsent in the
     // "kernel" in front of the next frame.
     let transport = transport.map(|socket: simnet::SimSocket, _| {
-        if std::env::var_os("WAN_NO_LOWAT").is_none() {
-            socket.set_notsent_lowat(Some(DEFAULT_NOTSENT_LOWAT as usize));
-        }
+        socket.set_notsent_lowat(Some(DEFAULT_NOTSENT_LOWAT as usize));
         socket
     });
     let mut network = builder.start(transport).expect("a node starts");
