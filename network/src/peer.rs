@@ -16,7 +16,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures::StreamExt;
-use netcore::multiplexing::{Incoming, MuxStats, Substream};
+use netcore::multiplexing::{Incoming, MuxStats, Priority, Substream};
 use netcore::negotiate::{NegotiateError, negotiate_inbound};
 use prometheus::IntCounter;
 use tokio::sync::{mpsc, watch};
@@ -346,8 +346,11 @@ async fn route_substream(protocols: Arc<Protocols>, handle: Arc<PeerHandle>, sub
     let Some(route) = protocols.routes.at(index) else {
         return;
     };
-    // Responses and acknowledgements go out in the protocol's class too.
-    io.get_ref().set_priority(route.priority);
+    // Responses and acknowledgements go out in the protocol's class too (an inbound
+    // stream starts in the default class: no lock taken for it).
+    if route.priority != Priority::default() {
+        io.get_ref().set_priority(route.priority);
+    }
     match route.kind {
         ProtocolKind::Rpc => rpc::serve_inbound(&protocols, handle, index, io, &mut deadline).await,
         // Boxed: it lives as long as its substream, and would make every substream's

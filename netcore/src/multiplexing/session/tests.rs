@@ -237,34 +237,6 @@ fn window_update_is_sent_once_half_the_window_was_read_not_per_read() {
 }
 
 #[test]
-fn window_doubles_when_consumed_within_two_rtts() {
-    let t0 = Instant::now();
-    let mut s = session(Mode::Server, MuxConfig::default(), t0);
-    // The pong of the initial probe arrives 10 ms later: RTT = 10 ms.
-    let t1 = t0 + Duration::from_millis(10);
-    feed(&mut s, &hdr(FrameType::Ping, flags::ACK, 0, 1), t1).unwrap();
-    assert_eq!(s.rtt(), Some(Duration::from_millis(10)));
-
-    let mut wire = hdr(FrameType::Data, flags::SYN, 1, 128 * KIB);
-    wire.extend(vec![0u8; (128 * KIB) as usize]);
-    feed(&mut s, &wire, t1).unwrap();
-    transmit(&mut s);
-    // Half the window read 5 ms after the stream began (< 2 RTT): grow to 2 MiB, so
-    // the update gives back the 128 KiB read plus the 1792 KiB of growth.
-    read_n(
-        &mut s,
-        1,
-        (128 * KIB) as usize,
-        t1 + Duration::from_millis(5),
-    );
-    assert_eq!(
-        transmit(&mut s),
-        hdr(FrameType::WindowUpdate, flags::ACK, 1, 1920 * KIB)
-    );
-    assert_eq!(s.stats().window_grows.load(Ordering::Relaxed), 1);
-}
-
-#[test]
 fn window_stays_when_consumed_slower_than_two_rtts() {
     let t0 = Instant::now();
     let mut s = session(Mode::Server, MuxConfig::default(), t0);

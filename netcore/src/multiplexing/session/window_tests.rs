@@ -10,24 +10,33 @@ use super::*;
 const KIB: u32 = 1024;
 
 /// A server session whose RTT is 10 ms and whose stream 1 grew its window to 2 MiB;
-/// returns it and the instant after the growth.
-fn session_with_a_grown_stream(config: MuxConfig, t0: Instant) -> (Session, Instant) {
+/// returns it, the instant after the growth and the window update that announced it.
+fn session_with_a_grown_stream(config: MuxConfig, t0: Instant) -> (Session, Instant, Vec<u8>) {
     let mut s = session(Mode::Server, config, t0);
+    // The pong of the initial probe arrives 10 ms later: RTT = 10 ms.
     let t1 = t0 + Duration::from_millis(10);
     feed(&mut s, &hdr(FrameType::Ping, flags::ACK, 0, 1), t1).unwrap();
+    assert_eq!(s.rtt(), Some(Duration::from_millis(10)));
     let mut wire = hdr(FrameType::Data, flags::SYN, 1, 128 * KIB);
     wire.extend(vec![0u8; (128 * KIB) as usize]);
     feed(&mut s, &wire, t1).unwrap();
     transmit(&mut s);
-    read_n(
-        &mut s,
-        1,
-        (128 * KIB) as usize,
-        t1 + Duration::from_millis(5),
+    let now = t1 + Duration::from_millis(5);
+    read_n(&mut s, 1, (128 * KIB) as usize, now);
+    let update = transmit(&mut s);
+    (s, now, update)
+}
+
+#[test]
+fn a_window_grows_eightfold_when_consumed_within_two_rtts() {
+    let (s, _, update) = session_with_a_grown_stream(MuxConfig::default(), Instant::now());
+    // Half the window read 5 ms after the stream began (< 2 RTT): grow to 2 MiB, so
+    // the update gives back the 128 KiB read plus the 1792 KiB of growth.
+    assert_eq!(
+        update,
+        hdr(FrameType::WindowUpdate, flags::ACK, 1, 1920 * KIB)
     );
-    transmit(&mut s);
     assert_eq!(s.stats().window_grows.load(Ordering::Relaxed), 1);
-    (s, t1 + Duration::from_millis(5))
 }
 
 /// Opens inbound stream `id` with half the initial window of data, then reads it
@@ -47,7 +56,7 @@ fn half_window_read_after(s: &mut Session, id: u32, now: Instant, after: Duratio
 #[test]
 fn a_new_stream_that_keeps_up_grows_at_once_to_the_connections_largest_window() {
     let t0 = Instant::now();
-    let (mut s, now) = session_with_a_grown_stream(MuxConfig::default(), t0);
+    let (mut s, now, _) = session_with_a_grown_stream(MuxConfig::default(), t0);
     // Read within 2 RTTs: from 256 KiB straight to 2 MiB, not to 256 KiB × 8 later.
     let update = half_window_read_after(&mut s, 3, now, Duration::from_millis(5));
     assert_eq!(
@@ -59,7 +68,7 @@ fn a_new_stream_that_keeps_up_grows_at_once_to_the_connections_largest_window() 
 #[test]
 fn a_new_stream_that_does_not_keep_up_stays_at_the_initial_window() {
     let t0 = Instant::now();
-    let (mut s, now) = session_with_a_grown_stream(MuxConfig::default(), t0);
+    let (mut s, now, _) = session_with_a_grown_stream(MuxConfig::default(), t0);
     // Read after 3 RTTs: the reader, not the window, is what holds the stream.
     let update = half_window_read_after(&mut s, 3, now, Duration::from_millis(30));
     assert_eq!(
@@ -76,7 +85,7 @@ fn growth_stops_at_the_connection_cap_with_what_room_is_left() {
         max_connection_window: (2688 * KIB) as usize,
         ..MuxConfig::default()
     };
-    let (mut s, now) = session_with_a_grown_stream(config, t0);
+    let (mut s, now, _) = session_with_a_grown_stream(config, t0);
     let update = half_window_read_after(&mut s, 3, now, Duration::from_millis(5));
     assert_eq!(
         update,
