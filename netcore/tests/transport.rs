@@ -120,6 +120,111 @@ async fn an_inbound_tcp_socket_gets_the_configured_options_when_upgraded() {
     assert_eq!(client.read(&mut buf).await.unwrap(), 0);
 }
 
+/// A nonblocking connect from `from` to `to`: the SYN is sent when this returns.
+#[cfg(target_os = "linux")]
+fn start_connect(from: impl Into<std::net::IpAddr>, to: std::net::SocketAddr) -> socket2::Socket {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(to), Type::STREAM, None).unwrap();
+    socket
+        .bind(&std::net::SocketAddr::new(from.into(), 0).into())
+        .unwrap();
+    socket.set_nonblocking(true).unwrap();
+    if let Err(e) = socket.connect(&to.into()) {
+        // EINPROGRESS: the SYN is out, the handshake goes on in the kernel.
+        assert_eq!(e.raw_os_error(), Some(115), "{e}");
+    }
+    socket
+}
+
+/// The kernel's side of the source filter: SYNs from a blocked prefix never reach the
+/// accept queue, other sources (and an allowed one inside the prefix) do, and a source
+/// unblocked gets through at its SYN's next retransmission (about 1 s later).
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_listener_drops_the_syns_of_blocked_sources_before_accepting() {
+    use netcore::transport::{FilterRules, Prefix, SourceFilter};
+    use std::net::{IpAddr, Ipv4Addr};
+
+    let ip = |d: u8| IpAddr::V4(Ipv4Addr::new(127, 0, 0, d));
+    let filter = SourceFilter::default();
+    filter.set(FilterRules {
+        allowed: vec![ip(3)],
+        blocked: vec![Prefix {
+            addr: ip(0),
+            len: 24,
+        }],
+    });
+    let transport = TcpTransport::default().with_source_filter(filter.clone());
+    let (mut listener, bound) = transport.listen_on(addr("/ip4/127.0.0.1/tcp/0")).unwrap();
+    // The listener applies the rules when first polled; nothing is waiting yet.
+    assert!(futures::poll!(listener.next()).is_pending());
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], bound.port()));
+
+    let blocked = start_connect(Ipv4Addr::new(127, 0, 0, 2), target);
+    let _allowed = start_connect(Ipv4Addr::new(127, 0, 0, 3), target);
+    let _outside = start_connect(Ipv4Addr::new(127, 0, 1, 1), target);
+    let mut accepted = Vec::new();
+    for _ in 0..2 {
+        let (_, remote) = listener.next().await.unwrap().unwrap();
+        accepted.push(remote.ip().unwrap());
+    }
+    accepted.sort();
+    assert_eq!(accepted, [ip(3), IpAddr::V4(Ipv4Addr::new(127, 0, 1, 1))]);
+    // The blocked SYN went out before the others were accepted, and got no answer.
+    assert_eq!(
+        blocked.peer_addr().unwrap_err().raw_os_error(),
+        Some(107),
+        "ENOTCONN: the blocked socket is still waiting for a SYN-ACK"
+    );
+
+    filter.set(FilterRules::default());
+    let (_, remote) = tokio::time::timeout(Duration::from_secs(10), listener.next())
+        .await
+        .expect("the retransmitted SYN is accepted once unblocked")
+        .unwrap()
+        .unwrap();
+    assert_eq!(remote.ip(), Some(ip(2)));
+}
+
+/// The same over IPv6, where the program compares the source a word at a time: a SYN
+/// from `::1` is dropped while `::1` is blocked, and passes once the rules block
+/// another address instead.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn an_ipv6_listener_drops_the_syns_of_blocked_sources() {
+    use netcore::transport::{FilterRules, Prefix, SourceFilter};
+    use std::net::{IpAddr, Ipv6Addr};
+
+    let block = |ip: Ipv6Addr| FilterRules {
+        allowed: vec![],
+        blocked: vec![Prefix::host(IpAddr::V6(ip))],
+    };
+    let filter = SourceFilter::default();
+    filter.set(block(Ipv6Addr::LOCALHOST));
+    let transport = TcpTransport::default().with_source_filter(filter.clone());
+    let (mut listener, bound) = transport.listen_on(addr("/ip6/::1/tcp/0")).unwrap();
+    assert!(futures::poll!(listener.next()).is_pending());
+    // A second listener, unfiltered, orders the kernel's work: its SYN is handled
+    // after the blocked one.
+    let (mut witness, witness_addr) = TcpTransport::default()
+        .listen_on(addr("/ip6/::1/tcp/0"))
+        .unwrap();
+    let to = |port| std::net::SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+
+    let blocked = start_connect(Ipv6Addr::LOCALHOST, to(bound.port()));
+    let _witness_client = start_connect(Ipv6Addr::LOCALHOST, to(witness_addr.port()));
+    witness.next().await.unwrap().unwrap();
+    assert_eq!(blocked.peer_addr().unwrap_err().raw_os_error(), Some(107));
+    assert!(futures::poll!(listener.next()).is_pending());
+
+    filter.set(block("2001:db8::1".parse().unwrap()));
+    tokio::time::timeout(Duration::from_secs(10), listener.next())
+        .await
+        .expect("the retransmitted SYN is accepted once unblocked")
+        .unwrap()
+        .unwrap();
+}
+
 #[tokio::test]
 async fn transports_refuse_addresses_of_the_other_kind() {
     let tcp = TcpTransport::default();

@@ -32,6 +32,7 @@ mod boxed;
 mod fault;
 mod map;
 mod memory;
+mod source_filter;
 mod tcp;
 mod timeout;
 
@@ -51,6 +52,7 @@ pub use fault::{
 };
 pub use map::{Map, MapFuture, MapListener};
 pub use memory::{MemoryListenerStream, MemoryTransport};
+pub use source_filter::{FilterRules, MAX_PROGRAM_LEN, Prefix, SourceFilter};
 pub use tcp::{DEFAULT_NOTSENT_LOWAT, TcpConfig, TcpInbound, TcpListenerStream, TcpTransport};
 pub use timeout::{TimeoutError, TimeoutFuture, TimeoutListener, WithTimeout};
 

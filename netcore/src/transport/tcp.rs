@@ -12,6 +12,7 @@ use futures::future::BoxFuture;
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::source_filter::{SourceFilter, Subscription, compile};
 use super::{Transport, TransportError};
 use crate::address::{Endpoint, Host, NetworkAddress};
 
@@ -94,12 +95,24 @@ impl TcpConfig {
 pub struct TcpTransport {
     /// Options for every connection.
     pub config: TcpConfig,
+    /// Sources whose SYNs the listeners drop before accepting (none by default).
+    source_filter: Option<SourceFilter>,
 }
 
 impl TcpTransport {
     /// A TCP transport with the given options.
     pub fn new(config: TcpConfig) -> Self {
-        Self { config }
+        Self {
+            config,
+            source_filter: None,
+        }
+    }
+
+    /// Every listener of this transport applies the rules of `filter` to its socket,
+    /// and follows their changes (see [`SourceFilter`]).
+    pub fn with_source_filter(mut self, filter: SourceFilter) -> Self {
+        self.source_filter = Some(filter);
+        self
     }
 }
 
@@ -145,6 +158,11 @@ impl Transport for TcpTransport {
             TcpListenerStream {
                 listener,
                 config: self.config.clone(),
+                filter: self.source_filter.as_ref().map(|f| ListenerFilter {
+                    subscription: f.subscribe(),
+                    v6: ip.is_ipv6(),
+                    attached: false,
+                }),
             },
             bound,
         ))
@@ -204,20 +222,82 @@ async fn resolve(host: &Host, port: u16) -> Result<Vec<SocketAddr>, TransportErr
 pub struct TcpListenerStream {
     listener: TcpListener,
     config: TcpConfig,
+    filter: Option<ListenerFilter>,
+}
+
+/// A listener's socket filter: the rules it follows and whether a program is on the
+/// socket.
+#[derive(Debug)]
+struct ListenerFilter {
+    subscription: Subscription,
+    /// An IPv6-only socket (IPv4 rules do not apply to it).
+    v6: bool,
+    /// Whether a program is attached (then accepted sockets inherit it, and drop it).
+    attached: bool,
+}
+
+impl ListenerFilter {
+    /// Applies the rules to `listener` if they changed. A failure leaves the previous
+    /// program in place and is logged: refusals then happen at accept, as without a
+    /// filter.
+    fn refresh(&mut self, listener: &TcpListener, cx: &Context<'_>) {
+        let Some(rules) = self.subscription.poll_changed(cx.waker()) else {
+            return;
+        };
+        let program = compile(&rules, self.v6);
+        match attach(listener, program.as_ref().map(|(p, _)| p.as_slice())) {
+            Ok(()) => self.attached = program.is_some(),
+            Err(error) => tracing::warn!(%error, "could not set the listener's socket filter"),
+        }
+    }
+}
+
+/// Attaches `program` to the listening socket, or removes the one there (`None`).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn attach(
+    listener: &TcpListener,
+    program: Option<&[super::source_filter::Insn]>,
+) -> io::Result<()> {
+    let socket = SockRef::from(listener);
+    match program {
+        Some(program) => {
+            let program: Vec<socket2::SockFilter> = program
+                .iter()
+                .map(|i| socket2::SockFilter::new(i.code, i.jt, i.jf, i.k))
+                .collect();
+            socket.attach_filter(&program)
+        }
+        // Detaching a socket with no filter fails with `ENOENT`: nothing to undo.
+        None => match socket.detach_filter() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        },
+    }
+}
+
+/// Socket filters are a Linux feature: elsewhere the rules are kept and never applied.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn attach(_: &TcpListener, _: Option<&[super::source_filter::Insn]>) -> io::Result<()> {
+    Ok(())
 }
 
 impl Stream for TcpListenerStream {
     type Item = Result<(TcpInbound, NetworkAddress), TransportError>;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let (stream, remote) = match self.listener.poll_accept(cx) {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if let Some(filter) = &mut this.filter {
+            filter.refresh(&this.listener, cx);
+        }
+        let (stream, remote) = match this.listener.poll_accept(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(Ok(accepted)) => accepted,
         };
         let inbound = TcpInbound {
             stream: Some(stream),
-            config: self.config.clone(),
+            config: this.config.clone(),
+            detach_filter: this.filter.as_ref().is_some_and(|f| f.attached),
         };
         Poll::Ready(Some(Ok((
             inbound,
@@ -236,6 +316,9 @@ impl Stream for TcpListenerStream {
 pub struct TcpInbound {
     stream: Option<TcpStream>,
     config: TcpConfig,
+    /// The socket inherited the listener's filter, which is for SYNs only: it is
+    /// removed so the connection's packets do not run it.
+    detach_filter: bool,
 }
 
 impl Future for TcpInbound {
@@ -247,6 +330,11 @@ impl Future for TcpInbound {
                 "inbound TCP socket polled after completion",
             ))));
         };
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if self.detach_filter {
+            // Best effort: the program passes every packet but a SYN anyway.
+            let _ = SockRef::from(&stream).detach_filter();
+        }
         Poll::Ready(match self.config.apply(&stream) {
             Ok(()) => Ok(stream),
             Err(e) => Err(e.into()),
