@@ -9,12 +9,24 @@
 //! a hash lookup or two, no Diffie-Hellman. Its memory is bounded: pending counts exist
 //! only for pending sockets, and at most [`MAX_TRACKED_SOURCES`] rate buckets per kind
 //! are kept, the idle ones forgotten first.
+//!
+//! A source refused for its rate is also *filtered* for as long as its bucket takes to
+//! refill (when the listeners have a [`SourceFilter`](netcore::transport::SourceFilter)):
+//! [`Admission::take_filter_rules`]
+//! gives the sources to block, and the kernel drops their SYNs before any accept. A
+//! flood then costs the node a few hundred nanoseconds per SYN instead of an accept and
+//! a reset each; once a block expires the source gets its burst again and, if it keeps
+//! flooding, is blocked again, so what it gets through is still its configured rate. At
+//! most [`MAX_FILTERED_SOURCES`] are blocked at once (every SYN walks the list);
+//! sources beyond that are refused at accept as before. Known validators are never
+//! blocked: their addresses inside a blocked subnet are let through by the filter.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use netcore::transport::{FilterRules, Prefix};
 use netcore::{NetworkAddress, PeerId};
 use parking_lot::RwLock;
 
@@ -43,6 +55,10 @@ pub const DEFAULT_RESERVED_FOR_VALIDATORS: usize = 32;
 /// Rate buckets kept per kind (IPs, subnets) at most: a flood from more sources than
 /// this forgets the idlest ones, so memory stays bounded whatever the source count.
 pub const MAX_TRACKED_SOURCES: usize = 16_384;
+
+/// Sources (IPs and subnets) blocked in the listeners' socket filter at once, at most:
+/// every SYN walks the list, two to five instructions per entry.
+pub const MAX_FILTERED_SOURCES: usize = 256;
 
 /// The limits applied at accept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +123,24 @@ pub enum Subnet {
 }
 
 impl Subnet {
+    /// The subnet as an address prefix.
+    pub fn prefix(self) -> Prefix {
+        match self {
+            Subnet::V4([a, b, c]) => Prefix {
+                addr: IpAddr::from([a, b, c, 0]),
+                len: 24,
+            },
+            Subnet::V6(head) => {
+                let mut octets = [0u8; 16];
+                octets[..8].copy_from_slice(&head);
+                Prefix {
+                    addr: IpAddr::from(octets),
+                    len: 64,
+                }
+            }
+        }
+    }
+
     /// The subnet of `ip` (an IPv4-mapped IPv6 address counts as IPv4).
     pub fn of(ip: IpAddr) -> Self {
         match ip {
@@ -139,6 +173,11 @@ impl ValidatorAddresses {
     /// Whether `ip` is a known validator's.
     pub fn contains(&self, ip: &IpAddr) -> bool {
         self.0.read().contains(ip)
+    }
+
+    /// The known validators' IPs for which `keep` holds.
+    fn matching(&self, keep: impl Fn(&IpAddr) -> bool) -> Vec<IpAddr> {
+        self.0.read().iter().copied().filter(keep).collect()
     }
 }
 
@@ -269,6 +308,36 @@ pub struct Admission {
     pending_subnet: HashMap<Subnet, usize>,
     rate_ip: Buckets<IpAddr>,
     rate_subnet: Buckets<Subnet>,
+    blocks: Blocks,
+}
+
+/// Sources blocked in the listeners' filter, with when each block ends.
+#[derive(Debug, Default)]
+struct Blocks {
+    /// Off when no listener has a filter: nothing is recorded.
+    enabled: bool,
+    ips: HashMap<IpAddr, Instant>,
+    subnets: HashMap<Subnet, Instant>,
+    /// The set changed since the rules were last taken.
+    changed: bool,
+}
+
+impl Blocks {
+    fn len(&self) -> usize {
+        self.ips.len() + self.subnets.len()
+    }
+
+    fn block_ip(&mut self, ip: IpAddr, until: Instant) {
+        if self.enabled && self.len() < MAX_FILTERED_SOURCES {
+            self.changed |= self.ips.insert(ip, until).is_none();
+        }
+    }
+
+    fn block_subnet(&mut self, subnet: Subnet, until: Instant) {
+        if self.enabled && self.len() < MAX_FILTERED_SOURCES {
+            self.changed |= self.subnets.insert(subnet, until).is_none();
+        }
+    }
 }
 
 /// A socket let in: whether it comes from a known validator's address (then the slots
@@ -285,6 +354,7 @@ impl Admission {
         Self {
             rate_ip: Buckets::new(config.rate_per_ip),
             rate_subnet: Buckets::new(config.rate_per_subnet),
+            blocks: Blocks::default(),
             config,
             validators,
             pending_ip: HashMap::new(),
@@ -314,9 +384,13 @@ impl Admission {
             // taken only for an IP within its own rate, so one fast IP cannot spend its
             // neighbours' budget.
             if !self.rate_ip.has_token(ip, now) {
+                self.blocks
+                    .block_ip(ip, now + refill_time(self.config.rate_per_ip));
                 return Err(Refusal::RatePerIp);
             }
             if !self.rate_subnet.take(subnet, now) {
+                self.blocks
+                    .block_subnet(subnet, now + refill_time(self.config.rate_per_subnet));
                 return Err(Refusal::RatePerSubnet);
             }
             self.rate_ip.take(ip, now);
@@ -363,11 +437,55 @@ impl Admission {
     /// How long rate buckets take to refill completely: a source idle that long is as
     /// good as new.
     pub fn refill_time(&self) -> Duration {
-        let slowest = |r: Rate| r.burst.max(1) as f64 / r.per_second.max(1) as f64;
-        Duration::from_secs_f64(
-            slowest(self.config.rate_per_ip).max(slowest(self.config.rate_per_subnet)),
-        )
+        refill_time(self.config.rate_per_ip).max(refill_time(self.config.rate_per_subnet))
     }
+
+    /// Record the sources refused for their rate, to be blocked in the listeners'
+    /// filter (off by default: without a filter there is nobody to tell).
+    pub fn enable_filter(&mut self) {
+        self.blocks.enabled = true;
+    }
+
+    /// Ends the blocks due by `now`.
+    pub fn expire(&mut self, now: Instant) {
+        let before = self.blocks.len();
+        self.blocks.ips.retain(|_, until| *until > now);
+        self.blocks.subnets.retain(|_, until| *until > now);
+        self.blocks.changed |= self.blocks.len() != before;
+    }
+
+    /// When the next block ends, if any is in force.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        let ips = self.blocks.ips.values();
+        ips.chain(self.blocks.subnets.values()).min().copied()
+    }
+
+    /// Sources blocked now.
+    pub fn filtered_sources(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// The rules for the listeners' filter, if they changed since last taken: the
+    /// blocked IPs and subnets, and the known validators inside a blocked subnet (they
+    /// pass).
+    pub fn take_filter_rules(&mut self) -> Option<FilterRules> {
+        if !std::mem::take(&mut self.blocks.changed) {
+            return None;
+        }
+        let subnets = &self.blocks.subnets;
+        let allowed = self
+            .validators
+            .matching(|ip| subnets.contains_key(&Subnet::of(*ip)));
+        let blocked = (self.blocks.ips.keys().map(|ip| Prefix::host(*ip)))
+            .chain(subnets.keys().map(|s| s.prefix()))
+            .collect();
+        Some(FilterRules { allowed, blocked })
+    }
+}
+
+/// How long a bucket of `rate` takes to refill from empty.
+fn refill_time(rate: Rate) -> Duration {
+    Duration::from_secs_f64(rate.burst.max(1) as f64 / rate.per_second.max(1) as f64)
 }
 
 #[cfg(test)]

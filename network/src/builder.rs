@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use netcore::multiplexing::Priority;
-use netcore::transport::{BoxedListener, BoxedTransport, Transport, TransportError};
+use netcore::transport::{BoxedListener, BoxedTransport, SourceFilter, Transport, TransportError};
 use netcore::{NetworkAddress, PeerId};
 use noise::{AuthMode, NoiseUpgrader, TrustedPeers};
 use parking_lot::Mutex;
@@ -88,6 +88,7 @@ pub struct NetworkBuilder {
     message_sizes: HashMap<ProtocolId, usize>,
     is_trusted: TrustPredicate,
     validator_addresses: ValidatorAddresses,
+    source_filter: Option<SourceFilter>,
 }
 
 impl NetworkBuilder {
@@ -110,6 +111,7 @@ impl NetworkBuilder {
             message_sizes: HashMap::new(),
             is_trusted,
             validator_addresses: ValidatorAddresses::default(),
+            source_filter: None,
         }
     }
 
@@ -127,6 +129,17 @@ impl NetworkBuilder {
     /// [`crate::admission`]). Shared: a later `replace` (an epoch change) applies at once.
     pub fn validator_addresses(&mut self, addresses: ValidatorAddresses) -> &mut Self {
         self.validator_addresses = addresses;
+        self
+    }
+
+    /// The socket filter of the TCP listeners ([`TcpTransport::with_source_filter`] with
+    /// the same handle): sources admission refuses for their rate are blocked there for
+    /// a while, and their SYNs dropped by the kernel before any accept (see
+    /// [`crate::admission`]). Without it they are refused at accept, which costs more.
+    ///
+    /// [`TcpTransport::with_source_filter`]: netcore::transport::TcpTransport::with_source_filter
+    pub fn source_filter(&mut self, filter: SourceFilter) -> &mut Self {
+        self.source_filter = Some(filter);
         self
     }
 
@@ -305,6 +318,7 @@ impl NetworkBuilder {
             self.is_trusted,
             self.validator_addresses,
             claims,
+            self.source_filter,
             shutdown_rx,
         );
         let task = tokio::spawn(manager.run());

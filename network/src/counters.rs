@@ -63,6 +63,8 @@ pub struct ConnectionMetrics {
     pub dial_latency: Histogram,
     /// Inbound sockets refused at accept, before any cryptography, by reason.
     pub admission_refusals: IntCounterVec,
+    /// Sources (IPs and subnets) whose SYNs the listeners' socket filter drops now.
+    pub filtered_sources: IntGauge,
     /// Inbound upgrades evicted to make room for a newer socket.
     pub upgrades_evicted: IntCounter,
     /// Connections closed because the remote broke the multiplexer protocol.
@@ -106,6 +108,11 @@ impl ConnectionMetrics {
                 "network_admission_refusals_total",
                 "Inbound sockets refused at accept, before any cryptography",
                 &["reason"],
+                r
+            )?,
+            filtered_sources: register_int_gauge_with_registry!(
+                "network_admission_filtered_sources",
+                "Sources (IPs and subnets) whose SYNs the listeners' socket filter drops now",
                 r
             )?,
             upgrades_evicted: register_int_counter_with_registry!(

@@ -11,9 +11,12 @@ use std::time::Duration;
 
 use common::{Net, counter_in, eventually, identities, start_node};
 use netcore::address::{Endpoint, Host};
-use network::NetworkConfig;
+use netcore::transport::{Prefix, SourceFilter, TcpTransport};
 use network::admission::AdmissionConfig;
 use network::rate_limit::Rate;
+use network::{NetworkBuilder, NetworkConfig};
+use noise::{NoiseConfig, NoiseUpgrader};
+use prometheus::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -189,4 +192,86 @@ async fn a_handshake_naming_a_trusted_peer_is_not_evicted_by_strangers() {
     let still_open = tokio::time::timeout(Duration::from_millis(200), slow.read(&mut byte)).await;
     assert!(still_open.is_err(), "evicted: {still_open:?}");
     drop(strangers);
+}
+
+/// Starts a node over TCP whose listener has a socket filter, and returns the filter.
+fn start_filtered_node(config: NetworkConfig) -> (network::Network, SourceFilter, Registry) {
+    let (mut ids, trusted) = identities(1);
+    let registry = Registry::new();
+    let upgrader = NoiseUpgrader::new(ids.remove(0), NoiseConfig::mutual(trusted));
+    let mut builder = NetworkBuilder::new(config, upgrader, registry.clone());
+    let filter = SourceFilter::default();
+    builder.source_filter(filter.clone());
+    builder.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap());
+    let tcp = TcpTransport::default().with_source_filter(filter.clone());
+    (builder.start(tcp).unwrap(), filter, registry)
+}
+
+fn filtered_sources(registry: &Registry) -> f64 {
+    registry
+        .gather()
+        .iter()
+        .find(|f| f.name() == "network_admission_filtered_sources")
+        .map_or(0.0, |f| f.get_metric()[0].get_gauge().get_value())
+}
+
+/// A nonblocking connect from `from`: the SYN is out when this returns.
+fn start_connect(from: Ipv4Addr, to: SocketAddr) -> socket2::Socket {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((from, 0)).into()).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    if let Err(e) = socket.connect(&to.into()) {
+        assert_eq!(e.raw_os_error(), Some(115), "EINPROGRESS expected: {e}");
+    }
+    socket
+}
+
+/// A source over its rate is blocked in the listener's socket filter: the kernel drops
+/// its next SYNs before any accept, the gauge shows the block, and the block ends once
+/// the source's bucket has refilled (its SYN's retransmission then gets through).
+#[tokio::test]
+async fn a_source_over_its_rate_is_dropped_by_the_kernel_until_its_bucket_refills() {
+    let config = NetworkConfig {
+        admission: AdmissionConfig {
+            // Refills in 200 ms.
+            rate_per_ip: Rate {
+                per_second: 10,
+                burst: 2,
+            },
+            rate_per_subnet: FAST,
+            ..AdmissionConfig::default()
+        },
+        ..NetworkConfig::default()
+    };
+    let (network, filter, registry) = start_filtered_node(config);
+    let to = socket_addr(&network.listen_addrs()[0]);
+    let flooder = Ipv4Addr::new(127, 0, 0, 5);
+    let _held = [
+        connect_from(flooder, to).await,
+        connect_from(flooder, to).await,
+    ];
+    assert!(refused_by_node(flooder, to).await);
+    eventually(|| filtered_sources(&registry) == 1.0).await;
+    let blocked = filter.rules().blocked.clone();
+    assert_eq!(blocked, [Prefix::host(flooder.into())]);
+
+    // The node's listener runs the new program once it has been polled: wait until a
+    // SYN from the flooder goes unanswered while one from a neighbour is answered.
+    let mut tries = 0;
+    let unanswered = loop {
+        let syn = start_connect(flooder, to);
+        // The neighbour's SYN is handled after the flooder's.
+        connect_from(Ipv4Addr::new(127, 0, 0, 6), to).await;
+        if syn.peer_addr().is_err() {
+            break syn;
+        }
+        tries += 1;
+        assert!(tries < 100, "the listener never dropped the flooder's SYNs");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    // The block ends 200 ms after it began; the retransmitted SYN (about 1 s after
+    // the first) is answered.
+    eventually(|| filtered_sources(&registry) == 0.0).await;
+    assert!(filter.rules().blocked.is_empty());
+    eventually(|| unanswered.peer_addr().is_ok()).await;
 }

@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use netcore::address::{Endpoint, Host};
-use netcore::transport::{MemoryTransport, TcpTransport, Transport, TransportError};
+use netcore::transport::{MemoryTransport, SourceFilter, TcpTransport, Transport, TransportError};
 use netcore::{NetworkAddress, PeerId};
 use network::admission::ValidatorAddresses;
 use network::connectivity_manager::{ConnectivityHandle, ConnectivityManager};
@@ -225,7 +225,14 @@ impl StackBuilder {
         let mut network = match self.transport {
             Some(start) => start(builder)?,
             None if resolved.memory => builder.start(MemoryTransport::default())?,
-            None => builder.start(TcpTransport::new(self.config.socket.tcp_config()))?,
+            None => {
+                // Admission blocks sources that flood it in the listeners' socket
+                // filter, so the kernel drops their SYNs before any accept.
+                let filter = SourceFilter::default();
+                builder.source_filter(filter.clone());
+                let tcp = TcpTransport::new(self.config.socket.tcp_config());
+                builder.start(tcp.with_source_filter(filter))?
+            }
         };
         let listen_addrs = network.listen_addrs().to_vec();
         info!(peer = %local, addrs = ?listen_addrs, "network started");

@@ -226,3 +226,113 @@ fn a_claimed_trusted_id_protects_at_most_two_handshakes() {
     board.clear(&addr(1));
     assert!(board.mark(addr(3), validator));
 }
+
+/// Admits and releases sockets from `ip` at `now` until one is refused; the refusal.
+fn flood(a: &mut Admission, ip: IpAddr, now: Instant) -> Refusal {
+    for _ in 0..10_000 {
+        match a.admit(ip, now) {
+            Ok(_) => a.release(ip),
+            Err(refusal) => return refusal,
+        }
+    }
+    panic!("never refused");
+}
+
+#[test]
+fn a_source_refused_for_its_rate_is_filtered_until_its_bucket_refills() {
+    let mut a = admission(AdmissionConfig::default());
+    a.enable_filter();
+    let now = Instant::now();
+    let ip = v4(10, 0, 0, 9);
+    assert_eq!(flood(&mut a, ip, now), Refusal::RatePerIp);
+    let rules = a.take_filter_rules().expect("the IP is blocked");
+    assert_eq!(rules.blocked, [Prefix::host(ip)]);
+    assert!(rules.allowed.is_empty());
+    assert_eq!(a.take_filter_rules(), None, "taken once");
+    // Refused again while blocked (SYNs already queued): the block stands as it was.
+    assert_eq!(a.admit(ip, now), Err(Refusal::RatePerIp));
+    assert_eq!(a.take_filter_rules(), None);
+
+    let refill = refill_time(DEFAULT_RATE_PER_IP);
+    assert_eq!(a.next_expiry(), Some(now + refill));
+    a.expire(now + refill - Duration::from_millis(1));
+    assert_eq!(a.take_filter_rules(), None);
+    a.expire(now + refill);
+    assert_eq!(a.take_filter_rules().unwrap().blocked, []);
+    assert_eq!(a.next_expiry(), None);
+    // Unblocked with its bucket full again: its whole burst gets in.
+    for _ in 0..DEFAULT_RATE_PER_IP.burst {
+        assert!(a.admit(ip, now + refill).is_ok());
+        a.release(ip);
+    }
+}
+
+#[test]
+fn a_blocked_subnet_lets_its_known_validators_through() {
+    let validators = ValidatorAddresses::default();
+    validators.replace([v4(10, 0, 0, 1), v4(10, 0, 1, 1)]);
+    let mut a = Admission::new(AdmissionConfig::default(), validators);
+    a.enable_filter();
+    let now = Instant::now();
+    let refusal = (2..=255)
+        .find_map(|d| {
+            let ip = v4(10, 0, 0, d);
+            let refused = a.admit(ip, now).err();
+            if refused.is_none() {
+                a.release(ip);
+            }
+            refused
+        })
+        .expect("the subnet's burst runs out");
+    assert_eq!(refusal, Refusal::RatePerSubnet);
+    let rules = a.take_filter_rules().unwrap();
+    assert_eq!(rules.blocked, [Subnet::of(v4(10, 0, 0, 0)).prefix()]);
+    // Only the validator inside the blocked subnet needs letting through.
+    assert_eq!(rules.allowed, [v4(10, 0, 0, 1)]);
+}
+
+#[test]
+fn at_most_so_many_sources_are_filtered() {
+    let mut a = admission(AdmissionConfig {
+        rate_per_subnet: FAST,
+        ..AdmissionConfig::default()
+    });
+    a.enable_filter();
+    let now = Instant::now();
+    for i in 0..(MAX_FILTERED_SOURCES as u32 + 10) {
+        let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+        assert_eq!(flood(&mut a, ip, now), Refusal::RatePerIp);
+    }
+    assert_eq!(a.filtered_sources(), MAX_FILTERED_SOURCES);
+    assert_eq!(
+        a.take_filter_rules().unwrap().blocked.len(),
+        MAX_FILTERED_SOURCES
+    );
+}
+
+#[test]
+fn without_a_filter_no_block_is_recorded() {
+    let mut a = admission(AdmissionConfig::default());
+    assert_eq!(
+        flood(&mut a, v4(10, 0, 0, 9), Instant::now()),
+        Refusal::RatePerIp
+    );
+    assert_eq!(a.filtered_sources(), 0);
+    assert_eq!(a.take_filter_rules(), None);
+}
+
+#[test]
+fn subnets_as_prefixes_cover_their_addresses() {
+    let v6: IpAddr = "2001:db8:1:2:3::4".parse().unwrap();
+    for ip in [v4(192, 0, 2, 77), v6] {
+        let prefix = Subnet::of(ip).prefix();
+        assert!(prefix.contains(ip));
+    }
+    assert!(
+        !Subnet::of(v4(192, 0, 2, 77))
+            .prefix()
+            .contains(v4(192, 0, 3, 77))
+    );
+    let next: IpAddr = "2001:db8:1:3::4".parse().unwrap();
+    assert!(!Subnet::of(v6).prefix().contains(next));
+}

@@ -29,6 +29,7 @@ impl PeerManager {
                     .with_label_values(&[refusal.as_str()])
                     .inc();
                 debug!(from = %addr, reason = refusal.as_str(), "socket refused at accept");
+                self.publish_filter();
                 return;
             }
             Some(Ok(admitted)) => admitted.validator,
@@ -80,5 +81,37 @@ impl PeerManager {
         if let Some(addr) = self.upgrade_addrs.remove(&id) {
             self.claims.clear(&addr);
         }
+    }
+
+    /// Hands admission's blocks to the listeners' filter if they changed, and arms the
+    /// timer for the next one to end.
+    pub(super) fn publish_filter(&mut self) {
+        let Some(filter) = &self.source_filter else {
+            return;
+        };
+        let Some(rules) = self.admission.take_filter_rules() else {
+            return;
+        };
+        filter.set(rules);
+        let metrics = &self.shared.protocols.metrics.connection;
+        metrics
+            .filtered_sources
+            .set(self.admission.filtered_sources() as i64);
+        match self.admission.next_expiry() {
+            Some(at) => {
+                let at = tokio::time::Instant::from_std(at);
+                self.filter_expiry.as_mut().reset(at);
+                self.filter_armed = true;
+            }
+            None => self.filter_armed = false,
+        }
+    }
+
+    /// The next block ended: the filter lets its source through again.
+    pub(super) fn on_filter_expiry(&mut self) {
+        self.admission.expire(Instant::now());
+        // Disarmed here: publishing re-arms it if blocks remain.
+        self.filter_armed = false;
+        self.publish_filter();
     }
 }

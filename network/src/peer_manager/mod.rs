@@ -25,15 +25,19 @@ mod notifications;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::future::{AbortHandle, Aborted, BoxFuture};
 use futures::stream::{FuturesUnordered, SelectAll};
 use futures::{FutureExt, StreamExt};
-use netcore::transport::{BoxedListener, BoxedTransport, ConnectionOrigin, Transport};
+use netcore::transport::{
+    BoxedListener, BoxedTransport, ConnectionOrigin, SourceFilter, Transport,
+};
 use netcore::{NetworkAddress, PeerId};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Sleep;
 use tracing::{debug, info, warn};
 
 use self::notifications::coalesce_notifications;
@@ -74,6 +78,11 @@ pub(crate) struct PeerManager {
     upgrade_aborts: HashMap<UpgradeId, AbortHandle>,
     /// Limits on inbound sockets at accept, before any cryptography.
     admission: Admission,
+    /// Where admission's blocks go (the TCP listeners' socket filter), if anywhere.
+    source_filter: Option<SourceFilter>,
+    /// Fires when the next block ends; armed only while blocks are in force.
+    filter_expiry: Pin<Box<Sleep>>,
+    filter_armed: bool,
     /// The source IP of each inbound upgrade in flight that admission counts.
     upgrade_sources: HashMap<UpgradeId, IpAddr>,
     /// The source address of each inbound upgrade in flight.
@@ -106,6 +115,7 @@ impl PeerManager {
         is_trusted: TrustPredicate,
         validator_addresses: ValidatorAddresses,
         claims: ClaimBoard,
+        source_filter: Option<SourceFilter>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         // Every live connection task may report once; the manager drains this queue in
@@ -113,7 +123,10 @@ impl PeerManager {
         let (closed_tx, closed_rx) = mpsc::channel(1024);
         let (peer_shutdown, _) = watch::channel(false);
         let config = &shared.protocols.config;
-        let admission = Admission::new(config.admission, validator_addresses);
+        let mut admission = Admission::new(config.admission, validator_addresses);
+        if source_filter.is_some() {
+            admission.enable_filter();
+        }
         let decisions = Decisions::new(
             shared.local_peer_id,
             Limits {
@@ -139,6 +152,9 @@ impl PeerManager {
             inbound_upgrades: FuturesUnordered::new(),
             upgrade_aborts: HashMap::new(),
             admission,
+            source_filter,
+            filter_expiry: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            filter_armed: false,
             upgrade_sources: HashMap::new(),
             upgrade_addrs: HashMap::new(),
             claims,
@@ -161,6 +177,7 @@ impl PeerManager {
                 _ = self.shutdown.changed() => break,
                 Some(closed) = self.closed_rx.recv() => self.on_closed(closed),
                 Some(request) = self.requests.recv() => self.on_request(request),
+                () = &mut self.filter_expiry, if self.filter_armed => self.on_filter_expiry(),
                 Some((id, addr, result)) = self.inbound_upgrades.next(), if !self.inbound_upgrades.is_empty() => {
                     self.on_upgrade_ended(id);
                     // An evicted upgrade (`Aborted`) dropped its socket already.
