@@ -327,15 +327,21 @@ impl Blocks {
         self.ips.len() + self.subnets.len()
     }
 
+    /// Blocks `ip` until `until`, unless it is blocked already: a block is not
+    /// extended by the refusals of sockets that were queued before it took effect.
     fn block_ip(&mut self, ip: IpAddr, until: Instant) {
-        if self.enabled && self.len() < MAX_FILTERED_SOURCES {
-            self.changed |= self.ips.insert(ip, until).is_none();
+        if self.enabled && !self.ips.contains_key(&ip) && self.len() < MAX_FILTERED_SOURCES {
+            self.ips.insert(ip, until);
+            self.changed = true;
         }
     }
 
+    /// Blocks `subnet` until `until`, as [`Self::block_ip`].
     fn block_subnet(&mut self, subnet: Subnet, until: Instant) {
-        if self.enabled && self.len() < MAX_FILTERED_SOURCES {
-            self.changed |= self.subnets.insert(subnet, until).is_none();
+        if self.enabled && !self.subnets.contains_key(&subnet) && self.len() < MAX_FILTERED_SOURCES
+        {
+            self.subnets.insert(subnet, until);
+            self.changed = true;
         }
     }
 }

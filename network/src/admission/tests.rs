@@ -249,8 +249,10 @@ fn a_source_refused_for_its_rate_is_filtered_until_its_bucket_refills() {
     assert_eq!(rules.blocked, [Prefix::host(ip)]);
     assert!(rules.allowed.is_empty());
     assert_eq!(a.take_filter_rules(), None, "taken once");
-    // Refused again while blocked (SYNs already queued): the block stands as it was.
-    assert_eq!(a.admit(ip, now), Err(Refusal::RatePerIp));
+    // Refused again while blocked (sockets queued before the block took effect): the
+    // block stands as it was, not extended.
+    let later = now + Duration::from_millis(100);
+    assert_eq!(a.admit(ip, later), Err(Refusal::RatePerIp));
     assert_eq!(a.take_filter_rules(), None);
 
     let refill = refill_time(DEFAULT_RATE_PER_IP);

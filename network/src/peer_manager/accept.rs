@@ -97,6 +97,11 @@ impl PeerManager {
         metrics
             .filtered_sources
             .set(self.admission.filtered_sources() as i64);
+        self.arm_filter_timer();
+    }
+
+    /// Sets the timer for the next block to end, or disarms it if none is in force.
+    fn arm_filter_timer(&mut self) {
         match self.admission.next_expiry() {
             Some(at) => {
                 let at = tokio::time::Instant::from_std(at);
@@ -110,8 +115,7 @@ impl PeerManager {
     /// The next block ended: the filter lets its source through again.
     pub(super) fn on_filter_expiry(&mut self) {
         self.admission.expire(Instant::now());
-        // Disarmed here: publishing re-arms it if blocks remain.
-        self.filter_armed = false;
         self.publish_filter();
+        self.arm_filter_timer();
     }
 }
