@@ -1,7 +1,7 @@
 //! Admission of inbound sockets, before any cryptography: how many handshakes may be
 //! pending in total, per source IP and per subnet (/24 for IPv4, /64 for IPv6), and how
-//! fast new ones may start per IP and per subnet, with room kept for the addresses of
-//! known validators.
+//! fast new ones may start per IP and per subnet (every attempt counts, let in or not),
+//! with room kept for the addresses of known validators.
 //!
 //! [`Admission`] is an I/O-free core: the peer manager asks it about each socket as it
 //! is accepted (its source IP and the time) and tells it when the socket's upgrade
@@ -378,17 +378,12 @@ impl Admission {
         let validator = self.validators.contains(&ip);
         let subnet = Subnet::of(ip);
         if !validator {
-            if self.pending_ip.get(&ip).copied().unwrap_or(0) >= self.config.max_pending_per_ip {
-                return Err(Refusal::PendingPerIp);
-            }
-            let in_subnet = self.pending_subnet.get(&subnet).copied().unwrap_or(0);
-            if in_subnet >= self.config.max_pending_per_subnet {
-                return Err(Refusal::PendingPerSubnet);
-            }
-            // The IP's token is taken only once the subnet gave one: a socket refused
-            // for its subnet does not also use up its own IP's budget. The subnet's is
-            // taken only for an IP within its own rate, so one fast IP cannot spend its
-            // neighbours' budget.
+            // Every attempt spends a token, whether or not it is then let in: a source
+            // that keeps connecting while at its pending limit runs out of tokens and is
+            // filtered like any other flood. The IP's token is taken only once the
+            // subnet gave one, so a socket refused for its subnet does not also use up
+            // its own IP's budget; the subnet's is taken only for an IP within its own
+            // rate, so one fast IP cannot spend its neighbours' budget.
             if !self.rate_ip.has_token(ip, now) {
                 self.blocks
                     .block_ip(ip, now + refill_time(self.config.rate_per_ip));
@@ -400,6 +395,13 @@ impl Admission {
                 return Err(Refusal::RatePerSubnet);
             }
             self.rate_ip.take(ip, now);
+            if self.pending_ip.get(&ip).copied().unwrap_or(0) >= self.config.max_pending_per_ip {
+                return Err(Refusal::PendingPerIp);
+            }
+            let in_subnet = self.pending_subnet.get(&subnet).copied().unwrap_or(0);
+            if in_subnet >= self.config.max_pending_per_subnet {
+                return Err(Refusal::PendingPerSubnet);
+            }
         }
         *self.pending_ip.entry(ip).or_default() += 1;
         *self.pending_subnet.entry(subnet).or_default() += 1;

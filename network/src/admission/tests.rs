@@ -338,3 +338,24 @@ fn subnets_as_prefixes_cover_their_addresses() {
     let next: IpAddr = "2001:db8:1:3::4".parse().unwrap();
     assert!(!Subnet::of(v6).prefix().contains(next));
 }
+
+#[test]
+fn a_source_that_keeps_connecting_at_its_pending_limit_is_filtered_after_its_burst() {
+    let mut a = admission(AdmissionConfig::default());
+    a.enable_filter();
+    let now = Instant::now();
+    let ip = v4(10, 0, 0, 9);
+    let burst = DEFAULT_RATE_PER_IP.burst as usize;
+    let refusals: Vec<_> = (0..burst + 1)
+        .filter_map(|_| a.admit(ip, now).err())
+        .collect();
+    // Its pending sockets take four tokens, the attempts refused for them the rest of
+    // the burst; then it is refused for its rate, and blocked.
+    let pending_refusals = burst - DEFAULT_MAX_PENDING_PER_IP;
+    assert_eq!(
+        refusals[..pending_refusals],
+        vec![Refusal::PendingPerIp; pending_refusals]
+    );
+    assert_eq!(refusals[pending_refusals..], [Refusal::RatePerIp]);
+    assert_eq!(a.take_filter_rules().unwrap().blocked, [Prefix::host(ip)]);
+}
