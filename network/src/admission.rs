@@ -38,12 +38,12 @@ pub const DEFAULT_MAX_PENDING_PER_IP: usize = 4;
 /// Default handshakes pending at once from one subnet: a few nodes behind one NAT or in
 /// one data-centre range.
 pub const DEFAULT_MAX_PENDING_PER_SUBNET: usize = 16;
-/// Default handshakes started per second from one IP, and its burst.
+/// Default connection attempts per second from one IP (let in or not), and its burst.
 pub const DEFAULT_RATE_PER_IP: Rate = Rate {
     per_second: 4,
     burst: 8,
 };
-/// Default handshakes started per second from one subnet, and its burst.
+/// Default connection attempts per second from one subnet (let in or not), and its burst.
 pub const DEFAULT_RATE_PER_SUBNET: Rate = Rate {
     per_second: 16,
     burst: 32,
@@ -67,9 +67,9 @@ pub struct AdmissionConfig {
     pub max_pending_per_ip: usize,
     /// Handshakes pending at once from one subnet.
     pub max_pending_per_subnet: usize,
-    /// Handshakes started per second from one IP.
+    /// Connection attempts per second from one IP, let in or not.
     pub rate_per_ip: Rate,
-    /// Handshakes started per second from one subnet.
+    /// Connection attempts per second from one subnet, let in or not.
     pub rate_per_subnet: Rate,
     /// Of all pending slots, those only sockets from known validators' addresses may
     /// take (at most half of them are: strangers keep the rest).
