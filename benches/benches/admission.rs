@@ -19,7 +19,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use netcore::address::{Endpoint, Host};
-use netcore::transport::{SourceFilter, TcpTransport};
+use netcore::transport::{FilterRules, Prefix, SourceFilter, TcpTransport, Transport};
 use network::admission::{Admission, AdmissionConfig, ValidatorAddresses};
 use network::rate_limit::Rate;
 use network::{NetworkBuilder, NetworkConfig};
@@ -150,14 +150,29 @@ fn measure(what: &str, addr: SocketAddr, tid: u32, first: &[u8]) {
     }
 }
 
-/// SYNs per run of the filter's measurement.
+/// SYNs per run of the filter's measurements.
 const SYNS: u64 = 200_000;
 
+/// Opens [`SYNS`] sockets to `addr` as fast as it can, each a nonblocking connect (the
+/// SYN goes out) and a close; returns this thread's CPU time per SYN and the wall time.
+/// Over loopback the listener's kernel receives each SYN on this thread (softirq run in
+/// its context), so its CPU time is the whole cost of an attempt, both ends.
+fn syn_loop(addr: SocketAddr) -> (Duration, Duration) {
+    let me = current_tid();
+    let before = thread_cpu(me);
+    let start = Instant::now();
+    for _ in 0..SYNS {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_nonblocking(true).unwrap();
+        // EINPROGRESS: the SYN is out; the close drops the socket in SYN_SENT.
+        let _ = socket.connect(&addr.into());
+    }
+    ((thread_cpu(me) - before) / SYNS as u32, start.elapsed())
+}
+
 /// A source over its rate is blocked in the node's socket filter, then opens sockets as
-/// fast as it can, each a nonblocking connect (the SYN goes out) and a close. Over
-/// loopback the node's kernel receives each SYN on the connecting thread (softirq run in
-/// its context), so that thread's CPU time is the whole cost of an attempt, both ends;
-/// the node's thread should spend nothing.
+/// fast as it can; the node's thread should spend nothing on them.
 fn measure_dropped_syns() {
     // One socket a second, in a burst of one: the second is refused and blocks the
     // source for a second, and each block lets one more socket in as it ends.
@@ -173,25 +188,58 @@ fn measure_dropped_syns() {
     let _ = TcpStream::connect(addr);
     let _ = TcpStream::connect(addr);
     std::thread::sleep(Duration::from_millis(100));
-    let me = current_tid();
     for run in 1..=3 {
-        let (own_before, node_before) = (thread_cpu(me), thread_cpu(node_tid));
-        let start = Instant::now();
-        for _ in 0..SYNS {
-            let socket =
-                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-            socket.set_nonblocking(true).unwrap();
-            // EINPROGRESS: the SYN is out; the close drops the socket in SYN_SENT.
-            let _ = socket.connect(&addr.into());
-        }
-        let own = thread_cpu(me) - own_before;
+        let node_before = thread_cpu(node_tid);
+        let (per_syn, wall) = syn_loop(addr);
         let node = thread_cpu(node_tid) - node_before;
         println!(
-            "node: SYN dropped by its socket filter, run {run}: {SYNS} SYNs in {:.2} s; \
+            "node: SYN dropped by its socket filter (1 rule), run {run}: {SYNS} SYNs in {:.2} s; \
              both ends {:.2} µs per SYN (connecting thread), node thread {:.3} µs per SYN",
-            start.elapsed().as_secs_f64(),
-            own.as_secs_f64() * 1e6 / SYNS as f64,
+            wall.as_secs_f64(),
+            per_syn.as_secs_f64() * 1e6,
             node.as_secs_f64() * 1e6 / SYNS as f64,
+        );
+    }
+}
+
+/// The walk of the rules: a listener whose filter holds `rules` IPv4 rules, the one
+/// covering the connecting source last, each a /24 (the longest IPv4 entry).
+fn measure_rule_walk(rules: u32) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _entered = runtime.enter();
+    let filter = SourceFilter::default();
+    let mut blocked: Vec<Prefix> = (1..rules)
+        .map(|i| Prefix {
+            addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i * 256)),
+            len: 24,
+        })
+        .collect();
+    blocked.push(Prefix {
+        addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        len: 24,
+    });
+    filter.set(FilterRules {
+        allowed: vec![],
+        blocked,
+    });
+    let transport = TcpTransport::default().with_source_filter(filter);
+    let (mut listener, bound) = transport
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    // The listener attaches the program when first polled.
+    let first = runtime.block_on(async { futures::poll!(futures::StreamExt::next(&mut listener)) });
+    assert!(first.is_pending(), "nothing connects before the loop");
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, bound.port()));
+    for run in 1..=3 {
+        let (per_syn, wall) = syn_loop(addr);
+        println!(
+            "SYN dropped by the last of {rules} rules, run {run}: {SYNS} SYNs in {:.2} s; \
+             both ends {:.2} µs per SYN",
+            wall.as_secs_f64(),
+            per_syn.as_secs_f64() * 1e6,
         );
     }
 }
@@ -241,6 +289,8 @@ fn main() {
     );
 
     measure_dropped_syns();
+    measure_rule_walk(1);
+    measure_rule_walk(256);
 
     // The admission check alone, refusing (the pending limit of a stranger's IP).
     let mut admission = Admission::new(

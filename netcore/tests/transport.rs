@@ -344,3 +344,80 @@ async fn boxed_transports_of_different_kinds_share_one_type() {
         exchange_both_ways(transport.clone(), listen).await;
     }
 }
+
+/// Programs of a few hundred rules, as admission's cap allows, attach to real sockets
+/// and replace one another (the kernel charges both while replacing, which a small
+/// `optmem_max` refuses: the listener then removes the old one first), and their last
+/// rule still applies: a SYN from the source it alone covers is dropped.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn large_programs_attach_and_their_last_rule_applies() {
+    use netcore::transport::{FilterRules, Prefix, SourceFilter};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    let rules = |salt: u32| {
+        let mut blocked: Vec<Prefix> = (0..200u32)
+            .map(|i| Prefix::host(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + salt + i))))
+            .chain((0..55u32).map(|i| Prefix {
+                addr: IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + (salt + i) * 256)),
+                len: 24,
+            }))
+            .chain((0..200u16).map(|i| Prefix {
+                addr: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, salt as u16, i, 0, 0, 0, 0)),
+                len: 64,
+            }))
+            .collect();
+        // Last of all, masked rules that alone cover 127.0.0.2 and ::1.
+        blocked.push(Prefix {
+            addr: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
+            len: 31,
+        });
+        blocked.push(Prefix {
+            addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
+            len: 127,
+        });
+        FilterRules {
+            allowed: vec![],
+            blocked,
+        }
+    };
+    let filter = SourceFilter::default();
+    let transport = TcpTransport::default().with_source_filter(filter.clone());
+    let (mut v4, v4_addr) = transport.listen_on(addr("/ip4/127.0.0.1/tcp/0")).unwrap();
+    let (mut v6, v6_addr) = transport.listen_on(addr("/ip6/::1/tcp/0")).unwrap();
+    let (mut witness, witness_addr) = TcpTransport::default()
+        .listen_on(addr("/ip4/127.0.0.1/tcp/0"))
+        .unwrap();
+    for salt in [0, 1000] {
+        filter.set(rules(salt));
+        assert!(futures::poll!(v4.next()).is_pending());
+        assert!(futures::poll!(v6.next()).is_pending());
+    }
+    let blocked_v4 = start_connect(
+        Ipv4Addr::new(127, 0, 0, 2),
+        ([127, 0, 0, 1], v4_addr.port()).into(),
+    );
+    let blocked_v6 = start_connect(
+        Ipv6Addr::LOCALHOST,
+        (Ipv6Addr::LOCALHOST, v6_addr.port()).into(),
+    );
+    let _passes = start_connect(
+        Ipv4Addr::new(127, 0, 0, 4),
+        ([127, 0, 0, 1], v4_addr.port()).into(),
+    );
+    let _witness_client = start_connect(
+        Ipv4Addr::new(127, 0, 0, 1),
+        ([127, 0, 0, 1], witness_addr.port()).into(),
+    );
+    witness.next().await.unwrap().unwrap();
+    let (_, remote) = v4.next().await.unwrap().unwrap();
+    assert_eq!(remote.ip(), Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 4))));
+    assert_eq!(
+        blocked_v4.peer_addr().unwrap_err().raw_os_error(),
+        Some(107)
+    );
+    assert_eq!(
+        blocked_v6.peer_addr().unwrap_err().raw_os_error(),
+        Some(107)
+    );
+}

@@ -162,22 +162,36 @@ impl Subnet {
 /// The IPs of known validators, shared with whoever learns them (configuration, epoch
 /// changes). Cheap to clone: clones share the set.
 #[derive(Clone, Debug, Default)]
-pub struct ValidatorAddresses(Arc<RwLock<HashSet<IpAddr>>>);
+pub struct ValidatorAddresses(Arc<RwLock<Validators>>);
+
+#[derive(Debug, Default)]
+struct Validators {
+    ips: HashSet<IpAddr>,
+    /// Bumped at each replacement, so admission sees a change of the set.
+    generation: u64,
+}
 
 impl ValidatorAddresses {
     /// Replaces the set.
     pub fn replace(&self, ips: impl IntoIterator<Item = IpAddr>) {
-        *self.0.write() = ips.into_iter().collect();
+        let mut validators = self.0.write();
+        validators.ips = ips.into_iter().collect();
+        validators.generation += 1;
     }
 
     /// Whether `ip` is a known validator's.
     pub fn contains(&self, ip: &IpAddr) -> bool {
-        self.0.read().contains(ip)
+        self.0.read().ips.contains(ip)
     }
 
     /// The known validators' IPs for which `keep` holds.
     fn matching(&self, keep: impl Fn(&IpAddr) -> bool) -> Vec<IpAddr> {
-        self.0.read().iter().copied().filter(keep).collect()
+        self.0.read().ips.iter().copied().filter(keep).collect()
+    }
+
+    /// How many times the set was replaced.
+    fn generation(&self) -> u64 {
+        self.0.read().generation
     }
 }
 
@@ -320,9 +334,27 @@ struct Blocks {
     subnets: HashMap<Subnet, Instant>,
     /// The set changed since the rules were last taken.
     changed: bool,
+    /// The generation of the validator set the rules were last taken with.
+    validators_seen: u64,
+    /// The origin of the grid block ends are rounded up to.
+    grid: Option<Instant>,
 }
 
+/// Blocks end on a grid of this step, so that blocks started close together end
+/// together, in one change of the rules.
+const BLOCK_END_STEP: Duration = Duration::from_millis(250);
+
 impl Blocks {
+    /// `at`, rounded up to the grid of [`BLOCK_END_STEP`].
+    fn end_of(&mut self, at: Instant) -> Instant {
+        let origin = *self.grid.get_or_insert(at);
+        let steps = at
+            .saturating_duration_since(origin)
+            .as_nanos()
+            .div_ceil(BLOCK_END_STEP.as_nanos());
+        origin + BLOCK_END_STEP * steps as u32
+    }
+
     fn len(&self) -> usize {
         self.ips.len() + self.subnets.len()
     }
@@ -385,13 +417,22 @@ impl Admission {
             // its own IP's budget; the subnet's is taken only for an IP within its own
             // rate, so one fast IP cannot spend its neighbours' budget.
             if !self.rate_ip.has_token(ip, now) {
-                self.blocks
-                    .block_ip(ip, now + refill_time(self.config.rate_per_ip));
+                let until = self
+                    .blocks
+                    .end_of(now + refill_time(self.config.rate_per_ip));
+                match subnet {
+                    // A host holds a whole /64 (and an attacker its 2^64 addresses):
+                    // the filter blocks IPv6 sources by /64, in fewer instructions.
+                    Subnet::V6(_) => self.blocks.block_subnet(subnet, until),
+                    Subnet::V4(_) => self.blocks.block_ip(ip, until),
+                }
                 return Err(Refusal::RatePerIp);
             }
             if !self.rate_subnet.take(subnet, now) {
-                self.blocks
-                    .block_subnet(subnet, now + refill_time(self.config.rate_per_subnet));
+                let until = self
+                    .blocks
+                    .end_of(now + refill_time(self.config.rate_per_subnet));
+                self.blocks.block_subnet(subnet, until);
                 return Err(Refusal::RatePerSubnet);
             }
             self.rate_ip.take(ip, now);
@@ -473,13 +514,25 @@ impl Admission {
         self.blocks.len()
     }
 
+    /// Whether the rules for the listeners' filter changed since last taken (blocks
+    /// added or ended, or the validator set replaced while blocks are in force).
+    pub fn filter_changed(&self) -> bool {
+        self.blocks.changed
+            || (self.blocks.len() > 0
+                && self.validators.generation() != self.blocks.validators_seen)
+    }
+
     /// The rules for the listeners' filter, if they changed since last taken: the
     /// blocked IPs and subnets, and the known validators inside a blocked subnet (they
-    /// pass).
+    /// pass). A blocked IP that has since become a validator's is unblocked.
     pub fn take_filter_rules(&mut self) -> Option<FilterRules> {
-        if !std::mem::take(&mut self.blocks.changed) {
+        if !self.filter_changed() {
             return None;
         }
+        self.blocks.changed = false;
+        self.blocks.validators_seen = self.validators.generation();
+        let validators = &self.validators;
+        self.blocks.ips.retain(|ip, _| !validators.contains(ip));
         let subnets = &self.blocks.subnets;
         let allowed = self
             .validators

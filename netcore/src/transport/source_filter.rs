@@ -7,8 +7,8 @@
 //! control) publishes [`FilterRules`], and every TCP listener that shares the handle
 //! compiles them into a classic BPF program on its listening socket (`SO_ATTACH_FILTER`,
 //! no privileges needed). The kernel runs it on each SYN before a connection exists, so
-//! a blocked source's SYN costs a few hundred nanoseconds of the kernel's receive path
-//! and no accept, and the sender's TCP backs off by itself.
+//! a blocked source's SYN costs the kernel's receive path and a walk of the rules, no
+//! accept, and the sender's TCP backs off by itself.
 //!
 //! The handle owns the rules, not the decision: it neither learns nor expires sources.
 //! Only SYNs are dropped: connections already made, and the rest of a handshake in
@@ -25,9 +25,20 @@ use parking_lot::Mutex;
 
 pub(crate) use bpf::{Insn, compile};
 
-/// Largest program a socket filter may have (the kernel's `BPF_MAXINSNS`); rules beyond
-/// what fits are left out of the program.
+/// Largest program a socket filter may have (the kernel's `BPF_MAXINSNS`).
 pub const MAX_PROGRAM_LEN: usize = 4096;
+
+/// The longest program a socket may hold when the kernel allows `optmem_max` bytes of
+/// option memory per socket (`net.core.optmem_max`; 20 KiB on many distributions, 128
+/// KiB on recent kernels). The kernel charges a filter by its converted (eBPF) size,
+/// reckoned here at 16 bytes per classic instruction (a `ret` becomes two eBPF
+/// instructions of 8 bytes), plus a header and room for the socket's other options.
+/// Rules beyond it are left out of the program; their sources are refused at accept.
+pub(crate) fn max_program_len(optmem_max: usize) -> usize {
+    const OTHER_OPTIONS: usize = 1024;
+    const HEADER: usize = 256;
+    (optmem_max.saturating_sub(OTHER_OPTIONS + HEADER) / 16).min(MAX_PROGRAM_LEN)
+}
 
 /// An address prefix: `addr` with its first `len` bits significant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

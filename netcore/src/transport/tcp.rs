@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::source_filter::{SourceFilter, Subscription, compile};
+use super::source_filter::{Insn, SourceFilter, Subscription, compile, max_program_len};
 use super::{Transport, TransportError};
 use crate::address::{Endpoint, Host, NetworkAddress};
 
@@ -158,11 +158,10 @@ impl Transport for TcpTransport {
             TcpListenerStream {
                 listener,
                 config: self.config.clone(),
-                filter: self.source_filter.as_ref().map(|f| ListenerFilter {
-                    subscription: f.subscribe(),
-                    v6: ip.is_ipv6(),
-                    attached: false,
-                }),
+                filter: self
+                    .source_filter
+                    .as_ref()
+                    .map(|f| ListenerFilter::new(f, ip.is_ipv6())),
             },
             bound,
         ))
@@ -225,59 +224,99 @@ pub struct TcpListenerStream {
     filter: Option<ListenerFilter>,
 }
 
-/// A listener's socket filter: the rules it follows and whether a program is on the
-/// socket.
+/// A listener's socket filter: the rules it follows and how large a program it may
+/// hold.
 #[derive(Debug)]
 struct ListenerFilter {
     subscription: Subscription,
     /// An IPv6-only socket (IPv4 rules do not apply to it).
     v6: bool,
-    /// Whether a program is attached (then accepted sockets inherit it, and drop it).
-    attached: bool,
+    /// The longest program the kernel will take for this socket.
+    max_len: usize,
+    /// The last attach failed (logged once until one succeeds).
+    failing: bool,
 }
 
 impl ListenerFilter {
-    /// Applies the rules to `listener` if they changed. A failure leaves the previous
-    /// program in place and is logged: refusals then happen at accept, as without a
-    /// filter.
+    fn new(filter: &SourceFilter, v6: bool) -> Self {
+        Self {
+            subscription: filter.subscribe(),
+            v6,
+            max_len: max_program_len(optmem_max()),
+            failing: false,
+        }
+    }
+
+    /// Applies the rules to `listener` if they changed. A program the kernel refuses
+    /// (its option memory is short, e.g. while the old program is still charged) is
+    /// tried again after removing the old one; if it still fails, the socket is left
+    /// with no filter, so refusals happen at accept rather than by stale rules.
     fn refresh(&mut self, listener: &TcpListener, cx: &Context<'_>) {
         let Some(rules) = self.subscription.poll_changed(cx.waker()) else {
             return;
         };
-        let program = compile(&rules, self.v6);
-        match attach(listener, program.as_ref().map(|(p, _)| p.as_slice())) {
-            Ok(()) => self.attached = program.is_some(),
-            Err(error) => tracing::warn!(%error, "could not set the listener's socket filter"),
+        let program = compile(&rules, self.v6, self.max_len);
+        let result = match &program {
+            Some((program, _)) => attach(listener, program).or_else(|_| {
+                detach(listener)?;
+                attach(listener, program)
+            }),
+            None => detach(listener),
+        };
+        match result {
+            Ok(()) if self.failing => {
+                self.failing = false;
+                tracing::info!("the listener's socket filter applies again");
+            }
+            Ok(()) => {}
+            Err(error) => {
+                let _ = detach(listener);
+                if !self.failing {
+                    self.failing = true;
+                    tracing::warn!(%error, "could not set the listener's socket filter; refusing at accept until it can be set");
+                }
+            }
         }
     }
 }
 
-/// Attaches `program` to the listening socket, or removes the one there (`None`).
+/// `net.core.optmem_max`, the option memory a socket may hold; the common default if
+/// it cannot be read.
+fn optmem_max() -> usize {
+    std::fs::read_to_string("/proc/sys/net/core/optmem_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(20 * 1024)
+}
+
+/// Attaches `program` to the listening socket, replacing the one there.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn attach(
-    listener: &TcpListener,
-    program: Option<&[super::source_filter::Insn]>,
-) -> io::Result<()> {
-    let socket = SockRef::from(listener);
-    match program {
-        Some(program) => {
-            let program: Vec<socket2::SockFilter> = program
-                .iter()
-                .map(|i| socket2::SockFilter::new(i.code, i.jt, i.jf, i.k))
-                .collect();
-            socket.attach_filter(&program)
-        }
-        // Detaching a socket with no filter fails with `ENOENT`: nothing to undo.
-        None => match socket.detach_filter() {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            other => other,
-        },
+fn attach(listener: &TcpListener, program: &[Insn]) -> io::Result<()> {
+    let program: Vec<socket2::SockFilter> = program
+        .iter()
+        .map(|i| socket2::SockFilter::new(i.code, i.jt, i.jf, i.k))
+        .collect();
+    SockRef::from(listener).attach_filter(&program)
+}
+
+/// Removes the socket's program, if it has one.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn detach(socket: &impl std::os::fd::AsFd) -> io::Result<()> {
+    match SockRef::from(socket).detach_filter() {
+        // No program to remove: nothing to undo.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
     }
 }
 
 /// Socket filters are a Linux feature: elsewhere the rules are kept and never applied.
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn attach(_: &TcpListener, _: Option<&[super::source_filter::Insn]>) -> io::Result<()> {
+fn attach(_: &TcpListener, _: &[Insn]) -> io::Result<()> {
+    Ok(())
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn detach<T>(_: &T) -> io::Result<()> {
     Ok(())
 }
 
@@ -297,7 +336,7 @@ impl Stream for TcpListenerStream {
         let inbound = TcpInbound {
             stream: Some(stream),
             config: this.config.clone(),
-            detach_filter: this.filter.as_ref().is_some_and(|f| f.attached),
+            detach_filter: this.filter.is_some(),
         };
         Poll::Ready(Some(Ok((
             inbound,
@@ -316,8 +355,9 @@ impl Stream for TcpListenerStream {
 pub struct TcpInbound {
     stream: Option<TcpStream>,
     config: TcpConfig,
-    /// The socket inherited the listener's filter, which is for SYNs only: it is
-    /// removed so the connection's packets do not run it.
+    /// The socket may have inherited the listener's filter (the one in force when its
+    /// handshake completed), which is for SYNs only: it is removed so the connection's
+    /// packets do not run it.
     detach_filter: bool,
 }
 
@@ -330,10 +370,9 @@ impl Future for TcpInbound {
                 "inbound TCP socket polled after completion",
             ))));
         };
-        #[cfg(any(target_os = "linux", target_os = "android"))]
         if self.detach_filter {
             // Best effort: the program passes every packet but a SYN anyway.
-            let _ = SockRef::from(&stream).detach_filter();
+            let _ = detach(&stream);
         }
         Poll::Ready(match self.config.apply(&stream) {
             Ok(()) => Ok(stream),

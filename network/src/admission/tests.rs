@@ -359,3 +359,56 @@ fn a_source_that_keeps_connecting_at_its_pending_limit_is_filtered_after_its_bur
     assert_eq!(refusals[pending_refusals..], [Refusal::RatePerIp]);
     assert_eq!(a.take_filter_rules().unwrap().blocked, [Prefix::host(ip)]);
 }
+
+#[test]
+fn an_ipv6_source_over_its_rate_is_filtered_by_its_64() {
+    let mut a = admission(AdmissionConfig::default());
+    a.enable_filter();
+    let ip: IpAddr = "2001:db8:1:2::7".parse().unwrap();
+    assert_eq!(flood(&mut a, ip, Instant::now()), Refusal::RatePerIp);
+    assert_eq!(
+        a.take_filter_rules().unwrap().blocked,
+        [Subnet::of(ip).prefix()]
+    );
+}
+
+#[test]
+fn a_validator_set_replaced_while_blocks_are_in_force_changes_the_rules() {
+    let validators = ValidatorAddresses::default();
+    let mut a = Admission::new(AdmissionConfig::default(), validators.clone());
+    a.enable_filter();
+    let now = Instant::now();
+    let flooder = v4(10, 0, 0, 9);
+    assert_eq!(flood(&mut a, flooder, now), Refusal::RatePerIp);
+    assert!(a.take_filter_rules().is_some());
+    assert!(!a.filter_changed());
+
+    // The blocked IP becomes a validator's: it is unblocked.
+    validators.replace([flooder]);
+    assert!(a.filter_changed());
+    let rules = a.take_filter_rules().unwrap();
+    assert!(rules.blocked.is_empty(), "{rules:?}");
+    assert_eq!(a.filtered_sources(), 0);
+    // With no block in force, a replacement changes nothing to publish.
+    validators.replace([v4(10, 0, 0, 1)]);
+    assert!(!a.filter_changed());
+}
+
+#[test]
+fn blocks_started_close_together_end_together() {
+    let mut a = admission(AdmissionConfig::default());
+    a.enable_filter();
+    let now = Instant::now();
+    assert_eq!(flood(&mut a, v4(10, 0, 0, 1), now), Refusal::RatePerIp);
+    let first_end = a.next_expiry().unwrap();
+    let later = now + Duration::from_millis(100);
+    assert_eq!(flood(&mut a, v4(10, 0, 1, 1), later), Refusal::RatePerIp);
+    a.expire(first_end);
+    assert_eq!(
+        a.filtered_sources(),
+        1,
+        "the later block ends on the next step"
+    );
+    a.expire(first_end + BLOCK_END_STEP);
+    assert_eq!(a.filtered_sources(), 0);
+}

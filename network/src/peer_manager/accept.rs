@@ -1,7 +1,7 @@
 //! The accept side of the peer manager: admission of each inbound socket before any
 //! cryptography, and the inbound upgrades in flight.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::future::abortable;
@@ -11,6 +11,17 @@ use tracing::debug;
 use super::decisions::UpgradeId;
 use super::{PeerManager, Upgrade};
 
+/// Admission's blocks reach the listeners' filter at most this often: each change costs
+/// every listener a compile and an attach (up to a couple of milliseconds for a few
+/// hundred rules), so a flood of changing sources is not a flood of attaches. Short,
+/// because a block held back is a flood refused at accept meanwhile.
+const FILTER_PUBLISH_INTERVAL: Duration = Duration::from_millis(20);
+
+/// While blocks are in force, the validator set is looked at this often: a validator
+/// that joined from inside a blocked subnet gets through within it (plus its SYN's
+/// retransmission).
+const FILTER_VALIDATOR_RECHECK: Duration = Duration::from_millis(500);
+
 impl PeerManager {
     /// Starts upgrading an inbound socket. When the limit of upgrades in flight is
     /// reached, the oldest is evicted (its socket closed): connections that connect and
@@ -18,7 +29,9 @@ impl PeerManager {
     /// done in a round trip or two, finishes long before that many newer sockets arrive.
     pub(super) fn start_inbound_upgrade(&mut self, upgrade: Upgrade, addr: NetworkAddress) {
         let source = addr.ip();
-        let validator = match source.map(|ip| self.admission.admit(ip, Instant::now())) {
+        // The runtime's clock, as the filter's timer (paused in tests).
+        let now = tokio::time::Instant::now().into_std();
+        let validator = match source.map(|ip| self.admission.admit(ip, now)) {
             Some(Err(refusal)) => {
                 // Dropping the upgrade closes the socket: Noise never read from it.
                 self.shared
@@ -29,7 +42,7 @@ impl PeerManager {
                     .with_label_values(&[refusal.as_str()])
                     .inc();
                 debug!(from = %addr, reason = refusal.as_str(), "socket refused at accept");
-                self.publish_filter();
+                self.publish_filter(now);
                 return;
             }
             Some(Ok(admitted)) => admitted.validator,
@@ -83,26 +96,48 @@ impl PeerManager {
         }
     }
 
-    /// Hands admission's blocks to the listeners' filter if they changed, and arms the
-    /// timer for the next one to end.
-    pub(super) fn publish_filter(&mut self) {
-        let Some(filter) = &self.source_filter else {
+    /// Hands admission's blocks to the listeners' filter if they changed, at most once
+    /// every [`FILTER_PUBLISH_INTERVAL`] (each change recompiles and re-attaches the
+    /// program of every listener, on this task), and arms the timer.
+    pub(super) fn publish_filter(&mut self, now: Instant) {
+        if self.source_filter.is_none() || !self.admission.filter_changed() {
             return;
-        };
-        let Some(rules) = self.admission.take_filter_rules() else {
+        }
+        if let Some(last) = self.filter_published
+            && now < last + FILTER_PUBLISH_INTERVAL
+        {
+            self.filter_pending = true;
+            self.arm_filter_timer(now);
             return;
-        };
-        filter.set(rules);
-        let metrics = &self.shared.protocols.metrics.connection;
-        metrics
-            .filtered_sources
-            .set(self.admission.filtered_sources() as i64);
-        self.arm_filter_timer();
+        }
+        if let (Some(filter), Some(rules)) =
+            (&self.source_filter, self.admission.take_filter_rules())
+        {
+            filter.set(rules);
+            self.filter_published = Some(now);
+            let metrics = &self.shared.protocols.metrics.connection;
+            metrics
+                .filtered_sources
+                .set(self.admission.filtered_sources() as i64);
+        }
+        self.filter_pending = false;
+        self.arm_filter_timer(now);
     }
 
-    /// Sets the timer for the next block to end, or disarms it if none is in force.
-    fn arm_filter_timer(&mut self) {
-        match self.admission.next_expiry() {
+    /// Sets the timer for what comes first: the next block's end, a publication held
+    /// back, or (while blocks are in force) a look at the validator set, which may have
+    /// been replaced. Disarmed when there is none.
+    fn arm_filter_timer(&mut self, now: Instant) {
+        let mut next = self.admission.next_expiry();
+        if self.admission.filtered_sources() > 0 {
+            next = earliest(next, now + FILTER_VALIDATOR_RECHECK);
+        }
+        if self.filter_pending
+            && let Some(last) = self.filter_published
+        {
+            next = earliest(next, last + FILTER_PUBLISH_INTERVAL);
+        }
+        match next {
             Some(at) => {
                 let at = tokio::time::Instant::from_std(at);
                 self.filter_expiry.as_mut().reset(at);
@@ -112,10 +147,16 @@ impl PeerManager {
         }
     }
 
-    /// The next block ended: the filter lets its source through again.
-    pub(super) fn on_filter_expiry(&mut self) {
-        self.admission.expire(Instant::now());
-        self.publish_filter();
-        self.arm_filter_timer();
+    /// The filter's timer fired: blocks due end, held-back changes are published.
+    pub(super) fn on_filter_timer(&mut self) {
+        let now = tokio::time::Instant::now().into_std();
+        self.admission.expire(now);
+        self.publish_filter(now);
+        self.arm_filter_timer(now);
     }
+}
+
+/// `at` or `other`, whichever is earlier.
+fn earliest(at: Option<Instant>, other: Instant) -> Option<Instant> {
+    Some(at.map_or(other, |at| at.min(other)))
 }

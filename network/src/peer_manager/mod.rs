@@ -80,9 +80,14 @@ pub(crate) struct PeerManager {
     admission: Admission,
     /// Where admission's blocks go (the TCP listeners' socket filter), if anywhere.
     source_filter: Option<SourceFilter>,
-    /// Fires when the next block ends; armed only while blocks are in force.
+    /// Fires when the next block ends, a held-back publication is due, or the
+    /// validator set is to be looked at; armed only while one of these is ahead.
     filter_expiry: Pin<Box<Sleep>>,
     filter_armed: bool,
+    /// When the filter's rules were last published, and whether a change waits for
+    /// the next publication.
+    filter_published: Option<Instant>,
+    filter_pending: bool,
     /// The source IP of each inbound upgrade in flight that admission counts.
     upgrade_sources: HashMap<UpgradeId, IpAddr>,
     /// The source address of each inbound upgrade in flight.
@@ -155,6 +160,8 @@ impl PeerManager {
             source_filter,
             filter_expiry: Box::pin(tokio::time::sleep(Duration::ZERO)),
             filter_armed: false,
+            filter_published: None,
+            filter_pending: false,
             upgrade_sources: HashMap::new(),
             upgrade_addrs: HashMap::new(),
             claims,
@@ -177,7 +184,7 @@ impl PeerManager {
                 _ = self.shutdown.changed() => break,
                 Some(closed) = self.closed_rx.recv() => self.on_closed(closed),
                 Some(request) = self.requests.recv() => self.on_request(request),
-                () = &mut self.filter_expiry, if self.filter_armed => self.on_filter_expiry(),
+                () = &mut self.filter_expiry, if self.filter_armed => self.on_filter_timer(),
                 Some((id, addr, result)) = self.inbound_upgrades.next(), if !self.inbound_upgrades.is_empty() => {
                     self.on_upgrade_ended(id);
                     // An evicted upgrade (`Aborted`) dropped its socket already.

@@ -9,8 +9,10 @@ use std::task::{Wake, Waker};
 
 use proptest::prelude::*;
 
-use super::bpf::{ACCEPT, AND_K, DROP, JEQ_K, LD_B_ABS, LD_W_ABS, NET_OFF, RET_K};
-use super::{FilterRules, Insn, MAX_PROGRAM_LEN, Prefix, SourceFilter, compile};
+use super::bpf::{
+    ACCEPT, AND_K, DROP, JEQ_K, LD_B_ABS, LD_MEM, LD_W_ABS, NET_OFF, RET_K, ST, TAX, TXA,
+};
+use super::{FilterRules, Insn, MAX_PROGRAM_LEN, Prefix, SourceFilter, compile, max_program_len};
 
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
@@ -37,13 +39,17 @@ fn run(program: &[Insn], flags: u8, source: IpAddr) -> u32 {
         };
         bytes.iter().fold(0, |acc, b| (acc << 8) | u32::from(*b))
     };
-    let (mut pc, mut acc) = (0usize, 0u32);
+    let (mut pc, mut acc, mut x, mut mem) = (0usize, 0u32, 0u32, [0u32; 16]);
     loop {
         let i = program[pc];
         pc += 1;
         match i.code {
             LD_B_ABS => acc = load(i.k, 1),
             LD_W_ABS => acc = load(i.k, 4),
+            LD_MEM => acc = mem[i.k as usize],
+            ST => mem[i.k as usize] = acc,
+            TAX => x = acc,
+            TXA => acc = x,
             AND_K => acc &= i.k,
             JEQ_K => pc += usize::from(if acc == i.k { i.jt } else { i.jf }),
             RET_K => return i.k,
@@ -61,7 +67,7 @@ fn subnet(ip: IpAddr, len: u8) -> Prefix {
 }
 
 fn program(rules: &FilterRules, v6: bool) -> Vec<Insn> {
-    compile(rules, v6).expect("a program").0
+    compile(rules, v6, MAX_PROGRAM_LEN).expect("a program").0
 }
 
 #[test]
@@ -110,8 +116,8 @@ fn a_listener_gets_no_program_without_a_rule_of_its_family() {
         allowed: vec![v4(10, 0, 0, 1)],
         blocked: vec![subnet(v4(10, 0, 0, 0), 8)],
     };
-    assert!(compile(&rules, true).is_none());
-    assert!(compile(&FilterRules::default(), false).is_none());
+    assert!(compile(&rules, true, MAX_PROGRAM_LEN).is_none());
+    assert!(compile(&FilterRules::default(), false, MAX_PROGRAM_LEN).is_none());
 }
 
 #[test]
@@ -123,9 +129,15 @@ fn rules_beyond_the_kernels_limit_are_left_out() {
         allowed: vec![],
         blocked,
     };
-    let (p, held) = compile(&rules, false).unwrap();
+    let (p, held) = compile(&rules, false, MAX_PROGRAM_LEN).unwrap();
     assert!(p.len() <= MAX_PROGRAM_LEN, "{}", p.len());
     assert!(held > 1000 && held < 3000, "{held}");
+    // A kernel that allows 20 KiB of option memory per socket takes a shorter one.
+    let (short, fewer) = compile(&rules, false, max_program_len(20480)).unwrap();
+    assert!(
+        short.len() <= 1200 && fewer < held && fewer > 500,
+        "{fewer}"
+    );
     let first_left_out = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + held as u32));
     assert_eq!(run(&p, SYN, v4(10, 0, 0, 0)), DROP);
     assert_eq!(run(&p, SYN, first_left_out), ACCEPT);
@@ -133,14 +145,14 @@ fn rules_beyond_the_kernels_limit_are_left_out() {
 
 #[test]
 fn too_many_allowed_sources_filter_nobody() {
-    let allowed = (0..2000u32)
+    let allowed = (0..3000u32)
         .map(|i| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)))
         .collect();
     let rules = FilterRules {
         allowed,
         blocked: vec![subnet(v4(10, 0, 0, 0), 8)],
     };
-    assert!(compile(&rules, false).is_none());
+    assert!(compile(&rules, false, MAX_PROGRAM_LEN).is_none());
 }
 
 #[test]
@@ -183,7 +195,7 @@ proptest! {
         } else {
             ACCEPT
         };
-        let verdict = match compile(&rules, v6) {
+        let verdict = match compile(&rules, v6, MAX_PROGRAM_LEN) {
             Some((p, held)) => {
                 prop_assert_eq!(held, rules.blocked.iter().filter(|p| p.addr.is_ipv6() == v6).count());
                 run(&p, flags, source)
