@@ -1,11 +1,14 @@
 //! The accept side of the peer manager: admission of each inbound socket before any
 //! cryptography, and the inbound upgrades in flight.
 
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::future::abortable;
 use netcore::NetworkAddress;
+use netcore::transport::SourceFilter;
+use tokio::time::Sleep;
 use tracing::debug;
 
 use super::decisions::UpgradeId;
@@ -21,6 +24,32 @@ const FILTER_PUBLISH_INTERVAL: Duration = Duration::from_millis(20);
 /// that joined from inside a blocked subnet gets through within it (plus its SYN's
 /// retransmission).
 const FILTER_VALIDATOR_RECHECK: Duration = Duration::from_millis(500);
+
+/// The publication of admission's blocks to the listeners' socket filter.
+pub(super) struct FilterState {
+    /// The listeners' filter, if they have one.
+    filter: Option<SourceFilter>,
+    /// Fires when the next block ends, a held-back publication is due, or the
+    /// validator set is to be looked at; armed only while one of these is ahead.
+    pub(super) timer: Pin<Box<Sleep>>,
+    pub(super) armed: bool,
+    /// When the rules were last published.
+    published: Option<Instant>,
+    /// A change waits for the next publication.
+    pending: bool,
+}
+
+impl FilterState {
+    pub(super) fn new(filter: Option<SourceFilter>) -> Self {
+        Self {
+            filter,
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            armed: false,
+            published: None,
+            pending: false,
+        }
+    }
+}
 
 impl PeerManager {
     /// Starts upgrading an inbound socket. When the limit of upgrades in flight is
@@ -100,27 +129,27 @@ impl PeerManager {
     /// every [`FILTER_PUBLISH_INTERVAL`] (each change recompiles and re-attaches the
     /// program of every listener, on this task), and arms the timer.
     pub(super) fn publish_filter(&mut self, now: Instant) {
-        if self.source_filter.is_none() || !self.admission.filter_changed() {
+        if self.filter.filter.is_none() || !self.admission.filter_changed() {
             return;
         }
-        if let Some(last) = self.filter_published
+        if let Some(last) = self.filter.published
             && now < last + FILTER_PUBLISH_INTERVAL
         {
-            self.filter_pending = true;
+            self.filter.pending = true;
             self.arm_filter_timer(now);
             return;
         }
         if let (Some(filter), Some(rules)) =
-            (&self.source_filter, self.admission.take_filter_rules())
+            (&self.filter.filter, self.admission.take_filter_rules())
         {
             filter.set(rules);
-            self.filter_published = Some(now);
+            self.filter.published = Some(now);
             let metrics = &self.shared.protocols.metrics.connection;
             metrics
                 .filtered_sources
                 .set(self.admission.filtered_sources() as i64);
         }
-        self.filter_pending = false;
+        self.filter.pending = false;
         self.arm_filter_timer(now);
     }
 
@@ -132,18 +161,18 @@ impl PeerManager {
         if self.admission.filtered_sources() > 0 {
             next = earliest(next, now + FILTER_VALIDATOR_RECHECK);
         }
-        if self.filter_pending
-            && let Some(last) = self.filter_published
+        if self.filter.pending
+            && let Some(last) = self.filter.published
         {
             next = earliest(next, last + FILTER_PUBLISH_INTERVAL);
         }
         match next {
             Some(at) => {
                 let at = tokio::time::Instant::from_std(at);
-                self.filter_expiry.as_mut().reset(at);
-                self.filter_armed = true;
+                self.filter.timer.as_mut().reset(at);
+                self.filter.armed = true;
             }
-            None => self.filter_armed = false,
+            None => self.filter.armed = false,
         }
     }
 

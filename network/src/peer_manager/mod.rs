@@ -25,9 +25,8 @@ mod notifications;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::future::{AbortHandle, Aborted, BoxFuture};
 use futures::stream::{FuturesUnordered, SelectAll};
@@ -37,9 +36,9 @@ use netcore::transport::{
 };
 use netcore::{NetworkAddress, PeerId};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::time::Sleep;
 use tracing::{debug, info, warn};
 
+use self::accept::FilterState;
 use self::notifications::coalesce_notifications;
 pub use crate::connection::{ConnectionId, ConnectionMetadata, DisconnectReason, TrustPredicate};
 use crate::requests::{Closed, Request};
@@ -78,16 +77,8 @@ pub(crate) struct PeerManager {
     upgrade_aborts: HashMap<UpgradeId, AbortHandle>,
     /// Limits on inbound sockets at accept, before any cryptography.
     admission: Admission,
-    /// Where admission's blocks go (the TCP listeners' socket filter), if anywhere.
-    source_filter: Option<SourceFilter>,
-    /// Fires when the next block ends, a held-back publication is due, or the
-    /// validator set is to be looked at; armed only while one of these is ahead.
-    filter_expiry: Pin<Box<Sleep>>,
-    filter_armed: bool,
-    /// When the filter's rules were last published, and whether a change waits for
-    /// the next publication.
-    filter_published: Option<Instant>,
-    filter_pending: bool,
+    /// Where admission's blocks go (the TCP listeners' socket filter), and when.
+    filter: FilterState,
     /// The source IP of each inbound upgrade in flight that admission counts.
     upgrade_sources: HashMap<UpgradeId, IpAddr>,
     /// The source address of each inbound upgrade in flight.
@@ -157,11 +148,7 @@ impl PeerManager {
             inbound_upgrades: FuturesUnordered::new(),
             upgrade_aborts: HashMap::new(),
             admission,
-            source_filter,
-            filter_expiry: Box::pin(tokio::time::sleep(Duration::ZERO)),
-            filter_armed: false,
-            filter_published: None,
-            filter_pending: false,
+            filter: FilterState::new(source_filter),
             upgrade_sources: HashMap::new(),
             upgrade_addrs: HashMap::new(),
             claims,
@@ -184,7 +171,7 @@ impl PeerManager {
                 _ = self.shutdown.changed() => break,
                 Some(closed) = self.closed_rx.recv() => self.on_closed(closed),
                 Some(request) = self.requests.recv() => self.on_request(request),
-                () = &mut self.filter_expiry, if self.filter_armed => self.on_filter_timer(),
+                () = &mut self.filter.timer, if self.filter.armed => self.on_filter_timer(),
                 Some((id, addr, result)) = self.inbound_upgrades.next(), if !self.inbound_upgrades.is_empty() => {
                     self.on_upgrade_ended(id);
                     // An evicted upgrade (`Aborted`) dropped its socket already.
