@@ -12,9 +12,8 @@
 //!
 //! A source refused for its rate is also *filtered* for as long as its bucket takes to
 //! refill (when the listeners have a [`SourceFilter`](netcore::transport::SourceFilter)):
-//! [`Admission::take_filter_rules`]
-//! gives the sources to block, and the kernel drops their SYNs before any accept. A
-//! flood then costs the node a few hundred nanoseconds per SYN instead of an accept and
+//! [`Admission::take_filter_rules`] gives the sources to block (IPv6 ones by /64), and
+//! the kernel drops their SYNs before any accept. A flood then costs the node the kernel's receive of each SYN instead of an accept and
 //! a reset each; once a block expires the source gets its burst again and, if it keeps
 //! flooding, is blocked again, so what it gets through is still its configured rate. At
 //! most [`MAX_FILTERED_SOURCES`] are blocked at once (every SYN walks the list);
@@ -57,7 +56,8 @@ pub const DEFAULT_RESERVED_FOR_VALIDATORS: usize = 32;
 pub const MAX_TRACKED_SOURCES: usize = 16_384;
 
 /// Sources (IPs and subnets) blocked in the listeners' socket filter at once, at most:
-/// every SYN walks the list, two to five instructions per entry.
+/// every SYN walks the list (2 to 4 instructions per IPv4 entry, up to 9 per IPv6 one),
+/// and the kernel caps a socket's program by its option memory.
 pub const MAX_FILTERED_SOURCES: usize = 256;
 
 /// The limits applied at accept.
