@@ -14,8 +14,11 @@ mod libp2p_side;
 mod memory;
 mod nodes;
 mod ours;
+mod remote;
+mod remote_rpc;
 mod report;
 mod rounds;
+mod server;
 
 use std::collections::BTreeMap;
 
@@ -111,6 +114,9 @@ fn run_once(sizes: &Sizes, only: Option<&str>, ours_only: bool) -> Run {
             memory::memory("libp2p", sizes.idle_connections) / 1024.0,
         );
         eprintln!("memory done");
+    }
+    if want("processes") {
+        processes(&mut f, sizes, ours_only);
     }
     if want("mesh") {
         f.insert(
@@ -253,6 +259,56 @@ fn setup(f: &mut Run, sizes: &Sizes, ours_only: bool) {
     eprintln!("setup done");
 }
 
+/// The two-process workloads (see [`remote`]): bulk, with ours, rust-libp2p and plain
+/// TCP taking turns; then RPC round trips, with ours, rust-libp2p and the TCP echo taking
+/// turns, and ours' and rust-libp2p's rate with `IN_FLIGHT` outstanding. `ours_only` (for profiling)
+/// runs our sides alone.
+fn processes(f: &mut Run, sizes: &Sizes, ours_only: bool) {
+    let chunk = sizes.bulk_chunk;
+    let mut sides = vec![remote::BulkSide::ours(chunk)];
+    if !ours_only {
+        sides.push(remote::BulkSide::libp2p(chunk));
+        sides.push(remote::BulkSide::tcp(chunk));
+    }
+    let cut = Cut::new(sizes.bulk_bytes, 3, chunk as u64);
+    let mib = cut.measured() as f64 / (1024.0 * 1024.0);
+    let secs = interleave(&mut sides, cut);
+    drop(sides);
+    f.insert("procs_bulk.ours", mib / secs[0]);
+    if !ours_only {
+        f.insert("procs_bulk.libp2p", mib / secs[1]);
+        f.insert("procs_bulk.tcp", mib / secs[2]);
+    }
+    let rpc = remote_rpc::rpc(
+        sizes.rpc_samples,
+        sizes.rpc_rounds,
+        IN_FLIGHT,
+        sizes.rpc_rate_count,
+        ours_only,
+    );
+    for (name, lat, rate) in rpc.sides {
+        let (p50, p99, r) = match name {
+            "ours" => (
+                "procs_rpc_p50.ours",
+                "procs_rpc_p99.ours",
+                Some("procs_rpc_rate.ours"),
+            ),
+            "libp2p" => (
+                "procs_rpc_p50.libp2p",
+                "procs_rpc_p99.libp2p",
+                Some("procs_rpc_rate.libp2p"),
+            ),
+            _ => ("procs_rpc_p50.tcp", "procs_rpc_p99.tcp", None),
+        };
+        f.insert(p50, percentile(&lat, 0.5));
+        f.insert(p99, percentile(&lat, 0.99));
+        if let (Some(r), Some(rate)) = (r, rate) {
+            f.insert(r, rate);
+        }
+    }
+    eprintln!("processes done");
+}
+
 /// The command line's choices.
 struct Options {
     out: Option<String>,
@@ -262,7 +318,7 @@ struct Options {
     ours_only: bool,
 }
 
-const USAGE: &str = "usage: compare [--out FILE] [--runs N] [--quick] [--only bulk|messages|rpc|setup|memory|mesh [--ours-only]] [--rpc-samples N] [--rpc-rounds N] [--rpc-rate N]";
+const USAGE: &str = "usage: compare [--out FILE] [--runs N] [--quick] [--only bulk|messages|rpc|setup|memory|processes|mesh [--ours-only]] [--rpc-samples N] [--rpc-rounds N] [--rpc-rate N]";
 
 /// Parses the arguments after the program's name; exits with usage on a bad one.
 fn options(args: &[String]) -> Options {
@@ -322,6 +378,14 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("--child-memory") {
         let count = args.get(3).and_then(|c| c.parse().ok()).unwrap_or(1000);
         memory::memory_child(args.get(2).map_or("ours", String::as_str), count);
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("--child-server") {
+        let chunk = args
+            .get(3)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(64 * 1024);
+        server::child_server(args.get(2).map_or("ours", String::as_str), chunk);
         return;
     }
     let o = options(&args[1..]);

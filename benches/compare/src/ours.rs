@@ -15,7 +15,7 @@ use futures::{SinkExt, StreamExt};
 use netcore::PeerId;
 use netcore::framing::MessageCodec;
 use netcore::multiplexing::{self, Control, Mode, MuxConfig};
-use network::SendError;
+use network::{NetworkSender, SendError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Framed;
@@ -330,42 +330,54 @@ impl RpcPipe {
 
     /// Round trips of `count` RPCs of 32 bytes, one in flight, appended to `into`.
     pub async fn latencies(&self, count: usize, into: &mut Vec<Duration>) {
-        let payload = Bytes::from_static(PAYLOAD);
-        for _ in 0..count {
-            let start = Instant::now();
-            self.a
-                .sender
-                .rpc(self.peer, RPC, payload.clone(), BENCH_RPC_TIMEOUT)
-                .await
-                .expect("rpc");
-            into.push(start.elapsed());
-        }
+        rpc_latencies(&self.a.sender, self.peer, count, into).await;
     }
 
     /// Requests per second over `count` requests with `in_flight` outstanding.
     pub async fn rate(&self, in_flight: usize, count: u64) -> f64 {
-        let payload = Bytes::from_static(PAYLOAD);
-        let call = || {
-            self.a
-                .sender
-                .rpc(self.peer, RPC, payload.clone(), BENCH_RPC_TIMEOUT)
-        };
+        rpc_rate(&self.a.sender, self.peer, in_flight, count).await
+    }
+}
+
+/// Round trips of `count` RPCs of 32 bytes from `sender` to `peer`, one in flight,
+/// appended to `into`.
+pub async fn rpc_latencies(
+    sender: &NetworkSender,
+    peer: PeerId,
+    count: usize,
+    into: &mut Vec<Duration>,
+) {
+    let payload = Bytes::from_static(PAYLOAD);
+    for _ in 0..count {
         let start = Instant::now();
-        let mut pending = FuturesUnordered::new();
-        let mut issued = 0u64;
-        while issued < (in_flight as u64).min(count) {
+        sender
+            .rpc(peer, RPC, payload.clone(), BENCH_RPC_TIMEOUT)
+            .await
+            .expect("rpc");
+        into.push(start.elapsed());
+    }
+}
+
+/// Requests per second from `sender` to `peer` over `count` RPCs of 32 bytes with
+/// `in_flight` outstanding.
+pub async fn rpc_rate(sender: &NetworkSender, peer: PeerId, in_flight: usize, count: u64) -> f64 {
+    let payload = Bytes::from_static(PAYLOAD);
+    let call = || sender.rpc(peer, RPC, payload.clone(), BENCH_RPC_TIMEOUT);
+    let start = Instant::now();
+    let mut pending = FuturesUnordered::new();
+    let mut issued = 0u64;
+    while issued < (in_flight as u64).min(count) {
+        pending.push(call());
+        issued += 1;
+    }
+    while let Some(result) = pending.next().await {
+        result.expect("rpc");
+        if issued < count {
             pending.push(call());
             issued += 1;
         }
-        while let Some(result) = pending.next().await {
-            result.expect("rpc");
-            if issued < count {
-                pending.push(call());
-                issued += 1;
-            }
-        }
-        count as f64 / start.elapsed().as_secs_f64()
     }
+    count as f64 / start.elapsed().as_secs_f64()
 }
 
 /// A 32-byte echo over plain loopback TCP, kept across rounds: the raw limit of RPC

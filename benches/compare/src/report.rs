@@ -113,6 +113,7 @@ pub fn table(m: &Figures, sizes: &Sizes, runs: usize) -> String {
     message_rows(&mut t, m, sizes);
     rpc_rows(&mut t, m);
     connection_rows(&mut t, m, sizes);
+    process_rows(&mut t, m, sizes);
     footnotes(&mut t, m, runs);
     t
 }
@@ -243,12 +244,58 @@ fn connection_rows(t: &mut String, m: &Figures, sizes: &Sizes) {
     );
 }
 
+fn process_rows(t: &mut String, m: &Figures, sizes: &Sizes) {
+    const SAME: &str = "7. same, two processes";
+    let bulk_l = ratio(m, "procs_bulk.ours", "procs_bulk.libp2p");
+    let bulk_r = ratio(m, "procs_bulk.ours", "procs_bulk.tcp");
+    let _ = writeln!(
+        t,
+        "| 7. two processes on loopback, multi-thread runtimes (default workers): bulk, {} MiB in {} KiB writes, one stream | MiB/s | {} | {} | {} (TCP) | {} | {} | ≥ 3× libp2p, ≥ 0.5× TCP | {} |",
+        Cut::new(sizes.bulk_bytes, 3, sizes.bulk_chunk as u64).measured() >> 20,
+        sizes.bulk_chunk / 1024,
+        fig(m, "procs_bulk.ours", 0),
+        fig(m, "procs_bulk.libp2p", 0),
+        fig(m, "procs_bulk.tcp", 0),
+        show(bulk_l),
+        show(bulk_r),
+        verdict(bulk_l.zip(bulk_r).map(|(l, r)| l >= 3.0 && r >= 0.5)),
+    );
+    for (quantile, digits, bound) in [("p50", 1, 1.2), ("p99", 1, 1.3)] {
+        let ours = format!("procs_rpc_{quantile}.ours");
+        let (libp2p, tcp) = (
+            format!("procs_rpc_{quantile}.libp2p"),
+            format!("procs_rpc_{quantile}.tcp"),
+        );
+        let r = ratio(m, &ours, &tcp);
+        let _ = writeln!(
+            t,
+            "| {SAME}: RPC 32 B, {quantile}, one in flight | µs | {} | {} | {} (TCP echo) | {} | {} | ≤ {bound}× TCP echo | {} |",
+            fig(m, &ours, digits),
+            fig(m, &libp2p, digits),
+            fig(m, &tcp, digits),
+            show(ratio(m, &ours, &libp2p)),
+            show(r),
+            verdict(r.map(|r| r <= bound)),
+        );
+    }
+    let rate_l = ratio(m, "procs_rpc_rate.ours", "procs_rpc_rate.libp2p");
+    let _ = writeln!(
+        t,
+        "| {SAME}: RPC 32 B, {IN_FLIGHT} in flight | req/s | {} | {} | | {} | | ≥ 10× libp2p | {} |",
+        fig(m, "procs_rpc_rate.ours", 0),
+        fig(m, "procs_rpc_rate.libp2p", 0),
+        show(rate_l),
+        verdict(rate_l.map(|r| r >= 10.0)),
+    );
+}
+
 fn footnotes(t: &mut String, m: &Figures, runs: usize) {
     let _ = writeln!(
         t,
         "\nEach figure is the median of {runs} runs; each ratio is the median of the {runs} \
          per-run ratios. Within a run, the two sides of each ratio to a raw limit took \
-         turns in rounds; each rust-libp2p figure ran whole, after ours."
+         turns in rounds; each rust-libp2p figure of rows 1-5 ran whole, after ours; in \
+         rows 7, bulk and RPC latency took turns between ours, rust-libp2p and the limit."
     );
     let lines: Vec<String> = [
         ("bulk ÷ libp2p", "bulk.ours", "bulk.libp2p"),
@@ -267,6 +314,31 @@ fn footnotes(t: &mut String, m: &Figures, runs: usize) {
         ("RPC rate ÷ libp2p", "rpc_rate.ours", "rpc_rate.libp2p"),
         ("setup ÷ libp2p", "setup.ours", "setup.libp2p"),
         ("setup ÷ crypto ceiling", "setup.ours", "setup.crypto"),
+        (
+            "two-process bulk ÷ libp2p",
+            "procs_bulk.ours",
+            "procs_bulk.libp2p",
+        ),
+        (
+            "two-process bulk ÷ TCP",
+            "procs_bulk.ours",
+            "procs_bulk.tcp",
+        ),
+        (
+            "two-process RPC p50 ÷ echo",
+            "procs_rpc_p50.ours",
+            "procs_rpc_p50.tcp",
+        ),
+        (
+            "two-process RPC p99 ÷ echo",
+            "procs_rpc_p99.ours",
+            "procs_rpc_p99.tcp",
+        ),
+        (
+            "two-process RPC rate ÷ libp2p",
+            "procs_rpc_rate.ours",
+            "procs_rpc_rate.libp2p",
+        ),
     ]
     .iter()
     .filter_map(|(label, a, b)| per_run_line(m, label, a, b))
@@ -281,9 +353,10 @@ fn footnotes(t: &mut String, m: &Figures, runs: usize) {
 pub fn write_out(path: &str, t: &str, machine: &str) {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let section = format!(
-        "{BEGIN}\n{t}\nMachine: {machine}. Runtime: tokio current-thread, both ends of every \
-         connection in one process on that one thread, not pinned to a core; the same for \
-         our stack, rust-libp2p 0.57 and the raw limits.\n{END}"
+        "{BEGIN}\n{t}\nMachine: {machine}. Runtime: rows 1-6, tokio current-thread, both \
+         ends of every connection in one process on that one thread, not pinned to a core; \
+         rows 7, two processes, each on a tokio multi-thread runtime with its default \
+         workers; the same for our stack, rust-libp2p 0.57 and the raw limits.\n{END}"
     );
     let new = match (text.find(BEGIN), text.find(END)) {
         (Some(b), Some(e)) if b < e => {

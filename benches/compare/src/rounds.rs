@@ -80,6 +80,24 @@ impl Side {
     }
 }
 
+/// One side of a workload that takes turns with others.
+pub trait Turn {
+    /// Names the side in the per-round figures printed on stderr.
+    fn name(&self) -> &'static str;
+    /// Seconds of one round of `count` units.
+    fn round(&mut self, count: u64) -> f64;
+}
+
+impl Turn for Side {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn round(&mut self, count: u64) -> f64 {
+        Side::round(self, count)
+    }
+}
+
 impl Drop for Side {
     fn drop(&mut self) {
         // The pipe's sockets and tasks go inside their runtime.
@@ -91,7 +109,7 @@ impl Drop for Side {
 /// Runs the rounds of `cut` on each side, taking turns and rotating which goes first,
 /// after one warm-up round each: returns each side's seconds, summed over its rounds.
 /// Each side's rate per round (units per second) goes to stderr.
-pub fn interleave(sides: &mut [Side], cut: Cut) -> Vec<f64> {
+pub fn interleave<S: Turn>(sides: &mut [S], cut: Cut) -> Vec<f64> {
     for side in sides.iter_mut() {
         side.round(cut.warm_up);
     }
@@ -107,7 +125,7 @@ pub fn interleave(sides: &mut [Side], cut: Cut) -> Vec<f64> {
             .iter()
             .map(|s| format!("{:.3e}", cut.per_round as f64 / s))
             .collect();
-        eprintln!("  {} per round: {}", side.name, rates.join(" "));
+        eprintln!("  {} per round: {}", side.name(), rates.join(" "));
     }
     secs.iter().map(|s| s.iter().sum()).collect()
 }
