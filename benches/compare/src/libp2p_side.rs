@@ -11,7 +11,7 @@ use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, noise, tcp, yamux};
 
 /// The plain-stream protocol.
-const STREAM: StreamProtocol = StreamProtocol::new("/compare/stream/1");
+pub const STREAM: StreamProtocol = StreamProtocol::new("/compare/stream/1");
 /// The request-response protocol.
 const RPC: StreamProtocol = StreamProtocol::new("/compare/rpc/1");
 /// Largest request or response the codec reads.
@@ -75,8 +75,10 @@ impl request_response::Codec for RawCodec {
 /// The swarms' behaviour: a plain stream and request-response.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
-    stream: libp2p_stream::Behaviour,
-    rpc: request_response::Behaviour<RawCodec>,
+    /// Plain streams.
+    pub stream: libp2p_stream::Behaviour,
+    /// Request-response.
+    pub rpc: request_response::Behaviour<RawCodec>,
 }
 
 /// A swarm on loopback TCP + Noise + yamux that keeps idle connections open.
@@ -132,7 +134,7 @@ pub async fn echo_server() -> anyhow::Result<(PeerId, Multiaddr, libp2p_stream::
 }
 
 /// A client swarm connected to `addr`, with its events left to the caller.
-async fn connected_client(peer: PeerId, addr: &Multiaddr) -> anyhow::Result<Swarm<Behaviour>> {
+pub async fn connected_client(peer: PeerId, addr: &Multiaddr) -> anyhow::Result<Swarm<Behaviour>> {
     let mut client = swarm()?;
     client.dial(addr.clone())?;
     loop {
@@ -245,20 +247,42 @@ pub async fn rpc(
 ) -> anyhow::Result<(Vec<Duration>, f64)> {
     let (peer, addr, _control) = echo_server().await?;
     let mut client = connected_client(peer, &addr).await?;
+    latencies(&mut client, peer, samples / 10).await?;
+    let mut lat = latencies(&mut client, peer, samples).await?;
+    lat.sort();
+    Ok((lat, rate(&mut client, peer, in_flight, rate_count).await?))
+}
+
+/// Round trips of `count` requests to `peer`, one in flight, from `client` (which the
+/// caller's task drives).
+pub async fn latencies(
+    client: &mut Swarm<Behaviour>,
+    peer: PeerId,
+    count: usize,
+) -> anyhow::Result<Vec<Duration>> {
     let payload = vec![0x5au8; 32];
-    let mut latencies = Vec::with_capacity(samples);
-    for i in 0..samples + samples / 10 {
+    let mut latencies = Vec::with_capacity(count);
+    for _ in 0..count {
         let start = Instant::now();
         client
             .behaviour_mut()
             .rpc
             .send_request(&peer, payload.clone());
-        wait_response(&mut client).await?;
-        if i >= samples / 10 {
-            latencies.push(start.elapsed());
-        }
+        wait_response(client).await?;
+        latencies.push(start.elapsed());
     }
-    latencies.sort();
+    Ok(latencies)
+}
+
+/// Requests per second to `peer` from `client` over `rate_count` requests with
+/// `in_flight` outstanding.
+pub async fn rate(
+    client: &mut Swarm<Behaviour>,
+    peer: PeerId,
+    in_flight: usize,
+    rate_count: u64,
+) -> anyhow::Result<f64> {
+    let payload = vec![0x5au8; 32];
     let start = Instant::now();
     let mut issued = 0u64;
     while issued < (in_flight as u64).min(rate_count) {
@@ -270,7 +294,7 @@ pub async fn rpc(
     }
     let mut done = 0u64;
     while done < rate_count {
-        wait_response(&mut client).await?;
+        wait_response(client).await?;
         done += 1;
         if issued < rate_count {
             client
@@ -280,7 +304,7 @@ pub async fn rpc(
             issued += 1;
         }
     }
-    Ok((latencies, rate_count as f64 / start.elapsed().as_secs_f64()))
+    Ok(rate_count as f64 / start.elapsed().as_secs_f64())
 }
 
 async fn wait_response(client: &mut Swarm<Behaviour>) -> anyhow::Result<()> {
@@ -366,7 +390,8 @@ pub async fn idle_connections(count: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn drive(mut swarm: Swarm<Behaviour>) {
+/// Polls `swarm` for ever, dropping its events.
+pub async fn drive(mut swarm: Swarm<Behaviour>) {
     loop {
         swarm.select_next_some().await;
     }
