@@ -1,6 +1,7 @@
 //! Noise benchmarks: `NoiseStream` throughput over memsocket and loopback TCP (64 KiB and
-//! 32 B writes), handshakes per second, and raw `snow` encryption of full frames per
-//! suite and backend (the figures behind `noise::DEFAULT_SUITE`).
+//! 32 B writes), handshakes per second, raw `snow` encryption of full frames per suite
+//! and backend (the figures behind `noise::DEFAULT_SUITE`), and one X25519 by the
+//! Montgomery ladder against `noise::x25519_shared`.
 //!
 //! `cargo bench -p benches --bench noise -- --warm-up-time 1 --measurement-time 3`
 #![allow(missing_docs)] // criterion_main! generates an undocumented `main`.
@@ -238,5 +239,25 @@ fn handshakes(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, raw_snow, stream_throughput, handshakes);
+/// One X25519 with an honest (on-curve) key: curve25519-dalek's Montgomery ladder, and
+/// the handshake's `x25519_shared` (the Edwards form, vectorised where the CPU allows).
+fn x25519(c: &mut Criterion) {
+    use curve25519_dalek::montgomery::MontgomeryPoint;
+    let mut group = c.benchmark_group("x25519");
+    let secret = [0x5au8; 32];
+    let public = MontgomeryPoint::mul_base_clamped([0x33u8; 32]).to_bytes();
+    group.bench_function("montgomery_ladder", |b| {
+        b.iter(|| {
+            MontgomeryPoint(std::hint::black_box(public)).mul_clamped(std::hint::black_box(secret))
+        })
+    });
+    group.bench_function("x25519_shared", |b| {
+        b.iter(|| {
+            noise::x25519_shared(&std::hint::black_box(secret), &std::hint::black_box(public))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, raw_snow, stream_throughput, handshakes, x25519);
 criterion_main!(benches);

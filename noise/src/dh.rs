@@ -117,7 +117,25 @@ fn keep(store: &Kept, remote: &[u8; KEY_LEN], secret: Secret) {
 }
 
 fn x25519(secret: &[u8; KEY_LEN], public: &[u8; KEY_LEN]) -> Secret {
-    Zeroizing::new(MontgomeryPoint(*public).mul_clamped(*secret).to_bytes())
+    Zeroizing::new(x25519_shared(secret, public))
+}
+
+/// X25519 (RFC 7748): the shared secret of the local `secret` and a remote `public` key.
+///
+/// For a `public` key on the curve (every honest key is), the scalar multiplication runs
+/// on the birationally equivalent Edwards curve, where curve25519-dalek uses its vector
+/// backend when the CPU has one (AVX2), faster than the Montgomery ladder's serial field
+/// arithmetic (figures in benches/README.md). The result is the same u-coordinate: the
+/// sign chosen for the Edwards point does not change it, and a low-order point gives
+/// zero either way. A `public` key on the twist has no Edwards point; it takes the
+/// ladder, which RFC 7748 defines for any 32 bytes. Whether the key is on the curve is
+/// public, so the branch reveals nothing secret.
+pub fn x25519_shared(secret: &[u8; KEY_LEN], public: &[u8; KEY_LEN]) -> [u8; KEY_LEN] {
+    let point = MontgomeryPoint(*public);
+    match point.to_edwards(0) {
+        Some(edwards) => edwards.mul_clamped(*secret).to_montgomery().to_bytes(),
+        None => point.mul_clamped(*secret).to_bytes(),
+    }
 }
 
 /// What one handshake knows before it starts.
@@ -262,6 +280,61 @@ mod tests {
         let mut out = [0u8; KEY_LEN];
         key.dh(public, &mut out).unwrap();
         out
+    }
+
+    fn hex32(s: &str) -> [u8; KEY_LEN] {
+        hex::decode(s).unwrap().try_into().unwrap()
+    }
+
+    /// RFC 7748's vectors: section 5.2's first and section 6.1's exchange (both on the
+    /// curve: the Edwards path), and a key on the twist (the ladder's path).
+    #[test]
+    fn the_shared_secret_is_rfc_7748s() {
+        let scalar = hex32("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4");
+        let u = hex32("e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c");
+        let out = hex32("c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552");
+        assert_eq!(x25519_shared(&scalar, &u), out);
+
+        let twist = (2u8..)
+            .map(|k| {
+                let mut u = [0u8; KEY_LEN];
+                u[0] = k;
+                u
+            })
+            .find(|u| MontgomeryPoint(*u).to_edwards(0).is_none())
+            .unwrap();
+        let ladder = MontgomeryPoint(twist).mul_clamped(scalar).to_bytes();
+        assert_eq!(x25519_shared(&scalar, &twist), ladder);
+
+        let alice = hex32("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a");
+        let bob_public = hex32("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f");
+        let shared = hex32("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");
+        assert!(MontgomeryPoint(bob_public).to_edwards(0).is_some());
+        assert_eq!(x25519_shared(&alice, &bob_public), shared);
+    }
+
+    proptest::proptest! {
+        /// Any 32 bytes as the remote key (on the curve, on the twist, low order,
+        /// non-canonical): the same secret as the Montgomery ladder's.
+        #[test]
+        fn the_shared_secret_is_the_ladders(
+            secret in proptest::array::uniform32(proptest::num::u8::ANY),
+            public in proptest::array::uniform32(proptest::num::u8::ANY),
+        ) {
+            let ladder = MontgomeryPoint(public).mul_clamped(secret).to_bytes();
+            proptest::prop_assert_eq!(x25519_shared(&secret, &public), ladder);
+        }
+
+        /// The keys honest peers send, all on the curve.
+        #[test]
+        fn the_shared_secret_of_honest_keys_is_the_ladders(
+            secret in proptest::array::uniform32(proptest::num::u8::ANY),
+            other in proptest::array::uniform32(proptest::num::u8::ANY),
+        ) {
+            let public = MontgomeryPoint::mul_base_clamped(other).to_bytes();
+            let ladder = MontgomeryPoint(public).mul_clamped(secret).to_bytes();
+            proptest::prop_assert_eq!(x25519_shared(&secret, &public), ladder);
+        }
     }
 
     #[test]
