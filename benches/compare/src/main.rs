@@ -127,6 +127,10 @@ fn run_once(sizes: &Sizes, only: Option<&str>, ours_only: bool) -> Run {
             "mesh_large.ours",
             runtime().block_on(ours::mesh(sizes.mesh_nodes_large)),
         );
+        f.insert(
+            "mesh_large_mt.ours",
+            remote::multi_thread().block_on(ours::mesh(sizes.mesh_nodes_large)),
+        );
         eprintln!("mesh done");
     }
     f
