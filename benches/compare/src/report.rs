@@ -73,8 +73,8 @@ fn fig(m: &Figures, key: &str, digits: usize) -> String {
 }
 
 /// The median of the per-run ratios `a ÷ b`: the machine's state drifts between runs
-/// (loopback TCP alone moved between 750 and 1830 MiB/s in one table), so a ratio of
-/// two medians could pair figures from different runs.
+/// (loopback TCP alone can move by a factor of two within one table), so a ratio of two
+/// medians could pair figures from different runs.
 fn ratio(m: &Figures, a: &str, b: &str) -> Option<f64> {
     let mut r = m.per_run(a, b);
     (!r.is_empty()).then(|| median(&mut r))

@@ -147,7 +147,7 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// another task (here the multiplexer's) wakes it, a system call per request that a
 /// task does not pay. Both sides of the latency ratio (and rust-libp2p's) run this way;
 /// the other workloads keep `block_on`, where the throughput figures were taken (a
-/// spawned bulk writer measured 500 to 1250 MiB/s from run to run).
+/// spawned bulk writer varied far more from run to run).
 pub fn spawned<F>(workload: F) -> F::Output
 where
     F: std::future::Future + Send + 'static,

@@ -15,9 +15,9 @@ use super::decisions::UpgradeId;
 use super::{PeerManager, Upgrade};
 
 /// Admission's blocks reach the listeners' filter at most this often: each change costs
-/// every listener a compile and an attach (up to a couple of milliseconds for a few
-/// hundred rules), so a flood of changing sources is not a flood of attaches. Short,
-/// because a block held back is a flood refused at accept meanwhile.
+/// every listener a compile and an attach, which grows with the rules, so a flood of
+/// changing sources is not a flood of attaches. Short, because a block held back is a
+/// flood refused at accept meanwhile.
 const FILTER_PUBLISH_INTERVAL: Duration = Duration::from_millis(20);
 
 /// While blocks are in force, the validator set is looked at this often: a validator
