@@ -20,6 +20,7 @@
 //! spawned. So no other task can stall it, and it cannot deadlock with a peer task.
 
 mod accept;
+mod counting;
 mod decisions;
 mod notifications;
 
@@ -43,7 +44,7 @@ use self::notifications::coalesce_notifications;
 pub use crate::connection::{ConnectionId, ConnectionMetadata, DisconnectReason, TrustPredicate};
 use crate::requests::{Closed, Request};
 pub use decisions::new_connection_wins;
-use decisions::{Decisions, Dial, DialRefusal, Limits, Refusal, UpgradeId, Upgraded};
+use decisions::{Decisions, Dial, DialRefusal, Limits, UpgradeId, Upgraded};
 
 use crate::admission::{Admission, ClaimBoard, ValidatorAddresses};
 use crate::channel::MeteredReceiver;
@@ -189,51 +190,6 @@ impl PeerManager {
             }
         }
         self.close_all().await;
-    }
-
-    /// Counts a connection or dial refused because the peer is banned.
-    fn count_ban_refusal(&self, origin: ConnectionOrigin) {
-        self.shared
-            .protocols
-            .metrics
-            .defence
-            .ban_refusals
-            .with_label_values(&[origin.as_str()])
-            .inc();
-        let now = tokio::time::Instant::now().into_std();
-        let banned = self
-            .shared
-            .protocols
-            .reporter
-            .reputation
-            .lock()
-            .banned_count(now);
-        self.shared
-            .protocols
-            .metrics
-            .defence
-            .banned_peers
-            .set(banned as i64);
-    }
-
-    fn count_failure(&self, reason: &str) {
-        self.shared
-            .protocols
-            .metrics
-            .connection
-            .handshake_failures
-            .with_label_values(&[reason])
-            .inc();
-    }
-
-    fn count_event(&self, event: &str) {
-        self.shared
-            .protocols
-            .metrics
-            .connection
-            .events
-            .with_label_values(&[event])
-            .inc();
     }
 
     fn on_request(&mut self, request: Request) {
@@ -419,19 +375,6 @@ impl PeerManager {
             self.count_event("replaced");
             self.notify_lost(&old, DisconnectReason::Replaced);
             close_gracefully(old);
-        }
-    }
-
-    /// Counts an upgraded connection refused before the tie-break.
-    fn count_refusal(&self, refusal: Refusal, origin: ConnectionOrigin) {
-        match refusal {
-            Refusal::Banned => {
-                // Banned while its upgrade was in flight.
-                self.count_ban_refusal(origin);
-                self.count_failure("banned");
-            }
-            Refusal::SelfConnection => self.count_failure("self_dial"),
-            Refusal::TooManyUntrusted => self.count_event("refused_untrusted"),
         }
     }
 
