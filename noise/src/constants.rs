@@ -25,9 +25,9 @@ pub const MAX_WIRE_FRAME_LEN: usize = LENGTH_PREFIX_LEN + MAX_NOISE_MESSAGE_LEN;
 pub const READ_BUFFER_LEN: usize = 2 * MAX_WIRE_FRAME_LEN;
 
 /// The read buffer a `NoiseStream` starts with: enough for a burst of small messages. It
-/// grows to [`READ_BUFFER_LEN`] only when a frame does not fit or a read fills it, so an
-/// idle or chatty-but-small connection holds 4 KiB here instead of 128 KiB (the
-/// resident-memory target is 64 KiB per idle connection).
+/// grows to [`READ_BUFFER_LEN`] only when a frame does not fit or a read fills it, so a
+/// chatty-but-small connection holds 4 KiB here instead of 128 KiB, and lets it go
+/// whenever it has read everything (an idle connection holds none).
 pub const INITIAL_READ_BUFFER_LEN: usize = 4 * 1024;
 
 /// The length of the prologue: the dialer's peer id, then the static key it expects.

@@ -4,7 +4,7 @@
 //! (plaintext and a 16-byte tag), at most
 //! [`MAX_NOISE_MESSAGE_LEN`](crate::MAX_NOISE_MESSAGE_LEN). The session keeps
 //! four buffers, each allocated on first use and grown only as far as the traffic needs
-//! (never shrunk, never reallocated per frame), so an idle connection holds little:
+//! (never reallocated per frame), so an idle connection holds little:
 //!
 //! - `plain_out`: plaintext written but not yet sealed; small writes accumulate here so
 //!   that many become one full frame;
@@ -15,7 +15,9 @@
 //!   [`INITIAL_READ_BUFFER_LEN`](crate::INITIAL_READ_BUFFER_LEN) bytes at first and
 //!   [`READ_BUFFER_LEN`](crate::READ_BUFFER_LEN) once a frame does not fit or a read
 //!   fills it, so one read call takes all that is available; frames split at any byte are
-//!   reassembled here. The large buffer's data starts on a page boundary: the
+//!   reassembled here. The small buffer is let go whenever it is empty and the socket
+//!   has nothing more, so an idle connection holds no read buffer; the large one is
+//!   kept (a fast sender refills it at once). The large buffer's data starts on a page boundary: the
 //!   kernel's copy into it (`rep movsb`) runs at a fraction of its speed on some CPUs
 //!   when the destination sits a few bytes past the source modulo 4 KiB, and where the
 //!   heap placed the buffer would otherwise decide that for the whole life of a
@@ -401,6 +403,24 @@ impl NoiseSession {
         self.wire_in_base = base;
         self.wire_in_start = base;
         self.wire_in_end = base + held;
+    }
+
+    /// Lets go of the small read buffer when it holds nothing: called when the socket
+    /// has no more to give, so an idle connection keeps none. The large buffer stays:
+    /// a fast sender refills it at once, and taking it again would cost its zeroing.
+    pub(crate) fn release_if_empty(&mut self) {
+        if self.wire_in_start == self.wire_in_end
+            && self.wire_in.len() < READ_BUFFER_LEN
+            && self.plaintext().is_empty()
+        {
+            self.wire_in = Vec::new();
+            self.plain_in_wire = false;
+            self.plain_in_start = 0;
+            self.plain_in_end = 0;
+            self.wire_in_base = 0;
+            self.wire_in_start = 0;
+            self.wire_in_end = 0;
+        }
     }
 
     /// Marks `n` bytes of [`read_space`](Self::read_space) as filled.

@@ -91,7 +91,13 @@ impl<IO: AsyncRead + Unpin> AsyncRead for NoiseStream<IO> {
             }
             let space = this.session.read_space();
             let mut socket_buf = ReadBuf::new(space);
-            ready!(Pin::new(&mut this.io).poll_read(cx, &mut socket_buf))?;
+            if Pin::new(&mut this.io)
+                .poll_read(cx, &mut socket_buf)?
+                .is_pending()
+            {
+                this.session.release_if_empty();
+                return Poll::Pending;
+            }
             let n = socket_buf.filled().len();
             if n == 0 {
                 return Poll::Ready(this.session.end_of_stream().map_err(|e| e.into_io()));

@@ -223,7 +223,10 @@ where
         while !self.read_done {
             match self.reader.poll_read(&mut self.io, cx) {
                 // The socket registered the task's waker.
-                Poll::Pending => return Ok(Some(false)),
+                Poll::Pending => {
+                    self.reader.release_if_small();
+                    return Ok(Some(false));
+                }
                 Poll::Ready(Ok(0)) => {
                     self.shared.with(Session::on_eof);
                     return Ok(None);
@@ -345,6 +348,9 @@ where
         }
         self.timer_at = None;
         self.timer_waker = None;
+        // A quiet moment (the timers run at least once per RTT probe interval): a read
+        // buffer grown by a burst is let go if it holds nothing.
+        self.reader.release_if_empty();
         let now = Instant::now();
         self.shared.with(|s| s.handle_timeout(now));
         true

@@ -180,6 +180,42 @@ fn a_new_session_holds_no_buffers_and_small_traffic_keeps_them_small() {
 }
 
 #[test]
+fn a_quiet_session_lets_go_of_its_small_read_buffer_but_never_of_unread_bytes() {
+    let (mut a, mut b) = pair();
+    // A partial frame stays.
+    let wire = seal(&mut a, b"hello");
+    feed(&mut b, &wire[..4]);
+    b.release_if_empty();
+    assert_eq!(b.wire_in.len(), crate::INITIAL_READ_BUFFER_LEN);
+    feed(&mut b, &wire[4..]);
+    // Plaintext not yet handed out stays.
+    assert_eq!(decode(&mut b, 2), (Ok(Decoded::Buffered), Vec::new()));
+    b.release_if_empty();
+    assert_eq!(take(&mut b, 2), b"he");
+    b.release_if_empty();
+    assert_eq!(take(&mut b, 32), b"llo");
+    // All read: the buffer goes, and the next frame takes a new one.
+    b.release_if_empty();
+    assert_eq!((b.wire_in.len(), b.plaintext().len()), (0, 0));
+    let wire = seal(&mut a, b"again");
+    feed(&mut b, &wire);
+    assert_eq!(
+        decode(&mut b, 32),
+        (Ok(Decoded::Direct(5)), b"again".to_vec())
+    );
+}
+
+#[test]
+fn the_large_read_buffer_is_kept_when_quiet() {
+    let (mut a, mut b) = pair();
+    let data = vec![3u8; 10_000];
+    feed(&mut b, &seal(&mut a, &data));
+    assert_eq!(decode(&mut b, 10_000), (Ok(Decoded::Direct(10_000)), data));
+    b.release_if_empty();
+    assert_eq!(b.wire_in.len() - b.wire_in_base, READ_BUFFER_LEN);
+}
+
+#[test]
 fn a_frame_larger_than_the_initial_read_buffer_grows_it_to_two_frames() {
     let (mut a, mut b) = pair();
     let data = vec![3u8; 10_000];
