@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use curve25519_dalek::edwards::EdwardsPoint;
 use curve25519_dalek::montgomery::MontgomeryPoint;
 use parking_lot::Mutex;
 use snow::params::{CipherChoice, DHChoice, HashChoice};
@@ -76,6 +77,7 @@ impl StaticKeys {
             remote: *remote,
             kept: self.kept.lock().get(remote).cloned(),
             store: keep.then(|| Arc::clone(&self.kept)),
+            met: Mutex::new(Vec::with_capacity(REMOTE_KEYS_PER_HANDSHAKE)),
         }))
     }
 
@@ -116,8 +118,42 @@ fn keep(store: &Kept, remote: &[u8; KEY_LEN], secret: Secret) {
     kept.insert(*remote, Arc::new(secret));
 }
 
-fn x25519(secret: &[u8; KEY_LEN], public: &[u8; KEY_LEN]) -> Secret {
-    Zeroizing::new(x25519_shared(secret, public))
+/// The remote keys one handshake meets: the remote's static key and its ephemeral one.
+const REMOTE_KEYS_PER_HANDSHAKE: usize = 2;
+
+/// A remote X25519 public key made ready for [`x25519_shared`]'s Edwards path once,
+/// for a key that takes part in several exchanges (IK uses each remote key twice on
+/// each side). The conversion costs two field exponentiations, about a third of an
+/// exchange's work outside the vector backend.
+#[derive(Clone, Copy, Debug)]
+pub struct RemoteKey {
+    bytes: [u8; KEY_LEN],
+    /// The Edwards point, or `None` for a key on the twist (the ladder's path).
+    edwards: Option<EdwardsPoint>,
+}
+
+impl RemoteKey {
+    /// Converts `public` (any 32 bytes).
+    pub fn new(public: &[u8; KEY_LEN]) -> Self {
+        Self {
+            bytes: *public,
+            edwards: MontgomeryPoint(*public).to_edwards(0),
+        }
+    }
+
+    /// The key's bytes.
+    pub fn bytes(&self) -> &[u8; KEY_LEN] {
+        &self.bytes
+    }
+
+    /// X25519 of the local `secret` and this key: the same as
+    /// [`x25519_shared`]`(secret, self.bytes())`.
+    pub fn shared(&self, secret: &[u8; KEY_LEN]) -> [u8; KEY_LEN] {
+        match self.edwards {
+            Some(point) => point.mul_clamped(*secret).to_montgomery().to_bytes(),
+            None => MontgomeryPoint(self.bytes).mul_clamped(*secret).to_bytes(),
+        }
+    }
 }
 
 /// X25519 (RFC 7748): the shared secret of the local `secret` and a remote `public` key.
@@ -131,11 +167,7 @@ fn x25519(secret: &[u8; KEY_LEN], public: &[u8; KEY_LEN]) -> Secret {
 /// ladder, which RFC 7748 defines for any 32 bytes. Whether the key is on the curve is
 /// public, so the branch reveals nothing secret.
 pub fn x25519_shared(secret: &[u8; KEY_LEN], public: &[u8; KEY_LEN]) -> [u8; KEY_LEN] {
-    let point = MontgomeryPoint(*public);
-    match point.to_edwards(0) {
-        Some(edwards) => edwards.mul_clamped(*secret).to_montgomery().to_bytes(),
-        None => point.mul_clamped(*secret).to_bytes(),
-    }
+    RemoteKey::new(public).shared(secret)
 }
 
 /// What one handshake knows before it starts.
@@ -147,6 +179,30 @@ struct Known {
     kept: Option<Arc<Secret>>,
     /// Where to keep it once computed, if this handshake may.
     store: Option<Kept>,
+    /// The remote keys this handshake met, converted. Each takes part in two of IK's
+    /// four exchanges on each side (the static one in `es` and `ss`, or `ss` and `se`;
+    /// the ephemeral one in the other two), so each is converted once. Public values:
+    /// nothing to zeroize.
+    met: Mutex<Vec<RemoteKey>>,
+}
+
+impl Known {
+    /// X25519 of `secret` and `public`, converting `public` once per handshake.
+    fn x25519(&self, secret: &[u8; KEY_LEN], public: &[u8; KEY_LEN]) -> Secret {
+        let mut met = self.met.lock();
+        let key = match met.iter().find(|key| key.bytes() == public) {
+            Some(key) => *key,
+            None => {
+                let key = RemoteKey::new(public);
+                if met.len() < REMOTE_KEYS_PER_HANDSHAKE {
+                    met.push(key);
+                }
+                key
+            }
+        };
+        drop(met);
+        Zeroizing::new(key.shared(secret))
+    }
 }
 
 struct Resolver {
@@ -237,14 +293,14 @@ impl Dh for X25519 {
             return Err(snow::Error::Dh);
         };
         if !(self.local_static && *remote == self.known.remote) {
-            out.copy_from_slice(&*x25519(&self.secret, remote));
+            out.copy_from_slice(&*self.known.x25519(&self.secret, remote));
             return Ok(());
         }
         if let Some(kept) = &self.known.kept {
             out.copy_from_slice(&***kept);
             return Ok(());
         }
-        let secret = x25519(&self.secret, remote);
+        let secret = self.known.x25519(&self.secret, remote);
         out.copy_from_slice(&*secret);
         if let Some(store) = &self.known.store {
             keep(store, remote, secret);
@@ -405,6 +461,38 @@ mod tests {
         assert_eq!(keys.kept(), 0);
     }
 
+    /// A handshake's keys convert each remote key once and keep at most two: every
+    /// exchange still matches snow's, for keys met again, for a key on the twist, and
+    /// for keys past the two kept.
+    #[test]
+    fn exchanges_match_the_reference_for_keys_met_again_and_past_the_two_kept() {
+        let local = Identity::generate();
+        let keys = StaticKeys::new(&local);
+        let resolver = keys
+            .for_handshake(&[9; KEY_LEN], false)
+            .resolver(Box::new(DefaultResolver));
+        let mut s = resolver.resolve_dh(&DHChoice::Curve25519).unwrap();
+        s.set(&*local.x25519_secret_bytes());
+        let mut e = resolver.resolve_dh(&DHChoice::Curve25519).unwrap();
+        e.generate(&mut Rng).unwrap();
+        let (mut s_ref, mut e_ref) = (reference(), reference());
+        s_ref.set(s.privkey());
+        e_ref.set(e.privkey());
+        let mut twist = [0u8; KEY_LEN];
+        twist[0] = 2; // u = 2 is on the twist
+        assert!(MontgomeryPoint(twist).to_edwards(0).is_none());
+        let remotes = [
+            Identity::generate().x25519_public().to_bytes(),
+            twist,
+            Identity::generate().x25519_public().to_bytes(),
+        ];
+        for remote in remotes.iter().chain(remotes.iter()) {
+            for (key, reference) in [(&s, &s_ref), (&e, &e_ref)] {
+                assert_eq!(dh(key.as_ref(), remote), dh(reference.as_ref(), remote));
+            }
+        }
+    }
+
     #[test]
     fn short_keys_are_refused_and_the_kept_secrets_are_bounded() {
         let local = Identity::generate();
@@ -420,7 +508,11 @@ mod tests {
         for i in 0..MAX_KEPT_STATIC_SECRETS + 10 {
             let mut remote = [0u8; KEY_LEN];
             remote[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            keep(&keys.kept, &remote, x25519(&secret, &remote));
+            keep(
+                &keys.kept,
+                &remote,
+                Zeroizing::new(x25519_shared(&secret, &remote)),
+            );
         }
         // Full: each new key replaced an old one.
         assert_eq!(keys.kept(), MAX_KEPT_STATIC_SECRETS);

@@ -60,7 +60,7 @@ mod trusted;
 mod upgrade;
 
 pub use constants::*;
-pub use dh::x25519_shared;
+pub use dh::{RemoteKey, x25519_shared};
 pub use error::{FrameError, KeyError, NoiseError};
 pub use handshake::{AuthMode, RemoteInfo};
 pub use identity::{Identity, verify, x25519_public_key};

@@ -123,7 +123,7 @@ fn bulk_rows(t: &mut String, m: &Figures, sizes: &Sizes) {
     let bulk_r = ratio(m, "bulk.ours", "bulk.tcp");
     let _ = writeln!(
         t,
-        "| 1. bulk, {} MiB in {} KiB writes, one stream | MiB/s | {} | {} | {} (TCP) | {} | {} | ≥ 2.5× libp2p, ≥ 0.4× TCP | {} |",
+        "| 1. bulk, {} MiB in {} KiB writes, one stream | MiB/s | {} | {} | {} (TCP) | {} | {} | ≥ 3× libp2p, ≥ 0.5× TCP | {} |",
         Cut::new(sizes.bulk_bytes, 2, sizes.bulk_chunk as u64).measured() >> 20,
         sizes.bulk_chunk / 1024,
         fig(m, "bulk.ours", 0),
@@ -131,7 +131,7 @@ fn bulk_rows(t: &mut String, m: &Figures, sizes: &Sizes) {
         fig(m, "bulk.tcp", 0),
         show(bulk_l),
         show(bulk_r),
-        verdict(bulk_l.zip(bulk_r).map(|(l, r)| l >= 2.5 && r >= 0.4)),
+        verdict(bulk_l.zip(bulk_r).map(|(l, r)| l >= 3.0 && r >= 0.5)),
     );
     let _ = writeln!(
         t,
@@ -144,27 +144,28 @@ fn bulk_rows(t: &mut String, m: &Figures, sizes: &Sizes) {
 
 fn message_rows(t: &mut String, m: &Figures, sizes: &Sizes) {
     let msg_r = ratio(m, "messages.ours", "messages.noise_framed");
+    let msg_l = ratio(m, "messages.ours", "messages.libp2p");
     let _ = writeln!(
         t,
-        "| 2. 32 B DirectSend messages, one connection ({} messages) | msg/s | {} | {} | {} (TCP+Noise framed) | {} | {} | ≥ 0.9× TCP+Noise framed | {} |",
+        "| 2. 32 B DirectSend messages, one connection ({} messages) | msg/s | {} | {} | {} (TCP+Noise framed) | {} | {} | ≥ 1.1× libp2p, ≥ 1.0× TCP+Noise framed | {} |",
         Cut::new(sizes.messages, 3, 1).measured(),
         fig(m, "messages.ours", 0),
         fig(m, "messages.libp2p", 0),
         fig(m, "messages.noise_framed", 0),
-        show(ratio(m, "messages.ours", "messages.libp2p")),
+        show(msg_l),
         show(msg_r),
-        verdict(msg_r.map(|r| r >= 0.9)),
+        verdict(msg_l.zip(msg_r).map(|(l, r)| l >= 1.1 && r >= 1.0)),
     );
     let mux_r = ratio(m, "messages.mux_stream", "messages.noise_framed");
     let _ = writeln!(
         t,
-        "| 2. same, over one substream of tcp+noise+mux (Framed, no DirectSend) | msg/s | {} | {} (its plain stream) | {} (TCP+Noise framed) | {} | {} | ≥ 0.9× TCP+Noise framed | {} |",
+        "| 2. same, over one substream of tcp+noise+mux (Framed, no DirectSend) | msg/s | {} | {} (its plain stream) | {} (TCP+Noise framed) | {} | {} | ≥ 1.0× TCP+Noise framed | {} |",
         fig(m, "messages.mux_stream", 0),
         fig(m, "messages.libp2p", 0),
         fig(m, "messages.noise_framed", 0),
         show(ratio(m, "messages.mux_stream", "messages.libp2p")),
         show(mux_r),
-        verdict(mux_r.map(|r| r >= 0.9)),
+        verdict(mux_r.map(|r| r >= 1.0)),
     );
 }
 
@@ -172,22 +173,24 @@ fn rpc_rows(t: &mut String, m: &Figures) {
     let p50_r = ratio(m, "rpc_p50.ours", "rpc_p50.tcp");
     let _ = writeln!(
         t,
-        "| 3. RPC 32 B, p50, one in flight | µs | {} | {} | {} (TCP echo) | {} | {} | ≤ 1.5× TCP echo | {} |",
+        "| 3. RPC 32 B, p50, one in flight | µs | {} | {} | {} (TCP echo) | {} | {} | ≤ 1.2× TCP echo | {} |",
         fig(m, "rpc_p50.ours", 1),
         fig(m, "rpc_p50.libp2p", 1),
         fig(m, "rpc_p50.tcp", 1),
         show(ratio(m, "rpc_p50.ours", "rpc_p50.libp2p")),
         show(p50_r),
-        verdict(p50_r.map(|r| r <= 1.5)),
+        verdict(p50_r.map(|r| r <= 1.2)),
     );
+    let p99_r = ratio(m, "rpc_p99.ours", "rpc_p99.tcp");
     let _ = writeln!(
         t,
-        "| 3. RPC 32 B, p99, one in flight | µs | {} | {} | {} (TCP echo) | {} | {} | | |",
+        "| 3. RPC 32 B, p99, one in flight | µs | {} | {} | {} (TCP echo) | {} | {} | ≤ 1.3× TCP echo | {} |",
         fig(m, "rpc_p99.ours", 1),
         fig(m, "rpc_p99.libp2p", 1),
         fig(m, "rpc_p99.tcp", 1),
         show(ratio(m, "rpc_p99.ours", "rpc_p99.libp2p")),
-        show(ratio(m, "rpc_p99.ours", "rpc_p99.tcp")),
+        show(p99_r),
+        verdict(p99_r.map(|r| r <= 1.3)),
     );
     let rate_l = ratio(m, "rpc_rate.ours", "rpc_rate.libp2p");
     let _ = writeln!(
@@ -221,12 +224,12 @@ fn connection_rows(t: &mut String, m: &Figures, sizes: &Sizes) {
     );
     let _ = writeln!(
         t,
-        "| 5. resident memory per idle connection ({} open, both ends in-process) | KiB | {} | {} | | {} | | ≤ 64 KiB | {} |",
+        "| 5. resident memory per idle connection ({} open, both ends in-process) | KiB | {} | {} | | {} | | ≤ 16 KiB (8 per end) | {} |",
         sizes.idle_connections,
         fig(m, "memory.ours", 1),
         fig(m, "memory.libp2p", 1),
         show(ratio(m, "memory.ours", "memory.libp2p")),
-        verdict(m.medians.get("memory.ours").map(|v| *v <= 64.0)),
+        verdict(m.medians.get("memory.ours").map(|v| *v <= 16.0)),
     );
     let _ = writeln!(
         t,
@@ -317,7 +320,9 @@ fn footnotes(t: &mut String, m: &Figures, runs: usize) {
             "messages.mux_stream",
             "messages.noise_framed",
         ),
+        ("DirectSend ÷ libp2p", "messages.ours", "messages.libp2p"),
         ("RPC p50 ÷ echo", "rpc_p50.ours", "rpc_p50.tcp"),
+        ("RPC p99 ÷ echo", "rpc_p99.ours", "rpc_p99.tcp"),
         ("RPC rate ÷ libp2p", "rpc_rate.ours", "rpc_rate.libp2p"),
         ("setup ÷ libp2p", "setup.ours", "setup.libp2p"),
         ("setup ÷ crypto ceiling", "setup.ours", "setup.crypto"),
