@@ -6,7 +6,9 @@
 //! `cargo bench -p benches --bench wan` (a few minutes of wall time)
 //!
 //! 1. proposals of 1 and 8 MiB from a leader to the 99 others: time until 67 and 99
-//!    hold it, beside the bounds for direct sends;
+//!    hold it, sent to all at once, nearest first as requests, and with
+//!    `send_nearest_first` (tracked sends, two at a time), beside the bounds for direct
+//!    sends;
 //! 2. a 32 B vote from every validator to the leader while an 8 MiB proposal goes out,
 //!    and a 32 B urgent message from the leader to each beside 8 MiB of bulk to each;
 //! 3. a 64 MiB response across a 230 ms round trip;
@@ -126,6 +128,32 @@ async fn proposal_nearest_first(cluster: &Cluster, size: usize, tag: u64) {
     report_proposal(
         cluster,
         &format!("nearest first, {window} in flight"),
+        size,
+        &order,
+        &times,
+    );
+}
+
+/// Scenario 1, nearest first as tracked sends: `NetworkSender::send_nearest_first`
+/// orders the receivers by the round trip each connection measured and sends
+/// `network::IN_ORDER_WINDOW` (two) copies at a time, starting the next when one went to
+/// its socket. `round` names the row: the first such send, or the next.
+async fn proposal_sent_nearest_first(cluster: &Cluster, size: usize, tag: u64, round: &str) {
+    let order = nearest_first(cluster);
+    let peers: Vec<_> = order.iter().map(|i| cluster.nodes[*i].peer).collect();
+    let start = Instant::now();
+    let failed = cluster.nodes[LEADER]
+        .sender
+        .send_nearest_first(&peers, PROPOSAL, tagged(tag, size))
+        .await;
+    assert!(failed.is_empty(), "not sent: {failed:?}");
+    let times = wait_arrivals(cluster, tag, order.len(), start).await;
+    report_proposal(
+        cluster,
+        &format!(
+            "sent nearest first, {} at a time, {round}",
+            network::IN_ORDER_WINDOW
+        ),
         size,
         &order,
         &times,
@@ -385,6 +413,12 @@ fn main() {
                 proposal_all_at_once(&cluster, 8 << 20, 11).await;
                 proposal_nearest_first(&cluster, 1 << 20, 12).await;
                 proposal_nearest_first(&cluster, 8 << 20, 13).await;
+                // The first on streams whose windows grew to a 99th of the uplink
+                // (the all-at-once rows), then again, as a leader's next proposals go.
+                proposal_sent_nearest_first(&cluster, 1 << 20, 14, "first").await;
+                proposal_sent_nearest_first(&cluster, 8 << 20, 15, "first").await;
+                proposal_sent_nearest_first(&cluster, 1 << 20, 16, "next").await;
+                proposal_sent_nearest_first(&cluster, 8 << 20, 17, "next").await;
             }
             if wanted("votes") {
                 votes_during_proposal(&cluster).await;

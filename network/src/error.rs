@@ -125,6 +125,10 @@ pub enum SendError {
         /// The maximum.
         max: usize,
     },
+    /// The message was queued, but its connection or substream failed before it went
+    /// out (it is counted as dropped); only [`Sent`](crate::Sent) reports this.
+    #[error("message lost before it was sent")]
+    Lost,
 }
 
 /// Why a dial failed.

@@ -80,6 +80,77 @@ impl NetworkSender {
         .await
     }
 
+    /// Queues `msg` as [`send_to`](Self::send_to) does and returns a [`Sent`] future,
+    /// ready once the message's last byte has been taken by the connection for its
+    /// socket: the rest of the way is the socket's (on TCP at most
+    /// `TCP_NOTSENT_LOWAT` unsent bytes, 128 KiB by default, plus one write batch of the
+    /// multiplexer). For a node that sends a large message to many peers: sent one
+    /// after another, nearest first, each waiting for the last to be sent, the k-th
+    /// peer has it after about k copies' time on the uplink, where sent all at once
+    /// every copy shares the uplink and all finish together. Slower than `send_to` for
+    /// small messages (a table lookup and a receipt per message).
+    pub fn send_to_tracked(
+        &self,
+        peer: PeerId,
+        protocol: ProtocolId,
+        msg: Bytes,
+    ) -> Result<Sent, SendError> {
+        direct_send::send_tracked(
+            &self.shared.protocols,
+            &self.shared.peers,
+            peer,
+            protocol,
+            msg,
+        )
+        .map(|receipt| Sent { receipt })
+    }
+
+    /// The round-trip time to `peer`: the smallest its connection measured (the
+    /// multiplexer's RTT probe, at the start and every 10 s), which is the path's own;
+    /// a later probe may wait behind bulk data. `None` if not connected or not yet
+    /// measured.
+    pub fn rtt(&self, peer: PeerId) -> Option<Duration> {
+        self.shared.peer(&peer)?.control.min_rtt()
+    }
+
+    /// Sends `msg` to every peer of `peers` over `protocol`, nearest first (by
+    /// [`rtt`](Self::rtt); unmeasured ones last), as tracked sends
+    /// ([`send_to_tracked`](Self::send_to_tracked)) [`IN_ORDER_WINDOW`] at a time: a
+    /// copy starts when an earlier one went to its socket. For a large message to many
+    /// peers (a proposal): the k-th nearest has it after about k copies' time on the
+    /// uplink, where copies queued at once share it and all finish together. Returns
+    /// the peers it was not sent to, with why; done once every copy went to its socket.
+    pub async fn send_nearest_first(
+        &self,
+        peers: &[PeerId],
+        protocol: ProtocolId,
+        msg: Bytes,
+    ) -> Vec<(PeerId, SendError)> {
+        use futures::StreamExt;
+        let mut order: Vec<(Option<Duration>, PeerId)> =
+            peers.iter().map(|p| (self.rtt(*p), *p)).collect();
+        order.sort_by_key(|(rtt, _)| rtt.unwrap_or(Duration::MAX));
+        let mut failed = Vec::new();
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        for (_, peer) in order {
+            if in_flight.len() >= IN_ORDER_WINDOW
+                && let Some((peer, Err(e))) = in_flight.next().await
+            {
+                failed.push((peer, e));
+            }
+            match self.send_to_tracked(peer, protocol, msg.clone()) {
+                Ok(sent) => in_flight.push(async move { (peer, sent.await) }),
+                Err(e) => failed.push((peer, e)),
+            }
+        }
+        while let Some((peer, sent)) = in_flight.next().await {
+            if let Err(e) = sent {
+                failed.push((peer, e));
+            }
+        }
+        failed
+    }
+
     /// Queues `msg` for `peer` over `protocol`. Messages to one peer on one protocol
     /// arrive in order; when that peer's queue is full the message is dropped, counted,
     /// and [`SendError::QueueFull`] returned. Delivery is at most once: a message
@@ -231,5 +302,27 @@ impl NetworkSender {
             .reputation
             .lock()
             .score(peer, now)
+    }
+}
+
+/// Copies of [`NetworkSender::send_nearest_first`] on their way at once: two keep the
+/// uplink busy while a copy to a far peer waits for its stream's window to open; one
+/// leaves it idle then (the WAN benchmark's proposal rows, `benches/README.md`).
+pub const IN_ORDER_WINDOW: usize = 2;
+
+/// The future of [`NetworkSender::send_to_tracked`]: `Ok` once the message went to the
+/// socket, [`SendError::Lost`] if its connection or substream failed first.
+#[derive(Debug)]
+pub struct Sent {
+    receipt: oneshot::Receiver<()>,
+}
+
+impl std::future::Future for Sent {
+    type Output = Result<(), SendError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.receipt)
+            .poll(cx)
+            .map(|sent| sent.map_err(|_| SendError::Lost))
     }
 }

@@ -853,3 +853,34 @@ async fn requests_and_responses_obey_the_same_payload_limit() {
         }]
     );
 }
+
+#[tokio::test]
+async fn a_tracked_message_reports_when_it_went_to_the_socket() {
+    let (a, mut b) = connected_pair(Net::Memory, NetworkConfig::default()).await;
+    // Large enough to take several multiplexer frames and write batches.
+    let large = Bytes::from(vec![7u8; 3 << 20]);
+    a.sender
+        .send_to(b.peer_id, DIRECT, bytes("before"))
+        .unwrap();
+    let sent = a
+        .sender
+        .send_to_tracked(b.peer_id, DIRECT, large.clone())
+        .unwrap();
+    // The receiver reads as the sender writes (memsocket buffers 256 KiB), so the
+    // receipt comes once the last frames are out.
+    let reader = tokio::spawn(async move {
+        let first = next_message_from(&mut b, a.peer_id).await;
+        let second = next_message_from(&mut b, a.peer_id).await;
+        (first, second)
+    });
+    assert_eq!(sent.await, Ok(()));
+    let (first, second) = reader.await.unwrap();
+    assert_eq!((first, second.len()), (bytes("before"), large.len()));
+    let stranger = noise::Identity::generate().peer_id();
+    assert_eq!(
+        a.sender
+            .send_to_tracked(stranger, DIRECT, bytes("nobody"))
+            .err(),
+        Some(SendError::NotConnected(stranger))
+    );
+}

@@ -117,3 +117,55 @@ async fn a_broadcast_reaches_each_validator_a_one_way_latency_later() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_large_message_sent_nearest_first_reaches_the_nearest_before_the_rest() {
+    let net = SimNetwork::new(SimConfig::default(), latency());
+    let mut validators = start(&net);
+    for v in &mut validators {
+        wait_for_peers(v, REGIONS.len() - 1).await;
+    }
+    // Let each connection measure its round trip (the first probe goes at once).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let size = 4 << 20;
+    let msg = ConsensusMsg {
+        message: Some(consensus_msg::Message::SyncInfo(SyncInfo {
+            committed_id: vec![7u8; size].into(),
+            ..SyncInfo::default()
+        })),
+    };
+    let leader = validators[0].node;
+    let (first, rest) = validators.split_first_mut().unwrap();
+    // Twice: the first round grows each stream's window to its path (from 256 KiB,
+    // which would hold a far copy for round trips); the second is measured.
+    let mut arrivals = Vec::new();
+    for _ in 0..2 {
+        let sent = Instant::now();
+        let (sender, msg) = (first.sender.clone(), msg.clone());
+        let sending =
+            tokio::spawn(async move { sender.broadcast_nearest_first(&msg).await.is_empty() });
+        arrivals.clear();
+        for v in rest.iter_mut() {
+            loop {
+                if let Some(AppEvent::Message { .. }) = v.events.next().await {
+                    break;
+                }
+            }
+            arrivals.push((sent.elapsed(), net.latency(leader, v.node)));
+        }
+        assert!(sending.await.unwrap(), "every copy went out");
+    }
+    // Nearest (eu, 40 ms) first: it had the message before all three copies could have
+    // crossed the leader's uplink, which is when it would have had it sent to all at once.
+    let copy = Duration::from_secs_f64((size * 8) as f64 / 1e9);
+    let (eu, eu_latency) = arrivals[0];
+    assert!(
+        eu < 3 * copy + eu_latency,
+        "nearest had it after {eu:?}; all at once: {:?}",
+        3 * copy + eu_latency
+    );
+    assert!(
+        arrivals.windows(2).all(|w| w[0].0 <= w[1].0),
+        "in order of distance: {arrivals:?}"
+    );
+}

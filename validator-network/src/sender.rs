@@ -134,6 +134,28 @@ impl<A: Application> Sender<A> {
         self.inner.send_to_many(peers, protocol, bytes)
     }
 
+    /// Sends `msg` to every connected validator as [`broadcast`](Self::broadcast)
+    /// does, but nearest first and a few copies at a time
+    /// (`NetworkSender::send_nearest_first`): for a large message, such as a block
+    /// proposal, so that the nearest validators (a quorum sooner) have it after about
+    /// their share of the uplink's time rather than all at the end. Done once every
+    /// copy went to its socket; returns those it was not sent to.
+    pub async fn broadcast_nearest_first(&self, msg: &A::Message) -> Vec<(PeerId, SendError)> {
+        let protocol = direct_send_protocol::<A>();
+        let bytes = match self.encode(msg.to_bytes()) {
+            Ok(bytes) => bytes,
+            Err(TooLarge { len, max }) => {
+                return vec![(self.local_peer_id(), SendError::TooLarge { len, max })];
+            }
+        };
+        let peers: Vec<PeerId> = self
+            .connected_peers()
+            .into_iter()
+            .filter(|peer| self.validators.as_ref().is_none_or(|v| v.contains(peer)))
+            .collect();
+        self.inner.send_nearest_first(&peers, protocol, bytes).await
+    }
+
     /// Sends `request` to `peer` on `A`'s request-response protocol and waits for the
     /// typed response, at most `timeout`. Dropping the future cancels the request. The
     /// requests in flight to one peer are bounded by the network's outbound RPC limit

@@ -100,6 +100,13 @@ impl Control {
     pub fn rtt(&self) -> Option<Duration> {
         self.shared.with(|s| s.rtt())
     }
+
+    /// The smallest round-trip time measured with a Ping, if any yet: the path's own,
+    /// where a later probe may have waited behind bulk data (at the start of a
+    /// connection, and every RTT probe interval after).
+    pub fn min_rtt(&self) -> Option<Duration> {
+        self.shared.with(|s| s.min_rtt())
+    }
 }
 
 /// The streams the remote opens, in order. Ends when the connection closes or the
@@ -186,6 +193,21 @@ impl Substream {
     pub fn set_priority(&self, priority: Priority) {
         let id = self.id;
         self.shared.with(|s| s.set_priority(id, priority));
+    }
+
+    /// Ready once every byte written so far has been taken by the connection task for
+    /// the socket: at most one write batch ahead of it, so the rest of the way is the
+    /// socket's (on TCP, at most `TCP_NOTSENT_LOWAT` unsent bytes). For a sender that
+    /// paces large transfers across connections: start the next when this one is
+    /// there. An error if the stream was reset or the connection closed.
+    pub fn poll_sent(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let id = self.id;
+        self.shared.with(|s| s.poll_sent(id, cx.waker()))
+    }
+
+    /// Waits for [`poll_sent`](Self::poll_sent).
+    pub async fn sent(&self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_sent(cx)).await
     }
 
     /// Resets the stream: buffered data is dropped both ways, the remote gets RST, and

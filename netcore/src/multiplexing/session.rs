@@ -205,6 +205,9 @@ pub(crate) struct Session {
     /// its first window update.
     learned_window: u32,
     rtt: Option<Duration>,
+    /// The smallest round trip measured: the path's, without the queueing that bulk
+    /// traffic adds to later probes.
+    min_rtt: Option<Duration>,
     ping: PingState,
     next_nonce: u32,
     state: ConnState,
@@ -247,6 +250,7 @@ impl Session {
             granted: 0,
             learned_window: 0,
             rtt: None,
+            min_rtt: None,
             ping: PingState::Idle { next: now },
             next_nonce: 1,
             state: ConnState::Open,
@@ -272,6 +276,11 @@ impl Session {
     /// The last measured round-trip time.
     pub(crate) fn rtt(&self) -> Option<Duration> {
         self.rtt
+    }
+
+    /// The smallest measured round-trip time.
+    pub(crate) fn min_rtt(&self) -> Option<Duration> {
+        self.min_rtt
     }
 
     fn queue_control(&mut self, header: Header) {

@@ -194,7 +194,9 @@ impl Session {
         } else if h.has(flags::ACK) {
             match self.ping {
                 PingState::Awaiting { nonce, sent_at } if nonce == h.length => {
-                    self.rtt = Some(now.saturating_duration_since(sent_at));
+                    let rtt = now.saturating_duration_since(sent_at);
+                    self.rtt = Some(rtt);
+                    self.min_rtt = Some(self.min_rtt.map_or(rtt, |min| min.min(rtt)));
                     self.ping = PingState::Idle {
                         next: now + self.config.rtt_probe_interval,
                     };

@@ -240,6 +240,27 @@ impl Session {
         Poll::Ready(Ok(n))
     }
 
+    /// Ready once everything written to stream `id` has been taken by the connection
+    /// task for writing to the socket (at most one write batch ahead of it); an error
+    /// if the stream was reset or is gone, or the connection closed.
+    pub(crate) fn poll_sent(&mut self, id: u32, waker: &Waker) -> Poll<io::Result<()>> {
+        if let Err(e) = self.check_open() {
+            return Poll::Ready(Err(e.into_io()));
+        }
+        let Some(s) = self.streams.get_mut(&id) else {
+            return Poll::Ready(Err(MuxError::StreamReset.into_io()));
+        };
+        if s.reset {
+            return Poll::Ready(Err(MuxError::StreamReset.into_io()));
+        }
+        if s.send_buf.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        // Woken, as a blocked writer is, each time frames of the stream go out.
+        s.writer = Some(waker.clone());
+        Poll::Pending
+    }
+
     /// Half-closes stream `id`: a FIN follows what is buffered.
     pub(crate) fn shutdown(&mut self, id: u32) -> io::Result<()> {
         let Some(s) = self.streams.get_mut(&id) else {

@@ -17,6 +17,7 @@ fn session_with_a_grown_stream(config: MuxConfig, t0: Instant) -> (Session, Inst
     let t1 = t0 + Duration::from_millis(10);
     feed(&mut s, &hdr(FrameType::Ping, flags::ACK, 0, 1), t1).unwrap();
     assert_eq!(s.rtt(), Some(Duration::from_millis(10)));
+    assert_eq!(s.min_rtt(), Some(Duration::from_millis(10)));
     let mut wire = hdr(FrameType::Data, flags::SYN, 1, 128 * KIB);
     wire.extend(vec![0u8; (128 * KIB) as usize]);
     feed(&mut s, &wire, t1).unwrap();
@@ -91,4 +92,24 @@ fn growth_stops_at_the_connection_cap_with_what_room_is_left() {
         update,
         hdr(FrameType::WindowUpdate, flags::ACK, 3, 512 * KIB)
     );
+}
+
+#[test]
+fn the_smallest_round_trip_is_kept_beside_the_last() {
+    let t0 = Instant::now();
+    let mut s = session(Mode::Client, MuxConfig::default(), t0);
+    let t1 = t0 + Duration::from_millis(10);
+    feed(&mut s, &hdr(FrameType::Ping, flags::ACK, 0, 1), t1).unwrap();
+    // The next probe waits behind bulk data: its round trip is longer.
+    let t2 = t1 + MuxConfig::default().rtt_probe_interval;
+    s.handle_timeout(t2);
+    assert_eq!(transmit(&mut s), hdr(FrameType::Ping, flags::SYN, 0, 2));
+    feed(
+        &mut s,
+        &hdr(FrameType::Ping, flags::ACK, 0, 2),
+        t2 + Duration::from_millis(50),
+    )
+    .unwrap();
+    assert_eq!(s.rtt(), Some(Duration::from_millis(50)));
+    assert_eq!(s.min_rtt(), Some(Duration::from_millis(10)));
 }

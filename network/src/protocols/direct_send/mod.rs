@@ -30,6 +30,7 @@ use std::task::Waker;
 
 use bytes::Bytes;
 use netcore::PeerId;
+use tokio::sync::oneshot;
 
 use crate::channel::QueueError;
 use crate::error::SendError;
@@ -98,6 +99,44 @@ pub(crate) fn send(
     let queue = handle.direct_send[index].get_or_init(|| spawn_writer(protocols, handle, route));
     OutboxCache::looked_up(protocols, peer, protocol, index, queue);
     finish(push_to(&queue.shared, msg), route, peer)
+}
+
+/// Queues `msg` as [`send`] does (always through the peer table), and returns a
+/// receiver told once the message went to the socket; see
+/// `NetworkSender::send_to_tracked`.
+pub(crate) fn send_tracked(
+    protocols: &Arc<Protocols>,
+    peers: &PeerTable,
+    peer: PeerId,
+    protocol: ProtocolId,
+    msg: Bytes,
+) -> Result<oneshot::Receiver<()>, SendError> {
+    if let Err(max) = protocols.routes.check_size(protocol, msg.len()) {
+        return Err(SendError::TooLarge {
+            len: msg.len(),
+            max,
+        });
+    }
+    let peers = peers.read();
+    let handle = peers.get(&peer).ok_or(SendError::NotConnected(peer))?;
+    let (index, route) = protocols
+        .routes
+        .index_of(protocol)
+        .ok_or(SendError::UnregisteredProtocol(protocol))?;
+    let queue = handle.direct_send[index].get_or_init(|| spawn_writer(protocols, handle, route));
+    match outbox::push_tracked(&queue.shared, msg) {
+        Ok((waker, sent)) => {
+            if let Some(w) = waker {
+                w.wake();
+            }
+            Ok(sent)
+        }
+        Err(QueueError::Full(_)) => {
+            route.metrics.queue_drops.inc();
+            Err(SendError::QueueFull)
+        }
+        Err(QueueError::Closed(_)) => Err(SendError::NotConnected(peer)),
+    }
 }
 
 /// What `send_to` returns for a push's outcome, counting a full queue's drop.

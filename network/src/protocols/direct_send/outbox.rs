@@ -2,6 +2,7 @@
 //! memory of the last queue it sent to.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
 use std::task::{Poll, Waker};
 
@@ -9,6 +10,7 @@ use bytes::Bytes;
 use netcore::PeerId;
 use parking_lot::Mutex;
 use prometheus::IntGauge;
+use tokio::sync::oneshot;
 
 use super::DEPTH_STEP;
 use super::core::Packer;
@@ -141,6 +143,13 @@ pub(super) struct OutboxState {
     waker: Option<Waker>,
     /// The writer or the peer's handle is gone: no more messages are accepted.
     closed: bool,
+    /// Messages ever queued, and ever taken by the writer: a message's sequence number
+    /// is the count queued before it.
+    pushed: u64,
+    taken: u64,
+    /// Callers waiting to learn that their message went to the socket, by the
+    /// message's sequence number, in order (see [`push_tracked`]).
+    marks: VecDeque<(u64, oneshot::Sender<()>)>,
 }
 
 pub(super) type OutboxShared = Arc<Mutex<OutboxState>>;
@@ -157,6 +166,23 @@ pub(super) struct Taken {
     pub(super) runs: Vec<Bytes>,
     pub(super) messages: usize,
     pub(super) bytes: u64,
+    /// The sequence number after the last message taken.
+    pub(super) end: u64,
+    /// A caller waits to learn when one of these messages went to the socket.
+    pub(super) marked: bool,
+}
+
+impl Taken {
+    /// Nothing taken yet.
+    pub(super) fn new() -> Self {
+        Self {
+            runs: Vec::new(),
+            messages: 0,
+            bytes: 0,
+            end: 0,
+            marked: false,
+        }
+    }
 }
 
 /// The writer's side of an [`Outbox`]; dropping it closes the queue.
@@ -173,6 +199,9 @@ pub(super) fn outbox(capacity: usize, depth: IntGauge) -> (Outbox, OutboxReader)
         depth,
         waker: None,
         closed: false,
+        pushed: 0,
+        taken: 0,
+        marks: VecDeque::new(),
     }));
     (
         Outbox {
@@ -189,8 +218,10 @@ pub(super) fn push_to(
     shared: &OutboxShared,
     msg: Bytes,
 ) -> Result<Option<Waker>, QueueError<Bytes>> {
-    let mut guard = shared.lock();
-    let state = &mut *guard;
+    push_locked(&mut shared.lock(), msg)
+}
+
+fn push_locked(state: &mut OutboxState, msg: Bytes) -> Result<Option<Waker>, QueueError<Bytes>> {
     if state.closed {
         return Err(QueueError::Closed(msg));
     }
@@ -198,12 +229,28 @@ pub(super) fn push_to(
         return Err(QueueError::Full(msg));
     }
     state.packer.push(msg);
+    state.pushed += 1;
     let queued = state.packer.messages();
     if queued - state.reported >= DEPTH_STEP {
         state.depth.add((queued - state.reported) as i64);
         state.reported = queued;
     }
     Ok(state.waker.take())
+}
+
+/// As [`push_to`], and returns a receiver told when the message's last byte has been
+/// taken by the connection for the socket (see `Substream::poll_sent`); it is dropped
+/// unsent if the message is.
+pub(super) fn push_tracked(
+    shared: &OutboxShared,
+    msg: Bytes,
+) -> Result<(Option<Waker>, oneshot::Receiver<()>), QueueError<Bytes>> {
+    let mut state = shared.lock();
+    let waker = push_locked(&mut state, msg)?;
+    let (tx, rx) = oneshot::channel();
+    let seq = state.pushed - 1;
+    state.marks.push_back((seq, tx));
+    Ok((waker, rx))
 }
 
 impl Outbox {
@@ -255,10 +302,30 @@ impl OutboxReader {
             let taken = state.packer.take_into(&mut into.runs);
             into.messages = taken.messages;
             into.bytes = taken.bytes;
+            state.taken += taken.messages as u64;
+            into.end = state.taken;
+            into.marked = state.marks.front().is_some_and(|(seq, _)| *seq < into.end);
             state.unreport();
             Poll::Ready(true)
         })
         .await
+    }
+
+    /// Tells the callers of messages before `end` that they were sent, if `sent`;
+    /// drops their receipts otherwise (their messages were lost with the substream).
+    pub(super) fn settle_marks(&mut self, end: u64, sent: bool) {
+        let mut settled = Vec::new();
+        {
+            let mut state = self.shared.lock();
+            while state.marks.front().is_some_and(|(seq, _)| *seq < end) {
+                settled.extend(state.marks.pop_front().map(|(_, tx)| tx));
+            }
+        }
+        if sent {
+            for tx in settled {
+                let _ = tx.send(());
+            }
+        }
     }
 
     /// Closes the queue and drops what it holds; returns how many messages that was.
@@ -266,6 +333,7 @@ impl OutboxReader {
         let mut state = self.shared.lock();
         state.closed = true;
         state.unreport();
+        state.marks.clear();
         state.packer.clear()
     }
 }

@@ -17,7 +17,7 @@ use tokio_util::codec::Decoder;
 
 use super::DEPTH_STEP;
 use super::core::{MAX_ACK_SIZE, scan};
-use super::outbox::{OutboxReader, Taken, outbox, push_to};
+use super::outbox::{OutboxReader, Taken, outbox, push_to, push_tracked};
 use super::reader::{AckWriter, MessageBatch, admission};
 use crate::channel::QueueError;
 use crate::interface::Event;
@@ -116,11 +116,7 @@ fn depth() -> IntGauge {
 
 /// Everything a writer would take now, as the bytes it writes.
 async fn take_all(reader: &mut OutboxReader) -> (Vec<Bytes>, usize, u64) {
-    let mut taken = Taken {
-        runs: Vec::new(),
-        messages: 0,
-        bytes: 0,
-    };
+    let mut taken = Taken::new();
     assert!(reader.take(&mut taken).await);
     (taken.runs, taken.messages, taken.bytes)
 }
@@ -166,12 +162,41 @@ async fn a_dropped_outbox_hands_over_what_it_holds_then_ends() {
         (runs.concat(), messages),
         (frames_of(&[b"last"]).to_vec(), 1)
     );
-    let mut taken = Taken {
-        runs: Vec::new(),
-        messages: 0,
-        bytes: 0,
-    };
+    let mut taken = Taken::new();
     assert!(!reader.take(&mut taken).await, "closed and empty");
+}
+
+#[tokio::test]
+async fn a_tracked_message_is_settled_with_the_batch_that_carries_it() {
+    let (outbox, mut reader) = outbox(10, depth());
+    push_to(&outbox.shared, Bytes::from_static(b"a")).unwrap();
+    let (_, mut first) = push_tracked(&outbox.shared, Bytes::from_static(b"b")).unwrap();
+    let mut taken = Taken::new();
+    assert!(reader.take(&mut taken).await);
+    assert_eq!((taken.messages, taken.end, taken.marked), (2, 2, true));
+    // Taken but not yet sent: nothing told.
+    assert!(first.try_recv().is_err());
+    reader.settle_marks(taken.end, true);
+    assert_eq!(first.try_recv(), Ok(()));
+    // A later batch without a tracked message is not marked; a lost one drops its
+    // receipt.
+    push_to(&outbox.shared, Bytes::from_static(b"c")).unwrap();
+    assert!(reader.take(&mut taken).await);
+    assert_eq!((taken.end, taken.marked), (3, false));
+    let (_, mut lost) = push_tracked(&outbox.shared, Bytes::from_static(b"d")).unwrap();
+    let (_, mut waiting) = push_tracked(&outbox.shared, Bytes::from_static(b"e")).unwrap();
+    assert!(reader.take(&mut taken).await);
+    reader.settle_marks(taken.end - 1, false);
+    assert!(matches!(
+        lost.try_recv(),
+        Err(tokio::sync::oneshot::error::TryRecvError::Closed)
+    ));
+    // Closing the queue drops the rest.
+    assert_eq!(reader.close_and_clear(), 0);
+    assert!(matches!(
+        waiting.try_recv(),
+        Err(tokio::sync::oneshot::error::TryRecvError::Closed)
+    ));
 }
 
 #[tokio::test(start_paused = true)]

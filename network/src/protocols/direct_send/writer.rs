@@ -80,11 +80,7 @@ impl Writer {
     /// handle is dropped) and what it held is written.
     pub(super) async fn run(self, mut queue: OutboxReader) {
         let mut stream: Option<OutboundStream> = None;
-        let mut batch = Taken {
-            runs: Vec::new(),
-            messages: 0,
-            bytes: 0,
-        };
+        let mut batch = Taken::new();
         loop {
             let taken = match stream.as_mut() {
                 None => queue.take(&mut batch).await,
@@ -117,6 +113,9 @@ impl Writer {
                             .stream_drops
                             .inc_by(batch.messages as u64);
                         batch.runs.clear();
+                        if batch.marked {
+                            queue.settle_marks(batch.end, false);
+                        }
                         if self.control.is_closed() {
                             self.drop_queued(&mut queue);
                             return;
@@ -133,7 +132,14 @@ impl Writer {
             s.acks.on_written(count);
             self.route.metrics.messages_out.inc_by(count);
             self.route.metrics.bytes_out.inc_by(batch.bytes);
-            let sent = s.write_runs(&mut batch.runs).await;
+            let mut sent = s.write_runs(&mut batch.runs).await;
+            if batch.marked {
+                // A caller waits to learn that its message went to the socket.
+                if sent.is_ok() {
+                    sent = s.io.get_ref().get_ref().sent().await;
+                }
+                queue.settle_marks(batch.end, sent.is_ok());
+            }
             if let Err(e) = sent {
                 debug!(protocol = %self.protocol, error = %e, "DirectSend substream failed; reopening on the next message");
                 self.end_stream(&mut stream);
