@@ -221,6 +221,9 @@ pub(super) fn push_to(
     push_locked(&mut shared.lock(), msg)
 }
 
+/// The body of [`push_to`] under the lock; inlined into its two callers, `send_to`'s
+/// hot path among them.
+#[inline(always)]
 fn push_locked(state: &mut OutboxState, msg: Bytes) -> Result<Option<Waker>, QueueError<Bytes>> {
     if state.closed {
         return Err(QueueError::Closed(msg));

@@ -66,7 +66,7 @@ impl Packer {
     ///
     /// A small message costs one copy into the current run (and a new run buffer once
     /// per [`WRITE_CHUNK`] bytes); a large one a copy of its 4-byte prefix.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push(&mut self, msg: Bytes) {
         let len = msg.len();
         debug_assert!(u32::try_from(len).is_ok(), "checked by the caller");
