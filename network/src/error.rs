@@ -125,8 +125,9 @@ pub enum SendError {
         /// The maximum.
         max: usize,
     },
-    /// The message was queued, but its connection or substream failed before it went
-    /// out (it is counted as dropped); only [`Sent`](crate::Sent) reports this.
+    /// The message was queued, but its connection or substream failed or closed before
+    /// it was seen going out (counted with the queue's drops or unconfirmed messages);
+    /// only [`Sent`](crate::Sent) reports this.
     #[error("message lost before it was sent")]
     Lost,
 }

@@ -81,8 +81,8 @@ impl NetworkSender {
     }
 
     /// Queues `msg` as [`send_to`](Self::send_to) does and returns a [`Sent`] future,
-    /// ready once the message's last byte has been taken by the connection for its
-    /// socket: the rest of the way is the socket's (on TCP at most
+    /// ready once the message's last byte (and the rest of the batch the writer took it
+    /// in) has been taken by the connection for its socket: the rest of the way is the socket's (on TCP at most
     /// `TCP_NOTSENT_LOWAT` unsent bytes, 128 KiB by default, plus one write batch of the
     /// multiplexer). For a node that sends a large message to many peers: sent one
     /// after another, nearest first, each waiting for the last to be sent, the k-th
@@ -113,13 +113,18 @@ impl NetworkSender {
         self.shared.peer(&peer)?.control.min_rtt()
     }
 
-    /// Sends `msg` to every peer of `peers` over `protocol`, nearest first (by
-    /// [`rtt`](Self::rtt); unmeasured ones last), as tracked sends
+    /// Sends `msg` to every peer of `peers` over `protocol` (each once), nearest first
+    /// (by [`rtt`](Self::rtt); unmeasured ones last), as tracked sends
     /// ([`send_to_tracked`](Self::send_to_tracked)) [`IN_ORDER_WINDOW`] at a time: a
-    /// copy starts when an earlier one went to its socket. For a large message to many
-    /// peers (a proposal): the k-th nearest has it after about k copies' time on the
-    /// uplink, where copies queued at once share it and all finish together. Returns
-    /// the peers it was not sent to, with why; done once every copy went to its socket.
+    /// copy starts when an earlier one went to its socket, or after
+    /// [`IN_ORDER_PATIENCE`] if it has not (a peer that does not read holds its copy
+    /// queued, not the others). For a large message to many peers (a proposal): the
+    /// k-th nearest has it after about k copies' time on the uplink, where copies
+    /// queued at once share it and all finish together.
+    ///
+    /// Returns the peers whose copy could not be queued or was lost, with why, once
+    /// every copy went to its socket or was waited for `IN_ORDER_PATIENCE`. Dropping
+    /// the future part-way leaves the copies queued so far queued and sends no more.
     pub async fn send_nearest_first(
         &self,
         peers: &[PeerId],
@@ -127,24 +132,29 @@ impl NetworkSender {
         msg: Bytes,
     ) -> Vec<(PeerId, SendError)> {
         use futures::StreamExt;
-        let mut order: Vec<(Option<Duration>, PeerId)> =
-            peers.iter().map(|p| (self.rtt(*p), *p)).collect();
-        order.sort_by_key(|(rtt, _)| rtt.unwrap_or(Duration::MAX));
+        let mut order: Vec<(Duration, PeerId)> = peers
+            .iter()
+            .map(|p| (self.rtt(*p).unwrap_or(Duration::MAX), *p))
+            .collect();
+        order.sort_unstable();
+        order.dedup_by_key(|(_, peer)| *peer);
         let mut failed = Vec::new();
         let mut in_flight = futures::stream::FuturesUnordered::new();
         for (_, peer) in order {
             if in_flight.len() >= IN_ORDER_WINDOW
-                && let Some((peer, Err(e))) = in_flight.next().await
+                && let Some((peer, Ok(Err(e)))) = in_flight.next().await
             {
                 failed.push((peer, e));
             }
             match self.send_to_tracked(peer, protocol, msg.clone()) {
-                Ok(sent) => in_flight.push(async move { (peer, sent.await) }),
+                Ok(sent) => in_flight.push(async move {
+                    (peer, tokio::time::timeout(IN_ORDER_PATIENCE, sent).await)
+                }),
                 Err(e) => failed.push((peer, e)),
             }
         }
         while let Some((peer, sent)) = in_flight.next().await {
-            if let Err(e) = sent {
+            if let Ok(Err(e)) = sent {
                 failed.push((peer, e));
             }
         }
@@ -310,8 +320,15 @@ impl NetworkSender {
 /// leaves it idle then (the WAN benchmark's proposal rows, `benches/README.md`).
 pub const IN_ORDER_WINDOW: usize = 2;
 
+/// How long [`NetworkSender::send_nearest_first`] waits for a copy to go to its socket
+/// before it starts the next one anyway: longer than an 8 MiB copy takes on a 100 Mbit/s
+/// uplink, so only a peer that does not read (or a much slower uplink) reaches it, and
+/// then the copies overlap instead of waiting.
+pub const IN_ORDER_PATIENCE: Duration = Duration::from_secs(2);
+
 /// The future of [`NetworkSender::send_to_tracked`]: `Ok` once the message went to the
-/// socket, [`SendError::Lost`] if its connection or substream failed first.
+/// socket (with the batch of messages the writer took it in), [`SendError::Lost`] if
+/// its connection or substream failed or closed first.
 #[derive(Debug)]
 pub struct Sent {
     receipt: oneshot::Receiver<()>,

@@ -67,7 +67,9 @@ pub use error::{
     DialError, DisconnectError, InvalidResponse, RemoteFailure, ResponseTooLarge, RpcError,
     SendError,
 };
-pub use interface::{Event, IN_ORDER_WINDOW, NetworkEvents, NetworkSender, RpcResponder, Sent};
+pub use interface::{
+    Event, IN_ORDER_PATIENCE, IN_ORDER_WINDOW, NetworkEvents, NetworkSender, RpcResponder, Sent,
+};
 pub use netcore::multiplexing::Priority;
 pub use peer_manager::{ConnectionId, ConnectionMetadata, DisconnectReason};
 pub use protocol_id::{ProtocolId, ProtocolKind};

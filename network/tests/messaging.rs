@@ -884,3 +884,47 @@ async fn a_tracked_message_reports_when_it_went_to_the_socket() {
         Some(SendError::NotConnected(stranger))
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_does_not_read_holds_its_copy_not_the_others() {
+    let config = NetworkConfig {
+        inbound_queue_size: 1,
+        ..NetworkConfig::default()
+    };
+    let mut nodes = start_nodes_with(Net::Memory, 3, config);
+    let mut c = nodes.pop().unwrap();
+    let mut b = nodes.pop().unwrap();
+    let mut a = nodes.pop().unwrap();
+    connect(&mut a, &mut b).await;
+    connect(&mut a, &mut c).await;
+    // b's application reads nothing: one message fills its queue, the next holds its
+    // reader, and a large copy then waits for a window b never opens.
+    for m in ["fills", "holds"] {
+        a.sender.send_to(b.peer_id, DIRECT, bytes(m)).unwrap();
+    }
+    let large = Bytes::from(vec![1u8; 2 << 20]);
+    let start = tokio::time::Instant::now();
+    let failed = a
+        .sender
+        .send_nearest_first(&[b.peer_id, c.peer_id, b.peer_id], DIRECT, large.clone())
+        .await;
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(
+        start.elapsed() >= network::IN_ORDER_PATIENCE,
+        "waited for b's copy before giving up on it"
+    );
+    assert_eq!(
+        next_message_from(&mut c, a.peer_id).await.len(),
+        large.len()
+    );
+    // Sent to b once: after its two small messages, one large one.
+    for expected in [bytes("fills"), bytes("holds")] {
+        assert_eq!(next_message_from(&mut b, a.peer_id).await, expected);
+    }
+    assert_eq!(
+        next_message_from(&mut b, a.peer_id).await.len(),
+        large.len()
+    );
+    let more = tokio::time::timeout(Duration::from_secs(5), next_message_from(&mut b, a.peer_id));
+    assert!(more.await.is_err(), "a duplicate peer gets one copy");
+}

@@ -138,34 +138,37 @@ async fn a_large_message_sent_nearest_first_reaches_the_nearest_before_the_rest(
     let (first, rest) = validators.split_first_mut().unwrap();
     // Twice: the first round grows each stream's window to its path (from 256 KiB,
     // which would hold a far copy for round trips); the second is measured.
-    let mut arrivals = Vec::new();
+    let mut arrivals: Vec<(Duration, Duration)> = Vec::new();
     for _ in 0..2 {
         let sent = Instant::now();
         let (sender, msg) = (first.sender.clone(), msg.clone());
         let sending =
             tokio::spawn(async move { sender.broadcast_nearest_first(&msg).await.is_empty() });
-        arrivals.clear();
-        for v in rest.iter_mut() {
+        // Every validator watched at once, so each time is its own arrival.
+        arrivals = futures::future::join_all(rest.iter_mut().map(|v| async {
             loop {
                 if let Some(AppEvent::Message { .. }) = v.events.next().await {
-                    break;
+                    return (sent.elapsed(), net.latency(leader, v.node));
                 }
             }
-            arrivals.push((sent.elapsed(), net.latency(leader, v.node)));
-        }
+        }))
+        .await;
         assert!(sending.await.unwrap(), "every copy went out");
     }
-    // Nearest (eu, 40 ms) first: it had the message before all three copies could have
-    // crossed the leader's uplink, which is when it would have had it sent to all at once.
+    arrivals.sort();
+    // The nearest (eu, 40 ms) first: it had the message before all three copies could
+    // have crossed the leader's uplink, which is when it would have had it sent to all
+    // at once.
     let copy = Duration::from_secs_f64((size * 8) as f64 / 1e9);
     let (eu, eu_latency) = arrivals[0];
+    assert_eq!(eu_latency, Duration::from_millis(40), "{arrivals:?}");
     assert!(
         eu < 3 * copy + eu_latency,
         "nearest had it after {eu:?}; all at once: {:?}",
         3 * copy + eu_latency
     );
     assert!(
-        arrivals.windows(2).all(|w| w[0].0 <= w[1].0),
+        arrivals.windows(2).all(|w| w[0].1 < w[1].1),
         "in order of distance: {arrivals:?}"
     );
 }

@@ -348,7 +348,7 @@ where
         }
         self.timer_at = None;
         self.timer_waker = None;
-        // A quiet moment (the timers run at least once per RTT probe interval): a read
+        // A timer (the RTT probe's, every 10 s while the peer answers probes): a read
         // buffer grown by a burst is let go if it holds nothing.
         self.reader.release_if_empty();
         let now = Instant::now();

@@ -199,7 +199,9 @@ impl Substream {
     /// the socket: at most one write batch ahead of it, so the rest of the way is the
     /// socket's (on TCP, at most `TCP_NOTSENT_LOWAT` unsent bytes). For a sender that
     /// paces large transfers across connections: start the next when this one is
-    /// there. An error if the stream was reset or the connection closed.
+    /// there. An error if the stream was reset or the connection is closing or closed.
+    /// One waiter at a time: it shares the stream's writer waker, so a second task
+    /// polling it (or writing) replaces the first's.
     pub fn poll_sent(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let id = self.id;
         self.shared.with(|s| s.poll_sent(id, cx.waker()))

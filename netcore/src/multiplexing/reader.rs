@@ -3,9 +3,11 @@
 //! Small frames are decoded from one read buffer. It starts at [`SMALL_READ`] bytes and
 //! grows to [`READ_CHUNK`] once a read fills it (the peer sends faster than the reader
 //! wakes), so a connection of small messages never holds the large one. A small buffer
-//! is let go whenever it is empty and the socket has no more to give, and a large one at
-//! the driver's next timer (at least once per RTT probe interval) if it is empty then:
-//! an idle connection holds no read buffer, and a busy one does not allocate per wake-up.
+//! is let go whenever it is empty and the socket has no more to give (a connection of
+//! small messages takes a new one, one allocation and no zeroing, per wake-up), and a
+//! large one at the driver's next timer (the RTT probe's, every 10 s while the peer
+//! answers probes) if it is empty then: an idle connection holds no read buffer, and one
+//! whose reads fill the buffer does not allocate per wake-up.
 //! A data payload of
 //! [`DIRECT_READ_MIN`] bytes or more is read straight into a buffer of its own (of
 //! exactly its size, or a kept one of at most twice that: see `SparePayloads`), and
