@@ -574,6 +574,8 @@ mod streams;
 #[cfg(test)]
 mod priority_tests;
 #[cfg(test)]
+mod sent_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod window_tests;

@@ -430,45 +430,6 @@ fn writes_wait_when_the_send_window_is_used_up() {
 }
 
 #[test]
-fn a_stream_is_sent_once_its_bytes_are_taken_for_the_socket() {
-    let now = Instant::now();
-    let mut s = session(Mode::Client, MuxConfig::default(), now);
-    let id = s.open_stream(now, Priority::default()).unwrap();
-    assert!(s.poll_sent(id, &waker()).is_ready(), "nothing written");
-    let big = vec![0u8; (300 * KIB) as usize];
-    assert_eq!(write(&mut s, id, &big), (256 * KIB) as usize);
-    assert!(s.poll_sent(id, &waker()).is_pending());
-    // The whole window goes in one batch: sent.
-    transmit(&mut s);
-    assert!(matches!(s.poll_sent(id, &waker()), Poll::Ready(Ok(()))));
-    // More than the window allows waits for the remote's update.
-    feed(
-        &mut s,
-        &hdr(FrameType::WindowUpdate, flags::ACK, 1, 10),
-        now,
-    )
-    .unwrap();
-    assert_eq!(write(&mut s, id, &big[..20]), 10);
-    assert!(s.poll_sent(id, &waker()).is_pending());
-    transmit(&mut s);
-    assert!(s.poll_sent(id, &waker()).is_ready());
-    assert!(
-        s.poll_write(id, &waker(), &big[..20]).is_pending(),
-        "window used up"
-    );
-}
-
-#[test]
-fn a_reset_stream_is_never_sent() {
-    let now = Instant::now();
-    let mut s = session(Mode::Client, MuxConfig::default(), now);
-    let id = s.open_stream(now, Priority::default()).unwrap();
-    write(&mut s, id, b"data");
-    s.reset(id);
-    assert!(matches!(s.poll_sent(id, &waker()), Poll::Ready(Err(_))));
-}
-
-#[test]
 fn frames_of_forgotten_streams_are_skipped() {
     let now = Instant::now();
     let mut s = session(Mode::Server, MuxConfig::default(), now);

@@ -65,14 +65,7 @@ pub(crate) fn send(
     protocol: ProtocolId,
     msg: Bytes,
 ) -> Result<(), SendError> {
-    // Within the length prefix's range (the builder checks every limit): the outbox
-    // writes the prefix of an accepted message without another check.
-    if let Err(max) = protocols.routes.check_size(protocol, msg.len()) {
-        return Err(SendError::TooLarge {
-            len: msg.len(),
-            max,
-        });
-    }
+    check_size(protocols, protocol, &msg)?;
     let msg = match OutboxCache::push(protocols, peer, protocol, msg) {
         Ok(waker) => {
             if let Some(w) = waker {
@@ -88,17 +81,10 @@ pub(crate) fn send(
         }
         Err(NotPushed::Uncached(msg)) => msg,
     };
-    // Everything below is done under the peers' read lock, which nothing holds for
-    // long: no lookup result is cloned out of it.
-    let peers = peers.read();
-    let handle = peers.get(&peer).ok_or(SendError::NotConnected(peer))?;
-    let (index, route) = protocols
-        .routes
-        .index_of(protocol)
-        .ok_or(SendError::UnregisteredProtocol(protocol))?;
-    let queue = handle.direct_send[index].get_or_init(|| spawn_writer(protocols, handle, route));
-    OutboxCache::looked_up(protocols, peer, protocol, index, queue);
-    finish(push_to(&queue.shared, msg), route, peer)
+    with_queue(protocols, peers, peer, protocol, |queue, index, route| {
+        OutboxCache::looked_up(protocols, peer, protocol, index, queue);
+        finish(push_to(&queue.shared, msg).map(|w| (w, ())), route, peer)
+    })
 }
 
 /// Queues `msg` as [`send`] does (always through the peer table), and returns a
@@ -111,12 +97,35 @@ pub(crate) fn send_tracked(
     protocol: ProtocolId,
     msg: Bytes,
 ) -> Result<oneshot::Receiver<()>, SendError> {
-    if let Err(max) = protocols.routes.check_size(protocol, msg.len()) {
-        return Err(SendError::TooLarge {
+    check_size(protocols, protocol, &msg)?;
+    with_queue(protocols, peers, peer, protocol, |queue, _, route| {
+        finish(outbox::push_tracked(&queue.shared, msg), route, peer)
+    })
+}
+
+/// Refuses `msg` over `protocol`'s size limit. Within it, a message is within the
+/// length prefix's range (the builder checks every limit): the outbox writes the prefix
+/// of an accepted message without another check.
+fn check_size(protocols: &Protocols, protocol: ProtocolId, msg: &Bytes) -> Result<(), SendError> {
+    protocols
+        .routes
+        .check_size(protocol, msg.len())
+        .map_err(|max| SendError::TooLarge {
             len: msg.len(),
             max,
-        });
-    }
+        })
+}
+
+/// Runs `push` on (peer, protocol)'s queue (starting its writer on first use), with the
+/// route's index and the route, under the peers' read lock, which nothing holds for
+/// long: no lookup result is cloned out of it.
+fn with_queue<T>(
+    protocols: &Arc<Protocols>,
+    peers: &PeerTable,
+    peer: PeerId,
+    protocol: ProtocolId,
+    push: impl FnOnce(&Outbox, usize, &Route) -> Result<T, SendError>,
+) -> Result<T, SendError> {
     let peers = peers.read();
     let handle = peers.get(&peer).ok_or(SendError::NotConnected(peer))?;
     let (index, route) = protocols
@@ -124,33 +133,22 @@ pub(crate) fn send_tracked(
         .index_of(protocol)
         .ok_or(SendError::UnregisteredProtocol(protocol))?;
     let queue = handle.direct_send[index].get_or_init(|| spawn_writer(protocols, handle, route));
-    match outbox::push_tracked(&queue.shared, msg) {
-        Ok((waker, sent)) => {
-            if let Some(w) = waker {
-                w.wake();
-            }
-            Ok(sent)
-        }
-        Err(QueueError::Full(_)) => {
-            route.metrics.queue_drops.inc();
-            Err(SendError::QueueFull)
-        }
-        Err(QueueError::Closed(_)) => Err(SendError::NotConnected(peer)),
-    }
+    push(queue, index, route)
 }
 
-/// What `send_to` returns for a push's outcome, counting a full queue's drop.
-fn finish(
-    pushed: Result<Option<Waker>, QueueError<Bytes>>,
+/// What a send returns for a push's outcome: wakes the writer, or counts a full
+/// queue's drop.
+fn finish<T>(
+    pushed: Result<(Option<Waker>, T), QueueError<Bytes>>,
     route: &Route,
     peer: PeerId,
-) -> Result<(), SendError> {
+) -> Result<T, SendError> {
     match pushed {
-        Ok(waker) => {
+        Ok((waker, receipt)) => {
             if let Some(w) = waker {
                 w.wake();
             }
-            Ok(())
+            Ok(receipt)
         }
         Err(QueueError::Full(_)) => {
             route.metrics.queue_drops.inc();
