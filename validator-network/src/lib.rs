@@ -8,9 +8,10 @@
 //!   example consensus and mempool define theirs), and registered with
 //!   [`StackBuilder::register`];
 //! - the **typed handles** of each application: a [`Sender`] (`send_to`, `broadcast`,
-//!   `request`) and an [`Events`] stream of [`AppEvent`]s (`Message`, `RpcRequest` with
-//!   a typed [`Responder`], `NewPeer`, `LostPeer`). A kind an application does not use
-//!   has the type [`Never`]: its event cannot occur and its method cannot be called.
+//!   `broadcast_nearest_first`, `request`) and an [`Events`] stream of [`AppEvent`]s
+//!   (`Message`, `RpcRequest` with a typed [`Responder`], `NewPeer`, `LostPeer`). A
+//!   kind an application does not use has the type [`Never`]: its event cannot occur
+//!   and its method cannot be called.
 //!   Inbound data that does not decode is counted and dropped, never a panic;
 //! - the node's network **configuration** ([`StackConfig`], TOML), validated into typed
 //!   errors that name the field;
