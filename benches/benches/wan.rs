@@ -7,8 +7,8 @@
 //!
 //! 1. proposals of 1 and 8 MiB from a leader to the 99 others: time until 67 and 99
 //!    hold it, sent to all at once, nearest first as requests, and with
-//!    `send_nearest_first` (tracked sends, two at a time), beside the bounds for direct
-//!    sends;
+//!    `send_nearest_first` (tracked sends, `network::IN_ORDER_WINDOW` at a time), beside
+//!    the bounds for direct sends;
 //! 2. a 32 B vote from every validator to the leader while an 8 MiB proposal goes out,
 //!    and a 32 B urgent message from the leader to each beside 8 MiB of bulk to each;
 //! 3. a 64 MiB response across a 230 ms round trip;
@@ -136,8 +136,8 @@ async fn proposal_nearest_first(cluster: &Cluster, size: usize, tag: u64) {
 
 /// Scenario 1, nearest first as tracked sends: `NetworkSender::send_nearest_first`
 /// orders the receivers by the round trip each connection measured and sends
-/// `network::IN_ORDER_WINDOW` (two) copies at a time, starting the next when one went to
-/// its socket. `round` names the row: the first such send, or the next.
+/// `network::IN_ORDER_WINDOW` copies at a time, starting the next when one went to its
+/// socket. `round` names the row: the first such send, or the next.
 async fn proposal_sent_nearest_first(cluster: &Cluster, size: usize, tag: u64, round: &str) {
     let order = nearest_first(cluster);
     let peers: Vec<_> = order.iter().map(|i| cluster.nodes[*i].peer).collect();
