@@ -14,6 +14,7 @@
 #   sudo ./scripts/kernel-mix.sh                           # ~10 minutes
 #   sudo ./scripts/kernel-mix.sh --duration 5 --rates 100mbit --stack-lowat ""
 #   sudo ./scripts/kernel-mix.sh --ss ss.log               # also sample `ss -tmi` on the server
+#   sudo ./scripts/kernel-mix.sh --ss ss.log --ss-interval 0.02   # ... every 20 ms
 #
 # Needs root (ip netns, tc). Everything it creates is removed on exit, and leftovers of
 # an interrupted run are removed before it starts. Honours CARGO_TARGET_DIR.
@@ -26,7 +27,8 @@ rates="100mbit 1gbit"
 stack_lowat="16384"
 out="${CARGO_TARGET_DIR:-target}/kernel-mix.txt"
 ss_log=""
-usage="usage: $0 [--duration S] [--warmup S] [--rates \"100mbit 1gbit\"] [--stack-lowat \"BYTES ...\"] [--out FILE] [--ss FILE]"
+ss_interval=0.5
+usage="usage: $0 [--duration S] [--warmup S] [--rates \"100mbit 1gbit\"] [--stack-lowat \"BYTES ...\"] [--out FILE] [--ss FILE] [--ss-interval S]"
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --duration) duration="$2"; shift 2 ;;
@@ -35,6 +37,7 @@ while [[ $# -gt 0 ]]; do
         --stack-lowat) stack_lowat="$2"; shift 2 ;;
         --out) out="$2"; shift 2 ;;
         --ss) ss_log="$2"; shift 2 ;;
+        --ss-interval) ss_interval="$2"; shift 2 ;;
         *) echo "$usage" >&2; exit 2 ;;
     esac
 done
@@ -130,12 +133,15 @@ wait_listening() {
     exit 1
 }
 
-# Samples the server's sockets every half second while the client runs.
+# Samples the server's and then the client's sockets every --ss-interval seconds
+# while the client runs.
 sample_ss() {
     while true; do
         echo "--- $(date +%T.%N) $*"
         ip netns exec "$NS_SERVER" ss -tmi "sport = :$PORT"
-        sleep 0.5
+        echo "client:"
+        ip netns exec "$NS_CLIENT" ss -tmi "dport = :$PORT"
+        sleep "$ss_interval"
     done >> "$ss_log"
 }
 

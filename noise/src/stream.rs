@@ -117,13 +117,13 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for NoiseStream<IO> {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        // Make room: a full plaintext buffer must be sealed, which needs a free wire.
-        while this.session.unsealed_full() {
-            ready!(this.poll_drain(cx))?;
+        // New bytes are taken only once the sealed frame is on the wire. While the socket
+        // pushes back, what this stream holds is that one frame, not a full plaintext
+        // buffer more: bytes taken here are committed to their order, and anything more
+        // urgent the caller has would wait behind them.
+        ready!(this.poll_drain(cx))?;
+        if this.session.unsealed_full() {
             this.session.seal().map_err(|e| e.into_io())?;
-        }
-        if !this.session.pending_wire().is_empty() && buf.len() >= crate::MAX_FRAME_PAYLOAD_LEN {
-            // A large write would seal a frame of its own: start on the wire first.
             ready!(this.poll_drain(cx))?;
         }
         let n = this.session.write_plaintext(buf).map_err(|e| e.into_io())?;

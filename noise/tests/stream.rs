@@ -5,6 +5,8 @@
 use memsocket::MemorySocket;
 use noise::{FrameError, Identity, NoiseConfig, NoiseStream, NoiseUpgrader};
 use proptest::prelude::*;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -299,4 +301,50 @@ async fn small_writes_are_coalesced_into_one_frame_on_flush() {
     let mut frame = vec![0u8; 2 + 3200 + 16];
     r.from_alice.read_exact(&mut frame).await.unwrap();
     assert_eq!(u16::from_be_bytes([frame[0], frame[1]]), 3216);
+}
+
+/// One `poll_write` with a waker that does nothing.
+fn try_write<W: AsyncWrite + Unpin>(w: &mut W, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    let waker = futures::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    Pin::new(w).poll_write(&mut cx, buf)
+}
+
+#[tokio::test]
+async fn while_a_sealed_frame_waits_for_the_socket_no_more_bytes_are_taken() {
+    // Bytes the stream takes are committed to their order. While the socket pushes back
+    // it holds the one sealed frame and takes nothing more, so the caller keeps what
+    // it has not written and may still put something more urgent first.
+    let (a, b) = MemorySocket::new_pair_with_capacity(4096);
+    let (mut alice, mut bob) = connect(a, b).await;
+    let data = pattern(3 * 65_519, 7);
+    let Poll::Ready(Ok(first)) = try_write(&mut alice, &data[..32 * 1024]) else {
+        panic!("an empty stream takes a write");
+    };
+    assert_eq!(first, 32 * 1024, "taken whole into the plaintext buffer");
+    let Poll::Ready(Ok(second)) = try_write(&mut alice, &data[first..]) else {
+        panic!("the plaintext buffer has room");
+    };
+    assert_eq!(
+        first + second,
+        65_519,
+        "filled to one frame, which is sealed"
+    );
+    let taken = first + second;
+    assert!(
+        try_write(&mut alice, &data[taken..]).is_pending(),
+        "the sealed frame is still on its way: nothing more is taken"
+    );
+    // Once Bob reads, the rest goes through, in order.
+    let reader = async {
+        let mut got = vec![0u8; data.len()];
+        bob.read_exact(&mut got).await.unwrap();
+        got
+    };
+    let writer = async {
+        alice.write_all(&data[taken..]).await.unwrap();
+        alice.flush().await.unwrap();
+    };
+    let (got, ()) = tokio::join!(reader, writer);
+    assert!(got == data, "the bytes arrive intact and in order");
 }

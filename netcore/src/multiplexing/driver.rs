@@ -14,22 +14,12 @@ use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 
+use super::batch::Batching;
 use super::buffers::OutQueue;
 use super::error::MuxError;
 use super::handles::Substream;
 use super::reader::FrameReader;
 use super::session::Session;
-
-/// Bytes of frames taken from the session per batch before writing them: large enough
-/// to fill a few Noise frames per flush, small enough to interleave reading.
-const WRITE_BATCH: usize = 256 * 1024;
-
-/// The batch while the socket pushes back. Frames taken from the session are committed
-/// to their order: when the socket cannot take them at once they wait in front of any
-/// frame of a higher class that arrives meanwhile. So while the socket is the
-/// bottleneck, the task takes four frames at a time, and an urgent frame waits behind
-/// at most those (plus what the kernel holds unsent, see `TCP_NOTSENT_LOWAT`).
-const CONGESTED_BATCH: usize = 64 * 1024;
 
 /// Control frames (mostly pongs and RSTs answering the remote) allowed to wait before
 /// the task stops reading from the remote: local work goes before new remote work.
@@ -148,9 +138,11 @@ pub(crate) struct Driver<IO> {
     /// Encoded frames not yet written.
     out: OutQueue,
     unflushed: bool,
-    /// The socket last refused to take more; batches are [`CONGESTED_BATCH`] until the
-    /// task runs out of frames to send.
-    congested: bool,
+    /// How much to take from the session per batch, and when to flush.
+    batch: Batching,
+    /// Flush once the frames in `out` are written: they carry urgent data, or the
+    /// socket drains slowly.
+    flush_after: bool,
     timer: Pin<Box<Sleep>>,
     timer_at: Option<Instant>,
     /// The waker the timer holds since its last reset: while it is this task's and the
@@ -171,7 +163,8 @@ where
             backlogged: false,
             out: OutQueue::default(),
             unflushed: false,
-            congested: false,
+            batch: Batching::default(),
+            flush_after: false,
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
             timer_at: None,
             timer_waker: None,
@@ -251,21 +244,30 @@ where
     fn poll_write_side(&mut self, cx: &mut Context<'_>) -> Result<(), MuxError> {
         loop {
             if self.out.is_empty() {
+                if self.flush_after {
+                    // What was written goes out (under Noise, sealed) before more frames
+                    // join it. A Noise frame is opened only once received whole, so
+                    // bulk sealed behind urgent data would cross the link before the
+                    // urgent data could be read; and on a slow link a full Noise frame
+                    // waiting for the socket is milliseconds in front of the next one.
+                    if !self.flush(cx)? {
+                        self.batch.pushed_back(Instant::now());
+                        return Ok(());
+                    }
+                    self.flush_after = false;
+                }
                 let out = &mut self.out;
                 let waker = cx.waker();
-                let batch = match self.congested {
-                    true => CONGESTED_BATCH,
-                    false => WRITE_BATCH,
-                };
-                let deadline = self.shared.with(|s| {
+                let batch = self.batch.take();
+                let (urgent, deadline) = self.shared.with(|s| {
                     s.set_driver(waker);
-                    s.poll_transmit(out, batch);
-                    s.poll_timeout()
+                    (s.poll_transmit(out, batch), s.poll_timeout())
                 });
+                self.flush_after = urgent || self.batch.flush_each();
                 self.set_timer(deadline);
             }
             if self.out.is_empty() {
-                self.congested = false;
+                self.batch.idle();
                 break;
             }
             let written = if self.io.is_write_vectored() {
@@ -285,23 +287,36 @@ where
                 Poll::Ready(Ok(n)) => {
                     self.out.advance(n);
                     self.unflushed = true;
+                    self.batch.took();
                 }
                 Poll::Ready(Err(e)) => return Err(e.into()),
                 Poll::Pending => {
-                    self.congested = true;
+                    self.batch.pushed_back(Instant::now());
                     self.refresh(cx.waker());
                     return Ok(());
                 }
             }
         }
         if self.unflushed {
-            match Pin::new(&mut self.io).poll_flush(cx) {
-                Poll::Ready(Ok(())) => self.unflushed = false,
-                Poll::Ready(Err(e)) => return Err(e.into()),
-                Poll::Pending => self.refresh(cx.waker()),
-            }
+            self.flush(cx)?;
         }
         Ok(())
+    }
+
+    /// Flushes the socket. Returns whether it is flushed; if not, the task is registered
+    /// to be woken when it can go on.
+    fn flush(&mut self, cx: &mut Context<'_>) -> Result<bool, MuxError> {
+        match Pin::new(&mut self.io).poll_flush(cx) {
+            Poll::Ready(Ok(())) => {
+                self.unflushed = false;
+                Ok(true)
+            }
+            Poll::Ready(Err(e)) => Err(e.into()),
+            Poll::Pending => {
+                self.refresh(cx.waker());
+                Ok(false)
+            }
+        }
     }
 
     /// Arms the timer for `deadline` if it changed.

@@ -46,6 +46,7 @@
 //! # });
 //! ```
 
+mod batch;
 mod buffers;
 mod config;
 mod driver;

@@ -43,6 +43,11 @@ impl ReadyQueue {
         self.classes[priority.index()].push_back(id);
     }
 
+    /// Whether a stream of class `priority` is queued.
+    pub(crate) fn has(&self, priority: Priority) -> bool {
+        !self.classes[priority.index()].is_empty()
+    }
+
     /// The next stream to send a frame of: the front of the highest non-empty class.
     pub(crate) fn pop(&mut self) -> Option<u32> {
         self.classes.iter_mut().find_map(VecDeque::pop_front)

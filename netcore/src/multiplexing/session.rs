@@ -457,10 +457,13 @@ impl Session {
     /// Appends frames to `out` until it holds at least `budget` bytes or nothing is
     /// left: control frames first, then one data frame (at most `max_frame_size`) per
     /// ready stream in turn, higher classes first ([`Priority`]), then the GoAway of a
-    /// closing connection.
-    pub(crate) fn poll_transmit(&mut self, out: &mut OutQueue, budget: usize) {
+    /// closing connection. Returns whether it took data of an [`Priority::Urgent`]
+    /// stream; such a batch ends with the last urgent frame ready, so that the driver
+    /// can flush it before anything of a lower class joins it.
+    pub(crate) fn poll_transmit(&mut self, out: &mut OutQueue, budget: usize) -> bool {
+        let mut urgent = false;
         if matches!(self.state, ConnState::Closed(_)) {
-            return;
+            return urgent;
         }
         if !self.control.is_empty() {
             out.copy(&self.control);
@@ -468,6 +471,9 @@ impl Session {
         }
         let max_frame = self.config.max_frame_size as usize;
         while out.len() < budget {
+            if urgent && !self.ready.has(Priority::Urgent) {
+                break;
+            }
             let Some(id) = self.ready.pop() else {
                 break;
             };
@@ -491,6 +497,7 @@ impl Session {
                 out.header(Header::new(FrameType::Data, fl, id, n as u32));
                 if n > 0 {
                     s.send_buf_split |= out.payload_from(&mut s.send_buf, n);
+                    urgent |= s.priority == Priority::Urgent;
                 }
                 s.send_credit -= n as u32;
                 self.to_wake.extend(s.writer.take());
@@ -520,6 +527,7 @@ impl Session {
             out.header(Header::new(FrameType::GoAway, 0, SESSION_ID, code));
             self.go_away_sent = true;
         }
+        urgent
     }
 
     /// The GoAway of a closing connection is out: the task flushes and shuts down.

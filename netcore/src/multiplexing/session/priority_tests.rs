@@ -41,6 +41,32 @@ fn an_urgent_message_overtakes_bulk_queued_before_it() {
 }
 
 #[test]
+fn a_batch_with_urgent_data_ends_with_it_and_says_so() {
+    // The driver flushes such a batch at once: nothing of a lower class may join it.
+    let now = Instant::now();
+    let mut s = session(Mode::Client, MuxConfig::default(), now);
+    let bulk = s.open_stream(now, Priority::Bulk).unwrap();
+    let votes = [
+        s.open_stream(now, Priority::Urgent).unwrap(),
+        s.open_stream(now, Priority::Urgent).unwrap(),
+    ];
+    write(&mut s, bulk, &[1u8; 64 * 1024]);
+    for vote in votes {
+        write(&mut s, vote, &[2u8; 32]);
+    }
+    let mut out = OutQueue::default();
+    assert!(s.poll_transmit(&mut out, 256 * 1024), "urgent data taken");
+    let len = out.len();
+    assert!(
+        len < 1024,
+        "both votes and their SYNs, no bulk: {len} bytes"
+    );
+    let mut out = OutQueue::default();
+    assert!(!s.poll_transmit(&mut out, 256 * 1024), "bulk only");
+    assert!(out.len() >= 64 * 1024);
+}
+
+#[test]
 fn a_stream_waiting_to_send_moves_when_its_class_changes() {
     let now = Instant::now();
     let mut s = session(Mode::Client, MuxConfig::default(), now);
