@@ -155,11 +155,12 @@ mod tests {
         tokio::time::advance(FAST_DRAIN).await;
         b.took();
         assert!(!b.flush_each());
-        // Only the first push back of a wait counts; the socket took more 5 ms later.
+        // The wait runs from the first push back: 1.9 ms + 0.2 ms is slow, though 0.2 ms
+        // passed since the last one.
         b.pushed_back(Instant::now());
-        tokio::time::advance(Duration::from_millis(1)).await;
+        tokio::time::advance(Duration::from_micros(1900)).await;
         b.pushed_back(Instant::now());
-        tokio::time::advance(Duration::from_millis(4)).await;
+        tokio::time::advance(Duration::from_micros(200)).await;
         b.took();
         assert!(b.flush_each());
         // Bytes taken without a push back say nothing.

@@ -1,9 +1,10 @@
 //! The connection task: the only code that touches the socket.
 //!
 //! One task per connection reads large chunks from the socket, decodes frames and
-//! hands them to the [`Session`] (one lock per chunk, not per frame), then takes every
-//! frame the session has ready, writes them and flushes once. Substreams reach it
-//! through the shared session and a waker, never through a channel.
+//! hands them to the [`Session`] (one lock per chunk, not per frame), then takes the
+//! frames the session has ready in batches (`batch.rs`), writes them and flushes once
+//! nothing more is ready, or sooner for urgent data and on a slow link. Substreams
+//! reach it through the shared session and a waker, never through a channel.
 
 use std::future::Future;
 use std::io::IoSlice;
@@ -237,7 +238,8 @@ where
         Ok(Some(false))
     }
 
-    /// Writes what the session has ready; flushes once nothing more is ready. It
+    /// Writes what the session has ready; flushes once nothing more is ready, and after
+    /// a batch that carried urgent data or, on a slow link, after every batch. It
     /// returns with the task registered to be woken for more: by the session (when it
     /// had nothing more to send) or by the socket (when it took no more). `Err` ends
     /// the connection.
@@ -251,50 +253,18 @@ where
                     // urgent data could be read; and on a slow link a full Noise frame
                     // waiting for the socket is milliseconds in front of the next one.
                     if !self.flush(cx)? {
-                        self.batch.pushed_back(Instant::now());
                         return Ok(());
                     }
                     self.flush_after = false;
                 }
-                let out = &mut self.out;
-                let waker = cx.waker();
-                let batch = self.batch.take();
-                let (urgent, deadline) = self.shared.with(|s| {
-                    s.set_driver(waker);
-                    (s.poll_transmit(out, batch), s.poll_timeout())
-                });
-                self.flush_after = urgent || self.batch.flush_each();
-                self.set_timer(deadline);
+                self.take_batch(cx.waker());
+                if self.out.is_empty() {
+                    self.batch.idle();
+                    break;
+                }
             }
-            if self.out.is_empty() {
-                self.batch.idle();
-                break;
-            }
-            let written = if self.io.is_write_vectored() {
-                let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
-                let n = self.out.io_slices(&mut slices);
-                Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n])
-            } else {
-                match self.out.front() {
-                    Some(chunk) => Pin::new(&mut self.io).poll_write(cx, chunk),
-                    None => break,
-                }
-            };
-            match written {
-                Poll::Ready(Ok(0)) => {
-                    return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
-                }
-                Poll::Ready(Ok(n)) => {
-                    self.out.advance(n);
-                    self.unflushed = true;
-                    self.batch.took();
-                }
-                Poll::Ready(Err(e)) => return Err(e.into()),
-                Poll::Pending => {
-                    self.batch.pushed_back(Instant::now());
-                    self.refresh(cx.waker());
-                    return Ok(());
-                }
+            if !self.write_some(cx)? {
+                return Ok(());
             }
         }
         if self.unflushed {
@@ -303,20 +273,75 @@ where
         Ok(())
     }
 
-    /// Flushes the socket. Returns whether it is flushed; if not, the task is registered
-    /// to be woken when it can go on.
-    fn flush(&mut self, cx: &mut Context<'_>) -> Result<bool, MuxError> {
-        match Pin::new(&mut self.io).poll_flush(cx) {
-            Poll::Ready(Ok(())) => {
-                self.unflushed = false;
+    /// Takes the next batch of frames from the session into `out`.
+    fn take_batch(&mut self, waker: &Waker) {
+        let out = &mut self.out;
+        let batch = self.batch.take();
+        let (urgent, deadline) = self.shared.with(|s| {
+            s.set_driver(waker);
+            (s.poll_transmit(out, batch), s.poll_timeout())
+        });
+        self.flush_after = urgent || self.batch.flush_each();
+        self.set_timer(deadline);
+    }
+
+    /// Writes from `out` once. Returns whether the socket took bytes; if not, the task
+    /// is registered to be woken when it can go on.
+    fn write_some(&mut self, cx: &mut Context<'_>) -> Result<bool, MuxError> {
+        let had_budget = tokio::task::coop::has_budget_remaining();
+        let written = if self.io.is_write_vectored() {
+            let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
+            let n = self.out.io_slices(&mut slices);
+            Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n])
+        } else {
+            match self.out.front() {
+                Some(chunk) => Pin::new(&mut self.io).poll_write(cx, chunk),
+                // Unreachable: `out` is not empty.
+                None => return Ok(true),
+            }
+        };
+        match written {
+            Poll::Ready(Ok(0)) => Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into()),
+            Poll::Ready(Ok(n)) => {
+                self.out.advance(n);
+                self.unflushed = true;
+                self.batch.took();
                 Ok(true)
             }
             Poll::Ready(Err(e)) => Err(e.into()),
             Poll::Pending => {
-                self.refresh(cx.waker());
+                self.socket_pending(had_budget, cx.waker());
                 Ok(false)
             }
         }
+    }
+
+    /// Flushes the socket. Returns whether it is flushed; if not, the task is registered
+    /// to be woken when it can go on.
+    fn flush(&mut self, cx: &mut Context<'_>) -> Result<bool, MuxError> {
+        let had_budget = tokio::task::coop::has_budget_remaining();
+        match Pin::new(&mut self.io).poll_flush(cx) {
+            Poll::Ready(Ok(())) => {
+                self.unflushed = false;
+                self.batch.took();
+                Ok(true)
+            }
+            Poll::Ready(Err(e)) => Err(e.into()),
+            Poll::Pending => {
+                self.socket_pending(had_budget, cx.waker());
+                Ok(false)
+            }
+        }
+    }
+
+    /// The socket took nothing. That is a push back, unless the task had run out of
+    /// its runtime budget: then the socket said nothing about the link, and the task
+    /// is woken again at once.
+    fn socket_pending(&mut self, had_budget: bool, waker: &Waker) {
+        if had_budget {
+            self.batch.pushed_back(Instant::now());
+        }
+        self.refresh(waker);
     }
 
     /// Arms the timer for `deadline` if it changed.

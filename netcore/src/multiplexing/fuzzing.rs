@@ -87,7 +87,9 @@ pub fn mux_session(data: &[u8]) {
                 }
             }
             1 => {
-                if let Ok(id) = session.open_stream(now, Priority::default()) {
+                // The op byte's high part picks the class (so urgent batches are fuzzed).
+                let priority = Priority::ALL[usize::from(op / 12) % Priority::ALL.len()];
+                if let Ok(id) = session.open_stream(now, priority) {
                     ids.push(id);
                 }
             }
