@@ -8,8 +8,6 @@
 //! the socket pushes back, and on a slow link each batch is flushed, so that the socket's
 //! writer (Noise) seals frames of one batch, not of its whole 64 KiB buffer.
 
-use std::time::Duration;
-
 use tokio::time::Instant;
 
 /// The most bytes of frames taken per batch: once the socket has taken every batch
@@ -25,14 +23,18 @@ const MAX_BATCH: usize = 256 * 1024;
 /// the link is slow.
 const MIN_BATCH: usize = 16 * 1024;
 
-/// A socket that takes more only this long after it pushed back drains slowly: each
-/// batch is then flushed. A 64 KiB Noise frame takes this long at 262 Mbit/s.
-const SLOW_DRAIN: Duration = Duration::from_millis(2);
+/// A socket that drains slower than this, in bytes per second, is on a slow link:
+/// each batch is then flushed. At 256 Mbit/s a 64 KiB Noise frame is 2 ms of the link.
+const SLOW_RATE: f64 = 32e6;
 
-/// A socket that takes more within this after it pushed back drains fast again: each
-/// batch joins the writer's buffer. Between the two marks the last verdict stands, so
-/// the smaller frames of a slow link do not by themselves make it look fast.
-const FAST_DRAIN: Duration = Duration::from_micros(500);
+/// A socket that drains faster than this is on a fast link again: each batch joins the
+/// writer's buffer. Between the two marks the last verdict stands.
+const FAST_RATE: f64 = 64e6;
+
+/// Weight of the latest cycle in the averaged rate. One cycle in which the task was
+/// slow to run (a busy runtime, a busy machine) does not make a fast link look slow;
+/// a slow link is found at its first cycle, which starts the average.
+const RATE_WEIGHT: f64 = 0.25;
 
 /// The task's batching state.
 ///
@@ -42,13 +44,22 @@ const FAST_DRAIN: Duration = Duration::from_micros(500);
 /// socket, not the batch, is then the limit, and a large batch would only hold frames
 /// in front of more urgent ones. Growing from small keeps a burst after idle on a slow
 /// link from committing a large batch at once.
+///
+/// How fast the link drains is measured over push-back cycles: from one push back to
+/// the next, the bytes the socket took in between over the time. While the socket
+/// pushes back, that is the rate at which it frees room, which is the link's (or the
+/// reader's) rate.
 #[derive(Debug)]
 pub(crate) struct Batching {
     next: usize,
     pushed_back: bool,
-    /// When the socket last refused bytes, while the task waits for it to take more.
-    waiting_since: Option<Instant>,
-    /// The socket drains slowly: flush after each batch.
+    /// The socket refused bytes and has taken none since.
+    waiting: bool,
+    /// The first push back of the current cycle, and the bytes taken since.
+    cycle: Option<(Instant, usize)>,
+    /// The averaged drain rate, bytes per second, once a cycle was measured.
+    rate: Option<f64>,
+    /// The link drains slowly: flush after each batch.
     slow: bool,
 }
 
@@ -57,7 +68,9 @@ impl Default for Batching {
         Self {
             next: MIN_BATCH,
             pushed_back: false,
-            waiting_since: None,
+            waiting: false,
+            cycle: None,
+            rate: None,
             slow: false,
         }
     }
@@ -78,40 +91,58 @@ impl Batching {
         self.slow
     }
 
-    /// The socket took less than it was given, at `now`.
+    /// The socket took less than it was given, at `now`. The first push back after
+    /// bytes were taken ends a cycle and starts the next.
     pub(crate) fn pushed_back(&mut self, now: Instant) {
         self.pushed_back = true;
         self.next = MIN_BATCH;
-        self.waiting_since.get_or_insert(now);
+        if std::mem::replace(&mut self.waiting, true) {
+            return;
+        }
+        if let Some((start, bytes)) = self.cycle {
+            let secs = now.saturating_duration_since(start).as_secs_f64();
+            if secs > 0.0 {
+                self.measured(bytes as f64 / secs);
+            }
+        }
+        self.cycle = Some((now, 0));
     }
 
-    /// The socket took bytes. After a push back, how long it took to do so says how
-    /// fast the link drains (the clock is read only then).
-    pub(crate) fn took(&mut self) {
-        if let Some(since) = self.waiting_since.take() {
-            self.drained_after(Instant::now() - since);
+    /// The socket took `n` bytes (0 for a completed flush).
+    pub(crate) fn took(&mut self, n: usize) {
+        self.waiting = false;
+        if let Some((_, bytes)) = &mut self.cycle {
+            *bytes += n;
         }
     }
 
-    fn drained_after(&mut self, waited: Duration) {
-        if waited >= SLOW_DRAIN {
+    fn measured(&mut self, sample: f64) {
+        let rate = match self.rate {
+            Some(rate) => rate + RATE_WEIGHT * (sample - rate),
+            None => sample,
+        };
+        self.rate = Some(rate);
+        if rate < SLOW_RATE {
             self.slow = true;
-        } else if waited <= FAST_DRAIN {
+        } else if rate > FAST_RATE {
             self.slow = false;
         }
     }
 
-    /// The session had nothing to send. How fast the link drains is kept: it is the
-    /// path's, not the burst's.
+    /// The session had nothing to send: the cycle ends unmeasured (the socket was not
+    /// the limit). How fast the link drains is kept: it is the path's, not the burst's.
     pub(crate) fn idle(&mut self) {
         self.next = MIN_BATCH;
         self.pushed_back = false;
-        self.waiting_since = None;
+        self.waiting = false;
+        self.cycle = None;
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     const KIB: usize = 1024;
@@ -146,35 +177,47 @@ mod tests {
         assert_eq!(b.take(), 2 * MIN_BATCH);
     }
 
+    /// Runs push-back cycles of `bytes` taken every `every`.
+    async fn cycles(b: &mut Batching, n: usize, bytes: usize, every: Duration) {
+        for _ in 0..n {
+            b.pushed_back(Instant::now());
+            tokio::time::advance(every).await;
+            b.took(bytes);
+        }
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn a_socket_that_drains_slowly_has_each_batch_flushed_until_it_drains_fast() {
+    async fn a_link_that_drains_slowly_has_each_batch_flushed_until_it_drains_fast() {
         let mut b = Batching::default();
         assert!(!b.flush_each());
-        // A push back cleared within a fast drain: no verdict of slowness.
+        // 64 KiB per 5 ms (13 MB/s, a 100 Mbit/s link): slow from the first cycle.
+        cycles(&mut b, 2, 64 * KIB, Duration::from_millis(5)).await;
         b.pushed_back(Instant::now());
-        tokio::time::advance(FAST_DRAIN).await;
-        b.took();
+        assert!(b.flush_each());
+        // Further push backs of the same wait do not end a cycle.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        b.pushed_back(Instant::now());
+        b.took(64 * KIB);
+        assert!(b.flush_each());
+        // 64 KiB per 0.1 ms (655 MB/s): fast again once the average passes the mark.
+        cycles(&mut b, 20, 64 * KIB, Duration::from_micros(100)).await;
+        b.pushed_back(Instant::now());
         assert!(!b.flush_each());
-        // The wait runs from the first push back: 1.9 ms + 0.2 ms is slow, though 0.2 ms
-        // passed since the last one.
-        b.pushed_back(Instant::now());
-        tokio::time::advance(Duration::from_micros(1900)).await;
-        b.pushed_back(Instant::now());
-        tokio::time::advance(Duration::from_micros(200)).await;
-        b.took();
-        assert!(b.flush_each());
-        // Bytes taken without a push back say nothing.
-        b.took();
-        assert!(b.flush_each());
-        // Between the marks the verdict stands, across an idle moment too.
-        b.pushed_back(Instant::now());
-        tokio::time::advance(Duration::from_millis(1)).await;
-        b.took();
+        // An idle moment keeps the verdict, and ends the cycle unmeasured.
         b.idle();
-        assert!(b.flush_each());
+        tokio::time::advance(Duration::from_secs(10)).await;
+        cycles(&mut b, 1, 64 * KIB, Duration::from_micros(100)).await;
         b.pushed_back(Instant::now());
-        tokio::time::advance(Duration::from_micros(100)).await;
-        b.took();
+        assert!(!b.flush_each());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_slow_cycle_does_not_make_a_fast_link_slow() {
+        let mut b = Batching::default();
+        cycles(&mut b, 4, 128 * KIB, Duration::from_micros(200)).await;
+        // A cycle in which the task waited 5 ms to run (26 MB/s).
+        cycles(&mut b, 1, 128 * KIB, Duration::from_millis(5)).await;
+        b.pushed_back(Instant::now());
         assert!(!b.flush_each());
     }
 }

@@ -305,7 +305,7 @@ where
             Poll::Ready(Ok(n)) => {
                 self.out.advance(n);
                 self.unflushed = true;
-                self.batch.took();
+                self.batch.took(n);
                 Ok(true)
             }
             Poll::Ready(Err(e)) => Err(e.into()),
@@ -323,7 +323,7 @@ where
         match Pin::new(&mut self.io).poll_flush(cx) {
             Poll::Ready(Ok(())) => {
                 self.unflushed = false;
-                self.batch.took();
+                self.batch.took(0);
                 Ok(true)
             }
             Poll::Ready(Err(e)) => Err(e.into()),
