@@ -120,14 +120,11 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for NoiseStream<IO> {
         // New bytes are taken only once the sealed frame is on the wire. While the socket
         // pushes back, what this stream holds is that one frame, not a full plaintext
         // buffer more: bytes taken here are committed to their order, and anything more
-        // urgent the caller has would wait behind them.
+        // urgent the caller has would wait behind them. With the wire free there is room
+        // in the plaintext buffer: a full one is sealed as soon as it fills.
         ready!(this.poll_drain(cx))?;
-        if this.session.unsealed_full() {
-            this.session.seal().map_err(|e| e.into_io())?;
-            ready!(this.poll_drain(cx))?;
-        }
         let n = this.session.write_plaintext(buf).map_err(|e| e.into_io())?;
-        if this.session.unsealed_full() && this.session.pending_wire().is_empty() {
+        if this.session.unsealed_full() {
             this.session.seal().map_err(|e| e.into_io())?;
         }
         if !this.session.pending_wire().is_empty() {
