@@ -15,7 +15,9 @@
 //!   so the Noise layer below sees full frames;
 //! - frames of ready streams are sent by [`Priority`] class, higher first, and
 //!   round-robin within a class, at most [`MuxConfig::max_frame_size`] each, so a small
-//!   message never waits behind a bulk transfer of its class or a lower one;
+//!   message never waits behind a bulk transfer of its class or a lower one; bulk
+//!   streams take turns of [`BULK_TURN`] bytes, so that several responses complete one
+//!   after another rather than all at once;
 //! - receive windows start at the spec's 256 KiB and grow eightfold (or at once to the
 //!   largest window grown on the connection) when half a window is consumed within two
 //!   RTTs (measured with Ping frames), up to [`MuxConfig::max_window`] per stream and
@@ -67,7 +69,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub use config::{MuxConfig, SPEC_INITIAL_WINDOW};
 pub use error::{MuxError, ProtocolError};
 pub use handles::{Control, Incoming, Substream};
-pub use priority::Priority;
+pub use priority::{BULK_TURN, Priority};
 pub use session::MuxStats;
 
 /// Which end of the connection we are: the client opens odd stream ids, the server

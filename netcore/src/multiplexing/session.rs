@@ -196,7 +196,7 @@ pub(crate) struct Session {
     spare_payloads: SparePayloads,
     /// Encoded control frames (window updates, pings, RSTs), sent before data.
     control: BytesMut,
-    /// Streams with frames to send: by class, round-robin within one.
+    /// Streams with frames to send: by class, in turns within one.
     ready: ReadyQueue,
     /// Sum of the receive windows of all streams.
     granted: usize,
@@ -515,7 +515,7 @@ impl Session {
             }
             if s.sendable() {
                 s.queued = true;
-                self.ready.push(id, s.priority);
+                self.ready.push_after_send(id, s.priority, n);
             }
             self.remove_if_finished(id);
         }

@@ -6,6 +6,7 @@ use super::tests::{session, write};
 use super::*;
 use crate::multiplexing::buffers::OutQueue;
 use crate::multiplexing::frame::HEADER_LEN;
+use crate::multiplexing::priority::BULK_TURN;
 
 /// The data frames of the next batch when the session is asked for at least one byte:
 /// (stream id, payload length) of each.
@@ -88,8 +89,9 @@ fn a_stream_waiting_to_send_moves_when_its_class_changes() {
 
 proptest! {
     /// Whatever the streams, classes and sizes: every byte goes out, no frame of a
-    /// class leaves while a higher class has data waiting, and the streams of one class
-    /// take turns a frame each.
+    /// class leaves while a higher class has data waiting, the streams of `Urgent` and
+    /// `Normal` take turns a frame each, and a `Bulk` stream keeps its turn until it
+    /// has sent `BULK_TURN` bytes or has no more.
     #[test]
     fn frames_leave_by_class_then_in_turns(
         streams in prop::collection::vec((0usize..3, 1usize..100_000), 1..8),
@@ -104,8 +106,10 @@ proptest! {
             left.insert(id, *len);
             class.insert(id, *c);
         }
+        let bulk = Priority::Bulk as usize;
         let mut last_class = 0;
-        let mut previous: HashMap<usize, u32> = HashMap::new();
+        // Per class: the stream that sent last, and what it sent in its turn.
+        let mut previous: HashMap<usize, (u32, usize)> = HashMap::new();
         loop {
             let frames = next_data_frames(&mut s);
             if frames.is_empty() {
@@ -117,12 +121,29 @@ proptest! {
                 let waiting_above = left.iter().any(|(o, n)| *n > 0 && class[o] < c);
                 prop_assert!(!waiting_above);
                 last_class = c;
-                // Turns: a stream does not send twice in a row while another of its
-                // class has data waiting.
-                if previous.insert(c, id) == Some(id) {
-                    let others = left.iter().any(|(o, n)| *o != id && *n > 0 && class[o] == c);
-                    prop_assert!(!others, "stream {} sent twice in a row", id);
-                }
+                let turn = match previous.get(&c) {
+                    Some(&(prev, turn)) if prev == id => {
+                        if c == bulk {
+                            prop_assert!(turn < BULK_TURN, "stream {} overran its turn", id);
+                        } else {
+                            let others =
+                                left.iter().any(|(o, n)| *o != id && *n > 0 && class[o] == c);
+                            prop_assert!(!others, "stream {} sent twice in a row", id);
+                        }
+                        turn + len
+                    }
+                    Some(&(prev, turn)) => {
+                        if c == bulk {
+                            prop_assert!(
+                                left[&prev] == 0 || turn >= BULK_TURN,
+                                "stream {} lost its turn after {} bytes", prev, turn
+                            );
+                        }
+                        len
+                    }
+                    None => len,
+                };
+                previous.insert(c, (id, turn));
                 let remaining = left.get_mut(&id).unwrap();
                 *remaining -= len;
             }
