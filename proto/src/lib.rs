@@ -20,6 +20,9 @@ pub mod rpc {
     /// The key of `RpcResponse.ok`: field 1, length-delimited.
     const OK_KEY: u8 = (1 << 3) | 2;
 
+    /// The most bytes of [`RpcResponse::ok_head`]: the key and a varint of 10 bytes.
+    pub const OK_HEAD_MAX: usize = 11;
+
     impl RpcResponse {
         /// Encodes the message into `buf` as [`prost::Message::encode`] does, byte for
         /// byte, but copies an answer's payload without cloning it first: prost appends a
@@ -36,10 +39,26 @@ pub mod rpc {
                 // prost refuses it the same way, before writing anything.
                 return prost::Message::encode(self, buf);
             }
-            buf.put_u8(OK_KEY);
-            prost::encode_length_delimiter(data.len(), buf)?;
+            let (head, len) = Self::ok_head(data.len());
+            buf.put_slice(&head[..len]);
             buf.put_slice(data);
             Ok(())
+        }
+
+        /// What goes in front of an answer's payload of `payload_len` bytes: `ok`'s key
+        /// and length, the first `len` bytes of the array returned as `(array, len)`.
+        /// Followed by the payload, it is the message's encoding, so a large payload
+        /// can be written from where it is, without a copy.
+        pub fn ok_head(payload_len: usize) -> ([u8; OK_HEAD_MAX], usize) {
+            let mut head = [0u8; OK_HEAD_MAX];
+            head[0] = OK_KEY;
+            let room = {
+                let mut rest = &mut head[1..];
+                // Ten bytes hold any varint, so this cannot fail.
+                let _ = prost::encode_length_delimiter(payload_len, &mut rest);
+                rest.len()
+            };
+            (head, OK_HEAD_MAX - room)
         }
     }
 }
@@ -94,6 +113,11 @@ mod tests {
             let mut ours = Vec::new();
             response.encode_into(&mut ours).unwrap();
             assert_eq!(ours, response.encode_to_vec(), "a payload of {len} bytes");
+            // The head alone, then the payload: the same bytes.
+            let (head, n) = RpcResponse::ok_head(len);
+            let mut split = head[..n].to_vec();
+            split.extend(vec![7u8; len]);
+            assert_eq!(split, ours, "a head and a payload of {len} bytes");
         }
         let failure = RpcResponse {
             result: Some(rpc_response::Result::Failure(RpcFailure {

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 
-use proto::rpc::RpcResponse;
+use bytes::Bytes;
 use proto::rpc::rpc_failure::Code;
+use proto::rpc::{RpcResponse, rpc_response};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
@@ -56,7 +57,7 @@ pub(crate) struct DirectReply(pub(super) Option<Arc<Answering>>);
 impl Drop for DirectReply {
     fn drop(&mut self) {
         if let Some(answering) = self.0.take() {
-            answering.finish(&failure(Code::NoResponse, "no response"), "no_response");
+            answering.finish(failure(Code::NoResponse, "no response"), "no_response");
         }
     }
 }
@@ -106,11 +107,11 @@ impl Answering {
             route.metrics.bytes_out.inc_by(data.len() as u64);
         }
         let (response, label) = core::response_to(result);
-        state.write(&response, label);
+        state.write(response, label);
     }
 
     /// Writes `response` and counts the outcome as `label`, unless it is answered.
-    pub(super) fn finish(&self, response: &RpcResponse, label: &'static str) {
+    pub(super) fn finish(&self, response: RpcResponse, label: &'static str) {
         if let Some(state) = self.take() {
             state.write(response, label);
         }
@@ -118,7 +119,7 @@ impl Answering {
 
     /// Tells the caller the server ran out of time, unless it is answered.
     pub(super) fn time_out(&self) {
-        self.finish(&failure(Code::Timeout, "server timed out"), "timeout");
+        self.finish(failure(Code::Timeout, "server timed out"), "timeout");
     }
 
     pub(super) fn take(&self) -> Option<AnswerState> {
@@ -136,50 +137,72 @@ impl Answering {
 impl AnswerState {
     /// Writes `response` and our FIN without waiting (the answer of a small request
     /// fits the substream's window); a task writes what the window did not take.
-    fn write(mut self, response: &RpcResponse, label: &'static str) {
+    ///
+    /// A small answer is framed on the stack. A larger answer's payload is written from
+    /// the application's buffer behind its frame's head: copying megabytes into a frame
+    /// first held the start of a large response back by milliseconds, during which the
+    /// connection could have been sending it.
+    fn write(self, response: RpcResponse, label: &'static str) {
         let max = self.protocols.routes[self.route].max_message_size;
-        let Some(whole) = core::frame_len(response, max) else {
+        let Some(whole) = core::frame_len(&response, max) else {
             // Dropping the substream resets it: the caller learns the answer is lost.
             return self.record("write_failed");
         };
-        // A small answer is framed on the stack.
-        let mut small = [0u8; SMALL_ANSWER];
-        let mut large = Vec::new();
-        let frame = if whole <= SMALL_ANSWER {
-            &mut small[..whole]
-        } else {
-            large.resize(whole, 0);
-            &mut large[..]
-        };
-        core::write_frame(response, frame);
+        if whole <= SMALL_ANSWER {
+            let mut small = [0u8; SMALL_ANSWER];
+            core::write_frame(&response, &mut small[..whole]);
+            return self.write_parts(&small[..whole], Bytes::new(), label);
+        }
+        match response.result {
+            Some(rpc_response::Result::Ok(payload)) => {
+                let (head, len) = core::ok_frame_head(payload.len());
+                self.write_parts(&head[..len], payload, label);
+            }
+            result => {
+                let mut frame = vec![0u8; whole];
+                core::write_frame(&RpcResponse { result }, &mut frame);
+                self.write_parts(&[], Bytes::from(frame), label);
+            }
+        }
+    }
+
+    /// Writes `head`, then `body`, then our FIN, as far as the substream takes them
+    /// now; a task writes the rest, until the deadline (the substream is then dropped,
+    /// which resets it, as on the task path).
+    fn write_parts(mut self, head: &[u8], body: Bytes, label: &'static str) {
         let mut cx = Context::from_waker(Waker::noop());
-        let mut written = 0;
-        while written < whole {
-            match Pin::new(&mut self.io).poll_write(&mut cx, &frame[written..]) {
-                Poll::Ready(Ok(n)) if n > 0 => written += n,
+        let (mut head_written, mut body_written) = (0, 0);
+        loop {
+            let in_head = head_written < head.len();
+            let rest = if in_head {
+                &head[head_written..]
+            } else if body_written < body.len() {
+                &body[body_written..]
+            } else {
+                break;
+            };
+            match Pin::new(&mut self.io).poll_write(&mut cx, rest) {
+                Poll::Ready(Ok(n)) if n > 0 && in_head => head_written += n,
+                Poll::Ready(Ok(n)) if n > 0 => body_written += n,
                 Poll::Pending => break,
                 Poll::Ready(_) => return self.record("write_failed"),
             }
         }
-        if written == whole {
+        if head_written == head.len() && body_written == body.len() {
             match Pin::new(&mut self.io).poll_shutdown(&mut cx) {
                 Poll::Ready(Ok(())) => return self.record(label),
                 Poll::Ready(Err(_)) => return self.record("write_failed"),
                 Poll::Pending => {}
             }
         }
-        // The caller's window is short: a task writes the rest, until the deadline (the
-        // substream is then dropped, which resets it, as on the task path).
-        let rest = if whole <= SMALL_ANSWER {
-            frame[written..].to_vec()
-        } else {
-            large.drain(..written);
-            large
-        };
+        // The caller's window is short.
+        let head = head[head_written..].to_vec();
+        let body = body.slice(body_written..);
         let runtime = self.protocols.runtime.clone();
         runtime.spawn(async move {
             let finish = async {
-                self.io.write_all(&rest).await?;
+                self.io.write_all(&head).await?;
+                self.io.write_all(&body).await?;
                 self.io.shutdown().await
             };
             let label = match tokio::time::timeout_at(self.deadline, finish).await {

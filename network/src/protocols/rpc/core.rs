@@ -8,7 +8,7 @@ use bytes::Bytes;
 use netcore::framing::LENGTH_FIELD_BYTES;
 use proto::Message;
 use proto::rpc::rpc_failure::Code;
-use proto::rpc::{RpcFailure, RpcResponse, rpc_response};
+use proto::rpc::{OK_HEAD_MAX, RpcFailure, RpcResponse, rpc_response};
 
 use crate::error::{InvalidResponse, RemoteFailure, RpcError};
 
@@ -107,6 +107,20 @@ pub(crate) fn write_frame(response: &RpcResponse, frame: &mut [u8]) {
     prefix.copy_from_slice(&(body.len() as u32).to_be_bytes());
     // The slice is exactly the encoded length, so encoding cannot fail.
     let _ = response.encode_into(&mut &mut body[..]);
+}
+
+/// The head of an answer's frame whose payload follows it as is: the length prefix,
+/// then `RpcResponse.ok`'s key and length; `(array, len)`, the head being the first
+/// `len` bytes. The head and then the payload are the frame [`write_frame`] lays out,
+/// for an answer of `payload_len` bytes that [`frame_len`] accepted.
+pub(crate) fn ok_frame_head(payload_len: usize) -> ([u8; LENGTH_FIELD_BYTES + OK_HEAD_MAX], usize) {
+    let (field, field_len) = RpcResponse::ok_head(payload_len);
+    let mut head = [0u8; LENGTH_FIELD_BYTES + OK_HEAD_MAX];
+    // `frame_len` checked that the frame's length fits the prefix.
+    let body_len = (field_len + payload_len) as u32;
+    head[..LENGTH_FIELD_BYTES].copy_from_slice(&body_len.to_be_bytes());
+    head[LENGTH_FIELD_BYTES..LENGTH_FIELD_BYTES + field_len].copy_from_slice(&field[..field_len]);
+    (head, LENGTH_FIELD_BYTES + field_len)
 }
 
 /// Checks a request's payload against the limit `max`, before anything is sent.

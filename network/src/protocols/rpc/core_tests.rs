@@ -15,6 +15,26 @@ use super::core::{self, Answer, MAX_FAILURE_FRAME, MAX_FAILURE_MESSAGE, response
 use super::deadlines::{DeadlineQueue, Settled};
 use crate::error::{RemoteFailure, RpcError};
 
+#[test]
+fn a_large_answer_written_as_head_then_payload_is_its_frame() {
+    // Lengths on each side of the length varint's one-, two-, three- and four-byte forms.
+    for len in [0, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, 4 << 20] {
+        let payload = Bytes::from(vec![0x42u8; len]);
+        let (response, _) = core::response_to(Answer::Data(payload.clone()));
+        let whole = core::frame_len(&response, 8 << 20).expect("within the limit");
+        let mut frame = vec![0u8; whole];
+        core::write_frame(&response, &mut frame);
+        let (head, head_len) = core::ok_frame_head(len);
+        assert_eq!(head_len + len, whole, "a payload of {len} bytes");
+        assert_eq!(
+            &frame[..head_len],
+            &head[..head_len],
+            "a payload of {len} bytes"
+        );
+        assert_eq!(&frame[head_len..], &payload[..]);
+    }
+}
+
 /// Frames `answer` as the server does and reads it back as the caller does.
 fn through_the_wire(answer: Answer, max: usize) -> Result<Bytes, RpcError> {
     let (response, _) = core::response_to(answer);

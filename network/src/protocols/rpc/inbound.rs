@@ -176,7 +176,7 @@ async fn deliver_for_direct_answer(
         Err(QueueError::Closed(event)) => event,
     };
     answering.finish(
-        &failure(Code::NoResponse, "application is gone"),
+        failure(Code::NoResponse, "application is gone"),
         "no_application",
     );
     drop(gone);
