@@ -8,12 +8,26 @@ use std::path::PathBuf;
 
 use noise::{Identity, KeyError};
 
-/// A fresh, empty directory for one test.
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("noise-keyfile-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh, empty directory for one test, removed when the test ends.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("noise-keyfile-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn join(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
 }
 
 fn write_with_mode(path: &PathBuf, text: &[u8], mode: u32) {
@@ -23,7 +37,8 @@ fn write_with_mode(path: &PathBuf, text: &[u8], mode: u32) {
 
 #[test]
 fn a_generated_key_file_has_mode_0600_and_loads_back_to_the_same_identity() {
-    let path = temp_dir("roundtrip").join("node.key");
+    let dir = TempDir::new("roundtrip");
+    let path = dir.join("node.key");
     let identity = Identity::generate_and_save(&path).unwrap();
     let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
@@ -39,7 +54,8 @@ fn a_generated_key_file_has_mode_0600_and_loads_back_to_the_same_identity() {
 
 #[test]
 fn generating_never_overwrites_an_existing_key_file() {
-    let path = temp_dir("overwrite").join("node.key");
+    let dir = TempDir::new("overwrite");
+    let path = dir.join("node.key");
     let first = Identity::generate_and_save(&path).unwrap();
     assert!(
         matches!(Identity::generate_and_save(&path), Err(KeyError::AlreadyExists(p)) if p == path)
@@ -49,14 +65,16 @@ fn generating_never_overwrites_an_existing_key_file() {
 
 #[test]
 fn load_or_generate_creates_a_missing_key_file() {
-    let path = temp_dir("missing").join("node.key");
+    let dir = TempDir::new("missing");
+    let path = dir.join("node.key");
     let identity = Identity::load_or_generate(&path).unwrap();
     assert_eq!(Identity::load(&path).unwrap().peer_id(), identity.peer_id());
 }
 
 #[test]
 fn a_group_or_world_readable_key_file_is_refused() {
-    let path = temp_dir("perms").join("node.key");
+    let dir = TempDir::new("perms");
+    let path = dir.join("node.key");
     let text = format!("{}\n", "11".repeat(32));
     for mode in [0o640, 0o604, 0o660, 0o644] {
         write_with_mode(&path, text.as_bytes(), mode);
@@ -71,7 +89,8 @@ fn a_group_or_world_readable_key_file_is_refused() {
 
 #[test]
 fn a_malformed_key_file_is_refused() {
-    let path = temp_dir("malformed").join("node.key");
+    let dir = TempDir::new("malformed");
+    let path = dir.join("node.key");
     let cases: Vec<Vec<u8>> = vec![
         Vec::new(),
         b"1111\n".to_vec(),
