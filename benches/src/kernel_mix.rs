@@ -155,8 +155,7 @@ impl Recorder {
 /// Bulk goodput from completions `(lane, time)` of lanes `0..lanes`, Mbit/s: the sum
 /// of each lane's rate, whole responses between its first and its last completion, so
 /// no partial response counts at either end of the window. (Completions of all lanes
-/// together would not do: the stack serves concurrent responses in turn, so they
-/// complete in clusters.) `None` without lanes, or when a lane did not complete twice
+/// together would not do: concurrent responses served in turns complete in clusters.) `None` without lanes, or when a lane did not complete twice
 /// (a window too short to tell).
 fn goodput_mbit(done: &[(usize, Instant)], lanes: usize) -> Option<f64> {
     let lane_rate = |lane: usize| {
@@ -259,7 +258,7 @@ mod tests {
 
     #[test]
     fn goodput_of_clustered_completions_is_the_sum_of_the_lanes() {
-        // Four lanes served in turn: all complete together, every 4 s (4 × 4 MiB per
+        // Four lanes served a frame each in turn: all complete together, every 4 s (4 × 4 MiB per
         // 4 s is 4 MiB/s, 33.55 Mbit/s).
         let start = Instant::now();
         let done: Vec<(usize, Instant)> = (0..3)

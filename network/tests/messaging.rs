@@ -52,8 +52,9 @@ async fn answers_past_the_window_are_finished_and_every_answer_is_counted() {
     let (a, b) = connected_pair(Net::Memory, NetworkConfig::default()).await;
     let _server = spawn_echo_server(b.events);
     // Answers of 1 MiB (past the substream's window: the responder writes what fits
-    // and a task the rest) among small ones, all in flight at once.
-    let big = Bytes::from(vec![9u8; 1 << 20]);
+    // and a task the rest) among small ones, all in flight at once. A pattern, so
+    // that a byte out of place in the answer's head or payload shows.
+    let big: Bytes = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
     let calls = (0..24).map(|i| {
         let request = if i % 8 == 0 {
             big.clone()

@@ -13,11 +13,12 @@
 //! - substreams write into shared per-stream buffers and wake the connection task; the
 //!   task takes every ready frame at once, writes them and flushes **once per batch**,
 //!   so the Noise layer below sees full frames;
-//! - frames of ready streams are sent by [`Priority`] class, higher first, and
-//!   round-robin within a class, at most [`MuxConfig::max_frame_size`] each, so a small
-//!   message never waits behind a bulk transfer of its class or a lower one; bulk
-//!   streams take turns of [`BULK_TURN`] bytes, so that several responses complete one
-//!   after another rather than all at once;
+//! - frames of ready streams are sent by [`Priority`] class, higher first, and in turns
+//!   within a class: an urgent or normal stream's turn is one frame (at most
+//!   [`MuxConfig::max_frame_size`]), so a small message of those classes never waits
+//!   behind a transfer of its class or a lower one; a bulk stream's turn is up to
+//!   [`BULK_TURN`] bytes, so that several responses complete one after another rather
+//!   than all at once, and a bulk message waits up to a turn per bulk stream ahead;
 //! - receive windows start at the spec's 256 KiB and grow eightfold (or at once to the
 //!   largest window grown on the connection) when half a window is consumed within two
 //!   RTTs (measured with Ping frames), up to [`MuxConfig::max_window`] per stream and

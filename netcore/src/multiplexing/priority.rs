@@ -45,7 +45,9 @@ impl Priority {
 /// excess in the bottleneck, in front of every consensus message). In turns of 1 MiB,
 /// the first response completes a turn ahead of the second, and its successor is
 /// requested while the others still send. The turn is bounded so that one endless
-/// bulk stream cannot hold back the others: a turn of 1 MiB is 8 ms at 1 Gbit/s.
+/// bulk stream cannot hold back the others: a turn of 1 MiB is 8 ms at 1 Gbit/s and
+/// 84 ms at 100 Mbit/s, and a bulk message waits up to a turn for each bulk stream
+/// ahead of it. A message that must not wait that long belongs in a higher class.
 pub const BULK_TURN: usize = 1 << 20;
 
 /// Stream ids with frames to send, one queue per class, taken in turns.

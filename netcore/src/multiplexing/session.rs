@@ -455,9 +455,10 @@ impl Session {
     }
 
     /// Appends frames to `out` until it holds at least `budget` bytes or nothing is
-    /// left: control frames first, then one data frame (at most `max_frame_size`) per
-    /// ready stream in turn, higher classes first ([`Priority`]), then the GoAway of a
-    /// closing connection. Returns whether it took data of an [`Priority::Urgent`]
+    /// left: control frames first, then data frames (at most `max_frame_size` each) of
+    /// the ready streams in turns, higher classes first ([`Priority`]; a turn is one
+    /// frame, or up to [`BULK_TURN`](super::BULK_TURN) bytes for a bulk stream), then
+    /// the GoAway of a closing connection. Returns whether it took data of an [`Priority::Urgent`]
     /// stream; such a batch ends with the last urgent frame ready, so that the driver
     /// can flush it before anything of a lower class joins it.
     pub(crate) fn poll_transmit(&mut self, out: &mut OutQueue, budget: usize) -> bool {

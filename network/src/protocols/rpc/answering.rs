@@ -13,12 +13,9 @@ use proto::rpc::{RpcResponse, rpc_response};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
-use super::core::{self, Answer, failure};
+use super::core::{self, Answer, SMALL_ANSWER, failure};
 use super::{RpcStream, record_inbound};
 use crate::protocols::Protocols;
-
-/// Answers up to this size, with their length prefix, are framed on the stack.
-const SMALL_ANSWER: usize = 512;
 
 /// Where an inbound RPC's answer goes: what an [`RpcResponder`] holds.
 ///
@@ -134,6 +131,34 @@ impl Answering {
     }
 }
 
+/// Writes `head` and then `body` into `io` as far as it takes them without waiting;
+/// returns how many bytes of each it took, or `None` if a write failed or took
+/// nothing.
+fn write_now<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    head: &[u8],
+    body: &[u8],
+) -> Option<(usize, usize)> {
+    let mut cx = Context::from_waker(Waker::noop());
+    let (mut head_written, mut body_written) = (0, 0);
+    loop {
+        let in_head = head_written < head.len();
+        let rest = if in_head {
+            &head[head_written..]
+        } else if body_written < body.len() {
+            &body[body_written..]
+        } else {
+            return Some((head_written, body_written));
+        };
+        match Pin::new(&mut *io).poll_write(&mut cx, rest) {
+            Poll::Ready(Ok(n)) if n > 0 && in_head => head_written += n,
+            Poll::Ready(Ok(n)) if n > 0 => body_written += n,
+            Poll::Pending => return Some((head_written, body_written)),
+            Poll::Ready(_) => return None,
+        }
+    }
+}
+
 impl AnswerState {
     /// Writes `response` and our FIN without waiting (the answer of a small request
     /// fits the substream's window); a task writes what the window did not take.
@@ -170,25 +195,11 @@ impl AnswerState {
     /// now; a task writes the rest, until the deadline (the substream is then dropped,
     /// which resets it, as on the task path).
     fn write_parts(mut self, head: &[u8], body: Bytes, label: &'static str) {
-        let mut cx = Context::from_waker(Waker::noop());
-        let (mut head_written, mut body_written) = (0, 0);
-        loop {
-            let in_head = head_written < head.len();
-            let rest = if in_head {
-                &head[head_written..]
-            } else if body_written < body.len() {
-                &body[body_written..]
-            } else {
-                break;
-            };
-            match Pin::new(&mut self.io).poll_write(&mut cx, rest) {
-                Poll::Ready(Ok(n)) if n > 0 && in_head => head_written += n,
-                Poll::Ready(Ok(n)) if n > 0 => body_written += n,
-                Poll::Pending => break,
-                Poll::Ready(_) => return self.record("write_failed"),
-            }
-        }
+        let Some((head_written, body_written)) = write_now(&mut self.io, head, &body) else {
+            return self.record("write_failed");
+        };
         if head_written == head.len() && body_written == body.len() {
+            let mut cx = Context::from_waker(Waker::noop());
             match Pin::new(&mut self.io).poll_shutdown(&mut cx) {
                 Poll::Ready(Ok(())) => return self.record(label),
                 Poll::Ready(Err(_)) => return self.record("write_failed"),
@@ -216,5 +227,68 @@ impl AnswerState {
 
     fn record(&self, label: &'static str) {
         record_inbound(&self.protocols.routes[self.route], label);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+
+    /// Takes one byte per call, and `budget` calls before it answers `Pending`.
+    struct Trickle {
+        taken: Vec<u8>,
+        budget: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            if self.budget == 0 {
+                return Poll::Pending;
+            }
+            self.budget -= 1;
+            self.taken.push(buf[0]);
+            Poll::Ready(Ok(1))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn a_write_cut_anywhere_resumes_where_it_stopped() {
+        let head: Vec<u8> = (0..7).collect();
+        let body: Vec<u8> = (100..=120).collect();
+        let whole: Vec<u8> = head.iter().chain(&body).copied().collect();
+        for cut in 0..=whole.len() + 1 {
+            let mut io = Trickle {
+                taken: Vec::new(),
+                budget: cut,
+            };
+            let (h, b) = write_now(&mut io, &head, &body).unwrap();
+            let took = cut.min(whole.len());
+            assert_eq!(
+                (h, b),
+                (took.min(head.len()), took.saturating_sub(head.len()))
+            );
+            assert_eq!(io.taken, whole[..took]);
+            // The rest, from the offsets returned, completes the frame.
+            io.budget = usize::MAX;
+            assert_eq!(
+                write_now(&mut io, &head[h..], &body[b..]),
+                Some((head.len() - h, body.len() - b))
+            );
+            assert_eq!(io.taken, whole);
+        }
     }
 }

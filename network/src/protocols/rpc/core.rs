@@ -109,6 +109,11 @@ pub(crate) fn write_frame(response: &RpcResponse, frame: &mut [u8]) {
     let _ = response.encode_into(&mut &mut body[..]);
 }
 
+/// Answers up to this size, with their length prefix, are framed whole (on the stack
+/// where they are written directly); a larger answer's payload is written behind its
+/// frame's head ([`ok_frame_head`]), from where it is.
+pub(crate) const SMALL_ANSWER: usize = 512;
+
 /// The head of an answer's frame whose payload follows it as is: the length prefix,
 /// then `RpcResponse.ok`'s key and length; `(array, len)`, the head being the first
 /// `len` bytes. The head and then the payload are the frame [`write_frame`] lays out,
@@ -117,6 +122,7 @@ pub(crate) fn ok_frame_head(payload_len: usize) -> ([u8; LENGTH_FIELD_BYTES + OK
     let (field, field_len) = RpcResponse::ok_head(payload_len);
     let mut head = [0u8; LENGTH_FIELD_BYTES + OK_HEAD_MAX];
     // `frame_len` checked that the frame's length fits the prefix.
+    debug_assert!(u32::try_from(field_len + payload_len).is_ok());
     let body_len = (field_len + payload_len) as u32;
     head[..LENGTH_FIELD_BYTES].copy_from_slice(&body_len.to_be_bytes());
     head[LENGTH_FIELD_BYTES..LENGTH_FIELD_BYTES + field_len].copy_from_slice(&field[..field_len]);
