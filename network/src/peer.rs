@@ -13,7 +13,6 @@ use std::pin::{Pin, pin};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
 use futures::StreamExt;
 use netcore::multiplexing::{Incoming, MuxStats, Priority, Substream};
@@ -28,11 +27,8 @@ use crate::protocols::{PeerHandle, Protocols, direct_send, rpc};
 use crate::reputation::Misbehaviour;
 use crate::requests::Closed;
 
-/// How often a connection's multiplexer counters are copied into the metrics: often
-/// enough for a dashboard, rare enough to cost nothing.
-const MUX_STATS_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Copies one connection's multiplexer counters into the node's metrics as deltas.
+/// Copies one connection's multiplexer counters into the node's metrics as deltas,
+/// when they change (`MuxStats::changed`): an idle connection's task does not wake.
 struct MuxStatsExport {
     stats: Arc<MuxStats>,
     refused: IntCounter,
@@ -80,8 +76,7 @@ pub(crate) async fn run(
     let connection_id = handle.metadata.connection_id;
     let mut stats = MuxStatsExport::new(&protocols, &handle);
     incoming.accept_with(acceptor(&protocols, &handle));
-    let mut tick = tokio::time::interval(MUX_STATS_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mux_stats = Arc::clone(&stats.stats);
     // One shutdown wait for the connection's life, not one registered and dropped per
     // substream.
     let shutdown = async move {
@@ -112,7 +107,7 @@ pub(crate) async fn run(
                 let next = deadlines.expire(tokio::time::Instant::now(), timeout);
                 due.as_mut().reset(next);
             }
-            _ = tick.tick() => stats.sync(),
+            () = mux_stats.changed() => stats.sync(),
         }
     }
     // From now on a request's substream task keeps its deadline itself.

@@ -7,11 +7,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::Mode;
@@ -44,6 +45,27 @@ pub struct MuxStats {
     pub protocol_errors: AtomicU64,
     /// Times a stream's receive window was grown by auto-tuning.
     pub window_grows: AtomicU64,
+    /// Told when `streams_refused` or `protocol_errors` grows.
+    changed: Notify,
+}
+
+impl MuxStats {
+    /// Waits until `streams_refused` or `protocol_errors` grows. A count made while
+    /// nobody waited ends the next wait at once, so an exporter that waits, copies the
+    /// counters and waits again misses none and wakes only when there is news.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    pub(crate) fn count_refused(&self) {
+        self.streams_refused.fetch_add(1, Ordering::Relaxed);
+        self.changed.notify_one();
+    }
+
+    pub(crate) fn count_protocol_error(&self) {
+        self.protocol_errors.fetch_add(1, Ordering::Relaxed);
+        self.changed.notify_one();
+    }
 }
 
 /// What the connection task does with the payload of a frame whose header it decoded.

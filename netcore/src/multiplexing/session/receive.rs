@@ -1,8 +1,6 @@
 //! The frame reader's side of [`Session`]: decoded headers, payloads, stream flags,
 //! inbound SYNs, pings and the remote's protocol errors.
 
-use std::sync::atomic::Ordering;
-
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
@@ -152,7 +150,7 @@ impl Session {
             || !self.incoming_open
             || self.streams.len() >= self.config.max_streams
         {
-            self.stats.streams_refused.fetch_add(1, Ordering::Relaxed);
+            self.stats.count_refused();
             tracing::debug!(stream = id, "refusing inbound stream");
             self.queue_control(Header::new(FrameType::WindowUpdate, flags::RST, id, 0));
             return Ok(false);
@@ -210,7 +208,7 @@ impl Session {
     /// within the close timeout from `now`.
     pub(crate) fn on_protocol_error(&mut self, e: ProtocolError, now: Instant) {
         tracing::debug!(error = %e, "yamux protocol error");
-        self.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+        self.stats.count_protocol_error();
         self.ready.clear();
         self.control.clear();
         self.state = ConnState::Closing {

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::task::Waker;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::io::ReadBuf;
 use tokio::time::Instant;
 
@@ -340,6 +341,8 @@ fn a_syn_past_the_stream_cap_gets_rst_and_is_counted() {
     };
     let mut s = session(Mode::Server, config, now);
     feed(&mut s, &hdr(FrameType::WindowUpdate, flags::SYN, 1, 0), now).unwrap();
+    // Nothing counted yet: an exporter waiting for news would sleep.
+    assert!(s.stats().changed().now_or_never().is_none());
     let mut wire = hdr(FrameType::Data, flags::SYN, 3, 2);
     wire.extend_from_slice(b"zz");
     feed(&mut s, &wire, now).unwrap();
@@ -347,6 +350,9 @@ fn a_syn_past_the_stream_cap_gets_rst_and_is_counted() {
     expected.extend(hdr(FrameType::WindowUpdate, flags::ACK, 1, 0));
     assert_eq!(transmit(&mut s), expected);
     assert_eq!(s.stats().streams_refused.load(Ordering::Relaxed), 1);
+    // Counted while nobody waited: the next wait ends at once, and only that one.
+    assert!(s.stats().changed().now_or_never().is_some());
+    assert!(s.stats().changed().now_or_never().is_none());
     assert_eq!(s.poll_accept(&waker()), Poll::Ready(Some(1)));
     assert_eq!(s.poll_accept(&waker()), Poll::Pending);
 }
