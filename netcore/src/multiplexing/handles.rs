@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::driver::Shared;
 use super::error::MuxError;
 use super::priority::Priority;
-use super::session::MuxStats;
+use super::stats::MuxStats;
 
 /// Closes the connection when the last [`Control`] clone is dropped.
 struct CloseOnDrop(Arc<Shared>);

@@ -61,6 +61,7 @@ mod handles;
 mod priority;
 mod reader;
 mod session;
+mod stats;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -71,7 +72,7 @@ pub use config::{MuxConfig, SPEC_INITIAL_WINDOW};
 pub use error::{MuxError, ProtocolError};
 pub use handles::{Control, Incoming, Substream};
 pub use priority::{BULK_TURN, Priority};
-pub use session::MuxStats;
+pub use stats::MuxStats;
 
 /// Which end of the connection we are: the client opens odd stream ids, the server
 /// even ones.

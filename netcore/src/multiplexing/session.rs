@@ -7,12 +7,10 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::Mode;
@@ -21,6 +19,7 @@ use super::config::{MuxConfig, SPEC_INITIAL_WINDOW};
 use super::error::MuxError;
 use super::frame::{FrameType, Header, SESSION_ID, flags, go_away};
 use super::priority::{Priority, ReadyQueue};
+use super::stats::MuxStats;
 
 /// The most a stream's send buffer grows by at a time (four 16 KiB frames).
 const SEND_BUF_STEP: usize = 64 * 1024;
@@ -33,40 +32,6 @@ const FIRST_SEND_BUF_STEP: usize = 1024;
 /// capacity kept: enough for request-sized streams, little for an idle connection.
 const SPARE_BUFFERS: usize = 4;
 const SPARE_BUFFER_CAPACITY: usize = 2 * 1024;
-
-/// Counters of one connection, for metrics. Plain atomics: the `network` crate exports
-/// them; this crate has no metrics dependency.
-#[derive(Debug, Default)]
-pub struct MuxStats {
-    /// Inbound streams refused with RST: over the stream cap, after GoAway, or with no
-    /// one accepting.
-    pub streams_refused: AtomicU64,
-    /// Protocol errors of the remote (each closed the connection).
-    pub protocol_errors: AtomicU64,
-    /// Times a stream's receive window was grown by auto-tuning.
-    pub window_grows: AtomicU64,
-    /// Told when `streams_refused` or `protocol_errors` grows.
-    changed: Notify,
-}
-
-impl MuxStats {
-    /// Waits until `streams_refused` or `protocol_errors` grows. A count made while
-    /// nobody waited ends the next wait at once, so an exporter that waits, copies the
-    /// counters and waits again misses none and wakes only when there is news.
-    pub async fn changed(&self) {
-        self.changed.notified().await;
-    }
-
-    pub(crate) fn count_refused(&self) {
-        self.streams_refused.fetch_add(1, Ordering::Relaxed);
-        self.changed.notify_one();
-    }
-
-    pub(crate) fn count_protocol_error(&self) {
-        self.protocol_errors.fetch_add(1, Ordering::Relaxed);
-        self.changed.notify_one();
-    }
-}
 
 /// What the connection task does with the payload of a frame whose header it decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
