@@ -7,13 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 
-use bytes::Bytes;
+use proto::rpc::RpcResponse;
 use proto::rpc::rpc_failure::Code;
-use proto::rpc::{RpcResponse, rpc_response};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
-use super::core::{self, Answer, SMALL_ANSWER, failure};
+use super::core::{self, Answer, failure};
 use super::{RpcStream, record_inbound};
 use crate::protocols::Protocols;
 
@@ -162,40 +161,21 @@ fn write_now<W: AsyncWrite + Unpin>(
 impl AnswerState {
     /// Writes `response` and our FIN without waiting (the answer of a small request
     /// fits the substream's window); a task writes what the window did not take.
-    ///
-    /// A small answer is framed on the stack. A larger answer's payload is written from
-    /// the application's buffer behind its frame's head: copying megabytes into a frame
-    /// first held the start of a large response back by milliseconds, during which the
-    /// connection could have been sending it.
     fn write(self, response: RpcResponse, label: &'static str) {
         let max = self.protocols.routes[self.route].max_message_size;
         let Some(whole) = core::frame_len(&response, max) else {
             // Dropping the substream resets it: the caller learns the answer is lost.
             return self.record("write_failed");
         };
-        if whole <= SMALL_ANSWER {
-            let mut small = [0u8; SMALL_ANSWER];
-            core::write_frame(&response, &mut small[..whole]);
-            return self.write_parts(&small[..whole], Bytes::new(), label);
-        }
-        match response.result {
-            Some(rpc_response::Result::Ok(payload)) => {
-                let (head, len) = core::ok_frame_head(payload.len());
-                self.write_parts(&head[..len], payload, label);
-            }
-            result => {
-                let mut frame = vec![0u8; whole];
-                core::write_frame(&RpcResponse { result }, &mut frame);
-                self.write_parts(&[], Bytes::from(frame), label);
-            }
-        }
+        self.write_frame(&core::AnswerFrame::new(response, whole), label);
     }
 
-    /// Writes `head`, then `body`, then our FIN, as far as the substream takes them
-    /// now; a task writes the rest, until the deadline (the substream is then dropped,
-    /// which resets it, as on the task path).
-    fn write_parts(mut self, head: &[u8], body: Bytes, label: &'static str) {
-        let Some((head_written, body_written)) = write_now(&mut self.io, head, &body) else {
+    /// Writes `frame`, then our FIN, as far as the substream takes them now; a task
+    /// writes the rest, until the deadline (the substream is then dropped, which resets
+    /// it, as on the task path).
+    fn write_frame(mut self, frame: &core::AnswerFrame, label: &'static str) {
+        let (head, body) = (frame.head(), frame.body());
+        let Some((head_written, body_written)) = write_now(&mut self.io, head, body) else {
             return self.record("write_failed");
         };
         if head_written == head.len() && body_written == body.len() {

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use netcore::framing::LENGTH_FIELD_BYTES;
 use proto::Message;
 use proto::rpc::rpc_failure::Code;
-use proto::rpc::{OK_HEAD_MAX, RpcFailure, RpcResponse, rpc_response};
+use proto::rpc::{RpcFailure, RpcResponse, rpc_response};
 
 use crate::error::{InvalidResponse, RemoteFailure, RpcError};
 
@@ -109,24 +109,69 @@ pub(crate) fn write_frame(response: &RpcResponse, frame: &mut [u8]) {
     let _ = response.encode_into(&mut &mut body[..]);
 }
 
-/// Answers up to this size, with their length prefix, are framed whole (on the stack
-/// where they are written directly); a larger answer's payload is written behind its
-/// frame's head ([`ok_frame_head`]), from where it is.
-pub(crate) const SMALL_ANSWER: usize = 512;
+/// Answers up to this size, with their length prefix, are framed whole, on the stack.
+const SMALL_ANSWER: usize = 512;
 
-/// The head of an answer's frame whose payload follows it as is: the length prefix,
-/// then `RpcResponse.ok`'s key and length; `(array, len)`, the head being the first
-/// `len` bytes. The head and then the payload are the frame [`write_frame`] lays out,
-/// for an answer of `payload_len` bytes that [`frame_len`] accepted.
-pub(crate) fn ok_frame_head(payload_len: usize) -> ([u8; LENGTH_FIELD_BYTES + OK_HEAD_MAX], usize) {
-    let (field, field_len) = RpcResponse::ok_head(payload_len);
-    let mut head = [0u8; LENGTH_FIELD_BYTES + OK_HEAD_MAX];
-    // `frame_len` checked that the frame's length fits the prefix.
-    debug_assert!(u32::try_from(field_len + payload_len).is_ok());
-    let body_len = (field_len + payload_len) as u32;
-    head[..LENGTH_FIELD_BYTES].copy_from_slice(&body_len.to_be_bytes());
-    head[LENGTH_FIELD_BYTES..LENGTH_FIELD_BYTES + field_len].copy_from_slice(&field[..field_len]);
-    (head, LENGTH_FIELD_BYTES + field_len)
+/// An answer's frame laid out for writing: [`head`](Self::head), then
+/// [`body`](Self::body). A frame of up to [`SMALL_ANSWER`] bytes is all head. A larger
+/// `ok` answer's head is the length prefix and `RpcResponse.ok`'s key and length, and
+/// its body the payload itself, not copied: copying megabytes into a frame first held
+/// a large response back by milliseconds. A larger failure is all body.
+pub(crate) struct AnswerFrame {
+    head: [u8; SMALL_ANSWER],
+    head_len: usize,
+    body: Bytes,
+}
+
+impl AnswerFrame {
+    /// Lays out `response`, whose frame is `whole` bytes long, as [`frame_len`]
+    /// measured and accepted it.
+    pub(crate) fn new(response: RpcResponse, whole: usize) -> Self {
+        let mut head = [0u8; SMALL_ANSWER];
+        if whole <= SMALL_ANSWER {
+            write_frame(&response, &mut head[..whole]);
+            return Self {
+                head,
+                head_len: whole,
+                body: Bytes::new(),
+            };
+        }
+        match response.result {
+            Some(rpc_response::Result::Ok(payload)) => {
+                let (field, field_len) = RpcResponse::ok_head(payload.len());
+                // `frame_len` checked that the frame's length fits the prefix.
+                debug_assert!(u32::try_from(field_len + payload.len()).is_ok());
+                let body_len = (field_len + payload.len()) as u32;
+                head[..LENGTH_FIELD_BYTES].copy_from_slice(&body_len.to_be_bytes());
+                head[LENGTH_FIELD_BYTES..LENGTH_FIELD_BYTES + field_len]
+                    .copy_from_slice(&field[..field_len]);
+                Self {
+                    head,
+                    head_len: LENGTH_FIELD_BYTES + field_len,
+                    body: payload,
+                }
+            }
+            result => {
+                let mut frame = vec![0u8; whole];
+                write_frame(&RpcResponse { result }, &mut frame);
+                Self {
+                    head,
+                    head_len: 0,
+                    body: Bytes::from(frame),
+                }
+            }
+        }
+    }
+
+    /// What goes first.
+    pub(crate) fn head(&self) -> &[u8] {
+        &self.head[..self.head_len]
+    }
+
+    /// What follows the head.
+    pub(crate) fn body(&self) -> &Bytes {
+        &self.body
+    }
 }
 
 /// Checks a request's payload against the limit `max`, before anything is sent.

@@ -16,22 +16,30 @@ use super::deadlines::{DeadlineQueue, Settled};
 use crate::error::{RemoteFailure, RpcError};
 
 #[test]
-fn a_large_answer_written_as_head_then_payload_is_its_frame() {
-    // Lengths on each side of the length varint's one-, two-, three- and four-byte forms.
-    for len in [0, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, 4 << 20] {
-        let payload = Bytes::from(vec![0x42u8; len]);
-        let (response, _) = core::response_to(Answer::Data(payload.clone()));
+fn an_answer_laid_out_as_head_and_body_is_its_frame() {
+    // Small answers (framed whole), large ones on each side of the length varint's
+    // one- to four-byte forms (head and payload), and a large failure (all body).
+    let mut answers: Vec<Answer> = [0, 100, 500, 16_383, 16_384, 2_097_151, 2_097_152, 4 << 20]
+        .into_iter()
+        .map(|len| Answer::Data((0..len).map(|i| (i % 251) as u8).collect()))
+        .collect();
+    answers.push(Answer::Failed("no".into()));
+    answers.push(Answer::Failed("x".repeat(MAX_FAILURE_MESSAGE)));
+    for answer in answers {
+        let (response, _) = core::response_to(answer.clone());
         let whole = core::frame_len(&response, 8 << 20).expect("within the limit");
-        let mut frame = vec![0u8; whole];
-        core::write_frame(&response, &mut frame);
-        let (head, head_len) = core::ok_frame_head(len);
-        assert_eq!(head_len + len, whole, "a payload of {len} bytes");
-        assert_eq!(
-            &frame[..head_len],
-            &head[..head_len],
-            "a payload of {len} bytes"
-        );
-        assert_eq!(&frame[head_len..], &payload[..]);
+        let mut expected = vec![0u8; whole];
+        core::write_frame(&response, &mut expected);
+        let frame = core::AnswerFrame::new(response, whole);
+        let mut laid_out = frame.head().to_vec();
+        laid_out.extend_from_slice(frame.body());
+        assert_eq!(laid_out, expected, "{answer:?}");
+        if let Answer::Data(payload) = &answer
+            && whole > 512
+        {
+            // The payload itself, not a copy.
+            assert_eq!(frame.body().as_ptr(), payload.as_ptr());
+        }
     }
 }
 

@@ -187,7 +187,7 @@ async fn deliver_for_direct_answer(
 async fn refuse(mut io: RpcStream, codec: &MessageCodec, deadline: &mut Deadline) -> &'static str {
     let response = failure(Code::TooManyRequests, "too many requests in flight");
     let reply = async {
-        send_response(&mut io, codec, &response).await?;
+        send_response(&mut io, codec, response).await?;
         await_fin(&mut io).await;
         Ok::<_, FramingError>(())
     };
@@ -234,7 +234,7 @@ async fn answer_in_task(
         let event = request_event(peer, route.protocol, request, Reply::Task(tx), max);
         let (response, label) = answer(protocols, route, peer, event, rx).await;
         answering.store(true, Ordering::Relaxed);
-        if send_response(&mut io, codec, &response).await.is_err() {
+        if send_response(&mut io, codec, response).await.is_err() {
             return "write_failed";
         }
         await_fin(&mut io).await;
@@ -254,7 +254,7 @@ async fn answer_in_task(
 /// could block the write itself. Returns the outcome's label.
 async fn time_out(io: &mut RpcStream, codec: &MessageCodec) -> &'static str {
     let tell = async {
-        send_response(io, codec, &failure(Code::Timeout, "server timed out")).await?;
+        send_response(io, codec, failure(Code::Timeout, "server timed out")).await?;
         await_fin(io).await;
         Ok::<_, FramingError>(())
     };

@@ -9,11 +9,11 @@
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use netcore::framing::{FramingError, MessageCodec};
+use netcore::framing::{FramingError, LENGTH_FIELD_BYTES, MessageCodec};
 use netcore::multiplexing::Substream;
 use netcore::negotiate::Negotiated;
 use proto::Message;
-use proto::rpc::{RpcResponse, rpc_response};
+use proto::rpc::RpcResponse;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
 use crate::routes::Route;
@@ -39,34 +39,21 @@ pub use responder::RpcResponder;
 /// An inbound RPC's substream.
 type RpcStream = Negotiated<Substream>;
 
-/// Writes `response` as one message, then closes our side of the substream. A small
-/// one is encoded straight into its frame; a larger answer's payload is written behind
-/// its frame's head, from where it is.
+/// Writes `response` as one message, laid out as the direct path does
+/// ([`core::AnswerFrame`]), then closes our side of the substream. `codec` holds the
+/// response frame limit.
 async fn send_response(
     io: &mut RpcStream,
     codec: &MessageCodec,
-    response: &RpcResponse,
+    response: RpcResponse,
 ) -> Result<(), FramingError> {
-    let len = response.encoded_len();
-    match &response.result {
-        Some(rpc_response::Result::Ok(payload)) if len > core::SMALL_ANSWER => {
-            let max = codec.max_message_size();
-            if len > max {
-                return Err(FramingError::TooLarge { len, max });
-            }
-            let (head, head_len) = core::ok_frame_head(payload.len());
-            io.write_all(&head[..head_len]).await?;
-            io.write_all(payload).await?;
-        }
-        _ => {
-            codec
-                .write_message_with(io, len, |mut dst| {
-                    // The slice is exactly the encoded length, so encoding cannot fail.
-                    let _ = response.encode_into(&mut dst);
-                })
-                .await?;
-        }
+    let (len, max) = (response.encoded_len(), codec.max_message_size());
+    if len > max {
+        return Err(FramingError::TooLarge { len, max });
     }
+    let frame = core::AnswerFrame::new(response, LENGTH_FIELD_BYTES + len);
+    io.write_all(frame.head()).await?;
+    io.write_all(frame.body()).await?;
     io.shutdown().await?;
     Ok(())
 }
