@@ -28,7 +28,7 @@ pub const READ_BUFFER_LEN: usize = 2 * MAX_WIRE_FRAME_LEN;
 /// grows to [`READ_BUFFER_LEN`] only when a frame does not fit or a read fills it, so a
 /// chatty-but-small connection uses 4 KiB here instead of 128 KiB. It is let go whenever
 /// everything was read and the socket has no more (an idle connection holds none), so
-/// such a connection takes a new zeroed one per wake-up.
+/// such a connection takes a new one (not zeroed) per wake-up.
 pub const INITIAL_READ_BUFFER_LEN: usize = 4 * 1024;
 
 /// The length of the prologue: the dialer's peer id, then the static key it expects.

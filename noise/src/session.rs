@@ -15,9 +15,12 @@
 //!   [`INITIAL_READ_BUFFER_LEN`](crate::INITIAL_READ_BUFFER_LEN) bytes at first and
 //!   [`READ_BUFFER_LEN`](crate::READ_BUFFER_LEN) once a frame does not fit or a read
 //!   fills it, so one read call takes all that is available; frames split at any byte are
-//!   reassembled here. The small buffer is let go whenever it is empty and the socket
-//!   has nothing more, so an idle connection holds no read buffer; the large one is
-//!   kept (a fast sender refills it at once). The large buffer's data starts on a page boundary: the
+//!   reassembled here. The socket reads into its spare capacity, which is not zeroed
+//!   first: the small buffer is let go whenever it is empty and the socket has nothing
+//!   more, so an idle connection holds no read buffer, and a connection of small
+//!   messages takes it again per wake-up, where zeroing it would cost more than the
+//!   read; the large one is kept (a fast sender refills it at once). The large buffer's
+//!   data starts on a page boundary: the
 //!   kernel's copy into it (`rep movsb`) runs at a fraction of its speed on some CPUs
 //!   when the destination sits a few bytes past the source modulo 4 KiB, and where the
 //!   heap placed the buffer would otherwise decide that for the whole life of a
@@ -33,6 +36,7 @@
 //! the reader's buffer, or `plain_in`, and decrypts it there. Payload copies go through
 //! [`netcore::copy`], which stays fast where `memcpy` has a slow case.
 
+use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::ReadBuf;
 
 use crate::cipher::TransportCipher;
@@ -56,7 +60,7 @@ pub(crate) enum Decoded {
     /// [`NoiseSession::take_plaintext`].
     Buffered,
     /// No complete frame is buffered: read more from the socket into
-    /// [`NoiseSession::read_space`].
+    /// [`NoiseSession::read_buf`].
     NeedMore,
 }
 
@@ -70,14 +74,12 @@ pub(crate) struct NoiseSession {
     wire_out: Vec<u8>,
     wire_out_start: usize,
     wire_out_end: usize,
-    /// Empty until the first read; [`INITIAL_READ_BUFFER_LEN`] then, and
-    /// [`READ_BUFFER_LEN`] once a frame does not fit or a read fills it.
-    wire_in: Vec<u8>,
-    /// Where `wire_in`'s data starts: 0, or in the large buffer the first page
-    /// boundary (see the module docs).
-    wire_in_base: usize,
+    /// Socket bytes read and not yet decoded: `wire_in[wire_in_start..]`. Its capacity
+    /// is 0 until the first read, [`INITIAL_READ_BUFFER_LEN`] then, and
+    /// [`READ_BUFFER_LEN`] once a frame does not fit or a read fills it; the socket reads
+    /// into the spare capacity, which is never zeroed first.
+    wire_in: BytesMut,
     wire_in_start: usize,
-    wire_in_end: usize,
     /// The last socket read filled `wire_in`: the sender is fast, so grow it.
     grow_wire_in: bool,
     plain_in: Vec<u8>,
@@ -98,10 +100,8 @@ impl NoiseSession {
             wire_out: Vec::new(),
             wire_out_start: 0,
             wire_out_end: 0,
-            wire_in: Vec::new(),
-            wire_in_base: 0,
+            wire_in: BytesMut::new(),
             wire_in_start: 0,
-            wire_in_end: 0,
             grow_wire_in: false,
             plain_in: Vec::new(),
             plain_in_start: 0,
@@ -242,7 +242,7 @@ impl NoiseSession {
 
     /// Decrypted bytes waiting for the reader.
     pub(crate) fn plaintext(&self) -> &[u8] {
-        let buffer = if self.plain_in_wire {
+        let buffer: &[u8] = if self.plain_in_wire {
             &self.wire_in
         } else {
             &self.plain_in
@@ -280,7 +280,7 @@ impl NoiseSession {
             // The last frame's plaintext comes first.
             return Ok(Decoded::Buffered);
         }
-        let buffered = &self.wire_in[self.wire_in_start..self.wire_in_end];
+        let buffered = &self.wire_in[self.wire_in_start..];
         let Some(prefix) = buffered.first_chunk::<LENGTH_PREFIX_LEN>() else {
             return Ok(Decoded::NeedMore);
         };
@@ -335,45 +335,46 @@ impl NoiseSession {
                 Decoded::Buffered
             }
         };
+        // Consumed bytes are reclaimed by `read_buf`, not here: a frame opened in place
+        // may still be handed out from where it lies.
         self.wire_in_start += LENGTH_PREFIX_LEN + len;
-        if self.wire_in_start == self.wire_in_end {
-            self.wire_in_start = self.wire_in_base;
-            self.wire_in_end = self.wire_in_base;
-        }
         Ok(decoded)
     }
 
-    /// The free space to read socket bytes into, after moving a partial frame to the
-    /// front if the space behind it could not hold a whole frame.
+    /// The buffer to read socket bytes into, with room in its spare capacity: a read
+    /// appends at most that much (it must not grow the buffer), then calls
+    /// [`filled`](Self::filled). Callers decode every complete frame first.
     ///
-    /// The buffer is allocated here on first use, small, and grows to
-    /// [`READ_BUFFER_LEN`] once a frame does not fit in it or a read fills it.
-    pub(crate) fn read_space(&mut self) -> &mut [u8] {
-        if self.plain_in_wire && self.plain_in_start < self.plain_in_end {
+    /// Consumed bytes are reclaimed here, and a partial frame is moved to the front if
+    /// the room behind it could not hold a whole frame. The buffer is allocated here on
+    /// first use, small, and grows to [`READ_BUFFER_LEN`] once a frame does not fit in
+    /// it or a read fills it.
+    pub(crate) fn read_buf(&mut self) -> &mut BytesMut {
+        if self.plain_in_wire {
             // Callers take the plaintext before reading more; should one not, the
             // plaintext moves out of the way rather than be overwritten.
-            let pending = self.wire_in[self.plain_in_start..self.plain_in_end].to_vec();
+            self.plain_in = self.wire_in[self.plain_in_start..self.plain_in_end].to_vec();
             self.plain_in_start = 0;
-            self.plain_in_end = pending.len();
-            self.plain_in = pending;
+            self.plain_in_end = self.plain_in.len();
             self.plain_in_wire = false;
         }
-        let base = self.wire_in_base;
-        if self.wire_in.len() - self.wire_in_end < MAX_WIRE_FRAME_LEN {
-            self.wire_in
-                .copy_within(self.wire_in_start..self.wire_in_end, base);
-            self.wire_in_end = base + self.wire_in_end - self.wire_in_start;
-            self.wire_in_start = base;
+        if self.wire_in_start == self.wire_in.len() {
+            self.wire_in.clear();
+            self.wire_in_start = 0;
+        } else if self.wire_in.capacity() - self.wire_in.len() < MAX_WIRE_FRAME_LEN {
+            let held = self.wire_in.len() - self.wire_in_start;
+            self.wire_in.copy_within(self.wire_in_start.., 0);
+            self.wire_in.truncate(held);
+            self.wire_in_start = 0;
         }
-        let room = self.wire_in.len() - base;
-        let buffered = &self.wire_in[base..self.wire_in_end];
-        let frame_does_not_fit = buffered
+        let room = self.wire_in.capacity();
+        let frame_does_not_fit = self.wire_in[self.wire_in_start..]
             .first_chunk::<LENGTH_PREFIX_LEN>()
-            .is_some_and(|p| LENGTH_PREFIX_LEN + usize::from(u16::from_be_bytes(*p)) > room);
-        let want = if self.grow_wire_in
-            || frame_does_not_fit
-            || self.wire_in_end == self.wire_in.len() && !self.wire_in.is_empty()
-        {
+            .is_some_and(|p| {
+                self.wire_in_start + LENGTH_PREFIX_LEN + usize::from(u16::from_be_bytes(*p)) > room
+            });
+        let full = room > 0 && self.wire_in.len() == room;
+        let want = if self.grow_wire_in || frame_does_not_fit || full {
             READ_BUFFER_LEN
         } else {
             INITIAL_READ_BUFFER_LEN
@@ -382,56 +383,51 @@ impl NoiseSession {
             self.grow_wire_in_to(want);
         }
         self.grow_wire_in = false;
-        &mut self.wire_in[self.wire_in_end..]
+        &mut self.wire_in
     }
 
-    /// Replaces `wire_in` with a buffer of `want` bytes of room, keeping what it holds;
-    /// the large one's room starts on a page boundary.
+    /// Replaces `wire_in` with a buffer of `want` bytes of room, keeping what it holds
+    /// (a partial frame, smaller than `want`); the large one's room starts on a page
+    /// boundary.
     fn grow_wire_in_to(&mut self, want: usize) {
         let page = if want >= READ_BUFFER_LEN { PAGE } else { 0 };
-        let mut grown = vec![0u8; want + page];
-        let base = if page == 0 {
-            0
-        } else {
-            (page - grown.as_ptr() as usize % page) % page
-        };
-        grown.truncate(base + want);
-        let held = self.wire_in_end - self.wire_in_start;
-        grown[base..base + held]
-            .copy_from_slice(&self.wire_in[self.wire_in_start..self.wire_in_end]);
+        let mut grown = BytesMut::with_capacity(want + page);
+        if page != 0 {
+            // Skip to the first page boundary: the bytes before it are never used.
+            let skip = (page - grown.as_ptr() as usize % page) % page;
+            grown.put_bytes(0, skip);
+            grown.advance(skip);
+        }
+        grown.extend_from_slice(&self.wire_in[self.wire_in_start..]);
         self.wire_in = grown;
-        self.wire_in_base = base;
-        self.wire_in_start = base;
-        self.wire_in_end = base + held;
+        self.wire_in_start = 0;
     }
 
     /// Lets go of the small read buffer when it holds nothing: called when the socket
     /// has no more to give, so an idle connection keeps none. The large buffer stays:
-    /// a fast sender refills it at once, and taking it again would cost its zeroing.
+    /// a fast sender refills it at once.
     pub(crate) fn release_if_empty(&mut self) {
-        if self.wire_in_start == self.wire_in_end
-            && self.wire_in.len() < READ_BUFFER_LEN
+        if self.wire_in_start == self.wire_in.len()
+            && self.wire_in.capacity() < READ_BUFFER_LEN
             && self.plaintext().is_empty()
         {
-            self.wire_in = Vec::new();
+            self.wire_in = BytesMut::new();
             self.plain_in_wire = false;
             self.plain_in_start = 0;
             self.plain_in_end = 0;
-            self.wire_in_base = 0;
             self.wire_in_start = 0;
-            self.wire_in_end = 0;
         }
     }
 
-    /// Marks `n` bytes of [`read_space`](Self::read_space) as filled.
-    pub(crate) fn filled(&mut self, n: usize) {
-        self.wire_in_end = (self.wire_in_end + n).min(self.wire_in.len());
-        self.grow_wire_in = self.wire_in_end == self.wire_in.len();
+    /// Called after a read appended to [`read_buf`](Self::read_buf)'s buffer: a read
+    /// that filled it means a fast sender, so the next read gets the large buffer.
+    pub(crate) fn filled(&mut self) {
+        self.grow_wire_in = self.wire_in.len() == self.wire_in.capacity();
     }
 
     /// Called at the end of the socket's stream: an error if it ended inside a frame.
     pub(crate) fn end_of_stream(&self) -> Result<(), FrameError> {
-        match self.wire_in_end - self.wire_in_start {
+        match self.wire_in.len() - self.wire_in_start {
             0 => Ok(()),
             partial => Err(FrameError::Truncated(partial)),
         }

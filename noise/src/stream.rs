@@ -5,7 +5,9 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use bytes::BufMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::io::poll_read_buf;
 
 use crate::cipher::TransportCipher;
 use crate::handshake::RemoteInfo;
@@ -89,20 +91,19 @@ impl<IO: AsyncRead + Unpin> AsyncRead for NoiseStream<IO> {
                 Decoded::Buffered => continue,
                 Decoded::NeedMore => {}
             }
-            let space = this.session.read_space();
-            let mut socket_buf = ReadBuf::new(space);
-            if Pin::new(&mut this.io)
-                .poll_read(cx, &mut socket_buf)?
-                .is_pending()
-            {
+            // Into the buffer's spare capacity, uninitialised: `limit` keeps the read
+            // from growing the buffer.
+            let buf = this.session.read_buf();
+            let room = buf.capacity() - buf.len();
+            let read = poll_read_buf(Pin::new(&mut this.io), cx, &mut buf.limit(room));
+            let Poll::Ready(n) = read? else {
                 this.session.release_if_empty();
                 return Poll::Pending;
-            }
-            let n = socket_buf.filled().len();
+            };
             if n == 0 {
                 return Poll::Ready(this.session.end_of_stream().map_err(|e| e.into_io()));
             }
-            this.session.filled(n);
+            this.session.filled();
         }
     }
 }
