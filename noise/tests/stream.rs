@@ -347,3 +347,91 @@ async fn while_a_sealed_frame_waits_for_the_socket_no_more_bytes_are_taken() {
     let (got, ()) = tokio::join!(reader, writer);
     assert!(got == data, "the bytes arrive intact and in order");
 }
+
+/// What a [`Watched`] socket saw: for each read once `on` is set, how many bytes of the
+/// space offered were already initialised (zeroed, or left from before) past what was
+/// filled.
+#[derive(Default)]
+struct Watch {
+    on: std::sync::atomic::AtomicBool,
+    initialised_ahead: std::sync::Mutex<Vec<usize>>,
+}
+
+struct Watched<IO> {
+    io: IO,
+    watch: std::sync::Arc<Watch>,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.watch.on.load(std::sync::atomic::Ordering::Relaxed) {
+            let ahead = buf.initialized().len() - buf.filled().len();
+            self.watch.initialised_ahead.lock().unwrap().push(ahead);
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn the_socket_reads_into_space_nobody_zeroed() {
+    // A connection of small messages takes a read buffer per wake-up; zeroing it each
+    // time cost more than the read. The socket gets the buffer's spare capacity as it
+    // is, in the small buffer and in the large one.
+    let watch = std::sync::Arc::new(Watch::default());
+    let (a, b) = MemorySocket::new_pair();
+    let watched = |io| Watched {
+        io,
+        watch: watch.clone(),
+    };
+    let (mut alice, mut bob) = connect(watched(a), watched(b)).await;
+    watch.on.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Small messages, each read on its own wake-up (the small buffer, let go and taken
+    // again each time), then one large message (the large buffer).
+    for i in 0..20u8 {
+        alice.write_all(&pattern(40, i)).await.unwrap();
+        alice.flush().await.unwrap();
+        let mut got = vec![0u8; 40];
+        bob.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, pattern(40, i));
+    }
+    let large = pattern(300_000, 9);
+    let reader = async {
+        let mut got = vec![0u8; large.len()];
+        bob.read_exact(&mut got).await.unwrap();
+        got
+    };
+    let writer = async {
+        alice.write_all(&large).await.unwrap();
+        alice.flush().await.unwrap();
+    };
+    let (got, ()) = tokio::join!(reader, writer);
+    assert!(got == large);
+    let seen = watch.initialised_ahead.lock().unwrap();
+    assert!(seen.len() > 20, "{} reads watched", seen.len());
+    assert!(
+        seen.iter().all(|&ahead| ahead == 0),
+        "reads offered initialised space: {seen:?}"
+    );
+}
