@@ -24,6 +24,14 @@ pub const MAX_WIRE_FRAME_LEN: usize = LENGTH_PREFIX_LEN + MAX_NOISE_MESSAGE_LEN;
 /// frame left at the end always fits once moved to the front.
 pub const READ_BUFFER_LEN: usize = 2 * MAX_WIRE_FRAME_LEN;
 
+/// How long a `NoiseStream` keeps a large buffer once nothing needs it: the read buffer
+/// of [`READ_BUFFER_LEN`] once no read has needed it, the write buffers once no frame
+/// of more than [`INITIAL_READ_BUFFER_LEN`] bytes has been sealed. Checked when a buffer
+/// is empty (the socket has nothing more to give, or a flush wrote everything), so a
+/// connection whose burst is over gives its buffers back at its next wake-up past this
+/// (the multiplexer's RTT probe comes every 10 s), and a busy one never reallocates them.
+pub const LARGE_BUFFER_QUIET: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The read buffer a `NoiseStream` starts with: enough for a burst of small messages. It
 /// grows to [`READ_BUFFER_LEN`] only when a frame does not fit or a read fills it, so a
 /// chatty-but-small connection uses 4 KiB here instead of 128 KiB. It is let go whenever

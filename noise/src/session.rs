@@ -19,7 +19,9 @@
 //!   first: the small buffer is let go whenever it is empty and the socket has nothing
 //!   more, so an idle connection holds no read buffer, and a connection of small
 //!   messages takes it again per wake-up, where zeroing it would cost more than the
-//!   read; the large one is kept (a fast sender refills it at once). The large buffer's
+//!   read. The large one is kept while reads need it (a fast sender refills it at
+//!   once) and let go once none has for
+//!   [`LARGE_BUFFER_QUIET`](crate::LARGE_BUFFER_QUIET). The large buffer's
 //!   data starts on a page boundary: the
 //!   kernel's copy into it (`rep movsb`) runs at a fraction of its speed on some CPUs
 //!   when the destination sits a few bytes past the source modulo 4 KiB, and where the
@@ -38,8 +40,10 @@
 
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::ReadBuf;
+use tokio::time::Instant;
 
 use crate::cipher::TransportCipher;
+use quiet::Quiet;
 
 use crate::constants::{
     INITIAL_READ_BUFFER_LEN, LENGTH_PREFIX_LEN, MAX_FRAME_PAYLOAD_LEN, MAX_NOISE_MESSAGE_LEN,
@@ -82,6 +86,11 @@ pub(crate) struct NoiseSession {
     wire_in_start: usize,
     /// The last socket read filled `wire_in`: the sender is fast, so grow it.
     grow_wire_in: bool,
+    /// The large read buffer's use: a read that took it or more than the small one
+    /// holds.
+    read_quiet: Quiet,
+    /// The large write buffers' use: a frame sealed of more than the small size.
+    write_quiet: Quiet,
     plain_in: Vec<u8>,
     /// The undelivered plaintext: `plain_in[start..end]`, or `wire_in[start..end]` when
     /// `plain_in_wire` (a frame opened in place and not yet handed out whole).
@@ -103,6 +112,8 @@ impl NoiseSession {
             wire_in: BytesMut::new(),
             wire_in_start: 0,
             grow_wire_in: false,
+            read_quiet: Quiet::default(),
+            write_quiet: Quiet::default(),
             plain_in: Vec::new(),
             plain_in_start: 0,
             plain_in_end: 0,
@@ -188,6 +199,9 @@ impl NoiseSession {
             // buffers trade places: the sealed frame goes to the wire, and the free wire
             // buffer takes the next plaintext.
             let len = self.unsealed_len();
+            if len > INITIAL_READ_BUFFER_LEN {
+                self.write_quiet.used();
+            }
             let prefix = u16::try_from(len + TAG_LEN)
                 .map_err(|_| FrameError::Seal)?
                 .to_be_bytes();
@@ -215,6 +229,9 @@ impl NoiseSession {
     }
 
     fn seal_from(&mut self, plain: &[u8]) -> Result<(), FrameError> {
+        if plain.len() > INITIAL_READ_BUFFER_LEN {
+            self.write_quiet.used();
+        }
         let needed = LENGTH_PREFIX_LEN + plain.len() + TAG_LEN;
         if self.wire_out.len() < needed {
             let size = needed
@@ -236,6 +253,25 @@ impl NoiseSession {
         self.wire_out_start = 0;
         self.wire_out_end = LENGTH_PREFIX_LEN + len;
         Ok(())
+    }
+
+    /// Lets go of the write buffers when everything written went out and no frame of
+    /// more than the small size was sealed for [`LARGE_BUFFER_QUIET`]: called after a
+    /// flush, so a connection whose burst is over gives them back (up to a frame each).
+    /// Small ones are kept. `now` is called only while a large one is held.
+    pub(crate) fn release_write_if_quiet(&mut self, now: impl FnOnce() -> Instant) {
+        let large =
+            self.plain_out.capacity().max(self.wire_out.capacity()) > INITIAL_READ_BUFFER_LEN;
+        if !large || !self.plain_out.is_empty() || !self.pending_wire().is_empty() {
+            return;
+        }
+        if self.write_quiet.long_enough(now()) {
+            self.plain_out = Vec::new();
+            self.wire_out = Vec::new();
+            self.wire_out_start = 0;
+            self.wire_out_end = 0;
+            self.write_quiet = Quiet::default();
+        }
     }
 
     // ----- Read side -----
@@ -401,28 +437,39 @@ impl NoiseSession {
         grown.extend_from_slice(&self.wire_in[self.wire_in_start..]);
         self.wire_in = grown;
         self.wire_in_start = 0;
-    }
-
-    /// Lets go of the small read buffer when it holds nothing: called when the socket
-    /// has no more to give, so an idle connection keeps none. The large buffer stays:
-    /// a fast sender refills it at once.
-    pub(crate) fn release_if_empty(&mut self) {
-        if self.wire_in_start == self.wire_in.len()
-            && self.wire_in.capacity() < READ_BUFFER_LEN
-            && self.plaintext().is_empty()
-        {
-            self.wire_in = BytesMut::new();
-            self.plain_in_wire = false;
-            self.plain_in_start = 0;
-            self.plain_in_end = 0;
-            self.wire_in_start = 0;
+        if page != 0 {
+            self.read_quiet.used();
         }
     }
 
-    /// Called after a read appended to [`read_buf`](Self::read_buf)'s buffer: a read
-    /// that filled it means a fast sender, so the next read gets the large buffer.
-    pub(crate) fn filled(&mut self) {
+    /// Lets go of the read buffer when it holds nothing: called when the socket has no
+    /// more to give. The small buffer goes at once, so an idle connection keeps none.
+    /// The large one goes once no read has needed it for [`LARGE_BUFFER_QUIET`]: a
+    /// fast sender refills it at once, and a connection whose burst is over gives its
+    /// 128 KiB back. `now` is called only while the large buffer is held.
+    pub(crate) fn release_if_empty(&mut self, now: impl FnOnce() -> Instant) {
+        if self.wire_in_start != self.wire_in.len() || !self.plaintext().is_empty() {
+            return;
+        }
+        if self.wire_in.capacity() >= READ_BUFFER_LEN && !self.read_quiet.long_enough(now()) {
+            return;
+        }
+        self.wire_in = BytesMut::new();
+        self.plain_in_wire = false;
+        self.plain_in_start = 0;
+        self.plain_in_end = 0;
+        self.wire_in_start = 0;
+        self.read_quiet = Quiet::default();
+    }
+
+    /// Called after a read appended `n` bytes to [`read_buf`](Self::read_buf)'s buffer:
+    /// a read that filled it means a fast sender, so the next read gets the large
+    /// buffer.
+    pub(crate) fn filled(&mut self, n: usize) {
         self.grow_wire_in = self.wire_in.len() == self.wire_in.capacity();
+        if n > INITIAL_READ_BUFFER_LEN {
+            self.read_quiet.used();
+        }
     }
 
     /// Called at the end of the socket's stream: an error if it ended inside a frame.
@@ -434,5 +481,6 @@ impl NoiseSession {
     }
 }
 
+mod quiet;
 #[cfg(test)]
 mod tests;

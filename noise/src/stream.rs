@@ -97,13 +97,13 @@ impl<IO: AsyncRead + Unpin> AsyncRead for NoiseStream<IO> {
             let room = buf.capacity() - buf.len();
             let read = poll_read_buf(Pin::new(&mut this.io), cx, &mut buf.limit(room));
             let Poll::Ready(n) = read? else {
-                this.session.release_if_empty();
+                this.session.release_if_empty(tokio::time::Instant::now);
                 return Poll::Pending;
             };
             if n == 0 {
                 return Poll::Ready(this.session.end_of_stream().map_err(|e| e.into_io()));
             }
-            this.session.filled();
+            this.session.filled(n);
         }
     }
 }
@@ -146,6 +146,8 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for NoiseStream<IO> {
                 break;
             }
         }
+        this.session
+            .release_write_if_quiet(tokio::time::Instant::now);
         Pin::new(&mut this.io).poll_flush(cx)
     }
 

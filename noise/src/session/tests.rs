@@ -87,7 +87,7 @@ fn feed(s: &mut NoiseSession, mut bytes: &[u8]) {
         let capacity = buf.capacity();
         buf.extend_from_slice(&bytes[..n]);
         assert_eq!(buf.capacity(), capacity, "a read never grows the buffer");
-        s.filled();
+        s.filled(n);
         bytes = &bytes[n..];
     }
 }
@@ -191,17 +191,17 @@ fn a_quiet_session_lets_go_of_its_small_read_buffer_but_never_of_unread_bytes() 
     // A partial frame stays.
     let wire = seal(&mut a, b"hello");
     feed(&mut b, &wire[..4]);
-    b.release_if_empty();
+    b.release_if_empty(no_clock);
     assert_eq!(b.wire_in.capacity(), crate::INITIAL_READ_BUFFER_LEN);
     feed(&mut b, &wire[4..]);
     // Plaintext not yet handed out stays.
     assert_eq!(decode(&mut b, 2), (Ok(Decoded::Buffered), Vec::new()));
-    b.release_if_empty();
+    b.release_if_empty(no_clock);
     assert_eq!(take(&mut b, 2), b"he");
-    b.release_if_empty();
+    b.release_if_empty(no_clock);
     assert_eq!(take(&mut b, 32), b"llo");
     // All read: the buffer goes, and the next frame takes a new one.
-    b.release_if_empty();
+    b.release_if_empty(no_clock);
     assert_eq!((b.wire_in.capacity(), b.plaintext().len()), (0, 0));
     let wire = seal(&mut a, b"again");
     feed(&mut b, &wire);
@@ -211,14 +211,104 @@ fn a_quiet_session_lets_go_of_its_small_read_buffer_but_never_of_unread_bytes() 
     );
 }
 
+/// For releases that must not read the clock (the small buffer's, or none).
+fn no_clock() -> Instant {
+    panic!("the clock is read only while the large buffer is held")
+}
+
 #[test]
-fn the_large_read_buffer_is_kept_when_quiet() {
+fn the_large_read_buffer_goes_once_no_read_needed_it_for_the_quiet_period() {
     let (mut a, mut b) = pair();
+    let t0 = Instant::now();
+    let at = |secs: u64| move || t0 + std::time::Duration::from_secs(secs);
+    let large = |a: &mut NoiseSession, b: &mut NoiseSession| {
+        let data = vec![3u8; 10_000];
+        feed(b, &seal(a, &data));
+        assert_eq!(decode(b, 10_000), (Ok(Decoded::Direct(10_000)), data));
+    };
+    let small = |a: &mut NoiseSession, b: &mut NoiseSession| {
+        feed(b, &seal(a, b"ping"));
+        assert_eq!(decode(b, 64), (Ok(Decoded::Direct(4)), b"ping".to_vec()));
+    };
+    large(&mut a, &mut b);
+    // A burst just ended: the quiet period starts; small reads do not end it.
+    b.release_if_empty(at(0));
+    small(&mut a, &mut b);
+    b.release_if_empty(at(5));
+    assert!(b.wire_in.capacity() >= READ_BUFFER_LEN);
+    // Another large read starts the period over.
+    large(&mut a, &mut b);
+    b.release_if_empty(at(9));
+    b.release_if_empty(at(18));
+    assert!(b.wire_in.capacity() >= READ_BUFFER_LEN, "9 s quiet");
+    small(&mut a, &mut b);
+    b.release_if_empty(at(19));
+    assert_eq!(b.wire_in.capacity(), 0, "10 s quiet: given back");
+    // The next small message takes the small buffer, and lets it go without the clock.
+    small(&mut a, &mut b);
+    assert_eq!(b.wire_in.capacity(), crate::INITIAL_READ_BUFFER_LEN);
+    b.release_if_empty(no_clock);
+    assert_eq!(b.wire_in.capacity(), 0);
+}
+
+#[test]
+fn the_write_buffers_go_once_no_large_frame_was_sealed_for_the_quiet_period() {
+    let (mut a, _) = pair();
+    let t0 = Instant::now();
+    let at = |secs: u64| move || t0 + std::time::Duration::from_secs(secs);
+    // Small frames keep small buffers, and never read the clock.
+    seal(&mut a, b"vote");
+    a.release_write_if_quiet(no_clock);
+    assert!(a.wire_out.capacity() <= crate::INITIAL_READ_BUFFER_LEN);
+    // A large frame: held while it is on its way, then through the quiet period.
+    let data = vec![5u8; 20_000];
+    assert_eq!(a.write_plaintext(&data).unwrap(), data.len());
+    assert!(a.seal().unwrap());
+    a.release_write_if_quiet(at(100));
+    assert!(!a.pending_wire().is_empty(), "not yet written: kept");
+    a.advance_wire(a.pending_wire().len());
+    a.release_write_if_quiet(at(0));
+    seal(&mut a, b"vote");
+    a.release_write_if_quiet(at(9));
+    assert!(a.wire_out.capacity().max(a.plain_out.capacity()) > 20_000);
+    a.release_write_if_quiet(at(10));
+    assert_eq!((a.wire_out.capacity(), a.plain_out.capacity()), (0, 0));
+    // The session still works: the next frames decode on the other end.
+    let (mut a, mut b) = pair();
+    assert_eq!(a.write_plaintext(&data).unwrap(), data.len());
+    assert!(a.seal().unwrap());
+    let wire = a.pending_wire().to_vec();
+    a.advance_wire(wire.len());
+    a.release_write_if_quiet(at(0));
+    a.release_write_if_quiet(at(10));
+    assert_eq!(a.wire_out.capacity(), 0);
+    let wire2 = seal(&mut a, b"after");
+    feed(&mut b, &wire);
+    assert_eq!(decode(&mut b, 20_000), (Ok(Decoded::Direct(20_000)), data));
+    feed(&mut b, &wire2);
+    assert_eq!(
+        decode(&mut b, 64),
+        (Ok(Decoded::Direct(5)), b"after".to_vec())
+    );
+}
+
+#[test]
+fn the_large_read_buffer_is_never_let_go_with_bytes_in_it() {
+    let (mut a, mut b) = pair();
+    let t0 = Instant::now();
     let data = vec![3u8; 10_000];
     feed(&mut b, &seal(&mut a, &data));
+    let wire = seal(&mut a, b"partial");
+    feed(&mut b, &wire[..5]);
     assert_eq!(decode(&mut b, 10_000), (Ok(Decoded::Direct(10_000)), data));
-    b.release_if_empty();
+    b.release_if_empty(|| t0);
+    b.release_if_empty(|| t0 + std::time::Duration::from_secs(60));
     assert!(b.wire_in.capacity() >= READ_BUFFER_LEN);
+    feed(&mut b, &wire[5..]);
+    assert_eq!(
+        decode(&mut b, 64),
+        (Ok(Decoded::Direct(7)), b"partial".to_vec())
+    );
 }
 
 #[test]
