@@ -29,7 +29,9 @@ pub const READ_BUFFER_LEN: usize = 2 * MAX_WIRE_FRAME_LEN;
 /// of more than [`INITIAL_READ_BUFFER_LEN`] bytes has been sealed. Checked when a buffer
 /// is empty (the socket has nothing more to give, or a flush wrote everything), so a
 /// connection whose burst is over gives its buffers back at its next wake-up past this
-/// (the multiplexer's RTT probe comes every 10 s), and a busy one never reallocates them.
+/// (the multiplexer's RTT probe comes every 10 s), and one that keeps needing them keeps
+/// them. Time is tokio's clock, so under paused time (tests, simulations) it is the
+/// simulated time.
 pub const LARGE_BUFFER_QUIET: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The read buffer a `NoiseStream` starts with: enough for a burst of small messages. It

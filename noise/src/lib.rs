@@ -44,7 +44,8 @@
 //! A [`NoiseStream`]'s read buffer starts small and grows to 128 KiB once a frame does
 //! not fit or a read fills it; its write buffers grow to the largest frame sealed; one
 //! more frame's worth is allocated if its reader ever reads into a buffer smaller than
-//! a frame (see `session.rs`).
+//! a frame. Large buffers are given back once nothing has needed them for
+//! [`LARGE_BUFFER_QUIET`] (see `session.rs`).
 
 mod cipher;
 mod constants;

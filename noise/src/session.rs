@@ -4,7 +4,9 @@
 //! (plaintext and a 16-byte tag), at most
 //! [`MAX_NOISE_MESSAGE_LEN`](crate::MAX_NOISE_MESSAGE_LEN). The session keeps
 //! four buffers, each allocated on first use and grown only as far as the traffic needs
-//! (never reallocated per frame), so an idle connection holds little:
+//! (never reallocated per frame), and each let go once a burst is over (a large buffer
+//! nothing needed for [`LARGE_BUFFER_QUIET`](crate::LARGE_BUFFER_QUIET)), so an idle
+//! connection holds little:
 //!
 //! - `plain_out`: plaintext written but not yet sealed; small writes accumulate here so
 //!   that many become one full frame;
@@ -74,7 +76,8 @@ pub(crate) struct NoiseSession {
     /// Grows as writes fill it, up to one frame's plaintext.
     plain_out: Vec<u8>,
     /// Grows to the largest frame sealed so far (in powers of two): a connection that
-    /// only ever sends small messages keeps a small buffer.
+    /// only ever sends small messages keeps a small buffer. Both write buffers are let
+    /// go once no large frame was sealed for a while (`release_write_if_quiet`).
     wire_out: Vec<u8>,
     wire_out_start: usize,
     wire_out_end: usize,
@@ -86,10 +89,9 @@ pub(crate) struct NoiseSession {
     wire_in_start: usize,
     /// The last socket read filled `wire_in`: the sender is fast, so grow it.
     grow_wire_in: bool,
-    /// The large read buffer's use: a read that took it or more than the small one
-    /// holds.
+    /// The large read buffer's use: taking it, or holding more than the small one could.
     read_quiet: Quiet,
-    /// The large write buffers' use: a frame sealed of more than the small size.
+    /// The large write buffers' use: sealing a frame the small size could not hold.
     write_quiet: Quiet,
     plain_in: Vec<u8>,
     /// The undelivered plaintext: `plain_in[start..end]`, or `wire_in[start..end]` when
@@ -199,7 +201,7 @@ impl NoiseSession {
             // buffers trade places: the sealed frame goes to the wire, and the free wire
             // buffer takes the next plaintext.
             let len = self.unsealed_len();
-            if len > INITIAL_READ_BUFFER_LEN {
+            if LENGTH_PREFIX_LEN + len + TAG_LEN > INITIAL_READ_BUFFER_LEN {
                 self.write_quiet.used();
             }
             let prefix = u16::try_from(len + TAG_LEN)
@@ -229,7 +231,7 @@ impl NoiseSession {
     }
 
     fn seal_from(&mut self, plain: &[u8]) -> Result<(), FrameError> {
-        if plain.len() > INITIAL_READ_BUFFER_LEN {
+        if LENGTH_PREFIX_LEN + plain.len() + TAG_LEN > INITIAL_READ_BUFFER_LEN {
             self.write_quiet.used();
         }
         let needed = LENGTH_PREFIX_LEN + plain.len() + TAG_LEN;
@@ -255,10 +257,12 @@ impl NoiseSession {
         Ok(())
     }
 
-    /// Lets go of the write buffers when everything written went out and no frame of
-    /// more than the small size was sealed for [`LARGE_BUFFER_QUIET`]: called after a
-    /// flush, so a connection whose burst is over gives them back (up to a frame each).
-    /// Small ones are kept. `now` is called only while a large one is held.
+    /// Lets go of the write buffers when everything written went out and no frame
+    /// larger than [`INITIAL_READ_BUFFER_LEN`] was sealed for [`LARGE_BUFFER_QUIET`]:
+    /// called after a flush, so a connection whose burst is over gives them back (up to
+    /// a frame each), and one whose buffers grew past that size for small frames gets
+    /// small ones again. Small ones are kept. `now` is called only while a large one is
+    /// held.
     pub(crate) fn release_write_if_quiet(&mut self, now: impl FnOnce() -> Instant) {
         let large =
             self.plain_out.capacity().max(self.wire_out.capacity()) > INITIAL_READ_BUFFER_LEN;
@@ -462,14 +466,25 @@ impl NoiseSession {
         self.read_quiet = Quiet::default();
     }
 
-    /// Called after a read appended `n` bytes to [`read_buf`](Self::read_buf)'s buffer:
-    /// a read that filled it means a fast sender, so the next read gets the large
-    /// buffer.
-    pub(crate) fn filled(&mut self, n: usize) {
+    /// Called after a read appended to [`read_buf`](Self::read_buf)'s buffer: a read
+    /// that filled it means a fast sender, so the next read gets the large buffer. The
+    /// large buffer counts as needed whenever it holds more than the small one could
+    /// (a large read, or a large frame arriving in small pieces).
+    pub(crate) fn filled(&mut self) {
         self.grow_wire_in = self.wire_in.len() == self.wire_in.capacity();
-        if n > INITIAL_READ_BUFFER_LEN {
+        if self.wire_in.len() - self.wire_in_start > INITIAL_READ_BUFFER_LEN {
             self.read_quiet.used();
         }
+    }
+
+    /// The capacities of the read buffer and the two write buffers, for tests.
+    #[cfg(test)]
+    pub(crate) fn buffer_capacities(&self) -> [usize; 3] {
+        [
+            self.wire_in.capacity(),
+            self.plain_out.capacity(),
+            self.wire_out.capacity(),
+        ]
     }
 
     /// Called at the end of the socket's stream: an error if it ended inside a frame.
@@ -481,6 +496,8 @@ impl NoiseSession {
     }
 }
 
+#[cfg(test)]
+mod buffer_tests;
 mod quiet;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -103,7 +103,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for NoiseStream<IO> {
             if n == 0 {
                 return Poll::Ready(this.session.end_of_stream().map_err(|e| e.into_io()));
             }
-            this.session.filled(n);
+            this.session.filled();
         }
     }
 }
@@ -154,5 +154,86 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for NoiseStream<IO> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.as_mut().poll_flush(cx))?;
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::tests::cipher_pair;
+    use memsocket::MemorySocket;
+    use netcore::PeerId;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A stream over `io` with `cipher`; the remote's identity is not looked at here.
+    fn stream(io: MemorySocket, cipher: TransportCipher) -> NoiseStream<MemorySocket> {
+        let remote = RemoteInfo {
+            peer_id: PeerId::new([0; 32]),
+            static_key: x25519_dalek::PublicKey::from([9; 32]),
+        };
+        NoiseStream::new(io, cipher, remote)
+    }
+
+    /// Polls `s` for a read once, to reach the socket's `Pending` after all was read.
+    fn poll_once(s: &mut NoiseStream<MemorySocket>) {
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        assert!(Pin::new(s).poll_read(&mut cx, &mut buf).is_pending());
+    }
+
+    /// A small message from `alice` to `bob`, read, and `bob` polled to its `Pending`.
+    async fn ping(alice: &mut NoiseStream<MemorySocket>, bob: &mut NoiseStream<MemorySocket>) {
+        alice.write_all(b"ping").await.unwrap();
+        alice.flush().await.unwrap();
+        let mut got = [0u8; 4];
+        bob.read_exact(&mut got).await.unwrap();
+        poll_once(bob);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_burst_both_ends_give_their_large_buffers_back_once_quiet() {
+        let (a, b) = MemorySocket::new_pair();
+        let (ca, cb) = cipher_pair(crate::DEFAULT_SUITE);
+        let (mut alice, mut bob) = (stream(a, ca), stream(b, cb));
+        let block = vec![7u8; 100_000];
+        let reader = async {
+            let mut got = vec![0u8; block.len()];
+            bob.read_exact(&mut got).await.unwrap();
+            got
+        };
+        let writer = async {
+            alice.write_all(&block).await.unwrap();
+            alice.flush().await.unwrap();
+        };
+        let (got, ()) = tokio::join!(reader, writer);
+        assert!(got == block);
+        poll_once(&mut bob);
+        let held = |s: &NoiseStream<MemorySocket>| s.session.buffer_capacities();
+        assert!(held(&bob)[0] >= crate::READ_BUFFER_LEN);
+        assert!(held(&alice)[1].max(held(&alice)[2]) > 60_000);
+        // Pings within the quiet period leave the buffers; the first past it frees them.
+        tokio::time::advance(Duration::from_secs(9)).await;
+        ping(&mut alice, &mut bob).await;
+        assert!(held(&bob)[0] >= crate::READ_BUFFER_LEN);
+        assert!(held(&alice)[1].max(held(&alice)[2]) > 60_000);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        ping(&mut alice, &mut bob).await;
+        assert_eq!(held(&bob)[0], 0);
+        assert!(held(&alice)[1].max(held(&alice)[2]) <= crate::INITIAL_READ_BUFFER_LEN);
+        // And the connection carries the next block as before.
+        let reader = async {
+            let mut got = vec![0u8; block.len()];
+            bob.read_exact(&mut got).await.unwrap();
+            got
+        };
+        let writer = async {
+            alice.write_all(&block).await.unwrap();
+            alice.flush().await.unwrap();
+        };
+        let (got, ()) = tokio::join!(reader, writer);
+        assert!(got == block);
     }
 }

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 
 /// Every protocol on every backend: the ring ones open frames in place, the
 /// RustCrypto ones through snow.
-const SUITES: [NoiseSuite; 4] = [
+pub(super) const SUITES: [NoiseSuite; 4] = [
     NoiseSuite {
         protocol: NoiseProtocol::AesGcmSha256,
         backend: CryptoBackend::Ring,
@@ -25,9 +25,31 @@ const SUITES: [NoiseSuite; 4] = [
     },
 ];
 
+/// The transport ciphers of an IK handshake on `suite`: the initiator's and the
+/// responder's.
+pub(crate) fn cipher_pair(suite: NoiseSuite) -> (TransportCipher, TransportCipher) {
+    let (i, r) = handshake(suite, suite);
+    (
+        TransportCipher::from_handshake(i, suite).unwrap(),
+        TransportCipher::from_handshake(r, suite).unwrap(),
+    )
+}
+
 /// Two sessions joined by an IK handshake, the initiator's on `initiator`'s backend
 /// and the responder's on `responder`'s (same protocol).
 fn pair_of(initiator: NoiseSuite, responder: NoiseSuite) -> (NoiseSession, NoiseSession) {
+    let (i, r) = handshake(initiator, responder);
+    (
+        NoiseSession::new(TransportCipher::from_handshake(i, initiator).unwrap()),
+        NoiseSession::new(TransportCipher::from_handshake(r, responder).unwrap()),
+    )
+}
+
+/// The two ends of an IK handshake, done.
+fn handshake(
+    initiator: NoiseSuite,
+    responder: NoiseSuite,
+) -> (snow::HandshakeState, snow::HandshakeState) {
     assert_eq!(initiator.protocol, responder.protocol);
     let builder = initiator.builder().unwrap();
     let (ik, rk) = (
@@ -55,22 +77,19 @@ fn pair_of(initiator: NoiseSuite, responder: NoiseSuite) -> (NoiseSession, Noise
     r.read_message(&buf[..n], &mut out).unwrap();
     let n = r.write_message(&[], &mut buf).unwrap();
     i.read_message(&buf[..n], &mut out).unwrap();
-    (
-        NoiseSession::new(TransportCipher::from_handshake(i, initiator).unwrap()),
-        NoiseSession::new(TransportCipher::from_handshake(r, responder).unwrap()),
-    )
+    (i, r)
 }
 
-fn pair_with(suite: NoiseSuite) -> (NoiseSession, NoiseSession) {
+pub(super) fn pair_with(suite: NoiseSuite) -> (NoiseSession, NoiseSession) {
     pair_of(suite, suite)
 }
 
-fn pair() -> (NoiseSession, NoiseSession) {
+pub(super) fn pair() -> (NoiseSession, NoiseSession) {
     pair_with(crate::DEFAULT_SUITE)
 }
 
 /// Seals `data` (as one buffered write) and returns the frame's wire bytes.
-fn seal(s: &mut NoiseSession, data: &[u8]) -> Vec<u8> {
+pub(super) fn seal(s: &mut NoiseSession, data: &[u8]) -> Vec<u8> {
     assert_eq!(s.write_plaintext(data).unwrap(), data.len());
     assert!(s.seal().unwrap());
     let wire = s.pending_wire().to_vec();
@@ -80,21 +99,21 @@ fn seal(s: &mut NoiseSession, data: &[u8]) -> Vec<u8> {
 
 /// Feeds `bytes` into `s` as if read from the socket: each read takes at most the
 /// space the session offers.
-fn feed(s: &mut NoiseSession, mut bytes: &[u8]) {
+pub(super) fn feed(s: &mut NoiseSession, mut bytes: &[u8]) {
     while !bytes.is_empty() {
         let buf = s.read_buf();
         let n = (buf.capacity() - buf.len()).min(bytes.len());
         let capacity = buf.capacity();
         buf.extend_from_slice(&bytes[..n]);
         assert_eq!(buf.capacity(), capacity, "a read never grows the buffer");
-        s.filled(n);
+        s.filled();
         bytes = &bytes[n..];
     }
 }
 
 /// Decodes into a reader with `room` bytes of space: what `decode` said, and what
 /// it put into the reader.
-fn decode(s: &mut NoiseSession, room: usize) -> (Result<Decoded, FrameError>, Vec<u8>) {
+pub(super) fn decode(s: &mut NoiseSession, room: usize) -> (Result<Decoded, FrameError>, Vec<u8>) {
     let mut storage = vec![0u8; room];
     let mut out = ReadBuf::new(&mut storage);
     let result = s.decode(&mut out);
@@ -102,7 +121,7 @@ fn decode(s: &mut NoiseSession, room: usize) -> (Result<Decoded, FrameError>, Ve
 }
 
 /// Takes up to `room` bytes of buffered plaintext.
-fn take(s: &mut NoiseSession, room: usize) -> Vec<u8> {
+pub(super) fn take(s: &mut NoiseSession, room: usize) -> Vec<u8> {
     let mut storage = vec![0u8; room];
     let mut out = ReadBuf::new(&mut storage);
     let n = s.take_plaintext(&mut out);
@@ -157,220 +176,6 @@ fn a_tampered_or_replayed_frame_fails_on_every_suite() {
         assert_eq!(decode(&mut b, 64).0, Ok(Decoded::Direct(4)));
         feed(&mut b, &wire);
         assert_eq!(decode(&mut b, 64).0, Err(FrameError::Decrypt), "{suite:?}");
-    }
-}
-
-#[test]
-fn a_new_session_holds_no_buffers_and_small_traffic_keeps_them_small() {
-    let (mut a, mut b) = pair();
-    assert_eq!(
-        (
-            a.wire_in.capacity(),
-            a.wire_out.len(),
-            a.plain_out.capacity()
-        ),
-        (0, 0, 0)
-    );
-    let wire = seal(&mut a, b"hello");
-    feed(&mut b, &wire);
-    assert_eq!(
-        decode(&mut b, 32),
-        (Ok(Decoded::Direct(5)), b"hello".to_vec())
-    );
-    assert_eq!(b.wire_in.capacity(), crate::INITIAL_READ_BUFFER_LEN);
-    assert!(
-        a.wire_out.len() <= 64,
-        "wire buffer of {}",
-        a.wire_out.len()
-    );
-}
-
-#[test]
-fn a_quiet_session_lets_go_of_its_small_read_buffer_but_never_of_unread_bytes() {
-    let (mut a, mut b) = pair();
-    // A partial frame stays.
-    let wire = seal(&mut a, b"hello");
-    feed(&mut b, &wire[..4]);
-    b.release_if_empty(no_clock);
-    assert_eq!(b.wire_in.capacity(), crate::INITIAL_READ_BUFFER_LEN);
-    feed(&mut b, &wire[4..]);
-    // Plaintext not yet handed out stays.
-    assert_eq!(decode(&mut b, 2), (Ok(Decoded::Buffered), Vec::new()));
-    b.release_if_empty(no_clock);
-    assert_eq!(take(&mut b, 2), b"he");
-    b.release_if_empty(no_clock);
-    assert_eq!(take(&mut b, 32), b"llo");
-    // All read: the buffer goes, and the next frame takes a new one.
-    b.release_if_empty(no_clock);
-    assert_eq!((b.wire_in.capacity(), b.plaintext().len()), (0, 0));
-    let wire = seal(&mut a, b"again");
-    feed(&mut b, &wire);
-    assert_eq!(
-        decode(&mut b, 32),
-        (Ok(Decoded::Direct(5)), b"again".to_vec())
-    );
-}
-
-/// For releases that must not read the clock (the small buffer's, or none).
-fn no_clock() -> Instant {
-    panic!("the clock is read only while the large buffer is held")
-}
-
-#[test]
-fn the_large_read_buffer_goes_once_no_read_needed_it_for_the_quiet_period() {
-    let (mut a, mut b) = pair();
-    let t0 = Instant::now();
-    let at = |secs: u64| move || t0 + std::time::Duration::from_secs(secs);
-    let large = |a: &mut NoiseSession, b: &mut NoiseSession| {
-        let data = vec![3u8; 10_000];
-        feed(b, &seal(a, &data));
-        assert_eq!(decode(b, 10_000), (Ok(Decoded::Direct(10_000)), data));
-    };
-    let small = |a: &mut NoiseSession, b: &mut NoiseSession| {
-        feed(b, &seal(a, b"ping"));
-        assert_eq!(decode(b, 64), (Ok(Decoded::Direct(4)), b"ping".to_vec()));
-    };
-    large(&mut a, &mut b);
-    // A burst just ended: the quiet period starts; small reads do not end it.
-    b.release_if_empty(at(0));
-    small(&mut a, &mut b);
-    b.release_if_empty(at(5));
-    assert!(b.wire_in.capacity() >= READ_BUFFER_LEN);
-    // Another large read starts the period over.
-    large(&mut a, &mut b);
-    b.release_if_empty(at(9));
-    b.release_if_empty(at(18));
-    assert!(b.wire_in.capacity() >= READ_BUFFER_LEN, "9 s quiet");
-    small(&mut a, &mut b);
-    b.release_if_empty(at(19));
-    assert_eq!(b.wire_in.capacity(), 0, "10 s quiet: given back");
-    // The next small message takes the small buffer, and lets it go without the clock.
-    small(&mut a, &mut b);
-    assert_eq!(b.wire_in.capacity(), crate::INITIAL_READ_BUFFER_LEN);
-    b.release_if_empty(no_clock);
-    assert_eq!(b.wire_in.capacity(), 0);
-}
-
-#[test]
-fn the_write_buffers_go_once_no_large_frame_was_sealed_for_the_quiet_period() {
-    let (mut a, _) = pair();
-    let t0 = Instant::now();
-    let at = |secs: u64| move || t0 + std::time::Duration::from_secs(secs);
-    // Small frames keep small buffers, and never read the clock.
-    seal(&mut a, b"vote");
-    a.release_write_if_quiet(no_clock);
-    assert!(a.wire_out.capacity() <= crate::INITIAL_READ_BUFFER_LEN);
-    // A large frame: held while it is on its way, then through the quiet period.
-    let data = vec![5u8; 20_000];
-    assert_eq!(a.write_plaintext(&data).unwrap(), data.len());
-    assert!(a.seal().unwrap());
-    a.release_write_if_quiet(at(100));
-    assert!(!a.pending_wire().is_empty(), "not yet written: kept");
-    a.advance_wire(a.pending_wire().len());
-    a.release_write_if_quiet(at(0));
-    seal(&mut a, b"vote");
-    a.release_write_if_quiet(at(9));
-    assert!(a.wire_out.capacity().max(a.plain_out.capacity()) > 20_000);
-    a.release_write_if_quiet(at(10));
-    assert_eq!((a.wire_out.capacity(), a.plain_out.capacity()), (0, 0));
-    // The session still works: the next frames decode on the other end.
-    let (mut a, mut b) = pair();
-    assert_eq!(a.write_plaintext(&data).unwrap(), data.len());
-    assert!(a.seal().unwrap());
-    let wire = a.pending_wire().to_vec();
-    a.advance_wire(wire.len());
-    a.release_write_if_quiet(at(0));
-    a.release_write_if_quiet(at(10));
-    assert_eq!(a.wire_out.capacity(), 0);
-    let wire2 = seal(&mut a, b"after");
-    feed(&mut b, &wire);
-    assert_eq!(decode(&mut b, 20_000), (Ok(Decoded::Direct(20_000)), data));
-    feed(&mut b, &wire2);
-    assert_eq!(
-        decode(&mut b, 64),
-        (Ok(Decoded::Direct(5)), b"after".to_vec())
-    );
-}
-
-#[test]
-fn the_large_read_buffer_is_never_let_go_with_bytes_in_it() {
-    let (mut a, mut b) = pair();
-    let t0 = Instant::now();
-    let data = vec![3u8; 10_000];
-    feed(&mut b, &seal(&mut a, &data));
-    let wire = seal(&mut a, b"partial");
-    feed(&mut b, &wire[..5]);
-    assert_eq!(decode(&mut b, 10_000), (Ok(Decoded::Direct(10_000)), data));
-    b.release_if_empty(|| t0);
-    b.release_if_empty(|| t0 + std::time::Duration::from_secs(60));
-    assert!(b.wire_in.capacity() >= READ_BUFFER_LEN);
-    feed(&mut b, &wire[5..]);
-    assert_eq!(
-        decode(&mut b, 64),
-        (Ok(Decoded::Direct(7)), b"partial".to_vec())
-    );
-}
-
-#[test]
-fn a_frame_larger_than_the_initial_read_buffer_grows_it_to_two_frames() {
-    let (mut a, mut b) = pair();
-    let data = vec![3u8; 10_000];
-    let wire = seal(&mut a, &data);
-    feed(&mut b, &wire);
-    assert_eq!(decode(&mut b, 10_000), (Ok(Decoded::Direct(10_000)), data));
-    assert!(b.wire_in.capacity() >= READ_BUFFER_LEN);
-}
-
-#[test]
-fn the_large_read_buffer_starts_on_a_page_and_frames_decode_across_its_compactions() {
-    for suite in SUITES {
-        let (mut a, mut b) = pair_with(suite);
-        // Forty frames of odd sizes, back to back on the wire, arriving in pieces
-        // that cut them anywhere: the buffer fills past a frame and compacts with a
-        // partial frame left to move, many times over.
-        let mut sent = Vec::new();
-        let mut wire = Vec::new();
-        for i in 0..40u32 {
-            let data: Vec<u8> = (0..30_001 + i).map(|j| (j * 7 + i) as u8).collect();
-            sent.extend_from_slice(&data);
-            wire.extend_from_slice(&seal(&mut a, &data));
-        }
-        let mut got = Vec::new();
-        let mut compactions = 0;
-        for piece in wire.chunks(9_000) {
-            let (start_before, held) = (b.wire_in_start, b.wire_in.len() - b.wire_in_start);
-            feed(&mut b, piece);
-            if held > 0 && b.wire_in_start < start_before {
-                compactions += 1;
-            }
-            // A reader with room for less than a frame: frames go out in parts,
-            // through the buffered plaintext.
-            loop {
-                let mut storage = vec![0u8; 20_000];
-                let mut out = ReadBuf::new(&mut storage);
-                if !b.plaintext().is_empty() {
-                    b.take_plaintext(&mut out);
-                    got.extend_from_slice(out.filled());
-                    continue;
-                }
-                match b.decode(&mut out) {
-                    Ok(Decoded::Direct(_)) => got.extend_from_slice(out.filled()),
-                    Ok(Decoded::Buffered) => {}
-                    Ok(Decoded::NeedMore) => break,
-                    Err(e) => panic!("{suite:?}: {e}"),
-                }
-            }
-            if b.wire_in.capacity() > crate::INITIAL_READ_BUFFER_LEN {
-                assert_eq!(
-                    b.wire_in.as_ptr() as usize % PAGE,
-                    0,
-                    "{suite:?}: the large buffer's data starts on a page"
-                );
-            }
-        }
-        assert!(compactions > 5, "{suite:?}: {compactions} compactions");
-        assert!(b.wire_in.capacity() >= READ_BUFFER_LEN);
-        assert_eq!(got, sent, "{suite:?}");
     }
 }
 
