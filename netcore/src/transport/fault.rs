@@ -61,8 +61,11 @@ use crate::address::NetworkAddress;
 struct ConnShared {
     /// The node this end belongs to.
     local: Arc<str>,
-    /// The node at the other end, when this end dialed a known address.
+    /// The node at the other end, when this end dialed an address known to be its.
     remote: Option<Arc<str>>,
+    /// The address this end dialed: a remote not known when the connection was made
+    /// is looked up again when a partition or a cut is decided.
+    dialed: Option<NetworkAddress>,
     cut: AtomicBool,
     reader: AtomicWaker,
     writer: AtomicWaker,
@@ -75,8 +78,22 @@ impl ConnShared {
         self.writer.wake();
     }
 
-    fn between(&self, a: &HashSet<Arc<str>>, b: &HashSet<Arc<str>>) -> bool {
-        let Some(remote) = &self.remote else {
+    /// The node at the other end: known when the connection was made, or by now. A
+    /// listener registers its address just after its socket starts listening, so a
+    /// dial can connect in between and learn its remote only later.
+    fn remote_in(&self, listeners: &HashMap<NetworkAddress, Arc<str>>) -> Option<Arc<str>> {
+        self.remote
+            .clone()
+            .or_else(|| self.dialed.as_ref().and_then(|a| listeners.get(a).cloned()))
+    }
+
+    fn between(
+        &self,
+        remote: Option<&Arc<str>>,
+        a: &HashSet<Arc<str>>,
+        b: &HashSet<Arc<str>>,
+    ) -> bool {
+        let Some(remote) = remote else {
             return false;
         };
         (a.contains(&self.local) && b.contains(remote))
@@ -156,7 +173,7 @@ impl FaultController {
                 state.blocked.insert((y.clone(), x.clone()));
             }
         }
-        self.cut_where(&mut state, |c| c.between(&a, &b));
+        self.cut_where(&mut state, |c, remote| c.between(remote, &a, &b));
     }
 
     /// Lifts every partition. Connections cut stay cut; nodes redial as they would.
@@ -176,15 +193,15 @@ impl FaultController {
     /// accepted; returns how many ends were cut. New connections are not refused.
     pub fn cut_node(&self, node: &str) -> usize {
         let mut state = self.state.lock();
-        self.cut_where(&mut state, |c| {
-            &*c.local == node || c.remote.as_deref() == Some(node)
+        self.cut_where(&mut state, |c, remote| {
+            &*c.local == node || remote.is_some_and(|r| &**r == node)
         })
     }
 
     /// Cuts every open connection; returns how many ends were cut.
     pub fn cut_all(&self) -> usize {
         let mut state = self.state.lock();
-        self.cut_where(&mut state, |_| true)
+        self.cut_where(&mut state, |_, _| true)
     }
 
     /// Connection ends open now (not cut, not dropped).
@@ -207,16 +224,26 @@ impl FaultController {
         }
     }
 
-    fn cut_where(&self, state: &mut State, pred: impl Fn(&ConnShared) -> bool) -> usize {
+    /// Cuts the open connections `pred` picks, given each one's remote as known now.
+    fn cut_where(
+        &self,
+        state: &mut State,
+        pred: impl Fn(&ConnShared, Option<&Arc<str>>) -> bool,
+    ) -> usize {
         let mut cut = 0;
-        state.connections.retain(|weak| {
+        let State {
+            connections,
+            listeners,
+            ..
+        } = state;
+        connections.retain(|weak| {
             let Some(conn) = weak.upgrade() else {
                 return false;
             };
             if conn.cut.load(Ordering::SeqCst) {
                 return false;
             }
-            if pred(&conn) {
+            if pred(&conn, conn.remote_in(listeners).as_ref()) {
                 conn.cut();
                 cut += 1;
                 return false;
@@ -234,10 +261,13 @@ impl FaultController {
         // Looked up now, not when the dial began: the remote may have started listening
         // in between (nodes that start together dial each other before every one
         // listens), and a connection of an unknown remote is never partitioned.
-        let remote = dialed.and_then(|addr| state.listeners.get(&addr).cloned());
+        let remote = dialed
+            .as_ref()
+            .and_then(|addr| state.listeners.get(addr).cloned());
         let conn = Arc::new(ConnShared {
             local,
             remote,
+            dialed,
             cut: AtomicBool::new(false),
             reader: AtomicWaker::new(),
             writer: AtomicWaker::new(),
@@ -612,6 +642,29 @@ mod tests {
         faults.partition(&["a"], &["b"]);
         assert!(conn.cut.load(Ordering::SeqCst));
         assert_eq!(faults.stats().connections_cut, 1);
+    }
+
+    #[test]
+    fn a_connection_made_before_its_listener_registered_is_still_partitioned() {
+        // The listener's socket listens a moment before the controller learns its
+        // address; a dial that connects in between learns its remote at the partition.
+        let faults = FaultController::new();
+        let addr: NetworkAddress = "/memory/4243".parse().unwrap();
+        let conn = faults.register(Arc::from("a"), Some(addr.clone()));
+        assert_eq!(conn.remote, None);
+        faults.state.lock().listeners.insert(addr, Arc::from("b"));
+        faults.partition(&["a"], &["c"]);
+        assert!(!conn.cut.load(Ordering::SeqCst), "not between a and c");
+        faults.partition(&["a"], &["b"]);
+        assert!(conn.cut.load(Ordering::SeqCst));
+        let other = faults.register(Arc::from("c"), Some("/memory/4244".parse().unwrap()));
+        faults
+            .state
+            .lock()
+            .listeners
+            .insert("/memory/4244".parse().unwrap(), Arc::from("d"));
+        assert_eq!(faults.cut_node("d"), 1);
+        assert!(other.cut.load(Ordering::SeqCst));
     }
 
     #[tokio::test(start_paused = true)]
