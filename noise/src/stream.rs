@@ -193,23 +193,32 @@ mod tests {
         poll_once(bob);
     }
 
+    /// `data` from `alice` to `bob`, written and read at once, and checked.
+    async fn carry(
+        alice: &mut NoiseStream<MemorySocket>,
+        bob: &mut NoiseStream<MemorySocket>,
+        data: &[u8],
+    ) {
+        let reader = async {
+            let mut got = vec![0u8; data.len()];
+            bob.read_exact(&mut got).await.unwrap();
+            got
+        };
+        let writer = async {
+            alice.write_all(data).await.unwrap();
+            alice.flush().await.unwrap();
+        };
+        let (got, ()) = tokio::join!(reader, writer);
+        assert!(got == data, "the bytes arrive intact");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn after_a_burst_both_ends_give_their_large_buffers_back_once_quiet() {
         let (a, b) = MemorySocket::new_pair();
         let (ca, cb) = cipher_pair(crate::DEFAULT_SUITE);
         let (mut alice, mut bob) = (stream(a, ca), stream(b, cb));
         let block = vec![7u8; 100_000];
-        let reader = async {
-            let mut got = vec![0u8; block.len()];
-            bob.read_exact(&mut got).await.unwrap();
-            got
-        };
-        let writer = async {
-            alice.write_all(&block).await.unwrap();
-            alice.flush().await.unwrap();
-        };
-        let (got, ()) = tokio::join!(reader, writer);
-        assert!(got == block);
+        carry(&mut alice, &mut bob, &block).await;
         poll_once(&mut bob);
         let held = |s: &NoiseStream<MemorySocket>| s.session.buffer_capacities();
         assert!(held(&bob)[0] >= crate::READ_BUFFER_LEN);
@@ -224,16 +233,6 @@ mod tests {
         assert_eq!(held(&bob)[0], 0);
         assert!(held(&alice)[1].max(held(&alice)[2]) <= crate::INITIAL_READ_BUFFER_LEN);
         // And the connection carries the next block as before.
-        let reader = async {
-            let mut got = vec![0u8; block.len()];
-            bob.read_exact(&mut got).await.unwrap();
-            got
-        };
-        let writer = async {
-            alice.write_all(&block).await.unwrap();
-            alice.flush().await.unwrap();
-        };
-        let (got, ()) = tokio::join!(reader, writer);
-        assert!(got == block);
+        carry(&mut alice, &mut bob, &block).await;
     }
 }
