@@ -61,10 +61,8 @@ use crate::address::NetworkAddress;
 struct ConnShared {
     /// The node this end belongs to.
     local: Arc<str>,
-    /// The node at the other end, when this end dialed an address known to be its.
-    remote: Option<Arc<str>>,
-    /// The address this end dialed: a remote not known when the connection was made
-    /// is looked up again when a partition or a cut is decided.
+    /// The address this end dialed (none for an accepted end): the node behind it is
+    /// looked up when a partition or a cut is decided.
     dialed: Option<NetworkAddress>,
     cut: AtomicBool,
     reader: AtomicWaker,
@@ -78,13 +76,11 @@ impl ConnShared {
         self.writer.wake();
     }
 
-    /// The node at the other end: known when the connection was made, or by now. A
-    /// listener registers its address just after its socket starts listening, so a
-    /// dial can connect in between and learn its remote only later.
+    /// The node at the other end, as known now: looked up each time, since a listener
+    /// registers its address just after its socket starts listening, and a dial can
+    /// connect in between.
     fn remote_in(&self, listeners: &HashMap<NetworkAddress, Arc<str>>) -> Option<Arc<str>> {
-        self.remote
-            .clone()
-            .or_else(|| self.dialed.as_ref().and_then(|a| listeners.get(a).cloned()))
+        self.dialed.as_ref().and_then(|a| listeners.get(a).cloned())
     }
 
     fn between(
@@ -258,25 +254,19 @@ impl FaultController {
     /// (without its `/p2p/` part).
     fn register(&self, local: Arc<str>, dialed: Option<NetworkAddress>) -> Arc<ConnShared> {
         let mut state = self.state.lock();
-        // Looked up now, not when the dial began: the remote may have started listening
-        // in between (nodes that start together dial each other before every one
-        // listens), and a connection of an unknown remote is never partitioned.
-        let remote = dialed
-            .as_ref()
-            .and_then(|addr| state.listeners.get(addr).cloned());
         let conn = Arc::new(ConnShared {
             local,
-            remote,
             dialed,
             cut: AtomicBool::new(false),
             reader: AtomicWaker::new(),
             writer: AtomicWaker::new(),
         });
-        // A partition set while this connection was being made covers it too.
-        if let Some(remote) = &conn.remote
-            && state
-                .blocked
-                .contains(&(conn.local.clone(), remote.clone()))
+        // A partition set while this connection was being made covers it too. Its
+        // remote is looked up now, not when the dial began: it may have started
+        // listening in between (nodes that start together dial each other before every
+        // one listens).
+        if let Some(remote) = conn.remote_in(&state.listeners)
+            && state.blocked.contains(&(conn.local.clone(), remote))
         {
             conn.cut.store(true, Ordering::SeqCst);
             self.counters.cut.fetch_add(1, Ordering::Relaxed);
@@ -421,7 +411,7 @@ impl<S> std::fmt::Debug for FaultyStream<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FaultyStream")
             .field("local", &self.shared.local)
-            .field("remote", &self.shared.remote)
+            .field("dialed", &self.shared.dialed)
             .field("cut", &self.inner.is_none())
             .finish()
     }
