@@ -2,12 +2,14 @@
 //! id, supported protocols and client version, and checks the other's.
 
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use netcore::framing::{FramingError, MessageCodec};
 use proto::Message;
 use proto::handshake::HandshakeMsg;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::codec::Encoder;
 
 use crate::config::MAX_HANDSHAKE_MESSAGE_SIZE;
@@ -58,6 +60,12 @@ impl HandshakeError {
 /// Sends `ours`, reads the remote's message and checks its chain and network ids.
 /// Both sides run the same check, so both see (and can log) a mismatch.
 ///
+/// Ours is flushed before the read waits for the remote's, so neither side waits for
+/// the other. When the remote's message is here already (a listener sends its own
+/// behind Noise message 2), ours stays in `io`'s buffer and leaves with what is written
+/// next (the dialer's multiplexer proposal and first frames), one socket write for
+/// all; a mismatch flushes it, so that the remote sees the mismatch too.
+///
 /// The remote's message is read exactly (length prefix, then body), never past its end:
 /// the multiplexer frames a remote sends right behind its handshake stay in `io`.
 pub async fn exchange<IO>(
@@ -71,8 +79,27 @@ where
     MessageCodec::new(MAX_HANDSHAKE_MESSAGE_SIZE)
         .encode(Bytes::from(ours.encode_to_vec()), &mut out)?;
     io.write_all(&out).await.map_err(FramingError::Io)?;
-    io.flush().await.map_err(FramingError::Io)?;
+    let mut reading = FlushBeforeWait {
+        io: &mut io,
+        unflushed: true,
+    };
+    let theirs = read_theirs(&mut reading).await;
+    let unflushed = reading.unflushed;
+    let theirs = match theirs.and_then(|theirs| check(ours, theirs)) {
+        Ok(theirs) => theirs,
+        Err(e) => {
+            if unflushed {
+                // Best effort: the connection is dropped either way.
+                let _ = io.flush().await;
+            }
+            return Err(e);
+        }
+    };
+    Ok((io, theirs))
+}
 
+/// Reads the remote's handshake message, exactly.
+async fn read_theirs<IO: AsyncRead + Unpin>(io: &mut IO) -> Result<HandshakeMsg, HandshakeError> {
     let len = match io.read_u32().await {
         Ok(len) => len as usize,
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(HandshakeError::Closed),
@@ -90,7 +117,11 @@ where
         io::ErrorKind::UnexpectedEof => HandshakeError::Closed,
         _ => FramingError::Io(e).into(),
     })?;
-    let theirs = HandshakeMsg::decode(&body[..])?;
+    Ok(HandshakeMsg::decode(&body[..])?)
+}
+
+/// The remote's message, if it is of our chain and network.
+fn check(ours: &HandshakeMsg, theirs: HandshakeMsg) -> Result<HandshakeMsg, HandshakeError> {
     if theirs.chain_id != ours.chain_id {
         return Err(HandshakeError::ChainMismatch {
             ours: ours.chain_id,
@@ -103,7 +134,33 @@ where
             theirs: theirs.network_id,
         });
     }
-    Ok((io, theirs))
+    Ok(theirs)
+}
+
+/// Reads from `io`, flushing what was written to it first whenever a read would wait:
+/// a side never waits for the remote with its own message still in a buffer.
+struct FlushBeforeWait<'a, IO> {
+    io: &'a mut IO,
+    unflushed: bool,
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for FlushBeforeWait<'_, IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let read = Pin::new(&mut *this.io).poll_read(cx, buf);
+        if read.is_pending() && this.unflushed {
+            // The read registered the waker; a flush that waits registers it too.
+            if let Poll::Ready(flushed) = Pin::new(&mut *this.io).poll_flush(cx) {
+                flushed?;
+                this.unflushed = false;
+            }
+        }
+        read
+    }
 }
 
 #[cfg(test)]
@@ -160,6 +217,76 @@ mod tests {
         let (validator, public) = (msg(1, "validator"), msg(1, "public"));
         let (ra, _) = tokio::join!(exchange(a, &validator), exchange(b, &public));
         assert_eq!(ra.unwrap_err().reason(), "network_mismatch");
+    }
+
+    /// A side whose writes wait in a buffer until flushed, as under Noise.
+    fn buffered(io: MemorySocket) -> tokio::io::BufWriter<MemorySocket> {
+        tokio::io::BufWriter::new(io)
+    }
+
+    /// Whether `io` has bytes to read now.
+    fn has_input(io: &mut MemorySocket) -> bool {
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        let waker = futures::task::noop_waker();
+        let read = Pin::new(io).poll_read(&mut Context::from_waker(&waker), &mut buf);
+        matches!(read, Poll::Ready(Ok(()))) && !buf.filled().is_empty()
+    }
+
+    #[tokio::test]
+    async fn buffered_sides_flush_before_they_wait_for_each_other() {
+        let (a, b) = MemorySocket::new_pair();
+        let ours = msg(1, "v");
+        // Each side flushes after its exchange, as the next layer's first write does:
+        // the side that found the other's message waiting sent its own only then.
+        let side = |io| async {
+            let (mut io, theirs) = exchange(buffered(io), &ours).await?;
+            io.flush().await.map_err(FramingError::Io)?;
+            Ok::<_, HandshakeError>(theirs)
+        };
+        let (ra, rb) = tokio::join!(side(a), side(b));
+        assert_eq!(ra.unwrap(), ours);
+        assert_eq!(rb.unwrap(), ours);
+    }
+
+    #[tokio::test]
+    async fn ours_waits_for_the_next_flush_when_theirs_is_here_already() {
+        let (a, mut b) = MemorySocket::new_pair();
+        let ours = msg(1, "v");
+        let mut theirs = BytesMut::new();
+        MessageCodec::new(MAX_HANDSHAKE_MESSAGE_SIZE)
+            .encode(Bytes::from(ours.encode_to_vec()), &mut theirs)
+            .unwrap();
+        b.write_all(&theirs).await.unwrap();
+        let (mut a, got) = exchange(buffered(a), &ours).await.unwrap();
+        assert_eq!(got, ours);
+        assert!(!has_input(&mut b), "our message waits for what follows it");
+        a.write_all(b"next").await.unwrap();
+        a.flush().await.unwrap();
+        let mut read = vec![0u8; theirs.len() + 4];
+        b.read_exact(&mut read).await.unwrap();
+        assert_eq!(
+            &read[..theirs.len()],
+            &theirs[..],
+            "the same bytes as theirs"
+        );
+        assert_eq!(&read[theirs.len()..], b"next");
+    }
+
+    #[tokio::test]
+    async fn a_mismatch_found_without_waiting_still_sends_ours() {
+        let (a, mut b) = MemorySocket::new_pair();
+        let mut theirs = BytesMut::new();
+        MessageCodec::new(MAX_HANDSHAKE_MESSAGE_SIZE)
+            .encode(Bytes::from(msg(2, "v").encode_to_vec()), &mut theirs)
+            .unwrap();
+        b.write_all(&theirs).await.unwrap();
+        let ra = exchange(buffered(a), &msg(1, "v")).await;
+        assert!(matches!(ra, Err(HandshakeError::ChainMismatch { .. })));
+        let len = b.read_u32().await.unwrap() as usize;
+        let mut body = vec![0u8; len];
+        b.read_exact(&mut body).await.unwrap();
+        assert_eq!(HandshakeMsg::decode(&body[..]).unwrap(), msg(1, "v"));
     }
 
     #[tokio::test]

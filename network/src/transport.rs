@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{BufMut, BytesMut};
+use netcore::framing::FramingError;
 use netcore::multiplexing::{self, Control, Incoming, Mode, MuxConfig};
 use netcore::negotiate::{NegotiateError, negotiate_inbound, negotiate_outbound_select};
 use netcore::transport::{
@@ -187,19 +189,26 @@ where
                 None => (None, None),
             };
             let stream = RateLimitedRead::new(stream, rate, waits);
-            let (stream, theirs) = handshake::exchange(stream, &handshake).await?;
+            let (mut stream, theirs) = handshake::exchange(stream, &handshake).await?;
             let (stream, mode) = match origin {
-                ConnectionOrigin::Outbound => {
-                    let mut stream = negotiate_outbound_select(stream, YAMUX_PROTOCOL)?;
-                    // Send the proposal now: the listener waits for it before it starts
-                    // its multiplexer, and ours may have nothing to send for a while.
-                    stream.flush().await.map_err(NegotiateError::Io)?;
-                    (stream, Mode::Client)
-                }
-                ConnectionOrigin::Inbound => (
-                    negotiate_inbound(stream, &[YAMUX_PROTOCOL]).await?.0,
-                    Mode::Server,
+                // The proposal goes out with the multiplexer's first frames: its task
+                // flushes at once, with our handshake message if it is still here.
+                ConnectionOrigin::Outbound => (
+                    negotiate_outbound_select(stream, YAMUX_PROTOCOL)?,
+                    Mode::Client,
                 ),
+                ConnectionOrigin::Inbound => {
+                    // Our handshake message is still buffered if the dialer's came
+                    // before we looked: the dialer waits for it before it proposes.
+                    stream
+                        .flush()
+                        .await
+                        .map_err(|e| HandshakeError::from(FramingError::Io(e)))?;
+                    (
+                        negotiate_inbound(stream, &[YAMUX_PROTOCOL]).await?.0,
+                        Mode::Server,
+                    )
+                }
             };
             let (control, incoming) = multiplexing::start(stream, mode, mux);
             Ok(UpgradedConnection {
@@ -227,26 +236,34 @@ const CLAIMED_ID_LEN: usize = 32;
 
 /// Reads the peer id the dialer names at the start of its prologue and, if it is a
 /// trusted peer's, marks the handshake on the guard's claim board, before any
-/// Diffie-Hellman; gives back a socket that reads those bytes again, for Noise.
+/// Diffie-Hellman; gives back a socket that reads those bytes again, for Noise. It
+/// reads what the socket has, up to the room of Noise's own first read, so the
+/// prologue and message 1 usually come in one read.
 async fn peek_claim<IO: AsyncRead + Unpin>(
     mut socket: IO,
     addr: &NetworkAddress,
     guard: &PeerGuard,
 ) -> Result<Prefixed<IO>, UpgradeError> {
-    let mut claimed = vec![0u8; CLAIMED_ID_LEN];
-    socket
-        .read_exact(&mut claimed)
-        .await
-        .map_err(|e| UpgradeError::Noise(NoiseError::Io(e)))?;
+    let mut read = BytesMut::with_capacity(noise::INITIAL_READ_BUFFER_LEN);
+    while read.len() < CLAIMED_ID_LEN {
+        let room = read.capacity() - read.len();
+        let n = socket
+            .read_buf(&mut (&mut read).limit(room))
+            .await
+            .map_err(|e| UpgradeError::Noise(NoiseError::Io(e)))?;
+        if n == 0 {
+            return Err(UpgradeError::Noise(NoiseError::Truncated));
+        }
+    }
     // Only an IP address names one socket (a memory listener names every socket
     // alike): claims are kept for those.
     if addr.ip().is_some()
-        && let Ok(peer) = PeerId::from_slice(&claimed)
+        && let Ok(peer) = PeerId::from_slice(&read[..CLAIMED_ID_LEN])
         && (guard.is_trusted)(&peer)
     {
         guard.claims.mark(addr.clone(), peer);
     }
-    Ok(Prefixed::new(claimed, socket))
+    Ok(Prefixed::new(read.to_vec(), socket))
 }
 
 /// A stream that yields `prefix` before what `inner` reads; writes go to `inner`.

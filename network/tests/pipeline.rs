@@ -10,7 +10,9 @@ use futures::stream::FuturesUnordered;
 use netcore::NetworkAddress;
 use netcore::multiplexing::MuxConfig;
 use netcore::negotiate::{negotiate_inbound, negotiate_outbound_select};
-use netcore::transport::{MemoryTransport, TcpTransport, Transport, TransportError};
+use netcore::transport::{
+    ConnectionOrigin, MemoryTransport, TcpTransport, Transport, TransportError, TransportExt,
+};
 use network::transport::{UpgradedConnection, upgrade};
 use noise::{Identity, NoiseConfig, NoiseUpgrader, TrustedPeers};
 use proto::handshake::HandshakeMsg;
@@ -110,5 +112,67 @@ async fn hundred_concurrent_substreams_echo_over_tcp_noise_mux() {
 #[tokio::test]
 async fn hundred_concurrent_substreams_echo_over_memsocket_noise_mux() {
     let (client, server) = connect(MemoryTransport::default(), "/memory/0").await;
+    echo_many(client, server).await;
+}
+
+/// A listener's socket whose first flush (Noise message 2's) waits `LATE` after the
+/// write went out: the dialer reads message 2, sends its handshake message, and that
+/// message is in before the listener starts its own exchange.
+struct LateListener {
+    io: memsocket::MemorySocket,
+    late: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+const LATE: Duration = Duration::from_millis(100);
+
+impl AsyncRead for LateListener {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for LateListener {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, data)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if let Some(late) = &mut self.late {
+            std::task::ready!(late.as_mut().poll(cx));
+            self.late = None;
+        }
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_listener_that_finds_the_dialers_handshake_message_waiting_still_sends_its_own() {
+    let base = MemoryTransport::default().map(|io, origin| LateListener {
+        io,
+        late: (origin == ConnectionOrigin::Inbound).then(|| Box::pin(tokio::time::sleep(LATE))),
+    });
+    let start = tokio::time::Instant::now();
+    let (client, server) = connect(base, "/memory/0").await;
+    // Well within the upgrade timeout: the listener did not wait for a proposal the
+    // dialer sends only once it has the listener's message.
+    assert!(start.elapsed() < Duration::from_secs(1));
     echo_many(client, server).await;
 }

@@ -124,6 +124,19 @@ impl NoiseSession {
         }
     }
 
+    /// A session whose first socket bytes, `read`, were read already (the handshake's
+    /// last read, at most [`INITIAL_READ_BUFFER_LEN`] bytes): they are decoded before
+    /// the socket is read, from the small read buffer.
+    pub(crate) fn with_read(cipher: TransportCipher, read: &[u8]) -> Self {
+        let mut session = Self::new(cipher);
+        if !read.is_empty() {
+            session.wire_in = BytesMut::with_capacity(INITIAL_READ_BUFFER_LEN.max(read.len()));
+            session.wire_in.extend_from_slice(read);
+            session.filled();
+        }
+        session
+    }
+
     // ----- Write side -----
 
     /// Sealed bytes waiting for the socket.

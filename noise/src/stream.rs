@@ -29,10 +29,22 @@ pub struct NoiseStream<IO> {
 }
 
 impl<IO> NoiseStream<IO> {
+    #[cfg(test)]
     pub(crate) fn new(io: IO, cipher: TransportCipher, remote: RemoteInfo) -> Self {
+        Self::with_read(io, cipher, remote, &[])
+    }
+
+    /// A stream whose first socket bytes, `read`, were read already (by the handshake's
+    /// last read, behind its message).
+    pub(crate) fn with_read(
+        io: IO,
+        cipher: TransportCipher,
+        remote: RemoteInfo,
+        read: &[u8],
+    ) -> Self {
         Self {
             io,
-            session: NoiseSession::new(cipher),
+            session: NoiseSession::with_read(cipher, read),
             remote,
         }
     }
@@ -210,6 +222,34 @@ mod tests {
         };
         let (got, ()) = tokio::join!(reader, writer);
         assert!(got == data, "the bytes arrive intact");
+    }
+
+    #[tokio::test]
+    async fn bytes_read_before_the_stream_began_are_decoded_first() {
+        // Two frames as alice's socket carries them.
+        let (a, mut wire) = MemorySocket::new_pair();
+        let (ca, cb) = cipher_pair(crate::DEFAULT_SUITE);
+        let mut alice = stream(a, ca);
+        for part in [&b"first "[..], b"second"] {
+            alice.write_all(part).await.unwrap();
+            alice.flush().await.unwrap();
+        }
+        drop(alice);
+        let mut bytes = Vec::new();
+        wire.read_to_end(&mut bytes).await.unwrap();
+        // Bob's handshake read the first frame and part of the second; his socket has
+        // the rest.
+        let split = bytes.len() - 5;
+        let (mut rest, b) = MemorySocket::new_pair();
+        let remote = RemoteInfo {
+            peer_id: PeerId::new([0; 32]),
+            static_key: x25519_dalek::PublicKey::from([9; 32]),
+        };
+        let mut bob = NoiseStream::with_read(b, cb, remote, &bytes[..split]);
+        rest.write_all(&bytes[split..]).await.unwrap();
+        let mut got = [0u8; 12];
+        bob.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"first second");
     }
 
     #[tokio::test(start_paused = true)]

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use netcore::transport::ConnectionOrigin;
 use netcore::{NetworkAddress, PeerId};
 use parking_lot::Mutex;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
 use crate::constants::{
@@ -22,6 +22,9 @@ use crate::identity::Identity;
 use crate::replay::ReplayGuard;
 use crate::stream::NoiseStream;
 use crate::suite::NoiseSuite;
+use reader::HandshakeReader;
+
+mod reader;
 
 /// How an upgrader authenticates and how long it waits.
 #[derive(Clone, Debug)]
@@ -271,9 +274,11 @@ impl NoiseUpgrader {
         )?;
         io.write_all(&first).await?;
         io.flush().await?;
-        let reply = read_message(&mut io).await?;
+        let mut reader = HandshakeReader::default();
+        let reply = reader.read_message(&mut io).await?;
         let (cipher, remote) = handshake.finish(&reply)?;
-        Ok((NoiseStream::new(io, cipher, remote), remote))
+        let stream = NoiseStream::with_read(io, cipher, remote, &reader.into_rest());
+        Ok((stream, remote))
     }
 
     /// Listens: runs the handshake as the responder over `io`, under the timeout and the
@@ -303,10 +308,11 @@ impl NoiseUpgrader {
         IO: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let inner = &self.inner;
+        let mut reader = HandshakeReader::default();
         let mut prologue = [0u8; PROLOGUE_LEN];
-        read_exact(&mut io, &mut prologue).await?;
+        reader.read_exact(&mut io, &mut prologue).await?;
         let remote = handshake::check_prologue(&inner.identity, &inner.config.mode, &prologue)?;
-        let first = read_message(&mut io).await?;
+        let first = reader.read_message(&mut io).await?;
         // Under mutual authentication the claimed key is a trusted one, whose
         // static-static secret is kept; an open listener keeps none (any key may come).
         let keep = matches!(inner.config.mode, AuthMode::Mutual(_));
@@ -327,7 +333,8 @@ impl NoiseUpgrader {
         )?;
         io.write_all(&reply).await?;
         io.flush().await?;
-        Ok((NoiseStream::new(io, cipher, remote), remote))
+        let stream = NoiseStream::with_read(io, cipher, remote, &reader.into_rest());
+        Ok((stream, remote))
     }
 
     /// The upgrade step for [`TransportExt::and_then`](netcore::transport::TransportExt::and_then):
@@ -354,23 +361,4 @@ impl NoiseUpgrader {
             }
         }
     }
-}
-
-/// Reads exactly `buf.len()` bytes; the stream ending first is [`NoiseError::Truncated`].
-async fn read_exact<IO: AsyncRead + Unpin>(io: &mut IO, buf: &mut [u8]) -> Result<(), NoiseError> {
-    match io.read_exact(buf).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(NoiseError::Truncated),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Reads one handshake message: a u16 BE length, then that many bytes (so at most
-/// 65535, allocated only once the length is known).
-async fn read_message<IO: AsyncRead + Unpin>(io: &mut IO) -> Result<Vec<u8>, NoiseError> {
-    let mut prefix = [0u8; 2];
-    read_exact(io, &mut prefix).await?;
-    let mut message = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
-    read_exact(io, &mut message).await?;
-    Ok(message)
 }

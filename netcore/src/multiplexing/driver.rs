@@ -15,6 +15,7 @@ use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 
+use super::Mode;
 use super::batch::Batching;
 use super::buffers::OutQueue;
 use super::error::MuxError;
@@ -139,6 +140,9 @@ pub(crate) struct Driver<IO> {
     /// Encoded frames not yet written.
     out: OutQueue,
     unflushed: bool,
+    /// A client's task that has not run yet: its first run writes before it reads
+    /// (see [`start`](super::start)).
+    write_first: bool,
     /// How much to take from the session per batch, and when to flush.
     batch: Batching,
     /// Flush once the frames in `out` are written: they carry urgent data, or the
@@ -155,7 +159,7 @@ impl<IO> Driver<IO>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    pub(crate) fn new(io: IO, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(io: IO, shared: Arc<Shared>, mode: Mode) -> Self {
         Self {
             io,
             shared,
@@ -163,7 +167,10 @@ where
             read_done: false,
             backlogged: false,
             out: OutQueue::default(),
-            unflushed: false,
+            // What the upgrade wrote and left unflushed goes out with the first
+            // frames, or alone.
+            unflushed: true,
+            write_first: mode == Mode::Client,
             batch: Batching::default(),
             flush_after: false,
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
@@ -397,6 +404,13 @@ where
     }
 
     fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), MuxError>> {
+        if self.write_first {
+            // The first frames (the RTT probe) leave in one write with what the upgrade
+            // left buffered; the first read of an optimistic negotiation would send
+            // that alone, before waiting for the answer.
+            self.write_first = false;
+            self.poll_write_side(cx)?;
+        }
         for _ in 0..ROUNDS_PER_POLL {
             let Some(backlogged) = self.poll_read_side(cx)? else {
                 return Poll::Ready(Ok(()));

@@ -120,13 +120,18 @@ impl StreamMultiplexer for Control {
 }
 
 /// Starts multiplexing over `io`: spawns the connection task (on the current tokio
-/// runtime) and returns the handles. The task ends when the connection closes.
+/// runtime) and returns the handles. The task ends when the connection closes. It
+/// flushes `io` on its first run, so bytes an upgrade wrote and left unflushed (a
+/// handshake message, a multiplexer proposal) go out with its first frames, or alone.
+/// A client's task writes before it first reads, so that those bytes and its first
+/// frames leave in one write; a server's reads first, to answer the client's first
+/// frames in the same write as its own.
 pub fn start<IO>(io: IO, mode: Mode, config: MuxConfig) -> (Control, Incoming)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let session = session::Session::new(mode, config, tokio::time::Instant::now());
     let shared = Arc::new(driver::Shared::new(session));
-    tokio::spawn(driver::Driver::new(io, shared.clone()));
+    tokio::spawn(driver::Driver::new(io, shared.clone(), mode));
     (Control::new(shared.clone()), Incoming::new(shared))
 }
