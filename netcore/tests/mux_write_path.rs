@@ -11,11 +11,13 @@ use std::time::Duration;
 
 use memsocket::MemorySocket;
 use netcore::multiplexing::{self, Mode, MuxConfig, Priority};
+use netcore::negotiate::negotiate_outbound_select;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 const KIB: usize = 1024;
 const HEADER: usize = 12;
 const DATA: u8 = 0;
+const PING: u8 = 2;
 /// The stream id of frames about the whole session (pings, GoAway).
 const SESSION: u32 = 0;
 
@@ -176,4 +178,57 @@ async fn urgent_data_is_flushed_before_bulk_joins_it() {
         "flushed right after the urgent frames"
     );
     assert!(log.bytes.len() > urgent_end, "the bulk follows");
+}
+
+/// Starts a connection of `mode` on a socket that holds `upgrade` written and not
+/// flushed, as an upgrade leaves its last message (a client's behind an optimistic
+/// proposal of the multiplexer, as a dialer's upgrade ends), and returns what the
+/// socket saw once something was flushed.
+async fn first_flush_after_upgrade(mode: Mode, upgrade: &[u8]) -> Log {
+    let socket = Recording::default();
+    let log = Arc::clone(&socket.0);
+    let mut socket = tokio::io::BufWriter::new(socket);
+    socket.write_all(upgrade).await.unwrap();
+    let (_control, _incoming) = match mode {
+        Mode::Client => {
+            let socket = negotiate_outbound_select(socket, "/yamux/1.0.0").unwrap();
+            multiplexing::start(socket, mode, MuxConfig::default())
+        }
+        Mode::Server => multiplexing::start(socket, mode, MuxConfig::default()),
+    };
+    assert!(log.lock().unwrap().bytes.is_empty(), "held until flushed");
+    within(async {
+        while log.lock().unwrap().flushes.is_empty() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    std::mem::take(&mut *log.lock().unwrap())
+}
+
+/// The multistream header and the proposal of `/yamux/1.0.0`.
+const PROPOSAL: usize = 20 + 14;
+
+#[tokio::test]
+async fn a_client_sends_its_upgrades_last_bytes_proposal_and_first_ping_in_one_flush() {
+    // The proposal (and the handshake message before it) wait in the stream for the
+    // multiplexer. Its task writes before it first reads: a read of the optimistic
+    // negotiation would flush them alone, to wait for the answer.
+    let log = first_flush_after_upgrade(Mode::Client, b"upgrade").await;
+    assert_eq!(log.flushes[0], 7 + PROPOSAL + HEADER, "one flush for all");
+    assert_eq!(&log.bytes[..7], b"upgrade");
+    assert_eq!(&log.bytes[7 + 20..7 + PROPOSAL], b"\x0d/yamux/1.0.0\n");
+    let (ty, id, _) = parse_header(&log.bytes[7 + PROPOSAL..]);
+    assert_eq!((ty, id), (PING, SESSION), "then the RTT probe");
+}
+
+#[tokio::test]
+async fn a_server_sends_what_its_upgrade_left_with_its_first_frames() {
+    // A server's task reads first (to answer the client's first frames in the same
+    // write); with nothing read, its own Ping goes out behind what the upgrade left.
+    let log = first_flush_after_upgrade(Mode::Server, b"echo").await;
+    assert_eq!(log.flushes[0], 4 + HEADER, "one flush for both");
+    assert_eq!(&log.bytes[..4], b"echo");
+    let (ty, id, _) = parse_header(&log.bytes[4..]);
+    assert_eq!((ty, id), (PING, SESSION), "then the RTT probe");
 }

@@ -64,7 +64,8 @@ impl HandshakeError {
 /// the other. When the remote's message is here already (a listener sends its own
 /// behind Noise message 2), ours stays in `io`'s buffer and leaves with what is written
 /// next (the dialer's multiplexer proposal and first frames), one socket write for
-/// all; a mismatch flushes it, so that the remote sees the mismatch too.
+/// all. A caller whose next step reads must flush first. A failure to read or accept
+/// the remote's message flushes ours, so that the remote sees a mismatch too.
 ///
 /// The remote's message is read exactly (length prefix, then body), never past its end:
 /// the multiplexer frames a remote sends right behind its handshake stay in `io`.

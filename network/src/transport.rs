@@ -334,3 +334,54 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reputation::{Reputation, ReputationConfig};
+    use memsocket::MemorySocket;
+
+    fn guard() -> PeerGuard {
+        PeerGuard {
+            claims: ClaimBoard::default(),
+            reputation: Arc::new(Mutex::new(Reputation::new(ReputationConfig::default()))),
+            is_trusted: Arc::new(|_| true),
+            rate_limit: RateLimitConfig::default(),
+            rate_limited: IntCounter::new("rate_limited", "test").unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_peek_waits_for_a_whole_claim_and_gives_every_byte_read_back() {
+        let (mut dialer, socket) = MemorySocket::new_pair();
+        let sent: Vec<u8> = (0..200u8).collect();
+        let addr: NetworkAddress = "/memory/1".parse().unwrap();
+        let guard = guard();
+        let peek = peek_claim(socket, &addr, &guard);
+        let send = async {
+            // The claim in pieces, the rest of the flight behind it.
+            for piece in [&sent[..10], &sent[10..31], &sent[31..]] {
+                dialer.write_all(piece).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            dialer
+        };
+        let (prefixed, dialer) = tokio::join!(peek, send);
+        drop(dialer);
+        let mut got = Vec::new();
+        prefixed.unwrap().read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, sent);
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_ends_inside_the_claim_is_truncated() {
+        let (mut dialer, socket) = MemorySocket::new_pair();
+        dialer.write_all(&[7; 31]).await.unwrap();
+        drop(dialer);
+        let addr: NetworkAddress = "/memory/1".parse().unwrap();
+        assert!(matches!(
+            peek_claim(socket, &addr, &guard()).await,
+            Err(UpgradeError::Noise(NoiseError::Truncated))
+        ));
+    }
+}
