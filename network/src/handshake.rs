@@ -275,19 +275,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_mismatch_found_without_waiting_still_sends_ours() {
-        let (a, mut b) = MemorySocket::new_pair();
-        let mut theirs = BytesMut::new();
+    async fn a_failure_found_without_waiting_still_sends_ours() {
+        let mut other_chain = BytesMut::new();
         MessageCodec::new(MAX_HANDSHAKE_MESSAGE_SIZE)
-            .encode(Bytes::from(msg(2, "v").encode_to_vec()), &mut theirs)
+            .encode(Bytes::from(msg(2, "v").encode_to_vec()), &mut other_chain)
             .unwrap();
-        b.write_all(&theirs).await.unwrap();
-        let ra = exchange(buffered(a), &msg(1, "v")).await;
-        assert!(matches!(ra, Err(HandshakeError::ChainMismatch { .. })));
-        let len = b.read_u32().await.unwrap() as usize;
-        let mut body = vec![0u8; len];
-        b.read_exact(&mut body).await.unwrap();
-        assert_eq!(HandshakeMsg::decode(&body[..]).unwrap(), msg(1, "v"));
+        let cases: [(&[u8], &str); 4] = [
+            (&other_chain, "chain_mismatch"),
+            (&[0, 0, 0, 3, 0xff, 0xff, 0xff], "handshake_decode"),
+            (&[0xff, 0xff, 0xff, 0xff], "handshake_io"),
+            (&[0, 0, 0, 9, 1], "handshake_closed"),
+        ];
+        for (theirs, reason) in cases {
+            let (a, mut b) = MemorySocket::new_pair();
+            b.write_all(theirs).await.unwrap();
+            b.shutdown().await.unwrap();
+            let err = exchange(buffered(a), &msg(1, "v")).await.unwrap_err();
+            assert_eq!(err.reason(), reason);
+            let len = b.read_u32().await.unwrap() as usize;
+            let mut body = vec![0u8; len];
+            b.read_exact(&mut body).await.unwrap();
+            assert_eq!(
+                HandshakeMsg::decode(&body[..]).unwrap(),
+                msg(1, "v"),
+                "{reason}"
+            );
+        }
     }
 
     #[tokio::test]
