@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use netcore::framing::FramingError;
 use netcore::multiplexing::{self, Control, Incoming, Mode, MuxConfig};
 use netcore::negotiate::{NegotiateError, negotiate_inbound, negotiate_outbound_select};
@@ -172,7 +172,7 @@ where
                 (Some(guard), ConnectionOrigin::Inbound) => {
                     peek_claim(socket, &addr, guard).await?
                 }
-                _ => Prefixed::new(Vec::new(), socket),
+                _ => Prefixed::new(BytesMut::new(), socket),
             };
             let (stream, remote) = noise.upgrade(socket, addr.clone(), origin).await?;
             let peer_id = remote.peer_id;
@@ -263,23 +263,19 @@ async fn peek_claim<IO: AsyncRead + Unpin>(
     {
         guard.claims.mark(addr.clone(), peer);
     }
-    Ok(Prefixed::new(read.to_vec(), socket))
+    Ok(Prefixed::new(read, socket))
 }
 
 /// A stream that yields `prefix` before what `inner` reads; writes go to `inner`.
 pub(crate) struct Prefixed<IO> {
-    prefix: Vec<u8>,
-    read: usize,
+    /// Not yet read again.
+    prefix: BytesMut,
     inner: IO,
 }
 
 impl<IO> Prefixed<IO> {
-    fn new(prefix: Vec<u8>, inner: IO) -> Self {
-        Self {
-            prefix,
-            read: 0,
-            inner,
-        }
+    fn new(prefix: BytesMut, inner: IO) -> Self {
+        Self { prefix, inner }
     }
 }
 
@@ -290,14 +286,13 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        if this.read < this.prefix.len() {
-            let rest = &this.prefix[this.read..];
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(&rest[..n]);
-            this.read += n;
-            if this.read == this.prefix.len() {
-                this.prefix = Vec::new();
-                this.read = 0;
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            if this.prefix.is_empty() {
+                // Its buffer is let go once read.
+                this.prefix = BytesMut::new();
             }
             return Poll::Ready(Ok(()));
         }
