@@ -76,10 +76,9 @@ pub async fn exchange<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut out = BytesMut::new();
-    MessageCodec::new(MAX_HANDSHAKE_MESSAGE_SIZE)
-        .encode(Bytes::from(ours.encode_to_vec()), &mut out)?;
-    io.write_all(&out).await.map_err(FramingError::Io)?;
+    io.write_all(&framed(ours)?)
+        .await
+        .map_err(FramingError::Io)?;
     let mut reading = FlushBeforeWait {
         io: &mut io,
         unflushed: true,
@@ -97,6 +96,14 @@ where
         }
     };
     Ok((io, theirs))
+}
+
+/// `msg` as it travels: its length, then its bytes.
+fn framed(msg: &HandshakeMsg) -> Result<BytesMut, FramingError> {
+    let mut out = BytesMut::new();
+    MessageCodec::new(MAX_HANDSHAKE_MESSAGE_SIZE)
+        .encode(Bytes::from(msg.encode_to_vec()), &mut out)?;
+    Ok(out)
 }
 
 /// Reads the remote's handshake message, exactly.
@@ -254,10 +261,7 @@ mod tests {
     async fn ours_waits_for_the_next_flush_when_theirs_is_here_already() {
         let (a, mut b) = MemorySocket::new_pair();
         let ours = msg(1, "v");
-        let mut theirs = BytesMut::new();
-        MessageCodec::new(MAX_HANDSHAKE_MESSAGE_SIZE)
-            .encode(Bytes::from(ours.encode_to_vec()), &mut theirs)
-            .unwrap();
+        let theirs = framed(&ours).unwrap();
         b.write_all(&theirs).await.unwrap();
         let (mut a, got) = exchange(buffered(a), &ours).await.unwrap();
         assert_eq!(got, ours);
@@ -276,10 +280,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failure_found_without_waiting_still_sends_ours() {
-        let mut other_chain = BytesMut::new();
-        MessageCodec::new(MAX_HANDSHAKE_MESSAGE_SIZE)
-            .encode(Bytes::from(msg(2, "v").encode_to_vec()), &mut other_chain)
-            .unwrap();
+        let other_chain = framed(&msg(2, "v")).unwrap();
         let cases: [(&[u8], &str); 4] = [
             (&other_chain, "chain_mismatch"),
             (&[0, 0, 0, 3, 0xff, 0xff, 0xff], "handshake_decode"),

@@ -178,13 +178,17 @@ mod tests {
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// A stream over `io` with `cipher`; the remote's identity is not looked at here.
-    fn stream(io: MemorySocket, cipher: TransportCipher) -> NoiseStream<MemorySocket> {
-        let remote = RemoteInfo {
+    /// A remote's identity, which is not looked at here.
+    fn remote() -> RemoteInfo {
+        RemoteInfo {
             peer_id: PeerId::new([0; 32]),
             static_key: x25519_dalek::PublicKey::from([9; 32]),
-        };
-        NoiseStream::new(io, cipher, remote)
+        }
+    }
+
+    /// A stream over `io` with `cipher`.
+    fn stream(io: MemorySocket, cipher: TransportCipher) -> NoiseStream<MemorySocket> {
+        NoiseStream::new(io, cipher, remote())
     }
 
     /// Polls `s` for a read once, to reach the socket's `Pending` after all was read.
@@ -241,11 +245,7 @@ mod tests {
         // the rest.
         let split = bytes.len() - 5;
         let (mut rest, b) = MemorySocket::new_pair();
-        let remote = RemoteInfo {
-            peer_id: PeerId::new([0; 32]),
-            static_key: x25519_dalek::PublicKey::from([9; 32]),
-        };
-        let mut bob = NoiseStream::with_read(b, cb, remote, &bytes[..split]);
+        let mut bob = NoiseStream::with_read(b, cb, remote(), &bytes[..split]);
         rest.write_all(&bytes[split..]).await.unwrap();
         let mut got = [0u8; 12];
         bob.read_exact(&mut got).await.unwrap();
